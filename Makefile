@@ -1,0 +1,80 @@
+# Thin wrappers over the `vidstore` CLI (pipeline/cli.py). Every variable is optional;
+# a variable that is set becomes the matching --option, so the CLI's defaults and
+# validation are the only ones.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+CLI := $(PY) -m pipeline
+# The torch build to install; the pins match the wheels cached on the dev/CI machines.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+
+# --opt "value" only when the variable is non-empty.
+opt = $(if $($(1)),--$(2) "$($(1))")
+flag = $(if $(filter 1 yes true,$($(1))),--$(2))
+
+EXTRACT_OPTS = $(call opt,DATASET,dataset) $(call opt,DATA_DIR,data-dir) \
+  $(call opt,FEATURES_ROOT,features-root) $(call opt,FRAMES,frames) $(call opt,FPS,fps) \
+  $(call opt,SIZE,size) $(call opt,WEIGHTS,weights) $(call opt,PRECISION,precision) \
+  $(call opt,WORKERS,workers) $(call opt,GPU_BATCH,gpu-batch) $(call opt,DEVICE,device) \
+  $(call opt,DEVICES,devices) $(call opt,SCHEDULER,scheduler) $(call opt,SHARD_SIZE,shard-size) \
+  $(call opt,TIMEOUT,timeout) $(call flag,COMPILE,compile)
+TRAIN_OPTS = $(call opt,DATASET,dataset) $(call opt,FEATURES_ROOT,features-root) \
+  $(call opt,FEATURES,features) $(call opt,MODEL,model) $(call opt,SPLIT,split) \
+  $(call opt,EPOCHS,epochs) $(call opt,LR,lr) $(call opt,BATCH,batch) $(call opt,SEED,seed) \
+  $(call opt,OUT,out) $(call opt,DEVICE,device)
+
+.PHONY: setup features train evaluate compare predict demo test test-all test-gpu bench store-list clean-venv
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	@command -v ffmpeg >/dev/null && command -v ffprobe >/dev/null || { \
+	  echo "ffmpeg not found: installing Debian's ffmpeg package"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg >/dev/null \
+	  || { echo "Could not install ffmpeg. Install it yourself: 'apt-get install ffmpeg' (Debian/Ubuntu), 'brew install ffmpeg' (macOS) or 'conda install -c conda-forge ffmpeg'."; exit 1; }; }
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+features: setup
+	$(CLI) features $(EXTRACT_OPTS)
+
+train: setup
+	$(CLI) train $(TRAIN_OPTS)
+
+evaluate: setup
+	$(CLI) evaluate $(call opt,RUN,run) $(call opt,DEVICE,device)
+
+compare: setup
+	$(CLI) compare $(TRAIN_OPTS)
+
+predict: setup
+	$(CLI) predict "$(VIDEO)" $(call opt,RUN,run)
+
+# The main job end to end on the embedded sample: generate it, extract, train, evaluate.
+demo: setup
+	$(CLI) demo $(EXTRACT_OPTS)
+
+# Quick suite: everything but the tests marked slow or gpu.
+test: setup
+	$(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-gpu: setup
+	$(PY) -m pytest -q -m gpu $(PYTEST_ARGS)
+
+bench: setup
+	$(CLI) bench $(call opt,CLIPS,clips) $(call opt,SECONDS,seconds) $(call opt,WORKERS,workers) \
+	  $(call opt,DEVICE,device) $(call opt,SIZE,size) $(call opt,FRAMES,frames) $(call flag,COMPILE,compile)
+
+store-list: setup
+	$(CLI) store list $(call opt,FEATURES_ROOT,features-root)
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,197 @@
+"""The `vidstore` command line (also `python -m pipeline`). Click lives only here.
+
+Each command maps its options onto a frozen config and calls one plain function; the
+Makefile targets pass their variables through as these options.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from .config import ConfigError, ExtractConfig
+
+# Errors a user can act on: shown as one clear line, no traceback. Anything else is a
+# bug and keeps its traceback.
+USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
+
+
+def user_errors() -> tuple[type[BaseException], ...]:
+    from stages.backbone import WeightsError
+    from stages.decode import FFmpegMissing
+
+    from .datasets import DatasetError
+    from .store import StoreError
+
+    return USER_ERRORS + (DatasetError, StoreError, WeightsError, FFmpegMissing)
+
+
+def friendly(fn):
+    """Turn the user-facing errors into `Error: <message>` and exit status 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except user_errors() as e:
+            raise click.UsageError(str(e)) from None
+    return wrapper
+
+
+def extract_options(fn):
+    """Options of ExtractConfig, shared by `features`, `demo` and `bench`."""
+    options = [
+        click.option("--dataset", type=click.Choice(["sample", "ucf101", "hmdb51", "folder", "csv"]), default="sample", show_default=True,
+                     help="Dataset adapter (DATASET=)."),
+        click.option("--data-dir", type=click.Path(path_type=Path), help="Dataset root; csv: the .csv file. Default data/<dataset> (DATA_DIR=)."),
+        click.option("--features-root", type=click.Path(path_type=Path), help="Feature store root, default data/features (FEATURES_ROOT=)."),
+        click.option("--frames", type=int, default=16, show_default=True, help="T frames per video; the cap with --fps (FRAMES=)."),
+        click.option("--fps", type=float, help="Sample at a fixed rate instead of T uniform segment centres (FPS=)."),
+        click.option("--size", "image_size", type=int, default=224, show_default=True, help="Centre-crop size fed to ResNet-50, px (SIZE=)."),
+        click.option("--resize", type=int, help="Shorter side before the crop, px (default size*256/224)."),
+        click.option("--weights", default="imagenet", show_default=True, help="imagenet | random | /path/to/resnet50.pth (WEIGHTS=)."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of --weights random."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True, help="Backbone precision (PRECISION=)."),
+        click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (DEVICE=)."),
+        click.option("--devices", default="", help="One backbone process per device, e.g. cuda:0,cuda:1 (DEVICES=)."),
+        click.option("--workers", type=int, default=0, help="Parallel ffmpeg decoders, default all cores (WORKERS=)."),
+        click.option("--gpu-batch", type=int, default=0, help="Frames per backbone batch, default 512 on CUDA, 32 on CPU (GPU_BATCH=)."),
+        click.option("--shard-size", type=int, default=256, show_default=True, help="Videos per shard (SHARD_SIZE=)."),
+        click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds allowed to one ffmpeg call (TIMEOUT=)."),
+        click.option("--compile/--no-compile", default=False, help="torch.compile the backbone; pays off only on large sets (COMPILE=1)."),
+        click.option("--scheduler", help="Run on Dask: local:N or tcp://host:8786 (SCHEDULER=)."),
+        click.option("--name", help="Dataset name in the store (default: derived from --dataset/--data-dir)."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def make_extract_config(**kw) -> ExtractConfig:
+    kw["devices"] = tuple(d.strip() for d in (kw.get("devices") or "").split(",") if d.strip())
+    return ExtractConfig(**kw)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """vidstore: an offline video feature store (stage one) and temporal heads (stage two)."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+
+
+@main.command()
+@extract_options
+@friendly
+def features(**kw) -> None:
+    """Stage one: decode, embed with ResNet-50 and store (N, T, 2048) shards."""
+    from stages.extract import extract_features
+
+    cfg = make_extract_config(**kw)
+    click.echo(f"stage one: {json.dumps(cfg.to_json())}", err=True)
+    extract_features(cfg)
+
+
+# ---------------------------------------------------------------- store catalog
+@main.group("store")
+def store_group() -> None:
+    """The catalog: list, inspect, verify and clean feature sets."""
+
+
+def store_root_option(fn):
+    return click.option("--features-root", type=click.Path(path_type=Path), help="Store root (FEATURES_ROOT=), default data/features.")(fn)
+
+
+def resolve_root(features_root: Path | None) -> Path:
+    return ExtractConfig(features_root=features_root).store_root
+
+
+def find_set(features_root: Path | None, ref: str) -> Path:
+    """A feature set by id (or unique id prefix), dataset/id, or directory path."""
+    from . import store
+
+    if Path(ref).is_dir() and (Path(ref) / store.MANIFEST).exists():
+        return Path(ref)
+    matches = [d for d in store.feature_sets(resolve_root(features_root)) if d.name.startswith(ref) or f"{d.parent.name}/{d.name}".startswith(ref)]
+    if len(matches) != 1:
+        known = ", ".join(f"{d.parent.name}/{d.name}" for d in store.feature_sets(resolve_root(features_root))) or "none"
+        raise store.StoreError(f"{'no' if not matches else 'more than one'} feature set matches {ref!r} under {resolve_root(features_root)}; known: {known}")
+    return matches[0]
+
+
+@store_group.command("list")
+@store_root_option
+@friendly
+def store_list(features_root: Path | None) -> None:
+    """Every feature set under the store root, one line each."""
+    from . import store
+    from .catalog import list_sets
+
+    rows = list_sets(resolve_root(features_root))
+    if not rows:
+        click.echo(f"no feature sets under {resolve_root(features_root)}")
+        return
+    click.echo(format_table(rows))
+
+
+@store_group.command("info")
+@click.argument("ref")
+@store_root_option
+@friendly
+def store_info(ref: str, features_root: Path | None) -> None:
+    """Full extraction config and split sizes of one feature set."""
+    from .catalog import describe
+
+    click.echo(describe(find_set(features_root, ref)))
+
+
+@store_group.command("verify")
+@click.argument("ref", required=False)
+@store_root_option
+@friendly
+def store_verify(ref: str | None, features_root: Path | None) -> None:
+    """Recompute checksums; exit 1 if any shard is corrupt or missing (all sets if no REF)."""
+    from . import store
+
+    sets = [find_set(features_root, ref)] if ref else list(store.feature_sets(resolve_root(features_root)))
+    bad = 0
+    for d in sets:
+        problems = store.verify(d)
+        n = len(store.load_manifest(d)["shards"])
+        click.echo(f"{d.parent.name}/{d.name}: {'OK' if not problems else 'CORRUPT'} ({n} shards)")
+        for line in problems:
+            click.echo(f"  {line}")
+        bad += bool(problems)
+    sys.exit(1 if bad else 0)
+
+
+@store_group.command("gc")
+@store_root_option
+@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@friendly
+def store_gc(features_root: Path | None, dry_run: bool) -> None:
+    """Remove temp files and unlisted shards left by crashed runs; never anything committed."""
+    from . import store
+
+    total = 0
+    for d in store.feature_sets(resolve_root(features_root)):
+        for g in store.garbage(d):
+            click.echo(f"{'would remove' if dry_run else 'removed'} {g}")
+            total += g.stat().st_size
+            if not dry_run:
+                g.unlink(missing_ok=True)
+    click.echo(f"{'would free' if dry_run else 'freed'} {total / 1e6:.1f} MB")
+
+
+def format_table(rows: list[dict]) -> str:
+    cols = list(rows[0])
+    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    line = lambda r: "  ".join(str(r[c]).ljust(widths[c]) for c in cols)
+    return "\n".join([line({c: c for c in cols}), "  ".join("-" * widths[c] for c in cols), *map(line, rows)])
+
+
+if __name__ == "__main__":
+    main()

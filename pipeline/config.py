@@ -1,0 +1,202 @@
+"""Frozen configs for both stages, and the feature-set identity.
+
+The feature-set id is a hash of exactly the settings that change the stored numbers
+(`ExtractConfig.identity()`); everything else (workers, batch size, devices, scheduler)
+only changes how fast they are computed, so it never splits a feature set in two.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+SCHEMA_VERSION = 1
+DATASETS = ("sample", "ucf101", "hmdb51", "folder", "csv")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+# ImageNet statistics, applied on the device to uint8 frames.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+FEATURE_DIM = 2048
+
+
+class ConfigError(ValueError):
+    """A bad option or setting; the message names the option and the value."""
+
+
+def repo_root() -> Path:
+    """Project root: where `data/` lives by default (env VIDSTORE_HOME overrides)."""
+    return Path(os.environ.get("VIDSTORE_HOME", Path(__file__).resolve().parent.parent))
+
+
+@dataclass(frozen=True)
+class ExtractConfig:
+    """Stage one settings. Fields above the line change the numbers; below, only speed."""
+
+    dataset: str = "sample"  # adapter: sample | ucf101 | hmdb51 | folder | csv
+    data_dir: Path | None = None  # dataset root (csv: the .csv file); default data/<dataset>
+    features_root: Path | None = None  # store root; default data/features
+    frames: int = 16  # T, frames per video (the cap in fps mode)
+    fps: float | None = None  # sample at this rate (s^-1) instead of T uniform segment centres
+    image_size: int = 224  # square centre crop fed to the backbone, pixels
+    resize: int | None = None  # shorter side before the crop, pixels; default image_size*256/224
+    backbone: str = "resnet50"
+    weights: str = "imagenet"  # imagenet | random | path to a .pth state dict
+    seed: int = 0  # seed of random weights
+    precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+    # ---- speed only: never part of the identity ----
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    devices: tuple[str, ...] = ()  # one backbone worker per device, e.g. ("cuda:0", "cuda:1")
+    workers: int = 0  # parallel ffmpeg decoders; 0 = all cores
+    gpu_batch: int = 0  # frames per backbone batch; 0 = 512 on CUDA, 32 on CPU
+    shard_size: int = 256  # videos per shard
+    timeout: float = 60.0  # seconds allowed to one ffmpeg/ffprobe call before it is killed
+    compile: bool = False  # torch.compile the backbone (pays off only for large datasets)
+    scheduler: str | None = None  # None (this machine) | local:N | tcp://host:port (Dask)
+    name: str | None = None  # dataset name in the store; default derived from dataset/data_dir
+
+    def __post_init__(self) -> None:
+        validate_extract(self)
+
+    # -- derived values --------------------------------------------------------------
+    @property
+    def root(self) -> Path:
+        return Path(self.data_dir) if self.data_dir else repo_root() / "data" / self.dataset
+
+    @property
+    def store_root(self) -> Path:
+        return Path(self.features_root) if self.features_root else repo_root() / "data" / "features"
+
+    @property
+    def resize_to(self) -> int:
+        return self.resize or round(self.image_size * 256 / 224)
+
+    @property
+    def dataset_name(self) -> str:
+        """Directory name of the dataset in the store (folder/csv: from the path)."""
+        if self.name:
+            return self.name
+        if self.dataset in ("folder", "csv") and self.data_dir:
+            return f"{self.dataset}-{Path(self.data_dir).stem}"
+        return self.dataset
+
+    def replace(self, **changes) -> "ExtractConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict:
+        d = dataclasses.asdict(self)
+        for k, v in d.items():
+            if isinstance(v, Path):
+                d[k] = str(v)
+            elif isinstance(v, tuple):
+                d[k] = list(v)
+        return d
+
+
+def validate_extract(cfg: ExtractConfig) -> None:
+    """Reject bad settings before any work starts; each message names the option."""
+    if cfg.dataset not in DATASETS:
+        raise ConfigError(f"--dataset: unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
+    if not isinstance(cfg.frames, int) or cfg.frames < 1:
+        raise ConfigError(f"--frames (FRAMES=): must be a positive whole number of frames, got {cfg.frames!r}")
+    if cfg.fps is not None and not cfg.fps > 0:
+        raise ConfigError(f"--fps (FPS=): must be a positive rate in frames per second, got {cfg.fps!r}")
+    if cfg.image_size < 32:
+        raise ConfigError(f"--size (SIZE=): ResNet-50 needs at least 32 px, got {cfg.image_size!r}")
+    if cfg.resize is not None and cfg.resize < cfg.image_size:
+        raise ConfigError(f"--resize: shorter side {cfg.resize} is smaller than the crop {cfg.image_size}")
+    if cfg.backbone != "resnet50":
+        raise ConfigError(f"--backbone: only 'resnet50' is available, got {cfg.backbone!r}")
+    if cfg.precision not in PRECISIONS:
+        raise ConfigError(f"--precision (PRECISION=): choose one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    if cfg.weights not in ("imagenet", "random") and not Path(cfg.weights).is_file():
+        raise ConfigError(
+            f"--weights (WEIGHTS=): {cfg.weights!r} is neither 'imagenet', 'random' nor an existing .pth file"
+        )
+    for name in ("workers", "gpu_batch"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(cfg, name)!r}")
+    if cfg.shard_size < 1:
+        raise ConfigError(f"--shard-size: must be >= 1 video, got {cfg.shard_size!r}")
+    if not cfg.timeout > 0:
+        raise ConfigError(f"--timeout: must be > 0 seconds, got {cfg.timeout!r}")
+    if cfg.dataset == "csv" and not cfg.data_dir:
+        raise ConfigError("--data-dir (DATA_DIR=): the csv dataset needs the path of its .csv file")
+    if cfg.scheduler and not (cfg.scheduler.startswith(("local:", "tcp://", "tls://"))):
+        raise ConfigError(
+            f"--scheduler (SCHEDULER=): expected local:N or tcp://host:port, got {cfg.scheduler!r}"
+        )
+    for dev in cfg.devices:
+        if not (dev == "cpu" or dev.startswith("cuda")):
+            raise ConfigError(f"--devices (DEVICES=): {dev!r} is not 'cpu' or 'cuda:N'")
+
+
+def digest(obj) -> str:
+    """sha256 of the canonical JSON of `obj` (sorted keys, no whitespace)."""
+    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
+    return hashlib.sha256(blob).hexdigest()
+
+
+def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+@dataclass(frozen=True)
+class FeatureIdentity:
+    """Everything that changes the stored numbers; its hash is the feature-set id."""
+
+    schema_version: int
+    dataset: str
+    videos_sha256: str  # hash of the sorted video ids: another listing is another feature set
+    backbone: str
+    weights: str  # e.g. "torchvision:IMAGENET1K_V2", "sha256:<file hash>", "random:seed0"
+    sampling: dict  # {"mode": "uniform", "frames": 16} or {"mode": "fps", "fps": 2.0, "max_frames": 16}
+    image_size: int
+    resize: int
+    crop: str
+    normalisation: dict
+    precision: str  # resolved compute precision (fp32/fp16/bf16)
+    store_dtype: str = "float16"
+
+    @property
+    def id(self) -> str:
+        weights_tag = self.weights.split(":")[0].replace("torchvision", "imagenet")
+        t = self.sampling.get("frames") or self.sampling.get("max_frames")
+        prefix = f"{self.backbone}-{weights_tag}-t{t}-{self.image_size}px"
+        if self.sampling["mode"] == "fps":
+            prefix += f"-{self.sampling['fps']:g}fps"
+        return f"{prefix}-{digest(dataclasses.asdict(self))[:12]}"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Stage two settings."""
+
+    dataset: str = "sample"
+    features: str | None = None  # feature-set id or path; default: stage one's defaults for dataset
+    features_root: Path | None = None
+    model: str = "lstm"  # mean | lstm | gru | attention | fusion | tcn | transformer
+    split: str = "1"  # 1 | 2 | 3 | all
+    epochs: int = 30
+    lr: float = 1e-3
+    batch: int = 64
+    weight_decay: float = 1e-2
+    warmup_epochs: int = 2
+    label_smoothing: float = 0.1
+    dropout: float = 0.5
+    clip_grad: float = 1.0
+    hidden: int = 512
+    layers: int = 2
+    bidirectional: bool = False
+    val_fraction: float = 0.1  # of the training split, carved by group
+    patience: int = 10  # epochs without validation improvement before stopping
+    seed: int = 0
+    device: str = "auto"
+    out: Path | None = None  # run directory; default runs/<time>-<model>-split<split>
+    extra: dict = field(default_factory=dict)

@@ -1,0 +1,436 @@
+"""Stage one: decode every video, run the backbone, write shards, commit the manifest.
+
+The pipeline inside one process:
+
+    claim shard -> decode threads (each drives one ffmpeg process) -> batcher (frames of
+    many videos in one backbone batch) -> shard buffer -> writer thread (fsync, rename,
+    commit to the manifest)
+
+Decoding is done by ffmpeg processes; the Python threads that drive them only wait on
+pipes (the GIL is released), and decoded frames land in this process's memory with no
+pickling. Work is planned as fixed chunks of the sorted video list (shard i = videos
+[i*S, (i+1)*S)), so a rerun, a second concurrent run, a Dask task or another GPU all
+agree on what shard i holds, and a claim (flock) decides who computes it.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline import store
+from pipeline.config import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD, SCHEMA_VERSION, ExtractConfig, FeatureIdentity
+from pipeline.datasets import Dataset, VideoRecord, load_dataset
+
+from .backbone import FeatureExtractor, WeightsSpec, resolve_device, resolve_precision, resolve_weights
+from .decode import Decoded, check_ffmpeg, decode_video
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Prepared:
+    """Everything known before any video is decoded."""
+
+    cfg: ExtractConfig
+    dataset: Dataset
+    weights: WeightsSpec
+    identity: FeatureIdentity
+    set_dir: Path
+
+    @property
+    def plan(self) -> list[list[VideoRecord]]:
+        """Shard i holds records[i*S:(i+1)*S] of the sorted listing."""
+        r, s = self.dataset.records, self.cfg.shard_size
+        return [r[i : i + s] for i in range(0, len(r), s)]
+
+
+@dataclass
+class Summary:
+    feature_set_id: str
+    set_dir: Path
+    total: int = 0  # videos in the dataset listing
+    computed: int = 0  # videos stored by this run
+    reused: int = 0  # videos already committed before this run
+    failed: int = 0  # failures recorded by this run
+    elapsed: float = 0.0
+    reused_set: bool = False  # the whole feature set already existed
+    timings: dict = field(default_factory=dict)  # decode / backbone / write / wait seconds
+
+    @property
+    def videos_per_s(self) -> float:
+        return (self.computed + self.failed) / self.elapsed if self.elapsed else 0.0
+
+
+def make_identity(cfg: ExtractConfig, ds: Dataset, weights: WeightsSpec, precision: str) -> FeatureIdentity:
+    sampling = {"mode": "fps", "fps": cfg.fps, "max_frames": cfg.frames} if cfg.fps else {"mode": "uniform", "frames": cfg.frames}
+    return FeatureIdentity(
+        schema_version=SCHEMA_VERSION, dataset=cfg.dataset_name, videos_sha256=ds.listing_sha256,
+        backbone=cfg.backbone, weights=weights.identity, sampling=sampling, image_size=cfg.image_size,
+        resize=cfg.resize_to, crop="center", normalisation={"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+        precision=precision,
+    )
+
+
+def compute_precision(cfg: ExtractConfig) -> str:
+    """The precision the backbone will run at (auto: fp16 on CUDA, fp32 on CPU)."""
+    device = cfg.devices[0] if cfg.devices else cfg.device
+    return resolve_precision(cfg.precision, resolve_device(device))
+
+
+def prepare(cfg: ExtractConfig, download: bool = True) -> Prepared:
+    """List the dataset, resolve the weights, and derive the feature-set id and directory."""
+    ds = load_dataset(cfg)
+    if not ds.records:
+        raise store.StoreError(f"no videos found under {ds.video_root}")
+    weights = resolve_weights(cfg.weights, cfg.seed, fallback_to_random=cfg.dataset == "sample",
+                              download_timeout=20.0 if download else 0.001)
+    identity = make_identity(cfg, ds, weights, compute_precision(cfg))
+    return Prepared(cfg, ds, weights, identity, cfg.store_root / cfg.dataset_name / identity.id)
+
+
+def default_feature_set(dataset: str = "sample", features_root: Path | None = None, **overrides) -> Path:
+    """Directory of the feature set stage one's defaults produce for `dataset` (no download)."""
+    return prepare(ExtractConfig(dataset=dataset, features_root=features_root, **overrides), download=False).set_dir
+
+
+# ---------------------------------------------------------------- the feature set on disk
+def open_feature_set(p: Prepared) -> dict:
+    """Create the set directory and its manifest if absent; return the manifest."""
+    p.set_dir.mkdir(parents=True, exist_ok=True)
+    with store.locked(p.set_dir):
+        try:
+            return store.load_manifest(p.set_dir)
+        except store.StoreError:
+            if (p.set_dir / store.MANIFEST).exists():
+                raise
+        ds, cfg = p.dataset, p.cfg
+        manifest = {
+            "schema_version": SCHEMA_VERSION, "feature_set_id": p.identity.id, "dataset": cfg.dataset_name,
+            "identity": json.loads(json.dumps(p.identity.__dict__)), "config": cfg.to_json() | {"precision": p.identity.precision},
+            "frames": cfg.frames, "feature_dim": FEATURE_DIM, "video_root": str(ds.video_root),
+            "classes": ds.classes, "splits": ds.splits, "num_videos": len(ds.records),
+            "shard_size": cfg.shard_size, "num_shards": len(p.plan), "shards": [],
+            "unlisted_failures": ds.problems, "complete": False, "created_at": store.now_iso(),
+        }
+        store.write_manifest(p.set_dir, manifest)
+        return manifest
+
+
+def committed_indices(set_dir: Path) -> set[int]:
+    return {s["index"] for s in store.load_manifest(set_dir)["shards"]}
+
+
+# ---------------------------------------------------------------- per-shard buffers
+class ShardBuffer:
+    """Rows of one shard while its videos are decoded and embedded.
+
+    features (n, T, D) float16 (zeros where padded); frame_indices (n, T) int32 (-1 pad);
+    timestamps (n, T) float32 s (NaN pad); lengths (n,) int32.
+    """
+
+    def __init__(self, index: int, records: list[VideoRecord], frames: int, claim: store.Claim | None):
+        n = len(records)
+        self.index, self.records, self.claim = index, records, claim
+        self.features = np.zeros((n, frames, FEATURE_DIM), np.float16)
+        self.frame_indices = np.full((n, frames), -1, np.int32)
+        self.timestamps = np.full((n, frames), np.nan, np.float32)
+        self.lengths = np.zeros(n, np.int32)
+        self.ok = np.zeros(n, bool)
+        self.failures: list[dict] = []
+        self.pending = n  # videos not yet embedded or failed
+
+    def fail(self, pos: int, reason: str) -> None:
+        self.failures.append({"video_id": self.records[pos].video_id, "reason": reason})
+        self.pending -= 1
+
+    def accept(self, pos: int, dec: Decoded) -> None:
+        k = len(dec.frames)
+        self.lengths[pos], self.ok[pos] = k, True
+        self.frame_indices[pos, :k] = dec.indices
+        self.timestamps[pos, :k] = dec.timestamps
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        keep = self.ok
+        recs = [r for r, k in zip(self.records, keep) if k]
+        return {
+            "features": self.features[keep], "lengths": self.lengths[keep],
+            "labels": np.array([r.label for r in recs], np.int32).reshape(-1),
+            "video_ids": [r.video_id for r in recs], "groups": [r.group for r in recs],
+            "frame_indices": self.frame_indices[keep], "timestamps": self.timestamps[keep],
+        }
+
+
+class Batcher:
+    """Packs frames of many videos into one backbone batch and scatters the features back."""
+
+    def __init__(self, extractor: FeatureExtractor, batch: int, size: int):
+        self.extractor, self.batch = extractor, batch
+        pin = extractor.device.type == "cuda"
+        self.buf = torch.empty((batch, size, size, 3), dtype=torch.uint8, pin_memory=pin)
+        self.view = self.buf.numpy()  # decoded frames are copied straight into the (pinned) batch
+        self.slots: list[tuple] = []  # (shard, pos, first frame, batch offset, k, is the video's last piece)
+        self.fill = 0
+        self.seconds = 0.0
+        self.images = 0
+
+    def add(self, shard: ShardBuffer, pos: int, frames: np.ndarray, done: Callable[[ShardBuffer], None]) -> None:
+        """frames (k, S, S, 3) uint8; may span several batches."""
+        t = 0
+        while t < len(frames):
+            k = min(len(frames) - t, self.batch - self.fill)
+            self.view[self.fill : self.fill + k] = frames[t : t + k]
+            last = t + k == len(frames)
+            self.slots.append((shard, pos, t, self.fill, k, last))
+            self.fill += k
+            t += k
+            if self.fill == self.batch:
+                self.run(done)
+
+    def run(self, done: Callable[[ShardBuffer], None]) -> None:
+        if not self.fill:
+            return
+        t0 = time.perf_counter()
+        feats = self.extractor.extract(self.buf[: self.fill])
+        self.seconds += time.perf_counter() - t0
+        self.images += self.fill
+        for shard, pos, t, off, k, last in self.slots:
+            shard.features[pos, t : t + k] = feats[off : off + k]
+            if last:
+                shard.pending -= 1
+                if shard.pending == 0:
+                    done(shard)
+        self.slots, self.fill = [], 0
+
+
+# ---------------------------------------------------------------- the pipeline
+def claim_shards(p: Prepared, indices: list[int], say: Callable[[str], None]) -> Iterator[tuple[int, store.Claim]]:
+    """Yield (index, held claim) for each listed shard nobody has committed or claimed."""
+    for i in indices:
+        claim = store.Claim(p.set_dir, i)
+        if not claim.acquire():
+            say(f"helping: shard {i} is being computed by another run ({claim.path.read_text().strip()}); taking the next free one")
+            continue
+        if i in committed_indices(p.set_dir):  # committed between our look and our claim
+            claim.release()
+            continue
+        yield i, claim
+
+
+def run_shards(p: Prepared, claimed: Iterator[tuple[int, store.Claim | None]], extractor: FeatureExtractor,
+               on_written: Callable[[ShardBuffer, dict], None], progress: tqdm | None = None) -> dict:
+    """Decode, embed and write the claimed shards; return timings in seconds.
+
+    At most ~2x`workers` decoded videos wait in memory, plus the shards in progress,
+    so host memory stays bounded whatever the dataset size.
+    """
+    cfg, plan = p.cfg, p.plan
+    workers = cfg.workers or os.cpu_count() or 1
+    batch = cfg.gpu_batch or (512 if extractor.device.type == "cuda" else 32)
+    batcher = Batcher(extractor, batch, cfg.image_size)
+    timings = {"decode": 0.0, "backbone": 0.0, "write": 0.0, "wait": 0.0}
+    writes: list[cf.Future] = []
+
+    def write(shard: ShardBuffer) -> None:
+        t0 = time.perf_counter()
+        arrays = shard.arrays()
+        attrs = {"feature_set_id": p.identity.id, "config": json.dumps(cfg.to_json(), sort_keys=True), "shard_index": shard.index,
+                 "identity": json.dumps(p.identity.__dict__, sort_keys=True)}
+        entry = store.write_shard(p.set_dir / store.shard_name(shard.index), arrays, attrs)
+        on_written(shard, entry)
+        timings["write"] += time.perf_counter() - t0
+
+    with cf.ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool, cf.ThreadPoolExecutor(1, thread_name_prefix="write") as writer:
+        def shard_done(shard: ShardBuffer) -> None:
+            writes.append(writer.submit(write, shard))
+
+        def tasks() -> Iterator[tuple[ShardBuffer, int, VideoRecord]]:
+            for index, claim in claimed:
+                shard = ShardBuffer(index, plan[index], cfg.frames, claim)
+                if not shard.records:
+                    shard_done(shard)
+                for pos, rec in enumerate(shard.records):
+                    yield shard, pos, rec
+
+        source, inflight = tasks(), {}
+
+        def top_up() -> None:
+            while len(inflight) < 2 * workers:
+                item = next(source, None)
+                if item is None:
+                    return
+                fut = pool.submit(decode_video, item[2].path, cfg.frames, cfg.image_size, cfg.resize_to, cfg.fps, cfg.timeout)
+                inflight[fut] = item
+
+        top_up()
+        while inflight:
+            t0 = time.perf_counter()
+            ready, _ = cf.wait(inflight, return_when=cf.FIRST_COMPLETED)
+            timings["wait"] += time.perf_counter() - t0
+            for fut in ready:
+                shard, pos, rec = inflight.pop(fut)
+                dec: Decoded = fut.result()
+                timings["decode"] += dec.seconds
+                if dec.error:
+                    shard.fail(pos, dec.error)
+                    # pending only drops once a video's features are out of the batch,
+                    # so at zero nothing of this shard is still waiting in it.
+                    if shard.pending == 0:
+                        shard_done(shard)
+                else:
+                    shard.accept(pos, dec)
+                    batcher.add(shard, pos, dec.frames, shard_done)
+                if progress is not None:
+                    progress.update(1)
+            top_up()
+        batcher.run(shard_done)
+        for f in writes:
+            f.result()  # re-raise a write error (disk full) here, after the others finished
+    timings["backbone"] = batcher.seconds
+    timings["images"] = batcher.images
+    return timings
+
+
+def commit_locally(p: Prepared, summary: Summary) -> Callable[[ShardBuffer, dict], None]:
+    def on_written(shard: ShardBuffer, entry: dict) -> None:
+        store.commit_shard(p.set_dir, shard.index, entry, shard.failures)
+        if shard.claim is not None:
+            shard.claim.release()
+        summary.computed += entry["videos"]
+        summary.failed += len(shard.failures)
+        for f in shard.failures:
+            log.warning("failed: %s: %s", f["video_id"], f["reason"])
+    return on_written
+
+
+def extract_features(cfg: ExtractConfig, quiet: bool = False) -> Summary:
+    """Stage one for a whole dataset; computes only what the store does not hold yet."""
+    say = (lambda msg: None) if quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    t_start = time.perf_counter()
+    check_ffmpeg()
+    p = prepare(cfg)
+    manifest = open_feature_set(p)
+    summary = Summary(p.identity.id, p.set_dir, total=len(p.dataset.records))
+    if manifest["complete"]:
+        summary.reused, summary.reused_set = manifest["num_stored"], True
+        summary.elapsed = time.perf_counter() - t_start
+        say(f"reusing feature set {p.identity.id}: complete, {manifest['num_stored']} videos "
+            f"(computed {manifest.get('completed_at', manifest['created_at'])}); nothing to compute")
+        return summary
+    removed = [g for g in store.garbage(p.set_dir) if store.TMP_MARK in g.name]
+    for g in removed:
+        g.unlink(missing_ok=True)
+    if removed:
+        say(f"removed {len(removed)} temp file(s) left by an interrupted run")
+    summary.reused = manifest["num_stored"]
+    if cfg.scheduler:
+        from .distributed import extract_on_dask
+        extract_on_dask(p, summary, say)
+    elif len(cfg.devices) > 1:
+        extract_on_devices(p, summary, say)
+    else:
+        extract_here(p, summary, say)
+    final = store.mark_complete(p.set_dir)
+    summary.elapsed = time.perf_counter() - t_start
+    if not quiet:
+        print_summary(summary, final)
+    return summary
+
+
+def extract_here(p: Prepared, summary: Summary, say: Callable[[str], None]) -> None:
+    """Compute every uncommitted shard in this process, helping or waiting for other runs."""
+    missing = [i for i in range(len(p.plan)) if i not in committed_indices(p.set_dir)]
+    if not missing:
+        return
+    device = p.cfg.devices[0] if p.cfg.devices else p.cfg.device
+    extractor = FeatureExtractor(p.weights, device, p.identity.precision, p.cfg.compile)
+    say(f"feature set {p.identity.id}: {len(missing)} of {len(p.plan)} shards to compute on {extractor.device} "
+        f"({extractor.precision}), {p.cfg.workers or os.cpu_count()} decoders")
+    todo = sum(len(p.plan[i]) for i in missing)
+    waited = False
+    with tqdm(total=todo, unit="video", desc="stage one", dynamic_ncols=True, mininterval=1.0, file=sys.stderr) as bar:
+        while missing:
+            t = run_shards(p, claim_shards(p, missing, say), extractor, commit_locally(p, summary), bar)
+            for k, v in t.items():
+                summary.timings[k] = summary.timings.get(k, 0) + v
+            missing = [i for i in range(len(p.plan)) if i not in committed_indices(p.set_dir)]
+            if missing:
+                if not waited:
+                    say(f"waiting: {len(missing)} shard(s) are being computed by another run; "
+                        f"this run takes them over if that run dies")
+                    waited = True
+                time.sleep(0.5)
+
+
+def extract_on_devices(p: Prepared, summary: Summary, say: Callable[[str], None]) -> None:
+    """One process per device (DEVICES=cuda:0,cuda:1); the shard claims share the work."""
+    from joblib import Parallel, delayed
+
+    n = len(p.cfg.devices)
+    per = max(1, (p.cfg.workers or os.cpu_count() or 1) // n)
+    cfgs = [p.cfg.replace(devices=(d,), device=d, workers=per) for d in p.cfg.devices]
+    say(f"one backbone process per device: {', '.join(p.cfg.devices)} ({per} decoders each)")
+    results = Parallel(n_jobs=n, backend="loky")(delayed(device_worker)(c) for c in cfgs)
+    for r in results:
+        summary.computed += r.computed
+        summary.failed += r.failed
+        for k, v in r.timings.items():
+            summary.timings[k] = summary.timings.get(k, 0) + v
+
+
+def device_worker(cfg: ExtractConfig) -> Summary:
+    p = prepare(cfg, download=False)
+    summary = Summary(p.identity.id, p.set_dir)
+    extract_here(p, summary, lambda msg: print(f"[{cfg.device}] {msg}", file=sys.stderr, flush=True))
+    return summary
+
+
+def print_summary(s: Summary, manifest: dict) -> None:
+    t = s.timings
+    where = ", ".join(f"{k} {t[k]:.1f}s" for k in ("decode", "backbone", "write", "wait") if k in t)
+    print(
+        f"\nstage one {'complete' if manifest['complete'] else 'INCOMPLETE'}: {s.feature_set_id}\n"
+        f"  done {s.computed}, reused {s.reused}, failed {s.failed} (this run) / {manifest['num_failed']} (set), "
+        f"total {s.total} videos\n"
+        f"  elapsed {s.elapsed:.1f} s, {s.videos_per_s:.2f} videos/s" + (f"  [{where}]" if where else "") + "\n"
+        f"  features: {s.set_dir}\n"
+        + (f"  failures: {s.set_dir / store.FAILURES}\n" if manifest["num_failed"] else ""),
+        flush=True,
+    )
+
+
+def config_from_manifest(manifest: dict, **overrides) -> tuple[ExtractConfig, WeightsSpec]:
+    """The extraction settings and the exact weights a feature set was computed with."""
+    fields = set(ExtractConfig.__dataclass_fields__)
+    raw = {k: v for k, v in manifest["config"].items() if k in fields}
+    raw["devices"] = tuple(raw.get("devices") or ())
+    weights_id = manifest["identity"]["weights"]
+    if weights_id.startswith("random:"):  # includes a sample set made when ImageNet was unreachable
+        raw["weights"], raw["seed"] = "random", int(weights_id.split("seed")[1])
+    cfg = ExtractConfig(**(raw | {"scheduler": None, "devices": ()} | overrides))
+    spec = resolve_weights(cfg.weights, cfg.seed)
+    if spec.identity != weights_id:
+        raise store.StoreError(f"the weights now at {cfg.weights!r} ({spec.identity}) are not the ones this feature set used ({weights_id})")
+    return cfg, spec
+
+
+def extract_video(path: Path, cfg: ExtractConfig, spec: WeightsSpec, extractor: FeatureExtractor | None = None) -> tuple[np.ndarray, int]:
+    """Stage one for one video file: features (T, 2048) float16 zero-padded, and its length."""
+    check_ffmpeg()
+    dec = decode_video(Path(path), cfg.frames, cfg.image_size, cfg.resize_to, cfg.fps, cfg.timeout)
+    if dec.error:
+        raise ValueError(f"{path}: {dec.error}")
+    extractor = extractor or FeatureExtractor(spec, cfg.device, cfg.precision)
+    out = np.zeros((cfg.frames, FEATURE_DIM), np.float16)
+    out[: len(dec.frames)] = extractor.extract(torch.from_numpy(np.ascontiguousarray(dec.frames)))
+    return out, len(dec.frames)
