@@ -214,12 +214,19 @@ class Batcher:
 
 
 # ---------------------------------------------------------------- the pipeline
-def claim_shards(p: Prepared, indices: list[int], say: Callable[[str], None]) -> Iterator[tuple[int, store.Claim]]:
-    """Yield (index, held claim) for each listed shard nobody has committed or claimed."""
+def claim_shards(p: Prepared, indices: list[int], say: Callable[[str], None], told: set[int] | None = None) -> Iterator[tuple[int, store.Claim]]:
+    """Yield (index, held claim) for each listed shard nobody has committed or claimed.
+
+    `told` remembers the shards already reported as taken, so a run that polls while
+    waiting for another one does not repeat itself.
+    """
+    told = set() if told is None else told
     for i in indices:
         claim = store.Claim(p.set_dir, i)
         if not claim.acquire():
-            say(f"helping: shard {i} is being computed by another run ({claim.path.read_text().strip()}); taking the next free one")
+            if i not in told:
+                told.add(i)
+                say(f"helping: shard {i} is being computed by another run ({claim.path.read_text().strip()}); taking the next free one")
             continue
         if i in committed_indices(p.set_dir):  # committed between our look and our claim
             claim.release()
@@ -357,10 +364,10 @@ def extract_here(p: Prepared, summary: Summary, say: Callable[[str], None]) -> N
     say(f"feature set {p.identity.id}: {len(missing)} of {len(p.plan)} shards to compute on {extractor.device} "
         f"({extractor.precision}), {p.cfg.workers or os.cpu_count()} decoders")
     todo = sum(len(p.plan[i]) for i in missing)
-    waited = False
+    waited, told = False, set()
     with tqdm(total=todo, unit="video", desc="stage one", dynamic_ncols=True, mininterval=1.0, file=sys.stderr) as bar:
         while missing:
-            t = run_shards(p, claim_shards(p, missing, say), extractor, commit_locally(p, summary), bar)
+            t = run_shards(p, claim_shards(p, missing, say, told), extractor, commit_locally(p, summary), bar)
             for k, v in t.items():
                 summary.timings[k] = summary.timings.get(k, 0) + v
             missing = [i for i in range(len(p.plan)) if i not in committed_indices(p.set_dir)]
