@@ -22,7 +22,7 @@ from stages.decode import decode_video
 from stages.extract import extract_features
 
 # Small frames keep ResNet-50 cheap on a 2-core CPU; T stays the product default (16).
-SIZE = 64
+SIZE = 32
 
 
 @pytest.fixture(scope="module")
