@@ -24,7 +24,7 @@ TRAIN_OPTS = $(call opt,DATASET,dataset) $(call opt,FEATURES_ROOT,features-root)
   $(call opt,EPOCHS,epochs) $(call opt,LR,lr) $(call opt,BATCH,batch) $(call opt,SEED,seed) \
   $(call opt,OUT,out) $(call opt,DEVICE,device)
 
-.PHONY: setup features train evaluate compare predict demo test test-all test-gpu bench store-list clean-venv
+.PHONY: setup features train evaluate compare predict demo test test-all test-gpu bench store-list store-info store-verify store-gc clean-venv
 
 setup: $(VENV)/.installed
 
@@ -75,6 +75,16 @@ bench: setup
 
 store-list: setup
 	$(CLI) store list $(call opt,FEATURES_ROOT,features-root)
+
+# ID= a feature-set id (or a unique prefix, or dataset/id); store-verify/store-gc: all sets without it.
+store-info: setup
+	$(CLI) store info "$(ID)" $(call opt,FEATURES_ROOT,features-root)
+
+store-verify: setup
+	$(CLI) store verify $(ID) $(call opt,FEATURES_ROOT,features-root) $(call flag,REPAIR,repair)
+
+store-gc: setup
+	$(CLI) store gc $(ID) $(call opt,FEATURES_ROOT,features-root) $(call flag,DRY_RUN,dry-run)
 
 clean-venv:
 	rm -rf $(VENV)

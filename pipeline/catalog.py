@@ -1,59 +1,130 @@
-"""The store as a catalog: what feature sets exist under a (shared) FEATURES_ROOT."""
+"""The store as a catalog: which feature sets exist under a (shared) FEATURES_ROOT.
+
+Everything here reads manifests (and, for `describe`, the `video_ids` of each shard);
+nothing is written, so any number of people can list a team's store while runs write to
+it. The maintenance that does write (`store gc`) lives in `store.remove_garbage`.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import h5py
+
 from . import store
 
+COLUMNS = ("dataset", "id", "backbone/weights", "T", "videos", "failures", "size", "state", "created")
 
-def summarise(set_dir: Path) -> dict:
-    """One catalog row: dataset, id, backbone/weights, T, videos, failures, size, state, created."""
+
+def record(set_dir: Path) -> dict:
+    """Machine-readable facts of one feature set (what `store list --json` prints)."""
     m = store.load_manifest(set_dir)
     ident = m["identity"]
-    sampling = ident["sampling"]
     return {
-        "dataset": m["dataset"],
-        "id": m["feature_set_id"],
-        "backbone": f"{ident['backbone']}/{ident['weights']}",
-        "T": sampling.get("frames") or f"{sampling.get('max_frames')}@{sampling.get('fps')}fps",
-        "videos": f"{m['num_stored']}/{m['num_videos']}",
-        "failures": m["num_failed"],
-        "size": f"{store.dir_bytes(set_dir) / 1e6:.1f} MB",
-        "state": "complete" if m["complete"] else f"partial ({len(m['shards'])}/{m['num_shards']} shards)",
-        "created": m["created_at"],
+        "dataset": m["dataset"], "id": m["feature_set_id"], "path": str(set_dir),
+        "backbone": ident["backbone"], "weights": ident["weights"], "sampling": ident["sampling"],
+        "image_size": ident["image_size"], "precision": ident["precision"],
+        "videos": m["num_videos"], "stored": m["num_stored"], "failed": m["num_failed"],
+        "bytes": sum(s["bytes"] for s in m["shards"]),  # committed shards only, as readers see them
+        "shards": len(m["shards"]), "num_shards": m["num_shards"],
+        "complete": bool(m["complete"]), "running": run_in_progress(set_dir),
+        "created_at": m["created_at"], "completed_at": m.get("completed_at"),
+    }
+
+
+def run_in_progress(set_dir: Path) -> bool:
+    """True while some live process (anywhere that shares the store) holds a shard claim."""
+    claims = Path(set_dir) / ".claims"
+    if not claims.is_dir():
+        return False
+    return any(store.Claim(set_dir, int(c.name)).held_elsewhere() for c in claims.iterdir() if c.name.isdigit())
+
+
+def row(r: dict) -> dict:
+    """One line of `store list`: the COLUMNS, formatted for people."""
+    if r.get("unreadable"):
+        return {c: r.get(c, "?") for c in COLUMNS} | {"state": f"unreadable: {r['unreadable']}"}
+    s = r["sampling"]
+    frames = str(s["frames"]) if s["mode"] == "uniform" else f"{s['max_frames']}@{s['fps']:g}fps"
+    progress = f"{r['shards']}/{r['num_shards']} shards"
+    state = "complete" if r["complete"] else f"running ({progress})" if r["running"] else f"partial ({progress})"
+    return {
+        "dataset": r["dataset"], "id": r["id"], "backbone/weights": f"{r['backbone']}/{r['weights']}", "T": frames,
+        "videos": f"{r['stored']}/{r['videos']}", "failures": str(r["failed"]), "size": human_bytes(r["bytes"]),
+        "state": state, "created": r["created_at"][:16].replace("T", " "),
     }
 
 
 def list_sets(features_root: Path) -> list[dict]:
-    rows = []
+    """record() of every feature set under the root, by dataset then creation time.
+
+    A set whose manifest cannot be read is still listed (with `unreadable`): on a
+    shared store, hiding it would only make someone recompute it.
+    """
+    out = []
     for d in store.feature_sets(features_root):
         try:
-            rows.append(summarise(d))
-        except store.StoreError as e:
-            rows.append({"dataset": d.parent.name, "id": d.name, "backbone": "?", "T": "?", "videos": "?",
-                         "failures": "?", "size": "?", "state": f"unreadable: {e}", "created": "?"})
-    return rows
+            out.append(record(d))
+        except (store.StoreError, KeyError) as e:
+            out.append({"dataset": d.parent.name, "id": d.name, "path": str(d), "created_at": "", "unreadable": str(e)})
+    return sorted(out, key=lambda r: (r["dataset"], r["created_at"], r["id"]))
 
 
-def describe(set_dir: Path) -> str:
-    """Human-readable full record: identity, config, split sizes, failures."""
+def human_bytes(n: float) -> str:
+    """1234567 -> '1.2 MB' (SI units, as `ls --si` and `du --si` print them)."""
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB", "GB"):
+        n /= 1000
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1000:.1f} TB"
+
+
+def stored_ids(set_dir: Path, manifest: dict) -> tuple[set[str], list[str]]:
+    """Video ids in the committed shards (reading only `video_ids`), and unreadable shards."""
+    ids, bad = set(), []
+    for s in manifest["shards"]:
+        try:
+            with h5py.File(Path(set_dir) / s["file"], "r") as f:
+                ids.update(f["video_ids"].asstr()[()].tolist())
+        except (OSError, KeyError) as e:
+            bad.append(f"{s['file']} ({type(e).__name__})")
+    return ids, bad
+
+
+def describe(set_dir: Path, max_failures: int = 5) -> str:
+    """`store info`: identity, full extraction config, split sizes, failures."""
     m = store.load_manifest(set_dir)
-    stored = set()
-    for s in m["shards"]:
-        stored.update(store.read_shard(set_dir / s["file"], s["sha256"])["video_ids"].tolist()) if len(m["shards"]) < 64 else None
-    lines = [f"feature set {m['feature_set_id']}", f"  directory: {set_dir}", f"  dataset:   {m['dataset']} ({len(m['classes'])} classes)",
-             f"  state:     {'complete' if m['complete'] else 'partial'}; {m['num_stored']} of {m['num_videos']} videos stored, "
-             f"{m['num_failed']} failed, {len(m['shards'])}/{m['num_shards']} shards, {store.dir_bytes(set_dir) / 1e6:.1f} MB",
-             f"  created:   {m['created_at']}  updated: {m.get('updated_at')}",
-             "  identity (hashed into the id):"]
-    lines += [f"    {k}: {json.dumps(v)}" for k, v in m["identity"].items()]
-    lines.append("  extraction config:")
-    lines += [f"    {k}: {json.dumps(v)}" for k, v in m["config"].items()]
-    lines.append("  splits (videos listed / stored):")
+    r = record(set_dir)
+    stored, bad = stored_ids(set_dir, m)
+    state = "complete" if m["complete"] else "running" if r["running"] else "partial (rerun `make features` with the same settings to resume)"
+    lines = [
+        f"feature set {m['feature_set_id']}",
+        f"  directory:  {set_dir}",
+        f"  dataset:    {m['dataset']}, {len(m['classes'])} classes, videos under {m['video_root']}",
+        f"  state:      {state}",
+        f"  videos:     {m['num_stored']} of {m['num_videos']} stored, {m['num_failed']} failed; "
+        f"{len(m['shards'])}/{m['num_shards']} shards, {human_bytes(r['bytes'])}",
+        f"  per shard:  features (n, {m['frames']}, {m['feature_dim']}) float16 with n <= {m['shard_size']}, "
+        f"lengths, labels, video_ids, groups, frame_indices, timestamps",
+        f"  created:    {m['created_at']}   completed: {m.get('completed_at') or '-'}   updated: {m.get('updated_at')}",
+        "  identity (hashed into the id: the same identity is the same feature set):",
+        *(f"    {k}: {json.dumps(v)}" for k, v in m["identity"].items()),
+        "  extraction config (workers, batch, devices, scheduler only change the speed):",
+        *(f"    {k}: {json.dumps(v)}" for k, v in m["config"].items()),
+        "  splits (videos listed / stored):",
+    ]
     for name, parts in m["splits"].items():
-        desc = ", ".join(f"{part} {len(ids)}" + (f"/{len(stored.intersection(ids))}" if stored else "") for part, ids in parts.items())
-        lines.append(f"    {name}: {desc}")
-    if m["num_failed"]:
-        lines.append(f"  failures: {set_dir / store.FAILURES}")
+        lines.append(f"    {name}: " + ", ".join(f"{part} {len(ids)}/{len(stored.intersection(ids))}" for part, ids in parts.items()))
+    if not m["splits"]:
+        lines.append("    none: the dataset has no official splits")
+    if bad:
+        lines.append(f"  UNREADABLE shards: {', '.join(bad)}; run `store verify`")
+    failures = [f for s in m["shards"] for f in s.get("failures", [])] + m.get("unlisted_failures", [])
+    if failures:
+        lines.append(f"  failures ({len(failures)}, all in {Path(set_dir) / store.FAILURES}):")
+        lines += [f"    {f['video_id']}: {f['reason']}" for f in failures[:max_failures]]
+        if len(failures) > max_failures:
+            lines.append(f"    ... and {len(failures) - max_failures} more")
     return "\n".join(lines)

@@ -24,11 +24,12 @@ USER_ERRORS: tuple[type[BaseException], ...] = (ConfigError,)
 def user_errors() -> tuple[type[BaseException], ...]:
     from stages.backbone import WeightsError
     from stages.decode import FFmpegMissing
+    from stages.distributed import ClusterError
 
     from .datasets import DatasetError
     from .store import StoreError
 
-    return USER_ERRORS + (DatasetError, StoreError, WeightsError, FFmpegMissing)
+    return USER_ERRORS + (DatasetError, StoreError, WeightsError, FFmpegMissing, ClusterError)
 
 
 def friendly(fn):
@@ -95,6 +96,33 @@ def features(**kw) -> None:
     extract_features(cfg)
 
 
+@main.command()
+@click.option("--clips", type=int, default=0, help="Clips timed end to end and by the decode ceiling; default 8 on CPU, 2048 on CUDA (CLIPS=).")
+@click.option("--seconds", type=float, default=7.0, show_default=True, help="Length of each generated clip, s (SECONDS=).")
+@click.option("--workers", type=int, default=0, help="Stage one's decoders, default all cores (WORKERS=).")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (DEVICE=).")
+@click.option("--size", type=int, default=0, help="Crop fed to ResNet-50, px; default 112 on CPU (to finish in minutes), 224 on CUDA (SIZE=).")
+@click.option("--frames", type=int, default=16, show_default=True, help="T frames sampled per video (FRAMES=).")
+@click.option("--gpu-batch", type=int, default=0, help="Frames per backbone batch, default stage one's: 32 on CPU, 512 on CUDA (GPU_BATCH=).")
+@click.option("--precision", type=click.Choice(["auto", "fp32", "fp16", "bf16"]), default="auto", show_default=True, help="Backbone precision (PRECISION=).")
+@click.option("--compile/--no-compile", default=False, help="Also measure torch.compile: compile time, speed-up, break-even (COMPILE=1).")
+@click.option("--baseline-clips", type=int, default=0, help="Clips run through the seed method; default 2 on CPU, 16 on CUDA (BASELINE_CLIPS=).")
+@click.option("--baseline-reader", type=click.Choice(["auto", "opencv", "ffmpeg"]), default="auto", show_default=True,
+              help="How the seed method reads every frame; auto: OpenCV if installed.")
+@click.option("--backbone-seconds", type=float, default=0.0, help="How long to time the backbone alone; default 6 s on CPU, 10 s on CUDA.")
+@click.option("--train-epochs", type=int, default=50, show_default=True,
+              help="LSTM epochs timed for stage two; fewer are scaled to 50 and labelled EXTRAPOLATED (TRAIN_EPOCHS=).")
+@click.option("--skip-train", is_flag=True, help="Do not time stage two (SKIP_TRAIN=1).")
+@click.option("--clips-dir", type=click.Path(path_type=Path), help="Where clips are generated and reused, default bench/clips.")
+@click.option("--out", type=click.Path(path_type=Path), help="Results file, default bench/results.json.")
+@friendly
+def bench(**kw) -> None:
+    """Stage one against the decode ceiling and the seed method; stage two's 50 epochs. Writes bench/results.json."""
+    from stages.bench import BenchConfig, run_bench
+
+    run_bench(BenchConfig(**kw))
+
+
 # ---------------------------------------------------------------- store catalog
 @main.group("store")
 def store_group() -> None:
@@ -116,6 +144,8 @@ def find_set(features_root: Path | None, ref: str) -> Path:
     if Path(ref).is_dir() and (Path(ref) / store.MANIFEST).exists():
         return Path(ref)
     matches = [d for d in store.feature_sets(resolve_root(features_root)) if d.name.startswith(ref) or f"{d.parent.name}/{d.name}".startswith(ref)]
+    exact = [d for d in matches if ref in (d.name, f"{d.parent.name}/{d.name}")]
+    matches = exact or matches  # the same id under two dataset names: ask for dataset/id
     if len(matches) != 1:
         known = ", ".join(f"{d.parent.name}/{d.name}" for d in store.feature_sets(resolve_root(features_root))) or "none"
         raise store.StoreError(f"{'no' if not matches else 'more than one'} feature set matches {ref!r} under {resolve_root(features_root)}; known: {known}")
@@ -124,17 +154,22 @@ def find_set(features_root: Path | None, ref: str) -> Path:
 
 @store_group.command("list")
 @store_root_option
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per feature set, for scripts.")
 @friendly
-def store_list(features_root: Path | None) -> None:
+def store_list(features_root: Path | None, as_json: bool) -> None:
     """Every feature set under the store root, one line each."""
-    from . import store
-    from .catalog import list_sets
+    from .catalog import list_sets, row
 
-    rows = list_sets(resolve_root(features_root))
-    if not rows:
+    records = list_sets(resolve_root(features_root))
+    if as_json:
+        for r in records:
+            click.echo(json.dumps(r))
+        return
+    if not records:
         click.echo(f"no feature sets under {resolve_root(features_root)}")
         return
-    click.echo(format_table(rows))
+    click.echo(format_table([row(r) for r in records]))
+    click.echo(f"\n{len(records)} feature set(s) under {resolve_root(features_root)}; `store info ID` for one of them")
 
 
 @store_group.command("info")
@@ -151,39 +186,55 @@ def store_info(ref: str, features_root: Path | None) -> None:
 @store_group.command("verify")
 @click.argument("ref", required=False)
 @store_root_option
+@click.option("--repair", is_flag=True, help="Drop bad shards from the manifest (and disk) so the next run recomputes only them.")
 @friendly
-def store_verify(ref: str | None, features_root: Path | None) -> None:
+def store_verify(ref: str | None, features_root: Path | None, repair: bool) -> None:
     """Recompute checksums; exit 1 if any shard is corrupt or missing (all sets if no REF)."""
     from . import store
 
     sets = [find_set(features_root, ref)] if ref else list(store.feature_sets(resolve_root(features_root)))
+    if not sets:
+        click.echo(f"no feature sets under {resolve_root(features_root)}")
     bad = 0
     for d in sets:
-        problems = store.verify(d)
-        n = len(store.load_manifest(d)["shards"])
-        click.echo(f"{d.parent.name}/{d.name}: {'OK' if not problems else 'CORRUPT'} ({n} shards)")
-        for line in problems:
-            click.echo(f"  {line}")
+        try:  # one unreadable manifest must not hide the state of the other sets
+            problems, n = store.bad_shards(d), len(store.load_manifest(d)["shards"])
+        except store.StoreError as e:
+            problems, n = {"manifest": str(e)}, 0
+        click.echo(f"{d.parent.name}/{d.name}: {'OK' if not problems else 'CORRUPT'} ({n} shards checked)")
+        for file, problem in problems.items():
+            click.echo(f"  {file}: {problem}")
+        if repair and problems and "manifest" not in problems:
+            store.drop_shards(d, list(problems))
+            click.echo(f"  repaired: dropped {len(problems)} shard(s); `make features` with the same settings recomputes just those")
         bad += bool(problems)
+    if bad and not repair:
+        click.echo(f"{bad} of {len(sets)} feature set(s) have problems: `store verify --repair` drops the bad shards "
+                   f"so that a rerun recomputes only them")
     sys.exit(1 if bad else 0)
 
 
 @store_group.command("gc")
+@click.argument("ref", required=False)
 @store_root_option
 @click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
 @friendly
-def store_gc(features_root: Path | None, dry_run: bool) -> None:
-    """Remove temp files and unlisted shards left by crashed runs; never anything committed."""
-    from . import store
+def store_gc(ref: str | None, features_root: Path | None, dry_run: bool) -> None:
+    """Remove temp files and unlisted shards left by crashed runs (all sets if no REF).
 
-    total = 0
-    for d in store.feature_sets(resolve_root(features_root)):
-        for g in store.garbage(d):
-            click.echo(f"{'would remove' if dry_run else 'removed'} {g}")
-            total += g.stat().st_size
-            if not dry_run:
-                g.unlink(missing_ok=True)
-    click.echo(f"{'would free' if dry_run else 'freed'} {total / 1e6:.1f} MB")
+    Never touches a committed shard, the manifest, or a file whose shard a live run
+    has claimed, so it is safe to run on a shared store while others extract.
+    """
+    from . import store
+    from .catalog import human_bytes
+
+    sets = [find_set(features_root, ref)] if ref else list(store.feature_sets(resolve_root(features_root)))
+    total = files = 0
+    for d in sets:
+        for path, size in store.remove_garbage(d, dry_run=dry_run):
+            click.echo(f"{'would remove' if dry_run else 'removed'} {path} ({human_bytes(size)})")
+            total, files = total + size, files + 1
+    click.echo(f"{'would free' if dry_run else 'freed'} {human_bytes(total)} in {files} file(s) of {len(sets)} feature set(s)")
 
 
 def format_table(rows: list[dict]) -> str:

@@ -124,13 +124,19 @@ def validate_extract(cfg: ExtractConfig) -> None:
         raise ConfigError(f"--timeout: must be > 0 seconds, got {cfg.timeout!r}")
     if cfg.dataset == "csv" and not cfg.data_dir:
         raise ConfigError("--data-dir (DATA_DIR=): the csv dataset needs the path of its .csv file")
-    if cfg.scheduler and not (cfg.scheduler.startswith(("local:", "tcp://", "tls://"))):
+    local_n = (cfg.scheduler or "").removeprefix("local:")
+    if cfg.scheduler and not (cfg.scheduler.startswith(("tcp://", "tls://")) or (local_n.isdigit() and int(local_n) >= 1)):
         raise ConfigError(
-            f"--scheduler (SCHEDULER=): expected local:N or tcp://host:port, got {cfg.scheduler!r}"
+            f"--scheduler (SCHEDULER=): expected local:N (N >= 1 worker processes) or tcp://host:port, got {cfg.scheduler!r}"
         )
     for dev in cfg.devices:
         if not (dev == "cpu" or dev.startswith("cuda")):
             raise ConfigError(f"--devices (DEVICES=): {dev!r} is not 'cpu' or 'cuda:N'")
+    if cfg.scheduler and len(cfg.devices) > 1:
+        raise ConfigError(
+            f"--devices (DEVICES=) {','.join(cfg.devices)} cannot be combined with --scheduler: on Dask, run one worker "
+            f"per GPU instead (`dask cuda worker`, or CUDA_VISIBLE_DEVICES=k dask worker ... --resources GPU=1)"
+        )
 
 
 def digest(obj) -> str:

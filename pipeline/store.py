@@ -23,6 +23,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import socket
 import time
 from datetime import datetime, timezone
@@ -32,7 +33,7 @@ from typing import Iterator
 import h5py
 import numpy as np
 
-from .config import SCHEMA_VERSION
+from .config import SCHEMA_VERSION, file_sha256
 
 MANIFEST = "manifest.json"
 FAILURES = "failures.jsonl"
@@ -56,6 +57,15 @@ def now_iso() -> str:
 
 def shard_name(index: int) -> str:
     return f"shard-{index:05d}.h5"
+
+
+SHARD_NAME = re.compile(r"shard-(\d{5,})\.h5")
+
+
+def shard_index(name: str) -> int | None:
+    """5 for 'shard-00005.h5' (or its temp names), None for any other file name."""
+    m = SHARD_NAME.fullmatch(name.split(TMP_MARK)[0])
+    return int(m.group(1)) if m else None
 
 
 # ---------------------------------------------------------------- atomic writes
@@ -272,19 +282,38 @@ class Claim:
 # ---------------------------------------------------------------- maintenance
 def verify(set_dir: Path) -> list[str]:
     """Recompute every committed shard's sha256; return one line per problem (empty = ok)."""
-    manifest = load_manifest(set_dir)
-    problems = []
-    for s in manifest["shards"]:
+    return [f"{file}: {problem}" for file, problem in bad_shards(set_dir).items()]
+
+
+def bad_shards(set_dir: Path) -> dict[str, str]:
+    """{shard file: what is wrong} for every committed shard whose bytes are not the recorded ones."""
+    bad = {}
+    for s in load_manifest(set_dir)["shards"]:
         path = Path(set_dir) / s["file"]
         if not path.exists():
-            problems.append(f"{s['file']}: listed in the manifest but missing")
-            continue
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        if digest != s["sha256"]:
-            problems.append(f"{s['file']}: sha256 {digest[:12]}… != manifest {s['sha256'][:12]}… (corrupt)")
+            bad[s["file"]] = "listed in the manifest but missing"
         elif path.stat().st_size != s["bytes"]:
-            problems.append(f"{s['file']}: size {path.stat().st_size} != manifest {s['bytes']}")
-    return problems
+            bad[s["file"]] = f"size {path.stat().st_size} != manifest {s['bytes']} (truncated or replaced)"
+        elif (digest := file_sha256(path)) != s["sha256"]:  # streamed: a shard may not fit in memory twice
+            bad[s["file"]] = f"sha256 {digest[:12]}… != manifest {s['sha256'][:12]}… (corrupt)"
+    return bad
+
+
+def drop_shards(set_dir: Path, files: list[str]) -> dict:
+    """Forget committed shards (corrupt ones) so that the next run recomputes only them.
+
+    The manifest stops listing them first, atomically and under the lock, and the set
+    becomes incomplete; only then are the files deleted. Returns the new manifest.
+    """
+    with locked(set_dir):
+        manifest = load_manifest(set_dir)
+        manifest["shards"] = [s for s in manifest["shards"] if s["file"] not in files]
+        manifest["complete"] = False
+        manifest.pop("completed_at", None)
+        write_manifest(set_dir, manifest)
+    for name in files:
+        (Path(set_dir) / name).unlink(missing_ok=True)
+    return manifest
 
 
 def garbage(set_dir: Path) -> list[Path]:
@@ -294,25 +323,61 @@ def garbage(set_dir: Path) -> list[Path]:
     not garbage; nothing listed in the manifest ever is.
     """
     set_dir = Path(set_dir)
-    try:
-        listed = {s["file"] for s in load_manifest(set_dir)["shards"]}
-    except StoreError:
-        listed = set()
+    listed = listed_files(set_dir)
     out = []
     for p in sorted(set_dir.iterdir()):
+        if not p.is_file():
+            continue  # .claims/ is never garbage: deleting a held claim file would split the lock
+        index = shard_index(p.name)
         if TMP_MARK in p.name:
-            stem = p.name.split(TMP_MARK)[0]
-            if stem.startswith("shard-") and Claim(set_dir, int(stem[6:11])).held_elsewhere():
+            if index is not None and Claim(set_dir, index).held_elsewhere():
                 continue
-            if stem == MANIFEST or stem == FAILURES:
-                # a live writer holds .lock while it writes these
-                if lock_held(set_dir):
-                    continue
+            if p.name.split(TMP_MARK)[0] in (MANIFEST, FAILURES) and lock_held(set_dir):
+                continue  # a live writer holds .lock while it writes these
             out.append(p)
-        elif p.name.startswith("shard-") and p.name.endswith(".h5") and p.name not in listed:
-            if not Claim(set_dir, int(p.name[6:11])).held_elsewhere():
+        elif index is not None and p.name not in listed:
+            if not Claim(set_dir, index).held_elsewhere():
                 out.append(p)
     return out
+
+
+def remove_garbage(set_dir: Path, dry_run: bool = False) -> list[tuple[Path, int]]:
+    """Delete what `garbage` finds, each file under the claim (or lock) that guards it.
+
+    Between listing and unlinking, a live run could claim a shard and rename a fresh
+    file into place under the very name found; taking the claim and looking at the
+    manifest again closes that window. Returns [(path, bytes)] removed (or, dry_run,
+    that would be).
+    """
+    set_dir, removed = Path(set_dir), []
+    for path in garbage(set_dir):
+        index = shard_index(path.name)
+        claim = Claim(set_dir, index) if index is not None and not dry_run else None
+        if claim is not None and not claim.acquire():
+            continue  # a run claimed it since we looked: it is live work now
+        try:
+            with (locked(set_dir) if index is None and not dry_run else contextlib.nullcontext()):
+                if path.name in listed_files(set_dir):
+                    continue  # committed since we looked
+                try:
+                    size = path.stat().st_size
+                    if not dry_run:
+                        path.unlink()
+                except FileNotFoundError:
+                    continue
+                removed.append((path, size))
+        finally:
+            if claim is not None:
+                claim.release()
+    return removed
+
+
+def listed_files(set_dir: Path) -> set[str]:
+    """Names of the shards the manifest lists (empty when there is no readable manifest)."""
+    try:
+        return {s["file"] for s in load_manifest(set_dir)["shards"]}
+    except StoreError:
+        return set()
 
 
 def lock_held(set_dir: Path) -> bool:

@@ -2,23 +2,28 @@
 
 The pipeline inside one process:
 
-    claim shard -> decode threads (each drives one ffmpeg process) -> batcher (frames of
-    many videos in one backbone batch) -> shard buffer -> writer thread (fsync, rename,
-    commit to the manifest)
+    claim shard -> decode threads (each drives one ffmpeg process) -> frame slots (pinned)
+    -> batcher (frames of many videos in one backbone batch, run on an inference thread
+    with its own CUDA stream; stages/batching.py) -> shard buffer -> writer thread (fsync,
+    rename, commit to the manifest)
 
 Decoding is done by ffmpeg processes; the Python threads that drive them only wait on
-pipes (the GIL is released), and decoded frames land in this process's memory with no
-pickling. Work is planned as fixed chunks of the sorted video list (shard i = videos
+pipes (the GIL is released), and ffmpeg's output is read straight into the slot the
+backbone's copy reads from: no pickling, no intermediate copy. The main thread only
+routes: decode, copies, inference and writes all overlap. Work is planned as fixed chunks of the sorted video list (shard i = videos
 [i*S, (i+1)*S)), so a rerun, a second concurrent run, a Dask task or another GPU all
 agree on what shard i holds, and a claim (flock) decides who computes it.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import dataclasses
 import json
 import logging
 import os
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +38,8 @@ from pipeline.config import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD, SCHEMA_VER
 from pipeline.datasets import Dataset, VideoRecord, load_dataset
 
 from .backbone import FeatureExtractor, WeightsSpec, resolve_device, resolve_precision, resolve_weights
-from .decode import Decoded, check_ffmpeg, decode_video
+from .batching import Batcher
+from .decode import Decoded, check_ffmpeg, decode_threads, decode_video
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +91,9 @@ def make_identity(cfg: ExtractConfig, ds: Dataset, weights: WeightsSpec, precisi
 def compute_precision(cfg: ExtractConfig) -> str:
     """The precision the backbone will run at (auto: fp16 on CUDA, fp32 on CPU)."""
     device = cfg.devices[0] if cfg.devices else cfg.device
+    if cfg.scheduler and device.startswith("cuda"):
+        # On Dask the GPUs are the workers'; the driver (a login node) may have none.
+        return resolve_precision(cfg.precision, torch.device("cuda"))
     return resolve_precision(cfg.precision, resolve_device(device))
 
 
@@ -154,6 +163,10 @@ class ShardBuffer:
         self.failures.append({"video_id": self.records[pos].video_id, "reason": reason})
         self.pending -= 1
 
+    def embedded(self) -> None:
+        """A video's last features are in `features`."""
+        self.pending -= 1
+
     def accept(self, pos: int, dec: Decoded) -> None:
         k = len(dec.frames)
         self.lengths[pos], self.ok[pos] = k, True
@@ -169,48 +182,6 @@ class ShardBuffer:
             "video_ids": [r.video_id for r in recs], "groups": [r.group for r in recs],
             "frame_indices": self.frame_indices[keep], "timestamps": self.timestamps[keep],
         }
-
-
-class Batcher:
-    """Packs frames of many videos into one backbone batch and scatters the features back."""
-
-    def __init__(self, extractor: FeatureExtractor, batch: int, size: int):
-        self.extractor, self.batch = extractor, batch
-        pin = extractor.device.type == "cuda"
-        self.buf = torch.empty((batch, size, size, 3), dtype=torch.uint8, pin_memory=pin)
-        self.view = self.buf.numpy()  # decoded frames are copied straight into the (pinned) batch
-        self.slots: list[tuple] = []  # (shard, pos, first frame, batch offset, k, is the video's last piece)
-        self.fill = 0
-        self.seconds = 0.0
-        self.images = 0
-
-    def add(self, shard: ShardBuffer, pos: int, frames: np.ndarray, done: Callable[[ShardBuffer], None]) -> None:
-        """frames (k, S, S, 3) uint8; may span several batches."""
-        t = 0
-        while t < len(frames):
-            k = min(len(frames) - t, self.batch - self.fill)
-            self.view[self.fill : self.fill + k] = frames[t : t + k]
-            last = t + k == len(frames)
-            self.slots.append((shard, pos, t, self.fill, k, last))
-            self.fill += k
-            t += k
-            if self.fill == self.batch:
-                self.run(done)
-
-    def run(self, done: Callable[[ShardBuffer], None]) -> None:
-        if not self.fill:
-            return
-        t0 = time.perf_counter()
-        feats = self.extractor.extract(self.buf[: self.fill])
-        self.seconds += time.perf_counter() - t0
-        self.images += self.fill
-        for shard, pos, t, off, k, last in self.slots:
-            shard.features[pos, t : t + k] = feats[off : off + k]
-            if last:
-                shard.pending -= 1
-                if shard.pending == 0:
-                    done(shard)
-        self.slots, self.fill = [], 0
 
 
 # ---------------------------------------------------------------- the pipeline
@@ -235,29 +206,71 @@ def claim_shards(p: Prepared, indices: list[int], say: Callable[[str], None], to
 
 
 def run_shards(p: Prepared, claimed: Iterator[tuple[int, store.Claim | None]], extractor: FeatureExtractor,
-               on_written: Callable[[ShardBuffer, dict], None], progress: tqdm | None = None) -> dict:
+               on_written: Callable[[ShardBuffer, dict], None], progress: tqdm | None = None,
+               shard_path: Callable[[int], Path] | None = None) -> dict:
     """Decode, embed and write the claimed shards; return timings in seconds.
 
-    At most ~2x`workers` decoded videos wait in memory, plus the shards in progress,
-    so host memory stays bounded whatever the dataset size.
+    Decoders write frames into the batcher's fixed pool of slots (stages/batching.py),
+    and at most 2x`workers` videos are in flight, plus the shards in progress, so host
+    memory stays bounded whatever the dataset size. `shard_path(index)` is where a
+    shard is written (default: its final name); a Dask task writes to a staged name
+    that only the driver renames into place (stages/distributed.py).
+
+    Timings: decode (decoder-seconds, summed over the workers), transfer and backbone
+    (host-to-device copies and inference, GPU time on CUDA), scatter, write (the writer
+    thread), wait (main thread waiting for decoders), feed_wait (main thread waiting for
+    the backbone), starved (inference thread waiting for frames); images, batches.
     """
     cfg, plan = p.cfg, p.plan
     workers = cfg.workers or os.cpu_count() or 1
+    threads = decode_threads(workers)
     batch = cfg.gpu_batch or (512 if extractor.device.type == "cuda" else 32)
-    batcher = Batcher(extractor, batch, cfg.image_size)
-    timings = {"decode": 0.0, "backbone": 0.0, "write": 0.0, "wait": 0.0}
+    timings = {"decode": 0.0, "write": 0.0, "wait": 0.0}
     writes: list[cf.Future] = []
+    # ShardBuffer.pending drops on the main thread (a failed video) and on the inference
+    # thread (a video's last features): the lock makes "reached zero" happen exactly once.
+    pending_lock = threading.Lock()
 
     def write(shard: ShardBuffer) -> None:
         t0 = time.perf_counter()
         arrays = shard.arrays()
         attrs = {"feature_set_id": p.identity.id, "config": json.dumps(cfg.to_json(), sort_keys=True), "shard_index": shard.index,
                  "identity": json.dumps(p.identity.__dict__, sort_keys=True)}
-        entry = store.write_shard(p.set_dir / store.shard_name(shard.index), arrays, attrs)
+        path = shard_path(shard.index) if shard_path else p.set_dir / store.shard_name(shard.index)
+        entry = store.write_shard(path, arrays, attrs)
         on_written(shard, entry)
         timings["write"] += time.perf_counter() - t0
 
-    with cf.ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool, cf.ThreadPoolExecutor(1, thread_name_prefix="write") as writer:
+    def settle(shard: ShardBuffer, change: Callable[[], None]) -> None:
+        """Apply a change that drops shard.pending; send the shard to the writer at zero."""
+        with pending_lock:
+            change()
+            finished = shard.pending == 0
+        if finished:
+            shard_done(shard)
+
+    def take_features(owner: tuple[ShardBuffer, int], first: int, feats: np.ndarray, last: bool) -> None:
+        shard, pos = owner  # on the inference thread
+        shard.features[pos, first : first + len(feats)] = feats
+        if last:
+            settle(shard, shard.embedded)
+
+    def decode(rec: VideoRecord, slots) -> tuple[Decoded, int | None]:
+        slot = slots.acquire()  # on a decode thread
+        try:
+            dec = decode_video(rec.path, cfg.frames, cfg.image_size, cfg.resize_to, cfg.fps, cfg.timeout,
+                               out=slots.arrays[slot], threads=threads)
+        except BaseException:
+            slots.release(slot)
+            raise
+        if dec.error:
+            slots.release(slot)
+            return dec, None
+        return dec, slot
+
+    with cf.ThreadPoolExecutor(1, thread_name_prefix="write") as writer, \
+            Batcher(extractor, batch, cfg.frames, cfg.image_size, workers, take_features) as batcher, \
+            cf.ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
         def shard_done(shard: ShardBuffer) -> None:
             writes.append(writer.submit(write, shard))
 
@@ -276,8 +289,7 @@ def run_shards(p: Prepared, claimed: Iterator[tuple[int, store.Claim | None]], e
                 item = next(source, None)
                 if item is None:
                     return
-                fut = pool.submit(decode_video, item[2].path, cfg.frames, cfg.image_size, cfg.resize_to, cfg.fps, cfg.timeout)
-                inflight[fut] = item
+                inflight[pool.submit(decode, item[2], batcher.slots)] = item
 
         top_up()
         while inflight:
@@ -286,25 +298,23 @@ def run_shards(p: Prepared, claimed: Iterator[tuple[int, store.Claim | None]], e
             timings["wait"] += time.perf_counter() - t0
             for fut in ready:
                 shard, pos, rec = inflight.pop(fut)
-                dec: Decoded = fut.result()
+                dec, slot = fut.result()
                 timings["decode"] += dec.seconds
                 if dec.error:
-                    shard.fail(pos, dec.error)
                     # pending only drops once a video's features are out of the batch,
                     # so at zero nothing of this shard is still waiting in it.
-                    if shard.pending == 0:
-                        shard_done(shard)
+                    settle(shard, lambda: shard.fail(pos, dec.error))
                 else:
                     shard.accept(pos, dec)
-                    batcher.add(shard, pos, dec.frames, shard_done)
+                    batcher.add(slot, len(dec.frames), (shard, pos))
                 if progress is not None:
                     progress.update(1)
             top_up()
-        batcher.run(shard_done)
-        for f in writes:
-            f.result()  # re-raise a write error (disk full) here, after the others finished
-    timings["backbone"] = batcher.seconds
-    timings["images"] = batcher.images
+    # Leaving the with block flushed the batcher (every feature is in its shard) and
+    # waited for the writer.
+    for f in writes:
+        f.result()  # re-raise a write error (disk full) here, after the others finished
+    timings.update(batcher.timings)
     return timings
 
 
@@ -339,6 +349,12 @@ def extract_features(cfg: ExtractConfig, quiet: bool = False) -> Summary:
         g.unlink(missing_ok=True)
     if removed:
         say(f"removed {len(removed)} temp file(s) left by an interrupted run")
+    if manifest["shard_size"] != cfg.shard_size:
+        # Shard i must hold the same videos for every run that works on this set, and the
+        # shard size is not part of its identity (it changes no number): the set's wins.
+        say(f"feature set {p.identity.id} was started with --shard-size {manifest['shard_size']}; "
+            f"continuing with that (not {cfg.shard_size})")
+        p = dataclasses.replace(p, cfg=cfg.replace(shard_size=manifest["shard_size"]))
     summary.reused = manifest["num_stored"]
     if cfg.scheduler:
         from .distributed import extract_on_dask
@@ -354,18 +370,21 @@ def extract_features(cfg: ExtractConfig, quiet: bool = False) -> Summary:
     return summary
 
 
-def extract_here(p: Prepared, summary: Summary, say: Callable[[str], None]) -> None:
+def extract_here(p: Prepared, summary: Summary, say: Callable[[str], None], show_progress: bool = True) -> None:
     """Compute every uncommitted shard in this process, helping or waiting for other runs."""
     missing = [i for i in range(len(p.plan)) if i not in committed_indices(p.set_dir)]
     if not missing:
         return
     device = p.cfg.devices[0] if p.cfg.devices else p.cfg.device
+    t0 = time.perf_counter()
     extractor = FeatureExtractor(p.weights, device, p.identity.precision, p.cfg.compile)
+    summary.timings["setup"] = summary.timings.get("setup", 0) + time.perf_counter() - t0  # model load, to the device
     say(f"feature set {p.identity.id}: {len(missing)} of {len(p.plan)} shards to compute on {extractor.device} "
         f"({extractor.precision}), {p.cfg.workers or os.cpu_count()} decoders")
     todo = sum(len(p.plan[i]) for i in missing)
     waited, told = False, set()
-    with tqdm(total=todo, unit="video", desc="stage one", dynamic_ncols=True, mininterval=1.0, file=sys.stderr) as bar:
+    with tqdm(total=todo, unit="video", desc="stage one", dynamic_ncols=True, mininterval=1.0, file=sys.stderr,
+              disable=not show_progress) as bar:
         while missing:
             t = run_shards(p, claim_shards(p, missing, say, told), extractor, commit_locally(p, summary), bar)
             for k, v in t.items():
@@ -380,14 +399,21 @@ def extract_here(p: Prepared, summary: Summary, say: Callable[[str], None]) -> N
 
 
 def extract_on_devices(p: Prepared, summary: Summary, say: Callable[[str], None]) -> None:
-    """One process per device (DEVICES=cuda:0,cuda:1); the shard claims share the work."""
+    """One process per device (DEVICES=cuda:0,cuda:1); the shard claims share the work.
+
+    Every process gets this run's `Prepared` with only its device and its share of the
+    decoders changed: nothing is listed, hashed or resolved again, so all of them write
+    the one feature set this run opened, at the precision in its identity (mixed devices
+    included). The processes stay quiet; this one draws the progress bar from the manifest.
+    """
     from joblib import Parallel, delayed
 
     n = len(p.cfg.devices)
     per = max(1, (p.cfg.workers or os.cpu_count() or 1) // n)
-    cfgs = [p.cfg.replace(devices=(d,), device=d, workers=per) for d in p.cfg.devices]
-    say(f"one backbone process per device: {', '.join(p.cfg.devices)} ({per} decoders each)")
-    results = Parallel(n_jobs=n, backend="loky")(delayed(device_worker)(c) for c in cfgs)
+    shares = [dataclasses.replace(p, cfg=p.cfg.replace(devices=(d,), device=d, workers=per)) for d in p.cfg.devices]
+    say(f"one backbone process per device: {', '.join(p.cfg.devices)} ({per} decoders each, {p.identity.precision})")
+    with follow_manifest(p):
+        results = Parallel(n_jobs=n, backend="loky")(delayed(device_worker)(share, k) for k, share in enumerate(shares))
     for r in results:
         summary.computed += r.computed
         summary.failed += r.failed
@@ -395,11 +421,40 @@ def extract_on_devices(p: Prepared, summary: Summary, say: Callable[[str], None]
             summary.timings[k] = summary.timings.get(k, 0) + v
 
 
-def device_worker(cfg: ExtractConfig) -> Summary:
-    p = prepare(cfg, download=False)
+def device_worker(p: Prepared, k: int) -> Summary:
+    """Body of device process `k`: extract_here on p.cfg.device, without a bar of its own."""
+    def say(msg: str) -> None:
+        if not msg.startswith(("helping:", "waiting:")):  # siblings sharing shards is the plan, not news
+            print(f"[{p.cfg.device} #{k}] {msg}", file=sys.stderr, flush=True)
+
     summary = Summary(p.identity.id, p.set_dir)
-    extract_here(p, summary, lambda msg: print(f"[{cfg.device}] {msg}", file=sys.stderr, flush=True))
+    extract_here(p, summary, say, show_progress=False)
     return summary
+
+
+@contextlib.contextmanager
+def follow_manifest(p: Prepared, poll: float = 1.0) -> Iterator[None]:
+    """A progress bar over videos (stored or failed) that other processes commit."""
+    def settled() -> int:
+        return sum(s["videos"] + len(s.get("failures", [])) for s in store.load_manifest(p.set_dir)["shards"])
+
+    done = committed_indices(p.set_dir)
+    todo = sum(len(recs) for i, recs in enumerate(p.plan) if i not in done)
+    start, stop = settled(), threading.Event()
+
+    def follow() -> None:
+        with tqdm(total=todo, unit="video", desc="stage one", dynamic_ncols=True, mininterval=1.0, file=sys.stderr) as bar:
+            while not stop.wait(poll):
+                bar.update(settled() - start - bar.n)
+            bar.update(settled() - start - bar.n)
+
+    thread = threading.Thread(target=follow, name="progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
 
 
 def print_summary(s: Summary, manifest: dict) -> None:

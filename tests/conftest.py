@@ -1,0 +1,174 @@
+"""Shared fixtures: dataset trees in the official layouts, made of videos generated with ffmpeg.
+
+Every tree is built once per test session (pipeline/synth.py, all cores) under the session's
+tmp dir; together they take about 15 s on 2 cores, and only the ones a run asks for are
+built. Treat them as read-only: copy a tree before changing it (except `bad_corpus`, whose
+FIFO would block a copy).
+
+Also here: ffmpeg must be installed (a missing one fails every test with the install hint,
+it never skips them), and tests marked `gpu` are skipped where CUDA is not available.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from pipeline import synth
+
+# Small UCF101-layout tree for the adapter and stage-one tests: 3 classes x 3 groups x
+# 2 clips = 18 clips, each >= 16 frames (the default T), so none is padded.
+UCF_TREE_CLASSES = {"ApplyEyeMakeup": ("sunset", "stripes"), "Basketball": ("testcard", "life"), "JumpRope": ("plasma", "box")}
+UCF_TREE_SETTINGS = dict(groups=3, clips_per_group=2, fps=10, size=(160, 120), seconds_per_scene=1.2, seed=1)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Skip tests marked gpu, with the reason, when torch sees no CUDA device."""
+    gpu_items = [item for item in items if "gpu" in item.keywords]
+    if not gpu_items:
+        return
+    import torch
+
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA: torch.cuda.is_available() is False on this machine")
+    for item in gpu_items:
+        item.add_marker(skip)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def ffmpeg_installed():
+    """Every test needs generated videos: without ffmpeg, fail loudly (never skip) with the fix."""
+    try:
+        synth.require_ffmpeg("ffmpeg")
+        synth.require_ffmpeg("ffprobe")
+    except synth.SynthError as e:
+        pytest.fail(f"the test suite needs ffmpeg and ffprobe: {e}", pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def synth_root(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("synth")
+
+
+@pytest.fixture(scope="session")
+def sample_tree(synth_root) -> Path:
+    """The embedded sample dataset (UCF101 layout, 6 classes, 48 clips), exactly as `make demo` makes it."""
+    return synth.make_sample_dataset(synth_root / "sample")
+
+
+@pytest.fixture(scope="session")
+def ucf_tree(synth_root) -> Path:
+    """A UCF101-layout root (UCF-101/ + ucfTrainTestlist/, CRLF, 3 splits) of 18 clips; see UCF_TREE_CLASSES."""
+    root = synth_root / "ucf101"
+    synth.make_ucf101_tree(root, UCF_TREE_CLASSES, **UCF_TREE_SETTINGS)
+    return root
+
+
+@pytest.fixture(scope="session")
+def hmdb_tree(synth_root) -> Path:
+    """An HMDB51-layout root: 3 classes x 3 films x 2 clips, testTrainMulti_7030_splits/ with marks 1/2/0."""
+    root = synth_root / "hmdb51"
+    synth.make_hmdb51_tree(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def folder_tree(synth_root) -> Path:
+    """root/<class>/<video>: 2 classes x 3 clips in .avi, .mp4 and .mkv."""
+    root = synth_root / "folder"
+    synth.make_folder_tree(root)
+    return root
+
+
+@pytest.fixture(scope="session")
+def csv_dataset(synth_root) -> Path:
+    """Path of a list.csv ('path,label,split', paths relative to its folder) over 9 clips of 3 classes."""
+    return synth.make_csv_dataset(synth_root / "csv")
+
+
+@pytest.fixture(scope="session")
+def temporal_tree(synth_root) -> Path:
+    """UCF101-layout root whose 4 classes hold the same 3 scenes in different orders (48 clips, 128x96).
+
+    The class -> scene order table is synth.order_classes(4).
+    """
+    root = synth_root / "temporal"
+    synth.make_temporal_order_dataset(root)
+    return root
+
+
+@dataclass(frozen=True)
+class BadCorpus:
+    root: Path  # a folder-per-class tree: must_fail/, must_succeed/, twin/
+    expected: dict[str, str]  # relative path -> "must fail: ..." | "must succeed: ..."
+
+    def paths(self, outcome: str) -> list[str]:
+        """Relative paths whose expected outcome is synth.MUST_FAIL or synth.MUST_SUCCEED."""
+        return [rel for rel, what in self.expected.items() if what.startswith(outcome)]
+
+
+@pytest.fixture(scope="session")
+def bad_corpus(synth_root) -> BadCorpus:
+    """The bad-input corpus of issue 5 (synth.make_bad_corpus). Holds a FIFO: never copytree it."""
+    root = synth_root / "bad"
+    return BadCorpus(root, synth.make_bad_corpus(root))
+
+
+@pytest.fixture(scope="session")
+def missing_listed_tree(synth_root) -> tuple[Path, str]:
+    """(UCF101-layout root, relative path listed in its split files but absent from UCF-101/)."""
+    root = synth_root / "missing"
+    return root, synth.make_missing_listed_tree(root)
+
+
+@dataclass(frozen=True)
+class UnreadableTree:
+    root: Path  # folder-per-class tree: readable/ok.avi, unreadable/locked.avi (mode 000)
+    path: Path  # locked.avi
+    user: int | None  # the uid that cannot read it: 65534 (nobody) when we are root, else None (we cannot)
+    env: dict[str, str]  # FFMPEG_BINARY/FFPROBE_BINARY wrappers that run ffmpeg as `user`; {} when not root
+
+
+# Runs the real ffmpeg/ffprobe as an unprivileged user: started by root's interpreter, it
+# drops to the uid, then execs the binary (world-executable, unlike a venv under /root).
+WRAPPER = """#!{python}
+import os, sys
+os.setgroups([])
+os.setgid({uid})
+os.setuid({uid})
+os.execv({real!r}, [{real!r}, *sys.argv[1:]])
+"""
+
+
+@pytest.fixture(scope="session")
+def unreadable_tree() -> Iterator[UnreadableTree]:
+    """A chmod 000 file, and how to make it unreadable for real.
+
+    root reads any file whatever its mode, and CI runs as root. There, use `env`: with it
+    set (monkeypatch.setenv), every ffmpeg/ffprobe the code under test starts runs as
+    nobody (65534), for whom locked.avi is unreadable and the rest of the tree is readable.
+    (Running the whole test interpreter as nobody does not work where the venv's python
+    lives under /root, mode 0700.) The tree lives in a 0755 tempfile.mkdtemp(), since
+    pytest's own tmp dirs are 0700 and nobody could not reach them.
+    """
+    base = Path(tempfile.mkdtemp(prefix="vidstore-unreadable-"))
+    base.chmod(0o755)
+    path = synth.make_unreadable_tree(base / "tree")
+    user, env = None, {}
+    if os.geteuid() == 0:
+        user = 65534
+        for name in ("ffmpeg", "ffprobe"):
+            wrapper = base / f"{name}-as-nobody"
+            wrapper.write_text(WRAPPER.format(python=sys.executable, uid=user, real=synth.require_ffmpeg(name)))
+            wrapper.chmod(0o755)
+            env[f"{name.upper()}_BINARY"] = str(wrapper)
+    yield UnreadableTree(base / "tree", path, user, env)
+    path.chmod(0o644)
+    shutil.rmtree(base, ignore_errors=True)
