@@ -28,8 +28,9 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
     from .datasets import DatasetError
     from .store import StoreError
+    from .synth import SynthError
 
-    return USER_ERRORS + (DatasetError, StoreError, WeightsError, FFmpegMissing, ClusterError)
+    return USER_ERRORS + (DatasetError, StoreError, WeightsError, FFmpegMissing, ClusterError, SynthError)
 
 
 def friendly(fn):

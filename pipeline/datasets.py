@@ -45,11 +45,13 @@ class Dataset:
     records: list[VideoRecord]  # sorted by video_id
     splits: dict[str, dict[str, list[str]]]  # {"1": {"train": [ids], "test": [ids]}, ...}
     problems: list[dict] = field(default_factory=list)  # [{"video_id", "reason"}]
+    version: str = ""  # content version where names alone don't tell (the generated sample)
 
     @property
     def listing_sha256(self) -> str:
-        """Identity of the video list: another listing is another feature set."""
-        return digest([r.video_id for r in self.records])
+        """Identity of the video list: another listing (or content version) is another feature set."""
+        ids = [r.video_id for r in self.records]
+        return digest([self.version, ids] if self.version else ids)
 
 
 def safe_relative(rel: str) -> str | None:
@@ -251,12 +253,15 @@ def load_dataset(cfg: ExtractConfig) -> Dataset:
     """Dispatch on cfg.dataset. The sample dataset is generated on first use."""
     root = cfg.root
     if cfg.dataset == "sample":
-        from .synth import make_sample_dataset, sample_dataset_ready
+        from .synth import SAMPLE_VERSION, make_sample_dataset, sample_dataset_ready
 
         if not sample_dataset_ready(root):
             print(f"generating the embedded sample dataset at {root} (UCF101 layout, ffmpeg) ...", flush=True)
             make_sample_dataset(root)
-        return load_ucf101(root, name=cfg.dataset_name)
+        ds = load_ucf101(root, name=cfg.dataset_name)
+        # Regenerated sample clips keep their names, so the version must enter the identity.
+        ds.version = f"sample-v{SAMPLE_VERSION}"
+        return ds
     if cfg.dataset == "ucf101":
         return load_ucf101(root, name=cfg.dataset_name)
     if cfg.dataset == "hmdb51":
