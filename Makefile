@@ -57,7 +57,7 @@ predict: setup
 
 # The main job end to end on the embedded sample: generate it, extract, train, evaluate.
 demo: setup
-	$(CLI) demo $(EXTRACT_OPTS)
+	$(CLI) demo $(EXTRACT_OPTS) $(call opt,EPOCHS,epochs)
 
 # Quick suite: everything but the tests marked slow or gpu.
 test: setup
@@ -69,9 +69,18 @@ test-all: setup
 test-gpu: setup
 	$(PY) -m pytest -q -m gpu $(PYTEST_ARGS)
 
-bench: setup
+# Stage one vs the decode ceiling and the seed method, stage two's 50 epochs: bench/results.json
+# (docs/bench.md). Small on a CPU (8 clips, 112 px), UCF101-scale on CUDA.
+bench: setup $(VENV)/.bench-installed
 	$(CLI) bench $(call opt,CLIPS,clips) $(call opt,SECONDS,seconds) $(call opt,WORKERS,workers) \
-	  $(call opt,DEVICE,device) $(call opt,SIZE,size) $(call opt,FRAMES,frames) $(call flag,COMPILE,compile)
+	  $(call opt,DEVICE,device) $(call opt,SIZE,size) $(call opt,FRAMES,frames) $(call flag,COMPILE,compile) \
+	  $(call opt,GPU_BATCH,gpu-batch) $(call opt,PRECISION,precision) $(call opt,BASELINE_CLIPS,baseline-clips) \
+	  $(call opt,ROUNDS,rounds) $(call opt,TRAIN_EPOCHS,train-epochs) $(call flag,SKIP_TRAIN,skip-train)
+
+# The bench extra: OpenCV for the seed method's reader, imageio-ffmpeg for machines without ffmpeg.
+$(VENV)/.bench-installed: $(VENV)/.installed
+	$(PY) -m pip install -q -e '.[bench]'
+	@touch $@
 
 store-list: setup
 	$(CLI) store list $(call opt,FEATURES_ROOT,features-root)

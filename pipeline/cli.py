@@ -111,6 +111,8 @@ def features(**kw) -> None:
 @click.option("--baseline-reader", type=click.Choice(["auto", "opencv", "ffmpeg"]), default="auto", show_default=True,
               help="How the seed method reads every frame; auto: OpenCV if installed.")
 @click.option("--backbone-seconds", type=float, default=0.0, help="How long to time the backbone alone; default 6 s on CPU, 10 s on CUDA.")
+@click.option("--rounds", type=int, default=2, show_default=True,
+              help="Alternating rounds of ceiling, end to end and baseline; the best of each counts (ROUNDS=).")
 @click.option("--train-epochs", type=int, default=50, show_default=True,
               help="LSTM epochs timed for stage two; fewer are scaled to 50 and labelled EXTRAPOLATED (TRAIN_EPOCHS=).")
 @click.option("--skip-train", is_flag=True, help="Do not time stage two (SKIP_TRAIN=1).")
@@ -122,6 +124,130 @@ def bench(**kw) -> None:
     from stages.bench import BenchConfig, run_bench
 
     run_bench(BenchConfig(**kw))
+
+
+# ================================================================ stage two: train, evaluate, compare, predict
+# (owned by stage two; options map one to one onto pipeline.config.TrainConfig fields,
+# whose defaults are the only ones)
+def train_default(name: str):
+    from .config import TrainConfig
+
+    return TrainConfig.__dataclass_fields__[name].default
+
+
+def train_options(fn):
+    """Options of TrainConfig, shared by `train` and `compare`."""
+    from .config import TrainConfig
+
+    d = train_default
+    options = [
+        click.option("--dataset", default=d("dataset"), show_default=True, help="Dataset name in the store: FEATURES_ROOT/<dataset>/ (DATASET=)."),
+        click.option("--features", help="Feature-set id(s) or path(s), comma-separated; default: the dataset's set (FEATURES=)."),
+        click.option("--features-root", type=click.Path(path_type=Path), help="Store root, default data/features (FEATURES_ROOT=)."),
+        click.option("--model", type=click.Choice(TrainConfig.HEADS), default=d("model"), show_default=True, help="Temporal head (MODEL=)."),
+        click.option("--split", default=d("split"), show_default=True, help="Official split 1|2|3, or all: each split and the mean (SPLIT=)."),
+        click.option("--epochs", type=int, default=d("epochs"), show_default=True, help="Most epochs; early stopping may end sooner (EPOCHS=)."),
+        click.option("--lr", type=float, default=d("lr"), show_default=True, help="AdamW peak learning rate (LR=)."),
+        click.option("--batch", type=int, default=d("batch"), show_default=True, help="Videos per step; 0 = auto, 256 or fewer on small sets (BATCH=)."),
+        click.option("--seed", type=int, default=d("seed"), show_default=True, help="Seeds init, carving, shuffling, dropout (SEED=)."),
+        click.option("--out", type=click.Path(path_type=Path), help="Run directory, default runs/<time>-<model>-split<split> (OUT=)."),
+        click.option("--device", default=d("device"), show_default=True, help="auto | cpu | cuda | cuda:N (DEVICE=)."),
+        click.option("--hidden", type=int, default=d("hidden"), show_default=True, help="Recurrent state / TCN channels / transformer width."),
+        click.option("--layers", type=int, default=d("layers"), show_default=True, help="Recurrent layers / TCN blocks / transformer layers."),
+        click.option("--bidirectional/--unidirectional", default=d("bidirectional"), show_default=True, help="Recurrent heads read both ways."),
+        click.option("--dropout", type=float, default=d("dropout"), show_default=True, help="Before the classifier and between layers."),
+        click.option("--proj", type=int, default=d("proj"), show_default=True, help="Recurrent heads: learned D -> PROJ input projection; 0 = none."),
+        click.option("--weight-decay", type=float, default=d("weight_decay"), show_default=True, help="AdamW weight decay (matrices only)."),
+        click.option("--warmup-epochs", type=float, default=d("warmup_epochs"), show_default=True, help="Linear warmup, then cosine decay."),
+        click.option("--label-smoothing", type=float, default=d("label_smoothing"), show_default=True, help="Cross-entropy label smoothing."),
+        click.option("--clip-grad", type=float, default=d("clip_grad"), show_default=True, help="Max gradient norm; 0 = off."),
+        click.option("--val-fraction", type=float, default=d("val_fraction"), show_default=True, help="Validation share of the training split, carved by group."),
+        click.option("--test-fraction", type=float, default=d("test_fraction"), show_default=True, help="Test share carved by group when the dataset has no test split."),
+        click.option("--patience", type=int, default=d("patience"), show_default=True, help="Epochs without validation gain before stopping; 0 = never."),
+        click.option("--precision", type=click.Choice(["auto", "fp32", "bf16", "fp16"]), default=d("precision"), show_default=True,
+                     help="auto: fp16 AMP on CUDA, bf16 autocast on CPUs with native bf16, else fp32."),
+        click.option("--load", type=click.Choice(["auto", "memory", "stream"]), default=d("load"), show_default=True,
+                     help="Whole in memory (on the GPU if any) or shard by shard; auto: memory when it fits."),
+        click.option("--progress/--no-progress", default=d("progress"), show_default=True, help="A progress bar per epoch."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def make_train_config(**kw):
+    from .config import TrainConfig
+
+    return TrainConfig(**kw)
+
+
+def missing_files_are_usage_errors(fn):
+    """A run directory or video that is not there is the user's to fix: one line, exit 2."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except FileNotFoundError as e:
+            raise click.UsageError(str(e)) from None
+    return wrapper
+
+
+@main.command("train")
+@train_options
+@friendly
+def train_command(**kw) -> None:
+    """Stage two: train a temporal head on a feature set; write metrics, plots and the checkpoint."""
+    from stages.train import train
+
+    train(make_train_config(**kw))
+
+
+@main.command("evaluate")
+@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory `train` printed (RUN=).")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (DEVICE=).")
+@friendly
+@missing_files_are_usage_errors
+def evaluate_command(run_dir: Path, device: str) -> None:
+    """Re-evaluate a run's checkpoint(s) on its test split; rewrite its reports."""
+    from stages.evaluate import evaluate_run
+
+    evaluate_run(run_dir, device)
+
+
+@main.command("compare")
+@train_options
+@friendly
+def compare_command(**kw) -> None:
+    """Train every head on the same split and data; print and write the table."""
+    from stages.evaluate import compare
+
+    compare(make_train_config(**kw))
+
+
+@main.command("predict")
+@click.argument("video", type=click.Path(path_type=Path))
+@click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory `train` printed (RUN=).")
+@click.option("--top", type=int, default=5, show_default=True, help="How many classes to print.")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@friendly
+@missing_files_are_usage_errors
+def predict_command(video: Path, run_dir: Path, top: int, device: str) -> None:
+    """Stage one on one video file with the run's extraction settings, then the top classes."""
+    from stages.predict import predict
+
+    predict(video, run_dir, top, device)
+# ================================================================ end of stage two
+
+
+@main.command()
+@extract_options
+@click.option("--epochs", type=int, default=30, show_default=True, help="Stage two epochs (EPOCHS=).")
+@friendly
+def demo(epochs: int, **kw) -> None:
+    """The main job end to end on the embedded sample: stage one, stage two, a prediction."""
+    from stages.demo import run_demo
+
+    run_demo(make_extract_config(**kw), epochs=epochs)
 
 
 # ---------------------------------------------------------------- store catalog

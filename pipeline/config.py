@@ -182,27 +182,64 @@ class FeatureIdentity:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    """Stage two settings."""
+    """Stage two settings (`make train`, `make compare`); each field is one --option of the CLI."""
 
-    dataset: str = "sample"
-    features: str | None = None  # feature-set id or path; default: stage one's defaults for dataset
-    features_root: Path | None = None
+    HEADS = ("mean", "lstm", "gru", "attention", "fusion", "tcn", "transformer")  # not a field: no annotation
+
+    dataset: str = "sample"  # dataset name in the store: the sets under FEATURES_ROOT/<dataset>/
+    features: str | None = None  # feature-set id(s) or path(s), comma-separated; default: the dataset's set
+    features_root: Path | None = None  # store root; default data/features
     model: str = "lstm"  # mean | lstm | gru | attention | fusion | tcn | transformer
-    split: str = "1"  # 1 | 2 | 3 | all
-    epochs: int = 30
-    lr: float = 1e-3
-    batch: int = 64
-    weight_decay: float = 1e-2
-    warmup_epochs: int = 2
-    label_smoothing: float = 0.1
-    dropout: float = 0.5
-    clip_grad: float = 1.0
-    hidden: int = 512
-    layers: int = 2
-    bidirectional: bool = False
-    val_fraction: float = 0.1  # of the training split, carved by group
-    patience: int = 10  # epochs without validation improvement before stopping
-    seed: int = 0
-    device: str = "auto"
-    out: Path | None = None  # run directory; default runs/<time>-<model>-split<split>
-    extra: dict = field(default_factory=dict)
+    split: str = "1"  # official split 1 | 2 | 3, or all: train and report each, and their mean
+    epochs: int = 30  # most passes over the training part (early stopping may end sooner)
+    lr: float = 1e-3  # AdamW peak learning rate, reached after the warmup
+    batch: int = 0  # videos per step; 0 = auto: 256, fewer on small sets (at least 8 steps an epoch)
+    weight_decay: float = 1e-2  # AdamW decoupled weight decay, on weight matrices only
+    warmup_epochs: float = 1.0  # linear warmup, then cosine decay to 0 over the remaining epochs
+    label_smoothing: float = 0.1  # cross-entropy target smoothing
+    dropout: float = 0.5  # before the classifier, and between recurrent / conv / attention layers
+    clip_grad: float = 1.0  # max global gradient norm; 0 = no clipping
+    hidden: int = 512  # recurrent state size / TCN channels / transformer width
+    layers: int = 2  # recurrent layers / TCN blocks / transformer layers
+    bidirectional: bool = False  # lstm, gru, attention, fusion: read the sequence both ways
+    proj: int = 256  # recurrent heads: learned linear projection D -> proj before the first layer; 0 = none
+    val_fraction: float = 0.1  # share of the training split carved by group for early stopping; 0 = none
+    test_fraction: float = 0.2  # share carved by group as the test part when the dataset has no test split
+    patience: int = 10  # epochs without validation improvement before stopping; 0 = never stop early
+    seed: int = 0  # seeds initialisation, carving, shuffling and dropout
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: str = "auto"  # auto: fp16 AMP on CUDA, bf16 autocast on CPUs with native bf16, else fp32 | fp32 | bf16 | fp16
+    load: str = "auto"  # auto: whole in memory (on the GPU if any) when it fits, else stream | memory | stream
+    out: Path | None = None  # run directory; default runs/<YYYYmmdd-HHMMSS>-<model>-split<split>
+    progress: bool = True  # a tqdm bar per epoch with loss and accuracy
+
+    def __post_init__(self) -> None:
+        if self.model not in self.HEADS:
+            raise ConfigError(f"--model (MODEL=): unknown head {self.model!r}; choose one of {', '.join(self.HEADS)}")
+        if not (self.split == "all" or self.split.isdigit() or self.split == "csv"):
+            raise ConfigError(f"--split (SPLIT=): choose 1, 2, 3 or all, got {self.split!r}")
+        make_var = {"epochs": " (EPOCHS=)", "batch": " (BATCH=)"}  # the ones the Makefile passes
+        for name, least in (("epochs", 1), ("hidden", 1), ("layers", 1), ("batch", 0), ("proj", 0), ("patience", 0)):
+            value = getattr(self, name)
+            if not isinstance(value, int) or value < least:
+                raise ConfigError(f"--{name}{make_var.get(name, '')}: must be a whole number >= {least}, got {value!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"--lr (LR=): must be > 0, got {self.lr!r}")
+        for name in ("dropout", "label_smoothing", "val_fraction", "test_fraction"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ConfigError(f"--{name.replace('_', '-')}: must be in [0, 1), got {getattr(self, name)!r}")
+        for name in ("weight_decay", "warmup_epochs", "clip_grad"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(self, name)!r}")
+        if self.precision not in ("auto", "fp32", "bf16", "fp16"):
+            raise ConfigError(f"--precision: choose auto, fp32, bf16 or fp16, got {self.precision!r}")
+        if self.load not in ("auto", "memory", "stream"):
+            raise ConfigError(f"--load: choose auto, memory or stream, got {self.load!r}")
+        if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
+            raise ConfigError(f"--device (DEVICE=): choose auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    def replace(self, **changes) -> "TrainConfig":
+        return dataclasses.replace(self, **changes)
+
+    def to_json(self) -> dict:
+        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}

@@ -12,6 +12,8 @@ import hashlib
 import logging
 import socket
 import sys
+import threading
+import time
 import urllib.error
 from dataclasses import dataclass
 from pathlib import Path
@@ -58,6 +60,12 @@ def resolve_weights(weights: str, seed: int = 0, fallback_to_random: bool = Fals
         path = Path(weights)
         if not path.is_file():
             raise ConfigError(f"--weights (WEIGHTS=): no file at {path}")
+        # Checked here, not only when the model is built (on a background thread, once the
+        # feature set is open and decoding has started): a file that is not ResNet-50 is a
+        # bad option, rejected before any work.
+        with torch.device("meta"):  # shapes only: no memory, no init cost
+            skeleton = torchvision.models.resnet50(weights=None)
+        check_fits_resnet50(skeleton, load_state_dict(path), path)
         return WeightsSpec("file", f"sha256:{file_sha256(path)[:16]}", path)
     cached = imagenet_cache_path()
     if not cached.is_file():
@@ -152,28 +160,83 @@ class FeatureExtractor:
     """uint8 frames -> pooled ResNet-50 features on one device.
 
     `extract(frames)`: frames (B, S, S, 3) uint8 CPU tensor -> (B, 2048) float16 numpy.
+    `embed(x)`: x (B, S, S, 3) uint8 already on the device -> (B, 2048) on the device, in
+    the compute dtype, without waiting for the GPU (stage one's batcher overlaps it).
+    With `compile`, every batch must have the same size (stages/batching.py pads the last
+    one): a new shape would compile again, and on an H100 one compile took 277 s.
+
+    background: build the model (weights, copy to the device, compile) on a thread of its
+    own and return at once, so stage one's decoders start meanwhile; embed/extract wait
+    for it (and re-raise its error). warm_up (batch, size), on CUDA: also run one batch of
+    that shape, so cuDNN's kernel search (or the compile) is paid before the first frames.
     """
 
-    def __init__(self, spec: WeightsSpec, device: str = "auto", precision: str = "auto", compile: bool = False):
+    def __init__(self, spec: WeightsSpec, device: str = "auto", precision: str = "auto", compile: bool = False,
+                 background: bool = False, warm_up: tuple[int, int] | None = None):
         self.device = resolve_device(device)
         self.precision = resolve_precision(precision, self.device)
         self.dtype = DTYPES[self.precision]
+        self.compiled = compile
+        self.build_error: BaseException | None = None
+        self.build_seconds = 0.0  # weights, copy to the device, compile and warm-up
+        if self.device.type == "cpu":
+            log.warning("no CUDA device: ResNet-50 runs on the CPU (%s), expect a few images/s", self.precision)
+        self.loading: threading.Thread | None = None
+        if background:
+            self.loading = threading.Thread(target=self.build_quietly, args=(spec, warm_up), name="backbone-load", daemon=True)
+            self.loading.start()
+        else:
+            self.build(spec, warm_up)
+
+    def build_quietly(self, spec: WeightsSpec, warm_up: tuple[int, int] | None) -> None:
+        try:
+            self.build(spec, warm_up)
+        except BaseException as e:  # re-raised by ready(), on the thread that needs the model
+            self.build_error = e
+
+    def ready(self) -> None:
+        """Wait for a background build; re-raise its error."""
+        if self.loading is not None:
+            self.loading.join()
+            self.loading = None
+        if self.build_error is not None:
+            raise self.build_error
+
+    def build(self, spec: WeightsSpec, warm_up: tuple[int, int] | None) -> None:
+        t0 = time.perf_counter()
         model = build_resnet50(spec).to(self.device, memory_format=torch.channels_last)
         self.model = model.to(self.dtype) if self.precision != "fp32" else model
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
-        if compile:
-            self.model = torch.compile(self.model, mode="max-autotune-no-cudagraphs")
+        if self.compiled:
+            # max-autotune searches kernels for the GPU (21,700 vs 13,900 images/s on the H100,
+            # DESIGN.md); on a CPU it would only lengthen the compile. No CUDA graphs: the
+            # batcher's stream and pinned buffers are ours, and the gain was measured without.
+            mode = "max-autotune-no-cudagraphs" if self.device.type == "cuda" else None
+            self.model = torch.compile(self.model, mode=mode, dynamic=False)
         shape = (1, 3, 1, 1)
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(shape) * 255
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(shape) * 255
-        if self.device.type == "cpu":
-            log.warning("no CUDA device: ResNet-50 runs on the CPU (%s), expect a few images/s", self.precision)
+        if warm_up and self.device.type == "cuda":
+            batch, size = warm_up
+            with torch.inference_mode():
+                self.forward(torch.zeros((batch, size, size, 3), dtype=torch.uint8, device=self.device))
+            torch.cuda.synchronize(self.device)
+        self.build_seconds = time.perf_counter() - t0
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, S, S, 3) uint8 on self.device -> (B, 2048) on self.device, compute dtype."""
+        if self.loading is not None or self.build_error is not None:
+            self.ready()
+        return self.forward(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x.permute(0, 3, 1, 2)  # NHWC memory = channels_last
+        x = ((x.float() - self.mean) / self.std).to(self.dtype).contiguous(memory_format=torch.channels_last)
+        return self.model(x)
 
     @torch.inference_mode()
     def extract(self, frames: torch.Tensor) -> np.ndarray:
-        x = frames.to(self.device, non_blocking=True).permute(0, 3, 1, 2)  # NHWC memory = channels_last
-        x = ((x.float() - self.mean) / self.std).to(self.dtype).contiguous(memory_format=torch.channels_last)
-        feats = self.model(x)
+        feats = self.embed(frames.to(self.device, non_blocking=True))
         assert feats.shape[-1] == FEATURE_DIM
         return feats.to(torch.float16).cpu().numpy()

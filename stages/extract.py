@@ -99,12 +99,13 @@ def compute_precision(cfg: ExtractConfig) -> str:
 
 def prepare(cfg: ExtractConfig, download: bool = True) -> Prepared:
     """List the dataset, resolve the weights, and derive the feature-set id and directory."""
+    precision = compute_precision(cfg)  # first: DEVICE=cuda without CUDA fails before the sample is generated
     ds = load_dataset(cfg)
     if not ds.records:
         raise store.StoreError(f"no videos found under {ds.video_root}")
     weights = resolve_weights(cfg.weights, cfg.seed, fallback_to_random=cfg.dataset == "sample",
                               download_timeout=20.0 if download else 0.001)
-    identity = make_identity(cfg, ds, weights, compute_precision(cfg))
+    identity = make_identity(cfg, ds, weights, precision)
     return Prepared(cfg, ds, weights, identity, cfg.store_root / cfg.dataset_name / identity.id)
 
 
@@ -116,7 +117,18 @@ def default_feature_set(dataset: str = "sample", features_root: Path | None = No
 # ---------------------------------------------------------------- the feature set on disk
 def open_feature_set(p: Prepared) -> dict:
     """Create the set directory and its manifest if absent; return the manifest."""
-    p.set_dir.mkdir(parents=True, exist_ok=True)
+    try:  # a complete set needs no lock (its manifest is replaced atomically): read-only users reuse it too
+        manifest = store.load_manifest(p.set_dir)
+        if manifest["complete"]:
+            return manifest
+    except (store.StoreError, OSError):  # none yet (or an unusable path, reported just below)
+        pass
+    try:
+        p.set_dir.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(p.set_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o664))  # what store.locked needs
+    except OSError as e:
+        raise store.StoreError(f"--features-root (FEATURES_ROOT=): cannot write the feature set at {p.set_dir} "
+                               f"({e.strerror or e}); point FEATURES_ROOT at a directory you can write") from None
     with store.locked(p.set_dir):
         try:
             return store.load_manifest(p.set_dir)
@@ -205,6 +217,29 @@ def claim_shards(p: Prepared, indices: list[int], say: Callable[[str], None], to
         yield i, claim
 
 
+def backbone_batch(cfg: ExtractConfig, device: torch.device) -> int:
+    """Frames per backbone batch: GPU_BATCH=, else 512 on CUDA (13,900 images/s on the H100
+    in fp16, DESIGN.md; larger batches gain nothing) and 32 on a CPU."""
+    return cfg.gpu_batch or (512 if device.type == "cuda" else 32)
+
+
+@contextlib.contextmanager
+def releasing_claims(shards: list[ShardBuffer]) -> Iterator[None]:
+    """On the way out, release every claim still held (release is idempotent).
+
+    A committed shard released its claim already; one this run could not finish (its
+    write failed, the run stopped early) would otherwise stay locked until the process
+    exits, and a retry in the same process (a test, a notebook, a Dask worker) would
+    wait forever for its own claim: a flock is per open file, not per process.
+    """
+    try:
+        yield
+    finally:
+        for shard in shards:
+            if shard.claim is not None:
+                shard.claim.release()
+
+
 def run_shards(p: Prepared, claimed: Iterator[tuple[int, store.Claim | None]], extractor: FeatureExtractor,
                on_written: Callable[[ShardBuffer, dict], None], progress: tqdm | None = None,
                shard_path: Callable[[int], Path] | None = None) -> dict:
@@ -224,7 +259,7 @@ def run_shards(p: Prepared, claimed: Iterator[tuple[int, store.Claim | None]], e
     cfg, plan = p.cfg, p.plan
     workers = cfg.workers or os.cpu_count() or 1
     threads = decode_threads(workers)
-    batch = cfg.gpu_batch or (512 if extractor.device.type == "cuda" else 32)
+    batch = backbone_batch(cfg, extractor.device)
     timings = {"decode": 0.0, "write": 0.0, "wait": 0.0}
     writes: list[cf.Future] = []
     # ShardBuffer.pending drops on the main thread (a failed video) and on the inference
@@ -268,7 +303,9 @@ def run_shards(p: Prepared, claimed: Iterator[tuple[int, store.Claim | None]], e
             return dec, None
         return dec, slot
 
-    with cf.ThreadPoolExecutor(1, thread_name_prefix="write") as writer, \
+    opened: list[ShardBuffer] = []
+    with releasing_claims(opened), \
+            cf.ThreadPoolExecutor(1, thread_name_prefix="write") as writer, \
             Batcher(extractor, batch, cfg.frames, cfg.image_size, workers, take_features) as batcher, \
             cf.ThreadPoolExecutor(workers, thread_name_prefix="decode") as pool:
         def shard_done(shard: ShardBuffer) -> None:
@@ -277,6 +314,7 @@ def run_shards(p: Prepared, claimed: Iterator[tuple[int, store.Claim | None]], e
         def tasks() -> Iterator[tuple[ShardBuffer, int, VideoRecord]]:
             for index, claim in claimed:
                 shard = ShardBuffer(index, plan[index], cfg.frames, claim)
+                opened.append(shard)
                 if not shard.records:
                     shard_done(shard)
                 for pos, rec in enumerate(shard.records):
@@ -286,6 +324,8 @@ def run_shards(p: Prepared, claimed: Iterator[tuple[int, store.Claim | None]], e
 
         def top_up() -> None:
             while len(inflight) < 2 * workers:
+                if any(f.done() and f.exception() is not None for f in writes):
+                    return  # a write failed (disk full): stop here rather than decode the rest for nothing
                 item = next(source, None)
                 if item is None:
                     return
@@ -344,11 +384,11 @@ def extract_features(cfg: ExtractConfig, quiet: bool = False) -> Summary:
         say(f"reusing feature set {p.identity.id}: complete, {manifest['num_stored']} videos "
             f"(computed {manifest.get('completed_at', manifest['created_at'])}); nothing to compute")
         return summary
-    removed = [g for g in store.garbage(p.set_dir) if store.TMP_MARK in g.name]
-    for g in removed:
-        g.unlink(missing_ok=True)
+    # Under the claim or lock that guards each file: a plain unlink could race a live run
+    # that is rewriting its manifest temp file (same name every time) at this moment.
+    removed = store.remove_garbage(p.set_dir)
     if removed:
-        say(f"removed {len(removed)} temp file(s) left by an interrupted run")
+        say(f"removed {len(removed)} temp file(s) or uncommitted shard(s) left by an interrupted run")
     if manifest["shard_size"] != cfg.shard_size:
         # Shard i must hold the same videos for every run that works on this set, and the
         # shard size is not part of its identity (it changes no number): the set's wins.
@@ -376,9 +416,11 @@ def extract_here(p: Prepared, summary: Summary, say: Callable[[str], None], show
     if not missing:
         return
     device = p.cfg.devices[0] if p.cfg.devices else p.cfg.device
-    t0 = time.perf_counter()
-    extractor = FeatureExtractor(p.weights, device, p.identity.precision, p.cfg.compile)
-    summary.timings["setup"] = summary.timings.get("setup", 0) + time.perf_counter() - t0  # model load, to the device
+    # The model loads (and on CUDA runs one batch, so cuDNN's kernel search is paid too)
+    # on a thread of its own while the decoders already fill their slots.
+    dev = resolve_device(device)
+    extractor = FeatureExtractor(p.weights, device, p.identity.precision, p.cfg.compile, background=True,
+                                 warm_up=(backbone_batch(p.cfg, dev), p.cfg.image_size))
     say(f"feature set {p.identity.id}: {len(missing)} of {len(p.plan)} shards to compute on {extractor.device} "
         f"({extractor.precision}), {p.cfg.workers or os.cpu_count()} decoders")
     todo = sum(len(p.plan[i]) for i in missing)
@@ -396,6 +438,8 @@ def extract_here(p: Prepared, summary: Summary, say: Callable[[str], None], show
                         f"this run takes them over if that run dies")
                     waited = True
                 time.sleep(0.5)
+    extractor.ready()  # a model that failed to load fails the run even if no video reached it
+    summary.timings["model_load"] = extractor.build_seconds  # seconds, overlapped with the first decodes
 
 
 def extract_on_devices(p: Prepared, summary: Summary, say: Callable[[str], None]) -> None:

@@ -77,3 +77,77 @@ def test_garbage_file_is_a_reason_not_an_exception(tmp_path):
     bad.write_text("this is not a video")
     dec = decode_video(bad, 4, 32, 40)
     assert dec.frames is None and dec.error.startswith("not a readable video")
+
+
+# ---------------------------------------------------------------- fast paths and ffprobe-less machines
+def test_avi_header_gives_exactly_what_ffprobe_says(bad_corpus):
+    from stages.decode import read_avi_header
+
+    checked = 0
+    for rel in bad_corpus.expected:
+        path = bad_corpus.root / rel
+        header = read_avi_header(path)  # must not block on the FIFO (hang.avi)
+        if header is None:
+            continue
+        info = probe(path)
+        assert (header.frames, header.width, header.height) == (info.frames, info.width, info.height), rel
+        assert header.fps == pytest.approx(info.fps), rel
+        checked += 1
+    assert checked >= 8  # the ordinary AVIs, the truncated one (its header still says 40) included
+    for rel in ("must_fail/hang.avi", "must_fail/empty.avi", "must_fail/not_a_video.avi", "must_fail/audio_only.avi",
+                "must_succeed/really_mp4.avi", "must_succeed/vfr.mkv"):
+        assert read_avi_header(bad_corpus.root / rel) is None, rel
+
+
+@pytest.fixture
+def no_ffprobe(tmp_path, monkeypatch):
+    """PATH with ffmpeg only, as on a machine with imageio-ffmpeg's static binary."""
+    import shutil
+
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ffmpeg").symlink_to(shutil.which("ffmpeg"))
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.delenv("FFPROBE_BINARY", raising=False)
+    monkeypatch.delenv("FFMPEG_BINARY", raising=False)
+
+
+def test_probe_and_decode_work_without_ffprobe(numbered_clip, bad_corpus, no_ffprobe, tmp_path):
+    from stages.decode import find_binary
+
+    assert find_binary("ffprobe") is None
+    info = probe(numbered_clip)  # Matroska: no frame count in the header, packets are counted
+    assert (info.frames, info.width, info.height) == (48, 96, 64) and info.fps == pytest.approx(12.0)
+    dec = decode_video(numbered_clip, frames=6, size=32, resize=48)
+    assert dec.error is None and dec.indices.tolist() == uniform_indices(48, 6).tolist()
+    np.testing.assert_allclose(dec.frames.reshape(6, -1).mean(axis=1), 5 * dec.indices, atol=2.5)
+    assert probe(bad_corpus.root / "must_fail/truncated.avi").frames == 40  # the header's count, as ffprobe's
+    assert decode_video(bad_corpus.root / "must_fail/truncated.avi", 16, 32, 40).error.startswith("truncated")
+    assert decode_video(bad_corpus.root / "must_fail/audio_only.avi", 4, 32, 40).error.startswith("no video stream")
+    bad = tmp_path / "bad.avi"
+    bad.write_text("this is not a video")
+    assert decode_video(bad, 4, 32, 40).error.startswith("not a readable video")
+
+
+def test_imageio_ffmpeg_is_found_when_ffmpeg_is_not_on_path(tmp_path, monkeypatch):
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    from stages.decode import find_binary
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("FFMPEG_BINARY", raising=False)
+    assert find_binary("ffmpeg") == imageio_ffmpeg.get_ffmpeg_exe()
+    assert find_binary("ffprobe") is None
+
+
+def test_frames_are_read_into_the_callers_buffer(numbered_clip):
+    out = np.zeros((8, 32, 32, 3), np.uint8)
+    dec = decode_video(numbered_clip, frames=6, size=32, resize=48, out=out)
+    assert dec.error is None and np.shares_memory(dec.frames, out) and dec.frames.shape == (6, 32, 32, 3)
+    assert (out[6:] == 0).all()  # nothing past the frames asked for
+
+
+def test_decode_args_stop_after_the_last_kept_frame(numbered_clip):
+    args = build_decode_args(numbered_clip, np.array([1, 5, 9]), 32, 48)
+    assert args[args.index("-frames:v") + 1] == "3"
+    default = build_decode_args(numbered_clip, np.array([1]), 32, 48, threads=None)
+    assert "-threads" not in default

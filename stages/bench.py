@@ -1,0 +1,527 @@
+"""`make bench`: how fast stage one is, next to what bounds it and what it replaces.
+
+One run, on the same generated UCF101-like clips (320x240, 25 fps, mpeg4 in AVI; pipeline/synth.py):
+
+    end to end   stage one with the project's defaults (extract_features) into a temp store
+    ceiling      plain ffmpeg decoding the same sampled frames (select + scale + crop),
+                 one process per core: what stage one could reach if the rest were free
+    backbone     ResNet-50 alone on synthetic frames, stage one's settings; with
+                 --compile also torch.compile's cost, gain and break-even dataset size
+    baseline     the seed articles' method: every frame read, a fresh fp32 forward per
+                 frame, batch of one, on the first few of the same clips
+    train        stage two: 50 LSTM epochs on UCF101-sized features, loading included
+
+It prints a table with the ratios and the profile of stage one, and writes
+bench/results.json. Weights are seeded random (speed does not depend on their values,
+and no download is needed). On a CPU the defaults are small (8 clips, 112 px instead of
+224, so it finishes in minutes) and the output says so; on CUDA they are UCF101-scale.
+Compare figures of one run with each other: a shared machine is noisy.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import dataclasses
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline.config import IMAGENET_MEAN, IMAGENET_STD, ConfigError, ExtractConfig, repo_root
+
+from .backbone import FeatureExtractor, WeightsSpec, build_resnet50, resolve_device, resolve_precision
+from .decode import (build_decode_args, decode_threads, ffmpeg_binary, find_binary, probe, read_avi_header,
+                     uniform_indices)
+
+RANDOM_WEIGHTS = WeightsSpec("random", "random:seed0", None, 0)
+CLIP_SIZE = (320, 240)  # UCF101's frame size, px
+READERS = ("auto", "opencv", "ffmpeg")
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Benchmark settings; 0 means "the default for this device" (CPU / CUDA)."""
+
+    clips: int = 0  # clips measured end to end and by the ceiling: 8 / 2048
+    seconds: float = 7.0  # length of each clip, s (UCF101: ~7 s)
+    workers: int = 0  # stage one's decoders: all cores
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    size: int = 0  # crop fed to ResNet-50, px: 112 / 224 (224 is stage one's default)
+    frames: int = 16  # T, frames sampled per video
+    gpu_batch: int = 0  # frames per backbone batch: stage one's default (32 / 512)
+    precision: str = "auto"  # stage one's: fp32 on CPU, fp16 on CUDA
+    compile: bool = False  # also measure torch.compile: compile time, images/s, break-even
+    baseline_clips: int = 0  # clips run through the seed method: 2 / 16
+    baseline_reader: str = "auto"  # auto (OpenCV if installed, else ffmpeg) | opencv | ffmpeg
+    backbone_seconds: float = 0.0  # how long to time the backbone alone: 6 / 10 s
+    rounds: int = 2  # rounds of ceiling, end to end and baseline, alternating; the best of each counts
+    train_epochs: int = 50  # LSTM epochs timed; fewer are scaled to 50 and labelled so
+    skip_train: bool = False
+    clips_dir: Path | None = None  # default bench/clips
+    out: Path | None = None  # default bench/results.json
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError(f"--rounds: must be >= 1, got {self.rounds!r}")
+        for name in ("clips", "workers", "size", "gpu_batch", "baseline_clips", "train_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(self, name)!r}")
+        if self.size and self.size < 32:
+            raise ConfigError(f"--size: ResNet-50 needs at least 32 px, got {self.size}")
+        if not self.seconds * 25 >= 3:
+            raise ConfigError(f"--seconds: a clip needs at least 3 frames at 25 fps, got {self.seconds!r} s")
+        if self.frames < 1:
+            raise ConfigError(f"--frames: must be >= 1, got {self.frames!r}")
+        if self.baseline_reader not in READERS:
+            raise ConfigError(f"--baseline-reader: choose one of {', '.join(READERS)}, got {self.baseline_reader!r}")
+
+    def resolved(self) -> "BenchConfig":
+        """The same settings with every 0 replaced by this machine's default."""
+        cuda = resolve_device(self.device).type == "cuda"
+        pick = lambda value, cpu, gpu: value or (gpu if cuda else cpu)
+        return dataclasses.replace(
+            self, clips=pick(self.clips, 8, 2048), workers=self.workers or os.cpu_count() or 1, size=pick(self.size, 112, 224),
+            gpu_batch=pick(self.gpu_batch, 32, 512), baseline_clips=pick(self.baseline_clips, 2, 16),
+            backbone_seconds=pick(self.backbone_seconds, 6.0, 10.0),
+            clips_dir=Path(self.clips_dir or repo_root() / "bench" / "clips"),
+            out=Path(self.out or repo_root() / "bench" / "results.json"))
+
+    @property
+    def resize(self) -> int:
+        return ExtractConfig(image_size=self.size).resize_to
+
+
+def run_bench(cfg: BenchConfig, say=print) -> dict:
+    """Measure everything (ceiling, end to end and baseline: the best of cfg.rounds alternating
+    rounds); print the table; write and return the results (JSON-able)."""
+    cfg = cfg.resolved()
+    device = resolve_device(cfg.device)
+    precision = resolve_precision(cfg.precision, device)
+    cpu_note = device.type == "cpu" and cfg.size != 224
+    notes = ["weights: seeded random (the speed of ResNet-50 does not depend on its weights)",
+             f"ceiling, end to end and baseline: the best of {cfg.rounds} alternating round(s) each (a shared machine is noisy)"]
+    if cpu_note:
+        notes.append(f"CPU: images are {cfg.size} px instead of stage one's 224, for end to end, backbone and baseline alike")
+    say(f"bench: {cfg.clips} clips of {cfg.seconds:g} s, T={cfg.frames}, {cfg.size} px, {device} ({precision}), "
+        f"batch {cfg.gpu_batch}, {cfg.workers} decoders" + (" (CPU default size; 224 on GPU)" if cpu_note else ""))
+    paths, csv = prepare_clips(cfg, say)
+    results: dict = {"settings": settings_of(cfg, device, precision), "machine": describe_machine(device), "notes": notes}
+    baseline_model = build_resnet50(RANDOM_WEIGHTS).to(device).eval()  # built once, never timed
+    rounds: dict[str, list[dict]] = {"decode_ceiling": [], "end_to_end": [], "baseline": []}
+    for r in range(cfg.rounds):
+        with tempfile.TemporaryDirectory(prefix="vidstore-bench-") as tmp:
+            say(f"round {r + 1}/{cfg.rounds}: 1/5 decode ceiling: plain ffmpeg, one process per core ...")
+            rounds["decode_ceiling"].append(measure_decode_ceiling(paths, cfg))
+            say(f"round {r + 1}/{cfg.rounds}: 2/5 stage one end to end ...")
+            rounds["end_to_end"].append(measure_end_to_end(cfg, csv, Path(tmp)))
+        say(f"round {r + 1}/{cfg.rounds}: 3/5 baseline: the seed method on {min(cfg.baseline_clips, len(paths))} clip(s) ...")
+        rounds["baseline"].append(measure_baseline(paths[: cfg.baseline_clips], cfg, device, baseline_model))
+    for part, runs in rounds.items():
+        results[part] = max(runs, key=lambda run: run["videos_per_s"]) | {"rounds_videos_per_s": [run["videos_per_s"] for run in runs]}
+    say("4/5 backbone alone ...")
+    results["backbone"] = measure_backbone(cfg, device, precision)
+    if cfg.compile:
+        say("    torch.compile (this takes minutes) ...")
+        results["compile"] = measure_compile(cfg, device, precision, results)
+    if cfg.skip_train:
+        results["train"] = {"skipped": "--skip-train"}
+    else:
+        # Stage one's figures first: on a CPU, 50 epochs take most of an hour.
+        results["train"] = {"skipped": "being measured"}
+        results.update(headline(results, cfg))
+        write_results(results, cfg.out)
+        say(format_report(results))
+        say(f"\nwrote {cfg.out} (stage one); 5/5 stage two: {cfg.train_epochs} LSTM epochs on UCF101-sized features"
+            + (" (about a minute per epoch on a 2-core CPU; TRAIN_EPOCHS=n or SKIP_TRAIN=1 to shorten) ..." if device.type == "cpu" else " ..."))
+        results["train"] = measure_training(cfg, device)
+    results.update(headline(results, cfg))
+    write_results(results, cfg.out)
+    say(format_report(results) if cfg.skip_train else train_line(results["train"]))
+    say(f"\nwrote {cfg.out}")
+    return results
+
+
+def write_results(results: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}")
+    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    os.replace(tmp, out)
+
+
+# ---------------------------------------------------------------- clips
+def prepare_clips(cfg: BenchConfig, say=print) -> tuple[list[Path], Path]:
+    """The first cfg.clips bench clips (made once, then reused) and a CSV listing exactly them."""
+    from pipeline.synth import make_bench_clips
+
+    if not os.environ.get("FFMPEG_BINARY") and not shutil.which("ffmpeg"):
+        os.environ["FFMPEG_BINARY"] = ffmpeg_binary()  # e.g. imageio-ffmpeg's: pipeline/synth.py looks only there and on PATH
+    folder = cfg.clips_dir / f"{cfg.seconds:g}s"
+    missing = sum(not (folder / f"bench_{i:04d}.avi").exists() for i in range(cfg.clips))
+    if missing:
+        say(f"generating {missing} clip(s) under {folder} (once; later runs reuse them) ...")
+    paths = make_bench_clips(folder, cfg.clips, cfg.seconds)
+    csv = folder / f"bench-{cfg.clips}.csv"
+    tmp = csv.with_name(f".{csv.name}.{os.getpid()}")
+    tmp.write_text("path,label\n" + "".join(f"{p.name},bench\n" for p in paths))
+    os.replace(tmp, csv)
+    return paths, csv
+
+
+# ---------------------------------------------------------------- measurements
+def measure_end_to_end(cfg: BenchConfig, csv: Path, tmp: Path) -> dict:
+    """extract_features with the project's defaults on the bench clips, into a temp store."""
+    from .extract import extract_features
+
+    ecfg = ExtractConfig(dataset="csv", data_dir=csv, features_root=tmp / "store", name="bench", frames=cfg.frames,
+                         image_size=cfg.size, weights="random", device=cfg.device, workers=cfg.workers,
+                         gpu_batch=cfg.gpu_batch, precision=cfg.precision)
+    s = extract_features(ecfg, quiet=True)
+    videos = s.computed + s.failed
+    t = dict(s.timings)
+    return {"videos": videos, "failed": s.failed, "seconds": s.elapsed, "videos_per_s": videos / s.elapsed,
+            "frames_per_s": t.get("images", 0) / s.elapsed, "timings": t}
+
+
+def measure_decode_ceiling(paths: list[Path], cfg: BenchConfig) -> dict:
+    """Plain ffmpeg (select + scale + crop, raw RGB to a pipe), one process per core.
+
+    The frame indices are computed beforehand (not timed); Python only starts the
+    processes and reads their stdout. Two threading settings; the best is the ceiling.
+    """
+    jobs = []
+    for path in paths:
+        info = read_avi_header(path) or probe(path)
+        jobs.append((path, uniform_indices(info.frames, cfg.frames)))
+    procs = os.cpu_count() or 1
+    frame_bytes = cfg.size * cfg.size * 3
+    variants = {}
+    for name, threads in (("threads_1", 1), ("threads_default", None)):
+        argvs = [build_decode_args(path, idx, cfg.size, cfg.resize, threads=threads, showinfo=False) for path, idx in jobs]
+
+        def run(args: list[str]) -> int:
+            return len(subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL).stdout)
+
+        t0 = time.perf_counter()
+        with cf.ThreadPoolExecutor(procs) as pool:
+            sizes = list(pool.map(run, argvs))
+        wall = time.perf_counter() - t0
+        short = [str(p.name) for (p, idx), n in zip(jobs, sizes) if n != len(idx) * frame_bytes]
+        if short:
+            raise RuntimeError(f"decode ceiling: ffmpeg returned the wrong number of frames for {', '.join(short[:5])}")
+        variants[name] = len(paths) / wall
+    best = max(variants, key=variants.get)
+    return {"videos_per_s": variants[best], "best": best, "processes": procs, "variants_videos_per_s": variants,
+            "frames_per_s": variants[best] * cfg.frames}
+
+
+def time_backbone(extractor: FeatureExtractor, x: torch.Tensor, seconds: float) -> float:
+    """images/s of extractor.embed on the device-resident uint8 batch x, after 2 warm-up calls."""
+    sync = (lambda: torch.cuda.synchronize(extractor.device)) if extractor.device.type == "cuda" else (lambda: None)
+    with torch.inference_mode():
+        for _ in range(2):  # cuDNN picks its kernels (cudnn.benchmark) on the first call
+            extractor.embed(x)
+        sync()
+        n, t0 = 0, time.perf_counter()
+        while True:
+            for _ in range(5 if extractor.device.type == "cuda" else 1):
+                extractor.embed(x)
+                n += len(x)
+            sync()
+            wall = time.perf_counter() - t0
+            if wall >= seconds:
+                return n / wall
+
+
+def measure_backbone(cfg: BenchConfig, device: torch.device, precision: str) -> dict:
+    """ResNet-50 alone: uint8 frames already on the device, normalised there, stage one's
+    precision, batch and channels_last (FeatureExtractor.embed, exactly what stage one runs)."""
+    ext = FeatureExtractor(RANDOM_WEIGHTS, str(device), precision)
+    gen = torch.Generator().manual_seed(0)
+    frames = torch.randint(0, 256, (cfg.gpu_batch, cfg.size, cfg.size, 3), dtype=torch.uint8, generator=gen)
+    out = {"images_per_s": time_backbone(ext, frames.to(device), cfg.backbone_seconds), "batch": cfg.gpu_batch,
+           "precision": precision, "channels_last": True}
+    if device.type == "cuda":
+        pinned = frames.pin_memory()
+        dest = torch.empty_like(pinned, device=device)
+        for _ in range(3):
+            dest.copy_(pinned, non_blocking=True)
+        torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(20):
+            dest.copy_(pinned, non_blocking=True)
+        torch.cuda.synchronize(device)
+        out["h2d_images_per_s"] = 20 * len(pinned) / (time.perf_counter() - t0)
+    return out
+
+
+def measure_compile(cfg: BenchConfig, device: torch.device, precision: str, results: dict) -> dict:
+    """torch.compile's price (first call) and gain, and when it pays off.
+
+    Break-even (videos): compile seconds / seconds saved per video. For the backbone alone
+    a video costs T / images_per_s. End to end a video costs about the slower of decoding
+    (1 / decode ceiling) and the backbone, so a decode-bound stage one gains nothing.
+    """
+    ext = FeatureExtractor(RANDOM_WEIGHTS, str(device), precision, compile=True)
+    x = torch.randint(0, 256, (cfg.gpu_batch, cfg.size, cfg.size, 3), dtype=torch.uint8).to(device)
+    t0 = time.perf_counter()
+    with torch.inference_mode():
+        ext.embed(x)
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+    compile_s = time.perf_counter() - t0
+    compiled = time_backbone(ext, x, cfg.backbone_seconds)
+    eager = results["backbone"]["images_per_s"]
+    decode_s = 1 / results["decode_ceiling"]["videos_per_s"]
+    saved_backbone = cfg.frames / eager - cfg.frames / compiled
+    saved_e2e = max(decode_s, cfg.frames / eager) - max(decode_s, cfg.frames / compiled)
+    even = lambda saved: compile_s / saved if saved > 0 else None
+    return {"compile_s": compile_s, "images_per_s": compiled, "speedup": compiled / eager,
+            "break_even_videos_backbone": even(saved_backbone), "break_even_videos_end_to_end": even(saved_e2e)}
+
+
+def seed_preprocess(frame: np.ndarray, size: int, resize: int, device: torch.device) -> torch.Tensor:
+    """What the seed code does per frame: (H, W, 3) uint8 RGB -> (1, 3, size, size) float32,
+    resized (shorter side), centre-cropped, normalised, on the device."""
+    x = torch.from_numpy(frame).permute(2, 0, 1).float().div(255).unsqueeze(0)
+    h, w = x.shape[-2:]
+    x = torch.nn.functional.interpolate(x, size=(resize, round(w * resize / h)) if h <= w else (round(h * resize / w), resize),
+                                        mode="bilinear", align_corners=False)
+    top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
+    x = x[..., top : top + size, left : left + size]
+    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    return ((x - mean) / std).to(device)
+
+
+def read_all_frames(path: Path, reader: str):
+    """Every frame of the video as (H, W, 3) uint8 RGB, at its full size."""
+    if reader == "opencv":
+        import cv2
+
+        cap = cv2.VideoCapture(str(path))
+        try:
+            while True:
+                ok, frame = cap.read()
+                if not ok:
+                    return
+                yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        finally:
+            cap.release()
+    info = read_avi_header(path) or probe(path)
+    args = [ffmpeg_binary(), "-nostdin", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        while True:
+            frame = np.empty((info.height, info.width, 3), np.uint8)
+            if proc.stdout.readinto(memoryview(frame).cast("B")) != frame.nbytes:
+                return
+            yield frame
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def measure_baseline(paths: list[Path], cfg: BenchConfig, device: torch.device, model: torch.nn.Module | None = None) -> dict:
+    """The seed articles' method on these clips: every frame, fp32, NCHW, batch of one, and
+    the features copied back after each frame. Frames are resized and cropped to the same
+    size as end to end (the seed code fed the full 320x240 frame, 1.5x the pixels of 224
+    px: the comparison is, if anything, kind to the baseline). Model build is not timed."""
+    reader = cfg.baseline_reader
+    if reader == "auto":
+        try:
+            import cv2  # noqa: F401
+
+            reader = "opencv"
+        except ImportError:
+            reader = "ffmpeg"
+    model = model or build_resnet50(RANDOM_WEIGHTS).to(device).eval()
+    frames = 0
+    t0 = time.perf_counter()
+    with torch.no_grad():
+        for path in paths:
+            for frame in read_all_frames(path, reader):
+                model(seed_preprocess(frame, cfg.size, cfg.resize, device)).cpu().numpy()
+                frames += 1
+    wall = time.perf_counter() - t0
+    return {"videos_per_s": len(paths) / wall, "images_per_s": frames / wall, "clips": len(paths), "frames": frames,
+            "seconds": wall, "reader": reader, "size": cfg.size}
+
+
+def measure_training(cfg: BenchConfig, device: torch.device) -> dict:
+    """Stage two's own timing of LSTM epochs on UCF101-sized features (stages/train.py)."""
+    try:
+        from . import train as stage_two
+    except ImportError as e:
+        return {"skipped": f"stage two is not available ({e})"}
+    timer = getattr(stage_two, "time_training", None)
+    if timer is None:
+        return {"skipped": "stages/train.py has no time_training()"}
+    t0 = time.perf_counter()
+    measured = timer(epochs=cfg.train_epochs, device=str(device))
+    seconds = measured["seconds"] if isinstance(measured, dict) else float(measured)
+    wall = time.perf_counter() - t0
+    out = {"epochs": cfg.train_epochs, "seconds": seconds, "wall_s": wall,
+           "details": measured if isinstance(measured, dict) else {}}
+    if cfg.train_epochs == 50:
+        out["train_50_epochs_s"] = seconds
+    else:
+        out["train_50_epochs_s"] = seconds * 50 / cfg.train_epochs
+        out["extrapolated"] = (f"from {cfg.train_epochs} measured epoch(s), scaled linearly to 50 (loading and "
+                               f"evaluation scaled too: an overestimate)")
+    return out
+
+
+# ---------------------------------------------------------------- report
+def headline(r: dict, cfg: BenchConfig) -> dict:
+    """The top-level keys of results.json."""
+    e2e, ceiling, base = r["end_to_end"], r["decode_ceiling"], r["baseline"]
+    return {
+        "videos_per_s": e2e["videos_per_s"], "frames_per_s": e2e["frames_per_s"],
+        "decode_ceiling_videos_per_s": ceiling["videos_per_s"], "baseline_videos_per_s": base["videos_per_s"],
+        "backbone_images_per_s": r["backbone"]["images_per_s"],
+        "train_50_epochs_s": r["train"].get("train_50_epochs_s"),
+        "ratios": {"end_to_end_vs_ceiling": e2e["videos_per_s"] / ceiling["videos_per_s"],
+                   "end_to_end_vs_baseline": e2e["videos_per_s"] / base["videos_per_s"],
+                   # within each round (measured minutes apart, under the same load)
+                   "end_to_end_vs_ceiling_by_round": by_round(e2e, ceiling),
+                   "end_to_end_vs_baseline_by_round": by_round(e2e, base)},
+    }
+
+
+def by_round(a: dict, b: dict) -> list[float]:
+    return [x / y for x, y in zip(a.get("rounds_videos_per_s", []), b.get("rounds_videos_per_s", []))]
+
+
+def profile_lines(e2e: dict, workers: int) -> list[str]:
+    """Where stage one's time went, as shares of its elapsed seconds."""
+    t, wall = e2e["timings"], e2e["seconds"]
+    pct = lambda s: f"{100 * s / wall:5.1f}%"
+    lines = [
+        f"  model load + warm-up         {t.get('model_load', 0):8.2f} s  {pct(t.get('model_load', 0))} (in the background, "
+        f"while the first videos decode)",
+        f"  decode (ffmpeg, per decoder) {t['decode'] / workers:8.2f} s  {pct(t['decode'] / workers)} busy, each of {workers} decoders",
+        f"  host-to-device copies        {t.get('transfer', 0):8.2f} s  {pct(t.get('transfer', 0))}",
+        f"  backbone (inference)         {t.get('backbone', 0):8.2f} s  {pct(t.get('backbone', 0))} busy",
+        f"  features to shards           {t.get('scatter', 0):8.2f} s  {pct(t.get('scatter', 0))}",
+        f"  shard writes (writer thread) {t['write']:8.2f} s  {pct(t['write'])}",
+        f"  waiting: inference thread for frames {t.get('starved', 0):.2f} s, main thread for decoders {t['wait']:.2f} s, "
+        f"for the backbone {t.get('feed_wait', 0):.2f} s",
+    ]
+    decode_busy, gpu_busy = t["decode"] / workers / wall, (t.get("backbone", 0) + t.get("transfer", 0)) / wall
+    bound = "backbone-bound" if gpu_busy > decode_busy else "decode-bound"
+    lines.append(f"  => {bound}: backbone busy {100 * gpu_busy:.0f}% of the run, decoders {100 * decode_busy:.0f}%")
+    return lines
+
+
+def format_report(r: dict) -> str:
+    s, m = r["settings"], r["machine"]
+    e2e, ceil, bb, base, tr = r["end_to_end"], r["decode_ceiling"], r["backbone"], r["baseline"], r["train"]
+    gpu = f"{m['gpu']} ({m['gpu_memory_gib']:.0f} GiB)" if m.get("gpu") else "no GPU"
+    rows = [
+        ("stage one end to end", f"{e2e['videos_per_s']:.3g} videos/s", f"{e2e['frames_per_s']:.3g} frames/s; "
+         f"{e2e['videos']} videos in {e2e['seconds']:.1f} s, everything included"),
+        ("decode ceiling (plain ffmpeg)", f"{ceil['videos_per_s']:.3g} videos/s",
+         f"{ceil['processes']} processes; -threads 1: {ceil['variants_videos_per_s']['threads_1']:.3g}, "
+         f"ffmpeg's default threads: {ceil['variants_videos_per_s']['threads_default']:.3g}"),
+        ("backbone alone", f"{bb['images_per_s']:.4g} images/s",
+         f"batch {bb['batch']}, {bb['precision']}, channels_last, uint8 in" +
+         (f"; host-to-device {bb['h2d_images_per_s']:.3g} images/s" if "h2d_images_per_s" in bb else "")),
+        ("baseline (seed method)", f"{base['videos_per_s']:.3g} videos/s",
+         f"{base['images_per_s']:.3g} images/s; every frame, fp32, batch 1, {base['reader']}; {base['clips']} clip(s)"),
+    ]
+    rows.append(train_row(tr))
+    for i, part in enumerate((e2e, ceil, None, base)):
+        if part and len(part.get("rounds_videos_per_s", [])) > 1:
+            a, b, c = rows[i]
+            rows[i] = (a, b, c + f" [rounds: {', '.join(f'{v:.3g}' for v in part['rounds_videos_per_s'])}]")
+    w0, w1 = max(len(a) for a, _, _ in rows), max(len(b) for _, b, _ in rows)
+    ratios = r["ratios"]
+    out = [
+        f"\nvidstore bench on {m['cpu']} ({m['cores']} cores, {m['ram_gib']:.0f} GiB RAM), {gpu}; "
+        f"torch {m['torch']}, CUDA {m['cuda'] or '-'}, {m['ffmpeg_version']}; load average {m['load_average']}",
+        f"{s['clips']} clips of {s['seconds']:g} s (320x240, 25 fps, mpeg4/AVI), T={s['frames']}, {s['size']} px, {s['device']} "
+        f"{s['precision']}, batch {s['gpu_batch']}, {s['workers']} decoders x {s['decode_threads']} ffmpeg thread(s)",
+        *(f"note: {n}" for n in r["notes"]),
+        "",
+        *(f"{a:<{w0}}  {b:>{w1}}  {c}" for a, b, c in rows),
+        "",
+        f"end to end / decode ceiling = {ratios['end_to_end_vs_ceiling']:.2f}"
+        + per_round(ratios["end_to_end_vs_ceiling_by_round"], "{:.2f}"),
+        f"end to end / baseline       = {ratios['end_to_end_vs_baseline']:.1f}x"
+        + per_round(ratios["end_to_end_vs_baseline_by_round"], "{:.1f}x"),
+        "",
+        f"where stage one's {e2e['seconds']:.1f} s went:",
+        *profile_lines(e2e, s["workers"]),
+    ]
+    if r.get("compile"):
+        c = r["compile"]
+        fmt = lambda v: f"{v:,.0f} videos" if v else "never (no time saved)"
+        out += ["", f"torch.compile: {c['compile_s']:.0f} s to compile; backbone {bb['images_per_s']:.4g} -> "
+                f"{c['images_per_s']:.4g} images/s ({c['speedup']:.2f}x); pays off after "
+                f"{fmt(c['break_even_videos_backbone'])} for the backbone alone, "
+                f"{fmt(c['break_even_videos_end_to_end'])} end to end (a video costing the slower of its decode "
+                f"and its backbone time)"]
+    return "\n".join(out)
+
+
+def per_round(values: list[float], fmt: str) -> str:
+    return f"  (within each round: {', '.join(fmt.format(v) for v in values)})" if len(values) > 1 else ""
+
+
+def train_row(tr: dict) -> tuple[str, str, str]:
+    if "skipped" in tr:
+        return "stage two, 50 LSTM epochs", "not measured", tr["skipped"]
+    label = "EXTRAPOLATED " + tr["extrapolated"] if "extrapolated" in tr else "measured, loading included"
+    return "stage two, 50 LSTM epochs", f"{tr['train_50_epochs_s']:.1f} s", label
+
+
+def train_line(tr: dict) -> str:
+    what, figure, how = train_row(tr)
+    return f"{what}: {figure} ({how})"
+
+
+def settings_of(cfg: BenchConfig, device: torch.device, precision: str) -> dict:
+    d = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
+    return d | {"device": str(device), "precision": precision, "resize": cfg.resize,
+                "decode_threads": decode_threads(cfg.workers), "clip": {"size": list(CLIP_SIZE), "fps": 25, "codec": "mpeg4", "container": "avi"},
+                "weights": RANDOM_WEIGHTS.identity}
+
+
+def describe_machine(device: torch.device) -> dict:
+    """CPU, cores, RAM, GPU, and the versions that matter for these figures."""
+    cpu = platform.processor() or platform.machine()
+    ram = 0.0
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+        cpu = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), cpu)
+        ram = int(next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))) / 2**20
+    except (OSError, StopIteration, ValueError):
+        pass
+    ffmpeg = find_binary("ffmpeg")
+    try:
+        version = subprocess.run([ffmpeg, "-version"], capture_output=True, text=True, timeout=30).stdout.split("\n")[0]
+        version = " ".join(version.split()[:3])
+    except (OSError, subprocess.SubprocessError, TypeError):
+        version = "unknown"
+    out = {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": ram, "platform": platform.platform(), "python": sys.version.split()[0],
+           "torch": torch.__version__, "cuda": torch.version.cuda if device.type == "cuda" else None,
+           "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+           "ffmpeg": ffmpeg, "ffmpeg_version": version, "ffprobe": find_binary("ffprobe"),
+           "load_average": " ".join(f"{x:.1f}" for x in os.getloadavg()), "gpu": None, "gpu_memory_gib": None}
+    try:
+        import cv2
+
+        out["opencv"] = cv2.__version__
+    except ImportError:
+        out["opencv"] = None
+    if device.type == "cuda":
+        props = torch.cuda.get_device_properties(device)
+        out["gpu"], out["gpu_memory_gib"] = props.name, props.total_memory / 2**30
+    return out

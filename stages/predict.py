@@ -1,0 +1,54 @@
+"""Classify one new video file with a trained run: stage one on that file, then the head.
+
+The file is decoded and embedded with exactly the extraction settings (and weights) of the
+feature set the run was trained on, as recorded in the run's config.json, so its features
+live in the same space as the training features.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+
+from . import evaluate
+
+
+def stage_one(run_config: dict) -> Callable[[Path], tuple[np.ndarray, int]]:
+    """A function: video path -> (features (T, D) float16 zero-padded, valid frames), with the run's settings."""
+    from .extract import config_from_manifest, extract_video
+
+    fs = run_config["feature_sets"][0]
+    cfg, spec = config_from_manifest({"config": fs["config"], "identity": fs["identity"]})
+    return lambda path: extract_video(path, cfg, spec)
+
+
+def predict(video_path: Path | str, run_dir: Path | str, top: int = 5, device: str = "auto") -> list[tuple[str, float]]:
+    """Print and return the `top` classes of one video with their probabilities, best first.
+
+    A SPLIT=all run holds one model per split: their probabilities are averaged.
+    """
+    from .train import resolve_device
+
+    video_path = Path(video_path)
+    if not video_path.is_file():
+        raise FileNotFoundError(f"VIDEO: no file at {video_path}")
+    dev = resolve_device(device)
+    loaded = [evaluate.load_run(d, dev) for d in evaluate.run_dirs(Path(run_dir))]
+    config = loaded[0][1]
+    features, length = stage_one(config)(video_path)
+    want = (config["model"]["frames"], config["model"]["input_dim"])
+    if features.shape != want:
+        raise ValueError(f"stage one gave features of shape {features.shape} for {video_path}, the run expects {want}")
+    x = torch.from_numpy(np.ascontiguousarray(features))[None].to(dev)
+    lengths = torch.tensor([length], device=dev)
+    with torch.no_grad():
+        probs = torch.stack([model(x, lengths).softmax(1)[0] for model, _ in loaded]).mean(0).cpu()
+    classes = config["classes"]
+    values, indices = probs.topk(min(top, len(classes)))
+    result = [(classes[i], float(p)) for p, i in zip(values.tolist(), indices.tolist())]
+    print(f"{video_path} ({length} of {want[0]} frames; run {Path(run_dir)}):")
+    for rank, (name, p) in enumerate(result, 1):
+        print(f"  {rank}. {name:<32} {p:.4f}")
+    return result
