@@ -18,6 +18,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -98,9 +99,10 @@ def default_set_dir(dataset: str, root: Path) -> Path | None:
 def resolve_feature_sets(dataset: str, features: str | None = None, features_root: Path | str | None = None) -> list[Path]:
     """Directories of the feature sets to train on.
 
-    features: comma-separated ids or paths (FEATURES=); None picks the set of `dataset`:
-    the only complete one under root/<dataset>/, or, when there are several, the one
-    stage one's default settings produce. Anything else is an error listing the candidates.
+    features: comma-separated ids or paths (FEATURES=). None picks the set of `dataset`:
+    the one stage one's default settings produce when it is there and complete, else the
+    newest complete set under root/<dataset>/ (saying which, and what else is there).
+    No complete set is an error that lists the candidates.
     """
     root = store_root(features_root)
     if features:
@@ -112,17 +114,22 @@ def resolve_feature_sets(dataset: str, features: str | None = None, features_roo
             f"--dataset (DATASET=): no feature set for {dataset!r} under {root} (datasets there: "
             f"{', '.join(datasets) or 'none'}); run `make features DATASET={dataset}` first, or pass FEATURES=<id or path>"
         )
-    complete = [d for d in candidates if store.load_manifest(d).get("complete")]
+    complete = sorted((d for d in candidates if store.load_manifest(d).get("complete")),
+                      key=lambda d: store.load_manifest(d).get("created_at", ""))
+    if not complete:
+        raise ReaderError(
+            f"--features (FEATURES=): none of the {len(candidates)} feature set(s) for {dataset!r} under {root} is complete:\n"
+            f"{describe_candidates(candidates)}\nfinish one with `make features`, or pass FEATURES=<id or path> to train on a partial set"
+        )
     if len(complete) == 1:
         return complete
-    default = default_set_dir(dataset, root) if complete else None
+    default = default_set_dir(dataset, root)
     if default is not None and default in complete:
         return [default]
-    why = "none is complete" if not complete else "several are complete and none is the one stage one's defaults produce"
-    raise ReaderError(
-        f"--features (FEATURES=): {len(candidates)} feature sets for {dataset!r} under {root}, and {why}:\n"
-        f"{describe_candidates(candidates)}\nchoose one with FEATURES=<id or path>"
-    )
+    chosen = complete[-1]
+    print(f"note: {len(complete)} complete feature sets for {dataset!r} and none is stage one's default here; using the newest, "
+          f"{chosen.name} (choose with FEATURES=):\n{describe_candidates(complete)}", file=sys.stderr)
+    return [chosen]
 
 
 # ---------------------------------------------------------------- opening and mixing sets
@@ -337,8 +344,10 @@ def carve_by_group(rows: np.ndarray, index: Index, fraction: float, seed: int) -
     """Split `rows` into (kept, held) so that no group is on both sides.
 
     Stratified by class: within each class, whole groups (shuffled, seeded) are held out
-    until they hold at least `fraction` of its videos, and a class with a single group
-    stays whole on the kept side. rows (n,) int64 into the index.
+    until they hold at least `fraction` of its videos, never past twice that share, and
+    always leaving one group on the kept side. So a class of few large groups may hold out
+    nothing: a tiny dataset keeps its training videos rather than trade a third of them
+    for a validation part too small to mean anything. rows (n,) int64 into the index.
     """
     if fraction <= 0 or len(rows) == 0:
         return rows, rows[:0]
@@ -361,6 +370,8 @@ def carve_by_group(rows: np.ndarray, index: Index, fraction: float, seed: int) -
         for g in class_groups[:-1]:  # always leave one group to learn from
             if taken >= fraction * total:
                 break
+            if taken + len(by_group[g]) > 2 * fraction * total:
+                continue  # too big a bite: a smaller group may still fit
             held.add(g)
             taken += len(by_group[g])
     mask = np.array([g in held for g in groups.tolist()], dtype=bool)

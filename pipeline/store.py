@@ -266,17 +266,7 @@ class Claim:
 
     def held_elsewhere(self) -> bool:
         """True while another live process holds this claim."""
-        if not self.path.exists():
-            return False
-        fd = os.open(self.path, os.O_RDWR)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            return False
-        except BlockingIOError:
-            return True
-        finally:
-            os.close(fd)
+        return self.path.exists() and flock_held(self.path)
 
 
 # ---------------------------------------------------------------- maintenance
@@ -381,7 +371,13 @@ def listed_files(set_dir: Path) -> set[str]:
 
 
 def lock_held(set_dir: Path) -> bool:
-    fd = os.open(Path(set_dir) / ".lock", os.O_RDWR | os.O_CREAT, 0o664)
+    """True while a live process is rewriting the manifest."""
+    return flock_held(Path(set_dir) / ".lock")
+
+
+def flock_held(path: Path) -> bool:
+    """Probe an flock without waiting: True if another open file description holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o664)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         fcntl.flock(fd, fcntl.LOCK_UN)

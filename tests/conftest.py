@@ -172,3 +172,15 @@ def unreadable_tree() -> Iterator[UnreadableTree]:
     yield UnreadableTree(base / "tree", path, user, env)
     path.chmod(0o644)
     shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory) -> Path:
+    """A ResNet-50 state dict the tests write themselves (seeded), standing in for ImageNet's."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(123)
+    path = tmp_path_factory.mktemp("weights") / "resnet50.pth"
+    torch.save(torchvision.models.resnet50().state_dict(), path)
+    return path

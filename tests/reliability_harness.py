@@ -162,12 +162,8 @@ def read_set(set_dir: Path) -> tuple[list[str], np.ndarray]:
 
 
 def wait_until(predicate, timeout: float, poll: float = 0.01) -> bool:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(poll)
-    return True
+    """store.wait_for at a finer poll: kills must land at precise moments."""
+    return store.wait_for(predicate, timeout, poll)
 
 
 def temp_files(set_dir: Path | None) -> list[Path]:

@@ -8,15 +8,6 @@ from pipeline.config import ConfigError
 from stages.backbone import FeatureExtractor, WeightsError, resolve_weights
 
 
-@pytest.fixture(scope="module")
-def weights_file(tmp_path_factory):
-    """A ResNet-50 state dict the test writes itself (seeded), standing in for ImageNet."""
-    torch.manual_seed(123)
-    path = tmp_path_factory.mktemp("w") / "resnet50.pth"
-    torch.save(torchvision.models.resnet50().state_dict(), path)
-    return path
-
-
 def reference_features(weights_file, frames: np.ndarray) -> np.ndarray:
     """What a user would write by hand: torchvision ResNet-50, fc removed, fp32, Normalize."""
     model = torchvision.models.resnet50()

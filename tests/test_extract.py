@@ -26,14 +26,6 @@ SIZE = 32
 
 
 @pytest.fixture(scope="module")
-def weights_file(tmp_path_factory):
-    torch.manual_seed(7)
-    path = tmp_path_factory.mktemp("weights") / "resnet50.pth"
-    torch.save(torchvision.models.resnet50().state_dict(), path)
-    return path
-
-
-@pytest.fixture(scope="module")
 def ucf_cfg(ucf_tree, weights_file, tmp_path_factory):
     return ExtractConfig(dataset="ucf101", data_dir=ucf_tree, features_root=tmp_path_factory.mktemp("store"),
                          weights=str(weights_file), image_size=SIZE, shard_size=4, workers=2)

@@ -235,7 +235,7 @@ def test_mixing_like_sets_reads_them_as_one(tmp_path):
         reader.read_index(reader.open_feature_sets([a, a]))
 
 
-def test_resolve_feature_sets(tmp_path, monkeypatch):
+def test_resolve_feature_sets(tmp_path, monkeypatch, capsys):
     root = tmp_path / "features"
     a = random_set(root / "ds" / "set-a", complete=True)
     assert reader.resolve_feature_sets("ds", None, root) == [a]
@@ -246,12 +246,17 @@ def test_resolve_feature_sets(tmp_path, monkeypatch):
         reader.resolve_feature_sets("ds", "nope", root)
     with pytest.raises(reader.ReaderError, match="DATASET=.*'ucf101'.*datasets there: ds"):
         reader.resolve_feature_sets("ucf101", None, root)
-    random_set(root / "ds" / "set-b", complete=True)
+    b = random_set(root / "ds" / "set-b", complete=True)
+    manifest = json.loads((b / "manifest.json").read_text())
+    (b / "manifest.json").write_text(json.dumps(manifest | {"created_at": "2026-01-01T00:00:00+00:00"}))
     monkeypatch.setattr(reader, "default_set_dir", lambda dataset, root: None)
-    with pytest.raises(reader.ReaderError, match="several are complete(.|\n)*set-a(.|\n)*set-b(.|\n)*FEATURES="):
-        reader.resolve_feature_sets("ds", None, root)
-    monkeypatch.setattr(reader, "default_set_dir", lambda dataset, root: root / "ds" / "set-b")
-    assert reader.resolve_feature_sets("ds", None, root) == [root / "ds" / "set-b"]
+    assert reader.resolve_feature_sets("ds", None, root) == [b]  # the newest complete one, with a note
+    assert "using the newest, set-b" in capsys.readouterr().err
+    monkeypatch.setattr(reader, "default_set_dir", lambda dataset, root: root / "ds" / "set-a")
+    assert reader.resolve_feature_sets("ds", None, root) == [a]  # stage one's default wins
+    random_set(root / "part" / "set-c", complete=False)
+    with pytest.raises(reader.ReaderError, match="none of the 1 feature set(.|\n)*set-c(.|\n)*partial"):
+        reader.resolve_feature_sets("part", None, root)
 
 
 def test_choose_load_streams_when_memory_is_short(monkeypatch):
