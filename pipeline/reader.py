@@ -379,18 +379,19 @@ def carve_by_group(rows: np.ndarray, index: Index, fraction: float, seed: int) -
 
 
 # ---------------------------------------------------------------- standardisation statistics
-def feature_stats(chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and std over the valid frames of all chunks.
+def feature_stats(chunks: Iterable[tuple[np.ndarray, np.ndarray]], device: torch.device | str = "cpu"
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std over the valid frames of all chunks, computed on `device`.
 
-    chunks: (features (n, T, D) float16, lengths (n,) int). Returns mean, std (D,) float32.
+    chunks: (features (n, T, D) float16, lengths (n,) int). Returns mean, std (D,) float32 on the CPU.
     Each chunk is reduced with its own mean first and the partial results are combined
     with Chan's formula in float64: ResNet features share a large common component, and
     the naive E[x^2] - E[x]^2 would cancel away the small variance that matters.
     """
     n_total, mean, m2 = 0, None, None
     for feats, lengths in chunks:
-        x = torch.from_numpy(np.ascontiguousarray(feats))
-        valid = torch.arange(x.shape[1])[None, :] < torch.as_tensor(lengths)[:, None]
+        x = torch.from_numpy(np.ascontiguousarray(feats)).to(device)
+        valid = torch.arange(x.shape[1], device=x.device)[None, :] < torch.as_tensor(lengths, device=x.device)[:, None]
         for start in range(0, x.shape[0], 1024):  # bounded float32 working copy
             frames = x[start : start + 1024][valid[start : start + 1024]].float()
             if len(frames) == 0:
@@ -412,7 +413,7 @@ def feature_stats(chunks: Iterable[tuple[np.ndarray, np.ndarray]]) -> tuple[torc
     # A constant dimension (e.g. a ReLU that never fires) carries nothing; dividing by
     # ~0 would blow its rounding noise up to O(1).
     std = torch.where(std > 1e-6 * (1 + mean.abs()), std, torch.ones_like(std))
-    return mean.float(), std.float()
+    return mean.float().cpu(), std.float().cpu()
 
 
 def standardize(features: torch.Tensor, lengths: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,

@@ -31,8 +31,8 @@ from pipeline.config import ConfigError, TrainConfig, repo_root
 from . import evaluate
 from .models import WORKSPACE, build_model, count_parameters
 
-# Below this many training videos per step the auto batch shrinks, so that small sets
-# still get several optimiser steps per epoch.
+# BATCH=0: this many videos per step, fewer on small sets so that an epoch still has
+# MIN_STEPS_PER_EPOCH optimiser steps.
 AUTO_BATCH = 256
 MIN_STEPS_PER_EPOCH = 8
 # batch x layer width below which a CPU step runs on one thread (see cpu_threads)
@@ -162,11 +162,11 @@ def make_parts(data: Data, split: reader.Split, cfg: TrainConfig, device: torch.
     idx = data.index
     if data.mode == "memory":
         pos = lambda rows: data.position[rows]
-        mean, std = reader.feature_stats(reader.memory_chunks(data.store_features, pos(train_rows), idx.lengths[train_rows]))
+        mean, std = reader.feature_stats(reader.memory_chunks(data.store_features, pos(train_rows), idx.lengths[train_rows]), device)
         source = lambda rows: reader.MemorySource(data.store_features, pos(rows), idx.lengths[rows], idx.labels[rows],
                                                   idx.video_ids[rows], mean, std, device, dtype)
     else:
-        mean, std = reader.feature_stats(reader.stream_chunks(data.sets, idx, train_rows))
+        mean, std = reader.feature_stats(reader.stream_chunks(data.sets, idx, train_rows), device)
         source = lambda rows: reader.StreamSource(data.sets, idx, rows, mean, std, device, dtype)
     sizes = {"train": len(train_rows), "val": len(val_rows), "test": len(split.test),
              "carved_test": split.carved_test, "missing": split.missing}
@@ -277,7 +277,8 @@ def fit(model: torch.nn.Module, parts: Parts, cfg: TrainConfig, batch: int, devi
         result.history.append(entry)
         if cfg.progress:
             val = f", val loss {entry['val_loss']:.3f} acc {entry['val_acc']:.3f}" if "val_acc" in entry else ""
-            tqdm.write(f"{desc}: loss {loss:.3f} acc {acc:.3f}{val}{'  *' if entry['best'] else ''}", file=sys.stderr)
+            tqdm.write(f"{desc}: loss {loss:.3f} acc {acc:.3f}{val}  [{entry['seconds']:.1f} s]{'  *' if entry['best'] else ''}",
+                       file=sys.stderr)
         if cfg.patience and parts.val is not None and epoch - result.best_epoch >= cfg.patience:
             break
     result.seconds = time.perf_counter() - t0

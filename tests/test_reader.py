@@ -189,6 +189,8 @@ def test_validation_carving_keeps_groups_whole_and_a_group_to_learn_from(tmp_pat
     kept, held = reader.carve_by_group(train, index, 0.1, seed=0)
     assert len(kept) + len(held) == len(train) and len(held)
     assert not set(index.groups[kept]) & set(index.groups[held])
+    kept, held = reader.carve_by_group(train, index, 0.02, seed=0)
+    assert len(held) == 0, "holding a group of 3 out of 15 (20%) would overshoot 2% by far: none is held"
     single = train[np.isin(index.groups[train], [index.groups[train][0]])]
     kept, held = reader.carve_by_group(single, index, 0.5, seed=0)
     assert len(held) == 0, "a class with one group stays on the training side"

@@ -85,7 +85,8 @@ def test_mean_pooling_cannot_see_temporal_order(temporal_set, tmp_path):
 def test_run_directory_holds_every_output_and_evaluate_reproduces_it(tmp_path):
     set_dir = random_set(tmp_path / "features" / "ds" / "set", n=60, t=6, d=16)
     out = tmp_path / "run"
-    result = train(TrainConfig(features=str(set_dir), model="attention", out=out, epochs=3, hidden=16, proj=8, progress=False))
+    result = train(TrainConfig(features=str(set_dir), model="attention", out=out, epochs=3, hidden=16, proj=8,
+                               val_fraction=0.25, progress=False))  # groups of 4 in classes of 16: one group each
     for name in ("config.json", "metrics.json", "predictions.csv", "confusion.png", "curves.png", "checkpoint.pt"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
