@@ -146,3 +146,18 @@ def test_corrupt_and_short_videos_among_good_ones(ucf_tree, ucf_cfg, tmp_path):
     assert len(rows) == len(list((root / cls.name).iterdir())) - 1 and m["complete"] and m["num_failed"] == 1
     x, n, _ = rows[f"{cls.name}/short.avi"]
     assert n == 5 and not x[5:].any() and x[:5].any()
+
+
+def test_plain_h5py_with_the_readme_schema_equals_the_projects_reader(ucf_set):
+    from pipeline import reader
+
+    set_dir = ucf_set[0].set_dir
+    sets = reader.open_feature_sets([set_dir])
+    index = reader.read_index(sets)
+    features = reader.read_features(sets, index, np.arange(len(index.video_ids)))
+    plain = stored(set_dir)
+    assert sorted(index.video_ids.tolist()) == sorted(plain)
+    for i, vid in enumerate(index.video_ids):
+        x, n, y = plain[vid]
+        np.testing.assert_array_equal(features[i], x)
+        assert index.lengths[i] == n and index.labels[i] == y
