@@ -41,7 +41,7 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 features: setup
-	$(CLI) features $(EXTRACT_OPTS)
+	$(CLI) features $(EXTRACT_OPTS) $(call flag,RETRY_FAILURES,retry-failures)
 
 train: setup
 	$(CLI) train $(TRAIN_OPTS)

@@ -34,13 +34,21 @@ def user_errors() -> tuple[type[BaseException], ...]:
 
 
 def friendly(fn):
-    """Turn the user-facing errors into `Error: <message>` and exit status 2."""
+    """Turn the user-facing errors into one `Error: <message>` line, no traceback.
+
+    A bad option (ConfigError) is a usage error: exit status 2 with the usage line, as
+    click does for its own option checks. Missing data, a corrupt or unwritable store,
+    missing weights or ffmpeg are not mistakes in the command line: exit status 1 and no
+    "Usage:" banner in front of the message.
+    """
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except user_errors() as e:
+        except ConfigError as e:
             raise click.UsageError(str(e)) from None
+        except user_errors() as e:
+            raise click.ClickException(str(e)) from None
     return wrapper
 
 
@@ -87,6 +95,9 @@ def main(verbose: bool) -> None:
 
 @main.command()
 @extract_options
+@click.option("--retry-failures", is_flag=True,
+              help="Decode again the videos the set lists as failed (fixed files, a timeout under load); "
+                   "their shards are rewritten with the other videos copied (RETRY_FAILURES=1).")
 @friendly
 def features(**kw) -> None:
     """Stage one: decode, embed with ResNet-50 and store (N, T, 2048) shards."""
@@ -181,14 +192,14 @@ def make_train_config(**kw):
     return TrainConfig(**kw)
 
 
-def missing_files_are_usage_errors(fn):
-    """A run directory or video that is not there is the user's to fix: one line, exit 2."""
+def missing_files_are_user_errors(fn):
+    """A run directory or video that is not there is the user's to fix: one line, exit 1."""
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except FileNotFoundError as e:
-            raise click.UsageError(str(e)) from None
+            raise click.ClickException(str(e)) from None
     return wrapper
 
 
@@ -206,7 +217,7 @@ def train_command(**kw) -> None:
 @click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory `train` printed (RUN=).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (DEVICE=).")
 @friendly
-@missing_files_are_usage_errors
+@missing_files_are_user_errors
 def evaluate_command(run_dir: Path, device: str) -> None:
     """Re-evaluate a run's checkpoint(s) on its test split; rewrite its reports."""
     from stages.evaluate import evaluate_run
@@ -230,7 +241,7 @@ def compare_command(**kw) -> None:
 @click.option("--top", type=int, default=5, show_default=True, help="How many classes to print.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
 @friendly
-@missing_files_are_usage_errors
+@missing_files_are_user_errors
 def predict_command(video: Path, run_dir: Path, top: int, device: str) -> None:
     """Stage one on one video file with the run's extraction settings, then the top classes."""
     from stages.predict import predict

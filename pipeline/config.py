@@ -56,6 +56,7 @@ class ExtractConfig:
     compile: bool = False  # torch.compile the backbone (pays off only for large datasets)
     scheduler: str | None = None  # None (this machine) | local:N | tcp://host:port (Dask)
     name: str | None = None  # dataset name in the store; default derived from dataset/data_dir
+    retry_failures: bool = False  # decode again the videos committed shards list as failed
 
     def __post_init__(self) -> None:
         validate_extract(self)

@@ -55,15 +55,16 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="seconds")
 
 
-def shard_name(index: int) -> str:
-    return f"shard-{index:05d}.h5"
+def shard_name(index: int, revision: int = 0) -> str:
+    """shard-00005.h5; a shard rewritten by `--retry-failures` is shard-00005.r1.h5, .r2, ..."""
+    return f"shard-{index:05d}.h5" if not revision else f"shard-{index:05d}.r{revision}.h5"
 
 
-SHARD_NAME = re.compile(r"shard-(\d{5,})\.h5")
+SHARD_NAME = re.compile(r"shard-(\d{5,})(?:\.r\d+)?\.h5")
 
 
 def shard_index(name: str) -> int | None:
-    """5 for 'shard-00005.h5' (or its temp names), None for any other file name."""
+    """5 for 'shard-00005.h5', 'shard-00005.r1.h5' (or their temp names), None for any other file name."""
     m = SHARD_NAME.fullmatch(name.split(TMP_MARK)[0])
     return int(m.group(1)) if m else None
 
@@ -219,6 +220,26 @@ def commit_shard(set_dir: Path, index: int, entry: dict, failures: list[dict]) -
         if any(s["index"] == index for s in manifest["shards"]):
             return manifest
         manifest["shards"].append({"index": index, **entry, "failures": failures})
+        manifest["shards"].sort(key=lambda s: s["index"])
+        write_manifest(set_dir, manifest)
+        return manifest
+
+
+def replace_shard(set_dir: Path, index: int, entry: dict, failures: list[dict]) -> dict:
+    """Swap shard `index`'s manifest entry for a rewritten file (under the lock). Returns the new manifest.
+
+    The new file has a new name (shard_name(index, revision)), so the committed file is
+    never touched: a reader that listed the old entry still reads the old, consistent
+    bytes, and the superseded file is ordinary garbage for `store gc` afterwards.
+    """
+    with locked(set_dir):
+        manifest = load_manifest(set_dir)
+        old = [s for s in manifest["shards"] if s["index"] == index]
+        if not old:
+            raise StoreError(f"{set_dir}: shard {index} is not committed; nothing to replace")
+        manifest["shards"] = [s for s in manifest["shards"] if s["index"] != index]
+        manifest["shards"].append({"index": index, **entry, "failures": failures,
+                                   "revision": old[0].get("revision", 0) + 1, "replaces": old[0]["file"]})
         manifest["shards"].sort(key=lambda s: s["index"])
         write_manifest(set_dir, manifest)
         return manifest

@@ -8,7 +8,6 @@ on the H100: 13,900 vs 12,400-12,900 images/s, DESIGN.md).
 """
 from __future__ import annotations
 
-import hashlib
 import logging
 import socket
 import sys

@@ -179,6 +179,23 @@ class ShardBuffer:
         """A video's last features are in `features`."""
         self.pending -= 1
 
+    def reuse(self, stored: dict[str, np.ndarray]) -> None:
+        """Copy the rows of videos a committed shard already holds (read_shard's arrays).
+
+        Only what `--retry-failures` needs: the shard is rewritten, and its videos that
+        did not fail are copied bit for bit instead of being decoded again.
+        """
+        row = {vid: k for k, vid in enumerate(stored["video_ids"])}
+        for pos, rec in enumerate(self.records):
+            k = row.get(rec.video_id)
+            if k is None:
+                continue
+            self.features[pos] = stored["features"][k]
+            self.lengths[pos], self.ok[pos] = stored["lengths"][k], True
+            self.frame_indices[pos] = stored["frame_indices"][k]
+            self.timestamps[pos] = stored["timestamps"][k]
+            self.pending -= 1
+
     def accept(self, pos: int, dec: Decoded) -> None:
         k = len(dec.frames)
         self.lengths[pos], self.ok[pos] = k, True
@@ -242,14 +259,17 @@ def releasing_claims(shards: list[ShardBuffer]) -> Iterator[None]:
 
 def run_shards(p: Prepared, claimed: Iterator[tuple[int, store.Claim | None]], extractor: FeatureExtractor,
                on_written: Callable[[ShardBuffer, dict], None], progress: tqdm | None = None,
-               shard_path: Callable[[int], Path] | None = None) -> dict:
+               shard_path: Callable[[int], Path] | None = None,
+               stored: Callable[[int], dict] | None = None) -> dict:
     """Decode, embed and write the claimed shards; return timings in seconds.
 
     Decoders write frames into the batcher's fixed pool of slots (stages/batching.py),
     and at most 2x`workers` videos are in flight, plus the shards in progress, so host
     memory stays bounded whatever the dataset size. `shard_path(index)` is where a
     shard is written (default: its final name); a Dask task writes to a staged name
-    that only the driver renames into place (stages/distributed.py).
+    that only the driver renames into place (stages/distributed.py). `stored(index)`, when
+    given, returns a committed shard's arrays whose videos are copied, not decoded
+    (`--retry-failures`).
 
     Timings: decode (decoder-seconds, summed over the workers), transfer and backbone
     (host-to-device copies and inference, GPU time on CUDA), scatter, write (the writer
@@ -315,10 +335,13 @@ def run_shards(p: Prepared, claimed: Iterator[tuple[int, store.Claim | None]], e
             for index, claim in claimed:
                 shard = ShardBuffer(index, plan[index], cfg.frames, claim)
                 opened.append(shard)
-                if not shard.records:
+                if stored is not None:
+                    shard.reuse(stored(index))
+                if shard.pending == 0:
                     shard_done(shard)
                 for pos, rec in enumerate(shard.records):
-                    yield shard, pos, rec
+                    if not shard.ok[pos]:
+                        yield shard, pos, rec
 
         source, inflight = tasks(), {}
 
@@ -378,23 +401,33 @@ def extract_features(cfg: ExtractConfig, quiet: bool = False) -> Summary:
     p = prepare(cfg)
     manifest = open_feature_set(p)
     summary = Summary(p.identity.id, p.set_dir, total=len(p.dataset.records))
+    # --retry-failures retries what earlier runs recorded, not what this run just saw fail.
+    earlier_failures = {s["index"] for s in manifest["shards"] if s.get("failures")}
+    if manifest["shard_size"] != cfg.shard_size:
+        # Shard i must hold the same videos for every run that works on this set, and the
+        # shard size is not part of its identity (it changes no number): the set's wins.
+        if not manifest["complete"]:
+            say(f"feature set {p.identity.id} was started with --shard-size {manifest['shard_size']}; "
+                f"continuing with that (not {cfg.shard_size})")
+        p = dataclasses.replace(p, cfg=cfg.replace(shard_size=manifest["shard_size"]))
     if manifest["complete"]:
         summary.reused, summary.reused_set = manifest["num_stored"], True
-        summary.elapsed = time.perf_counter() - t_start
         say(f"reusing feature set {p.identity.id}: complete, {manifest['num_stored']} videos "
-            f"(computed {manifest.get('completed_at', manifest['created_at'])}); nothing to compute")
+            f"(computed {manifest.get('completed_at', manifest['created_at'])}); nothing to compute"
+            + (f"; {manifest['num_failed']} failed video(s) listed in {p.set_dir / store.FAILURES} "
+               f"(rerun with --retry-failures / RETRY_FAILURES=1 to try them again)"
+               if manifest["num_failed"] and not cfg.retry_failures else ""))
+        if cfg.retry_failures:
+            retry_failed(p, summary, say, earlier_failures)
+            if not quiet:
+                print_summary(summary, store.load_manifest(p.set_dir))
+        summary.elapsed = time.perf_counter() - t_start
         return summary
     # Under the claim or lock that guards each file: a plain unlink could race a live run
     # that is rewriting its manifest temp file (same name every time) at this moment.
     removed = store.remove_garbage(p.set_dir)
     if removed:
         say(f"removed {len(removed)} temp file(s) or uncommitted shard(s) left by an interrupted run")
-    if manifest["shard_size"] != cfg.shard_size:
-        # Shard i must hold the same videos for every run that works on this set, and the
-        # shard size is not part of its identity (it changes no number): the set's wins.
-        say(f"feature set {p.identity.id} was started with --shard-size {manifest['shard_size']}; "
-            f"continuing with that (not {cfg.shard_size})")
-        p = dataclasses.replace(p, cfg=cfg.replace(shard_size=manifest["shard_size"]))
     summary.reused = manifest["num_stored"]
     if cfg.scheduler:
         from .distributed import extract_on_dask
@@ -404,10 +437,24 @@ def extract_features(cfg: ExtractConfig, quiet: bool = False) -> Summary:
     else:
         extract_here(p, summary, say)
     final = store.mark_complete(p.set_dir)
+    if cfg.retry_failures and final["complete"]:
+        retry_failed(p, summary, say, earlier_failures)
+        final = store.load_manifest(p.set_dir)
     summary.elapsed = time.perf_counter() - t_start
     if not quiet:
         print_summary(summary, final)
     return summary
+
+
+def start_extractor(p: Prepared) -> FeatureExtractor:
+    """The backbone on this run's (first) device, loading in the background.
+
+    The model loads (and on CUDA runs one batch, so cuDNN's kernel search is paid too)
+    on a thread of its own while the decoders already fill their slots.
+    """
+    device = p.cfg.devices[0] if p.cfg.devices else p.cfg.device
+    return FeatureExtractor(p.weights, device, p.identity.precision, p.cfg.compile, background=True,
+                            warm_up=(backbone_batch(p.cfg, resolve_device(device)), p.cfg.image_size))
 
 
 def extract_here(p: Prepared, summary: Summary, say: Callable[[str], None], show_progress: bool = True) -> None:
@@ -415,12 +462,7 @@ def extract_here(p: Prepared, summary: Summary, say: Callable[[str], None], show
     missing = [i for i in range(len(p.plan)) if i not in committed_indices(p.set_dir)]
     if not missing:
         return
-    device = p.cfg.devices[0] if p.cfg.devices else p.cfg.device
-    # The model loads (and on CUDA runs one batch, so cuDNN's kernel search is paid too)
-    # on a thread of its own while the decoders already fill their slots.
-    dev = resolve_device(device)
-    extractor = FeatureExtractor(p.weights, device, p.identity.precision, p.cfg.compile, background=True,
-                                 warm_up=(backbone_batch(p.cfg, dev), p.cfg.image_size))
+    extractor = start_extractor(p)
     say(f"feature set {p.identity.id}: {len(missing)} of {len(p.plan)} shards to compute on {extractor.device} "
         f"({extractor.precision}), {p.cfg.workers or os.cpu_count()} decoders")
     todo = sum(len(p.plan[i]) for i in missing)
@@ -440,6 +482,70 @@ def extract_here(p: Prepared, summary: Summary, say: Callable[[str], None], show
                 time.sleep(0.5)
     extractor.ready()  # a model that failed to load fails the run even if no video reached it
     summary.timings["model_load"] = extractor.build_seconds  # seconds, overlapped with the first decodes
+
+
+def retry_failed(p: Prepared, summary: Summary, say: Callable[[str], None], shards: set[int]) -> None:
+    """`--retry-failures`: decode again every video that committed `shards` list as failed.
+
+    A shard whose failed videos now decode is rewritten under a new name
+    (shard-00003.r1.h5), its other videos copied from the committed file, and the
+    manifest entry is swapped atomically (store.replace_shard). Committed files are
+    never modified, a reader always sees one consistent revision, and the superseded file
+    is left for `store gc`. A shard whose videos all fail again is left as it was. Each
+    shard is claimed as in a normal run, so two retries never rewrite the same shard.
+    Runs on this machine's (first) device, also with SCHEDULER= or DEVICES=.
+    """
+    failed = {s["index"]: len(s["failures"]) for s in store.load_manifest(p.set_dir)["shards"]
+              if s.get("failures") and s["index"] in shards}
+    if not failed:
+        say("retry: no failed video was listed before this run; nothing to retry")
+        return
+    say(f"retry: decoding {sum(failed.values())} failed video(s) of {len(failed)} shard(s) again; "
+        f"the other videos of those shards are copied, not recomputed")
+    entries: dict[int, dict] = {}
+
+    def claimed() -> Iterator[tuple[int, store.Claim]]:
+        for i in sorted(failed):
+            claim = store.Claim(p.set_dir, i)
+            if not claim.acquire():
+                say(f"retry: shard {i} is being rewritten by another run ({claim.path.read_text().strip()}); leaving it to that run")
+                continue
+            entry = next(s for s in store.load_manifest(p.set_dir)["shards"] if s["index"] == i)  # the latest revision
+            if not entry.get("failures"):  # another retry fixed it meanwhile
+                claim.release()
+                continue
+            entries[i] = entry
+            yield i, claim
+
+    def stored(i: int) -> dict:
+        return store.read_shard(p.set_dir / entries[i]["file"], entries[i]["sha256"])
+
+    def shard_path(i: int) -> Path:
+        return p.set_dir / store.shard_name(i, entries[i].get("revision", 0) + 1)
+
+    def on_written(shard: ShardBuffer, entry: dict) -> None:
+        before = entries[shard.index]
+        recovered = len(before["failures"]) - len(shard.failures)
+        try:
+            if recovered > 0:
+                store.replace_shard(p.set_dir, shard.index, entry, shard.failures)
+                say(f"retry: shard {shard.index}: {recovered} video(s) recovered -> {entry['file']} "
+                    f"(replaces {before['file']}; `store gc` removes the old file)")
+            else:
+                (p.set_dir / entry["file"]).unlink(missing_ok=True)  # nothing gained: keep the committed revision
+        finally:
+            if shard.claim is not None:
+                shard.claim.release()
+        summary.computed += max(recovered, 0)
+        summary.failed += len(shard.failures)
+        for f in shard.failures:
+            log.warning("still failing: %s: %s", f["video_id"], f["reason"])
+
+    extractor = start_extractor(p)
+    t = run_shards(p, claimed(), extractor, on_written, shard_path=shard_path, stored=stored)
+    extractor.ready()  # joins the loader thread even when every retried video failed before reaching it
+    for k, v in t.items():
+        summary.timings[k] = summary.timings.get(k, 0) + v
 
 
 def extract_on_devices(p: Prepared, summary: Summary, say: Callable[[str], None]) -> None:

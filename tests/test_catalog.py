@@ -104,7 +104,7 @@ def test_info_prints_identity_config_and_split_sizes(root):
 
 def test_info_of_an_unknown_id_names_the_known_ones(root):
     res = CliRunner().invoke(main, ["store", "info", "nope", "--features-root", str(root)])
-    assert res.exit_code == 2 and "no feature set matches 'nope'" in res.output and the_set(root).name in res.output
+    assert res.exit_code == 1 and "no feature set matches 'nope'" in res.output and the_set(root).name in res.output
 
 
 def test_verify_passes_then_catches_a_flipped_byte_and_a_missing_shard(root):

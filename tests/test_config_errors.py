@@ -37,8 +37,9 @@ def run_features(tmp_path: Path, *args: str, data_dir: Path | None = None, datas
     return CliRunner().invoke(cli, argv + list(args)), root
 
 
-def assert_rejected(result, root: Path, *needles: str) -> None:
-    assert result.exit_code == 2, result.output  # click's usage-error status
+def assert_rejected(result, root: Path, *needles: str, status: int = 2) -> None:
+    """status 2: a bad option (click's usage-error status); 1: the options were fine, the data or store is not."""
+    assert result.exit_code == status, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)  # no traceback
     for needle in needles:
         assert needle in result.output, f"{needle!r} not in:\n{result.output}"
@@ -96,7 +97,8 @@ def test_cuda_device_without_cuda_is_rejected_before_any_work(tree, tmp_path):
 def test_a_data_dir_that_does_not_exist_says_where_and_what_layout(tmp_path, dataset, expect):
     missing = tmp_path / "nowhere" / ("list.csv" if dataset == "csv" else "data")
     result, root = run_features(tmp_path, data_dir=missing, dataset=dataset)
-    assert_rejected(result, root, str(missing), *expect)
+    assert_rejected(result, root, str(missing), *expect, status=1)
+    assert "Usage:" not in result.output, result.output
 
 
 def test_a_features_root_that_cannot_be_a_directory_names_the_option(tree, tmp_path):
@@ -104,7 +106,7 @@ def test_a_features_root_that_cannot_be_a_directory_names_the_option(tree, tmp_p
     blocker.write_text("not a directory")
     result = CliRunner().invoke(cli, ["features", "--dataset", "folder", "--data-dir", str(tree), "--features-root",
                                       str(blocker / "store"), "--weights", "random", "--size", "32", "--frames", "2"])
-    assert result.exit_code == 2 and "--features-root (FEATURES_ROOT=): cannot write the feature set" in result.output, result.output
+    assert result.exit_code == 1 and "--features-root (FEATURES_ROOT=): cannot write the feature set" in result.output, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
@@ -131,7 +133,7 @@ def test_a_weights_file_that_does_not_fit_resnet50_is_named_as_such(tree, tmp_pa
     result, root = run_features(tmp_path, "--weights", str(path), data_dir=tree)
     expected = {"resnet18": "does not fit ResNet-50", "random_dict": "does not fit ResNet-50",
                 "not_a_dict": "expected a state dict", "garbage_bytes": "not a loadable PyTorch state dict"}[kind]
-    assert_rejected(result, root, f"--weights {path}", expected)
+    assert_rejected(result, root, f"--weights {path}", expected, status=1)  # the file is there, its content is wrong
 
 
 def test_a_valid_resnet50_state_dict_works_and_its_sha256_names_the_feature_set(tree, tmp_path):
