@@ -8,7 +8,6 @@ from __future__ import annotations
 import functools
 import json
 import logging
-import shutil
 import sys
 from pathlib import Path
 

@@ -418,6 +418,7 @@ def extract_features(cfg: ExtractConfig, quiet: bool = False) -> Summary:
                f"(rerun with --retry-failures / RETRY_FAILURES=1 to try them again)"
                if manifest["num_failed"] and not cfg.retry_failures else ""))
         if cfg.retry_failures:
+            from .retry import retry_failed
             retry_failed(p, summary, say, earlier_failures)
             if not quiet:
                 print_summary(summary, store.load_manifest(p.set_dir))
@@ -438,6 +439,7 @@ def extract_features(cfg: ExtractConfig, quiet: bool = False) -> Summary:
         extract_here(p, summary, say)
     final = store.mark_complete(p.set_dir)
     if cfg.retry_failures and final["complete"]:
+        from .retry import retry_failed
         retry_failed(p, summary, say, earlier_failures)
         final = store.load_manifest(p.set_dir)
     summary.elapsed = time.perf_counter() - t_start
@@ -482,70 +484,6 @@ def extract_here(p: Prepared, summary: Summary, say: Callable[[str], None], show
                 time.sleep(0.5)
     extractor.ready()  # a model that failed to load fails the run even if no video reached it
     summary.timings["model_load"] = extractor.build_seconds  # seconds, overlapped with the first decodes
-
-
-def retry_failed(p: Prepared, summary: Summary, say: Callable[[str], None], shards: set[int]) -> None:
-    """`--retry-failures`: decode again every video that committed `shards` list as failed.
-
-    A shard whose failed videos now decode is rewritten under a new name
-    (shard-00003.r1.h5), its other videos copied from the committed file, and the
-    manifest entry is swapped atomically (store.replace_shard). Committed files are
-    never modified, a reader always sees one consistent revision, and the superseded file
-    is left for `store gc`. A shard whose videos all fail again is left as it was. Each
-    shard is claimed as in a normal run, so two retries never rewrite the same shard.
-    Runs on this machine's (first) device, also with SCHEDULER= or DEVICES=.
-    """
-    failed = {s["index"]: len(s["failures"]) for s in store.load_manifest(p.set_dir)["shards"]
-              if s.get("failures") and s["index"] in shards}
-    if not failed:
-        say("retry: no failed video was listed before this run; nothing to retry")
-        return
-    say(f"retry: decoding {sum(failed.values())} failed video(s) of {len(failed)} shard(s) again; "
-        f"the other videos of those shards are copied, not recomputed")
-    entries: dict[int, dict] = {}
-
-    def claimed() -> Iterator[tuple[int, store.Claim]]:
-        for i in sorted(failed):
-            claim = store.Claim(p.set_dir, i)
-            if not claim.acquire():
-                say(f"retry: shard {i} is being rewritten by another run ({claim.path.read_text().strip()}); leaving it to that run")
-                continue
-            entry = next(s for s in store.load_manifest(p.set_dir)["shards"] if s["index"] == i)  # the latest revision
-            if not entry.get("failures"):  # another retry fixed it meanwhile
-                claim.release()
-                continue
-            entries[i] = entry
-            yield i, claim
-
-    def stored(i: int) -> dict:
-        return store.read_shard(p.set_dir / entries[i]["file"], entries[i]["sha256"])
-
-    def shard_path(i: int) -> Path:
-        return p.set_dir / store.shard_name(i, entries[i].get("revision", 0) + 1)
-
-    def on_written(shard: ShardBuffer, entry: dict) -> None:
-        before = entries[shard.index]
-        recovered = len(before["failures"]) - len(shard.failures)
-        try:
-            if recovered > 0:
-                store.replace_shard(p.set_dir, shard.index, entry, shard.failures)
-                say(f"retry: shard {shard.index}: {recovered} video(s) recovered -> {entry['file']} "
-                    f"(replaces {before['file']}; `store gc` removes the old file)")
-            else:
-                (p.set_dir / entry["file"]).unlink(missing_ok=True)  # nothing gained: keep the committed revision
-        finally:
-            if shard.claim is not None:
-                shard.claim.release()
-        summary.computed += max(recovered, 0)
-        summary.failed += len(shard.failures)
-        for f in shard.failures:
-            log.warning("still failing: %s: %s", f["video_id"], f["reason"])
-
-    extractor = start_extractor(p)
-    t = run_shards(p, claimed(), extractor, on_written, shard_path=shard_path, stored=stored)
-    extractor.ready()  # joins the loader thread even when every retried video failed before reaching it
-    for k, v in t.items():
-        summary.timings[k] = summary.timings.get(k, 0) + v
 
 
 def extract_on_devices(p: Prepared, summary: Summary, say: Callable[[str], None]) -> None:

@@ -29,7 +29,6 @@ import threading
 
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from pipeline.config import TrainConfig
 

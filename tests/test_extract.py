@@ -17,7 +17,6 @@ import torchvision
 from pipeline import store
 from pipeline.config import ExtractConfig, file_sha256
 from pipeline.datasets import load_ucf101
-from stages.backbone import FeatureExtractor, resolve_weights
 from stages.decode import decode_video
 from stages.extract import extract_features
 
