@@ -116,3 +116,21 @@ def test_a_video_that_fails_again_leaves_the_set_as_it_was(broken_tree, tmp_path
     assert sorted(p.name for p in set_dir.iterdir()) == listing  # no stray revision file
     manifest = store.load_manifest(set_dir)
     assert manifest["num_failed"] == 1 and manifest["complete"] and store.verify(set_dir) == []
+
+
+def test_a_shard_another_run_is_rewriting_is_left_to_it(broken_tree, tmp_path, capsys):
+    tree, good = broken_tree
+    root = tmp_path / "store"
+    set_dir = extract_features(config(tree, root), quiet=True).set_dir
+    committed = entries(set_dir)
+    (index,) = [s["index"] for s in store.load_manifest(set_dir)["shards"] if s["failures"]]
+    (tree / BROKEN).write_bytes(good)
+    other = store.Claim(set_dir, index)  # what a concurrent retry holds while it rewrites the shard
+    assert other.acquire()
+    try:
+        summary = extract_features(config(tree, root, retry_failures=True))
+    finally:
+        other.release()
+    assert f"retry: shard {index} is being rewritten by another run" in capsys.readouterr().err
+    assert summary.computed == 0 and entries(set_dir) == committed
+    assert extract_features(config(tree, root, retry_failures=True), quiet=True).computed == 1  # once it is free
