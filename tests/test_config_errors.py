@@ -151,3 +151,13 @@ def test_a_valid_resnet50_state_dict_works_and_its_sha256_names_the_feature_set(
     assert manifest["identity"]["weights"] == f"sha256:{file_sha256(a)[:16]}"
     other = prepare(cfg.replace(weights=str(b)), download=False)
     assert other.identity.weights == f"sha256:{file_sha256(b)[:16]}" and other.set_dir != summary.set_dir
+
+
+def test_a_missing_run_or_video_says_what_is_missing_without_a_usage_banner(tmp_path):
+    result = CliRunner().invoke(cli, ["evaluate", "--run", str(tmp_path / "no-run")])
+    assert result.exit_code == 1 and "Usage:" not in result.output, result.output
+    assert f"--run (RUN=): no checkpoint.pt in {tmp_path / 'no-run'}" in result.output
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    result = CliRunner().invoke(cli, ["predict", str(tmp_path / "no.avi"), "--run", str(tmp_path / "no-run")])
+    assert result.exit_code == 1 and "Usage:" not in result.output, result.output
+    assert str(tmp_path / "no") in result.output
