@@ -1,6 +1,6 @@
 """`make bench`: how fast stage one is, next to what bounds it and what it replaces.
 
-One run, on the same generated UCF101-like clips (320x240, 25 fps, mpeg4 in AVI; pipeline/synth.py):
+One run, on the same generated UCF101-like clips (320x240, 25 fps, mpeg4 in AVI; pipeline/synth/corpus.py):
 
     end to end   stage one with the project's defaults (extract_features) into a temp store
     ceiling      plain ffmpeg decoding the same sampled frames (select + scale + crop),
@@ -162,7 +162,7 @@ def prepare_clips(cfg: BenchConfig, say=print) -> tuple[list[Path], Path]:
     from pipeline.synth import make_bench_clips
 
     if not os.environ.get("FFMPEG_BINARY") and not shutil.which("ffmpeg"):
-        os.environ["FFMPEG_BINARY"] = ffmpeg_binary()  # e.g. imageio-ffmpeg's: pipeline/synth.py looks only there and on PATH
+        os.environ["FFMPEG_BINARY"] = ffmpeg_binary()  # e.g. imageio-ffmpeg's: pipeline/synth/ looks only there and on PATH
     folder = cfg.clips_dir / f"{cfg.seconds:g}s"
     missing = sum(not (folder / f"bench_{i:04d}.avi").exists() for i in range(cfg.clips))
     if missing:

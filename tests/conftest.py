@@ -1,6 +1,6 @@
 """Shared fixtures: dataset trees in the official layouts, made of videos generated with ffmpeg.
 
-Every tree is built once per test session (pipeline/synth.py, all cores) under the session's
+Every tree is built once per test session (pipeline/synth/, all cores) under the session's
 tmp dir; together they take about 15 s on 2 cores, and only the ones a run asks for are
 built. Treat them as read-only: copy a tree before changing it (except `bad_corpus`, whose
 FIFO would block a copy).
