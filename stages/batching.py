@@ -128,25 +128,25 @@ class Batcher:
             return
         job, self.pieces, self.fill = Job(self.pieces, self.fill), [], 0
         t0 = time.perf_counter()
-        while True:
+        self.put(job)
+        self.timings["feed_wait"] += time.perf_counter() - t0
+
+    def put(self, item: Job | None) -> None:
+        """Hand a job (None: the end) to the inference thread, re-raising its error rather
+        than blocking forever on the queue of a thread that died."""
+        while self.thread.is_alive():
             self.check()
             try:
-                self.jobs.put(job, timeout=POLL_S)
-                break
+                self.jobs.put(item, timeout=POLL_S)
+                return
             except queue.Full:
                 continue
-        self.timings["feed_wait"] += time.perf_counter() - t0
+        self.check()
 
     def close(self) -> None:
         """Send the last partial batch, wait until every feature reached the sink."""
         self.dispatch()
-        while self.thread.is_alive():
-            self.check()
-            try:
-                self.jobs.put(None, timeout=POLL_S)
-                break
-            except queue.Full:
-                continue
+        self.put(None)
         self.thread.join()
         self.check()
 

@@ -51,7 +51,6 @@ from .backbone import FeatureExtractor, WeightsError, WeightsSpec, resolve_weigh
 from .decode import check_ffmpeg
 from .extract import Prepared, Summary, committed_indices, run_shards
 
-log = logging.getLogger(__name__)
 
 RETRIES = 2  # re-runs of a task that raised (a worker's death is rescheduled by Dask on top)
 CONNECT_TIMEOUT = 30.0  # seconds to reach a scheduler
@@ -360,13 +359,8 @@ class Driver:
             return
         store.commit_shard(set_dir, i, result["entry"] | {"file": final.name}, result["failures"])
         self.claims.pop(i).release()
-        s = self.summary
-        s.computed += result["entry"]["videos"]
-        s.failed += len(result["failures"])
-        for k, v in result["timings"].items():
-            s.timings[k] = s.timings.get(k, 0) + v
-        for f in result["failures"]:
-            log.warning("failed: %s: %s", f["video_id"], f["reason"])
+        self.summary.add_shard(result["entry"]["videos"], result["failures"])
+        self.summary.add_timings(result["timings"])
         self.videos += result["entry"]["videos"] + len(result["failures"])
         self.bar.set_postfix_str(f"{self.videos / (time.perf_counter() - self.t0):.1f} videos/s", refresh=False)
         self.bar.update(1)

@@ -77,6 +77,18 @@ class Summary:
     def videos_per_s(self) -> float:
         return (self.computed + self.failed) / self.elapsed if self.elapsed else 0.0
 
+    def add_shard(self, stored: int, failures: list[dict], label: str = "failed") -> None:
+        """Count a committed shard's newly stored videos and its failures; log each failure."""
+        self.computed += stored
+        self.failed += len(failures)
+        for f in failures:
+            log.warning("%s: %s: %s", label, f["video_id"], f["reason"])
+
+    def add_timings(self, timings: dict) -> None:
+        """Sum another run_shards' (or process's) seconds and counts into this summary's."""
+        for k, v in timings.items():
+            self.timings[k] = self.timings.get(k, 0) + v
+
 
 def make_identity(cfg: ExtractConfig, ds: Dataset, weights: WeightsSpec, precision: str) -> FeatureIdentity:
     sampling = {"mode": "fps", "fps": cfg.fps, "max_frames": cfg.frames} if cfg.fps else {"mode": "uniform", "frames": cfg.frames}
@@ -386,10 +398,7 @@ def commit_locally(p: Prepared, summary: Summary) -> Callable[[ShardBuffer, dict
         store.commit_shard(p.set_dir, shard.index, entry, shard.failures)
         if shard.claim is not None:
             shard.claim.release()
-        summary.computed += entry["videos"]
-        summary.failed += len(shard.failures)
-        for f in shard.failures:
-            log.warning("failed: %s: %s", f["video_id"], f["reason"])
+        summary.add_shard(entry["videos"], shard.failures)
     return on_written
 
 
@@ -472,9 +481,7 @@ def extract_here(p: Prepared, summary: Summary, say: Callable[[str], None], show
     with tqdm(total=todo, unit="video", desc="stage one", dynamic_ncols=True, mininterval=1.0, file=sys.stderr,
               disable=not show_progress) as bar:
         while missing:
-            t = run_shards(p, claim_shards(p, missing, say, told), extractor, commit_locally(p, summary), bar)
-            for k, v in t.items():
-                summary.timings[k] = summary.timings.get(k, 0) + v
+            summary.add_timings(run_shards(p, claim_shards(p, missing, say, told), extractor, commit_locally(p, summary), bar))
             missing = [i for i in range(len(p.plan)) if i not in committed_indices(p.set_dir)]
             if missing:
                 if not waited:
@@ -502,11 +509,10 @@ def extract_on_devices(p: Prepared, summary: Summary, say: Callable[[str], None]
     say(f"one backbone process per device: {', '.join(p.cfg.devices)} ({per} decoders each, {p.identity.precision})")
     with follow_manifest(p):
         results = Parallel(n_jobs=n, backend="loky")(delayed(device_worker)(share, k) for k, share in enumerate(shares))
-    for r in results:
+    for r in results:  # each process logged its own failures
         summary.computed += r.computed
         summary.failed += r.failed
-        for k, v in r.timings.items():
-            summary.timings[k] = summary.timings.get(k, 0) + v
+        summary.add_timings(r.timings)
 
 
 def device_worker(p: Prepared, k: int) -> Summary:

@@ -10,15 +10,12 @@ is claimed (flock) as in a normal run, so two retries never rewrite the same sha
 """
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 from typing import Callable, Iterator
 
 from pipeline import store
 
 from .extract import Prepared, ShardBuffer, Summary, run_shards, start_extractor
-
-log = logging.getLogger(__name__)
 
 
 def retry_failed(p: Prepared, summary: Summary, say: Callable[[str], None], shards: set[int]) -> None:
@@ -70,13 +67,8 @@ def retry_failed(p: Prepared, summary: Summary, say: Callable[[str], None], shar
         finally:
             if shard.claim is not None:
                 shard.claim.release()
-        summary.computed += max(recovered, 0)
-        summary.failed += len(shard.failures)
-        for f in shard.failures:
-            log.warning("still failing: %s: %s", f["video_id"], f["reason"])
+        summary.add_shard(max(recovered, 0), shard.failures, "still failing")
 
     extractor = start_extractor(p)
-    t = run_shards(p, claimed(), extractor, on_written, shard_path=shard_path, stored=stored)
+    summary.add_timings(run_shards(p, claimed(), extractor, on_written, shard_path=shard_path, stored=stored))
     extractor.ready()  # joins the loader thread even when every retried video failed before reaching it
-    for k, v in t.items():
-        summary.timings[k] = summary.timings.get(k, 0) + v
