@@ -13,7 +13,7 @@ from pathlib import Path
 
 import click
 
-from .config import ConfigError, ExtractConfig
+from .config import ConfigError, ExtractConfig, TrainConfig
 
 # Errors a user can act on: shown as one clear line, no traceback. Anything else is a
 # bug and keeps its traceback.
@@ -32,23 +32,31 @@ def user_errors() -> tuple[type[BaseException], ...]:
     return USER_ERRORS + (DatasetError, StoreError, WeightsError, FFmpegMissing, ClusterError, SynthError)
 
 
-def friendly(fn):
-    """Turn the user-facing errors into one `Error: <message>` line, no traceback.
+def user_facing(*also: type[BaseException]):
+    """A decorator turning the user-facing errors (and `also`) into one `Error: <message>`
+    line, no traceback.
 
     A bad option (ConfigError) is a usage error: exit status 2 with the usage line, as
     click does for its own option checks. Missing data, a corrupt or unwritable store,
     missing weights or ffmpeg are not mistakes in the command line: exit status 1 and no
     "Usage:" banner in front of the message.
     """
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except ConfigError as e:
-            raise click.UsageError(str(e)) from None
-        except user_errors() as e:
-            raise click.ClickException(str(e)) from None
-    return wrapper
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except ConfigError as e:
+                raise click.UsageError(str(e)) from None
+            except user_errors() + also as e:
+                raise click.ClickException(str(e)) from None
+        return wrapper
+    return decorate
+
+
+friendly = user_facing()
+# evaluate / predict: a run directory or video that is not there is the user's to fix
+friendly_about_missing_files = user_facing(FileNotFoundError)
 
 
 def extract_options(fn):
@@ -140,15 +148,11 @@ def bench(**kw) -> None:
 # (owned by stage two; options map one to one onto pipeline.config.TrainConfig fields,
 # whose defaults are the only ones)
 def train_default(name: str):
-    from .config import TrainConfig
-
     return TrainConfig.__dataclass_fields__[name].default
 
 
 def train_options(fn):
     """Options of TrainConfig, shared by `train` and `compare`."""
-    from .config import TrainConfig
-
     d = train_default
     options = [
         click.option("--dataset", default=d("dataset"), show_default=True, help="Dataset name in the store: FEATURES_ROOT/<dataset>/ (DATASET=)."),
@@ -185,23 +189,6 @@ def train_options(fn):
     return fn
 
 
-def make_train_config(**kw):
-    from .config import TrainConfig
-
-    return TrainConfig(**kw)
-
-
-def missing_files_are_user_errors(fn):
-    """A run directory or video that is not there is the user's to fix: one line, exit 1."""
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except FileNotFoundError as e:
-            raise click.ClickException(str(e)) from None
-    return wrapper
-
-
 @main.command("train")
 @train_options
 @friendly
@@ -209,14 +196,13 @@ def train_command(**kw) -> None:
     """Stage two: train a temporal head on a feature set; write metrics, plots and the checkpoint."""
     from stages.train import train
 
-    train(make_train_config(**kw))
+    train(TrainConfig(**kw))
 
 
 @main.command("evaluate")
 @click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory `train` printed (RUN=).")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (DEVICE=).")
-@friendly
-@missing_files_are_user_errors
+@friendly_about_missing_files
 def evaluate_command(run_dir: Path, device: str) -> None:
     """Re-evaluate a run's checkpoint(s) on its test split; rewrite its reports."""
     from stages.evaluate import evaluate_run
@@ -231,7 +217,7 @@ def compare_command(**kw) -> None:
     """Train every head on the same split and data; print and write the table."""
     from stages.evaluate import compare
 
-    compare(make_train_config(**kw))
+    compare(TrainConfig(**kw))
 
 
 @main.command("predict")
@@ -239,8 +225,7 @@ def compare_command(**kw) -> None:
 @click.option("--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory `train` printed (RUN=).")
 @click.option("--top", type=int, default=5, show_default=True, help="How many classes to print.")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
-@friendly
-@missing_files_are_user_errors
+@friendly_about_missing_files
 def predict_command(video: Path, run_dir: Path, top: int, device: str) -> None:
     """Stage one on one video file with the run's extraction settings, then the top classes."""
     from stages.predict import predict
@@ -280,13 +265,18 @@ def find_set(features_root: Path | None, ref: str) -> Path:
 
     if Path(ref).is_dir() and (Path(ref) / store.MANIFEST).exists():
         return Path(ref)
-    matches = [d for d in store.feature_sets(resolve_root(features_root)) if d.name.startswith(ref) or f"{d.parent.name}/{d.name}".startswith(ref)]
-    exact = [d for d in matches if ref in (d.name, f"{d.parent.name}/{d.name}")]
-    matches = exact or matches  # the same id under two dataset names: ask for dataset/id
+    matches = store.match_feature_sets(resolve_root(features_root), ref)
     if len(matches) != 1:
         known = ", ".join(f"{d.parent.name}/{d.name}" for d in store.feature_sets(resolve_root(features_root))) or "none"
         raise store.StoreError(f"{'no' if not matches else 'more than one'} feature set matches {ref!r} under {resolve_root(features_root)}; known: {known}")
     return matches[0]
+
+
+def selected_sets(features_root: Path | None, ref: str | None) -> list[Path]:
+    """The set REF names, or every set under the root when there is no REF."""
+    from . import store
+
+    return [find_set(features_root, ref)] if ref else list(store.feature_sets(resolve_root(features_root)))
 
 
 @store_group.command("list")
@@ -329,7 +319,7 @@ def store_verify(ref: str | None, features_root: Path | None, repair: bool) -> N
     """Recompute checksums; exit 1 if any shard is corrupt or missing (all sets if no REF)."""
     from . import store
 
-    sets = [find_set(features_root, ref)] if ref else list(store.feature_sets(resolve_root(features_root)))
+    sets = selected_sets(features_root, ref)
     if not sets:
         click.echo(f"no feature sets under {resolve_root(features_root)}")
     bad = 0
@@ -365,7 +355,7 @@ def store_gc(ref: str | None, features_root: Path | None, dry_run: bool) -> None
     from . import store
     from .catalog import human_bytes
 
-    sets = [find_set(features_root, ref)] if ref else list(store.feature_sets(resolve_root(features_root)))
+    sets = selected_sets(features_root, ref)
     total = files = 0
     for d in sets:
         for path, size in store.remove_garbage(d, dry_run=dry_run):

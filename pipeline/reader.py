@@ -69,12 +69,12 @@ def find_feature_set(ref: str, dataset: str, root: Path) -> Path:
         return Path(ref)
     if (root / dataset / ref / store.MANIFEST).is_file():
         return root / dataset / ref
-    known = list(store.feature_sets(root))
-    matches = [d for d in known if d.name.startswith(ref) or f"{d.parent.name}/{d.name}".startswith(ref)]
+    matches = store.match_feature_sets(root, ref)
     if len(matches) == 1:
         return matches[0]
     what = "more than one feature set matches" if matches else "no feature set matches"
-    raise ReaderError(f"--features (FEATURES=): {what} {ref!r} under {root}; known sets:\n{describe_candidates(known)}")
+    raise ReaderError(f"--features (FEATURES=): {what} {ref!r} under {root}; known sets:\n"
+                      f"{describe_candidates(list(store.feature_sets(root)))}")
 
 
 def default_set_dir(dataset: str, root: Path) -> Path | None:

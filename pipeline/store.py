@@ -416,8 +416,11 @@ def feature_sets(features_root: Path) -> Iterator[Path]:
         yield from sorted(p.parent for p in root.glob(f"*/*/{MANIFEST}"))
 
 
-def dir_bytes(set_dir: Path) -> int:
-    return sum(p.stat().st_size for p in Path(set_dir).glob("shard-*.h5"))
+def match_feature_sets(features_root: Path, ref: str) -> list[Path]:
+    """Sets under the root whose id or dataset/id starts with `ref`; an exact id or
+    dataset/id wins over longer ones (the same id under two dataset names stays ambiguous)."""
+    matches = [d for d in feature_sets(features_root) if d.name.startswith(ref) or f"{d.parent.name}/{d.name}".startswith(ref)]
+    return [d for d in matches if ref in (d.name, f"{d.parent.name}/{d.name}")] or matches
 
 
 def wait_for(predicate, timeout: float, poll: float = 0.5) -> bool:

@@ -102,6 +102,14 @@ def partial_name(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.{os.getpid()}{PARTIAL}")
 
 
+def write_bytes_atomic(path: Path, data: bytes) -> None:
+    """Write a non-video file of a generated tree through its partial name and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = partial_name(path)
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def remove_stale_partials(root: Path) -> None:
     """Delete temp clips left by generators that died (their pid is gone), so they do not pile up."""
     for p in Path(root).rglob(f"*{PARTIAL}") if Path(root).is_dir() else []:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import ffmpeg  # ffmpeg-python: builds the argument lists
 
-from .clips import PARTIAL, has_encoder, lavfi, make_clips, output, require_ffmpeg, run_ffmpeg
+from .clips import has_encoder, lavfi, make_clips, output, require_ffmpeg, run_ffmpeg, write_bytes_atomic
 from .layouts import make_ucf101_tree, ucf101_name
 
 
@@ -129,13 +129,6 @@ def make_bad_corpus(root: Path) -> dict[str, str]:
     if not os.path.lexists(target):
         os.mkfifo(target)
     return dict(sorted(corpus.items()))
-
-
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{PARTIAL}")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
 
 
 def make_missing_listed_tree(root: Path, workers: int | None = None) -> str:

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from .clips import PARTIAL, make_clips, remove_stale_partials
+from .clips import make_clips, remove_stale_partials, write_bytes_atomic
 
 CRLF = "\r\n"  # the official UCF101 list files end their lines with CRLF
 # The official HMDB51 split files end each line with "<mark> " (a trailing space) and LF.
@@ -43,10 +42,7 @@ def ucf101_name(cls: str, group: int, clip: int) -> str:
 
 def write_text_atomic(path: Path, lines: Iterable[str], eol: str) -> None:
     """Write lines, each ended by eol, as UTF-8 bytes through a temp name and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}{PARTIAL}")
-    tmp.write_bytes("".join(line + eol for line in lines).encode("utf-8"))
-    os.replace(tmp, path)
+    write_bytes_atomic(path, "".join(line + eol for line in lines).encode("utf-8"))
 
 
 def make_ucf101_tree(root: Path, classes: Mapping[str, Sequence[str]], groups: int = 4, clips_per_group: int = 2, *,
@@ -155,7 +151,7 @@ def order_classes(classes: int, scenes: Sequence[str] = TEMPORAL_SCENES) -> dict
     return {"Order" + "".join("ABCDEFGH"[scenes.index(s)] for s in order): order for order in orders[:classes]}
 
 
-def make_temporal_order_dataset(root: Path, classes: int = 4, clips_per_class: int = 12, layout: str = "ucf101", *,
+def make_temporal_order_dataset(root: Path, classes: int = 4, clips_per_class: int = 12, *,
                                 scenes: Sequence[str] = TEMPORAL_SCENES, fps: float = 10, size: tuple[int, int] = (128, 96),
                                 seconds_per_scene: float = 1.0, seed: int | str = 0, workers: int | None = None) -> dict[str, tuple[str, ...]]:
     """Classes that contain the SAME scenes and differ only in their order.
@@ -164,21 +160,14 @@ def make_temporal_order_dataset(root: Path, classes: int = 4, clips_per_class: i
     order, scenes[0] = A: OrderABC, OrderACB, OrderBAC, ... (classes <= len(scenes)!).
     Scene lengths are drawn per clip from the same distribution in every class, so the
     average frame of a clip says nothing about its class (mean pooling stays at chance).
-    layout "ucf101": make_ucf101_tree with 6 groups (clips_per_class must be a multiple of 6);
-    layout "folder": root/<Class>/<Class>_NN.avi. Returns class -> scene order.
+    The tree is in the UCF101 layout (make_ucf101_tree) with 6 groups, so clips_per_class
+    must be a multiple of 6. Returns class -> scene order.
     """
+    if clips_per_class % 6:
+        raise ValueError(f"clips_per_class must be a multiple of 6 (6 groups), got {clips_per_class}")
     table = order_classes(classes, scenes)
-    if layout == "ucf101":
-        if clips_per_class % 6:
-            raise ValueError(f"clips_per_class must be a multiple of 6 (6 groups) for the ucf101 layout, got {clips_per_class}")
-        make_ucf101_tree(root, table, groups=6, clips_per_group=clips_per_class // 6, fps=fps, size=size,
-                         seconds_per_scene=seconds_per_scene, seed=f"order{seed}", workers=workers)
-    elif layout == "folder":
-        make_clips([dict(path=Path(root) / cls / f"{cls}_{i:02d}.avi", scenes=list(order), fps=fps, size=size,
-                         seconds_per_scene=seconds_per_scene, seed=f"order{seed}/{cls}/{i}")
-                    for cls, order in table.items() for i in range(clips_per_class)], workers)
-    else:
-        raise ValueError(f"layout must be 'ucf101' or 'folder', got {layout!r}")
+    make_ucf101_tree(root, table, groups=6, clips_per_group=clips_per_class // 6, fps=fps, size=size,
+                     seconds_per_scene=seconds_per_scene, seed=f"order{seed}", workers=workers)
     return table
 
 
@@ -243,18 +232,17 @@ CSV_CLASSES = {"wave": ("bars", "static"), "clap": ("fractal", "life"), "run": (
 
 
 def make_csv_dataset(root: Path, classes: Mapping[str, Sequence[str]] = CSV_CLASSES, clips_per_class: int = 3, *,
-                     with_split: bool = True, fps: float = 10, size: tuple[int, int] = (128, 96), seed: int | str = 0,
+                     fps: float = 10, size: tuple[int, int] = (128, 96), seed: int | str = 0,
                      workers: int | None = None) -> Path:
-    """root/videos/<class>_NN.avi plus root/list.csv with the header 'path,label[,split]'.
+    """root/videos/<class>_NN.avi plus root/list.csv with the header 'path,label,split'.
 
-    Paths are relative to the CSV's folder; labels are class names; with_split: the last
-    clip of each class is 'test', the others 'train'. Returns the path of list.csv.
+    Paths are relative to the CSV's folder; labels are class names; the last clip of each
+    class is 'test', the others 'train'. Returns the path of list.csv.
     """
     root = Path(root)
     rows = [(f"videos/{cls}_{i:02d}.avi", cls, "test" if i == clips_per_class - 1 else "train")
             for cls in classes for i in range(clips_per_class)]
     make_clips([dict(path=root / rel, scenes=list(classes[cls]), fps=fps, size=size, seed=f"csv{seed}/{rel}")
                 for rel, cls, _ in rows], workers)
-    header, body = ("path,label,split", [",".join(r) for r in rows]) if with_split else ("path,label", [f"{r[0]},{r[1]}" for r in rows])
-    write_text_atomic(root / "list.csv", [header, *body], "\n")
+    write_text_atomic(root / "list.csv", ["path,label,split", *(",".join(r) for r in rows)], "\n")
     return root / "list.csv"
