@@ -114,8 +114,8 @@ def resolve_feature_sets(dataset: str, features: str | None = None, features_roo
             f"--dataset (DATASET=): no feature set for {dataset!r} under {root} (datasets there: "
             f"{', '.join(datasets) or 'none'}); run `make features DATASET={dataset}` first, or pass FEATURES=<id or path>"
         )
-    complete = sorted((d for d in candidates if store.load_manifest(d).get("complete")),
-                      key=lambda d: store.load_manifest(d).get("created_at", ""))
+    manifests = {d: store.load_manifest(d) for d in candidates}  # one read each: a UCF101 manifest lists every split
+    complete = sorted((d for d in candidates if manifests[d].get("complete")), key=lambda d: manifests[d].get("created_at", ""))
     if not complete:
         raise ReaderError(
             f"--features (FEATURES=): none of the {len(candidates)} feature set(s) for {dataset!r} under {root} is complete:\n"
@@ -472,7 +472,7 @@ def read_features(sets: list[FeatureSet], index: Index, rows: np.ndarray) -> np.
     out = np.empty((len(rows), fs0.frames, fs0.feature_dim), np.float16)
     wanted = np.zeros(len(index.video_ids), dtype=np.int64) - 1
     wanted[rows] = np.arange(len(rows))
-    needed = [k for k in range(len(index.shards)) if (wanted[index.shard == k] >= 0).any()]  # others are never opened
+    needed = np.unique(index.shard[rows]).tolist()  # the other shards are never opened
 
     def copy_shard(k: int) -> None:
         mine = np.flatnonzero(index.shard == k)
@@ -562,15 +562,15 @@ class StreamSource:
         self.rows = np.asarray(rows, dtype=np.int64)
         self.video_ids = index.video_ids[self.rows]
         self.mean, self.std = mean.to(device), std.to(device)
-        self.labels_np = index.labels[self.rows]
-        # position within this part of each index row, to report predictions in part order
-        self.position = {int(r): i for i, r in enumerate(self.rows)}
+        # position within this part of each index row (-1: not in it), to report predictions in part order
+        self.position = np.full(len(index.video_ids), -1, np.int64)
+        self.position[self.rows] = np.arange(len(self.rows))
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def shard_order(self, shuffle: bool, generator: torch.Generator | None) -> list[int]:
-        used = sorted(set(self.index.shard[self.rows].tolist()))
+        used = np.unique(self.index.shard[self.rows]).tolist()
         if shuffle:
             used = [used[i] for i in torch.randperm(len(used), generator=generator).tolist()]
         return used
@@ -579,8 +579,7 @@ class StreamSource:
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]]:
         """Yield (x (B, T, D), lengths (B,), labels (B,), positions (B,) into this part)."""
         order = self.shard_order(shuffle, generator)
-        selected = np.zeros(len(self.index.video_ids), dtype=bool)
-        selected[self.rows] = True
+        selected = self.position >= 0
         carry: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]] = []
         with cf.ThreadPoolExecutor(1, thread_name_prefix="shard-prefetch") as pool:
             pending = pool.submit(verified_shard, self.sets, self.index, order[0]) if order else None
@@ -594,7 +593,7 @@ class StreamSource:
                 lengths = torch.from_numpy(self.index.lengths[mine]).to(self.device)
                 x = standardize(torch.from_numpy(data["features"][local]).to(self.device), lengths, self.mean, self.std, self.dtype)
                 labels = torch.from_numpy(data["labels"][local].astype(np.int64)).to(self.device)
-                pos = np.array([self.position[int(r)] for r in mine], dtype=np.int64)
+                pos = self.position[mine]
                 carry.append((x, lengths, labels, pos))
                 yield from self.drain(carry, batch, final=False)
         yield from self.drain(carry, batch, final=True)

@@ -141,11 +141,12 @@ def check_fits_resnet50(model: torch.nn.Module, state: dict, path: Path) -> None
         raise WeightsError(f"--weights {path} does not fit ResNet-50: {detail}")
 
 
-def resolve_device(device: str) -> torch.device:
+def resolve_device(device: str = "auto") -> torch.device:
+    """auto -> cuda when available, else cpu; an unavailable cuda is an error naming the option."""
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device!r}: CUDA is not available on this machine")
+        raise ConfigError(f"--device (DEVICE=) {device!r}: CUDA is not available on this machine")
     return torch.device(device)
 
 

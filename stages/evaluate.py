@@ -192,12 +192,10 @@ def run_dirs(run_dir: Path) -> list[Path]:
 
 def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
     """The trained model (eval mode, on `device`) and config.json of one run directory."""
-    from .models import build_model
+    from .models import build_from_spec
 
     config = json.loads((Path(run_dir) / CONFIG).read_text())
-    m = config["model"]
-    model = build_model(m["name"], m["input_dim"], m["frames"], m["num_classes"], hidden=m["hidden"], layers=m["layers"],
-                        bidirectional=m["bidirectional"], dropout=m["dropout"], proj=m["proj"])
+    model = build_from_spec(config["model"])
     state = torch.load(Path(run_dir) / CHECKPOINT, map_location="cpu", weights_only=True)
     model.load_state_dict(state)
     return model.to(device).eval(), config
@@ -212,7 +210,8 @@ def evaluate_run(run_dir: Path, device: str = "auto", batch: int = 256) -> dict:
     """
     from pipeline import reader
 
-    from .train import resolve_device, resolve_precision
+    from .backbone import resolve_device
+    from .train import resolve_precision
 
     dev = resolve_device(device)
     results = []
@@ -280,7 +279,8 @@ def compare(cfg, models: tuple[str, ...] | None = None) -> list[dict]:
     the metrics are means over the splits and train_s the total.
     """
     from .models import HEADS
-    from .train import default_out, load_data, resolve_device, resolve_precision, train
+    from .backbone import resolve_device
+    from .train import default_out, load_data, resolve_precision, train
 
     out = Path(cfg.out) if cfg.out else default_out("compare", cfg.split)
     out.mkdir(parents=True, exist_ok=True)

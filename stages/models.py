@@ -31,6 +31,7 @@ import torch
 import torch.nn as nn
 
 from pipeline.config import TrainConfig
+from pipeline.reader import standardize
 
 HEADS = TrainConfig.HEADS
 # Dropout inside convolution / attention blocks is capped here: rates that suit a
@@ -70,9 +71,11 @@ class Standardize(nn.Module):
         self.register_buffer("std", torch.ones(dim) if std is None else std.float().clone())
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """x (B, T, D) raw features (float16 from the store) -> (B, T, D) float32."""
-        z = (x.float() - self.mean) / self.std
-        return z * valid_mask(lengths, x.shape[1])[..., None]
+        """x (B, T, D) raw features (float16 from the store) -> (B, T, D) float32.
+
+        The same function the reader standardises training data with, so a prediction
+        sees exactly what training saw."""
+        return standardize(x, lengths, self.mean, self.std, torch.float32)
 
 
 # ---------------------------------------------------------------- the CPU LSTM layer
@@ -335,9 +338,9 @@ class AttentionHead(nn.Module):
     """
 
     def __init__(self, input_dim: int, num_classes: int, hidden: int, layers: int, bidirectional: bool,
-                 dropout: float, proj: int, kind: str = "lstm"):
+                 dropout: float, proj: int):
         super().__init__()
-        self.rnn = Recurrent(kind, input_dim, hidden, layers, bidirectional, dropout, proj)
+        self.rnn = Recurrent("lstm", input_dim, hidden, layers, bidirectional, dropout, proj)
         self.score = nn.Sequential(nn.Linear(self.rnn.out_dim, hidden // 2), nn.Tanh(), nn.Linear(hidden // 2, 1))
         self.drop = nn.Dropout(dropout)
         self.fc = nn.Linear(self.rnn.out_dim, num_classes)
@@ -483,6 +486,13 @@ def build_model(model: str, input_dim: int, frames: int, num_classes: int, *, hi
     else:
         head = TransformerHead(input_dim, num_classes, frames, hidden, layers, dropout)
     return TemporalClassifier(head, input_dim, mean, std)
+
+
+def build_from_spec(spec: dict, mean: torch.Tensor | None = None, std: torch.Tensor | None = None) -> TemporalClassifier:
+    """build_model from a run's model spec (config.json "model", train.model_spec)."""
+    return build_model(spec["name"], spec["input_dim"], spec["frames"], spec["num_classes"], hidden=spec["hidden"],
+                       layers=spec["layers"], bidirectional=spec["bidirectional"], dropout=spec["dropout"],
+                       proj=spec["proj"], mean=mean, std=std)
 
 
 def count_parameters(model: nn.Module) -> int:

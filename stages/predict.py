@@ -29,7 +29,7 @@ def predict(video_path: Path | str, run_dir: Path | str, top: int = 5, device: s
 
     A SPLIT=all run holds one model per split: their probabilities are averaged.
     """
-    from .train import resolve_device
+    from .backbone import resolve_device
 
     video_path = Path(video_path)
     if not video_path.is_file():

@@ -29,7 +29,8 @@ from pipeline import reader
 from pipeline.config import ConfigError, TrainConfig, repo_root
 
 from . import evaluate
-from .models import WORKSPACE, build_model, count_parameters
+from .backbone import resolve_device
+from .models import WORKSPACE, build_from_spec, count_parameters
 
 # BATCH=0: this many videos per step, fewer on small sets so that an epoch still has
 # MIN_STEPS_PER_EPOCH optimiser steps.
@@ -40,16 +41,6 @@ SMALL_STEP = 32 * 512
 
 
 # ---------------------------------------------------------------- device, precision, seeds
-def resolve_device(name: str = "auto") -> torch.device:
-    """auto -> cuda when available, else cpu; an unavailable cuda is an error naming the option."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device (DEVICE=): {name!r} asked for, but torch sees no CUDA device here")
-    return dev
-
-
 def cpu_has_native_bf16() -> bool:
     """True when the CPU multiplies bf16 natively (AVX512-BF16 or AMX); elsewhere bf16 is emulated and slower than fp32."""
     try:
@@ -324,9 +315,7 @@ def train_split(cfg: TrainConfig, data: Data, name: str, run_dir: Path, device: 
     parts = make_parts(data, data.splits[name], cfg, device, data_dtype)
     fs = data.sets[0]
     spec = model_spec(cfg, fs)
-    model = build_model(spec["name"], spec["input_dim"], spec["frames"], spec["num_classes"], hidden=spec["hidden"],
-                        layers=spec["layers"], bidirectional=spec["bidirectional"], dropout=spec["dropout"],
-                        proj=spec["proj"], mean=parts.mean, std=parts.std).to(device)
+    model = build_from_spec(spec, parts.mean, parts.std).to(device)
     batch = auto_batch(cfg.batch, len(parts.train))
     params = count_parameters(model)
     evaluate.write_json(run_dir / evaluate.CONFIG, {
