@@ -64,8 +64,8 @@ def resolve_weights(weights: str, seed: int = 0, fallback_to_random: bool = Fals
         # bad option, rejected before any work.
         with torch.device("meta"):  # shapes only: no memory, no init cost
             skeleton = torchvision.models.resnet50(weights=None)
-        check_fits_resnet50(skeleton, load_state_dict(path), path)
-        return WeightsSpec("file", f"sha256:{file_sha256(path)[:16]}", path)
+        check_fits_resnet50(skeleton, load_state_dict(path, map_location="meta"), path)
+        return WeightsSpec("file", file_identity(path), path)
     cached = imagenet_cache_path()
     if not cached.is_file():
         try:
@@ -80,6 +80,11 @@ def resolve_weights(weights: str, seed: int = 0, fallback_to_random: bool = Fals
             warn_random(msg)
             return WeightsSpec("random", f"random:seed{seed}", None, seed)
     return WeightsSpec("imagenet", f"torchvision:{IMAGENET_WEIGHTS.name}", cached)
+
+
+def file_identity(path: Path) -> str:
+    """How a weights file is named in a feature-set id: its content, not its path."""
+    return f"sha256:{file_sha256(path)[:16]}"
 
 
 def download_imagenet(timeout: float) -> None:
@@ -112,9 +117,11 @@ def build_resnet50(spec: WeightsSpec) -> torch.nn.Module:
     return model.eval()
 
 
-def load_state_dict(path: Path) -> dict:
+def load_state_dict(path: Path, map_location: str = "cpu") -> dict:
+    """The state dict in a .pth (unwrapping common checkpoint wrappers); map_location "meta"
+    reads shapes only, no tensor data."""
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
+        obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # a pickle with code, a zip that is not a checkpoint, ...
         raise WeightsError(f"--weights {path}: not a loadable PyTorch state dict ({type(e).__name__}: {e})") from None
     for key in ("state_dict", "model", "model_state_dict"):  # common checkpoint wrappers
@@ -226,8 +233,7 @@ class FeatureExtractor:
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
         """x (B, S, S, 3) uint8 on self.device -> (B, 2048) on self.device, compute dtype."""
-        if self.loading is not None or self.build_error is not None:
-            self.ready()
+        self.ready()
         return self.forward(x)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline import store
 from pipeline.config import IMAGENET_MEAN, IMAGENET_STD, ConfigError, ExtractConfig, repo_root
 
 from .backbone import FeatureExtractor, WeightsSpec, build_resnet50, resolve_device, resolve_precision
@@ -151,9 +152,7 @@ def run_bench(cfg: BenchConfig, say=print) -> dict:
 
 def write_results(results: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}")
-    tmp.write_text(json.dumps(results, indent=2, default=str) + "\n")
-    os.replace(tmp, out)
+    store.atomic_write_bytes(out, (json.dumps(results, indent=2, default=str) + "\n").encode())
 
 
 # ---------------------------------------------------------------- clips
@@ -169,9 +168,7 @@ def prepare_clips(cfg: BenchConfig, say=print) -> tuple[list[Path], Path]:
         say(f"generating {missing} clip(s) under {folder} (once; later runs reuse them) ...")
     paths = make_bench_clips(folder, cfg.clips, cfg.seconds)
     csv = folder / f"bench-{cfg.clips}.csv"
-    tmp = csv.with_name(f".{csv.name}.{os.getpid()}")
-    tmp.write_text("path,label\n" + "".join(f"{p.name},bench\n" for p in paths))
-    os.replace(tmp, csv)
+    store.atomic_write_bytes(csv, ("path,label\n" + "".join(f"{p.name},bench\n" for p in paths)).encode())
     return paths, csv
 
 
@@ -328,7 +325,7 @@ def read_all_frames(path: Path, reader: str):
         proc.wait()
 
 
-def measure_baseline(paths: list[Path], cfg: BenchConfig, device: torch.device, model: torch.nn.Module | None = None) -> dict:
+def measure_baseline(paths: list[Path], cfg: BenchConfig, device: torch.device, model: torch.nn.Module) -> dict:
     """The seed articles' method on these clips: every frame, fp32, NCHW, batch of one, and
     the features copied back after each frame. Frames are resized and cropped to the same
     size as end to end (the seed code fed the full 320x240 frame, 1.5x the pixels of 224
@@ -341,7 +338,6 @@ def measure_baseline(paths: list[Path], cfg: BenchConfig, device: torch.device, 
             reader = "opencv"
         except ImportError:
             reader = "ffmpeg"
-    model = model or build_resnet50(RANDOM_WEIGHTS).to(device).eval()
     frames = 0
     t0 = time.perf_counter()
     with torch.no_grad():
@@ -356,19 +352,12 @@ def measure_baseline(paths: list[Path], cfg: BenchConfig, device: torch.device, 
 
 def measure_training(cfg: BenchConfig, device: torch.device) -> dict:
     """Stage two's own timing of LSTM epochs on UCF101-sized features (stages/train.py)."""
-    try:
-        from . import train as stage_two
-    except ImportError as e:
-        return {"skipped": f"stage two is not available ({e})"}
-    timer = getattr(stage_two, "time_training", None)
-    if timer is None:
-        return {"skipped": "stages/train.py has no time_training()"}
+    from . import train as stage_two
+
     t0 = time.perf_counter()
-    measured = timer(epochs=cfg.train_epochs, device=str(device))
-    seconds = measured["seconds"] if isinstance(measured, dict) else float(measured)
+    seconds = stage_two.time_training(epochs=cfg.train_epochs, device=str(device))
     wall = time.perf_counter() - t0
-    out = {"epochs": cfg.train_epochs, "seconds": seconds, "wall_s": wall,
-           "details": measured if isinstance(measured, dict) else {}}
+    out = {"epochs": cfg.train_epochs, "seconds": seconds, "wall_s": wall}
     if cfg.train_epochs == 50:
         out["train_50_epochs_s"] = seconds
     else:

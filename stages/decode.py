@@ -72,10 +72,6 @@ def check_ffmpeg() -> None:
     ffmpeg_binary("ffmpeg")
 
 
-def fps_mode_args() -> tuple[str, ...]:
-    return fps_mode_args_of(ffmpeg_binary())
-
-
 @functools.lru_cache(maxsize=None)
 def fps_mode_args_of(binary: str) -> tuple[str, ...]:
     """Output option that keeps exactly the selected frames (-fps_mode since ffmpeg 5.1)."""
@@ -132,8 +128,7 @@ def run_tool(args: list[str], timeout: float, what: str) -> subprocess.Completed
 
 
 def stderr_tail(proc: subprocess.CompletedProcess, n: int = 200) -> str:
-    text = proc.stderr.decode("utf-8", "replace").strip().splitlines()
-    return (text[-1] if text else "no message")[-n:]
+    return stderr_text_tail(proc.stderr.decode("utf-8", "replace"), n)
 
 
 def preflight(path: Path) -> None:
@@ -271,6 +266,7 @@ def probe_with_ffmpeg(path: Path, timeout: float) -> VideoInfo:
 
 
 def stderr_text_tail(text: str, n: int = 200) -> str:
+    """The last non-blank line of a tool's stderr, at most n characters."""
     lines = [ln for ln in text.strip().splitlines() if ln.strip()]
     return (lines[-1] if lines else "no message")[-n:]
 
@@ -375,6 +371,7 @@ def build_decode_args(path: Path, indices: np.ndarray, size: int, resize: int, t
     threads: ffmpeg's decoding (and filter) threads; None leaves ffmpeg's default (one
     per core). showinfo: print each kept frame's pts on stderr (the timestamps we store).
     """
+    binary = ffmpeg_binary()  # a PATH scan: once per video, not once per use
     expr = "+".join(f"eq(n,{int(i)})" for i in indices)
     stream = ffmpeg.input(str(path), **({"threads": threads} if threads else {}))
     stream = stream.filter("select", expr)
@@ -383,14 +380,14 @@ def build_decode_args(path: Path, indices: np.ndarray, size: int, resize: int, t
     stream = stream.filter("crop", size, size)
     if showinfo:
         # The checksums showinfo computes by default cost ~5% of a select-decode; we only want pts.
-        stream = stream.filter("showinfo", **({"checksum": 0} if showinfo_has_checksum(ffmpeg_binary()) else {}))
+        stream = stream.filter("showinfo", **({"checksum": 0} if showinfo_has_checksum(binary) else {}))
     # -frames:v stops decoding after the last kept frame instead of reading to the end.
     options = {"frames:v": len(indices), **({"filter_threads": threads} if threads else {})}
     out = ffmpeg.output(stream, "pipe:", format="rawvideo", pix_fmt="rgb24", **options)
-    args = ffmpeg.compile(out, cmd=ffmpeg_binary())
+    args = ffmpeg.compile(out, cmd=binary)
     # -nostats/-hide_banner keep stderr to the showinfo lines we parse; the fps mode
     # stops ffmpeg from duplicating frames to fill the gaps the select leaves.
-    return [args[0], "-nostdin", "-hide_banner", "-nostats", *args[1:-1], *fps_mode_args(), args[-1]]
+    return [args[0], "-nostdin", "-hide_banner", "-nostats", *args[1:-1], *fps_mode_args_of(binary), args[-1]]
 
 
 PTS_TIME = re.compile(rb"pts_time:\s*([-0-9.e]+)")
@@ -430,8 +427,7 @@ def decode_frames(path: Path, indices: np.ndarray, size: int, resize: int, timeo
         err.seek(0)
         text = err.read()
     if status != 0:
-        lines = text.decode("utf-8", "replace").strip().splitlines()
-        raise DecodeError(f"ffmpeg failed: {(lines[-1] if lines else 'no message')[-200:]!r}")
+        raise DecodeError(f"ffmpeg failed: {stderr_text_tail(text.decode('utf-8', 'replace'))!r}")
     k = got // frame_bytes
     times = np.array([float(t) for t in PTS_TIME.findall(text)[:k]], np.float32)
     return out[:k], times
@@ -478,9 +474,10 @@ def decode_video(path: Path, frames: int, size: int, resize: int, fps: float | N
     t0 = time.perf_counter()
     path = Path(path)
     try:
-        preflight(path)
         # Uniform sampling needs only the frame count, which an AVI header gives exactly
         # as ffprobe would; FPS= sampling also needs ffprobe's rate, so it always probes.
+        # A file the header reader cannot open (missing, empty, a directory, no permission)
+        # reaches probe(), whose preflight() gives the reason.
         info = read_avi_header(path) if fps is None else None
         from_header = info is not None
         info = info or probe(path, timeout)

@@ -44,12 +44,12 @@ from typing import Callable
 from tqdm import tqdm
 
 from pipeline import store
-from pipeline.config import ConfigError, ExtractConfig, FeatureIdentity, file_sha256
+from pipeline.config import ConfigError, ExtractConfig, FeatureIdentity
 from pipeline.datasets import VideoRecord
 
-from .backbone import FeatureExtractor, WeightsError, WeightsSpec, resolve_weights
+from .backbone import FeatureExtractor, WeightsError, WeightsSpec, file_identity, resolve_weights
 from .decode import check_ffmpeg
-from .extract import Prepared, Summary, committed_indices, run_shards
+from .extract import Prepared, Summary, claim_uncommitted, committed_indices, run_shards
 
 
 RETRIES = 2  # re-runs of a task that raised (a worker's death is rescheduled by Dask on top)
@@ -186,7 +186,7 @@ def weights_here(spec: WeightsSpec) -> WeightsSpec:
     if not (spec.path and Path(spec.path).is_file()):
         raise WeightsError(f"--weights {spec.path}: not found on worker {socket.gethostname()}; "
                            f"put the file where every worker sees it at the same path")
-    if spec.kind == "file" and f"sha256:{file_sha256(Path(spec.path))[:16]}" != spec.identity:
+    if spec.kind == "file" and file_identity(Path(spec.path)) != spec.identity:
         raise WeightsError(f"--weights {spec.path}: the file on worker {socket.gethostname()} differs from the driver's ({spec.identity})")
     return spec
 
@@ -302,15 +302,14 @@ class Driver:
         """Claim and submit shards until `window` tasks are in flight."""
         while todo and len(self.inflight) < self.window and not self.stopping:
             i = todo.popleft()
-            claim = store.Claim(self.p.set_dir, i)
-            if not claim.acquire():
+            claim, holder = claim_uncommitted(self.p.set_dir, i)
+            if holder:
                 if i not in self.elsewhere:
-                    self.say(f"helping: shard {i} is being computed by another run ({claim.path.read_text().strip()}); "
+                    self.say(f"helping: shard {i} is being computed by another run ({holder}); "
                              f"this run waits for it, and takes it over if that run dies")
                 self.elsewhere.add(i)
                 continue
-            if i in committed_indices(self.p.set_dir):  # committed between our look and our claim
-                claim.release()
+            if claim is None:  # committed meanwhile
                 self.bar.update(1)
                 continue
             self.claims[i] = claim

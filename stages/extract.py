@@ -234,16 +234,24 @@ def claim_shards(p: Prepared, indices: list[int], say: Callable[[str], None], to
     """
     told = set() if told is None else told
     for i in indices:
-        claim = store.Claim(p.set_dir, i)
-        if not claim.acquire():
-            if i not in told:
-                told.add(i)
-                say(f"helping: shard {i} is being computed by another run ({claim.path.read_text().strip()}); taking the next free one")
-            continue
-        if i in committed_indices(p.set_dir):  # committed between our look and our claim
-            claim.release()
-            continue
-        yield i, claim
+        claim, holder = claim_uncommitted(p.set_dir, i)
+        if holder and i not in told:
+            told.add(i)
+            say(f"helping: shard {i} is being computed by another run ({holder}); taking the next free one")
+        if claim is not None:
+            yield i, claim
+
+
+def claim_uncommitted(set_dir: Path, i: int) -> tuple[store.Claim | None, str]:
+    """(held claim, "") when shard i is ours to compute; (None, who holds it) when another
+    run computes it; (None, "") when it was committed before we got the claim."""
+    claim = store.Claim(set_dir, i)
+    if not claim.acquire():
+        return None, claim.path.read_text().strip() or "a live run"
+    if i in committed_indices(set_dir):  # committed between our look and our claim
+        claim.release()
+        return None, ""
+    return claim, ""
 
 
 def backbone_batch(cfg: ExtractConfig, device: torch.device) -> int:
