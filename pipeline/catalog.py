@@ -16,9 +16,9 @@ from . import store
 COLUMNS = ("dataset", "id", "backbone/weights", "T", "videos", "failures", "size", "state", "created")
 
 
-def record(set_dir: Path) -> dict:
-    """Machine-readable facts of one feature set (what `store list --json` prints)."""
-    m = store.load_manifest(set_dir)
+def record(set_dir: Path, m: dict | None = None) -> dict:
+    """Machine-readable facts of one feature set (what `store list --json` prints); m: its manifest, if read already."""
+    m = m or store.load_manifest(set_dir)
     ident = m["identity"]
     return {
         "dataset": m["dataset"], "id": m["feature_set_id"], "path": str(set_dir),
@@ -96,7 +96,7 @@ def stored_ids(set_dir: Path, manifest: dict) -> tuple[set[str], list[str]]:
 def describe(set_dir: Path, max_failures: int = 5) -> str:
     """`store info`: identity, full extraction config, split sizes, failures."""
     m = store.load_manifest(set_dir)
-    r = record(set_dir)
+    r = record(set_dir, m)
     stored, bad = stored_ids(set_dir, m)
     state = "complete" if m["complete"] else "running" if r["running"] else "partial (rerun `make features` with the same settings to resume)"
     lines = [
@@ -121,7 +121,7 @@ def describe(set_dir: Path, max_failures: int = 5) -> str:
         lines.append("    none: the dataset has no official splits")
     if bad:
         lines.append(f"  UNREADABLE shards: {', '.join(bad)}; run `store verify`")
-    failures = [f for s in m["shards"] for f in s.get("failures", [])] + m.get("unlisted_failures", [])
+    failures = store.all_failures(m)
     if failures:
         lines.append(f"  failures ({len(failures)}, all in {Path(set_dir) / store.FAILURES}):")
         lines += [f"    {f['video_id']}: {f['reason']}" for f in failures[:max_failures]]

@@ -31,6 +31,12 @@ def repo_root() -> Path:
     return Path(os.environ.get("VIDSTORE_HOME", Path(__file__).resolve().parent.parent))
 
 
+def config_json(cfg) -> dict:
+    """A config dataclass as JSON-ready values: paths as strings, tuples as lists."""
+    plain = lambda v: str(v) if isinstance(v, Path) else list(v) if isinstance(v, tuple) else v
+    return {k: plain(v) for k, v in dataclasses.asdict(cfg).items()}
+
+
 @dataclass(frozen=True)
 class ExtractConfig:
     """Stage one settings. Fields above the line change the numbers; below, only speed."""
@@ -87,13 +93,7 @@ class ExtractConfig:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:
-        d = dataclasses.asdict(self)
-        for k, v in d.items():
-            if isinstance(v, Path):
-                d[k] = str(v)
-            elif isinstance(v, tuple):
-                d[k] = list(v)
-        return d
+        return config_json(self)
 
 
 def validate_extract(cfg: ExtractConfig) -> None:
@@ -243,4 +243,4 @@ class TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:
-        return {k: str(v) if isinstance(v, Path) else v for k, v in dataclasses.asdict(self).items()}
+        return config_json(self)

@@ -183,11 +183,15 @@ def load_manifest(set_dir: Path) -> dict:
     return manifest
 
 
+def all_failures(manifest: dict) -> list[dict]:
+    """Every failure of a set: those of its committed shards, then the listing's own."""
+    return [f for s in manifest["shards"] for f in s.get("failures", [])] + manifest.get("unlisted_failures", [])
+
+
 def write_manifest(set_dir: Path, manifest: dict) -> None:
     """Atomically replace the manifest, then regenerate failures.jsonl from it."""
     manifest["updated_at"] = now_iso()
-    failures = [f for s in manifest["shards"] for f in s.get("failures", [])]
-    failures += manifest.get("unlisted_failures", [])
+    failures = all_failures(manifest)
     manifest["num_stored"] = sum(s["videos"] for s in manifest["shards"])
     manifest["num_failed"] = len(failures)
     # failures.jsonl first: it is derived, and a crash between the two leaves the older,

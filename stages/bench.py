@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 from pipeline import store
-from pipeline.config import IMAGENET_MEAN, IMAGENET_STD, ConfigError, ExtractConfig, repo_root
+from pipeline.config import IMAGENET_MEAN, IMAGENET_STD, ConfigError, ExtractConfig, config_json, repo_root
 
 from .backbone import FeatureExtractor, WeightsSpec, build_resnet50, resolve_device, resolve_precision
 from .decode import (build_decode_args, decode_threads, ffmpeg_binary, find_binary, probe, read_avi_header,
@@ -477,8 +477,7 @@ def train_line(tr: dict) -> str:
 
 
 def settings_of(cfg: BenchConfig, device: torch.device, precision: str) -> dict:
-    d = {k: (str(v) if isinstance(v, Path) else v) for k, v in dataclasses.asdict(cfg).items()}
-    return d | {"device": str(device), "precision": precision, "resize": cfg.resize,
+    return config_json(cfg) | {"device": str(device), "precision": precision, "resize": cfg.resize,
                 "decode_threads": decode_threads(cfg.workers), "clip": {"size": list(CLIP_SIZE), "fps": 25, "codec": "mpeg4", "container": "avi"},
                 "weights": RANDOM_WEIGHTS.identity}
 

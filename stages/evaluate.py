@@ -20,6 +20,8 @@ from typing import Iterable
 import numpy as np
 import torch
 
+from pipeline import store
+
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"
 METRICS = "metrics.json"
@@ -85,9 +87,7 @@ def confusion_matrix(labels: np.ndarray, pred: np.ndarray, num_classes: int) -> 
 
 # ---------------------------------------------------------------- files
 def write_json(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, ensure_ascii=False, default=str))
-    tmp.replace(path)
+    store.atomic_write_bytes(Path(path), json.dumps(obj, indent=1, ensure_ascii=False, default=str).encode())
 
 
 def write_predictions(path: Path, video_ids: Iterable[str], labels: np.ndarray, probs: np.ndarray, classes: list[str]) -> None:
