@@ -24,7 +24,7 @@ TRAIN_OPTS = $(call opt,DATASET,dataset) $(call opt,FEATURES_ROOT,features-root)
   $(call opt,EPOCHS,epochs) $(call opt,LR,lr) $(call opt,BATCH,batch) $(call opt,SEED,seed) \
   $(call opt,OUT,out) $(call opt,DEVICE,device)
 
-.PHONY: setup features train evaluate compare predict demo test test-all test-gpu bench store-list store-info store-verify store-gc clean-venv
+.PHONY: setup features train evaluate compare predict demo test test-all test-gpu gpu-check gpu-wheels bench store-list store-info store-verify store-gc clean-venv
 
 setup: $(VENV)/.installed
 
@@ -69,13 +69,30 @@ test-all: setup
 test-gpu: setup
 	$(PY) -m pytest -q -m gpu $(PYTEST_ARGS)
 
+# On a lent GPU machine (torch there; no ffmpeg, no network, no venv): the GPU tests, the
+# bench with the CUDA defaults, stage two's 50 epochs, DEVICES=cuda:0,cuda:0 and the default
+# suite, in one call, into $OUT/gpu-check.json (else bench/). Carry .whl/ (make gpu-wheels).
+GPU_PYTHON ?= python3
+gpu-check:
+	$(GPU_PYTHON) -m stages.gpu_check $(call opt,GPU_BUDGET,budget) $(call opt,CLIPS,clips) $(call opt,SKIP,skip)
+
+# Here, before a GPU session: the pure-Python packages and the static ffmpeg that machine
+# lacks, as wheels for its Python (3.12), in .whl/ (git-ignored; about 33 MB to carry).
+GPU_WHEELS = imageio-ffmpeg==0.6.0 ffmpeg-python==0.2.0 future==1.0.0 dask==2026.8.0 distributed==2026.8.0 \
+  partd==1.4.2 locket==1.0.0 tblib==3.2.2 zict==3.0.0 tornado==6.6.1 toolz==1.2.0 cloudpickle==3.1.3
+gpu-wheels: setup
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  --platform manylinux1_x86_64 -d .whl $(GPU_WHEELS)
+
 # Stage one vs the decode ceiling and the seed method, stage two's 50 epochs: bench/results.json
 # (docs/bench.md). Small on a CPU (8 clips, 112 px), UCF101-scale on CUDA.
 bench: setup $(VENV)/.bench-installed
 	$(CLI) bench $(call opt,CLIPS,clips) $(call opt,SECONDS,seconds) $(call opt,WORKERS,workers) \
 	  $(call opt,DEVICE,device) $(call opt,SIZE,size) $(call opt,FRAMES,frames) $(call flag,COMPILE,compile) \
 	  $(call opt,GPU_BATCH,gpu-batch) $(call opt,PRECISION,precision) $(call opt,BASELINE_CLIPS,baseline-clips) \
-	  $(call opt,ROUNDS,rounds) $(call opt,TRAIN_EPOCHS,train-epochs) $(call flag,SKIP_TRAIN,skip-train)
+	  $(call opt,ROUNDS,rounds) $(call opt,TRAIN_EPOCHS,train-epochs) $(call flag,SKIP_TRAIN,skip-train) \
+	  $(call opt,BENCH_DEVICES,devices)
 
 # The bench extra: OpenCV for the seed method's reader, imageio-ffmpeg for machines without ffmpeg.
 $(VENV)/.bench-installed: $(VENV)/.installed

@@ -134,6 +134,7 @@ def features(**kw) -> None:
 @click.option("--train-epochs", type=int, default=50, show_default=True,
               help="LSTM epochs timed for stage two; fewer are scaled to 50 and labelled EXTRAPOLATED (TRAIN_EPOCHS=).")
 @click.option("--skip-train", is_flag=True, help="Do not time stage two (SKIP_TRAIN=1).")
+@click.option("--devices", default="", help="Also time end to end with one backbone process per device, e.g. cuda:0,cuda:0 (BENCH_DEVICES=).")
 @click.option("--clips-dir", type=click.Path(path_type=Path), help="Where clips are generated and reused, default bench/clips.")
 @click.option("--out", type=click.Path(path_type=Path), help="Results file, default bench/results.json.")
 @friendly

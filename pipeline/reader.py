@@ -526,10 +526,12 @@ class MemorySource:
                 ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]]:
         """Yield (x (B, T, D), lengths (B,), labels (B,), positions (B,) numpy into this part)."""
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        # One copy of the whole order per pass, from pinned memory and asynchronous: a
+        # per-batch copy from pageable memory would wait for the GPU on every step.
+        on_device = order.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else order
         for s in range(0, len(self), batch):
-            pos = order[s : s + batch]
-            idx = pos.to(self.device)
-            yield self.features[idx], self.lengths[idx], self.labels[idx], pos.numpy()
+            idx = on_device[s : s + batch]
+            yield self.features[idx], self.lengths[idx], self.labels[idx], order[s : s + batch].numpy()
 
 
 def memory_chunks(store_features: np.ndarray, positions: np.ndarray, lengths: np.ndarray, chunk: int = 1024

@@ -4,14 +4,14 @@ The device does the normalisation: frames travel as uint8 (4x fewer bytes than f
 the (B, H, W, 3) batch is permuted to NCHW *without copying*, which is exactly the
 channels_last memory layout the convolutions want, and only then converted to the
 compute dtype. On CUDA the model itself is cast to fp16/bf16 (`.half()` beat autocast
-on the H100: 13,900 vs 12,400-12,900 images/s, DESIGN.md).
+on the H100: 13,900 vs 12,400-12,900 images/s on an H100).
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import logging
 import socket
 import sys
-import threading
 import time
 import urllib.error
 from dataclasses import dataclass
@@ -26,6 +26,8 @@ from pipeline.config import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD, ConfigErro
 log = logging.getLogger(__name__)
 IMAGENET_WEIGHTS = torchvision.models.ResNet50_Weights.IMAGENET1K_V2
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+# torch.compile's mode on CUDA: one compile searches kernels for this GPU (minutes).
+COMPILE_MODE = "max-autotune-no-cudagraphs"
 
 
 class WeightsError(RuntimeError):
@@ -158,8 +160,11 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 
 def resolve_precision(precision: str, device: torch.device) -> str:
+    """auto -> fp16 on CUDA, fp32 on a CPU; bf16 on a GPU without it is an error naming the option."""
     if precision == "auto":
         return "fp16" if device.type == "cuda" else "fp32"
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise ConfigError(f"--precision (PRECISION=) bf16: {torch.cuda.get_device_name(device)} has no native bf16; use fp16")
     return precision
 
 
@@ -172,67 +177,80 @@ class FeatureExtractor:
     With `compile`, every batch must have the same size (stages/batching.py pads the last
     one): a new shape would compile again, and on an H100 one compile took 277 s.
 
-    background: build the model (weights, copy to the device, compile) on a thread of its
-    own and return at once, so stage one's decoders start meanwhile; embed/extract wait
-    for it (and re-raise its error). warm_up (batch, size), on CUDA: also run one batch of
-    that shape, so cuDNN's kernel search (or the compile) is paid before the first frames.
+    Every piece of work this extractor does (the build, the warm-up, stage one's batches
+    through `submit`, `extract`) runs on one long-lived thread of its own, `runner`.
+    cuDNN caches its kernel search (cudnn.benchmark) per thread, so the search paid by
+    the warm-up is the one every later batch uses, across shards, Dask tasks and runs in
+    the same process; a search on another thread would be paid again, inside the timings.
+
+    background: return at once while the runner builds the model (weights, copy to the
+    device, compile), so stage one's decoders start meanwhile; embed/extract wait for it
+    (and re-raise its error). warm_up (batch, size), on CUDA: also run one batch of that
+    shape on the runner, so cuDNN's search (or the compile) is paid before the first frames.
     """
 
     def __init__(self, spec: WeightsSpec, device: str = "auto", precision: str = "auto", compile: bool = False,
                  background: bool = False, warm_up: tuple[int, int] | None = None):
         self.device = resolve_device(device)
+        if self.device.type == "cuda" and self.device.index is None:  # "cuda": the caller's current GPU, by number,
+            self.device = torch.device("cuda", torch.cuda.current_device())  # so that the runner thread binds the same one
         self.precision = resolve_precision(precision, self.device)
         self.dtype = DTYPES[self.precision]
         self.compiled = compile
-        self.build_error: BaseException | None = None
         self.build_seconds = 0.0  # weights, copy to the device, compile and warm-up
         if self.device.type == "cpu":
             log.warning("no CUDA device: ResNet-50 runs on the CPU (%s), expect a few images/s", self.precision)
-        self.loading: threading.Thread | None = None
-        if background:
-            self.loading = threading.Thread(target=self.build_quietly, args=(spec, warm_up), name="backbone-load", daemon=True)
-            self.loading.start()
-        else:
-            self.build(spec, warm_up)
+        self.runner = cf.ThreadPoolExecutor(1, thread_name_prefix="backbone")
+        self.built = self.runner.submit(self.build, spec, warm_up)
+        if not background:
+            self.ready()
 
-    def build_quietly(self, spec: WeightsSpec, warm_up: tuple[int, int] | None) -> None:
-        try:
-            self.build(spec, warm_up)
-        except BaseException as e:  # re-raised by ready(), on the thread that needs the model
-            self.build_error = e
+    def submit(self, fn, *args) -> cf.Future:
+        """Run fn(*args) on the runner thread, after the build (stage one's inference loop)."""
+        return self.runner.submit(fn, *args)
 
     def ready(self) -> None:
-        """Wait for a background build; re-raise its error."""
-        if self.loading is not None:
-            self.loading.join()
-            self.loading = None
-        if self.build_error is not None:
-            raise self.build_error
+        """Wait for the build; re-raise its error."""
+        self.built.result()
+
+    def close(self) -> None:
+        """Let the runner thread end once its queued work is done."""
+        self.runner.shutdown(wait=False)
 
     def build(self, spec: WeightsSpec, warm_up: tuple[int, int] | None) -> None:
         t0 = time.perf_counter()
+        cuda = self.device.type == "cuda"
+        if cuda:
+            # Allocations and kernels of this thread go to our device, not to cuda:0
+            # (DEVICES=cuda:1 in a process of its own).
+            torch.cuda.set_device(self.device)
+            torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
         model = build_resnet50(spec).to(self.device, memory_format=torch.channels_last)
         self.model = model.to(self.dtype) if self.precision != "fp32" else model
-        if self.device.type == "cuda":
-            torch.backends.cudnn.benchmark = True  # fixed input size: pick the fastest kernels once
         if self.compiled:
-            # max-autotune searches kernels for the GPU (21,700 vs 13,900 images/s on the H100,
-            # DESIGN.md); on a CPU it would only lengthen the compile. No CUDA graphs: the
-            # batcher's stream and pinned buffers are ours, and the gain was measured without.
-            mode = "max-autotune-no-cudagraphs" if self.device.type == "cuda" else None
-            self.model = torch.compile(self.model, mode=mode, dynamic=False)
+            # max-autotune searches kernels for the GPU (21,700 vs 13,900 images/s on the H100);
+            # on a CPU it would only lengthen the compile. No CUDA graphs: the batcher's stream
+            # and pinned buffers are ours, and the gain was measured without.
+            self.model = torch.compile(self.model, mode=COMPILE_MODE if cuda else None, dynamic=False)
         shape = (1, 3, 1, 1)
         self.mean = torch.tensor(IMAGENET_MEAN, device=self.device).view(shape) * 255
         self.std = torch.tensor(IMAGENET_STD, device=self.device).view(shape) * 255
-        if warm_up and self.device.type == "cuda":
+        if warm_up and cuda:
             batch, size = warm_up
             with torch.inference_mode():
                 self.forward(torch.zeros((batch, size, size, 3), dtype=torch.uint8, device=self.device))
+        if cuda:
+            # The weights, their cast and the constants were made on this thread's default
+            # stream; stage one's batches run on a side stream that does not wait for it.
             torch.cuda.synchronize(self.device)
         self.build_seconds = time.perf_counter() - t0
 
     def embed(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, S, S, 3) uint8 on self.device -> (B, 2048) on self.device, compute dtype."""
+        """x (B, S, S, 3) uint8 on self.device -> (B, 2048) on self.device, compute dtype.
+
+        Call it on the runner thread (stage one's batcher does, through `submit`) to use
+        the kernels the warm-up chose; from another thread it works but searches again.
+        """
         self.ready()
         return self.forward(x)
 
@@ -241,8 +259,12 @@ class FeatureExtractor:
         x = ((x.float() - self.mean) / self.std).to(self.dtype).contiguous(memory_format=torch.channels_last)
         return self.model(x)
 
-    @torch.inference_mode()
     def extract(self, frames: torch.Tensor) -> np.ndarray:
+        """frames (B, S, S, 3) uint8 CPU -> (B, 2048) float16 numpy, computed on the runner thread."""
+        return self.submit(self.extract_here, frames).result()
+
+    @torch.inference_mode()
+    def extract_here(self, frames: torch.Tensor) -> np.ndarray:
         feats = self.embed(frames.to(self.device, non_blocking=True))
         assert feats.shape[-1] == FEATURE_DIM
         return feats.to(torch.float16).cpu().numpy()

@@ -4,11 +4,13 @@
                     host memory on CUDA (no bytes object, no copy, no pickling)
     main thread     add(slot) appends a *reference* to the batch being filled; a full
                     batch goes on a queue (size 1) to the inference thread
-    inference thread copies the batch's slots into one device tensor (asynchronous DMA
-                    from pinned memory) on its own CUDA stream, normalises, runs the
-                    backbone and copies the features back into pinned memory; batch i+1
-                    is queued on the GPU behind batch i before batch i's features are
-                    awaited, so the GPU never waits for Python between batches
+    inference loop  on the extractor's own long-lived thread (the one whose cuDNN kernel
+                    search the warm-up paid): copies the batch's slots into one device
+                    tensor (asynchronous DMA from pinned memory) on its own CUDA stream,
+                    normalises, runs the backbone and copies the features back into
+                    pinned memory; batch i+1 is queued on the GPU behind batch i before
+                    batch i's features are awaited, so the GPU never waits for Python
+                    between batches
                  -> features handed to `sink`, slots handed back to the decoders
 
 So decode (many ffmpeg processes), host-to-device copies, inference and the shard writes
@@ -23,7 +25,9 @@ that is 165 slots x 2.4 MB = 400 MB of pinned memory, whatever the dataset size.
 """
 from __future__ import annotations
 
+import concurrent.futures as cf
 import contextlib
+import logging
 import queue
 import threading
 import time
@@ -37,6 +41,7 @@ from pipeline.config import FEATURE_DIM
 
 from .backbone import FeatureExtractor
 
+log = logging.getLogger(__name__)
 POLL_S = 0.5  # how often a blocked thread looks whether the pipeline was stopped
 
 
@@ -82,12 +87,16 @@ class Job:
 
 
 class Batcher:
-    """Packs frames of many videos into backbone batches, run on a dedicated thread.
+    """Packs frames of many videos into backbone batches, run on the extractor's thread.
 
     sink(owner, first, feats, last) is called on the inference thread for every piece,
     in order: feats (k, 2048) float16 numpy for frames [first, first+k) of the video
     `owner`; `last` when it was the video's last piece. Use as a context manager, or
     call close() (flush and wait) and stop() (on errors).
+
+    On CUDA every batch has `batch` rows (a partial one is padded with zeros), as with a
+    compiled model: one shape means one cuDNN kernel search, done by the warm-up, and the
+    same kernels, so the same feature bits, whatever the batch's composition.
     """
 
     def __init__(self, extractor: FeatureExtractor, batch: int, frames: int, size: int, workers: int,
@@ -95,21 +104,27 @@ class Batcher:
         self.extractor, self.batch, self.size, self.sink = extractor, batch, size, sink
         self.cuda = extractor.device.type == "cuda"
         self.videos_per_batch = -(-batch // frames) + 1
-        self.slots = FrameSlots(2 * workers + 4 * self.videos_per_batch, frames, size, pin=self.cuda)
+        # Pinned memory and the stream belong to the backbone's GPU, whatever this thread's current one.
+        with torch.cuda.device(extractor.device) if self.cuda else contextlib.nullcontext():
+            self.allocate(workers, frames, size)
         self.pieces: list[tuple] = []
         self.fill = 0
         self.jobs: queue.Queue[Job | None] = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
-        # seconds: H2D copies, backbone, scatter to shards; inference thread idle
-        # (starved: decode-bound); main thread blocked on a full queue (backbone-bound)
+        # seconds: H2D copies, backbone, scatter to shards; inference loop idle (starved:
+        # decode-bound); main thread blocked on a full queue (backbone-bound); CPU time of
+        # the inference loop
         self.timings = {"transfer": 0.0, "backbone": 0.0, "scatter": 0.0, "starved": 0.0, "feed_wait": 0.0,
-                        "images": 0, "batches": 0}
-        if self.cuda:
-            self.stream = torch.cuda.Stream(extractor.device)
-            self.outs = [torch.empty((batch, FEATURE_DIM), dtype=torch.float16, pin_memory=True) for _ in range(2)]
+                        "inference_cpu": 0.0, "images": 0, "batches": 0}
         self.turn = 0
-        self.thread = threading.Thread(target=self.serve, name="inference", daemon=True)
-        self.thread.start()
+        self.serving: cf.Future = extractor.submit(self.serve)
+
+    def allocate(self, workers: int, frames: int, size: int) -> None:
+        """The frame slots; on CUDA also the side stream and the two pinned feature outputs."""
+        self.slots = FrameSlots(2 * workers + 4 * self.videos_per_batch, frames, size, pin=self.cuda)
+        if self.cuda:
+            self.stream = torch.cuda.Stream(self.extractor.device)
+            self.outs = [torch.empty((self.batch, FEATURE_DIM), dtype=torch.float16, pin_memory=True) for _ in range(2)]
 
     # -------------------------------------------------------------- main thread
     def add(self, slot: int, k: int, owner: object) -> None:
@@ -134,7 +149,7 @@ class Batcher:
     def put(self, item: Job | None) -> None:
         """Hand a job (None: the end) to the inference thread, re-raising its error rather
         than blocking forever on the queue of a thread that died."""
-        while self.thread.is_alive():
+        while not self.serving.done():
             self.check()
             try:
                 self.jobs.put(item, timeout=POLL_S)
@@ -147,7 +162,7 @@ class Batcher:
         """Send the last partial batch, wait until every feature reached the sink."""
         self.dispatch()
         self.put(None)
-        self.thread.join()
+        self.serving.result()
         self.check()
 
     def stop(self) -> None:
@@ -171,8 +186,10 @@ class Batcher:
         else:
             self.stop()
 
-    # -------------------------------------------------------------- inference thread
+    # -------------------------------------------------------------- inference loop
     def serve(self) -> None:
+        """The inference loop, on the extractor's thread, until close() or stop()."""
+        cpu0 = time.thread_time()
         try:
             device_ctx = torch.cuda.device(self.extractor.device) if self.cuda else contextlib.nullcontext()
             stream_ctx = torch.cuda.stream(self.stream) if self.cuda else contextlib.nullcontext()
@@ -191,19 +208,23 @@ class Batcher:
                 if running is not None and not self.slots.stopped.is_set():
                     self.finish(running)
         except BaseException as e:  # handed to the main thread, which re-raises it
-            e.add_note("(raised on stage one's inference thread)")
             self.error = e
             self.slots.stopped.set()
+            log.error("stage one's inference loop stopped: %s: %s", type(e).__name__, e)
+        finally:
+            # CPU seconds of this loop: near its wall time would mean it spins while the GPU works
+            self.timings["inference_cpu"] = time.thread_time() - cpu0
 
     def launch(self, job: Job) -> None:
         """Enqueue the batch's copies, the backbone and the copy back; on CUDA, returns at once."""
         ext, n = self.extractor, job.frames
         ext.ready()  # the first batch waits for the background model load here, outside the timings
-        # A compiled model sees one shape only: pad the last, partial batch.
-        rows = self.batch if ext.compiled else n
+        # One shape only on CUDA and for a compiled model: pad a partial batch.
+        rows = self.batch if ext.compiled or self.cuda else n
         job.started = time.perf_counter()
         if self.cuda:
-            start, copied, done = (torch.cuda.Event(enable_timing=True) for _ in range(3))
+            # blocking: waiting on `done` sleeps instead of spinning a core the decoders need
+            start, copied, done = (torch.cuda.Event(enable_timing=True, blocking=True) for _ in range(3))
             start.record()
             x = torch.empty((rows, self.size, self.size, 3), dtype=torch.uint8, device=ext.device)
             off = 0

@@ -66,6 +66,7 @@ class BenchConfig:
     rounds: int = 2  # rounds of ceiling, end to end and baseline, alternating; the best of each counts
     train_epochs: int = 50  # LSTM epochs timed; fewer are scaled to 50 and labelled so
     skip_train: bool = False
+    devices: str = ""  # also end to end with DEVICES= (one backbone process per entry), e.g. cuda:0,cuda:0
     clips_dir: Path | None = None  # default bench/clips
     out: Path | None = None  # default bench/results.json
 
@@ -127,6 +128,10 @@ def run_bench(cfg: BenchConfig, say=print) -> dict:
         rounds["baseline"].append(measure_baseline(paths[: cfg.baseline_clips], cfg, device, baseline_model))
     for part, runs in rounds.items():
         results[part] = max(runs, key=lambda run: run["videos_per_s"]) | {"rounds_videos_per_s": [run["videos_per_s"] for run in runs]}
+    if cfg.devices:
+        say(f"    stage one end to end with DEVICES={cfg.devices} ...")
+        with tempfile.TemporaryDirectory(prefix="vidstore-bench-") as tmp:
+            results["end_to_end_devices"] = measure_end_to_end(cfg, csv, Path(tmp), devices=cfg.devices) | {"devices": cfg.devices}
     say("4/5 backbone alone ...")
     results["backbone"] = measure_backbone(cfg, device, precision)
     if cfg.compile:
@@ -173,13 +178,15 @@ def prepare_clips(cfg: BenchConfig, say=print) -> tuple[list[Path], Path]:
 
 
 # ---------------------------------------------------------------- measurements
-def measure_end_to_end(cfg: BenchConfig, csv: Path, tmp: Path) -> dict:
-    """extract_features with the project's defaults on the bench clips, into a temp store."""
+def measure_end_to_end(cfg: BenchConfig, csv: Path, tmp: Path, devices: str = "") -> dict:
+    """extract_features with the project's defaults on the bench clips, into a temp store
+    (with `devices`, one backbone process per listed device, sharing the decoders)."""
     from .extract import extract_features
 
     ecfg = ExtractConfig(dataset="csv", data_dir=csv, features_root=tmp / "store", name="bench", frames=cfg.frames,
                          image_size=cfg.size, weights="random", device=cfg.device, workers=cfg.workers,
-                         gpu_batch=cfg.gpu_batch, precision=cfg.precision)
+                         gpu_batch=cfg.gpu_batch, precision=cfg.precision,
+                         devices=tuple(d.strip() for d in devices.split(",") if d.strip()))
     s = extract_features(ecfg, quiet=True)
     videos = s.computed + s.failed
     t = dict(s.timings)
@@ -220,7 +227,12 @@ def measure_decode_ceiling(paths: list[Path], cfg: BenchConfig) -> dict:
 
 
 def time_backbone(extractor: FeatureExtractor, x: torch.Tensor, seconds: float) -> float:
-    """images/s of extractor.embed on the device-resident uint8 batch x, after 2 warm-up calls."""
+    """images/s of extractor.embed on the device-resident uint8 batch x, after 2 warm-up
+    calls, on the extractor's own thread (as stage one runs it)."""
+    return extractor.submit(time_embed, extractor, x, seconds).result()
+
+
+def time_embed(extractor: FeatureExtractor, x: torch.Tensor, seconds: float) -> float:
     sync = (lambda: torch.cuda.synchronize(extractor.device)) if extractor.device.type == "cuda" else (lambda: None)
     with torch.inference_mode():
         for _ in range(2):  # cuDNN picks its kernels (cudnn.benchmark) on the first call
@@ -268,12 +280,15 @@ def measure_compile(cfg: BenchConfig, device: torch.device, precision: str, resu
     """
     ext = FeatureExtractor(RANDOM_WEIGHTS, str(device), precision, compile=True)
     x = torch.randint(0, 256, (cfg.gpu_batch, cfg.size, cfg.size, 3), dtype=torch.uint8).to(device)
-    t0 = time.perf_counter()
-    with torch.inference_mode():
-        ext.embed(x)
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-    compile_s = time.perf_counter() - t0
+    def first_call() -> float:
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            ext.embed(x)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+        return time.perf_counter() - t0
+
+    compile_s = ext.submit(first_call).result()
     compiled = time_backbone(ext, x, cfg.backbone_seconds)
     eager = results["backbone"]["images_per_s"]
     decode_s = 1 / results["decode_ceiling"]["videos_per_s"]
@@ -340,14 +355,17 @@ def measure_baseline(paths: list[Path], cfg: BenchConfig, device: torch.device, 
             reader = "ffmpeg"
     frames = 0
     t0 = time.perf_counter()
-    with torch.no_grad():
+    # PyTorch's defaults, as the seed code ran: no cuDNN benchmark (stage one switches it
+    # on process-wide), and cuDNN may run the "fp32" convolutions as TF32 on Ampere and later.
+    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=True):
         for path in paths:
             for frame in read_all_frames(path, reader):
                 model(seed_preprocess(frame, cfg.size, cfg.resize, device)).cpu().numpy()
                 frames += 1
     wall = time.perf_counter() - t0
     return {"videos_per_s": len(paths) / wall, "images_per_s": frames / wall, "clips": len(paths), "frames": frames,
-            "seconds": wall, "reader": reader, "size": cfg.size}
+            "seconds": wall, "reader": reader, "size": cfg.size,
+            "precision": "fp32 weights; on CUDA, PyTorch's defaults: cuDNN convolutions may use TF32, no cudnn.benchmark"}
 
 
 def measure_training(cfg: BenchConfig, device: torch.device) -> dict:
@@ -400,6 +418,8 @@ def profile_lines(e2e: dict, workers: int) -> list[str]:
         f"  backbone (inference)         {t.get('backbone', 0):8.2f} s  {pct(t.get('backbone', 0))} busy",
         f"  features to shards           {t.get('scatter', 0):8.2f} s  {pct(t.get('scatter', 0))}",
         f"  shard writes (writer thread) {t['write']:8.2f} s  {pct(t['write'])}",
+        f"  inference loop's own CPU     {t.get('inference_cpu', 0):8.2f} s  {pct(t.get('inference_cpu', 0))} "
+        f"(on CUDA: launching and scattering, asleep while the GPU works; on a CPU the backbone runs here)",
         f"  waiting: inference thread for frames {t.get('starved', 0):.2f} s, main thread for decoders {t['wait']:.2f} s, "
         f"for the backbone {t.get('feed_wait', 0):.2f} s",
     ]
@@ -426,6 +446,10 @@ def format_report(r: dict) -> str:
          f"{base['images_per_s']:.3g} images/s; every frame, fp32, batch 1, {base['reader']}; {base['clips']} clip(s)"),
     ]
     rows.append(train_row(tr))
+    if r.get("end_to_end_devices"):
+        d = r["end_to_end_devices"]
+        rows.append((f"end to end, DEVICES={d['devices']}", f"{d['videos_per_s']:.3g} videos/s",
+                     f"one backbone process per device; {d['videos']} videos in {d['seconds']:.1f} s"))
     for i, part in enumerate((e2e, ceil, None, base)):
         if part and len(part.get("rounds_videos_per_s", [])) > 1:
             a, b, c = rows[i]

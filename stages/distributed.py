@@ -18,8 +18,9 @@ only the attempt whose result reached the driver is ever renamed and committed. 
 second commit of the same index is ignored by `store.commit_shard`, so no video is
 stored twice. A concurrent local run sees the driver's claims and helps elsewhere.
 
-The cluster: `SCHEDULER=local:N` starts `distributed.LocalCluster` with N single-thread
-worker processes on 127.0.0.1; `SCHEDULER=tcp://host:8786` connects to a running one.
+The cluster: `SCHEDULER=local:N` starts N single-thread worker processes on 127.0.0.1
+(on a machine with GPUs, each sees one of them, dealt round-robin, as `cuda`);
+`SCHEDULER=tcp://host:8786` connects to a running one.
 GPU clusters follow dask-cuda: one worker process per GPU, each seeing its GPU as
 `cuda` through CUDA_VISIBLE_DEVICES (`dask cuda worker`, or one `dask worker` per GPU),
 and advertising `--resources GPU=1`; when workers advertise GPUs, tasks ask for one,
@@ -41,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import torch
 from tqdm import tqdm
 
 from pipeline import store
@@ -49,7 +51,7 @@ from pipeline.datasets import VideoRecord
 
 from .backbone import FeatureExtractor, WeightsError, WeightsSpec, file_identity, resolve_weights
 from .decode import check_ffmpeg
-from .extract import Prepared, Summary, claim_uncommitted, committed_indices, run_shards
+from .extract import Prepared, Summary, backbone_batch, claim_uncommitted, committed_indices, run_shards
 
 
 RETRIES = 2  # re-runs of a task that raised (a worker's death is rescheduled by Dask on top)
@@ -108,7 +110,9 @@ def compute_shard(job: ShardJob, workers_per_host: dict[str, int]) -> dict:
     host = worker_host()
     cfg = job.cfg.replace(workers=decoders_here(job.cfg, workers_per_host.get(host, 1)))
     job = dataclasses.replace(job, cfg=cfg)
-    extractor = cached_extractor(job.weights, worker_device(cfg.device, host), job.identity.precision, cfg.compile)
+    device = worker_device(cfg.device, host)
+    warm_up = (backbone_batch(cfg, torch.device(device)), cfg.image_size)
+    extractor = cached_extractor(job.weights, device, job.identity.precision, cfg.compile, warm_up)
     staged = job.set_dir / staged_name(job.index)
     written: dict = {}
 
@@ -146,8 +150,6 @@ def decoders_here(cfg: ExtractConfig, siblings: int) -> int:
 
 def worker_device(device: str, host: str) -> str:
     """The torch device of this worker: its one visible GPU (dask-cuda style) or the CPU."""
-    import torch
-
     if device == "cpu":
         return "cpu"
     if torch.cuda.is_available():
@@ -160,13 +162,17 @@ def worker_device(device: str, host: str) -> str:
                       f"start GPU workers with `dask cuda worker` (or CUDA_VISIBLE_DEVICES=k dask worker ...)")
 
 
-def cached_extractor(spec: WeightsSpec, device: str, precision: str, compile: bool) -> FeatureExtractor:
-    """One backbone per worker process, built by its first task and kept for the next ones."""
-    key = (spec.identity, device, precision, compile)
+def cached_extractor(spec: WeightsSpec, device: str, precision: str, compile: bool,
+                     warm_up: tuple[int, int] | None = None) -> FeatureExtractor:
+    """One backbone per worker process, built (and warmed up) by its first task and kept
+    for the next ones, with its thread: the cuDNN kernels chosen once serve every task."""
+    key = (spec.identity, device, precision, compile, warm_up)
     with _EXTRACTORS_LOCK:
         if key not in _EXTRACTORS:
-            _EXTRACTORS.clear()  # a GPU holds one backbone at a time; a new run drops the old one
-            _EXTRACTORS[key] = FeatureExtractor(weights_here(spec), device, precision, compile)
+            for old in _EXTRACTORS.values():  # a GPU holds one backbone at a time; a new run drops the old one
+                old.close()
+            _EXTRACTORS.clear()
+            _EXTRACTORS[key] = FeatureExtractor(weights_here(spec), device, precision, compile, warm_up=warm_up)
         return _EXTRACTORS[key]
 
 
@@ -200,10 +206,43 @@ def parse_local(scheduler: str) -> int:
     return int(n)
 
 
-def connect(scheduler: str, say: Callable[[str], None]):
+def local_gpus(device: str) -> list[str]:
+    """The GPUs a local cluster's workers share out: CUDA_VISIBLE_DEVICES's entries, or 0..n-1.
+
+    None for DEVICE=cpu, or where this machine has no CUDA device.
+    """
+    if device == "cpu":
+        return []
+    count = torch.cuda.device_count()  # NVML's count: no CUDA context in the driver
+    if not count:
+        return []
+    visible = [v.strip() for v in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if v.strip()]
+    return visible[:count] if visible else [str(k) for k in range(count)]
+
+
+def start_local_cluster(n: int, gpus: list[str]):
+    """N single-thread worker processes on 127.0.0.1; with GPUs, dask-cuda style.
+
+    Worker k sees GPU gpus[k % len(gpus)] alone, as `cuda` (CUDA_VISIBLE_DEVICES set by
+    its nanny before the process starts), and advertises GPU=1, so tasks spread over all
+    of the machine's GPUs instead of all landing on cuda:0.
+    """
+    from distributed import LocalCluster, Nanny, Scheduler, SpecCluster
+
+    if not gpus:
+        return LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
+                            dashboard_address=None, silence_logs=logging.ERROR)
+    workers = {k: {"cls": Nanny, "options": {"nthreads": 1, "host": "127.0.0.1", "silence_logs": logging.ERROR,
+                                              "env": {"CUDA_VISIBLE_DEVICES": gpus[k % len(gpus)]}, "resources": {"GPU": 1}}}
+               for k in range(n)}
+    scheduler = {"cls": Scheduler, "options": {"host": "127.0.0.1", "dashboard_address": None}}
+    return SpecCluster(workers=workers, scheduler=scheduler, silence_logs=logging.ERROR)
+
+
+def connect(scheduler: str, say: Callable[[str], None], device: str = "auto"):
     """(client, cluster or None) for SCHEDULER=local:N or tcp://host:port."""
     try:
-        from distributed import Client, LocalCluster
+        from distributed import Client
     except ImportError:
         raise ConfigError(f"--scheduler {scheduler!r} needs dask.distributed: pip install 'vidstore[dask]'") from None
     if not logging.getLogger().isEnabledFor(logging.DEBUG):
@@ -211,9 +250,10 @@ def connect(scheduler: str, say: Callable[[str], None]):
         logging.getLogger("distributed").setLevel(logging.ERROR)
     if scheduler.startswith("local:"):
         n = parse_local(scheduler)
-        say(f"dask: starting a local cluster of {n} worker process(es) on 127.0.0.1")
-        cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True, host="127.0.0.1",
-                               dashboard_address=None, silence_logs=logging.ERROR)
+        gpus = local_gpus(device)
+        say(f"dask: starting a local cluster of {n} worker process(es) on 127.0.0.1"
+            + (f", each with one of GPU(s) {','.join(gpus)}" if gpus else ""))
+        cluster = start_local_cluster(n, gpus)
         return Client(cluster), cluster
     try:
         return Client(scheduler, timeout=CONNECT_TIMEOUT), None
@@ -237,7 +277,7 @@ def describe_cluster(workers: dict[str, dict]) -> str:
 # ---------------------------------------------------------------- the driver
 def extract_on_dask(p: Prepared, summary: Summary, say: Callable[[str], None]) -> None:
     """Compute every uncommitted shard of `p` on the Dask cluster named by p.cfg.scheduler."""
-    client, cluster = connect(p.cfg.scheduler, say)
+    client, cluster = connect(p.cfg.scheduler, say, p.cfg.device)
     try:
         try:
             client.wait_for_workers(1, timeout=WORKER_TIMEOUT)

@@ -34,7 +34,7 @@ import torch
 from tqdm import tqdm
 
 from pipeline import store
-from pipeline.config import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD, SCHEMA_VERSION, ExtractConfig, FeatureIdentity
+from pipeline.config import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD, SCHEMA_VERSION, ConfigError, ExtractConfig, FeatureIdentity
 from pipeline.datasets import Dataset, VideoRecord, load_dataset
 
 from .backbone import FeatureExtractor, WeightsSpec, resolve_device, resolve_precision, resolve_weights
@@ -106,6 +106,11 @@ def compute_precision(cfg: ExtractConfig) -> str:
     if cfg.scheduler and device.startswith("cuda"):
         # On Dask the GPUs are the workers'; the driver (a login node) may have none.
         return resolve_precision(cfg.precision, torch.device("cuda"))
+    if cfg.scheduler and not cfg.scheduler.startswith("local:") and device == "auto" and cfg.precision == "auto":
+        # The precision is part of the feature-set id, fixed before any worker is asked what
+        # it has; this driver's own device says nothing about a remote cluster's.
+        raise ConfigError(f"--device (DEVICE=) auto with --scheduler {cfg.scheduler}: say what the workers run on, "
+                          f"DEVICE=cuda (GPU workers, fp16) or DEVICE=cpu (fp32), or set PRECISION=")
     return resolve_precision(cfg.precision, resolve_device(device))
 
 
@@ -529,6 +534,11 @@ def device_worker(p: Prepared, k: int) -> Summary:
         if not msg.startswith(("helping:", "waiting:")):  # siblings sharing shards is the plan, not news
             print(f"[{p.cfg.device} #{k}] {msg}", file=sys.stderr, flush=True)
 
+    device = torch.device(p.cfg.device)
+    if device.type == "cuda" and device.index is not None:
+        # This process's current device, before anything touches CUDA: pinned host memory
+        # and contexts go to its GPU, not to cuda:0 (which EXCLUSIVE_PROCESS would refuse).
+        torch.cuda.set_device(device)
     summary = Summary(p.identity.id, p.set_dir)
     extract_here(p, summary, say, show_progress=False)
     return summary

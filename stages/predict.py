@@ -15,12 +15,17 @@ import torch
 from . import evaluate
 
 
-def stage_one(run_config: dict) -> Callable[[Path], tuple[np.ndarray, int]]:
-    """A function: video path -> (features (T, D) float16 zero-padded, valid frames), with the run's settings."""
+def stage_one(run_config: dict, device: torch.device) -> Callable[[Path], tuple[np.ndarray, int]]:
+    """A function: video path -> (features (T, D) float16 zero-padded, valid frames), with the
+    run's extraction settings, on `device` (not the one the set was made on: a set made on
+    cuda:0 serves predictions on a CPU machine). On a GPU at the set's precision; on a CPU
+    in fp32, within fp16 noise of the stored features either way."""
     from .extract import config_from_manifest, extract_video
 
     fs = run_config["feature_sets"][0]
-    cfg, spec = config_from_manifest({"config": fs["config"], "identity": fs["identity"]})
+    precision = fs["identity"]["precision"] if device.type == "cuda" else "fp32"
+    cfg, spec = config_from_manifest({"config": fs["config"], "identity": fs["identity"]},
+                                     device=str(device), precision=precision)
     return lambda path: extract_video(path, cfg, spec)
 
 
@@ -37,7 +42,7 @@ def predict(video_path: Path | str, run_dir: Path | str, top: int = 5, device: s
     dev = resolve_device(device)
     loaded = [evaluate.load_run(d, dev) for d in evaluate.run_dirs(Path(run_dir))]
     config = loaded[0][1]
-    features, length = stage_one(config)(video_path)
+    features, length = stage_one(config, dev)(video_path)
     want = (config["model"]["frames"], config["model"]["input_dim"])
     if features.shape != want:
         raise ValueError(f"stage one gave features of shape {features.shape} for {video_path}, the run expects {want}")

@@ -61,6 +61,8 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[torch.dtype
         return None, torch.float32
     if precision == "fp16" and device.type != "cuda":
         raise ConfigError("--precision fp16: only on CUDA; use bf16 or fp32 on CPU")
+    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported(including_emulation=False):
+        raise ConfigError(f"--precision bf16: {torch.cuda.get_device_name(device)} has no native bf16; use fp16 or fp32")
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return dtype, dtype
 
@@ -204,6 +206,29 @@ class Fit:
     seconds: float = 0.0
 
 
+def train_step(model: torch.nn.Module, params: list[torch.Tensor], x: torch.Tensor, lengths: torch.Tensor, y: torch.Tensor,
+               opt: torch.optim.Optimizer, sched, scaler: torch.amp.GradScaler, cfg: TrainConfig,
+               autocast_dtype: torch.dtype | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One optimiser step on x (B, T, D), lengths (B,), labels y (B,).
+
+    Returns (mean loss, correct predictions) as 0-d tensors on the device. Nothing here
+    waits for the GPU (fused AdamW takes the GradScaler's inf check on the device), so
+    the host queues step after step; tests/test_gpu.py runs it under CUDA's sync check.
+    """
+    with torch.autocast(x.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+        logits = model.classify(x, lengths)
+    loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+    opt.zero_grad(set_to_none=True)
+    scaler.scale(loss).backward()
+    if cfg.clip_grad:
+        scaler.unscale_(opt)
+        torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
+    scaler.step(opt)
+    scaler.update()
+    sched.step()
+    return loss.detach(), (logits.detach().argmax(1) == y).sum()
+
+
 def train_one_epoch(model: torch.nn.Module, part, opt: torch.optim.Optimizer, sched, scaler: torch.amp.GradScaler,
                     cfg: TrainConfig, batch: int, device: torch.device, autocast_dtype: torch.dtype | None,
                     generator: torch.Generator, desc: str) -> tuple[float, float]:
@@ -216,19 +241,9 @@ def train_one_epoch(model: torch.nn.Module, part, opt: torch.optim.Optimizer, sc
     hits = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
     for step, (x, lengths, y, _) in enumerate(part.batches(batch, shuffle=True, generator=generator)):
-        with torch.autocast(device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            logits = model.classify(x, lengths)
-        loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-        opt.zero_grad(set_to_none=True)
-        scaler.scale(loss).backward()
-        if cfg.clip_grad:
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(params, cfg.clip_grad)
-        scaler.step(opt)
-        scaler.update()
-        sched.step()
-        loss_sum += loss.detach() * len(y)
-        hits += (logits.detach().argmax(1) == y).sum()
+        loss, hit = train_step(model, params, x, lengths, y, opt, sched, scaler, cfg, autocast_dtype)
+        loss_sum += loss * len(y)
+        hits += hit
         seen += len(y)
         bar.update(len(y))
         if cfg.progress and (device.type == "cpu" or step % 20 == 0):  # .item() syncs a GPU: not every step

@@ -1,5 +1,6 @@
 """The batcher: features reach the right video and frame across batch boundaries, a compiled
 model always sees full batches, and a failing backbone stops everyone instead of hanging."""
+import concurrent.futures as cf
 import time
 
 import numpy as np
@@ -16,6 +17,10 @@ class FakeExtractor:
 
     def __init__(self, compiled=False, fail=False):
         self.device, self.compiled, self.fail, self.shapes = torch.device("cpu"), compiled, fail, []
+        self.runner = cf.ThreadPoolExecutor(1)
+
+    def submit(self, fn, *args):
+        return self.runner.submit(fn, *args)
 
     def ready(self):
         pass

@@ -29,9 +29,10 @@ def tree(tmp_path_factory) -> Path:
 
 
 def run_features(tmp_path: Path, *args: str, data_dir: Path | None = None, dataset: str = "folder"):
-    """Invoke `features` in-process; returns (result, store root)."""
+    """Invoke `features` in-process, on the CPU unless ARGS name another --device (the last one wins); returns (result, store root)."""
     root = tmp_path / "store"
-    argv = ["features", "--dataset", dataset, "--features-root", str(root), "--weights", "random", "--size", "32", "--frames", "2"]
+    argv = ["features", "--dataset", dataset, "--features-root", str(root), "--weights", "random", "--size", "32", "--frames", "2",
+            "--device", "cpu"]
     if data_dir is not None:
         argv += ["--data-dir", str(data_dir)]
     return CliRunner().invoke(cli, argv + list(args)), root
@@ -77,7 +78,7 @@ def test_unknown_model_in_stage_two_is_rejected(tmp_path):
     commands = cli.list_commands(None)
     if "train" not in commands:
         pytest.skip("stage two's `train` command is not in the CLI yet")
-    result = CliRunner().invoke(cli, ["train", "--model", "resnet9000", "--features-root", str(tmp_path)])
+    result = CliRunner().invoke(cli, ["train", "--model", "resnet9000", "--features-root", str(tmp_path), "--device", "cpu"])
     assert result.exit_code == 2 and "--model" in result.output and "resnet9000" in result.output, result.output
 
 
@@ -105,14 +106,16 @@ def test_a_features_root_that_cannot_be_a_directory_names_the_option(tree, tmp_p
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
     result = CliRunner().invoke(cli, ["features", "--dataset", "folder", "--data-dir", str(tree), "--features-root",
-                                      str(blocker / "store"), "--weights", "random", "--size", "32", "--frames", "2"])
+                                      str(blocker / "store"), "--weights", "random", "--size", "32", "--frames", "2",
+                                      "--device", "cpu"])
     assert result.exit_code == 1 and "--features-root (FEATURES_ROOT=): cannot write the feature set" in result.output, result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
 
 
 def test_errors_reach_the_user_as_one_line_from_the_real_command(tmp_path):
     """The same through `python -m pipeline` (what the Makefile runs): exit 2, no traceback."""
-    r = subprocess.run([sys.executable, "-m", "pipeline", "features", "--frames", "0", "--features-root", str(tmp_path / "store")],
+    r = subprocess.run([sys.executable, "-m", "pipeline", "features", "--frames", "0", "--features-root", str(tmp_path / "store"),
+                        "--device", "cpu"],
                        capture_output=True, text=True, cwd=REPO, timeout=120)
     assert r.returncode == 2 and "--frames (FRAMES=)" in r.stderr and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "store").exists()
@@ -144,7 +147,8 @@ def test_a_valid_resnet50_state_dict_works_and_its_sha256_names_the_feature_set(
     b = tmp_path / "b.pth"
     wrapped = {"state_dict": {f"module.{k}": v for k, v in torchvision.models.resnet50().state_dict().items()}}
     torch.save(wrapped, b)  # a DataParallel checkpoint in a wrapper: accepted too
-    cfg = ExtractConfig(dataset="folder", data_dir=tree, features_root=tmp_path / "store", weights=str(a), image_size=32, frames=2)
+    cfg = ExtractConfig(dataset="folder", data_dir=tree, features_root=tmp_path / "store", weights=str(a), image_size=32, frames=2,
+                        device="cpu")
     summary = extract_features(cfg, quiet=True)
     manifest = store.load_manifest(summary.set_dir)
     assert manifest["complete"] and manifest["num_stored"] == 2
@@ -154,10 +158,10 @@ def test_a_valid_resnet50_state_dict_works_and_its_sha256_names_the_feature_set(
 
 
 def test_a_missing_run_or_video_says_what_is_missing_without_a_usage_banner(tmp_path):
-    result = CliRunner().invoke(cli, ["evaluate", "--run", str(tmp_path / "no-run")])
+    result = CliRunner().invoke(cli, ["evaluate", "--run", str(tmp_path / "no-run"), "--device", "cpu"])
     assert result.exit_code == 1 and "Usage:" not in result.output, result.output
     assert f"--run (RUN=): no checkpoint.pt in {tmp_path / 'no-run'}" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
-    result = CliRunner().invoke(cli, ["predict", str(tmp_path / "no.avi"), "--run", str(tmp_path / "no-run")])
+    result = CliRunner().invoke(cli, ["predict", str(tmp_path / "no.avi"), "--run", str(tmp_path / "no-run"), "--device", "cpu"])
     assert result.exit_code == 1 and "Usage:" not in result.output, result.output
     assert str(tmp_path / "no") in result.output

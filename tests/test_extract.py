@@ -27,7 +27,7 @@ SIZE = 32
 @pytest.fixture(scope="module")
 def ucf_cfg(ucf_tree, weights_file, tmp_path_factory):
     return ExtractConfig(dataset="ucf101", data_dir=ucf_tree, features_root=tmp_path_factory.mktemp("store"),
-                         weights=str(weights_file), image_size=SIZE, shard_size=4, workers=2)
+                         weights=str(weights_file), image_size=SIZE, shard_size=4, workers=2, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -108,7 +108,7 @@ def test_interrupted_run_resumes_only_the_missing_shards(ucf_cfg, ucf_set, tmp_p
     cfg = ucf_cfg.replace(features_root=tmp_path / "store", shard_size=2, workers=1)
     args = [sys.executable, "-m", "pipeline", "features", "--dataset", "ucf101", "--data-dir", str(cfg.data_dir),
             "--features-root", str(cfg.features_root), "--weights", cfg.weights, "--size", str(SIZE),
-            "--shard-size", "2", "--workers", "1"]
+            "--shard-size", "2", "--workers", "1", "--device", "cpu"]
     proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     manifests = lambda: list((tmp_path / "store").glob("*/*/manifest.json"))
     deadline = time.monotonic() + 120

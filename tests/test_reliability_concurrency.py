@@ -93,7 +93,7 @@ def test_two_runs_at_once_share_the_work_while_a_reader_sees_only_committed_shar
             assert re.search(r"^(helping|waiting|reusing)", run.stderr, re.M), run.stderr[-3000:]
     # A third run, once the set is complete, reuses it and says so.
     cfg = ExtractConfig(dataset="folder", data_dir=root, features_root=features_root, weights="random", image_size=32, frames=4,
-                        shard_size=SHARD_SIZE)
+                        shard_size=SHARD_SIZE, device="cpu")
     again = extract_features(cfg)
     assert again.reused_set and again.computed == 0 and again.set_dir == set_dir
     assert "reusing feature set" in capfd.readouterr().err
@@ -117,7 +117,7 @@ def test_a_claim_held_by_a_killed_process_is_taken_over(tree, tmp_path):
     cmd = features_cmd(root, features_root, shard_size=4)
     # Open the feature set the command will work on (and learn its directory), computing nothing.
     p = prepare(ExtractConfig(dataset="folder", data_dir=root, features_root=features_root, weights="random", image_size=32,
-                              frames=4, shard_size=4))
+                              frames=4, shard_size=4, device="cpu"))
     open_feature_set(p)
     set_dir = p.set_dir
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(set_dir), "1"], cwd=REPO, stdout=subprocess.PIPE, text=True)
@@ -144,13 +144,14 @@ def test_a_team_with_read_only_access_reuses_a_complete_set():
         base.chmod(0o755)  # reachable by nobody (pytest's own tmp dirs are 0700)
         tree, root = base / "tree", base / "store"
         make_tiny_tree(tree, clips_per_class=1, frames=6)
-        cfg = ExtractConfig(dataset="folder", data_dir=tree, features_root=root, weights="random", image_size=32, frames=2)
+        cfg = ExtractConfig(dataset="folder", data_dir=tree, features_root=root, weights="random", image_size=32, frames=2,
+                            device="cpu")
         set_dir = extract_features(cfg, quiet=True).set_dir
         for p in [base, *base.rglob("*")]:
             p.chmod(0o755 if p.is_dir() else 0o644)  # owned by us: others may read, not write
         before = {p: p.stat().st_mtime_ns for p in set_dir.rglob("*")}
         r = run_cli_as_nobody(["features", "--dataset", "folder", "--data-dir", str(tree), "--features-root", str(root),
-                               "--weights", "random", "--size", "32", "--frames", "2"])
+                               "--weights", "random", "--size", "32", "--frames", "2", "--device", "cpu"])
         assert r.returncode == 0 and "reusing feature set" in r.stderr, r.stderr[-3000:]
         assert {p: p.stat().st_mtime_ns for p in set_dir.rglob("*")} == before
     finally:

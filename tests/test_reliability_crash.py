@@ -212,7 +212,7 @@ def test_next_run_cleans_up_after_a_crash_and_recomputes_only_what_is_missing(re
     stale = plant_stale_files(set_dir)
     (set_dir / "shard-00005.h5").write_bytes(b"renamed into place, never committed, and not even a shard")
     cfg = ExtractConfig(dataset="folder", data_dir=reference.tree, features_root=tmp_path, weights="random", image_size=32,
-                        frames=4, shard_size=SHARD_SIZE, workers=2)
+                        frames=4, shard_size=SHARD_SIZE, workers=2, device="cpu")
     summary = extract_features(cfg)
     assert summary.set_dir == set_dir and summary.computed == 2 and summary.reused == len(reference.ids) - 2
     assert "removed" in capfd.readouterr().err

@@ -67,7 +67,7 @@ def failures_of(set_dir: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def bad_run(bad_corpus, tmp_path_factory):
     cfg = ExtractConfig(dataset="folder", data_dir=bad_corpus.root, features_root=tmp_path_factory.mktemp("bad-store"),
-                        weights="random", image_size=32, frames=T, shard_size=4, workers=2, timeout=TIMEOUT)
+                        weights="random", image_size=32, frames=T, shard_size=4, workers=2, timeout=TIMEOUT, device="cpu")
     t0 = time.monotonic()
     summary = extract_features(cfg, quiet=True)
     return summary, time.monotonic() - t0
@@ -143,7 +143,8 @@ def test_missing_and_escaping_split_entries_are_reported_and_never_opened(missin
         return decode_video(path, *args, **kwargs)
 
     monkeypatch.setattr(stages.extract, "decode_video", recording_decode)
-    cfg = ExtractConfig(dataset="ucf101", data_dir=root, features_root=tmp_path / "store", weights="random", image_size=32, frames=2)
+    cfg = ExtractConfig(dataset="ucf101", data_dir=root, features_root=tmp_path / "store", weights="random", image_size=32, frames=2,
+                        device="cpu")
     summary = extract_features(cfg, quiet=True)
     reasons = failures_of(summary.set_dir)
     assert reasons[missing].startswith(f"listed in trainlist01.txt but missing: no file at UCF-101/{missing}"), reasons
@@ -161,7 +162,7 @@ def test_an_unreadable_file_fails_with_permission_denied(unreadable_tree):
     try:
         store_dir.chmod(0o777)
         args = ["features", "--dataset", "folder", "--data-dir", str(unreadable_tree.root), "--features-root", str(store_dir),
-                "--weights", "random", "--size", "32", "--frames", "2"]
+                "--weights", "random", "--size", "32", "--frames", "2", "--device", "cpu"]
         r = run_cli_as_nobody(args)
         assert r.returncode == 0, r.stderr[-3000:]
         set_dir = next(store_dir.glob("*/*"))

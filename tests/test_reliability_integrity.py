@@ -31,7 +31,7 @@ SHARD_SIZE = 3
 
 def tiny_cfg(tree: Path, features_root: Path, **kw) -> ExtractConfig:
     return ExtractConfig(**{"dataset": "folder", "data_dir": tree, "features_root": features_root, "weights": "random",
-                            "image_size": 32, "frames": 4, "shard_size": SHARD_SIZE, "workers": 2, **kw})
+                            "image_size": 32, "frames": 4, "shard_size": SHARD_SIZE, "workers": 2, "device": "cpu", **kw})
 
 
 @pytest.fixture(scope="module")
@@ -210,7 +210,7 @@ def test_real_full_disk_is_clear_keeps_committed_data_and_a_rerun_after_freeing_
     filler.write_bytes(b"\0" * (st.f_bavail * st.f_frsize - int(1.5 * shard_bytes) - 24 * 1024))
     result = CliRunner().invoke(cli, ["features", "--dataset", "folder", "--data-dir", str(tree), "--features-root", str(features_root),
                                       "--weights", "random", "--size", "32", "--frames", "4", "--shard-size", str(SHARD_SIZE),
-                                      "--workers", "1"])
+                                      "--workers", "1", "--device", "cpu"])
     assert result.exit_code != 0, result.output
     assert "disk full while writing" in result.output and "free some space" in result.output, result.output
     set_dir = features_root / reference[0].parent.name / reference[0].name
@@ -287,5 +287,5 @@ def test_a_weights_file_that_runs_code_when_unpickled_is_refused_and_never_runs(
         load_state_dict(evil)
     assert not marker.exists()
     result = CliRunner().invoke(cli, ["features", "--dataset", "folder", "--data-dir", str(tmp_path), "--weights", str(evil),
-                                      "--features-root", str(tmp_path / "store")])
+                                      "--features-root", str(tmp_path / "store"), "--device", "cpu"])
     assert result.exit_code != 0 and not marker.exists(), result.output

@@ -22,9 +22,9 @@ from stages.extract import extract_features
 BROKEN = "juggle/clip_01.mp4"
 
 
-def config(tree: Path, root: Path, **kw) -> ExtractConfig:
+def config(tree: Path, root: Path, device: str = "cpu", **kw) -> ExtractConfig:
     return ExtractConfig(dataset="folder", data_dir=tree, features_root=root, name="tree", weights="random",
-                         image_size=32, frames=2, shard_size=2, workers=2, **kw)
+                         image_size=32, frames=2, shard_size=2, workers=2, device=device, **kw)
 
 
 def rows(set_dir: Path) -> dict[str, np.ndarray]:
@@ -100,7 +100,7 @@ def test_a_video_that_fails_again_leaves_the_set_as_it_was(broken_tree, tmp_path
     tree, _ = broken_tree
     root = tmp_path / "store"
     args = ["features", "--dataset", "folder", "--data-dir", str(tree), "--features-root", str(root), "--name", "tree",
-            "--weights", "random", "--size", "32", "--frames", "2", "--shard-size", "2", "--workers", "2"]
+            "--weights", "random", "--size", "32", "--frames", "2", "--shard-size", "2", "--workers", "2", "--device", "cpu"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     set_dir = next((root / "tree").iterdir())

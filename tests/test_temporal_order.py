@@ -15,13 +15,13 @@ from stages.train import train
 def temporal_features(temporal_tree, tmp_path_factory):
     # Random seeded weights and 64 px keep ResNet-50 cheap on a CPU; T=8 spans the three scenes.
     cfg = ExtractConfig(dataset="ucf101", data_dir=temporal_tree, name="temporal", weights="random", image_size=64,
-                        frames=8, features_root=tmp_path_factory.mktemp("store"))
+                        frames=8, features_root=tmp_path_factory.mktemp("store"), device="cpu")
     return extract_features(cfg, quiet=True).set_dir
 
 
 def run(set_dir, out, model):
     cfg = TrainConfig(dataset="temporal", features=str(set_dir), model=model, split="1", epochs=25, hidden=128, proj=64,
-                      out=out, progress=False, seed=0)
+                      out=out, progress=False, seed=0, device="cpu")
     return train(cfg).runs[0].metrics
 
 

@@ -68,7 +68,7 @@ def temporal_set(tmp_path_factory) -> Path:
 
 def quick(set_dir: Path, out: Path, **kw) -> TrainConfig:
     return TrainConfig(**({"features": str(set_dir), "out": out, "epochs": 12, "hidden": 128, "proj": 64,
-                           "progress": False} | kw))
+                           "progress": False, "device": "cpu"} | kw))
 
 
 @pytest.mark.parametrize("model", ["lstm", "gru"])
@@ -86,7 +86,7 @@ def test_run_directory_holds_every_output_and_evaluate_reproduces_it(tmp_path):
     set_dir = random_set(tmp_path / "features" / "ds" / "set", n=60, t=6, d=16)
     out = tmp_path / "run"
     result = train(TrainConfig(features=str(set_dir), model="attention", out=out, epochs=3, hidden=16, proj=8,
-                               val_fraction=0.25, progress=False))  # groups of 4 in classes of 16: one group each
+                               val_fraction=0.25, device="cpu", progress=False))  # groups of 4 in classes of 16: one group each
     for name in ("config.json", "metrics.json", "predictions.csv", "confusion.png", "curves.png", "checkpoint.pt"):
         assert (out / name).is_file() and (out / name).stat().st_size > 0, name
     metrics = json.loads((out / "metrics.json").read_text())
@@ -99,7 +99,7 @@ def test_run_directory_holds_every_output_and_evaluate_reproduces_it(tmp_path):
     rows = list(csv.DictReader(open(out / "predictions.csv")))
     assert len(rows) == metrics["videos"] and {"video_id", "label", "predicted", "probability", "top5"} <= set(rows[0])
     assert sum(int(r["correct"]) for r in rows) / len(rows) == pytest.approx(metrics["top1"])
-    again = evaluate.evaluate_run(out)
+    again = evaluate.evaluate_run(out, device="cpu")
     assert again["top1"] == pytest.approx(metrics["top1"]) and again["top5"] == pytest.approx(metrics["top5"])
     assert json.loads((out / "metrics.json").read_text())["history"] == metrics["history"]  # kept on re-evaluation
 
@@ -107,17 +107,18 @@ def test_run_directory_holds_every_output_and_evaluate_reproduces_it(tmp_path):
 def test_split_all_trains_each_official_split_and_reports_the_mean(tmp_path):
     set_dir = random_set(tmp_path / "set", n=60, t=5, d=8)
     out = tmp_path / "run"
-    result = train(TrainConfig(features=str(set_dir), model="mean", split="all", out=out, epochs=2, progress=False))
+    result = train(TrainConfig(features=str(set_dir), model="mean", split="all", out=out, epochs=2, device="cpu", progress=False))
     assert [r.split for r in result.runs] == ["1", "2", "3"]
     assert all((out / f"split{k}" / "metrics.json").is_file() for k in (1, 2, 3))
     summary = json.loads((out / "metrics.json").read_text())
     assert summary["mean"]["top1"] == pytest.approx(np.mean([r.metrics["top1"] for r in result.runs]))
-    assert evaluate.evaluate_run(out)["top1"] == pytest.approx(summary["mean"]["top1"])
+    assert evaluate.evaluate_run(out, device="cpu")["top1"] == pytest.approx(summary["mean"]["top1"])
 
 
 def test_validation_is_carved_by_group(tmp_path):
     set_dir = random_set(tmp_path / "set", n=90, t=5, d=8, groups_per_class=6)
-    cfg = TrainConfig(features=str(set_dir), model="mean", out=tmp_path / "run", epochs=1, val_fraction=0.2, progress=False)
+    cfg = TrainConfig(features=str(set_dir), model="mean", out=tmp_path / "run", epochs=1, val_fraction=0.2, device="cpu",
+                      progress=False)
     device = torch.device("cpu")
     data = train_mod.load_data(cfg, device, torch.float32)
     parts = train_mod.make_parts(data, data.splits["1"], cfg, device, torch.float32)
@@ -130,7 +131,7 @@ def test_validation_is_carved_by_group(tmp_path):
 def test_same_seed_same_run(tmp_path):
     set_dir = random_set(tmp_path / "set", n=60, t=6, d=16)
     runs = [train(TrainConfig(features=str(set_dir), model="lstm", out=tmp_path / f"r{k}", epochs=3, hidden=16, proj=8,
-                              seed=7, progress=False)) for k in range(2)]
+                              seed=7, device="cpu", progress=False)) for k in range(2)]
     a, b = (torch.load(r.run_dir / "checkpoint.pt", weights_only=True) for r in runs)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert runs[0].runs[0].metrics["history"][-1]["train_loss"] == runs[1].runs[0].metrics["history"][-1]["train_loss"]
@@ -140,22 +141,25 @@ def test_same_seed_same_run(tmp_path):
 def test_memory_and_streaming_loads_and_precisions(tmp_path, load, precision):
     set_dir = random_set(tmp_path / "set", n=60, t=6, d=16, shard_size=7)
     result = train(TrainConfig(features=str(set_dir), model="lstm", out=tmp_path / "run", epochs=2, hidden=16, proj=8,
-                               load=load, precision=precision, progress=False))
+                               load=load, precision=precision, device="cpu", progress=False))
     config = json.loads((tmp_path / "run" / "config.json").read_text())
-    assert config["load"] == load and (config["precision"] == "float32") == (precision == "fp32")
+    want = "bfloat16" if precision == "auto" and train_mod.cpu_has_native_bf16() else "float32"  # auto on a CPU: bf16 where native
+    assert config["load"] == load and config["precision"] == want
     assert result.runs[0].metrics["videos"] == 12  # group 0 of each class
 
 
 def test_dataset_without_test_split_gets_one_carved_by_group(tmp_path):
     set_dir = random_set(tmp_path / "set", n=60, t=5, d=8, splits="all", groups_per_class=5)
-    result = train(TrainConfig(features=str(set_dir), model="mean", out=tmp_path / "run", epochs=2, progress=False))
+    result = train(TrainConfig(features=str(set_dir), model="mean", out=tmp_path / "run", epochs=2, device="cpu",
+                               progress=False))
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["split"] == "all" and config["parts"]["carved_test"] and result.runs[0].metrics["videos"] > 0
 
 
 def test_compare_prints_and_writes_the_table(tmp_path, capsys):
     set_dir = random_set(tmp_path / "set", n=45, t=5, d=8)
-    cfg = TrainConfig(features=str(set_dir), out=tmp_path / "cmp", epochs=1, hidden=8, layers=1, proj=4, progress=False)
+    cfg = TrainConfig(features=str(set_dir), out=tmp_path / "cmp", epochs=1, hidden=8, layers=1, proj=4, device="cpu",
+                      progress=False)
     rows = evaluate.compare(cfg)
     assert [r["model"] for r in rows] == ["mean", "lstm", "gru", "attention", "fusion", "tcn", "transformer"]
     table = (tmp_path / "cmp" / "compare.txt").read_text()
@@ -179,25 +183,33 @@ def test_predict_runs_stage_one_on_the_clip_and_prints_the_top_classes(temporal_
     seen = {}
     # Stage one itself (ffmpeg + ResNet-50) is exercised end to end by the stage-one tests;
     # here: predict hands it the run's recorded extraction settings and the file.
-    monkeypatch.setattr(extract, "config_from_manifest", lambda manifest: (manifest["config"], "weights-spec"))
+    asked = {}
+
+    def fake_config_from_manifest(manifest, **overrides):
+        asked.update(overrides)
+        return manifest["config"], "weights-spec"
+
+    monkeypatch.setattr(extract, "config_from_manifest", fake_config_from_manifest)
 
     def fake_extract_video(path, cfg, spec):
         seen.update(path=path, cfg=cfg, spec=spec)
         return clip, length
 
     monkeypatch.setattr(extract, "extract_video", fake_extract_video)
-    top = predict.predict(video, out, top=3)
+    top = predict.predict(video, out, top=3, device="cpu")
     manifest = json.loads((temporal_set / "manifest.json").read_text())
     assert seen == {"path": video, "cfg": manifest["config"], "spec": "weights-spec"}
+    assert asked == {"device": "cpu", "precision": "fp32"}  # predict's own device, not the one the set was made on
     assert [name for name, _ in top][0] == "order2" and len(top) == 3
     assert sum(p for _, p in top) <= 1 + 1e-6 and top[0][1] >= top[1][1] >= top[2][1]
     assert "1. order2" in capsys.readouterr().out
     with pytest.raises(FileNotFoundError, match="VIDEO"):
-        predict.predict(tmp_path / "missing.avi", out)
+        predict.predict(tmp_path / "missing.avi", out, device="cpu")
 
 
 def test_time_training_measures_a_run_from_shards(tmp_path):
-    seconds = train_mod.time_training(n=40, n_test=10, t=4, d=16, epochs=2, classes=3, workdir=tmp_path, hidden=8, proj=4)
+    seconds = train_mod.time_training(n=40, n_test=10, t=4, d=16, epochs=2, classes=3, device="cpu",
+                                      workdir=tmp_path, hidden=8, proj=4)
     assert seconds > 0 and not list(tmp_path.iterdir()), "the synthetic set is removed afterwards"
 
 

@@ -1,0 +1,209 @@
+"""`make gpu-check`: what a session lent a GPU machine measures and checks, in one call.
+
+    python3 -m stages.gpu_check [--out FILE] [--wheels .whl] [--budget SECONDS]
+
+The GPU machines of this workplace have torch, torchvision, h5py, numpy and pytest, but
+no ffmpeg and no network, and a lease is minutes long. So this module imports nothing
+but the standard library until its steps run, unpacks the wheels carried in `.whl/`
+(`make gpu-wheels` fetches them here) onto PYTHONPATH, points FFMPEG_BINARY at
+imageio-ffmpeg's static ffmpeg when none is installed, and runs, each in a process of its
+own, within what is left of `--budget`:
+
+    1. bench      `python -m pipeline bench` with the CUDA defaults, plus DEVICES=cuda:0,cuda:0:
+                  end to end, decode ceiling, backbone, baseline, stage two's 50 epochs
+    2. gpu_tests  pytest -m gpu (tests/test_gpu.py and the GPU tests of stage two and Dask)
+    3. cpu_tests  the default suite (`make test`'s selection) on this machine, in parallel
+
+Figures first: a step that would not fit in the time left is skipped and says so. The
+JSON of everything (machine, each step's outcome, seconds, failures, the bench's figures)
+is rewritten after every step, so a lease that ends early still leaves the steps done.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import xml.etree.ElementTree as ET
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+# Each step: (name, seconds it may take at most, seconds it needs at least to be worth starting)
+STEPS = (("bench", 330, 120), ("gpu_tests", 240, 60), ("cpu_tests", 300, 90))
+
+
+def unpack_wheels(wheels: Path, dest: Path) -> list[str]:
+    """Unzip every wheel in `wheels` into `dest` (pure Python and static binaries need no pip)."""
+    names = []
+    for wheel in sorted(wheels.glob("*.whl")):
+        with zipfile.ZipFile(wheel) as z:
+            z.extractall(dest)
+        names.append(wheel.name)
+    for binary in dest.glob("imageio_ffmpeg/binaries/ffmpeg-*"):
+        binary.chmod(0o755)  # zip files keep no mode bits
+    return names
+
+
+def prepared_env(wheels: Path, scratch: Path) -> tuple[dict[str, str], dict]:
+    """The environment every step runs in, and what was done to make it."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    info: dict = {}
+    if wheels.is_dir():
+        lib = scratch / "pylib"
+        lib.mkdir(parents=True, exist_ok=True)
+        info["wheels"] = unpack_wheels(wheels, lib)
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), str(lib), env.get("PYTHONPATH")]))
+        static = sorted(lib.glob("imageio_ffmpeg/binaries/ffmpeg-*"))
+        if not env.get("FFMPEG_BINARY") and not shutil.which("ffmpeg") and static:
+            env["FFMPEG_BINARY"] = str(static[0])
+    else:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    if not env.get("FFPROBE_BINARY") and not shutil.which("ffprobe"):
+        env["VIDSTORE_TESTS_WITHOUT_FFPROBE"] = "1"  # stage one probes with ffmpeg itself
+    info["ffmpeg"] = env.get("FFMPEG_BINARY") or shutil.which("ffmpeg")
+    info["ffprobe"] = shutil.which("ffprobe")
+    return env, info
+
+
+def run_logged(args: list[str], env: dict[str, str], timeout: float, log: Path) -> tuple[int, float]:
+    """Run args, echoing its output and keeping it in `log`; killed (whole group) at `timeout`.
+
+    Returns (exit code, or -9 when killed at the limit; wall seconds).
+    """
+    t0 = time.perf_counter()
+    print(f"\n$ {' '.join(args)}  (limit {timeout:.0f} s)", flush=True)
+    with log.open("w") as out:
+        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True, errors="replace")
+        killed = threading.Event()
+
+        def kill() -> None:
+            killed.set()
+            os.killpg(proc.pid, signal.SIGKILL)
+
+        timer = threading.Timer(timeout, kill)
+        timer.start()
+        try:
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                out.write(line)
+            proc.wait()
+        finally:
+            timer.cancel()
+    return (-9 if killed.is_set() else proc.returncode), time.perf_counter() - t0
+
+
+def junit_outcome(xml: Path) -> dict:
+    """Counts and the failing tests (with the first lines of why) from pytest's JUnit XML."""
+    if not xml.exists():
+        return {"error": "pytest wrote no report"}
+    root = ET.parse(xml).getroot()
+    suite = root if root.tag == "testsuite" else root.find("testsuite")
+    failed, passed, skipped = [], 0, 0
+    for case in suite.iter("testcase"):
+        name = f"{case.get('classname')}::{case.get('name')}"
+        bad = case.find("failure") if case.find("failure") is not None else case.find("error")
+        if bad is not None:
+            failed.append({"test": name, "why": (bad.get("message") or "")[:600], "seconds": float(case.get("time", 0))})
+        elif case.find("skipped") is not None:
+            skipped += 1
+        else:
+            passed += 1
+    return {"passed": passed, "failed": len(failed), "skipped": skipped, "failures": failed}
+
+
+def machine(env: dict[str, str]) -> dict:
+    probe = ("import json, torch, sys; d = torch.cuda.is_available(); print(json.dumps({'python': sys.version.split()[0], "
+             "'torch': torch.__version__, 'cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version(), "
+             "'gpu': torch.cuda.get_device_name() if d else None, 'gpus': torch.cuda.device_count(), "
+             "'bf16': torch.cuda.is_bf16_supported() if d else None}))")
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    info = json.loads(out.stdout) if out.returncode == 0 else {"error": out.stderr[-2000:]}
+    smi = shutil.which("nvidia-smi")
+    if smi:
+        q = subprocess.run([smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                           capture_output=True, text=True, timeout=60)
+        info["nvidia_smi"] = q.stdout.strip()
+    info["cores"] = os.cpu_count()
+    return info
+
+
+def step_bench(env: dict[str, str], out_dir: Path, timeout: float, args: argparse.Namespace) -> dict:
+    results = out_dir / "gpu-check-bench.json"
+    devices = ",".join([args.device if ":" in args.device or args.device == "cpu" else f"{args.device}:0"] * 2)
+    cmd = [sys.executable, "-m", "pipeline", "bench", "--device", args.device, "--devices", devices,
+           "--rounds", str(args.rounds), "--out", str(results)]
+    if args.clips:
+        cmd += ["--clips", str(args.clips)]
+    code, wall = run_logged(cmd, env, timeout, out_dir / "gpu-check-bench.log")
+    outcome = {"exit": code, "seconds": wall}
+    if results.exists():  # written after stage one's figures, and again after stage two's
+        figures = json.loads(results.read_text())
+        keys = ("videos_per_s", "frames_per_s", "decode_ceiling_videos_per_s", "baseline_videos_per_s",
+                "backbone_images_per_s", "train_50_epochs_s", "ratios", "settings", "machine", "end_to_end",
+                "decode_ceiling", "backbone", "baseline", "train", "end_to_end_devices", "notes")
+        outcome["figures"] = {k: figures[k] for k in keys if k in figures}
+    return outcome
+
+
+def step_pytest(selection: str, extra: list[str], env: dict[str, str], out_dir: Path, timeout: float, name: str) -> dict:
+    xml = out_dir / f"gpu-check-{name}.xml"
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", selection, f"--junitxml={xml}", *extra]
+    code, wall = run_logged(cmd, env, timeout, out_dir / f"gpu-check-{name}.log")
+    return {"exit": code, "seconds": wall, "selection": selection} | junit_outcome(xml)
+
+
+def xdist_args(env: dict[str, str], workers: int) -> list[str]:
+    """-n N when pytest-xdist is importable here, else nothing (serial)."""
+    ok = subprocess.run([sys.executable, "-c", "import xdist"], env=env, capture_output=True).returncode == 0
+    return ["-n", str(workers)] if ok else []
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m stages.gpu_check", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "bench") / "gpu-check.json")
+    ap.add_argument("--wheels", type=Path, default=ROOT / ".whl", help="folder of carried wheels (make gpu-wheels)")
+    ap.add_argument("--budget", type=float, default=540.0, help="seconds for all steps together")
+    ap.add_argument("--clips", type=int, default=0, help="bench clips (default: the bench's CUDA default, 2048)")
+    ap.add_argument("--rounds", type=int, default=1, help="bench rounds (a lent machine is not shared: 1)")
+    ap.add_argument("--device", default="cuda", help="the bench's device (cpu: a dry run of this script)")
+    ap.add_argument("--skip", default="", help="comma-separated steps to leave out: bench,gpu_tests,cpu_tests")
+    args = ap.parse_args(argv)
+    deadline = time.monotonic() + args.budget
+    out_dir = args.out.parent
+    out_dir.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="vidstore-gpu-check-"))
+    env, setup = prepared_env(args.wheels, scratch)
+    report: dict = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "setup": setup, "machine": machine(env), "steps": {}}
+    print(json.dumps(report["machine"], indent=1), flush=True)
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    for name, limit, least in STEPS:
+        left = deadline - time.monotonic()
+        if name in skip or left < least:
+            report["steps"][name] = {"skipped": "--skip" if name in skip else f"{left:.0f} s left of the budget, needs {least}"}
+        elif name == "bench":
+            report["steps"][name] = step_bench(env, out_dir, min(limit, left), args)
+        elif name == "gpu_tests":
+            report["steps"][name] = step_pytest("gpu", ["--timeout", "200", *xdist_args(env, 4)], env, out_dir,
+                                                min(limit, left), name)
+        else:
+            report["steps"][name] = step_pytest("not slow and not gpu", xdist_args(env, 12), env, out_dir,
+                                                min(limit, left), name)
+        args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
+        print(f"\n== {name}: {json.dumps({k: v for k, v in report['steps'][name].items() if k != 'figures'}, default=str)[:1500]}",
+              flush=True)
+    shutil.rmtree(scratch, ignore_errors=True)
+    ok = all(s.get("exit", 0) == 0 for s in report["steps"].values())
+    print(f"\nwrote {args.out}: {'all steps passed' if ok else 'SOME STEPS FAILED'}", flush=True)
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,167 @@
+"""The CUDA path, against what a GPU user relies on. Skipped without CUDA (conftest.py).
+
+Each test is built so that the race or mistake it exists for would make it fail:
+more videos than frame slots (slots are reused while the GPU still reads others), a batch
+size that is not a multiple of T (videos straddle batches), several videos per batch,
+fp16 features compared with an independent fp32 CPU forward of the same frames and checked
+finite (assert_allclose alone treats NaN as equal), a compiled model, two processes on one
+GPU, and stage two's step run under CUDA's synchronisation check.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline import store
+from pipeline.config import ExtractConfig, TrainConfig
+from stages import backbone
+from stages.backbone import FeatureExtractor, resolve_weights
+from stages.batching import Batcher
+from stages.decode import decode_video
+from stages.extract import extract_features
+from test_backbone import reference_features
+from test_extract import stored
+
+pytestmark = pytest.mark.gpu
+
+SIZE, T, BATCH, DECODERS = 64, 4, 6, 1
+
+
+def slot_count(batch: int, frames: int, workers: int) -> int:
+    """The batcher's pool (stages/batching.py): 2 x workers + 4 batches of ceil(batch/T)+1 videos."""
+    return 2 * workers + 4 * (-(-batch // frames) + 1)
+
+
+@pytest.fixture(scope="module")
+def gpu_cfg(ucf_tree, weights_file, tmp_path_factory) -> ExtractConfig:
+    return ExtractConfig(dataset="ucf101", data_dir=ucf_tree, features_root=tmp_path_factory.mktemp("gpu-store"),
+                         weights=str(weights_file), image_size=SIZE, frames=T, gpu_batch=BATCH, workers=DECODERS,
+                         shard_size=5, device="cuda")
+
+
+@pytest.fixture(scope="module")
+def gpu_set(gpu_cfg) -> dict:
+    """video_id -> (features (T, D) float16, length, label) of a CUDA run with the fixture's settings."""
+    summary = extract_features(gpu_cfg, quiet=True)
+    assert summary.failed == 0 and store.load_manifest(summary.set_dir)["complete"]
+    return stored(summary.set_dir)
+
+
+@pytest.fixture(scope="module")
+def cpu_reference(gpu_cfg, weights_file) -> dict:
+    """video_id -> fp32 features (T, D) of torchvision's ResNet-50 on the CPU, on frames decoded independently."""
+    from pipeline.datasets import load_dataset
+
+    out = {}
+    for rec in load_dataset(gpu_cfg).records:
+        dec = decode_video(rec.path, T, SIZE, gpu_cfg.resize_to, None, 60.0)
+        assert not dec.error, dec.error
+        out[rec.video_id] = reference_features(weights_file, np.ascontiguousarray(dec.frames))
+    return out
+
+
+def assert_fp16_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    """fp16 compute against fp32: finite, not degenerate, and each frame's vector within 2% (L2)."""
+    got = got.astype(np.float32)
+    assert np.isfinite(got).all(), f"{what}: non-finite features"
+    assert np.abs(want).max() > 0 and np.abs(got).max() > 0, f"{what}: all-zero features"
+    err = np.linalg.norm(got - want, axis=-1) / np.linalg.norm(want, axis=-1)
+    assert err.max() < 2e-2, f"{what}: relative L2 error {err.max():.4f} per frame (fp16 noise is ~1e-3)"
+
+
+def test_the_run_reuses_slots_and_straddles_batches(gpu_cfg, cpu_reference):
+    videos = len(cpu_reference)
+    assert slot_count(BATCH, T, DECODERS) < videos, "the fixture must have more videos than frame slots"
+    assert BATCH % T != 0 and BATCH > T
+
+
+def test_cuda_features_equal_an_fp32_cpu_forward(gpu_set, cpu_reference):
+    assert sorted(gpu_set) == sorted(cpu_reference)
+    for vid, (x, n, _) in gpu_set.items():
+        assert n == T
+        assert_fp16_close(x, cpu_reference[vid], vid)
+
+
+def test_the_same_frames_give_the_same_bits_wherever_they_sit_in_a_batch(weights_file):
+    """One extractor, one shape (partial batches padded), kernels chosen once by the warm-up:
+    five copies of one clip at five different batch offsets (the last batch partial) must
+    give bit-identical features."""
+    spec = resolve_weights(str(weights_file))
+    ext = FeatureExtractor(spec, "cuda", "fp16", warm_up=(BATCH, SIZE))
+    frames = np.random.default_rng(0).integers(0, 256, (T, SIZE, SIZE, 3), dtype=np.uint8)
+    got: dict[int, np.ndarray] = {}
+
+    def sink(owner, first, feats, last):
+        got.setdefault(owner, np.zeros((T, 2048), np.float16))[first : first + len(feats)] = feats
+
+    with Batcher(ext, batch=BATCH, frames=T, size=SIZE, workers=1, sink=sink) as batcher:
+        for video in range(5):  # 20 frames in batches of 6: offsets 0, 4, 2, 0, 4; the last batch has 2 rows
+            slot = batcher.slots.acquire()
+            batcher.slots.arrays[slot][:] = frames
+            batcher.add(slot, T, video)
+    assert batcher.timings["batches"] == 4
+    for video in range(1, 5):
+        np.testing.assert_array_equal(got[video], got[0], err_msg=f"copy {video} differs from copy 0")
+    assert np.isfinite(got[0].astype(np.float32)).all()
+    ext.close()
+
+
+def test_two_processes_on_one_gpu_give_the_same_set(gpu_cfg, gpu_set, cpu_reference, tmp_path):
+    summary = extract_features(gpu_cfg.replace(features_root=tmp_path, devices=("cuda:0", "cuda:0"), workers=2), quiet=True)
+    manifest = store.load_manifest(summary.set_dir)
+    assert manifest["complete"] and manifest["num_stored"] == len(gpu_set)
+    assert summary.set_dir.name == next(iter(stored_dirs(gpu_cfg))).name  # same settings, same id
+    got = stored(summary.set_dir)
+    assert sorted(got) == sorted(gpu_set)
+    for vid, (x, n, _) in got.items():
+        assert_fp16_close(x, cpu_reference[vid], f"{vid} (DEVICES=cuda:0,cuda:0)")
+
+
+def stored_dirs(cfg: ExtractConfig):
+    return (cfg.store_root / cfg.dataset_name).iterdir()
+
+
+def test_training_steps_never_wait_for_the_gpu(tmp_path):
+    """Stage two's step, under torch.cuda.set_sync_debug_mode("error"): any host<->device
+    synchronisation in the batch indexing, the forward, the backward or the optimiser raises."""
+    from stages import train as stage_two
+    from stages.models import build_from_spec
+    from test_reader import random_set
+
+    set_dir = random_set(tmp_path / "set", n=96, t=8, d=64, classes=4)
+    device = torch.device("cuda")
+    cfg = TrainConfig(features=str(set_dir), model="lstm", hidden=32, proj=16, epochs=1, device="cuda", out=tmp_path / "run",
+                      progress=False, clip_grad=1.0)
+    autocast_dtype, data_dtype = stage_two.resolve_precision("auto", device)
+    data = stage_two.load_data(cfg, device, data_dtype)
+    parts = stage_two.make_parts(data, data.splits["1"], cfg, device, data_dtype)
+    model = build_from_spec(stage_two.model_spec(cfg, data.sets[0]), parts.mean, parts.std).to(device)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = stage_two.make_optimizer(model, cfg, device)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
+    scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
+    generator = torch.Generator().manual_seed(0)
+    model.train()
+    batches = list(parts.train.batches(16, shuffle=True, generator=generator))
+    for x, lengths, y, _ in batches[:2]:  # first steps: cuDNN plans, lazy state
+        stage_two.train_step(model, params, x, lengths, y, opt, sched, scaler, cfg, autocast_dtype)
+    torch.cuda.synchronize()
+    torch.cuda.set_sync_debug_mode("error")
+    try:
+        for x, lengths, y, _ in parts.train.batches(16, shuffle=True, generator=generator):
+            loss, hits = stage_two.train_step(model, params, x, lengths, y, opt, sched, scaler, cfg, autocast_dtype)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
+    assert torch.isfinite(loss).item()
+
+
+def test_a_compiled_backbone_on_a_small_batch(gpu_cfg, cpu_reference, tmp_path, monkeypatch):
+    """--compile: every batch padded to one shape; the numbers stay those of the fp32 forward.
+    Compiled in inductor's default mode (the product's max-autotune takes minutes)."""
+    monkeypatch.setattr(backbone, "COMPILE_MODE", "default")
+    summary = extract_features(gpu_cfg.replace(features_root=tmp_path, compile=True, gpu_batch=8), quiet=True)
+    got = stored(summary.set_dir)
+    assert sorted(got) == sorted(cpu_reference)
+    for vid, (x, _, _) in got.items():
+        assert_fp16_close(x, cpu_reference[vid], f"{vid} (compiled)")
