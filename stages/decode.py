@@ -219,12 +219,17 @@ def count_frames(path: Path, timeout: float) -> int:
 # ---------------------------------------------------------------- probing without ffprobe
 def ffmpeg_frame_count(path: Path, timeout: float, decode: bool) -> tuple[int, str, int]:
     """(frames, ffmpeg's stderr, exit status) from one pass over the first video stream:
-    packets copied (decode=False, like ffprobe -count_packets) or frames decoded (True)."""
+    packets copied (decode=False, like ffprobe -count_packets) or frames decoded (True).
+
+    Counted as the lines of the framecrc muxer (one per packet or frame, ~40 bytes each):
+    `-progress` has no frame= line for a stream copy in ffmpeg 7, and framecrc's output
+    has not changed since ffmpeg 0.x.
+    """
     args = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-nostats", "-i", str(path), "-map", "0:v:0",
-            *(() if decode else ("-c", "copy")), "-f", "null", "-progress", "pipe:1", "-"]
+            *(() if decode else ("-c", "copy")), "-f", "framecrc", "-"]
     proc = run_tool(args, timeout, "ffmpeg (probe)")
-    counts = re.findall(rb"^frame=\s*(\d+)", proc.stdout, re.M)
-    return (int(counts[-1]) if counts else 0), proc.stderr.decode("utf-8", "replace"), proc.returncode
+    count = sum(1 for line in proc.stdout.splitlines() if line and not line.startswith(b"#"))
+    return count, proc.stderr.decode("utf-8", "replace"), proc.returncode
 
 
 FFMPEG_INPUT = re.compile(r"^Input #0, ([^\n]+?), from", re.M)

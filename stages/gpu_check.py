@@ -9,10 +9,12 @@ but the standard library until its steps run, unpacks the wheels carried in `.wh
 imageio-ffmpeg's static ffmpeg when none is installed, and runs, each in a process of its
 own, within what is left of `--budget`:
 
-    1. bench      `python -m pipeline bench` with the CUDA defaults, plus DEVICES=cuda:0,cuda:0:
-                  end to end, decode ceiling, backbone, baseline, stage two's 50 epochs
-    2. gpu_tests  pytest -m gpu (tests/test_gpu.py and the GPU tests of stage two and Dask)
-    3. cpu_tests  the default suite (`make test`'s selection) on this machine, in parallel
+    1. bench          `python -m pipeline bench` with the CUDA defaults, plus DEVICES=cuda:0,cuda:0:
+                      end to end, decode ceiling, backbone, baseline, stage two's 50 epochs
+    2. train_profile  stage two's training step profiled (stages/train.py profile_steps), at
+                      fp16 and bf16: milliseconds per step, host vs device time, top ops
+    3. gpu_tests      pytest -m gpu (tests/test_gpu.py and the GPU tests of stage two and Dask)
+    4. cpu_tests      the default suite (`make test`'s selection) on this machine, in parallel
 
 Figures first: a step that would not fit in the time left is skipped and says so. The
 JSON of everything (machine, each step's outcome, seconds, failures, the bench's figures)
@@ -36,7 +38,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Each step: (name, seconds it may take at most, seconds it needs at least to be worth starting)
-STEPS = (("bench", 330, 120), ("gpu_tests", 240, 60), ("cpu_tests", 300, 90))
+STEPS = (("bench", 330, 120), ("train_profile", 90, 30), ("gpu_tests", 240, 60), ("cpu_tests", 300, 90))
+PROFILE = """
+import json, sys
+from stages.train import profile_steps
+device = sys.argv[2]
+out = [profile_steps(device, p, **({"batch": 32, "steps": 3} if device == "cpu" else {}))
+       for p in (("fp16", "bf16") if device != "cpu" else ("fp32",))]
+json.dump(out, open(sys.argv[1], "w"), indent=1)
+for r in out:
+    print({k: v for k, v in r.items() if k != "top"})
+    for row in r["top"]:
+        print("   ", row)
+"""
 
 
 def unpack_wheels(wheels: Path, dest: Path) -> list[str]:
@@ -153,9 +167,21 @@ def step_bench(env: dict[str, str], out_dir: Path, timeout: float, args: argpars
     return outcome
 
 
-def step_pytest(selection: str, extra: list[str], env: dict[str, str], out_dir: Path, timeout: float, name: str) -> dict:
+def step_profile(env: dict[str, str], out_dir: Path, timeout: float, device: str) -> dict:
+    results = out_dir / "gpu-check-train-profile.json"
+    code, wall = run_logged([sys.executable, "-c", PROFILE, str(results), device], env, timeout,
+                            out_dir / "gpu-check-train-profile.log")
+    return {"exit": code, "seconds": wall} | ({"profiles": json.loads(results.read_text())} if results.exists() else {})
+
+
+def step_pytest(selection: str, workers: int, extra: list[str], env: dict[str, str], out_dir: Path, timeout: float,
+                name: str) -> dict:
+    """pytest on `workers` processes (when pytest-xdist is there), each with its share of the cores."""
     xml = out_dir / f"gpu-check-{name}.xml"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", selection, f"--junitxml={xml}", *extra]
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", selection, f"--junitxml={xml}",
+           *xdist_args(env, workers), *extra]
+    threads = str(max(1, (os.cpu_count() or 1) // workers))  # torch in every worker would otherwise take all cores
+    env = env | {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     code, wall = run_logged(cmd, env, timeout, out_dir / f"gpu-check-{name}.log")
     return {"exit": code, "seconds": wall, "selection": selection} | junit_outcome(xml)
 
@@ -174,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=0, help="bench clips (default: the bench's CUDA default, 2048)")
     ap.add_argument("--rounds", type=int, default=1, help="bench rounds (a lent machine is not shared: 1)")
     ap.add_argument("--device", default="cuda", help="the bench's device (cpu: a dry run of this script)")
-    ap.add_argument("--skip", default="", help="comma-separated steps to leave out: bench,gpu_tests,cpu_tests")
+    ap.add_argument("--skip", default="", help="comma-separated steps to leave out: bench,train_profile,gpu_tests,cpu_tests")
     args = ap.parse_args(argv)
     deadline = time.monotonic() + args.budget
     out_dir = args.out.parent
@@ -190,12 +216,12 @@ def main(argv: list[str] | None = None) -> int:
             report["steps"][name] = {"skipped": "--skip" if name in skip else f"{left:.0f} s left of the budget, needs {least}"}
         elif name == "bench":
             report["steps"][name] = step_bench(env, out_dir, min(limit, left), args)
+        elif name == "train_profile":
+            report["steps"][name] = step_profile(env, out_dir, min(limit, left), args.device)
         elif name == "gpu_tests":
-            report["steps"][name] = step_pytest("gpu", ["--timeout", "200", *xdist_args(env, 4)], env, out_dir,
-                                                min(limit, left), name)
+            report["steps"][name] = step_pytest("gpu", 4, ["--timeout", "200"], env, out_dir, min(limit, left), name)
         else:
-            report["steps"][name] = step_pytest("not slow and not gpu", xdist_args(env, 12), env, out_dir,
-                                                min(limit, left), name)
+            report["steps"][name] = step_pytest("not slow and not gpu", 8, [], env, out_dir, min(limit, left), name)
         args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
         print(f"\n== {name}: {json.dumps({k: v for k, v in report['steps'][name].items() if k != 'figures'}, default=str)[:1500]}",
               flush=True)

@@ -332,9 +332,13 @@ class RecurrentHead(nn.Module):
 
 
 class AttentionHead(nn.Module):
-    """LSTM outputs -> learned attention pooling over valid frames -> linear.
+    """LSTM outputs -> learned attention pooling over valid frames, beside the last state -> linear.
 
-    score_t = v^T tanh(W o_t + b); weights = softmax over valid t; pooled = sum_t w_t o_t.
+    score_t = v^T tanh(W o_t + b); weights = softmax over valid t; pooled = sum_t w_t o_t;
+    logits = fc([pooled, o_last]). The LSTM is causal, so o_t has seen frames <= t only:
+    pooling alone weighs partial views of the clip, and on the temporal-order set (classes
+    that differ only in scene order) it reached 0.77 top-1 where the LSTM reached 1.0. With
+    the last state beside it, 1.0 (CPU, 20 epochs, seed 0).
     """
 
     def __init__(self, input_dim: int, num_classes: int, hidden: int, layers: int, bidirectional: bool,
@@ -343,15 +347,15 @@ class AttentionHead(nn.Module):
         self.rnn = Recurrent("lstm", input_dim, hidden, layers, bidirectional, dropout, proj)
         self.score = nn.Sequential(nn.Linear(self.rnn.out_dim, hidden // 2), nn.Tanh(), nn.Linear(hidden // 2, 1))
         self.drop = nn.Dropout(dropout)
-        self.fc = nn.Linear(self.rnn.out_dim, num_classes)
+        self.fc = nn.Linear(2 * self.rnn.out_dim, num_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        outputs, _ = self.rnn(x, lengths, outputs=True)
+        outputs, last = self.rnn(x, lengths, outputs=True)
         scores = self.score(outputs).squeeze(-1).float()  # (B, T)
         scores = scores.masked_fill(~valid_mask(lengths, x.shape[1]), float("-inf"))
         weights = scores.softmax(dim=1).to(outputs.dtype)
         pooled = torch.einsum("bt,btf->bf", weights, outputs)
-        return self.fc(self.drop(pooled))
+        return self.fc(self.drop(torch.cat([pooled, last.to(pooled.dtype)], 1)))
 
 
 class FusionHead(nn.Module):

@@ -1,4 +1,6 @@
 """Weights resolution and the backbone's numbers against a plain torchvision forward."""
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -8,16 +10,36 @@ from pipeline.config import ConfigError
 from stages.backbone import FeatureExtractor, WeightsError, resolve_weights
 
 
-def reference_features(weights_file, frames: np.ndarray) -> np.ndarray:
-    """What a user would write by hand: torchvision ResNet-50, fc removed, fp32, Normalize."""
+@functools.lru_cache(maxsize=2)
+def reference_model(weights_file) -> torch.nn.Module:
     model = torchvision.models.resnet50()
     model.load_state_dict(torch.load(weights_file, weights_only=True))
     model.fc = torch.nn.Identity()
-    model.eval()
+    return model.eval()
+
+
+def reference_features(weights_file, frames: np.ndarray) -> np.ndarray:
+    """What a user would write by hand: torchvision ResNet-50, fc removed, fp32, Normalize, on the CPU.
+
+    frames (B, S, S, 3) uint8 -> (B, 2048) float32."""
+    model = reference_model(weights_file)
     x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
     x = torchvision.transforms.functional.normalize(x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     with torch.no_grad():
         return model(x).numpy()
+
+
+def assert_fp16_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    """fp16 compute against fp32, got and want (..., D): finite, not degenerate, each frame's
+    vector within 2% (L2), and frames that are padding in `want` (all zero) zero in `got`."""
+    got = got.astype(np.float32)
+    assert np.isfinite(got).all(), f"{what}: non-finite features"
+    norms = np.linalg.norm(want, axis=-1)
+    pad = norms == 0
+    assert not pad.all() and np.abs(got).max() > 0, f"{what}: all-zero features"
+    assert (got[pad] == 0).all(), f"{what}: padded frames are not zero"
+    err = np.linalg.norm(got - want, axis=-1)[~pad] / norms[~pad]
+    assert err.max() < 2e-2, f"{what}: relative L2 error {err.max():.4f} per frame (fp16 noise is ~1e-3)"
 
 
 def test_features_equal_a_direct_torchvision_forward(weights_file):

@@ -99,14 +99,19 @@ def test_avi_header_gives_exactly_what_ffprobe_says(bad_corpus):
         assert read_avi_header(bad_corpus.root / rel) is None, rel
 
 
-@pytest.fixture
-def no_ffprobe(tmp_path, monkeypatch):
-    """PATH with ffmpeg only, as on a machine with imageio-ffmpeg's static binary."""
+@pytest.fixture(params=["system", "imageio-ffmpeg"])
+def no_ffprobe(request, tmp_path, monkeypatch):
+    """PATH with ffmpeg only: the system's, and imageio-ffmpeg's static build (another
+    ffmpeg major version, as on the GPU machines), with no ffprobe beside it."""
     import shutil
 
+    if request.param == "system":
+        binary = shutil.which("ffmpeg")
+    else:
+        binary = pytest.importorskip("imageio_ffmpeg").get_ffmpeg_exe()
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    (bin_dir / "ffmpeg").symlink_to(shutil.which("ffmpeg"))
+    (bin_dir / "ffmpeg").symlink_to(binary)
     monkeypatch.setenv("PATH", str(bin_dir))
     monkeypatch.delenv("FFPROBE_BINARY", raising=False)
     monkeypatch.delenv("FFMPEG_BINARY", raising=False)
