@@ -227,7 +227,7 @@ def ffmpeg_frame_count(path: Path, timeout: float, decode: bool) -> tuple[int, s
     """
     args = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-nostats", "-i", str(path), "-map", "0:v:0",
             *(() if decode else ("-c", "copy")), "-f", "framecrc", "-"]
-    proc = run_tool(args, timeout, "ffmpeg (probe)")
+    proc = run_tool(args, timeout, "ffmpeg probing")
     count = sum(1 for line in proc.stdout.splitlines() if line and not line.startswith(b"#"))
     return count, proc.stderr.decode("utf-8", "replace"), proc.returncode
 

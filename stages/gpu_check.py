@@ -77,6 +77,10 @@ def prepared_env(wheels: Path, scratch: Path) -> tuple[dict[str, str], dict]:
         static = sorted(lib.glob("imageio_ffmpeg/binaries/ffmpeg-*"))
         if not env.get("FFMPEG_BINARY") and not shutil.which("ffmpeg") and static:
             env["FFMPEG_BINARY"] = str(static[0])
+            # also as `ffmpeg` on PATH, for the tests that make their clips with a plain `ffmpeg`
+            (scratch / "bin").mkdir(exist_ok=True)
+            (scratch / "bin" / "ffmpeg").symlink_to(static[0])
+            env["PATH"] = os.pathsep.join([str(scratch / "bin"), env.get("PATH", "")])
     else:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     if not env.get("FFPROBE_BINARY") and not shutil.which("ffprobe"):

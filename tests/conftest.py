@@ -42,6 +42,18 @@ def pytest_collection_modifyitems(config, items):
         item.add_marker(skip)
 
 
+def without_ffprobe() -> bool:
+    """VIDSTORE_TESTS_WITHOUT_FFPROBE=1: this machine has a static ffmpeg and no ffprobe."""
+    return os.environ.get("VIDSTORE_TESTS_WITHOUT_FFPROBE") == "1"
+
+
+def require_ffprobe() -> str:
+    """ffprobe for a test that checks files with it; skipped (with the reason) where there is none."""
+    if without_ffprobe():
+        pytest.skip("this test checks with ffprobe, and VIDSTORE_TESTS_WITHOUT_FFPROBE=1 says there is none")
+    return synth.require_ffmpeg("ffprobe")
+
+
 @pytest.fixture(scope="session", autouse=True)
 def ffmpeg_installed():
     """Every test needs generated videos: without ffmpeg, fail loudly (never skip) with the fix.
@@ -50,7 +62,7 @@ def ffmpeg_installed():
     static ffmpeg (`make gpu-check` on a GPU machine: imageio-ffmpeg ships no ffprobe, and
     stage one probes with ffmpeg itself there).
     """
-    names = ["ffmpeg"] + ([] if os.environ.get("VIDSTORE_TESTS_WITHOUT_FFPROBE") == "1" else ["ffprobe"])
+    names = ["ffmpeg"] + ([] if without_ffprobe() else ["ffprobe"])
     try:
         for name in names:
             synth.require_ffmpeg(name)
@@ -170,7 +182,7 @@ def unreadable_tree() -> Iterator[UnreadableTree]:
     user, env = None, {}
     if os.geteuid() == 0:
         user = 65534
-        for name in ("ffmpeg", "ffprobe"):
+        for name in ("ffmpeg", "ffprobe")[: 1 if without_ffprobe() else 2]:
             wrapper = base / f"{name}-as-nobody"
             wrapper.write_text(WRAPPER.format(python=sys.executable, uid=user, real=synth.require_ffmpeg(name)))
             wrapper.chmod(0o755)

@@ -4,6 +4,7 @@ import subprocess
 import numpy as np
 import pytest
 
+from pipeline import synth
 from stages.decode import build_decode_args, decode_video, fps_indices, probe, uniform_indices
 
 
@@ -12,7 +13,7 @@ def numbered_clip(tmp_path_factory):
     """48 frames at 12 fps, 96x64; each frame's brightness encodes its index (lossless)."""
     path = tmp_path_factory.mktemp("clip") / "numbered.mkv"
     # geq paints every pixel with 5*N (N = frame number), so a decoded frame names itself.
-    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "color=black:size=96x64:rate=12:duration=4",
+    subprocess.run([synth.require_ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", "color=black:size=96x64:rate=12:duration=4",
                     "-vf", "format=gray,geq=lum='5*N',format=yuv444p", "-c:v", "ffv1", str(path)], check=True)
     return path
 
@@ -66,7 +67,7 @@ def test_decode_args_are_an_argument_list_with_one_thread(numbered_clip):
 
 def test_portrait_video_is_scaled_on_its_shorter_side(tmp_path):
     path = tmp_path / "portrait.avi"
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x112:rate=10:duration=1",
+    subprocess.run([synth.require_ffmpeg(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=64x112:rate=10:duration=1",
                     "-c:v", "mpeg4", str(path)], check=True)
     dec = decode_video(path, frames=3, size=32, resize=40)
     assert dec.error is None and dec.frames.shape == (3, 32, 32, 3)

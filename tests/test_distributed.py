@@ -86,7 +86,10 @@ def assert_same_features(got: dict, want: dict) -> None:
     for vid, (x, n, y, idx) in want.items():
         gx, gn, gy, gidx = got[vid]
         assert (gn, gy) == (n, y) and np.array_equal(gidx, idx), vid
-        assert np.array_equal(gx, x), f"{vid}: max |diff| {np.abs(gx.astype(np.float32) - x).max()}"
+        # Bit for bit where every process runs the backbone with the same number of threads;
+        # oneDNN splits its reductions by thread count (Dask's workers and joblib's processes
+        # run with fewer), which moves a value by at most one fp16 step (seen on a 16-core Xeon).
+        np.testing.assert_allclose(gx.astype(np.float32), x.astype(np.float32), rtol=2 ** -10, atol=0, err_msg=vid)
 
 
 def assert_complete_and_clean(set_dir: Path, videos: int) -> None:

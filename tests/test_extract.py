@@ -14,7 +14,7 @@ import pytest
 import torch
 import torchvision
 
-from pipeline import store
+from pipeline import store, synth
 from pipeline.config import ExtractConfig, file_sha256
 from pipeline.datasets import load_ucf101
 from stages.decode import decode_video
@@ -133,7 +133,7 @@ def test_corrupt_and_short_videos_among_good_ones(ucf_tree, ucf_cfg, tmp_path):
     cls = sorted((ucf_tree / "UCF-101").iterdir())[0]
     shutil.copytree(cls, root / cls.name)
     (root / cls.name / "broken.avi").write_bytes(b"RIFF\x00\x00\x00\x00AVI garbage")
-    subprocess.run(["ffmpeg", "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=96x72:rate=10", "-frames:v", "5",
+    subprocess.run([synth.require_ffmpeg(), "-v", "error", "-f", "lavfi", "-i", "testsrc2=size=96x72:rate=10", "-frames:v", "5",
                     "-c:v", "mpeg4", str(root / cls.name / "short.avi")], check=True)
     cfg = ucf_cfg.replace(dataset="folder", data_dir=root, features_root=tmp_path / "store")
     summary = extract_features(cfg)

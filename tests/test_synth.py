@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import require_ffprobe
 from pipeline import synth
 from pipeline.datasets import load_csv, load_folder, load_hmdb51, load_ucf101
 
@@ -21,7 +22,7 @@ UCF_NAME = re.compile(r"^([A-Za-z0-9]+)/v_\1_g(\d\d)_c(\d\d)\.avi$")
 # ---------------------------------------------------------------- helpers
 def probe(path: Path, count: bool = False) -> dict:
     """First video stream of path: width, height, r_frame_rate, nb_frames (header) and, with count, nb_read_frames."""
-    args = [synth.require_ffmpeg("ffprobe"), "-v", "error", "-select_streams", "v:0", *(["-count_frames"] if count else []),
+    args = [require_ffprobe(), "-v", "error", "-select_streams", "v:0", *(["-count_frames"] if count else []),
             "-show_entries", "stream=codec_name,width,height,r_frame_rate,nb_frames,nb_read_frames:format=format_name",
             "-of", "json", str(path)]
     info = json.loads(subprocess.run(args, capture_output=True, check=True, timeout=60).stdout)
@@ -29,7 +30,7 @@ def probe(path: Path, count: bool = False) -> dict:
 
 
 def stream_types(path: Path) -> list[str]:
-    args = [synth.require_ffmpeg("ffprobe"), "-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0", str(path)]
+    args = [require_ffprobe(), "-v", "error", "-show_entries", "stream=codec_type", "-of", "csv=p=0", str(path)]
     return subprocess.run(args, capture_output=True, check=True, timeout=60).stdout.decode().split()
 
 
@@ -263,7 +264,7 @@ def test_bad_corpus_files_are_what_they_claim(bad_corpus):
 
 
 def test_vfr_clip_really_has_variable_frame_durations(bad_corpus):
-    args = [synth.require_ffmpeg("ffprobe"), "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time",
+    args = [require_ffprobe(), "-v", "error", "-select_streams", "v:0", "-show_entries", "packet=pts_time",
             "-of", "csv=p=0", str(bad_corpus.root / "must_succeed" / "vfr.mkv")]
     pts = sorted(float(t) for t in subprocess.run(args, capture_output=True, check=True, timeout=60).stdout.decode().split())
     gaps = np.round(np.diff(pts), 3)
@@ -282,7 +283,7 @@ def test_unreadable_file_is_unreadable_to_the_ffmpeg_tests_use(unreadable_tree):
     """With the fixture's env (as root) or without it (as anyone else), ffprobe cannot open locked.avi."""
     assert stat.S_IMODE(unreadable_tree.path.stat().st_mode) == 0
     env = {**os.environ, **unreadable_tree.env}
-    ffprobe = unreadable_tree.env.get("FFPROBE_BINARY", synth.require_ffmpeg("ffprobe"))
+    ffprobe = unreadable_tree.env.get("FFPROBE_BINARY", require_ffprobe())
     run = lambda p: subprocess.run([ffprobe, "-v", "error", str(p)], capture_output=True, timeout=60, env=env)
     locked = run(unreadable_tree.path)
     assert locked.returncode != 0 and b"Permission denied" in locked.stderr
