@@ -4,14 +4,16 @@ The feature-set id is a hash of exactly the settings that change the stored numb
 (`ExtractConfig.identity()`); everything else (workers, batch size, devices, scheduler)
 only changes how fast they are computed, so it never splits a feature set in two.
 """
+
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+
+from .errors import ConfigError
+from .files import digest
 
 SCHEMA_VERSION = 1
 DATASETS = ("sample", "ucf101", "hmdb51", "folder", "csv")
@@ -22,13 +24,16 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FEATURE_DIM = 2048
 
 
-class ConfigError(ValueError):
-    """A bad option or setting; the message names the option and the value."""
-
-
 def repo_root() -> Path:
     """Project root: where `data/` lives by default (env VIDSTORE_HOME overrides)."""
     return Path(os.environ.get("VIDSTORE_HOME", Path(__file__).resolve().parent.parent))
+
+
+def store_root(features_root: Path | str | None = None) -> Path:
+    """The feature store's root: an explicit --features-root, else $FEATURES_ROOT, else data/features."""
+    if features_root:
+        return Path(features_root)
+    return Path(os.environ.get("FEATURES_ROOT") or repo_root() / "data" / "features")
 
 
 def config_json(cfg) -> dict:
@@ -74,7 +79,7 @@ class ExtractConfig:
 
     @property
     def store_root(self) -> Path:
-        return Path(self.features_root) if self.features_root else repo_root() / "data" / "features"
+        return store_root(self.features_root)
 
     @property
     def resize_to(self) -> int:
@@ -126,7 +131,9 @@ def validate_extract(cfg: ExtractConfig) -> None:
     if cfg.dataset == "csv" and not cfg.data_dir:
         raise ConfigError("--data-dir (DATA_DIR=): the csv dataset needs the path of its .csv file")
     local_n = (cfg.scheduler or "").removeprefix("local:")
-    if cfg.scheduler and not (cfg.scheduler.startswith(("tcp://", "tls://")) or (local_n.isdigit() and int(local_n) >= 1)):
+    if cfg.scheduler and not (
+        cfg.scheduler.startswith(("tcp://", "tls://")) or (local_n.isdigit() and int(local_n) >= 1)
+    ):
         raise ConfigError(
             f"--scheduler (SCHEDULER=): expected local:N (N >= 1 worker processes) or tcp://host:port, got {cfg.scheduler!r}"
         )
@@ -138,20 +145,6 @@ def validate_extract(cfg: ExtractConfig) -> None:
             f"--devices (DEVICES=) {','.join(cfg.devices)} cannot be combined with --scheduler: on Dask, run one worker "
             f"per GPU instead (`dask cuda worker`, or CUDA_VISIBLE_DEVICES=k dask worker ... --resources GPU=1)"
         )
-
-
-def digest(obj) -> str:
-    """sha256 of the canonical JSON of `obj` (sorted keys, no whitespace)."""
-    blob = json.dumps(obj, sort_keys=True, separators=(",", ":"), default=str).encode()
-    return hashlib.sha256(blob).hexdigest()
-
-
-def file_sha256(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 @dataclass(frozen=True)
@@ -209,7 +202,9 @@ class TrainConfig:
     patience: int = 10  # epochs without validation improvement before stopping; 0 = never stop early
     seed: int = 0  # seeds initialisation, carving, shuffling and dropout
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    precision: str = "auto"  # auto: fp16 AMP on CUDA, bf16 autocast on CPUs with native bf16, else fp32 | fp32 | bf16 | fp16
+    precision: str = (
+        "auto"  # auto: fp16 AMP on CUDA, bf16 autocast on CPUs with native bf16, else fp32 | fp32 | bf16 | fp16
+    )
     load: str = "auto"  # auto: whole in memory (on the GPU if any) when it fits, else stream | memory | stream
     out: Path | None = None  # run directory; default runs/<YYYYmmdd-HHMMSS>-<model>-split<split>
     progress: bool = True  # a tqdm bar per epoch with loss and accuracy

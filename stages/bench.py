@@ -17,6 +17,7 @@ and no download is needed). On a CPU the defaults are small (8 clips, 112 px ins
 224, so it finishes in minutes) and the output says so; on CUDA they are UCF101-scale.
 Compare figures of one run with each other: a shared machine is noisy.
 """
+
 from __future__ import annotations
 
 import concurrent.futures as cf
@@ -24,7 +25,6 @@ import dataclasses
 import json
 import os
 import platform
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -35,12 +35,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import store
-from pipeline.config import IMAGENET_MEAN, IMAGENET_STD, ConfigError, ExtractConfig, config_json, repo_root
+from pipeline import console, store
+from pipeline.config import IMAGENET_MEAN, IMAGENET_STD, ExtractConfig, TrainConfig, config_json, repo_root
+from pipeline.devices import inference_precision, resolve_device, training_precision
+from pipeline.errors import ConfigError
+from pipeline.ffmpeg import ffmpeg_binary, find_binary
+from pipeline.files import atomic_write_bytes
+from pipeline.synth import make_bench_clips
 
-from .backbone import FeatureExtractor, WeightsSpec, build_resnet50, resolve_device, resolve_precision
-from .decode import (build_decode_args, decode_threads, ffmpeg_binary, find_binary, probe, read_avi_header,
-                     uniform_indices)
+from .extract import extract_features
+from .extract.backbone import FeatureExtractor, WeightsSpec, build_resnet50
+from .extract.decode import build_decode_args, decode_threads, probe, read_avi_header, uniform_indices
+from .train import train
+from .train.loop import make_optimizer, seed_everything, train_step, warmup_cosine
+from .train.models import build_model
 
 RANDOM_WEIGHTS = WeightsSpec("random", "random:seed0", None, 0)
 CLIP_SIZE = (320, 240)  # UCF101's frame size, px
@@ -90,52 +98,73 @@ class BenchConfig:
         cuda = resolve_device(self.device).type == "cuda"
         pick = lambda value, cpu, gpu: value or (gpu if cuda else cpu)
         return dataclasses.replace(
-            self, clips=pick(self.clips, 8, 2048), workers=self.workers or os.cpu_count() or 1, size=pick(self.size, 112, 224),
-            gpu_batch=pick(self.gpu_batch, 32, 512), baseline_clips=pick(self.baseline_clips, 2, 16),
+            self,
+            clips=pick(self.clips, 8, 2048),
+            workers=self.workers or os.cpu_count() or 1,
+            size=pick(self.size, 112, 224),
+            gpu_batch=pick(self.gpu_batch, 32, 512),
+            baseline_clips=pick(self.baseline_clips, 2, 16),
             backbone_seconds=pick(self.backbone_seconds, 6.0, 10.0),
             clips_dir=Path(self.clips_dir or repo_root() / "bench" / "clips"),
-            out=Path(self.out or repo_root() / "bench" / "results.json"))
+            out=Path(self.out or repo_root() / "bench" / "results.json"),
+        )
 
     @property
     def resize(self) -> int:
         return ExtractConfig(image_size=self.size).resize_to
 
 
-def run_bench(cfg: BenchConfig, say=print) -> dict:
+def run_bench(cfg: BenchConfig) -> dict:
     """Measure everything (ceiling, end to end and baseline: the best of cfg.rounds alternating
     rounds); print the table; write and return the results (JSON-able)."""
     cfg = cfg.resolved()
     device = resolve_device(cfg.device)
-    precision = resolve_precision(cfg.precision, device)
+    precision = inference_precision(cfg.precision, device)
     cpu_note = device.type == "cpu" and cfg.size != 224
-    notes = ["weights: seeded random (the speed of ResNet-50 does not depend on its weights)",
-             f"ceiling, end to end and baseline: the best of {cfg.rounds} alternating round(s) each (a shared machine is noisy)"]
+    notes = [
+        "weights: seeded random (the speed of ResNet-50 does not depend on its weights)",
+        f"ceiling, end to end and baseline: the best of {cfg.rounds} alternating round(s) each (a shared machine is noisy)",
+    ]
     if cpu_note:
-        notes.append(f"CPU: images are {cfg.size} px instead of stage one's 224, for end to end, backbone and baseline alike")
-    say(f"bench: {cfg.clips} clips of {cfg.seconds:g} s, T={cfg.frames}, {cfg.size} px, {device} ({precision}), "
-        f"batch {cfg.gpu_batch}, {cfg.workers} decoders" + (" (CPU default size; 224 on GPU)" if cpu_note else ""))
-    paths, csv = prepare_clips(cfg, say)
-    results: dict = {"settings": settings_of(cfg, device, precision), "machine": describe_machine(device), "notes": notes}
+        notes.append(
+            f"CPU: images are {cfg.size} px instead of stage one's 224, for end to end, backbone and baseline alike"
+        )
+    console.say(
+        f"bench: {cfg.clips} clips of {cfg.seconds:g} s, T={cfg.frames}, {cfg.size} px, {device} ({precision}), "
+        f"batch {cfg.gpu_batch}, {cfg.workers} decoders" + (" (CPU default size; 224 on GPU)" if cpu_note else "")
+    )
+    paths, csv = prepare_clips(cfg)
+    results: dict = {
+        "settings": settings_of(cfg, device, precision),
+        "machine": describe_machine(device),
+        "notes": notes,
+    }
     baseline_model = build_resnet50(RANDOM_WEIGHTS).to(device).eval()  # built once, never timed
     rounds: dict[str, list[dict]] = {"decode_ceiling": [], "end_to_end": [], "baseline": []}
     for r in range(cfg.rounds):
         with tempfile.TemporaryDirectory(prefix="vidstore-bench-") as tmp:
-            say(f"round {r + 1}/{cfg.rounds}: 1/5 decode ceiling: plain ffmpeg, one process per core ...")
+            console.say(f"round {r + 1}/{cfg.rounds}: 1/5 decode ceiling: plain ffmpeg, one process per core ...")
             rounds["decode_ceiling"].append(measure_decode_ceiling(paths, cfg))
-            say(f"round {r + 1}/{cfg.rounds}: 2/5 stage one end to end ...")
+            console.say(f"round {r + 1}/{cfg.rounds}: 2/5 stage one end to end ...")
             rounds["end_to_end"].append(measure_end_to_end(cfg, csv, Path(tmp)))
-        say(f"round {r + 1}/{cfg.rounds}: 3/5 baseline: the seed method on {min(cfg.baseline_clips, len(paths))} clip(s) ...")
+        console.say(
+            f"round {r + 1}/{cfg.rounds}: 3/5 baseline: the seed method on {min(cfg.baseline_clips, len(paths))} clip(s) ..."
+        )
         rounds["baseline"].append(measure_baseline(paths[: cfg.baseline_clips], cfg, device, baseline_model))
     for part, runs in rounds.items():
-        results[part] = max(runs, key=lambda run: run["videos_per_s"]) | {"rounds_videos_per_s": [run["videos_per_s"] for run in runs]}
+        results[part] = max(runs, key=lambda run: run["videos_per_s"]) | {
+            "rounds_videos_per_s": [run["videos_per_s"] for run in runs]
+        }
     if cfg.devices:
-        say(f"    stage one end to end with DEVICES={cfg.devices} ...")
+        console.say(f"    stage one end to end with DEVICES={cfg.devices} ...")
         with tempfile.TemporaryDirectory(prefix="vidstore-bench-") as tmp:
-            results["end_to_end_devices"] = measure_end_to_end(cfg, csv, Path(tmp), devices=cfg.devices) | {"devices": cfg.devices}
-    say("4/5 backbone alone ...")
+            results["end_to_end_devices"] = measure_end_to_end(cfg, csv, Path(tmp), devices=cfg.devices) | {
+                "devices": cfg.devices
+            }
+    console.say("4/5 backbone alone ...")
     results["backbone"] = measure_backbone(cfg, device, precision)
     if cfg.compile:
-        say("    torch.compile (this takes minutes) ...")
+        console.say("    torch.compile (this takes minutes) ...")
         results["compile"] = measure_compile(cfg, device, precision, results)
     if cfg.skip_train:
         results["train"] = {"skipped": "--skip-train"}
@@ -144,36 +173,38 @@ def run_bench(cfg: BenchConfig, say=print) -> dict:
         results["train"] = {"skipped": "being measured"}
         results.update(headline(results, cfg))
         write_results(results, cfg.out)
-        say(format_report(results))
-        say(f"\nwrote {cfg.out} (stage one); 5/5 stage two: {cfg.train_epochs} LSTM epochs on UCF101-sized features"
-            + (" (about a minute per epoch on a 2-core CPU; TRAIN_EPOCHS=n or SKIP_TRAIN=1 to shorten) ..." if device.type == "cpu" else " ..."))
+        console.say(format_report(results))
+        console.say(
+            f"\nwrote {cfg.out} (stage one); 5/5 stage two: {cfg.train_epochs} LSTM epochs on UCF101-sized features"
+            + (
+                " (about a minute per epoch on a 2-core CPU; TRAIN_EPOCHS=n or SKIP_TRAIN=1 to shorten) ..."
+                if device.type == "cpu"
+                else " ..."
+            )
+        )
         results["train"] = measure_training(cfg, device)
     results.update(headline(results, cfg))
     write_results(results, cfg.out)
-    say(format_report(results) if cfg.skip_train else train_line(results["train"]))
-    say(f"\nwrote {cfg.out}")
+    console.say(format_report(results) if cfg.skip_train else train_line(results["train"]))
+    console.say(f"\nwrote {cfg.out}")
     return results
 
 
 def write_results(results: dict, out: Path) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
-    store.atomic_write_bytes(out, (json.dumps(results, indent=2, default=str) + "\n").encode())
+    atomic_write_bytes(out, (json.dumps(results, indent=2, default=str) + "\n").encode())
 
 
 # ---------------------------------------------------------------- clips
-def prepare_clips(cfg: BenchConfig, say=print) -> tuple[list[Path], Path]:
+def prepare_clips(cfg: BenchConfig) -> tuple[list[Path], Path]:
     """The first cfg.clips bench clips (made once, then reused) and a CSV listing exactly them."""
-    from pipeline.synth import make_bench_clips
-
-    if not os.environ.get("FFMPEG_BINARY") and not shutil.which("ffmpeg"):
-        os.environ["FFMPEG_BINARY"] = ffmpeg_binary()  # e.g. imageio-ffmpeg's: pipeline/synth/ looks only there and on PATH
     folder = cfg.clips_dir / f"{cfg.seconds:g}s"
     missing = sum(not (folder / f"bench_{i:04d}.avi").exists() for i in range(cfg.clips))
     if missing:
-        say(f"generating {missing} clip(s) under {folder} (once; later runs reuse them) ...")
+        console.say(f"generating {missing} clip(s) under {folder} (once; later runs reuse them) ...")
     paths = make_bench_clips(folder, cfg.clips, cfg.seconds)
     csv = folder / f"bench-{cfg.clips}.csv"
-    store.atomic_write_bytes(csv, ("path,label\n" + "".join(f"{p.name},bench\n" for p in paths)).encode())
+    atomic_write_bytes(csv, ("path,label\n" + "".join(f"{p.name},bench\n" for p in paths)).encode())
     return paths, csv
 
 
@@ -181,17 +212,31 @@ def prepare_clips(cfg: BenchConfig, say=print) -> tuple[list[Path], Path]:
 def measure_end_to_end(cfg: BenchConfig, csv: Path, tmp: Path, devices: str = "") -> dict:
     """extract_features with the project's defaults on the bench clips, into a temp store
     (with `devices`, one backbone process per listed device, sharing the decoders)."""
-    from .extract import extract_features
-
-    ecfg = ExtractConfig(dataset="csv", data_dir=csv, features_root=tmp / "store", name="bench", frames=cfg.frames,
-                         image_size=cfg.size, weights="random", device=cfg.device, workers=cfg.workers,
-                         gpu_batch=cfg.gpu_batch, precision=cfg.precision,
-                         devices=tuple(d.strip() for d in devices.split(",") if d.strip()))
+    ecfg = ExtractConfig(
+        dataset="csv",
+        data_dir=csv,
+        features_root=tmp / "store",
+        name="bench",
+        frames=cfg.frames,
+        image_size=cfg.size,
+        weights="random",
+        device=cfg.device,
+        workers=cfg.workers,
+        gpu_batch=cfg.gpu_batch,
+        precision=cfg.precision,
+        devices=tuple(d.strip() for d in devices.split(",") if d.strip()),
+    )
     s = extract_features(ecfg, quiet=True)
     videos = s.computed + s.failed
     t = dict(s.timings)
-    return {"videos": videos, "failed": s.failed, "seconds": s.elapsed, "videos_per_s": videos / s.elapsed,
-            "frames_per_s": t.get("images", 0) / s.elapsed, "timings": t}
+    return {
+        "videos": videos,
+        "failed": s.failed,
+        "seconds": s.elapsed,
+        "videos_per_s": videos / s.elapsed,
+        "frames_per_s": t.get("images", 0) / s.elapsed,
+        "timings": t,
+    }
 
 
 def measure_decode_ceiling(paths: list[Path], cfg: BenchConfig) -> dict:
@@ -208,10 +253,14 @@ def measure_decode_ceiling(paths: list[Path], cfg: BenchConfig) -> dict:
     frame_bytes = cfg.size * cfg.size * 3
     variants = {}
     for name, threads in (("threads_1", 1), ("threads_default", None)):
-        argvs = [build_decode_args(path, idx, cfg.size, cfg.resize, threads=threads, showinfo=False) for path, idx in jobs]
+        argvs = [
+            build_decode_args(path, idx, cfg.size, cfg.resize, threads=threads, showinfo=False) for path, idx in jobs
+        ]
 
         def run(args: list[str]) -> int:
-            return len(subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL).stdout)
+            return len(
+                subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL).stdout
+            )
 
         t0 = time.perf_counter()
         with cf.ThreadPoolExecutor(procs) as pool:
@@ -222,8 +271,13 @@ def measure_decode_ceiling(paths: list[Path], cfg: BenchConfig) -> dict:
             raise RuntimeError(f"decode ceiling: ffmpeg returned the wrong number of frames for {', '.join(short[:5])}")
         variants[name] = len(paths) / wall
     best = max(variants, key=variants.get)
-    return {"videos_per_s": variants[best], "best": best, "processes": procs, "variants_videos_per_s": variants,
-            "frames_per_s": variants[best] * cfg.frames}
+    return {
+        "videos_per_s": variants[best],
+        "best": best,
+        "processes": procs,
+        "variants_videos_per_s": variants,
+        "frames_per_s": variants[best] * cfg.frames,
+    }
 
 
 def time_backbone(extractor: FeatureExtractor, x: torch.Tensor, seconds: float) -> float:
@@ -255,8 +309,12 @@ def measure_backbone(cfg: BenchConfig, device: torch.device, precision: str) -> 
     ext = FeatureExtractor(RANDOM_WEIGHTS, str(device), precision)
     gen = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 256, (cfg.gpu_batch, cfg.size, cfg.size, 3), dtype=torch.uint8, generator=gen)
-    out = {"images_per_s": time_backbone(ext, frames.to(device), cfg.backbone_seconds), "batch": cfg.gpu_batch,
-           "precision": precision, "channels_last": True}
+    out = {
+        "images_per_s": time_backbone(ext, frames.to(device), cfg.backbone_seconds),
+        "batch": cfg.gpu_batch,
+        "precision": precision,
+        "channels_last": True,
+    }
     if device.type == "cuda":
         pinned = frames.pin_memory()
         dest = torch.empty_like(pinned, device=device)
@@ -280,6 +338,7 @@ def measure_compile(cfg: BenchConfig, device: torch.device, precision: str, resu
     """
     ext = FeatureExtractor(RANDOM_WEIGHTS, str(device), precision, compile=True)
     x = torch.randint(0, 256, (cfg.gpu_batch, cfg.size, cfg.size, 3), dtype=torch.uint8).to(device)
+
     def first_call() -> float:
         t0 = time.perf_counter()
         with torch.inference_mode():
@@ -295,8 +354,13 @@ def measure_compile(cfg: BenchConfig, device: torch.device, precision: str, resu
     saved_backbone = cfg.frames / eager - cfg.frames / compiled
     saved_e2e = max(decode_s, cfg.frames / eager) - max(decode_s, cfg.frames / compiled)
     even = lambda saved: compile_s / saved if saved > 0 else None
-    return {"compile_s": compile_s, "images_per_s": compiled, "speedup": compiled / eager,
-            "break_even_videos_backbone": even(saved_backbone), "break_even_videos_end_to_end": even(saved_e2e)}
+    return {
+        "compile_s": compile_s,
+        "images_per_s": compiled,
+        "speedup": compiled / eager,
+        "break_even_videos_backbone": even(saved_backbone),
+        "break_even_videos_end_to_end": even(saved_e2e),
+    }
 
 
 def seed_preprocess(frame: np.ndarray, size: int, resize: int, device: torch.device) -> torch.Tensor:
@@ -304,8 +368,12 @@ def seed_preprocess(frame: np.ndarray, size: int, resize: int, device: torch.dev
     resized (shorter side), centre-cropped, normalised, on the device."""
     x = torch.from_numpy(frame).permute(2, 0, 1).float().div(255).unsqueeze(0)
     h, w = x.shape[-2:]
-    x = torch.nn.functional.interpolate(x, size=(resize, round(w * resize / h)) if h <= w else (round(h * resize / w), resize),
-                                        mode="bilinear", align_corners=False)
+    x = torch.nn.functional.interpolate(
+        x,
+        size=(resize, round(w * resize / h)) if h <= w else (round(h * resize / w), resize),
+        mode="bilinear",
+        align_corners=False,
+    )
     top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
     x = x[..., top : top + size, left : left + size]
     mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -357,31 +425,41 @@ def measure_baseline(paths: list[Path], cfg: BenchConfig, device: torch.device, 
     t0 = time.perf_counter()
     # PyTorch's defaults, as the seed code ran: no cuDNN benchmark (stage one switches it
     # on process-wide), and cuDNN may run the "fp32" convolutions as TF32 on Ampere and later.
-    with torch.no_grad(), torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=True):
+    with (
+        torch.no_grad(),
+        torch.backends.cudnn.flags(enabled=True, benchmark=False, deterministic=False, allow_tf32=True),
+    ):
         for path in paths:
             for frame in read_all_frames(path, reader):
                 model(seed_preprocess(frame, cfg.size, cfg.resize, device)).cpu().numpy()
                 frames += 1
     wall = time.perf_counter() - t0
-    return {"videos_per_s": len(paths) / wall, "images_per_s": frames / wall, "clips": len(paths), "frames": frames,
-            "seconds": wall, "reader": reader, "size": cfg.size,
-            "precision": "fp32 weights; on CUDA, PyTorch's defaults: cuDNN convolutions may use TF32, no cudnn.benchmark"}
+    return {
+        "videos_per_s": len(paths) / wall,
+        "images_per_s": frames / wall,
+        "clips": len(paths),
+        "frames": frames,
+        "seconds": wall,
+        "reader": reader,
+        "size": cfg.size,
+        "precision": "fp32 weights; on CUDA, PyTorch's defaults: cuDNN convolutions may use TF32, no cudnn.benchmark",
+    }
 
 
 def measure_training(cfg: BenchConfig, device: torch.device) -> dict:
     """Stage two's own timing of LSTM epochs on UCF101-sized features (stages/train.py)."""
-    from . import train as stage_two
-
     t0 = time.perf_counter()
-    seconds = stage_two.time_training(epochs=cfg.train_epochs, device=str(device))
+    seconds = time_training(epochs=cfg.train_epochs, device=str(device))
     wall = time.perf_counter() - t0
     out = {"epochs": cfg.train_epochs, "seconds": seconds, "wall_s": wall}
     if cfg.train_epochs == 50:
         out["train_50_epochs_s"] = seconds
     else:
         out["train_50_epochs_s"] = seconds * 50 / cfg.train_epochs
-        out["extrapolated"] = (f"from {cfg.train_epochs} measured epoch(s), scaled linearly to 50 (loading and "
-                               f"evaluation scaled too: an overestimate)")
+        out["extrapolated"] = (
+            f"from {cfg.train_epochs} measured epoch(s), scaled linearly to 50 (loading and "
+            f"evaluation scaled too: an overestimate)"
+        )
     return out
 
 
@@ -390,15 +468,19 @@ def headline(r: dict, cfg: BenchConfig) -> dict:
     """The top-level keys of results.json."""
     e2e, ceiling, base = r["end_to_end"], r["decode_ceiling"], r["baseline"]
     return {
-        "videos_per_s": e2e["videos_per_s"], "frames_per_s": e2e["frames_per_s"],
-        "decode_ceiling_videos_per_s": ceiling["videos_per_s"], "baseline_videos_per_s": base["videos_per_s"],
+        "videos_per_s": e2e["videos_per_s"],
+        "frames_per_s": e2e["frames_per_s"],
+        "decode_ceiling_videos_per_s": ceiling["videos_per_s"],
+        "baseline_videos_per_s": base["videos_per_s"],
         "backbone_images_per_s": r["backbone"]["images_per_s"],
         "train_50_epochs_s": r["train"].get("train_50_epochs_s"),
-        "ratios": {"end_to_end_vs_ceiling": e2e["videos_per_s"] / ceiling["videos_per_s"],
-                   "end_to_end_vs_baseline": e2e["videos_per_s"] / base["videos_per_s"],
-                   # within each round (measured minutes apart, under the same load)
-                   "end_to_end_vs_ceiling_by_round": by_round(e2e, ceiling),
-                   "end_to_end_vs_baseline_by_round": by_round(e2e, base)},
+        "ratios": {
+            "end_to_end_vs_ceiling": e2e["videos_per_s"] / ceiling["videos_per_s"],
+            "end_to_end_vs_baseline": e2e["videos_per_s"] / base["videos_per_s"],
+            # within each round (measured minutes apart, under the same load)
+            "end_to_end_vs_ceiling_by_round": by_round(e2e, ceiling),
+            "end_to_end_vs_baseline_by_round": by_round(e2e, base),
+        },
     }
 
 
@@ -434,22 +516,40 @@ def format_report(r: dict) -> str:
     e2e, ceil, bb, base, tr = r["end_to_end"], r["decode_ceiling"], r["backbone"], r["baseline"], r["train"]
     gpu = f"{m['gpu']} ({m['gpu_memory_gib']:.0f} GiB)" if m.get("gpu") else "no GPU"
     rows = [
-        ("stage one end to end", f"{e2e['videos_per_s']:.3g} videos/s", f"{e2e['frames_per_s']:.3g} frames/s; "
-         f"{e2e['videos']} videos in {e2e['seconds']:.1f} s, everything included"),
-        ("decode ceiling (plain ffmpeg)", f"{ceil['videos_per_s']:.3g} videos/s",
-         f"{ceil['processes']} processes; -threads 1: {ceil['variants_videos_per_s']['threads_1']:.3g}, "
-         f"ffmpeg's default threads: {ceil['variants_videos_per_s']['threads_default']:.3g}"),
-        ("backbone alone", f"{bb['images_per_s']:.4g} images/s",
-         f"batch {bb['batch']}, {bb['precision']}, channels_last, uint8 in" +
-         (f"; host-to-device {bb['h2d_images_per_s']:.3g} images/s" if "h2d_images_per_s" in bb else "")),
-        ("baseline (seed method)", f"{base['videos_per_s']:.3g} videos/s",
-         f"{base['images_per_s']:.3g} images/s; every frame, fp32, batch 1, {base['reader']}; {base['clips']} clip(s)"),
+        (
+            "stage one end to end",
+            f"{e2e['videos_per_s']:.3g} videos/s",
+            f"{e2e['frames_per_s']:.3g} frames/s; "
+            f"{e2e['videos']} videos in {e2e['seconds']:.1f} s, everything included",
+        ),
+        (
+            "decode ceiling (plain ffmpeg)",
+            f"{ceil['videos_per_s']:.3g} videos/s",
+            f"{ceil['processes']} processes; -threads 1: {ceil['variants_videos_per_s']['threads_1']:.3g}, "
+            f"ffmpeg's default threads: {ceil['variants_videos_per_s']['threads_default']:.3g}",
+        ),
+        (
+            "backbone alone",
+            f"{bb['images_per_s']:.4g} images/s",
+            f"batch {bb['batch']}, {bb['precision']}, channels_last, uint8 in"
+            + (f"; host-to-device {bb['h2d_images_per_s']:.3g} images/s" if "h2d_images_per_s" in bb else ""),
+        ),
+        (
+            "baseline (seed method)",
+            f"{base['videos_per_s']:.3g} videos/s",
+            f"{base['images_per_s']:.3g} images/s; every frame, fp32, batch 1, {base['reader']}; {base['clips']} clip(s)",
+        ),
     ]
     rows.append(train_row(tr))
     if r.get("end_to_end_devices"):
         d = r["end_to_end_devices"]
-        rows.append((f"end to end, DEVICES={d['devices']}", f"{d['videos_per_s']:.3g} videos/s",
-                     f"one backbone process per device; {d['videos']} videos in {d['seconds']:.1f} s"))
+        rows.append(
+            (
+                f"end to end, DEVICES={d['devices']}",
+                f"{d['videos_per_s']:.3g} videos/s",
+                f"one backbone process per device; {d['videos']} videos in {d['seconds']:.1f} s",
+            )
+        )
     for i, part in enumerate((e2e, ceil, None, base)):
         if part and len(part.get("rounds_videos_per_s", [])) > 1:
             a, b, c = rows[i]
@@ -476,11 +576,14 @@ def format_report(r: dict) -> str:
     if r.get("compile"):
         c = r["compile"]
         fmt = lambda v: f"{v:,.0f} videos" if v else "never (no time saved)"
-        out += ["", f"torch.compile: {c['compile_s']:.0f} s to compile; backbone {bb['images_per_s']:.4g} -> "
-                f"{c['images_per_s']:.4g} images/s ({c['speedup']:.2f}x); pays off after "
-                f"{fmt(c['break_even_videos_backbone'])} for the backbone alone, "
-                f"{fmt(c['break_even_videos_end_to_end'])} end to end (a video costing the slower of its decode "
-                f"and its backbone time)"]
+        out += [
+            "",
+            f"torch.compile: {c['compile_s']:.0f} s to compile; backbone {bb['images_per_s']:.4g} -> "
+            f"{c['images_per_s']:.4g} images/s ({c['speedup']:.2f}x); pays off after "
+            f"{fmt(c['break_even_videos_backbone'])} for the backbone alone, "
+            f"{fmt(c['break_even_videos_end_to_end'])} end to end (a video costing the slower of its decode "
+            f"and its backbone time)",
+        ]
     return "\n".join(out)
 
 
@@ -501,9 +604,14 @@ def train_line(tr: dict) -> str:
 
 
 def settings_of(cfg: BenchConfig, device: torch.device, precision: str) -> dict:
-    return config_json(cfg) | {"device": str(device), "precision": precision, "resize": cfg.resize,
-                "decode_threads": decode_threads(cfg.workers), "clip": {"size": list(CLIP_SIZE), "fps": 25, "codec": "mpeg4", "container": "avi"},
-                "weights": RANDOM_WEIGHTS.identity}
+    return config_json(cfg) | {
+        "device": str(device),
+        "precision": precision,
+        "resize": cfg.resize,
+        "decode_threads": decode_threads(cfg.workers),
+        "clip": {"size": list(CLIP_SIZE), "fps": 25, "codec": "mpeg4", "container": "avi"},
+        "weights": RANDOM_WEIGHTS.identity,
+    }
 
 
 def describe_machine(device: torch.device) -> dict:
@@ -513,7 +621,14 @@ def describe_machine(device: torch.device) -> dict:
     try:
         text = Path("/proc/cpuinfo").read_text()
         cpu = next((ln.split(":", 1)[1].strip() for ln in text.splitlines() if ln.startswith("model name")), cpu)
-        ram = int(next(ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))) / 2**20
+        ram = (
+            int(
+                next(
+                    ln.split()[1] for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal")
+                )
+            )
+            / 2**20
+        )
     except (OSError, StopIteration, ValueError):
         pass
     ffmpeg = find_binary("ffmpeg")
@@ -522,11 +637,22 @@ def describe_machine(device: torch.device) -> dict:
         version = " ".join(version.split()[:3])
     except (OSError, subprocess.SubprocessError, TypeError):
         version = "unknown"
-    out = {"cpu": cpu, "cores": os.cpu_count(), "ram_gib": ram, "platform": platform.platform(), "python": sys.version.split()[0],
-           "torch": torch.__version__, "cuda": torch.version.cuda if device.type == "cuda" else None,
-           "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
-           "ffmpeg": ffmpeg, "ffmpeg_version": version, "ffprobe": find_binary("ffprobe"),
-           "load_average": " ".join(f"{x:.1f}" for x in os.getloadavg()), "gpu": None, "gpu_memory_gib": None}
+    out = {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "ram_gib": ram,
+        "platform": platform.platform(),
+        "python": sys.version.split()[0],
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda if device.type == "cuda" else None,
+        "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
+        "ffmpeg": ffmpeg,
+        "ffmpeg_version": version,
+        "ffprobe": find_binary("ffprobe"),
+        "load_average": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "gpu": None,
+        "gpu_memory_gib": None,
+    }
     try:
         import cv2
 
@@ -537,3 +663,192 @@ def describe_machine(device: torch.device) -> dict:
         props = torch.cuda.get_device_properties(device)
         out["gpu"], out["gpu_memory_gib"] = props.name, props.total_memory / 2**30
     return out
+
+
+# ---------------------------------------------------------------- stage two's timing
+def write_synthetic_set(
+    set_dir: Path,
+    n_train: int,
+    n_test: int,
+    frames: int = 16,
+    dim: int = 2048,
+    classes: int = 101,
+    shard_size: int = 256,
+    seed: int = 0,
+) -> Path:
+    """A feature set of random features in the store format (via pipeline.store), for timing.
+
+    Videos are UCF101-like: 25 groups per class, ids "c<k>/v_c<k>_g<gg>_c<n>.avi", split "1"
+    with n_train training and n_test test videos.
+    """
+    set_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    n = n_train + n_test
+    labels = np.arange(n, dtype=np.int32) % classes
+    ids = [f"c{y:03d}/v_c{y:03d}_g{(i // classes) % 25 + 1:02d}_c{i:05d}.avi" for i, y in enumerate(labels)]
+    groups = [f"c{y:03d}/g{(i // classes) % 25 + 1:02d}" for i, y in enumerate(labels)]
+    config = {"frames": frames, "image_size": 224, "weights": "synthetic"}
+    identity = {
+        "schema_version": 1,
+        "dataset": "synthetic",
+        "backbone": "none",
+        "weights": "synthetic",
+        "sampling": {"mode": "uniform", "frames": frames},
+    }
+    splits = {"1": {"train": ids[:n_train], "test": ids[n_train:]}}
+    store.create(
+        set_dir,
+        store.new_manifest(
+            "synthetic",
+            "synthetic",
+            identity,
+            config,
+            frames,
+            dim,
+            [f"c{y:03d}" for y in range(classes)],
+            splits,
+            n,
+            shard_size,
+            -(-n // shard_size),
+        ),
+    )
+    for k, s in enumerate(range(0, n, shard_size)):
+        e = min(n, s + shard_size)
+        arrays = {
+            "features": rng.standard_normal((e - s, frames, dim), dtype=np.float32).astype(np.float16),
+            "lengths": np.full(e - s, frames, np.int32),
+            "labels": labels[s:e],
+            "video_ids": ids[s:e],
+            "groups": groups[s:e],
+            "frame_indices": np.tile(np.arange(frames, dtype=np.int32), (e - s, 1)),
+            "timestamps": np.tile(np.arange(frames, dtype=np.float32), (e - s, 1)),
+        }
+        attrs = {"feature_set_id": "synthetic", "config": config, "shard_index": k}
+        store.commit_shard(set_dir, k, store.write_shard(set_dir / store.shard_name(k), arrays, attrs), [])
+    store.mark_complete(set_dir)
+    return set_dir
+
+
+def time_training(
+    model: str = "lstm",
+    n: int = 9537,
+    t: int = 16,
+    d: int = 2048,
+    epochs: int = 50,
+    device: str = "auto",
+    classes: int = 101,
+    n_test: int = 3783,
+    workdir: Path | None = None,
+    **overrides,
+) -> float:
+    """Wall seconds of `train()` for `epochs` epochs on a synthetic set of n training videos (T=t, D=d).
+
+    Defaults mirror UCF101 split 1 (9,537 train / 3,783 test videos, 101 classes) and the
+    default head settings (2-layer LSTM-512 after the 256-d input projection). Writing the
+    synthetic shards is not timed; reading them through the reader (checksums included),
+    statistics, training, the per-epoch validation, test evaluation and the run's reports
+    are. Early stopping is off so every epoch runs. `overrides` go to TrainConfig.
+    """
+    with tempfile.TemporaryDirectory(prefix="vidstore-timing-", dir=workdir) as tmp:
+        set_dir = write_synthetic_set(Path(tmp) / "features" / "synthetic" / "synthetic", n, n_test, t, d, classes)
+        cfg = TrainConfig(
+            **(
+                {
+                    "dataset": "synthetic",
+                    "features": str(set_dir),
+                    "model": model,
+                    "epochs": epochs,
+                    "patience": 0,
+                    "device": device,
+                    "out": Path(tmp) / "run",
+                    "progress": False,
+                }
+                | overrides
+            )
+        )
+        t0 = time.perf_counter()
+        result = train(cfg)
+        seconds = time.perf_counter() - t0
+        run = result.runs[0]
+        console.say(
+            f"time_training: {model}, {n} x {t} x {d}, {epochs} epochs on {resolve_device(device)}: {seconds:.1f} s "
+            f"in all ({run.train_seconds:.1f} s in the training loop, {run.epochs_run} epochs)"
+        )
+        if run.epochs_run != epochs:
+            raise RuntimeError(f"time_training: {run.epochs_run} of {epochs} epochs ran; the timing would mislead")
+        return seconds
+
+
+def profile_steps(
+    device: str = "auto",
+    precision: str = "auto",
+    steps: int = 40,
+    batch: int = 256,
+    t: int = 16,
+    d: int = 2048,
+    classes: int = 101,
+    top: int = 15,
+    **overrides,
+) -> dict:
+    """Where one training step of the default head goes: wall, CPU and device time per step.
+
+    Runs `train_step` on random standardised batches (B, T, D) already on the device (no
+    reader, no epoch bookkeeping) for `steps` steps after a warm-up, then `torch.profiler`
+    over 10 more. Returns {"ms_per_step", "ops_per_step", "cpu_ms_per_step",
+    "device_ms_per_step", "top": [[op, calls per step, self CPU ms, self device ms]]}: when
+    the host's time per step exceeds the device's, the step is launch-bound.
+    """
+    from torch.profiler import ProfilerActivity, profile
+
+    dev = resolve_device(device)
+    cfg = TrainConfig(**({"device": device, "precision": precision, "progress": False} | overrides))
+    autocast_dtype, data_dtype = training_precision(cfg.precision, dev)
+    seed_everything(0)
+    model = build_model(
+        cfg.model,
+        d,
+        t,
+        classes,
+        hidden=cfg.hidden,
+        layers=cfg.layers,
+        bidirectional=cfg.bidirectional,
+        dropout=cfg.dropout,
+        proj=cfg.proj if cfg.model in ("lstm", "gru", "attention", "fusion") else 0,
+    ).to(dev)
+    model.train()
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = make_optimizer(model, cfg, dev)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, 10, 10 * steps))
+    scaler = torch.amp.GradScaler(dev.type, enabled=autocast_dtype == torch.float16)
+    x = torch.randn((batch, t, d), device=dev).to(data_dtype)
+    lengths = torch.full((batch,), t, device=dev)
+    y = torch.randint(0, classes, (batch,), device=dev)
+    sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
+    run = lambda: train_step(model, params, x, lengths, y, opt, sched, scaler, cfg, autocast_dtype)
+    for _ in range(5):
+        run()
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        run()
+    sync()
+    ms = 1e3 * (time.perf_counter() - t0) / steps
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if dev.type == "cuda" else [])
+    with profile(activities=activities) as prof:
+        for _ in range(10):
+            run()
+        sync()
+    events = prof.key_averages()
+    device_us = lambda e: getattr(e, "self_device_time_total", getattr(e, "self_cuda_time_total", 0))
+    top_ops = sorted(events, key=lambda e: e.self_cpu_time_total, reverse=True)[:top]
+    return {
+        "device": str(dev),
+        "precision": str(autocast_dtype or "fp32").replace("torch.", ""),
+        "batch": batch,
+        "model": cfg.model,
+        "ms_per_step": ms,
+        "ops_per_step": sum(e.count for e in events if not e.key.startswith("ProfilerStep")) / 10,
+        "cpu_ms_per_step": sum(e.self_cpu_time_total for e in events) / 1e3 / 10,
+        "device_ms_per_step": sum(device_us(e) for e in events) / 1e3 / 10,
+        "top": [[e.key, e.count / 10, e.self_cpu_time_total / 1e3 / 10, device_us(e) / 1e3 / 10] for e in top_ops],
+    }

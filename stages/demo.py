@@ -5,37 +5,47 @@ defaults, so the feature set it leaves is the one `make features` and `make trai
 then stage two trains the LSTM and the mean-pooling baseline on split 1, and the trained
 LSTM classifies one held-out clip.
 """
+
 from __future__ import annotations
 
 import sys
 from pathlib import Path
 
+from pipeline import console, store
 from pipeline.config import ExtractConfig, TrainConfig
-from pipeline.store import load_manifest
 
-from .evaluate import headline
 from .extract import extract_features
 from .predict import predict
-from .train import train
+from .train import headline, train
 
 
 def say(msg: str) -> None:
-    print(f"\n==> {msg}", flush=True)
+    console.say(f"\n==> {msg}")
 
 
 def run_demo(cfg: ExtractConfig, epochs: int = 30, runs_root: Path | None = None) -> dict:
     """Stage one, stage two (lstm and mean), one prediction. Returns {model: RunResult}."""
     say(f"stage one on the {cfg.dataset} dataset ({cfg.root})")
     summary = extract_features(cfg)
-    manifest = load_manifest(summary.set_dir)
+    manifest = store.load_manifest(summary.set_dir)
     runs = {}
     for model in ("lstm", "mean"):
         say(f"stage two: {model} on split 1")
         out = runs_root / f"demo-{model}" if runs_root else None
-        tcfg = TrainConfig(dataset=cfg.dataset_name, features=str(summary.set_dir), features_root=cfg.features_root,
-                           model=model, split="1", epochs=epochs, out=out, progress=sys.stderr.isatty())
+        tcfg = TrainConfig(
+            dataset=cfg.dataset_name,
+            features=str(summary.set_dir),
+            features_root=cfg.features_root,
+            model=model,
+            split="1",
+            epochs=epochs,
+            out=out,
+            progress=sys.stderr.isatty(),
+        )
         runs[model] = train(tcfg).runs[0]
-        print(f"{model}: {headline(runs[model].metrics)}  ({runs[model].train_seconds:.1f} s)  -> {runs[model].run_dir}", flush=True)
+        console.result(
+            f"{model}: {headline(runs[model].metrics)}  ({runs[model].train_seconds:.1f} s)  -> {runs[model].run_dir}"
+        )
     clip = manifest["splits"]["1"]["test"][0]
     say(f"predict: held-out clip {clip} with the lstm run")
     predict(Path(manifest["video_root"]) / clip, runs["lstm"].run_dir)

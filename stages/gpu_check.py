@@ -11,7 +11,7 @@ own, within what is left of `--budget`:
 
     1. bench          `python -m pipeline bench` with the CUDA defaults, plus DEVICES=cuda:0,cuda:0:
                       end to end, decode ceiling, backbone, baseline, stage two's 50 epochs
-    2. train_profile  stage two's training step profiled (stages/train.py profile_steps), at
+    2. train_profile  stage two's training step profiled (stages/bench.py profile_steps), at
                       fp16 and bf16: milliseconds per step, host vs device time, top ops
     3. gpu_tests      pytest -m gpu (tests/test_gpu.py and the GPU tests of stage two and Dask)
     4. cpu_tests      the default suite (`make test`'s selection) on this machine, in parallel
@@ -20,6 +20,7 @@ Figures first: a step that would not fit in the time left is skipped and says so
 JSON of everything (machine, each step's outcome, seconds, failures, the bench's figures)
 is rewritten after every step, so a lease that ends early still leaves the steps done.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STEPS = (("bench", 330, 120), ("train_profile", 90, 30), ("gpu_tests", 240, 60), ("cpu_tests", 300, 90))
 PROFILE = """
 import json, sys
-from stages.train import profile_steps
+from stages.bench import profile_steps
 device = sys.argv[2]
 out = [profile_steps(device, p, **({"batch": 32, "steps": 3} if device == "cpu" else {}))
        for p in (("fp16", "bf16") if device != "cpu" else ("fp32",))]
@@ -98,8 +99,16 @@ def run_logged(args: list[str], env: dict[str, str], timeout: float, log: Path) 
     t0 = time.perf_counter()
     print(f"\n$ {' '.join(args)}  (limit {timeout:.0f} s)", flush=True)
     with log.open("w") as out:
-        proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True, errors="replace")
+        proc = subprocess.Popen(
+            args,
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            start_new_session=True,
+            errors="replace",
+        )
         killed = threading.Event()
 
         def kill() -> None:
@@ -129,7 +138,9 @@ def junit_outcome(xml: Path) -> dict:
         name = f"{case.get('classname')}::{case.get('name')}"
         bad = case.find("failure") if case.find("failure") is not None else case.find("error")
         if bad is not None:
-            failed.append({"test": name, "why": (bad.get("message") or "")[:600], "seconds": float(case.get("time", 0))})
+            failed.append(
+                {"test": name, "why": (bad.get("message") or "")[:600], "seconds": float(case.get("time", 0))}
+            )
         elif case.find("skipped") is not None:
             skipped += 1
         else:
@@ -138,16 +149,22 @@ def junit_outcome(xml: Path) -> dict:
 
 
 def machine(env: dict[str, str]) -> dict:
-    probe = ("import json, torch, sys; d = torch.cuda.is_available(); print(json.dumps({'python': sys.version.split()[0], "
-             "'torch': torch.__version__, 'cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version(), "
-             "'gpu': torch.cuda.get_device_name() if d else None, 'gpus': torch.cuda.device_count(), "
-             "'bf16': torch.cuda.is_bf16_supported() if d else None}))")
+    probe = (
+        "import json, torch, sys; d = torch.cuda.is_available(); print(json.dumps({'python': sys.version.split()[0], "
+        "'torch': torch.__version__, 'cuda': torch.version.cuda, 'cudnn': torch.backends.cudnn.version(), "
+        "'gpu': torch.cuda.get_device_name() if d else None, 'gpus': torch.cuda.device_count(), "
+        "'bf16': torch.cuda.is_bf16_supported() if d else None}))"
+    )
     out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
     info = json.loads(out.stdout) if out.returncode == 0 else {"error": out.stderr[-2000:]}
     smi = shutil.which("nvidia-smi")
     if smi:
-        q = subprocess.run([smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
-                           capture_output=True, text=True, timeout=60)
+        q = subprocess.run(
+            [smi, "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         info["nvidia_smi"] = q.stdout.strip()
     info["cores"] = os.cpu_count()
     return info
@@ -156,34 +173,74 @@ def machine(env: dict[str, str]) -> dict:
 def step_bench(env: dict[str, str], out_dir: Path, timeout: float, args: argparse.Namespace) -> dict:
     results = out_dir / "gpu-check-bench.json"
     devices = ",".join([args.device if ":" in args.device or args.device == "cpu" else f"{args.device}:0"] * 2)
-    cmd = [sys.executable, "-m", "pipeline", "bench", "--device", args.device, "--devices", devices,
-           "--rounds", str(args.rounds), "--out", str(results)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "bench",
+        "--device",
+        args.device,
+        "--devices",
+        devices,
+        "--rounds",
+        str(args.rounds),
+        "--out",
+        str(results),
+    ]
     if args.clips:
         cmd += ["--clips", str(args.clips)]
     code, wall = run_logged(cmd, env, timeout, out_dir / "gpu-check-bench.log")
     outcome = {"exit": code, "seconds": wall}
     if results.exists():  # written after stage one's figures, and again after stage two's
         figures = json.loads(results.read_text())
-        keys = ("videos_per_s", "frames_per_s", "decode_ceiling_videos_per_s", "baseline_videos_per_s",
-                "backbone_images_per_s", "train_50_epochs_s", "ratios", "settings", "machine", "end_to_end",
-                "decode_ceiling", "backbone", "baseline", "train", "end_to_end_devices", "notes")
+        keys = (
+            "videos_per_s",
+            "frames_per_s",
+            "decode_ceiling_videos_per_s",
+            "baseline_videos_per_s",
+            "backbone_images_per_s",
+            "train_50_epochs_s",
+            "ratios",
+            "settings",
+            "machine",
+            "end_to_end",
+            "decode_ceiling",
+            "backbone",
+            "baseline",
+            "train",
+            "end_to_end_devices",
+            "notes",
+        )
         outcome["figures"] = {k: figures[k] for k in keys if k in figures}
     return outcome
 
 
 def step_profile(env: dict[str, str], out_dir: Path, timeout: float, device: str) -> dict:
     results = out_dir / "gpu-check-train-profile.json"
-    code, wall = run_logged([sys.executable, "-c", PROFILE, str(results), device], env, timeout,
-                            out_dir / "gpu-check-train-profile.log")
+    code, wall = run_logged(
+        [sys.executable, "-c", PROFILE, str(results), device], env, timeout, out_dir / "gpu-check-train-profile.log"
+    )
     return {"exit": code, "seconds": wall} | ({"profiles": json.loads(results.read_text())} if results.exists() else {})
 
 
-def step_pytest(selection: str, workers: int, extra: list[str], env: dict[str, str], out_dir: Path, timeout: float,
-                name: str) -> dict:
+def step_pytest(
+    selection: str, workers: int, extra: list[str], env: dict[str, str], out_dir: Path, timeout: float, name: str
+) -> dict:
     """pytest on `workers` processes (when pytest-xdist is there), each with its share of the cores."""
     xml = out_dir / f"gpu-check-{name}.xml"
-    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-m", selection, f"--junitxml={xml}",
-           *xdist_args(env, workers), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "-m",
+        selection,
+        f"--junitxml={xml}",
+        *xdist_args(env, workers),
+        *extra,
+    ]
     threads = str(max(1, (os.cpu_count() or 1) // workers))  # torch in every worker would otherwise take all cores
     env = env | {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
     code, wall = run_logged(cmd, env, timeout, out_dir / f"gpu-check-{name}.log")
@@ -204,20 +261,29 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--clips", type=int, default=0, help="bench clips (default: the bench's CUDA default, 2048)")
     ap.add_argument("--rounds", type=int, default=1, help="bench rounds (a lent machine is not shared: 1)")
     ap.add_argument("--device", default="cuda", help="the bench's device (cpu: a dry run of this script)")
-    ap.add_argument("--skip", default="", help="comma-separated steps to leave out: bench,train_profile,gpu_tests,cpu_tests")
+    ap.add_argument(
+        "--skip", default="", help="comma-separated steps to leave out: bench,train_profile,gpu_tests,cpu_tests"
+    )
     args = ap.parse_args(argv)
     deadline = time.monotonic() + args.budget
     out_dir = args.out.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="vidstore-gpu-check-"))
     env, setup = prepared_env(args.wheels, scratch)
-    report: dict = {"started_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "setup": setup, "machine": machine(env), "steps": {}}
+    report: dict = {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "setup": setup,
+        "machine": machine(env),
+        "steps": {},
+    }
     print(json.dumps(report["machine"], indent=1), flush=True)
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     for name, limit, least in STEPS:
         left = deadline - time.monotonic()
         if name in skip or left < least:
-            report["steps"][name] = {"skipped": "--skip" if name in skip else f"{left:.0f} s left of the budget, needs {least}"}
+            report["steps"][name] = {
+                "skipped": "--skip" if name in skip else f"{left:.0f} s left of the budget, needs {least}"
+            }
         elif name == "bench":
             report["steps"][name] = step_bench(env, out_dir, min(limit, left), args)
         elif name == "train_profile":
@@ -227,8 +293,10 @@ def main(argv: list[str] | None = None) -> int:
         else:
             report["steps"][name] = step_pytest("not slow and not gpu", 8, [], env, out_dir, min(limit, left), name)
         args.out.write_text(json.dumps(report, indent=1, default=str) + "\n")
-        print(f"\n== {name}: {json.dumps({k: v for k, v in report['steps'][name].items() if k != 'figures'}, default=str)[:1500]}",
-              flush=True)
+        print(
+            f"\n== {name}: {json.dumps({k: v for k, v in report['steps'][name].items() if k != 'figures'}, default=str)[:1500]}",
+            flush=True,
+        )
     shutil.rmtree(scratch, ignore_errors=True)
     ok = all(s.get("exit", 0) == 0 for s in report["steps"].values())
     print(f"\nwrote {args.out}: {'all steps passed' if ok else 'SOME STEPS FAILED'}", flush=True)

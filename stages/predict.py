@@ -4,6 +4,7 @@ The file is decoded and embedded with exactly the extraction settings (and weigh
 feature set the run was trained on, as recorded in the run's config.json, so its features
 live in the same space as the training features.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -12,7 +13,10 @@ from typing import Callable
 import numpy as np
 import torch
 
-from . import evaluate
+from pipeline import console
+from pipeline.devices import resolve_device
+
+from . import extract, train
 
 
 def stage_one(run_config: dict, device: torch.device) -> Callable[[Path], tuple[np.ndarray, int]]:
@@ -20,13 +24,12 @@ def stage_one(run_config: dict, device: torch.device) -> Callable[[Path], tuple[
     run's extraction settings, on `device` (not the one the set was made on: a set made on
     cuda:0 serves predictions on a CPU machine). On a GPU at the set's precision; on a CPU
     in fp32, within fp16 noise of the stored features either way."""
-    from .extract import config_from_manifest, extract_video
-
     fs = run_config["feature_sets"][0]
     precision = fs["identity"]["precision"] if device.type == "cuda" else "fp32"
-    cfg, spec = config_from_manifest({"config": fs["config"], "identity": fs["identity"]},
-                                     device=str(device), precision=precision)
-    return lambda path: extract_video(path, cfg, spec)
+    cfg, spec = extract.config_from_manifest(
+        {"config": fs["config"], "identity": fs["identity"]}, device=str(device), precision=precision
+    )
+    return lambda path: extract.extract_video(path, cfg, spec)
 
 
 def predict(video_path: Path | str, run_dir: Path | str, top: int = 5, device: str = "auto") -> list[tuple[str, float]]:
@@ -34,13 +37,11 @@ def predict(video_path: Path | str, run_dir: Path | str, top: int = 5, device: s
 
     A SPLIT=all run holds one model per split: their probabilities are averaged.
     """
-    from .backbone import resolve_device
-
     video_path = Path(video_path)
     if not video_path.is_file():
         raise FileNotFoundError(f"VIDEO: no file at {video_path}")
     dev = resolve_device(device)
-    loaded = [evaluate.load_run(d, dev) for d in evaluate.run_dirs(Path(run_dir))]
+    loaded = [train.load_run(d, dev) for d in train.run_dirs(Path(run_dir))]
     config = loaded[0][1]
     features, length = stage_one(config, dev)(video_path)
     want = (config["model"]["frames"], config["model"]["input_dim"])
@@ -53,7 +54,12 @@ def predict(video_path: Path | str, run_dir: Path | str, top: int = 5, device: s
     classes = config["classes"]
     values, indices = probs.topk(min(top, len(classes)))
     result = [(classes[i], float(p)) for p, i in zip(values.tolist(), indices.tolist())]
-    print(f"{video_path} ({length} of {want[0]} frames; run {Path(run_dir)}):")
-    for rank, (name, p) in enumerate(result, 1):
-        print(f"  {rank}. {name:<32} {p:.4f}")
+    console.result(
+        "\n".join(
+            [
+                f"{video_path} ({length} of {want[0]} frames; run {Path(run_dir)}):",
+                *(f"  {rank}. {name:<32} {p:.4f}" for rank, (name, p) in enumerate(result, 1)),
+            ]
+        )
+    )
     return result

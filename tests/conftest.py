@@ -8,6 +8,7 @@ FIFO would block a copy).
 Also here: ffmpeg must be installed (a missing one fails every test with the install hint,
 it never skips them), and tests marked `gpu` are skipped where CUDA is not available.
 """
+
 from __future__ import annotations
 
 import os
@@ -24,7 +25,11 @@ from pipeline import synth
 
 # Small UCF101-layout tree for the adapter and stage-one tests: 3 classes x 3 groups x
 # 2 clips = 18 clips, each >= 16 frames (the default T), so none is padded.
-UCF_TREE_CLASSES = {"ApplyEyeMakeup": ("sunset", "stripes"), "Basketball": ("testcard", "life"), "JumpRope": ("plasma", "box")}
+UCF_TREE_CLASSES = {
+    "ApplyEyeMakeup": ("sunset", "stripes"),
+    "Basketball": ("testcard", "life"),
+    "JumpRope": ("plasma", "box"),
+}
 UCF_TREE_SETTINGS = dict(groups=3, clips_per_group=2, fps=10, size=(160, 120), seconds_per_scene=1.2, seed=1)
 
 

@@ -8,6 +8,7 @@ store contract on whatever is on disk at that instant: raw `json.loads` of the
 manifest, plain h5py on every listed shard, `store.read_shard` with the manifest's
 sha256, no temp name listed, no video twice, shard i holding the planned videos.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,7 +23,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from pipeline import store, synth
+from pipeline import files, store, synth
+from pipeline.config import SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
 # Tiny settings: CPU ResNet-50 at 32 px and T=4 costs ~0.1 s per video after start-up. The device is
@@ -35,16 +37,36 @@ def make_tiny_tree(root: Path, clips_per_class: int = 4, classes: int = 2, frame
     """root/<class>/clip_NN.avi, 64x48 px, `frames` frames each (idempotent). Returns the sorted video ids."""
     chosen = dict(list(TINY_CLASSES.items())[:classes])
     half = frames // 2
-    synth.make_clips([dict(path=Path(root) / cls / f"clip_{i:02d}.avi", scenes=list(scenes), scene_frames=[half, frames - half],
-                           size=(64, 48), seed=f"reliability/{cls}/{i}")
-                      for cls, scenes in chosen.items() for i in range(clips_per_class)])
+    synth.make_clips(
+        [
+            dict(
+                path=Path(root) / cls / f"clip_{i:02d}.avi",
+                scenes=list(scenes),
+                scene_frames=[half, frames - half],
+                size=(64, 48),
+                seed=f"reliability/{cls}/{i}",
+            )
+            for cls, scenes in chosen.items()
+            for i in range(clips_per_class)
+        ]
+    )
     return sorted(f"{cls}/clip_{i:02d}.avi" for cls in chosen for i in range(clips_per_class))
 
 
 def features_cmd(data_dir: Path, features_root: Path, dataset: str = "folder", **options) -> list[str]:
     """`python -m pipeline features ...` with the TINY settings unless overridden."""
-    args = [sys.executable, "-m", "pipeline", "features", "--dataset", dataset, "--data-dir", str(data_dir),
-            "--features-root", str(features_root)]
+    args = [
+        sys.executable,
+        "-m",
+        "pipeline",
+        "features",
+        "--dataset",
+        dataset,
+        "--data-dir",
+        str(data_dir),
+        "--features-root",
+        str(features_root),
+    ]
     for key, value in (TINY | options).items():
         args += [f"--{key.replace('_', '-')}", str(value)]
     return args
@@ -81,7 +103,9 @@ class Run:
             return self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
-            raise AssertionError(f"stage one did not finish within {timeout} s; stderr:\n{self.stderr[-3000:]}") from None
+            raise AssertionError(
+                f"stage one did not finish within {timeout} s; stderr:\n{self.stderr[-3000:]}"
+            ) from None
 
     @property
     def stdout(self) -> str:
@@ -96,8 +120,15 @@ def start(cmd: list[str], logs: Path, name: str, env: dict | None = None) -> Run
     logs.mkdir(parents=True, exist_ok=True)
     out, err = logs / f"{name}.out", logs / f"{name}.err"
     with open(out, "wb") as o, open(err, "wb") as e:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=o, stderr=e, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=REPO,
+            stdout=o,
+            stderr=e,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **(env or {})},
+            start_new_session=True,
+        )
     return Run(proc, out, err, time.monotonic())
 
 
@@ -123,14 +154,14 @@ def check_feature_set(set_dir: Path | None, plan: list[list[str]] | None = None)
     if set_dir is None or not (set_dir / store.MANIFEST).exists():
         return {}
     manifest = json.loads((set_dir / store.MANIFEST).read_bytes())  # never a half-written file
-    assert manifest["schema_version"] == store.SCHEMA_VERSION
+    assert manifest["schema_version"] == SCHEMA_VERSION
     assert store.verify(set_dir) == []
     seen: dict[str, np.ndarray] = {}
     indices = [s["index"] for s in manifest["shards"]]
     assert len(indices) == len(set(indices)), f"a shard index is listed twice: {indices}"
     for s in manifest["shards"]:
         name = s["file"]
-        assert store.SHARD_NAME.fullmatch(name) and store.TMP_MARK not in name, f"a temp/partial name is listed: {name}"
+        assert store.SHARD_NAME.fullmatch(name) and files.TMP_MARK not in name, f"a temp/partial name is listed: {name}"
         assert name == store.shard_name(s["index"])
         data = store.read_shard(set_dir / name, s["sha256"])
         with h5py.File(set_dir / name, "r") as f:  # plain h5py, as another team reads it
@@ -170,7 +201,7 @@ def wait_until(predicate, timeout: float, poll: float = 0.01) -> bool:
 def temp_files(set_dir: Path | None) -> list[Path]:
     if set_dir is None or not set_dir.exists():
         return []
-    return [p for p in set_dir.iterdir() if store.TMP_MARK in p.name]
+    return [p for p in set_dir.iterdir() if files.TMP_MARK in p.name]
 
 
 NOBODY = 65534
@@ -180,7 +211,7 @@ DROP_PRIVILEGES = """
 import os, sys
 sys.path.insert(0, {repo!r})
 import concurrent.futures, json, logging, queue, h5py, numpy, torch, torchvision, tqdm
-import pipeline.cli, pipeline.store, pipeline.datasets, stages.extract, stages.decode, stages.backbone
+import pipeline.cli, pipeline.store, stages.extract
 os.setgroups([])
 os.setgid({uid})
 os.setuid({uid})
@@ -192,5 +223,9 @@ def run_cli_as_nobody(args: list[str], timeout: float = 300) -> subprocess.Compl
     """`python -m pipeline ARGS` as uid/gid 65534 when we are root, else as ourselves."""
     if os.geteuid() == 0:
         code = DROP_PRIVILEGES.format(repo=str(REPO), uid=NOBODY)
-        return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd="/", timeout=timeout)
-    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=REPO, timeout=timeout)
+        return subprocess.run(
+            [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd="/", timeout=timeout
+        )
+    return subprocess.run(
+        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=REPO, timeout=timeout
+    )

@@ -1,17 +1,34 @@
 """`make bench` at a tiny size (1 clip of 1 s, 64 px): every figure is there and positive."""
+
 import json
 
 from stages.bench import BenchConfig, run_bench
 
-FIGURES = ("videos_per_s", "frames_per_s", "decode_ceiling_videos_per_s", "baseline_videos_per_s", "backbone_images_per_s")
+FIGURES = (
+    "videos_per_s",
+    "frames_per_s",
+    "decode_ceiling_videos_per_s",
+    "baseline_videos_per_s",
+    "backbone_images_per_s",
+)
 
 
-def test_bench_reports_every_figure(tmp_path):
+def test_bench_reports_every_figure(tmp_path, capsys):
     out = tmp_path / "results.json"
-    cfg = BenchConfig(clips=1, seconds=1.0, size=64, device="cpu", baseline_clips=1, baseline_reader="ffmpeg",
-                      backbone_seconds=0.3, rounds=1, skip_train=True, clips_dir=tmp_path / "clips", out=out)
-    printed = []
-    returned = run_bench(cfg, say=printed.append)
+    cfg = BenchConfig(
+        clips=1,
+        seconds=1.0,
+        size=64,
+        device="cpu",
+        baseline_clips=1,
+        baseline_reader="ffmpeg",
+        backbone_seconds=0.3,
+        rounds=1,
+        skip_train=True,
+        clips_dir=tmp_path / "clips",
+        out=out,
+    )
+    returned = run_bench(cfg)
     results = json.loads(out.read_text())
     assert results.keys() == returned.keys()
     for key in FIGURES:
@@ -21,19 +38,25 @@ def test_bench_reports_every_figure(tmp_path):
     assert results["end_to_end"]["videos"] == 1 and results["end_to_end"]["failed"] == 0
     assert results["baseline"]["frames"] == 25  # every frame of a 1 s clip at 25 fps
     machine = results["machine"]
-    assert machine["cores"] >= 1 and machine["ram_gib"] > 0 and machine["torch"] and machine["ffmpeg_version"] != "unknown"
+    assert (
+        machine["cores"] >= 1 and machine["ram_gib"] > 0 and machine["torch"] and machine["ffmpeg_version"] != "unknown"
+    )
     assert results["settings"]["size"] == 64 and results["settings"]["clips"] == 1
-    report = "\n".join(map(str, printed))
-    assert "end to end / baseline" in report and "where stage one's" in report and "64 px instead of stage one's 224" in report
+    report = capsys.readouterr().err
+    assert (
+        "end to end / baseline" in report
+        and "where stage one's" in report
+        and "64 px instead of stage one's 224" in report
+    )
 
 
 def test_fewer_epochs_are_scaled_to_50_and_labelled(monkeypatch):
     import torch
 
-    from stages import bench, train
+    from stages import bench
 
     calls = []
-    monkeypatch.setattr(train, "time_training", lambda **kw: calls.append(kw) or 3.0)
+    monkeypatch.setattr(bench, "time_training", lambda **kw: calls.append(kw) or 3.0)
     measured = bench.measure_training(BenchConfig(train_epochs=2), torch.device("cpu"))
     assert calls == [{"epochs": 2, "device": "cpu"}]
     assert measured["train_50_epochs_s"] == 75.0 and "EXTRAPOLATED" in bench.train_line(measured)

@@ -1,6 +1,7 @@
 """The parts of the CUDA path that can be checked without a GPU: which device each process
 and Dask worker binds, and which settings are refused before any work. The GPU itself is
 exercised by tests/test_gpu.py."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -10,8 +11,10 @@ import os
 import pytest
 import torch
 
-from pipeline.config import ConfigError, ExtractConfig
-from stages import backbone, distributed as dist, extract, train as stage_two
+from pipeline.config import ExtractConfig
+from pipeline.errors import ConfigError
+from pipeline.devices import inference_precision, training_precision
+from stages.extract import distributed as dist, local, plan
 
 
 def test_a_local_dask_cluster_deals_the_gpus_out_one_per_worker():
@@ -45,16 +48,16 @@ def test_a_cpu_local_cluster_stays_a_plain_one():
 def test_auto_device_with_a_remote_scheduler_must_be_said(tmp_path):
     cfg = ExtractConfig(dataset="folder", data_dir=tmp_path, scheduler="tcp://10.0.0.1:8786")
     with pytest.raises(ConfigError, match="--device .*DEVICE=cuda"):
-        extract.compute_precision(cfg)
-    assert extract.compute_precision(cfg.replace(device="cuda")) == "fp16"
-    assert extract.compute_precision(cfg.replace(device="cpu")) == "fp32"
-    assert extract.compute_precision(cfg.replace(precision="fp16")) == "fp16"
+        plan.compute_precision(cfg)
+    assert plan.compute_precision(cfg.replace(device="cuda")) == "fp16"
+    assert plan.compute_precision(cfg.replace(device="cpu")) == "fp32"
+    assert plan.compute_precision(cfg.replace(precision="fp16")) == "fp16"
 
 
 def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: False)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Tesla V100")
-    for resolve in (backbone.resolve_precision, stage_two.resolve_precision):
+    for resolve in (inference_precision, training_precision):
         with pytest.raises(ConfigError, match="--precision .*bf16.*V100"):
             resolve("bf16", torch.device("cuda"))
 
@@ -63,25 +66,27 @@ def test_a_device_process_binds_its_gpu_before_anything_else(monkeypatch, tmp_pa
     """DEVICES=cuda:0,cuda:1: the second process's pinned memory and context belong on cuda:1."""
     calls = []
     monkeypatch.setattr(torch.cuda, "set_device", lambda device: calls.append(("set_device", str(device))))
-    monkeypatch.setattr(extract, "extract_here", lambda p, summary, say, show_progress: calls.append(("extract", p.cfg.device)))
+    monkeypatch.setattr(
+        local, "extract_in_process", lambda p, summary, show_progress: calls.append(("extract", p.cfg.device))
+    )
     cfg = ExtractConfig(dataset="folder", data_dir=tmp_path, device="cuda:1", devices=("cuda:1",))
-    p = extract.Prepared(cfg, dataset=None, weights=None, identity=dataclasses.make_dataclass("I", ["id"])("x"),
-                         set_dir=tmp_path)
-    extract.device_worker(p, 1)
+    p = plan.ExtractionPlan(
+        cfg, weights=None, identity=dataclasses.make_dataclass("I", ["id"])("x"), set_dir=tmp_path, shards={}
+    )
+    local.device_worker(p)
     assert calls == [("set_device", "cuda:1"), ("extract", "cuda:1")]
     calls.clear()
-    extract.device_worker(dataclasses.replace(p, cfg=cfg.replace(device="cpu", devices=("cpu",))), 0)
+    local.device_worker(dataclasses.replace(p, cfg=cfg.replace(device="cpu", devices=("cpu",))))
     assert calls == [("extract", "cpu")]
 
 
 def test_an_error_in_the_inference_loop_is_logged_and_raised(caplog):
     """Raised on the main thread with its own type (no Python 3.11-only add_note, which on
     3.10 turned the error into a hang), and logged where it happened."""
-    from test_batching import FakeExtractor
+    from helpers import FakeExtractor
+    from stages.extract.batching import Batcher
 
-    from stages.batching import Batcher
-
-    with caplog.at_level(logging.ERROR, logger="stages.batching"):
+    with caplog.at_level(logging.ERROR, logger="stages.extract.batching"):
         batcher = Batcher(FakeExtractor(fail=True), batch=2, frames=2, size=4, workers=1, sink=lambda *a: None)
         slot = batcher.slots.acquire()
         batcher.add(slot, 2, owner=0)

@@ -7,6 +7,7 @@ fp16 features compared with an independent fp32 CPU forward of the same frames a
 finite (assert_allclose alone treats NaN as equal), a compiled model, two processes on one
 GPU, and stage two's step run under CUDA's synchronisation check.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -15,13 +16,12 @@ import torch
 
 from pipeline import store
 from pipeline.config import ExtractConfig, TrainConfig
-from stages import backbone
-from stages.backbone import FeatureExtractor, resolve_weights
-from stages.batching import Batcher
-from stages.decode import decode_video
+from stages.extract import backbone
+from stages.extract.backbone import FeatureExtractor, resolve_weights
+from stages.extract.batching import Batcher
+from stages.extract.decode import decode_video
 from stages.extract import extract_features
-from test_backbone import assert_fp16_close, reference_features
-from test_extract import stored
+from helpers import assert_fp16_close, random_set, reference_features, stored
 
 pytestmark = pytest.mark.gpu
 
@@ -35,9 +35,18 @@ def slot_count(batch: int, frames: int, workers: int) -> int:
 
 @pytest.fixture(scope="module")
 def gpu_cfg(ucf_tree, weights_file, tmp_path_factory) -> ExtractConfig:
-    return ExtractConfig(dataset="ucf101", data_dir=ucf_tree, features_root=tmp_path_factory.mktemp("gpu-store"),
-                         weights=str(weights_file), image_size=SIZE, frames=T, gpu_batch=BATCH, workers=DECODERS,
-                         shard_size=5, device="cuda")
+    return ExtractConfig(
+        dataset="ucf101",
+        data_dir=ucf_tree,
+        features_root=tmp_path_factory.mktemp("gpu-store"),
+        weights=str(weights_file),
+        image_size=SIZE,
+        frames=T,
+        gpu_batch=BATCH,
+        workers=DECODERS,
+        shard_size=5,
+        device="cuda",
+    )
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +60,7 @@ def gpu_set(gpu_cfg) -> dict:
 @pytest.fixture(scope="module")
 def cpu_reference(gpu_cfg, weights_file) -> dict:
     """video_id -> fp32 features (T, D) of torchvision's ResNet-50 on the CPU, on frames decoded independently."""
-    from pipeline.datasets import load_dataset
+    from stages.extract.datasets import load_dataset
 
     frames = {}
     for rec in load_dataset(gpu_cfg).records:
@@ -100,7 +109,9 @@ def test_the_same_frames_give_the_same_bits_wherever_they_sit_in_a_batch(weights
 
 
 def test_two_processes_on_one_gpu_give_the_same_set(gpu_cfg, gpu_set, cpu_reference, tmp_path):
-    summary = extract_features(gpu_cfg.replace(features_root=tmp_path, devices=("cuda:0", "cuda:0"), workers=2), quiet=True)
+    summary = extract_features(
+        gpu_cfg.replace(features_root=tmp_path, devices=("cuda:0", "cuda:0"), workers=2), quiet=True
+    )
     manifest = store.load_manifest(summary.set_dir)
     assert manifest["complete"] and manifest["num_stored"] == len(gpu_set)
     assert summary.set_dir.name == next(iter(stored_dirs(gpu_cfg))).name  # same settings, same id
@@ -117,32 +128,41 @@ def stored_dirs(cfg: ExtractConfig):
 def test_training_steps_never_wait_for_the_gpu(tmp_path):
     """Stage two's step, under torch.cuda.set_sync_debug_mode("error"): any host<->device
     synchronisation in the batch indexing, the forward, the backward or the optimiser raises."""
-    from stages import train as stage_two
-    from stages.models import build_from_spec
-    from test_reader import random_set
+    from pipeline.devices import training_precision
+    from stages.train import loop, trainer
+    from stages.train.models import build_from_spec
 
     set_dir = random_set(tmp_path / "set", n=96, t=8, d=64, classes=4)
     device = torch.device("cuda")
-    cfg = TrainConfig(features=str(set_dir), model="lstm", hidden=32, proj=16, epochs=1, device="cuda", out=tmp_path / "run",
-                      progress=False, clip_grad=1.0)
-    autocast_dtype, data_dtype = stage_two.resolve_precision("auto", device)
-    data = stage_two.load_data(cfg, device, data_dtype)
-    parts = stage_two.make_parts(data, data.splits["1"], cfg, device, data_dtype)
-    model = build_from_spec(stage_two.model_spec(cfg, data.sets[0]), parts.mean, parts.std).to(device)
+    cfg = TrainConfig(
+        features=str(set_dir),
+        model="lstm",
+        hidden=32,
+        proj=16,
+        epochs=1,
+        device="cuda",
+        out=tmp_path / "run",
+        progress=False,
+        clip_grad=1.0,
+    )
+    autocast_dtype, data_dtype = training_precision("auto", device)
+    data = trainer.load_data(cfg, device, data_dtype)
+    parts = trainer.make_parts(data, data.splits["1"], cfg, device, data_dtype)
+    model = build_from_spec(trainer.model_spec(cfg, data.sets[0]), parts.mean, parts.std).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
-    opt = stage_two.make_optimizer(model, cfg, device)
+    opt = loop.make_optimizer(model, cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
     scaler = torch.amp.GradScaler("cuda", enabled=autocast_dtype == torch.float16)
     generator = torch.Generator().manual_seed(0)
     model.train()
     batches = list(parts.train.batches(16, shuffle=True, generator=generator))
     for x, lengths, y, _ in batches[:2]:  # first steps: cuDNN plans, lazy state
-        stage_two.train_step(model, params, x, lengths, y, opt, sched, scaler, cfg, autocast_dtype)
+        loop.train_step(model, params, x, lengths, y, opt, sched, scaler, cfg, autocast_dtype)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
         for x, lengths, y, _ in parts.train.batches(16, shuffle=True, generator=generator):
-            loss, hits = stage_two.train_step(model, params, x, lengths, y, opt, sched, scaler, cfg, autocast_dtype)
+            loss, hits = loop.train_step(model, params, x, lengths, y, opt, sched, scaler, cfg, autocast_dtype)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert torch.isfinite(loss).item()

@@ -14,6 +14,7 @@ encoder thread, seeded generators), so the same call gives the same bytes on one
 
 Sizes are (width, height) in pixels, rates in frames per second, durations in seconds.
 """
+
 from __future__ import annotations
 
 import functools
@@ -21,7 +22,6 @@ import os
 import random
 import re
 import shlex
-import shutil
 import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -30,17 +30,11 @@ from typing import Iterable, Sequence
 
 import ffmpeg  # ffmpeg-python: builds the argument lists
 
+from ..errors import SynthError
+from ..ffmpeg import INSTALL_HINT, find_binary
 
-INSTALL_HINT = (
-    "install it with 'apt-get install ffmpeg' (Debian/Ubuntu), 'brew install ffmpeg' (macOS) "
-    "or 'conda install -c conda-forge ffmpeg', or run 'make setup', which installs it"
-)
 MUXERS = {".avi": "avi", ".mkv": "matroska", ".mp4": "mp4", ".mov": "mov", ".webm": "webm"}
 PARTIAL = ".partial"  # suffix of a clip being written; never a video extension, so no adapter lists it
-
-
-class SynthError(RuntimeError):
-    """ffmpeg is missing, or could not make a clip; the message names the file and the cause."""
 
 
 @dataclass(frozen=True)
@@ -60,8 +54,8 @@ class Clip:
 
 # ---------------------------------------------------------------- ffmpeg
 def require_ffmpeg(name: str = "ffmpeg") -> str:
-    """Path of ffmpeg (or ffprobe); FFMPEG_BINARY / FFPROBE_BINARY override the PATH lookup."""
-    path = os.environ.get(f"{name.upper()}_BINARY") or shutil.which(name)
+    """Path of ffmpeg (or ffprobe), found as stage one finds it; SynthError with the install hint if none."""
+    path = find_binary(name)
     if not path:
         raise SynthError(f"{name} not found on PATH, and the generated videos need it: {INSTALL_HINT}")
     return path
@@ -70,7 +64,9 @@ def require_ffmpeg(name: str = "ffmpeg") -> str:
 @functools.lru_cache(maxsize=None)
 def has_encoder(name: str) -> bool:
     """Whether this ffmpeg build has an encoder (libx264 is absent from some builds)."""
-    out = subprocess.run([require_ffmpeg(), "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=30).stdout
+    out = subprocess.run(
+        [require_ffmpeg(), "-hide_banner", "-encoders"], capture_output=True, text=True, timeout=30
+    ).stdout
     return any(line.split()[1:2] == [name] for line in out.splitlines() if line.startswith(" "))
 
 
@@ -102,14 +98,6 @@ def partial_name(dest: Path) -> Path:
     return dest.with_name(f".{dest.name}.{os.getpid()}{PARTIAL}")
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write a non-video file of a generated tree through its partial name and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = partial_name(path)
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def remove_stale_partials(root: Path) -> None:
     """Delete temp clips left by generators that died (their pid is gone), so they do not pile up."""
     for p in Path(root).rglob(f"*{PARTIAL}") if Path(root).is_dir() else []:
@@ -135,7 +123,9 @@ def output(stream, dest: Path, **kw):
     if muxer is None:
         raise SynthError(f"{dest}: unknown video extension {dest.suffix!r}; use one of {', '.join(MUXERS)}")
     # bitexact: no random ids (Matroska's SegmentUID) or version strings, so a seed gives the same bytes.
-    return stream.output(str(partial_name(dest)), format=kw.pop("format", muxer), fflags="+bitexact", flags="+bitexact", **kw)
+    return stream.output(
+        str(partial_name(dest)), format=kw.pop("format", muxer), fflags="+bitexact", flags="+bitexact", **kw
+    )
 
 
 def lavfi(source: str, **params):
@@ -173,14 +163,25 @@ def scene_testcard(w, h, fps, rng):
 
 def scene_fractal(w, h, fps, rng):
     """A Mandelbrot zoom: a green and red fractal on pink that grows as it zooms."""
-    src = lavfi("mandelbrot", size=f"{w}x{h}", rate=fps, maxiter=48, start_scale=round(rng.uniform(2.0, 3.5), 3), end_pts=100)
+    src = lavfi(
+        "mandelbrot", size=f"{w}x{h}", rate=fps, maxiter=48, start_scale=round(rng.uniform(2.0, 3.5), 3), end_pts=100
+    )
     return src, rng.randrange(0, 2 * round(fps))
 
 
 def scene_life(w, h, fps, rng):
     """Conway's game of life: bright green cells and olive mould on dark green."""
-    src = lavfi("life", size=f"{w}x{h}", rate=fps, seed=rng.randrange(2**31), ratio=round(rng.uniform(0.3, 0.6), 3),
-                mold=10, life_color="0x40ff40", death_color="0x002000", mold_color="0x608000")
+    src = lavfi(
+        "life",
+        size=f"{w}x{h}",
+        rate=fps,
+        seed=rng.randrange(2**31),
+        ratio=round(rng.uniform(0.3, 0.6), 3),
+        mold=10,
+        life_color="0x40ff40",
+        death_color="0x002000",
+        mold_color="0x608000",
+    )
     return src, rng.randrange(0, round(fps))
 
 
@@ -259,20 +260,40 @@ def bounce(span: float, speed: float, rng: random.Random) -> str:
 
 
 SCENES = {
-    "bars": scene_bars, "testcard": scene_testcard, "fractal": scene_fractal, "life": scene_life,
-    "automaton": scene_automaton, "plasma": scene_plasma, "rings": scene_rings, "checker": scene_checker,
-    "sunset": scene_sunset, "stripes": scene_stripes, "static": scene_static, "box": scene_box,
+    "bars": scene_bars,
+    "testcard": scene_testcard,
+    "fractal": scene_fractal,
+    "life": scene_life,
+    "automaton": scene_automaton,
+    "plasma": scene_plasma,
+    "rings": scene_rings,
+    "checker": scene_checker,
+    "sunset": scene_sunset,
+    "stripes": scene_stripes,
+    "static": scene_static,
+    "box": scene_box,
 }
 
 
 # ---------------------------------------------------------------- clips
-def draw_scene_frames(scenes: Sequence[str], fps: float, seconds_per_scene: float, jitter: float, rng: random.Random) -> list[int]:
+def draw_scene_frames(
+    scenes: Sequence[str], fps: float, seconds_per_scene: float, jitter: float, rng: random.Random
+) -> list[int]:
     """Frames per scene: seconds_per_scene * fps, each scaled by a random factor in [1-jitter, 1+jitter]."""
     return [max(3, round(seconds_per_scene * fps * rng.uniform(1 - jitter, 1 + jitter))) for _ in scenes]
 
 
-def build_clip(dest: Path, scenes: Sequence[str], scene_frames: Sequence[int], fps: float, size: tuple[int, int],
-               rng: random.Random, look: random.Random, codec: str = "mpeg4", bitrate: str | None = None):
+def build_clip(
+    dest: Path,
+    scenes: Sequence[str],
+    scene_frames: Sequence[int],
+    fps: float,
+    size: tuple[int, int],
+    rng: random.Random,
+    look: random.Random,
+    codec: str = "mpeg4",
+    bitrate: str | None = None,
+):
     """The ffmpeg-python output node of one clip (see make_clip); consumes rng and look."""
     unknown = [s for s in scenes if s not in SCENES]
     if unknown or not scenes:
@@ -282,8 +303,13 @@ def build_clip(dest: Path, scenes: Sequence[str], scene_frames: Sequence[int], f
     for name, n in zip(scenes, scene_frames):
         src, skip = SCENES[name](w, h, fps, rng)
         # Same size, pixel format and aspect on every segment, as concat requires.
-        segments.append(src.trim(start_frame=skip, end_frame=skip + n).setpts("PTS-STARTPTS")
-                        .filter("scale", w, h).filter("setsar", 1).filter("format", "yuv420p"))
+        segments.append(
+            src.trim(start_frame=skip, end_frame=skip + n)
+            .setpts("PTS-STARTPTS")
+            .filter("scale", w, h)
+            .filter("setsar", 1)
+            .filter("format", "yuv420p")
+        )
     video = ffmpeg.concat(*segments, v=1, a=0) if len(segments) > 1 else segments[0]
     # The clip's "look" (camera, lighting, sensor noise) is shared by all its scenes.
     # Small enough (+-8 degrees, noise <= 8) that a scene keeps its colour and texture class.
@@ -295,15 +321,31 @@ def build_clip(dest: Path, scenes: Sequence[str], scene_frames: Sequence[int], f
     side = max(4, h // 8)
     shade = look.randrange(90, 200)
     square = lavfi("color", c=f"0x{shade:02x}{shade:02x}{shade:02x}", size=f"{side}x{side}", rate=fps)
-    video = ffmpeg.overlay(video, square, x=bounce(w - side, rng.uniform(20, 60) * w / 160, rng),
-                           y=bounce(h - side, rng.uniform(15, 45) * h / 120, rng), shortest=1)
+    video = ffmpeg.overlay(
+        video,
+        square,
+        x=bounce(w - side, rng.uniform(20, 60) * w / 160, rng),
+        y=bounce(h - side, rng.uniform(15, 45) * h / 120, rng),
+        shortest=1,
+    )
     return output(video, dest, r=fps, **encoder_options(codec, bitrate=bitrate))
 
 
-def make_clip(path: Path, scenes: Sequence[str], fps: float = 10, size: tuple[int, int] = (160, 120),
-              seconds_per_scene: float = 1.0, seed: int | str = 0, codec: str = "mpeg4", *,
-              jitter: float = 0.3, scene_frames: Sequence[int] | None = None, look_seed: int | str | None = None,
-              bitrate: str | None = None, timeout: float = 120.0) -> Clip:
+def make_clip(
+    path: Path,
+    scenes: Sequence[str],
+    fps: float = 10,
+    size: tuple[int, int] = (160, 120),
+    seconds_per_scene: float = 1.0,
+    seed: int | str = 0,
+    codec: str = "mpeg4",
+    *,
+    jitter: float = 0.3,
+    scene_frames: Sequence[int] | None = None,
+    look_seed: int | str | None = None,
+    bitrate: str | None = None,
+    timeout: float = 120.0,
+) -> Clip:
     """Write one clip made of `scenes` (names from SCENES), in that order, with one ffmpeg call.
 
     path: the video file; its extension picks the container (.avi, .mkv, .mp4, .mov, .webm).

@@ -5,6 +5,7 @@ audio only, a FIFO that hangs any reader) and files that must succeed however od
 frame, shorter than T, 4K, portrait, odd sizes, variable frame rate, an MP4 named .avi,
 hostile names). The bench clips are UCF101-like mpeg4 AVIs for `make bench`.
 """
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,8 @@ from pathlib import Path
 
 import ffmpeg  # ffmpeg-python: builds the argument lists
 
-from .clips import has_encoder, lavfi, make_clips, output, require_ffmpeg, run_ffmpeg, write_bytes_atomic
+from ..files import atomic_write_bytes
+from .clips import has_encoder, lavfi, make_clips, output, require_ffmpeg, run_ffmpeg
 from .layouts import make_ucf101_tree, ucf101_name
 
 
@@ -25,7 +27,9 @@ MUST_FAIL, MUST_SUCCEED = "must fail", "must succeed"
 
 def vfr_output_options() -> dict:
     """Keep every frame's own timestamp: -fps_mode vfr since ffmpeg 5.1, -vsync vfr before."""
-    out = subprocess.run([require_ffmpeg(), "-hide_banner", "-h", "full"], capture_output=True, text=True, timeout=30).stdout
+    out = subprocess.run(
+        [require_ffmpeg(), "-hide_banner", "-h", "full"], capture_output=True, text=True, timeout=30
+    ).stdout
     return {"fps_mode": "vfr"} if "-fps_mode" in out else {"vsync": "vfr"}
 
 
@@ -35,8 +39,12 @@ def make_vfr_clip(path: Path, fast_after: int = 10, frames: int = 20, size: tupl
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = fast_after * 0.1
-    video = (lavfi("testsrc2", size=f"{size[0]}x{size[1]}", rate=10).trim(end_frame=frames)
-             .filter("settb", "1/1000").setpts(f"if(lt(N,{fast_after}),N*0.1,{t0}+(N-{fast_after})*0.04)/TB"))
+    video = (
+        lavfi("testsrc2", size=f"{size[0]}x{size[1]}", rate=10)
+        .trim(end_frame=frames)
+        .filter("settb", "1/1000")
+        .setpts(f"if(lt(N,{fast_after}),N*0.1,{t0}+(N-{fast_after})*0.04)/TB")
+    )
     # Without a 1 ms encoder time base the encoder would round every frame back onto the 0.1 s grid.
     run_ffmpeg(output(video, path, vcodec="mpeg4", threads=1, enc_time_base="1/1000", **vfr_output_options()), path)
     return path
@@ -71,26 +79,64 @@ def make_bad_corpus(root: Path) -> dict[str, str]:
 
     def note(rel: str, outcome: str, what: str) -> Path:
         corpus[rel] = f"{outcome}: {what}"
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
         return root / rel
 
     clips = [  # (relative path, outcome, description, make_clip arguments)
-        ("must_succeed/normal.avi", MUST_SUCCEED, "an ordinary clip, 160x120, 10 fps, 30 frames",
-         dict(scenes=["testcard", "plasma"], scene_frames=[15, 15])),
-        ("must_succeed/one_frame.avi", MUST_SUCCEED, "a single frame (padded; length 1)", dict(scenes=["bars"], scene_frames=[1])),
-        ("must_succeed/short_5_frames.avi", MUST_SUCCEED, "5 frames, shorter than T (padded; length 5)",
-         dict(scenes=["fractal"], scene_frames=[5])),
-        ("must_succeed/uhd_3840x2160.avi", MUST_SUCCEED, "4K, 3840x2160, 3 frames",
-         dict(scenes=["testcard"], scene_frames=[3], size=(3840, 2160))),
-        ("must_succeed/portrait_120x200.avi", MUST_SUCCEED, "portrait, 120x200, 20 frames",
-         dict(scenes=["life"], scene_frames=[20], size=(120, 200))),
-        ("must_succeed/odd_161x97.avi", MUST_SUCCEED, "odd dimensions, 161x97, 20 frames",
-         dict(scenes=["rings"], scene_frames=[20], size=(161, 97))),
-        ("must_succeed/it's a \"clip\" ü ñ.avi", MUST_SUCCEED, "spaces, quotes and non-ASCII in the name, 20 frames",
-         dict(scenes=["checker"], scene_frames=[20])),
-        ("must_succeed/same_name.avi", MUST_SUCCEED, "same file name as twin/same_name.avi (a distinct video id)",
-         dict(scenes=["sunset"], scene_frames=[20])),
-        ("twin/same_name.avi", MUST_SUCCEED, "same file name as must_succeed/same_name.avi (a distinct video id)",
-         dict(scenes=["stripes"], scene_frames=[20])),
+        (
+            "must_succeed/normal.avi",
+            MUST_SUCCEED,
+            "an ordinary clip, 160x120, 10 fps, 30 frames",
+            dict(scenes=["testcard", "plasma"], scene_frames=[15, 15]),
+        ),
+        (
+            "must_succeed/one_frame.avi",
+            MUST_SUCCEED,
+            "a single frame (padded; length 1)",
+            dict(scenes=["bars"], scene_frames=[1]),
+        ),
+        (
+            "must_succeed/short_5_frames.avi",
+            MUST_SUCCEED,
+            "5 frames, shorter than T (padded; length 5)",
+            dict(scenes=["fractal"], scene_frames=[5]),
+        ),
+        (
+            "must_succeed/uhd_3840x2160.avi",
+            MUST_SUCCEED,
+            "4K, 3840x2160, 3 frames",
+            dict(scenes=["testcard"], scene_frames=[3], size=(3840, 2160)),
+        ),
+        (
+            "must_succeed/portrait_120x200.avi",
+            MUST_SUCCEED,
+            "portrait, 120x200, 20 frames",
+            dict(scenes=["life"], scene_frames=[20], size=(120, 200)),
+        ),
+        (
+            "must_succeed/odd_161x97.avi",
+            MUST_SUCCEED,
+            "odd dimensions, 161x97, 20 frames",
+            dict(scenes=["rings"], scene_frames=[20], size=(161, 97)),
+        ),
+        (
+            'must_succeed/it\'s a "clip" ü ñ.avi',
+            MUST_SUCCEED,
+            "spaces, quotes and non-ASCII in the name, 20 frames",
+            dict(scenes=["checker"], scene_frames=[20]),
+        ),
+        (
+            "must_succeed/same_name.avi",
+            MUST_SUCCEED,
+            "same file name as twin/same_name.avi (a distinct video id)",
+            dict(scenes=["sunset"], scene_frames=[20]),
+        ),
+        (
+            "twin/same_name.avi",
+            MUST_SUCCEED,
+            "same file name as must_succeed/same_name.avi (a distinct video id)",
+            dict(scenes=["stripes"], scene_frames=[20]),
+        ),
     ]
     jobs = [dict(path=note(rel, outcome, what), seed=f"bad/{rel}", **kw) for rel, outcome, what, kw in clips]
     # The derived files start from clips made in a scratch folder inside root (same file
@@ -99,33 +145,49 @@ def make_bad_corpus(root: Path) -> dict[str, str]:
     derived = {"truncated": scratch / "truncated.avi", "mp4": scratch / "really.mp4"}
     mp4_codec = "libx264" if has_encoder("libx264") else "mpeg4"
     if not (fail / "truncated.avi").exists():
-        jobs.append(dict(path=derived["truncated"], scenes=["testcard", "life"], scene_frames=[20, 20], seed="bad/truncated"))
+        jobs.append(
+            dict(path=derived["truncated"], scenes=["testcard", "life"], scene_frames=[20, 20], seed="bad/truncated")
+        )
     if not (ok / "really_mp4.avi").exists():
         jobs.append(dict(path=derived["mp4"], scenes=["box"], scene_frames=[20], seed="bad/mp4", codec=mp4_codec))
     make_clips(jobs)
 
-    target = note("must_fail/truncated.avi", MUST_FAIL, "an AVI of 40 frames cut to 20% of its bytes (its header still says 40)")
+    target = note(
+        "must_fail/truncated.avi", MUST_FAIL, "an AVI of 40 frames cut to 20% of its bytes (its header still says 40)"
+    )
     if not target.exists():
         data = derived["truncated"].read_bytes()
-        write_bytes_atomic(target, data[: len(data) // 5])
-    target = note("must_succeed/really_mp4.avi", MUST_SUCCEED, f"an MP4 ({'H.264' if mp4_codec == 'libx264' else 'MPEG-4'}) file named .avi")
+        atomic_write_bytes(target, data[: len(data) // 5])
+    target = note(
+        "must_succeed/really_mp4.avi",
+        MUST_SUCCEED,
+        f"an MP4 ({'H.264' if mp4_codec == 'libx264' else 'MPEG-4'}) file named .avi",
+    )
     if not target.exists():
         os.replace(derived["mp4"], target)
     shutil.rmtree(scratch, ignore_errors=True)
 
     target = note("must_fail/empty.avi", MUST_FAIL, "empty file (0 bytes)")
     if not target.exists():
-        write_bytes_atomic(target, b"")
+        atomic_write_bytes(target, b"")
     target = note("must_fail/not_a_video.avi", MUST_FAIL, "a text file renamed .avi")
     if not target.exists():
-        write_bytes_atomic(target, b"This is a plain text file that someone renamed to .avi.\n" * 20)
+        atomic_write_bytes(target, b"This is a plain text file that someone renamed to .avi.\n" * 20)
     target = note("must_fail/audio_only.avi", MUST_FAIL, "audio only (1 s sine, PCM in AVI): no video stream")
     if not target.exists():
         make_audio_only(target)
-    target = note("must_succeed/vfr.mkv", MUST_SUCCEED, "variable frame rate (Matroska; 10 frames 0.1 s apart, then 10 frames 0.04 s apart)")
+    target = note(
+        "must_succeed/vfr.mkv",
+        MUST_SUCCEED,
+        "variable frame rate (Matroska; 10 frames 0.1 s apart, then 10 frames 0.04 s apart)",
+    )
     if not target.exists():
         make_vfr_clip(target)
-    target = note("must_fail/hang.avi", MUST_FAIL, "a FIFO with no writer: a decoder that opens it blocks forever (only the timeout ends it)")
+    target = note(
+        "must_fail/hang.avi",
+        MUST_FAIL,
+        "a FIFO with no writer: a decoder that opens it blocks forever (only the timeout ends it)",
+    )
     if not os.path.lexists(target):
         os.mkfifo(target)
     return dict(sorted(corpus.items()))
@@ -138,8 +200,15 @@ def make_missing_listed_tree(root: Path, workers: int | None = None) -> str:
     name it. Returns its relative path, as listed: 'Beta/v_Beta_g02_c01.avi'.
     """
     missing = ucf101_name("Beta", 2, 1)
-    make_ucf101_tree(root, {"Alpha": ("bars", "plasma"), "Beta": ("life", "sunset")}, groups=3, clips_per_group=1,
-                     seed="missing", missing=[missing], workers=workers)
+    make_ucf101_tree(
+        root,
+        {"Alpha": ("bars", "plasma"), "Beta": ("life", "sunset")},
+        groups=3,
+        clips_per_group=1,
+        seed="missing",
+        missing=[missing],
+        workers=workers,
+    )
     return missing
 
 
@@ -155,8 +224,12 @@ def make_unreadable_tree(root: Path) -> Path:
     """
     root = Path(root)
     ok, locked = root / "readable" / "ok.avi", root / "unreadable" / "locked.avi"
-    make_clips([dict(path=ok, scenes=["bars", "life"], seed="unreadable/ok"),
-                dict(path=locked, scenes=["plasma", "box"], seed="unreadable/locked")])
+    make_clips(
+        [
+            dict(path=ok, scenes=["bars", "life"], seed="unreadable/ok"),
+            dict(path=locked, scenes=["plasma", "box"], seed="unreadable/locked"),
+        ]
+    )
     for d in (root, ok.parent, locked.parent):
         d.chmod(0o755)
     ok.chmod(0o644)
@@ -170,8 +243,16 @@ def make_unreadable_tree(root: Path) -> Path:
 BENCH_SCENES = ("testcard", "fractal", "plasma", "rings", "checker", "sunset", "stripes", "box", "bars")
 
 
-def make_bench_clips(dir: Path, count: int, seconds: float = 7.0, *, size: tuple[int, int] = (320, 240), fps: float = 25,
-                     bitrate: str = "540k", workers: int | None = None) -> list[Path]:
+def make_bench_clips(
+    dir: Path,
+    count: int,
+    seconds: float = 7.0,
+    *,
+    size: tuple[int, int] = (320, 240),
+    fps: float = 25,
+    bitrate: str = "540k",
+    workers: int | None = None,
+) -> list[Path]:
     """UCF101-like clips for the benchmark: dir/bench_NNNN.avi, mpeg4 in AVI at `bitrate` bits/s.
 
     Defaults match UCF101: 320x240 px, 25 fps, 7 s (175 frames), ~540 kbit/s (UCF101's
@@ -188,7 +269,16 @@ def make_bench_clips(dir: Path, count: int, seconds: float = 7.0, *, size: tuple
     for i in range(count):
         rng = random.Random(f"bench:{i}")
         cuts = sorted(rng.sample(range(1, total), 2))
-        jobs.append(dict(path=dir / f"bench_{i:04d}.avi", scenes=rng.sample(BENCH_SCENES, 3), fps=fps, size=size,
-                         scene_frames=[cuts[0], cuts[1] - cuts[0], total - cuts[1]], seed=f"bench/{i}", bitrate=bitrate))
+        jobs.append(
+            dict(
+                path=dir / f"bench_{i:04d}.avi",
+                scenes=rng.sample(BENCH_SCENES, 3),
+                fps=fps,
+                size=size,
+                scene_frames=[cuts[0], cuts[1] - cuts[0], total - cuts[1]],
+                seed=f"bench/{i}",
+                bitrate=bitrate,
+            )
+        )
     make_clips(jobs, workers)
     return [j["path"] for j in jobs]

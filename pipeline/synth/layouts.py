@@ -5,6 +5,7 @@ the embedded sample (UCF101 layout), the temporal-order set (classes that differ
 the order of the same scenes), HMDB51 (<class>/<clip>.avi + <class>_test_splitN.txt),
 a folder-per-class tree and a CSV list. Each builder is idempotent: clips that exist are kept.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -14,7 +15,8 @@ import shutil
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
-from .clips import make_clips, remove_stale_partials, write_bytes_atomic
+from ..files import atomic_write_bytes
+from .clips import make_clips, remove_stale_partials
 
 CRLF = "\r\n"  # the official UCF101 list files end their lines with CRLF
 # The official HMDB51 split files end each line with "<mark> " (a trailing space) and LF.
@@ -42,12 +44,23 @@ def ucf101_name(cls: str, group: int, clip: int) -> str:
 
 def write_text_atomic(path: Path, lines: Iterable[str], eol: str) -> None:
     """Write lines, each ended by eol, as UTF-8 bytes through a temp name and a rename."""
-    write_bytes_atomic(path, "".join(line + eol for line in lines).encode("utf-8"))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_bytes(path, "".join(line + eol for line in lines).encode("utf-8"))
 
 
-def make_ucf101_tree(root: Path, classes: Mapping[str, Sequence[str]], groups: int = 4, clips_per_group: int = 2, *,
-                     fps: float = 10, size: tuple[int, int] = (160, 120), seconds_per_scene: float = 1.0,
-                     seed: int | str = 0, missing: Sequence[str] = (), workers: int | None = None) -> list[str]:
+def make_ucf101_tree(
+    root: Path,
+    classes: Mapping[str, Sequence[str]],
+    groups: int = 4,
+    clips_per_group: int = 2,
+    *,
+    fps: float = 10,
+    size: tuple[int, int] = (160, 120),
+    seconds_per_scene: float = 1.0,
+    seed: int | str = 0,
+    missing: Sequence[str] = (),
+    workers: int | None = None,
+) -> list[str]:
     """A tree in the exact official UCF101 layout, made of clips generated from scenes.
 
         root/UCF-101/<Class>/v_<Class>_gXX_cYY.avi
@@ -68,16 +81,32 @@ def make_ucf101_tree(root: Path, classes: Mapping[str, Sequence[str]], groups: i
         raise ValueError(f"UCF101 class names are letters and digits only (CamelCase), got {bad!r}")
     test_groups = split_test_groups(groups)
     remove_stale_partials(root)
-    names = {cls: [ucf101_name(cls, g, c) for g in range(1, groups + 1) for c in range(1, clips_per_group + 1)] for cls in classes}
-    jobs = [dict(path=root / "UCF-101" / rel, scenes=list(scenes), fps=fps, size=size, seconds_per_scene=seconds_per_scene,
-                 seed=f"{seed}/{rel}", look_seed=f"{seed}/{rel.rsplit('_c', 1)[0]}")
-            for cls, scenes in classes.items() for rel in names[cls] if rel not in missing]
+    names = {
+        cls: [ucf101_name(cls, g, c) for g in range(1, groups + 1) for c in range(1, clips_per_group + 1)]
+        for cls in classes
+    }
+    jobs = [
+        dict(
+            path=root / "UCF-101" / rel,
+            scenes=list(scenes),
+            fps=fps,
+            size=size,
+            seconds_per_scene=seconds_per_scene,
+            seed=f"{seed}/{rel}",
+            look_seed=f"{seed}/{rel.rsplit('_c', 1)[0]}",
+        )
+        for cls, scenes in classes.items()
+        for rel in names[cls]
+        if rel not in missing
+    ]
     make_clips(jobs, workers)
     lists = root / "ucfTrainTestlist"
     write_text_atomic(lists / "classInd.txt", [f"{i} {cls}" for i, cls in enumerate(classes, start=1)], CRLF)
     group_of = lambda rel: int(rel.rsplit("_g", 1)[1][:2])
     for k, tested in test_groups.items():
-        train = [f"{rel} {i}" for i, cls in enumerate(classes, start=1) for rel in names[cls] if group_of(rel) not in tested]
+        train = [
+            f"{rel} {i}" for i, cls in enumerate(classes, start=1) for rel in names[cls] if group_of(rel) not in tested
+        ]
         test = [rel for cls in classes for rel in names[cls] if group_of(rel) in tested]
         write_text_atomic(lists / f"trainlist0{k}.txt", train, CRLF)
         write_text_atomic(lists / f"testlist0{k}.txt", test, CRLF)
@@ -117,8 +146,12 @@ def make_sample_dataset(root: Path, workers: int | None = None) -> Path:
             shutil.rmtree(root / d, ignore_errors=True)
         (root / COMPLETE).unlink()
     videos = make_ucf101_tree(root, SAMPLE_CLASSES, workers=workers, **SAMPLE_SETTINGS)
-    marker = {"version": SAMPLE_VERSION, "classes": {c: list(s) for c, s in SAMPLE_CLASSES.items()},
-              "settings": SAMPLE_SETTINGS, "videos": videos}
+    marker = {
+        "version": SAMPLE_VERSION,
+        "classes": {c: list(s) for c, s in SAMPLE_CLASSES.items()},
+        "settings": SAMPLE_SETTINGS,
+        "videos": videos,
+    }
     # Written last: its presence means every clip and list file above is in place.
     write_text_atomic(root / COMPLETE, [json.dumps(marker, indent=1)], "\n")
     return root
@@ -151,9 +184,18 @@ def order_classes(classes: int, scenes: Sequence[str] = TEMPORAL_SCENES) -> dict
     return {"Order" + "".join("ABCDEFGH"[scenes.index(s)] for s in order): order for order in orders[:classes]}
 
 
-def make_temporal_order_dataset(root: Path, classes: int = 4, clips_per_class: int = 12, *,
-                                scenes: Sequence[str] = TEMPORAL_SCENES, fps: float = 10, size: tuple[int, int] = (128, 96),
-                                seconds_per_scene: float = 1.0, seed: int | str = 0, workers: int | None = None) -> dict[str, tuple[str, ...]]:
+def make_temporal_order_dataset(
+    root: Path,
+    classes: int = 4,
+    clips_per_class: int = 12,
+    *,
+    scenes: Sequence[str] = TEMPORAL_SCENES,
+    fps: float = 10,
+    size: tuple[int, int] = (128, 96),
+    seconds_per_scene: float = 1.0,
+    seed: int | str = 0,
+    workers: int | None = None,
+) -> dict[str, tuple[str, ...]]:
     """Classes that contain the SAME scenes and differ only in their order.
 
     Class i plays the i-th permutation of `scenes` (itertools order); it is named after the
@@ -166,8 +208,17 @@ def make_temporal_order_dataset(root: Path, classes: int = 4, clips_per_class: i
     if clips_per_class % 6:
         raise ValueError(f"clips_per_class must be a multiple of 6 (6 groups), got {clips_per_class}")
     table = order_classes(classes, scenes)
-    make_ucf101_tree(root, table, groups=6, clips_per_group=clips_per_class // 6, fps=fps, size=size,
-                     seconds_per_scene=seconds_per_scene, seed=f"order{seed}", workers=workers)
+    make_ucf101_tree(
+        root,
+        table,
+        groups=6,
+        clips_per_group=clips_per_class // 6,
+        fps=fps,
+        size=size,
+        seconds_per_scene=seconds_per_scene,
+        seed=f"order{seed}",
+        workers=workers,
+    )
     return table
 
 
@@ -177,9 +228,18 @@ HMDB51_CLASSES = {"brush_hair": ("plasma", "rings"), "cartwheel": ("life", "stri
 HMDB51_FILMS = ("April_09", "(Rad)Schlag_die_Bank!", "Aussie_Brunette", "My_Routine", "20060723sfjff")
 
 
-def make_hmdb51_tree(root: Path, classes: Mapping[str, Sequence[str]] = HMDB51_CLASSES, films: int = 3, clips_per_film: int = 2, *,
-                     fps: float = 10, size: tuple[int, int] = (128, 96), seconds_per_scene: float = 1.0,
-                     seed: int | str = 0, workers: int | None = None) -> dict[str, dict[int, dict[str, int]]]:
+def make_hmdb51_tree(
+    root: Path,
+    classes: Mapping[str, Sequence[str]] = HMDB51_CLASSES,
+    films: int = 3,
+    clips_per_film: int = 2,
+    *,
+    fps: float = 10,
+    size: tuple[int, int] = (128, 96),
+    seconds_per_scene: float = 1.0,
+    seed: int | str = 0,
+    workers: int | None = None,
+) -> dict[str, dict[int, dict[str, int]]]:
     """A tree in the official HMDB51 layout.
 
         root/<class>/<film>_<class>_<tags>_<n>.avi        e.g. (Rad)Schlag_die_Bank!_golf_u_cm_np1_fr_med_1.avi
@@ -195,10 +255,29 @@ def make_hmdb51_tree(root: Path, classes: Mapping[str, Sequence[str]] = HMDB51_C
     root = Path(root)
     if not 1 <= films <= len(HMDB51_FILMS):
         raise ValueError(f"films must be 1..{len(HMDB51_FILMS)}, got {films}")
-    names = {cls: [f"{film}_{cls}_{'fu'[n % 2]}_cm_np1_fr_med_{n}.avi" for film in HMDB51_FILMS[:films] for n in range(clips_per_film)]
-             for cls in classes}
-    make_clips([dict(path=root / cls / name, scenes=list(scenes), fps=fps, size=size, seconds_per_scene=seconds_per_scene,
-                     seed=f"hmdb{seed}/{cls}/{name}") for cls, scenes in classes.items() for name in names[cls]], workers)
+    names = {
+        cls: [
+            f"{film}_{cls}_{'fu'[n % 2]}_cm_np1_fr_med_{n}.avi"
+            for film in HMDB51_FILMS[:films]
+            for n in range(clips_per_film)
+        ]
+        for cls in classes
+    }
+    make_clips(
+        [
+            dict(
+                path=root / cls / name,
+                scenes=list(scenes),
+                fps=fps,
+                size=size,
+                seconds_per_scene=seconds_per_scene,
+                seed=f"hmdb{seed}/{cls}/{name}",
+            )
+            for cls, scenes in classes.items()
+            for name in names[cls]
+        ],
+        workers,
+    )
     marks: dict[str, dict[int, dict[str, int]]] = {}
     for cls in classes:
         for k in (1, 2, 3):
@@ -208,41 +287,78 @@ def make_hmdb51_tree(root: Path, classes: Mapping[str, Sequence[str]] = HMDB51_C
                 film, n = i // clips_per_film + 1, i % clips_per_film
                 row[name] = 2 if film == test_film else 0 if (film == unused_film and n == clips_per_film - 1) else 1
             marks.setdefault(cls, {})[k] = row
-            write_text_atomic(root / "testTrainMulti_7030_splits" / f"{cls}_test_split{k}.txt",
-                              [f"{name} {mark}" for name, mark in row.items()], HMDB51_EOL)
+            write_text_atomic(
+                root / "testTrainMulti_7030_splits" / f"{cls}_test_split{k}.txt",
+                [f"{name} {mark}" for name, mark in row.items()],
+                HMDB51_EOL,
+            )
     return marks
 
 
 FOLDER_CLASSES = {"juggle": ("testcard", "rings"), "swim": ("plasma", "checker")}
 
 
-def make_folder_tree(root: Path, classes: Mapping[str, Sequence[str]] = FOLDER_CLASSES, clips_per_class: int = 3, *,
-                     fps: float = 10, size: tuple[int, int] = (128, 96), seed: int | str = 0, workers: int | None = None) -> list[str]:
+def make_folder_tree(
+    root: Path,
+    classes: Mapping[str, Sequence[str]] = FOLDER_CLASSES,
+    clips_per_class: int = 3,
+    *,
+    fps: float = 10,
+    size: tuple[int, int] = (128, 96),
+    seed: int | str = 0,
+    workers: int | None = None,
+) -> list[str]:
     """root/<class>/<video>, with mixed containers as real collections have: clip_00.avi
     (mpeg4), clip_01.mp4 (mpeg4 in MP4), clip_02.mkv (mpeg4 in Matroska), then .avi again.
     Returns the relative paths, sorted."""
     exts = [".avi", ".mp4", ".mkv"]
     rels = [f"{cls}/clip_{i:02d}{exts[i] if i < 3 else '.avi'}" for cls in classes for i in range(clips_per_class)]
-    make_clips([dict(path=Path(root) / rel, scenes=list(classes[rel.split('/')[0]]), fps=fps, size=size,
-                     seed=f"folder{seed}/{rel}") for rel in rels], workers)
+    make_clips(
+        [
+            dict(
+                path=Path(root) / rel,
+                scenes=list(classes[rel.split("/")[0]]),
+                fps=fps,
+                size=size,
+                seed=f"folder{seed}/{rel}",
+            )
+            for rel in rels
+        ],
+        workers,
+    )
     return sorted(rels)
 
 
 CSV_CLASSES = {"wave": ("bars", "static"), "clap": ("fractal", "life"), "run": ("box", "sunset")}
 
 
-def make_csv_dataset(root: Path, classes: Mapping[str, Sequence[str]] = CSV_CLASSES, clips_per_class: int = 3, *,
-                     fps: float = 10, size: tuple[int, int] = (128, 96), seed: int | str = 0,
-                     workers: int | None = None) -> Path:
+def make_csv_dataset(
+    root: Path,
+    classes: Mapping[str, Sequence[str]] = CSV_CLASSES,
+    clips_per_class: int = 3,
+    *,
+    fps: float = 10,
+    size: tuple[int, int] = (128, 96),
+    seed: int | str = 0,
+    workers: int | None = None,
+) -> Path:
     """root/videos/<class>_NN.avi plus root/list.csv with the header 'path,label,split'.
 
     Paths are relative to the CSV's folder; labels are class names; the last clip of each
     class is 'test', the others 'train'. Returns the path of list.csv.
     """
     root = Path(root)
-    rows = [(f"videos/{cls}_{i:02d}.avi", cls, "test" if i == clips_per_class - 1 else "train")
-            for cls in classes for i in range(clips_per_class)]
-    make_clips([dict(path=root / rel, scenes=list(classes[cls]), fps=fps, size=size, seed=f"csv{seed}/{rel}")
-                for rel, cls, _ in rows], workers)
+    rows = [
+        (f"videos/{cls}_{i:02d}.avi", cls, "test" if i == clips_per_class - 1 else "train")
+        for cls in classes
+        for i in range(clips_per_class)
+    ]
+    make_clips(
+        [
+            dict(path=root / rel, scenes=list(classes[cls]), fps=fps, size=size, seed=f"csv{seed}/{rel}")
+            for rel, cls, _ in rows
+        ],
+        workers,
+    )
     write_text_atomic(root / "list.csv", ["path,label,split", *(",".join(r) for r in rows)], "\n")
     return root / "list.csv"

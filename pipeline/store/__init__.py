@@ -1,0 +1,111 @@
+"""The feature store: immutable HDF5 shards, an atomic manifest, claims, and verified reads.
+
+Layout of one feature set (README, "Storage schema"):
+
+    <features_root>/<dataset>/<feature_set_id>/
+        manifest.json      written last, atomically; lists only committed shards
+        shard-00000.h5     immutable once listed in the manifest
+        failures.jsonl     one JSON line per video that could not be processed
+        .lock              flock'd while the manifest is read-modify-written
+        .claims/00000      flock'd by the process computing shard 0
+
+    shards.py       the shard file format: write (tmp + fsync + rename), read (sha256-checked)
+    manifest.py     the only code that builds or rewrites a manifest
+    claims.py       flocks: who computes which shard, who rewrites the manifest
+    maintenance.py  verify (checksums) and gc (leftovers of crashed runs)
+    catalog.py      which sets exist under a root; `store list` / `store info`
+    sets.py         opening sets, their index and splits, verified feature reads
+
+Everything a caller needs is importable from here: `from pipeline import store`.
+"""
+
+from ..errors import IntegrityError, ReaderError, StoreError
+from .catalog import describe, feature_sets, human_bytes, list_sets, match_feature_sets, record, row
+from .claims import Claim, flock_held, lock_held, locked, wait_for
+from .maintenance import bad_shards, garbage, listed_files, remove_garbage, verify
+from .manifest import (
+    FAILURES,
+    MANIFEST,
+    all_failures,
+    commit_shard,
+    create,
+    drop_shards,
+    load_manifest,
+    mark_complete,
+    new_manifest,
+    replace_shard,
+    write_manifest,
+)
+from .sets import (
+    FeatureSet,
+    Index,
+    Split,
+    carve_by_group,
+    check_compatible,
+    feature_stats,
+    find_feature_set,
+    open_feature_sets,
+    read_features,
+    read_index,
+    resolve_feature_sets,
+    select_split,
+    split_names,
+    standardize,
+    verified_shard,
+)
+from .shards import SHARD_FIELDS, SHARD_NAME, read_shard, shard_index, shard_name, write_shard
+
+__all__ = [
+    "IntegrityError",
+    "ReaderError",
+    "StoreError",
+    "describe",
+    "feature_sets",
+    "human_bytes",
+    "list_sets",
+    "match_feature_sets",
+    "record",
+    "row",
+    "Claim",
+    "flock_held",
+    "lock_held",
+    "locked",
+    "wait_for",
+    "bad_shards",
+    "garbage",
+    "listed_files",
+    "remove_garbage",
+    "verify",
+    "FAILURES",
+    "MANIFEST",
+    "all_failures",
+    "commit_shard",
+    "create",
+    "drop_shards",
+    "load_manifest",
+    "mark_complete",
+    "new_manifest",
+    "replace_shard",
+    "write_manifest",
+    "FeatureSet",
+    "Index",
+    "Split",
+    "carve_by_group",
+    "check_compatible",
+    "feature_stats",
+    "find_feature_set",
+    "open_feature_sets",
+    "read_features",
+    "read_index",
+    "resolve_feature_sets",
+    "select_split",
+    "split_names",
+    "standardize",
+    "verified_shard",
+    "SHARD_FIELDS",
+    "SHARD_NAME",
+    "read_shard",
+    "shard_index",
+    "shard_name",
+    "write_shard",
+]

@@ -1,0 +1,175 @@
+"""The store as a catalog: which feature sets exist under a (shared) FEATURES_ROOT.
+
+Everything here reads manifests (and, for `describe`, the `video_ids` of each shard);
+nothing is written, so any number of people can list a team's store while runs write to
+it. The maintenance that does write (`store gc`) is in maintenance.py.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Iterator
+
+import h5py
+
+from ..errors import StoreError
+from .claims import Claim
+from .manifest import FAILURES, MANIFEST, all_failures, load_manifest
+
+COLUMNS = ("dataset", "id", "backbone/weights", "T", "videos", "failures", "size", "state", "created")
+
+
+def feature_sets(features_root: Path) -> Iterator[Path]:
+    """Every feature-set directory (one with a manifest) under the store root."""
+    root = Path(features_root)
+    if root.is_dir():
+        yield from sorted(p.parent for p in root.glob(f"*/*/{MANIFEST}"))
+
+
+def match_feature_sets(features_root: Path, ref: str) -> list[Path]:
+    """Sets under the root whose id or dataset/id starts with `ref`; an exact id or
+    dataset/id wins over longer ones (the same id under two dataset names stays ambiguous)."""
+    matches = [
+        d for d in feature_sets(features_root) if d.name.startswith(ref) or f"{d.parent.name}/{d.name}".startswith(ref)
+    ]
+    return [d for d in matches if ref in (d.name, f"{d.parent.name}/{d.name}")] or matches
+
+
+def record(set_dir: Path, m: dict | None = None) -> dict:
+    """Machine-readable facts of one feature set (what `store list --json` prints); m: its manifest, if read already."""
+    m = m or load_manifest(set_dir)
+    ident = m["identity"]
+    return {
+        "dataset": m["dataset"],
+        "id": m["feature_set_id"],
+        "path": str(set_dir),
+        "backbone": ident["backbone"],
+        "weights": ident["weights"],
+        "sampling": ident["sampling"],
+        "image_size": ident["image_size"],
+        "precision": ident["precision"],
+        "videos": m["num_videos"],
+        "stored": m["num_stored"],
+        "failed": m["num_failed"],
+        "bytes": sum(s["bytes"] for s in m["shards"]),  # committed shards only, as readers see them
+        "shards": len(m["shards"]),
+        "num_shards": m["num_shards"],
+        "complete": bool(m["complete"]),
+        "running": run_in_progress(set_dir),
+        "created_at": m["created_at"],
+        "completed_at": m.get("completed_at"),
+    }
+
+
+def run_in_progress(set_dir: Path) -> bool:
+    """True while some live process (anywhere that shares the store) holds a shard claim."""
+    claims = Path(set_dir) / ".claims"
+    if not claims.is_dir():
+        return False
+    return any(Claim(set_dir, int(c.name)).held_elsewhere() for c in claims.iterdir() if c.name.isdigit())
+
+
+def row(r: dict) -> dict:
+    """One line of `store list`: the COLUMNS, formatted for people."""
+    if r.get("unreadable"):
+        return {c: r.get(c, "?") for c in COLUMNS} | {"state": f"unreadable: {r['unreadable']}"}
+    s = r["sampling"]
+    frames = str(s["frames"]) if s["mode"] == "uniform" else f"{s['max_frames']}@{s['fps']:g}fps"
+    progress = f"{r['shards']}/{r['num_shards']} shards"
+    state = "complete" if r["complete"] else f"running ({progress})" if r["running"] else f"partial ({progress})"
+    return {
+        "dataset": r["dataset"],
+        "id": r["id"],
+        "backbone/weights": f"{r['backbone']}/{r['weights']}",
+        "T": frames,
+        "videos": f"{r['stored']}/{r['videos']}",
+        "failures": str(r["failed"]),
+        "size": human_bytes(r["bytes"]),
+        "state": state,
+        "created": r["created_at"][:16].replace("T", " "),
+    }
+
+
+def list_sets(features_root: Path) -> list[dict]:
+    """record() of every feature set under the root, by dataset then creation time.
+
+    A set whose manifest cannot be read is still listed (with `unreadable`): on a
+    shared store, hiding it would only make someone recompute it.
+    """
+    out = []
+    for d in feature_sets(features_root):
+        try:
+            out.append(record(d))
+        except (StoreError, KeyError) as e:
+            out.append({"dataset": d.parent.name, "id": d.name, "path": str(d), "created_at": "", "unreadable": str(e)})
+    return sorted(out, key=lambda r: (r["dataset"], r["created_at"], r["id"]))
+
+
+def human_bytes(n: float) -> str:
+    """1234567 -> '1.2 MB' (SI units, as `ls --si` and `du --si` print them)."""
+    if n < 1000:
+        return f"{n:.0f} B"
+    for unit in ("KB", "MB", "GB"):
+        n /= 1000
+        if n < 1000:
+            return f"{n:.1f} {unit}"
+    return f"{n / 1000:.1f} TB"
+
+
+def stored_ids(set_dir: Path, manifest: dict) -> tuple[set[str], list[str]]:
+    """Video ids in the committed shards (reading only `video_ids`), and unreadable shards."""
+    ids, bad = set(), []
+    for s in manifest["shards"]:
+        try:
+            with h5py.File(Path(set_dir) / s["file"], "r") as f:
+                ids.update(f["video_ids"].asstr()[()].tolist())
+        except (OSError, KeyError) as e:
+            bad.append(f"{s['file']} ({type(e).__name__})")
+    return ids, bad
+
+
+def describe(set_dir: Path, max_failures: int = 5) -> str:
+    """`store info`: identity, full extraction config, split sizes, failures."""
+    m = load_manifest(set_dir)
+    r = record(set_dir, m)
+    stored, bad = stored_ids(set_dir, m)
+    state = (
+        "complete"
+        if m["complete"]
+        else "running"
+        if r["running"]
+        else "partial (rerun `make features` with the same settings to resume)"
+    )
+    lines = [
+        f"feature set {m['feature_set_id']}",
+        f"  directory:  {set_dir}",
+        f"  dataset:    {m['dataset']}, {len(m['classes'])} classes, videos under {m['video_root']}",
+        f"  state:      {state}",
+        f"  videos:     {m['num_stored']} of {m['num_videos']} stored, {m['num_failed']} failed; "
+        f"{len(m['shards'])}/{m['num_shards']} shards, {human_bytes(r['bytes'])}",
+        f"  per shard:  features (n, {m['frames']}, {m['feature_dim']}) float16 with n <= {m['shard_size']}, "
+        f"lengths, labels, video_ids, groups, frame_indices, timestamps",
+        f"  created:    {m['created_at']}   completed: {m.get('completed_at') or '-'}   updated: {m.get('updated_at')}",
+        "  identity (hashed into the id: the same identity is the same feature set):",
+        *(f"    {k}: {json.dumps(v)}" for k, v in m["identity"].items()),
+        "  extraction config (workers, batch, devices, scheduler only change the speed):",
+        *(f"    {k}: {json.dumps(v)}" for k, v in m["config"].items()),
+        "  splits (videos listed / stored):",
+    ]
+    for name, parts in m["splits"].items():
+        lines.append(
+            f"    {name}: "
+            + ", ".join(f"{part} {len(ids)}/{len(stored.intersection(ids))}" for part, ids in parts.items())
+        )
+    if not m["splits"]:
+        lines.append("    none: the dataset has no official splits")
+    if bad:
+        lines.append(f"  UNREADABLE shards: {', '.join(bad)}; run `store verify`")
+    failures = all_failures(m)
+    if failures:
+        lines.append(f"  failures ({len(failures)}, all in {Path(set_dir) / FAILURES}):")
+        lines += [f"    {f['video_id']}: {f['reason']}" for f in failures[:max_failures]]
+        if len(failures) > max_failures:
+            lines.append(f"    ... and {len(failures) - max_failures} more")
+    return "\n".join(lines)

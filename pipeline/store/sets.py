@@ -1,0 +1,465 @@
+"""Opening feature sets, their index and splits, and verified reads: how anyone reads the store.
+
+    find_feature_set(ref, dataset, root) / resolve_feature_sets(...)   by id, prefix, path, or
+                                                                      a dataset's default set
+    open_feature_sets(dirs) -> [FeatureSet]                           refuses to mix unlike sets
+    read_index(sets) -> Index                                         ids, labels, groups, lengths
+    split_names(manifest, "all") / select_split(...) -> Split         the official splits
+    carve_by_group(rows, index, fraction, seed) -> (kept, held)       validation / a missing test side
+    read_features(sets, index, rows) / verified_shard(...)            features, checksummed
+    feature_stats(...) / standardize(...)                             training-split statistics
+
+Only shards listed in a manifest are ever opened, and every feature read goes through
+`shards.read_shard`, which checks the sha256 over the bytes it returns. h5py files are
+opened by the process (and thread) that reads them and never cross a fork.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import h5py
+import numpy as np
+import torch
+
+from .. import console
+from ..config import store_root
+from ..errors import IntegrityError, ReaderError, StoreError
+from .catalog import feature_sets, match_feature_sets
+from .manifest import MANIFEST, load_manifest
+from .shards import read_shard
+
+# Identity fields that may differ between sets that can still be mixed: which videos and
+# which dataset they came from. Everything else changes the numbers.
+MIXABLE_IDENTITY = ("dataset", "videos_sha256")
+# Extraction config fields that change the numbers, compared when a set has no identity.
+NUMERIC_CONFIG = ("frames", "fps", "image_size", "resize", "backbone", "weights", "seed", "precision")
+# Shards read at once by read_features.
+READ_THREADS = min(4, os.cpu_count() or 1)
+
+
+def describe_candidates(dirs: Iterable[Path]) -> str:
+    lines = []
+    for d in dirs:
+        try:
+            m = load_manifest(d)
+            state = "complete" if m.get("complete") else f"partial {len(m['shards'])}/{m.get('num_shards', '?')} shards"
+            lines.append(
+                f"  {d}  (T={m['frames']}, weights {m['identity'].get('weights', '?')}, "
+                f"{m['num_stored']} videos, {state}, created {m.get('created_at', '?')})"
+            )
+        except (StoreError, KeyError) as e:
+            lines.append(f"  {d}  (unreadable: {e})")
+    return "\n".join(lines) or "  none"
+
+
+def find_feature_set(ref: str, root: Path, dataset: str | None = None) -> Path:
+    """A set by directory path, by id under root/<dataset>/, or by unique id (or dataset/id) prefix."""
+    if (Path(ref) / MANIFEST).is_file():
+        return Path(ref)
+    if dataset and (root / dataset / ref / MANIFEST).is_file():
+        return root / dataset / ref
+    matches = match_feature_sets(root, ref)
+    if len(matches) == 1:
+        return matches[0]
+    what = "more than one feature set matches" if matches else "no feature set matches"
+    raise ReaderError(
+        f"--features (FEATURES=): {what} {ref!r} under {root}; known sets:\n"
+        f"{describe_candidates(list(feature_sets(root)))}"
+    )
+
+
+def resolve_feature_sets(
+    dataset: str, features: str | None = None, features_root: Path | str | None = None
+) -> list[Path]:
+    """Directories of the feature sets to read.
+
+    features: comma-separated ids, id prefixes or paths (FEATURES=). None picks the set
+    of `dataset` from what the store records: its only complete set; else the newest
+    complete set that stage one made with its default settings (the manifest says so);
+    else the newest complete set, saying which and what else is there. No complete set is
+    an error that lists the candidates.
+    """
+    root = store_root(features_root)
+    if features:
+        return [find_feature_set(ref.strip(), root, dataset) for ref in features.split(",") if ref.strip()]
+    candidates = [d for d in feature_sets(root) if d.parent.name == dataset]
+    if not candidates:
+        datasets = sorted({d.parent.name for d in feature_sets(root)})
+        raise ReaderError(
+            f"--dataset (DATASET=): no feature set for {dataset!r} under {root} (datasets there: "
+            f"{', '.join(datasets) or 'none'}); run `make features DATASET={dataset}` first, or pass FEATURES=<id or path>"
+        )
+    manifests = {d: load_manifest(d) for d in candidates}  # one read each: a UCF101 manifest lists every split
+    newest_first = lambda dirs: sorted(dirs, key=lambda d: manifests[d].get("created_at", ""), reverse=True)
+    complete = newest_first(d for d in candidates if manifests[d].get("complete"))
+    if not complete:
+        raise ReaderError(
+            f"--features (FEATURES=): none of the {len(candidates)} feature set(s) for {dataset!r} under {root} is "
+            f"complete:\n{describe_candidates(candidates)}\nfinish one with `make features`, or pass "
+            f"FEATURES=<id or path> to train on a partial set"
+        )
+    if len(complete) == 1:
+        return complete
+    defaults = [d for d in complete if manifests[d].get("default_settings")]
+    chosen = (defaults or complete)[0]
+    console.say(
+        f"note: {len(complete)} complete feature sets for {dataset!r}; using the newest"
+        f"{' made with the default settings' if defaults else ''}, {chosen.name} (choose with FEATURES=):\n"
+        f"{describe_candidates(complete)}"
+    )
+    return [chosen]
+
+
+# ---------------------------------------------------------------- opening and mixing sets
+@dataclass(frozen=True)
+class FeatureSet:
+    """One feature set on disk and its manifest (the only record of what is committed)."""
+
+    set_dir: Path
+    manifest: dict
+
+    @property
+    def id(self) -> str:
+        return self.manifest["feature_set_id"]
+
+    @property
+    def frames(self) -> int:
+        return int(self.manifest["frames"])
+
+    @property
+    def feature_dim(self) -> int:
+        return int(self.manifest["feature_dim"])
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.manifest["classes"])
+
+    def shard_entry(self, file: str) -> dict:
+        """The manifest entry of shard `file`; a file the manifest does not list is refused."""
+        for s in self.manifest["shards"]:
+            if s["file"] == file:
+                return s
+        raise IntegrityError(
+            f"{self.set_dir / file}: not listed in {self.set_dir / MANIFEST}; "
+            f"an uncommitted or foreign shard is never read"
+        )
+
+    def read_shard(self, file: str) -> dict:
+        """A listed shard, verified against its manifest sha256 and checked against the set.
+
+        Returns features (n, T, D) float16; lengths (n,) int32; labels (n,) int32;
+        video_ids, groups (n,) str; frame_indices (n, T) int32; timestamps (n, T) float32.
+        """
+        entry = self.shard_entry(file)
+        data = read_shard(self.set_dir / file, entry["sha256"])
+        n, t, d = data["features"].shape
+        if (t, d) != (self.frames, self.feature_dim) or n != entry["videos"]:
+            raise IntegrityError(
+                f"{self.set_dir / file}: holds {n} x {t} x {d} features, the manifest says "
+                f"{entry['videos']} x {self.frames} x {self.feature_dim}"
+            )
+        shard_set = data["attrs"].get("feature_set_id")
+        if shard_set not in (None, self.id):
+            raise IntegrityError(f"{self.set_dir / file}: belongs to feature set {shard_set!r}, not {self.id!r}")
+        return data
+
+
+def open_feature_sets(dirs: list[Path]) -> list[FeatureSet]:
+    """Load the manifests and refuse to mix sets that would not give comparable numbers."""
+    if not dirs:
+        raise ReaderError("no feature set given")
+    sets = [FeatureSet(Path(d), load_manifest(d)) for d in dirs]
+    for fs in sets:
+        if not fs.manifest["shards"]:
+            raise ReaderError(f"feature set {fs.set_dir} has no committed shard yet; run `make features` first")
+    for other in sets[1:]:
+        check_compatible(sets[0], other)
+    return sets
+
+
+def extraction_settings(fs: FeatureSet) -> dict:
+    """The settings that change the numbers: the identity minus which videos were listed,
+    or, for a set written by another tool without an identity, the numeric config fields."""
+    if fs.manifest.get("identity"):
+        return {k: v for k, v in fs.manifest["identity"].items() if k not in MIXABLE_IDENTITY}
+    config = fs.manifest.get("config", {})
+    return {k: config.get(k) for k in NUMERIC_CONFIG}
+
+
+def check_compatible(a: FeatureSet, b: FeatureSet) -> None:
+    """Raise ReaderError, naming the difference, unless a and b can be read as one set.
+
+    T and D must match, and so must every extraction setting (backbone, weights, sampling,
+    image size, crop, normalisation, precision): features computed differently live in
+    different spaces and a model trained on one is meaningless on the other.
+    """
+    name = f"feature sets {a.set_dir} and {b.set_dir}"
+    if a.frames != b.frames:
+        raise ReaderError(f"refusing to mix {name}: T differs ({a.frames} vs {b.frames} frames per video)")
+    if a.feature_dim != b.feature_dim:
+        raise ReaderError(f"refusing to mix {name}: D differs ({a.feature_dim} vs {b.feature_dim})")
+    sa, sb = extraction_settings(a), extraction_settings(b)
+    diff = sorted(k for k in set(sa) | set(sb) if sa.get(k) != sb.get(k))
+    if diff:
+        detail = "; ".join(f"{k}: {json.dumps(sa.get(k))} vs {json.dumps(sb.get(k))}" for k in diff)
+        raise ReaderError(f"refusing to mix {name}: their extraction config differs ({detail})")
+    if a.classes != b.classes:
+        raise ReaderError(
+            f"refusing to mix {name}: their class lists differ ({len(a.classes)} vs {len(b.classes)} classes, "
+            f"first difference at index {next((i for i, (x, y) in enumerate(zip(a.classes, b.classes)) if x != y), min(len(a.classes), len(b.classes)))})"
+        )
+
+
+# ---------------------------------------------------------------- the index: everything but features
+@dataclass(frozen=True)
+class ShardRef:
+    set_index: int  # position of the feature set in the list of sets
+    file: str
+    rows: int
+
+
+@dataclass
+class Index:
+    """Per-video metadata of every committed video, in (set, shard, row) order.
+
+    video_ids, groups (N,) str; labels (N,) int64; lengths (N,) int64 frames before padding;
+    shard (N,) int64 index into `shards`; row (N,) int64 row within that shard.
+    """
+
+    video_ids: np.ndarray
+    groups: np.ndarray
+    labels: np.ndarray
+    lengths: np.ndarray
+    shard: np.ndarray
+    row: np.ndarray
+    shards: list[ShardRef]
+
+    def rows_of(self, ids: Iterable[str]) -> tuple[np.ndarray, list[str]]:
+        """(positions of the stored ids, ids that are not stored), in the order given."""
+        where = {v: i for i, v in enumerate(self.video_ids)}
+        found, missing = [], []
+        for v in ids:
+            (found.append(where[v]) if v in where else missing.append(v))
+        return np.asarray(found, dtype=np.int64), missing
+
+
+def read_index(sets: list[FeatureSet]) -> Index:
+    """Read ids, labels, groups and lengths of every listed shard (small; no features).
+
+    These few small datasets are read with h5py directly and not checksummed here: every
+    feature read later verifies the whole file and its ids against this index.
+    """
+    cols: dict[str, list] = {k: [] for k in ("video_ids", "groups", "labels", "lengths", "shard", "row")}
+    shards: list[ShardRef] = []
+    for k, fs in enumerate(sets):
+        for entry in fs.manifest["shards"]:
+            with h5py.File(fs.set_dir / entry["file"], "r") as f:
+                ids = f["video_ids"].asstr()[()]
+                cols["groups"].append(f["groups"].asstr()[()])
+                cols["labels"].append(f["labels"][()].astype(np.int64))
+                cols["lengths"].append(f["lengths"][()].astype(np.int64))
+            cols["video_ids"].append(ids)
+            cols["shard"].append(np.full(len(ids), len(shards), np.int64))
+            cols["row"].append(np.arange(len(ids), dtype=np.int64))
+            shards.append(ShardRef(k, entry["file"], len(ids)))
+    index = Index(
+        *(np.concatenate(cols[k]) for k in ("video_ids", "groups", "labels", "lengths", "shard", "row")), shards=shards
+    )
+    seen, dupes = set(), []
+    for v in index.video_ids:
+        (dupes.append(v) if v in seen else seen.add(v))
+    if dupes:
+        raise ReaderError(
+            f"refusing to mix feature sets that store the same videos ({len(dupes)} duplicates, e.g. {dupes[0]!r})"
+        )
+    return index
+
+
+# ---------------------------------------------------------------- splits
+@dataclass(frozen=True)
+class Split:
+    """Rows (into the Index) of one train/test split; test carved by group when the dataset has none."""
+
+    name: str
+    train: np.ndarray  # (n_train,) int64
+    test: np.ndarray  # (n_test,) int64
+    carved_test: bool
+    missing: int  # listed videos with no stored features (failed extraction)
+
+
+def split_names(manifest: dict, split: str) -> list[str]:
+    """SPLIT= resolved against the manifest: "all" means every official split.
+
+    A dataset with a single split (folder/csv: "all" or "csv") serves it for SPLIT=1 and
+    SPLIT=all alike, since there is nothing else to choose.
+    """
+    available = sorted(manifest["splits"], key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
+    numbered = [k for k in available if k.isdigit()]
+    if split == "all":
+        return numbered or available
+    if split in available:
+        return [split]
+    if len(available) == 1 and split == "1":
+        return available
+    raise ReaderError(
+        f"--split (SPLIT=): {split!r} is not a split of this feature set; choose one of "
+        f"{', '.join(available + ['all'])}"
+    )
+
+
+def select_split(sets: list[FeatureSet], index: Index, name: str, seed: int = 0, test_fraction: float = 0.2) -> Split:
+    """Train and test rows of split `name` (merged over sets); only stored videos count.
+
+    A split with no test side (a folder or csv dataset without a split column) gets one
+    carved from its training side by group, `test_fraction` of each class, seeded: clips
+    of one group never sit on both sides.
+    """
+    train_ids = [v for fs in sets for v in fs.manifest["splits"].get(name, {}).get("train", [])]
+    test_ids = [v for fs in sets for v in fs.manifest["splits"].get(name, {}).get("test", [])]
+    train, missing_train = index.rows_of(train_ids)
+    test, missing_test = index.rows_of(test_ids)
+    labelled = lambda rows: rows[index.labels[rows] >= 0]
+    train, test = labelled(train), labelled(test)
+    carved = False
+    if len(test) == 0:
+        train, test = carve_by_group(train, index, test_fraction, seed + 7919)
+        carved = True
+    if len(train) == 0 or len(test) == 0:
+        raise ReaderError(
+            f"--split (SPLIT=): split {name!r} has {len(train)} training and {len(test)} test videos with "
+            f"stored features; both sides need at least one"
+        )
+    return Split(name, train, test, carved, len(missing_train) + len(missing_test))
+
+
+def carve_by_group(rows: np.ndarray, index: Index, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split `rows` into (kept, held) so that no group is on both sides.
+
+    Stratified by class: within each class, whole groups (shuffled, seeded) are held out
+    until they hold at least `fraction` of its videos, never past twice that share, and
+    always leaving one group on the kept side. So a class of few large groups may hold out
+    nothing: a tiny dataset keeps its training videos rather than trade a third of them
+    for a validation part too small to mean anything. rows (n,) int64 into the index.
+    """
+    if fraction <= 0 or len(rows) == 0:
+        return rows, rows[:0]
+    rng = np.random.default_rng(seed)
+    groups = index.groups[rows]
+    by_group: dict[str, list[int]] = {}
+    for r, g in zip(rows.tolist(), groups.tolist()):
+        by_group.setdefault(g, []).append(r)
+    by_class: dict[int, list[str]] = {}
+    for g, members in by_group.items():  # a group counts for the class of its first clip
+        by_class.setdefault(int(index.labels[members[0]]), []).append(g)
+    held: set[str] = set()
+    for label in sorted(by_class):
+        class_groups = sorted(by_class[label])
+        if len(class_groups) < 2:
+            continue
+        rng.shuffle(class_groups)
+        total = sum(len(by_group[g]) for g in class_groups)
+        taken = 0
+        for g in class_groups[:-1]:  # always leave one group to learn from
+            if taken >= fraction * total:
+                break
+            if taken + len(by_group[g]) > 2 * fraction * total:
+                continue  # too big a bite: a smaller group may still fit
+            held.add(g)
+            taken += len(by_group[g])
+    mask = np.array([g in held for g in groups.tolist()], dtype=bool)
+    return rows[~mask], rows[mask]
+
+
+# ---------------------------------------------------------------- standardisation statistics
+def feature_stats(
+    chunks: Iterable[tuple[np.ndarray, np.ndarray]], device: torch.device | str = "cpu"
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std over the valid frames of all chunks, computed on `device`.
+
+    chunks: (features (n, T, D) float16, lengths (n,) int). Returns mean, std (D,) float32 on the CPU.
+    Each chunk is reduced with its own mean first and the partial results are combined
+    with Chan's formula in float64: ResNet features share a large common component, and
+    the naive E[x^2] - E[x]^2 would cancel away the small variance that matters.
+    """
+    n_total, mean, m2 = 0, None, None
+    for feats, lengths in chunks:
+        x = torch.from_numpy(np.ascontiguousarray(feats)).to(device)
+        valid = torch.arange(x.shape[1], device=x.device)[None, :] < torch.as_tensor(lengths, device=x.device)[:, None]
+        for start in range(0, x.shape[0], 1024):  # bounded float32 working copy
+            frames = x[start : start + 1024][valid[start : start + 1024]].float()
+            if len(frames) == 0:
+                continue
+            n = frames.shape[0]
+            mu = frames.mean(0, dtype=torch.float64)
+            d2 = ((frames - mu.float()) ** 2).sum(0, dtype=torch.float64)
+            if mean is None:
+                n_total, mean, m2 = n, mu, d2
+                continue
+            delta = mu - mean
+            total = n_total + n
+            mean = mean + delta * (n / total)
+            m2 = m2 + d2 + delta**2 * (n_total * n / total)
+            n_total = total
+    if mean is None:
+        raise ReaderError("no valid frame to compute standardisation statistics from (empty training part)")
+    std = (m2 / max(n_total - 1, 1)).sqrt()
+    # A constant dimension (e.g. a ReLU that never fires) carries nothing; dividing by
+    # ~0 would blow its rounding noise up to O(1).
+    std = torch.where(std > 1e-6 * (1 + mean.abs()), std, torch.ones_like(std))
+    return mean.float().cpu(), std.float().cpu()
+
+
+def standardize(
+    features: torch.Tensor, lengths: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, dtype: torch.dtype
+) -> torch.Tensor:
+    """(x - mean) / std with padded frames set to exactly zero.
+
+    features (n, T, D) any float dtype; lengths (n,) int; mean, std (D,) float32 on the
+    same device. Returns (n, T, D) `dtype`.
+    """
+    x = (features.float() - mean) / std
+    valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths.to(x.device)[:, None]
+    return x.mul_(valid[..., None]).to(dtype)
+
+
+# ---------------------------------------------------------------- reading features
+def read_features(sets: list[FeatureSet], index: Index, rows: np.ndarray) -> np.ndarray:
+    """Features of `rows`, read whole shard by whole shard (contiguous reads), verified.
+
+    rows (n,) int64 into the index. Returns (n, T, D) float16 in the order of `rows`.
+    """
+    fs0 = sets[0]
+    out = np.empty((len(rows), fs0.frames, fs0.feature_dim), np.float16)
+    wanted = np.zeros(len(index.video_ids), dtype=np.int64) - 1
+    wanted[rows] = np.arange(len(rows))
+    needed = np.unique(index.shard[rows]).tolist()  # the other shards are never opened
+
+    def copy_shard(k: int) -> None:
+        mine = np.flatnonzero(index.shard == k)
+        dest = wanted[mine]
+        take = dest >= 0
+        out[dest[take]] = verified_shard(sets, index, k)["features"][index.row[mine[take]]]
+
+    # Threads overlap file reads and sha256 (both release the GIL); each opens its own
+    # in-memory HDF5 image, so no h5py handle is shared. Few in flight: each holds a shard twice.
+    with cf.ThreadPoolExecutor(min(READ_THREADS, len(needed) or 1), thread_name_prefix="shard-read") as pool:
+        list(pool.map(copy_shard, needed))  # re-raises a reader's error here
+    return out
+
+
+def verified_shard(sets: list[FeatureSet], index: Index, k: int) -> dict:
+    """Shard k of the index, read through the checksum, with its ids checked against the index."""
+    ref = index.shards[k]
+    data = sets[ref.set_index].read_shard(ref.file)
+    expected = index.video_ids[index.shard == k]
+    if len(data["video_ids"]) != len(expected) or (np.asarray(data["video_ids"]) != expected).any():
+        raise IntegrityError(
+            f"{sets[ref.set_index].set_dir / ref.file}: its video ids changed since the index was read"
+        )
+    return data

@@ -1,0 +1,98 @@
+"""Shard files: one immutable HDF5 file per shard, written whole and checksummed.
+
+A shard holds `features (n, T, D) float16` and the per-video datasets of SHARD_FIELDS
+(README, "Storage schema"). It is built in memory, so its sha256 is taken over exactly
+the bytes written, then written under a temp name, fsync'd and renamed into place; a
+reader reads it whole and checks the sha256 over the very bytes it returns.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import re
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from ..config import SCHEMA_VERSION
+from ..errors import IntegrityError
+from ..files import TMP_MARK, disk_error, fsync_dir, tmp_path_for
+
+STR = h5py.string_dtype(encoding="utf-8")
+# Datasets every shard holds, in the order the README documents them.
+SHARD_FIELDS = ("features", "lengths", "labels", "video_ids", "groups", "frame_indices", "timestamps")
+SHARD_NAME = re.compile(r"shard-(\d{5,})(?:\.r\d+)?\.h5")
+
+
+def shard_name(index: int, revision: int = 0) -> str:
+    """shard-00005.h5; a shard rewritten by `--retry-failures` is shard-00005.r1.h5, .r2, ..."""
+    return f"shard-{index:05d}.h5" if not revision else f"shard-{index:05d}.r{revision}.h5"
+
+
+def shard_index(name: str) -> int | None:
+    """5 for 'shard-00005.h5', 'shard-00005.r1.h5' (or their temp names), None for any other file name."""
+    m = SHARD_NAME.fullmatch(name.split(TMP_MARK)[0])
+    return int(m.group(1)) if m else None
+
+
+def write_shard(path: Path, arrays: dict[str, np.ndarray], attrs: dict) -> dict:
+    """Write one shard to a temp name, fsync, and rename it to `path`.
+
+    arrays: features (n, T, D) float16; lengths (n,) int32; labels (n,) int32;
+    video_ids (n,) str; groups (n,) str; frame_indices (n, T) int32 (-1 = padding);
+    timestamps (n, T) float32 seconds (NaN = padding).
+    Returns the manifest entry: {"file", "videos", "bytes", "sha256"}.
+    """
+    tmp = tmp_path_for(path)
+    try:
+        # Built in memory first: the sha256 is then taken over exactly the bytes written.
+        buf = io.BytesIO()
+        with h5py.File(buf, "w", libver="latest") as f:
+            for name in SHARD_FIELDS:
+                data = arrays[name]
+                if name in ("video_ids", "groups"):
+                    f.create_dataset(name, data=np.asarray(data, dtype=object), dtype=STR)
+                else:
+                    f.create_dataset(name, data=data)
+            f.attrs["schema_version"] = SCHEMA_VERSION
+            for k, v in attrs.items():
+                f.attrs[k] = v if isinstance(v, (int, float, str)) else json.dumps(v, sort_keys=True)
+        data = buf.getvalue()
+        with open(tmp, "wb") as out:
+            out.write(data)
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        raise disk_error(e, path) from e
+    return {
+        "file": path.name,
+        "videos": int(len(arrays["lengths"])),
+        "bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+    }
+
+
+def read_shard(path: Path, sha256: str | None = None) -> dict[str, np.ndarray]:
+    """Read a whole shard into memory, verifying its checksum over the bytes read.
+
+    Reading the file once into memory and opening the HDF5 image from there means the
+    checksum covers exactly the data returned (no window between verify and read).
+    Returns the SHARD_FIELDS arrays (video_ids/groups as str arrays) plus "attrs" (dict).
+    """
+    data = Path(path).read_bytes()
+    if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
+        raise IntegrityError(f"{path}: sha256 does not match the manifest; the shard is corrupt (run `store verify`)")
+    out: dict = {}
+    with h5py.File(io.BytesIO(data), "r") as f:
+        for name in SHARD_FIELDS:
+            ds = f[name]
+            out[name] = ds.asstr()[()] if name in ("video_ids", "groups") else ds[()]
+        out["attrs"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
+    return out

@@ -1,0 +1,17 @@
+"""Stage one: decode every video, embed its sampled frames with ResNet-50, write the shards.
+
+stage.py        extract_features (a dataset), extract_video (one file), config_from_manifest
+plan.py         the extraction plan: settings, weights, identity, which videos each shard holds
+datasets.py     dataset adapters: UCF101, HMDB51, folder-per-class, CSV, the generated sample
+decode.py       ffmpeg: probe, choose frame indices, decode only those frames into a slot
+backbone.py     weights policy, ResNet-50 on its own thread: uint8 frames -> 2048-d features
+batching.py     frame slots and the inference loop: frames of many videos per batch
+runner.py       the shard runner, and the sink a local run commits through
+local.py        this machine: one process, or one backbone process per device (DEVICES=)
+distributed.py  a Dask cluster: one task per shard, the driver commits
+retry.py        --retry-failures: rewrite a shard whose failed videos now decode
+"""
+
+from .stage import config_from_manifest, extract_features, extract_video
+
+__all__ = ["config_from_manifest", "extract_features", "extract_video"]

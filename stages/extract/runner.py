@@ -1,0 +1,374 @@
+"""The shard runner: decode, embed and write the shards a run has claimed.
+
+    claimed shard -> decode threads (each drives one ffmpeg process) -> frame slots (pinned)
+    -> batcher (frames of many videos in one backbone batch, on the extractor's thread with
+    its own CUDA stream; batching.py) -> shard buffer -> writer thread (tmp, fsync, rename)
+    -> the mode's `ShardSink`: commit to the manifest (a local run), hand the staged file to
+    the Dask driver (distributed.py), or swap a rewritten shard in (retry.py)
+
+Decoding is done by ffmpeg processes; the Python threads that drive them only wait on pipes
+(the GIL is released), and ffmpeg's output is read straight into the slot the backbone's
+copy reads from: no pickling, no intermediate copy. The main thread only routes: decode,
+copies, inference and writes all overlap. Host memory stays bounded: at most 2 x `workers`
+videos are decoding, into the batcher's fixed pool of slots, plus the shards in progress.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import contextlib
+import json
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Protocol
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from pipeline import console, store
+from pipeline.config import FEATURE_DIM, ExtractConfig
+
+from .backbone import FeatureExtractor
+from .batching import Batcher, FrameSlots
+from .datasets import VideoRecord
+from .decode import Decoded, decode_threads, decode_video
+from .plan import ExtractionPlan, committed_indices
+
+
+@dataclass
+class Summary:
+    """What a run did, for its last lines and for the benchmark."""
+
+    feature_set_id: str
+    set_dir: Path
+    total: int = 0  # videos in the dataset listing
+    computed: int = 0  # videos stored by this run
+    reused: int = 0  # videos already committed before this run
+    failed: int = 0  # failures recorded by this run
+    elapsed: float = 0.0
+    reused_set: bool = False  # the whole feature set already existed
+    timings: dict = field(default_factory=dict)  # decode / backbone / write / wait seconds, images, batches
+    failures: list[dict] = field(default_factory=list)  # {"video_id", "reason"} recorded by this run
+
+    @property
+    def videos_per_s(self) -> float:
+        return (self.computed + self.failed) / self.elapsed if self.elapsed else 0.0
+
+    def add_shard(self, stored: int, failures: list[dict], label: str = "failed") -> None:
+        """Count a committed shard's newly stored videos and its failures; report each failure."""
+        self.computed += stored
+        self.failed += len(failures)
+        self.failures += failures
+        for f in failures:
+            console.say(f"{label}: {f['video_id']}: {f['reason']}")
+
+    def add(self, other: "Summary") -> None:
+        """Fold in what another process of the same run did (its failures are reported here)."""
+        self.add_shard(other.computed, other.failures)
+        self.add_timings(other.timings)
+
+    def add_timings(self, timings: dict) -> None:
+        """Sum another runner's (or process's) seconds and counts into this summary's."""
+        for k, v in timings.items():
+            self.timings[k] = self.timings.get(k, 0) + v
+
+
+class ShardBuffer:
+    """Rows of one shard while its videos are decoded and embedded.
+
+    features (n, T, D) float16 (zeros where padded); frame_indices (n, T) int32 (-1 pad);
+    timestamps (n, T) float32 s (NaN pad); lengths (n,) int32.
+    """
+
+    def __init__(self, index: int, records: list[VideoRecord], frames: int, claim: store.Claim | None):
+        n = len(records)
+        self.index, self.records, self.claim = index, records, claim
+        self.features = np.zeros((n, frames, FEATURE_DIM), np.float16)
+        self.frame_indices = np.full((n, frames), -1, np.int32)
+        self.timestamps = np.full((n, frames), np.nan, np.float32)
+        self.lengths = np.zeros(n, np.int32)
+        self.ok = np.zeros(n, bool)
+        self.failures: list[dict] = []
+        self.pending = n  # videos not yet embedded or failed
+
+    def fail(self, pos: int, reason: str) -> None:
+        self.failures.append({"video_id": self.records[pos].video_id, "reason": reason})
+        self.pending -= 1
+
+    def embedded(self) -> None:
+        """A video's last features are in `features`."""
+        self.pending -= 1
+
+    def reuse(self, stored: dict[str, np.ndarray]) -> None:
+        """Copy the rows of videos a committed shard already holds (read_shard's arrays).
+
+        Only what `--retry-failures` needs: the shard is rewritten, and its videos that
+        did not fail are copied bit for bit instead of being decoded again.
+        """
+        row = {vid: k for k, vid in enumerate(stored["video_ids"])}
+        for pos, rec in enumerate(self.records):
+            k = row.get(rec.video_id)
+            if k is None:
+                continue
+            self.features[pos] = stored["features"][k]
+            self.lengths[pos], self.ok[pos] = stored["lengths"][k], True
+            self.frame_indices[pos] = stored["frame_indices"][k]
+            self.timestamps[pos] = stored["timestamps"][k]
+            self.pending -= 1
+
+    def accept(self, pos: int, dec: Decoded) -> None:
+        k = len(dec.frames)
+        self.lengths[pos], self.ok[pos] = k, True
+        self.frame_indices[pos, :k] = dec.indices
+        self.timestamps[pos, :k] = dec.timestamps
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        keep = self.ok
+        recs = [r for r, k in zip(self.records, keep) if k]
+        return {
+            "features": self.features[keep],
+            "lengths": self.lengths[keep],
+            "labels": np.array([r.label for r in recs], np.int32).reshape(-1),
+            "video_ids": [r.video_id for r in recs],
+            "groups": [r.group for r in recs],
+            "frame_indices": self.frame_indices[keep],
+            "timestamps": self.timestamps[keep],
+        }
+
+
+class ShardSink(Protocol):
+    """What one mode (local, Dask task, retry) does around the shards the runner computes."""
+
+    def path(self, index: int) -> Path:
+        """Where shard `index` is written."""
+
+    def rows_to_copy(self, index: int) -> dict | None:
+        """A committed shard's arrays whose videos are copied, not decoded (None: decode all)."""
+
+    def written(self, shard: ShardBuffer, entry: dict) -> None:
+        """Shard written to path(index) (entry: file, videos, bytes, sha256); commit or hand it on."""
+
+
+class CommitToManifest:
+    """A local run's sink: shard i goes to its final name and into the manifest at once."""
+
+    def __init__(self, plan: ExtractionPlan, summary: Summary):
+        self.plan, self.summary = plan, summary
+
+    def path(self, index: int) -> Path:
+        return self.plan.set_dir / store.shard_name(index)
+
+    def rows_to_copy(self, index: int) -> dict | None:
+        return None
+
+    def written(self, shard: ShardBuffer, entry: dict) -> None:
+        store.commit_shard(self.plan.set_dir, shard.index, entry, shard.failures)
+        if shard.claim is not None:
+            shard.claim.release()
+        self.summary.add_shard(entry["videos"], shard.failures)
+
+
+def backbone_batch(cfg: ExtractConfig, device: torch.device) -> int:
+    """Frames per backbone batch: GPU_BATCH=, else 512 on CUDA (where the H100 stopped gaining,
+    13,900 images/s in fp16) and 32 on a CPU."""
+    return cfg.gpu_batch or (512 if device.type == "cuda" else 32)
+
+
+class ShardRunner:
+    """Decodes, embeds and writes the shards it is given, with one extractor.
+
+    `run(claimed)` takes (index, held claim or None) pairs and returns the timings in
+    seconds: decode (decoder-seconds, summed over the decoders), transfer and backbone
+    (host-to-device copies and inference, GPU time on CUDA), scatter, write (the writer
+    thread), wait (main thread waiting for decoders), feed_wait (main thread waiting for
+    the backbone), starved (inference loop waiting for frames), inference_cpu; images, batches.
+    """
+
+    def __init__(self, plan: ExtractionPlan, extractor: FeatureExtractor, sink: ShardSink, bar: tqdm | None = None):
+        self.plan, self.extractor, self.sink, self.bar = plan, extractor, sink, bar
+        cfg = plan.cfg
+        self.workers = cfg.workers or os.cpu_count() or 1
+        self.threads = decode_threads(self.workers)
+        self.timings = {"decode": 0.0, "write": 0.0, "wait": 0.0}
+        self.writes: list[cf.Future] = []
+        self.opened: list[ShardBuffer] = []
+        # ShardBuffer.pending drops on the main thread (a failed video) and on the inference
+        # thread (a video's last features): the lock makes "reached zero" happen exactly once.
+        self.pending_lock = threading.Lock()
+
+    # -------------------------------------------------------------- the main loop
+    def run(self, claimed: Iterator[tuple[int, store.Claim | None]]) -> dict:
+        cfg = self.plan.cfg
+        batch = backbone_batch(cfg, self.extractor.device)
+        with (
+            self.releasing_claims(),
+            cf.ThreadPoolExecutor(1, thread_name_prefix="write") as self.writer,
+            Batcher(self.extractor, batch, cfg.frames, cfg.image_size, self.workers, self.take_features) as batcher,
+            cf.ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool,
+        ):
+            videos, decoding = self.videos_to_decode(claimed), {}
+            self.keep_decoders_busy(videos, decoding, pool, batcher.slots)
+            while decoding:
+                t0 = time.perf_counter()
+                ready, _ = cf.wait(decoding, return_when=cf.FIRST_COMPLETED)
+                self.timings["wait"] += time.perf_counter() - t0
+                for fut in ready:
+                    self.route(fut.result(), *decoding.pop(fut), batcher)
+                self.keep_decoders_busy(videos, decoding, pool, batcher.slots)
+        # Leaving the with block flushed the batcher (every feature is in its shard) and
+        # waited for the writer.
+        for f in self.writes:
+            f.result()  # re-raise a write error (disk full) here, after the others finished
+        self.timings.update(batcher.timings)
+        return self.timings
+
+    def videos_to_decode(
+        self, claimed: Iterator[tuple[int, store.Claim | None]]
+    ) -> Iterator[tuple[ShardBuffer, int, VideoRecord]]:
+        """(shard, position, record) of every video to decode, shard after shard as claimed."""
+        for index, claim in claimed:
+            shard = ShardBuffer(index, self.plan.shards[index], self.plan.cfg.frames, claim)
+            self.opened.append(shard)
+            stored = self.sink.rows_to_copy(index)
+            if stored is not None:
+                shard.reuse(stored)
+            if shard.pending == 0:
+                self.send_to_writer(shard)
+            for pos, rec in enumerate(shard.records):
+                if not shard.ok[pos]:
+                    yield shard, pos, rec
+
+    def keep_decoders_busy(self, videos: Iterator, decoding: dict, pool: cf.Executor, slots: FrameSlots) -> None:
+        """Start decodes until 2 x workers are in flight (or the listing is done)."""
+        while len(decoding) < 2 * self.workers:
+            if any(f.done() and f.exception() is not None for f in self.writes):
+                return  # a write failed (disk full): stop here rather than decode the rest for nothing
+            item = next(videos, None)
+            if item is None:
+                return
+            decoding[pool.submit(self.decode, item[2], slots)] = item
+
+    def route(
+        self, decoded: tuple[Decoded, int | None], shard: ShardBuffer, pos: int, rec: VideoRecord, batcher: Batcher
+    ) -> None:
+        """A finished decode: its frames to the batcher, or its failure to the shard."""
+        dec, slot = decoded
+        self.timings["decode"] += dec.seconds
+        if dec.error:
+            # pending only drops once a video's features are out of the batch, so at zero
+            # nothing of this shard is still waiting in it.
+            self.count_down(shard, lambda: shard.fail(pos, dec.error))
+        else:
+            shard.accept(pos, dec)
+            batcher.add(slot, len(dec.frames), (shard, pos))
+        if self.bar is not None:
+            self.bar.update(1)
+
+    # -------------------------------------------------------------- on the decode threads
+    def decode(self, rec: VideoRecord, slots: FrameSlots) -> tuple[Decoded, int | None]:
+        """Decode one video into a free slot; (decoded, slot), or (decoded with error, None)."""
+        cfg = self.plan.cfg
+        slot = slots.acquire()
+        try:
+            dec = decode_video(
+                rec.path,
+                cfg.frames,
+                cfg.image_size,
+                cfg.resize_to,
+                cfg.fps,
+                cfg.timeout,
+                out=slots.arrays[slot],
+                threads=self.threads,
+            )
+        except BaseException:
+            slots.release(slot)
+            raise
+        if dec.error:
+            slots.release(slot)
+            return dec, None
+        return dec, slot
+
+    # -------------------------------------------------------------- on the inference thread
+    def take_features(self, owner: tuple[ShardBuffer, int], first: int, feats: np.ndarray, last: bool) -> None:
+        """The batcher's sink: frames [first, first + k) of video `owner` are embedded."""
+        shard, pos = owner
+        shard.features[pos, first : first + len(feats)] = feats
+        if last:
+            self.count_down(shard, shard.embedded)
+
+    # -------------------------------------------------------------- shards
+    def count_down(self, shard: ShardBuffer, change: Callable[[], None]) -> None:
+        """Apply a change that drops shard.pending; send the shard to the writer at zero."""
+        with self.pending_lock:
+            change()
+            finished = shard.pending == 0
+        if finished:
+            self.send_to_writer(shard)
+
+    def send_to_writer(self, shard: ShardBuffer) -> None:
+        self.writes.append(self.writer.submit(self.write, shard))
+
+    def write(self, shard: ShardBuffer) -> None:
+        """On the writer thread: the shard file (tmp, fsync, rename), then the sink."""
+        t0 = time.perf_counter()
+        p = self.plan
+        attrs = {
+            "feature_set_id": p.identity.id,
+            "config": json.dumps(p.cfg.to_json(), sort_keys=True),
+            "shard_index": shard.index,
+            "identity": json.dumps(p.identity.__dict__, sort_keys=True),
+        }
+        entry = store.write_shard(self.sink.path(shard.index), shard.arrays(), attrs)
+        self.sink.written(shard, entry)
+        self.timings["write"] += time.perf_counter() - t0
+
+    @contextlib.contextmanager
+    def releasing_claims(self) -> Iterator[None]:
+        """On the way out, release every claim still held (release is idempotent).
+
+        A committed shard released its claim already; one this run could not finish (its
+        write failed, the run stopped early) would otherwise stay locked until the process
+        exits, and a retry in the same process (a test, a notebook, a Dask worker) would
+        wait forever for its own claim: a flock is per open file, not per process.
+        """
+        try:
+            yield
+        finally:
+            for shard in self.opened:
+                if shard.claim is not None:
+                    shard.claim.release()
+
+
+# ---------------------------------------------------------------- claims
+def claim_free_shards(
+    plan: ExtractionPlan, indices: list[int], reported_busy: set[int] | None = None
+) -> Iterator[tuple[int, store.Claim]]:
+    """Yield (index, held claim) for each listed shard nobody has committed or claimed.
+
+    `reported_busy` remembers the shards already reported as computed elsewhere, so a run
+    that polls while waiting for another one does not repeat itself.
+    """
+    reported_busy = set() if reported_busy is None else reported_busy
+    for i in indices:
+        claim, holder = claim_uncommitted(plan.set_dir, i)
+        if holder and i not in reported_busy:
+            reported_busy.add(i)
+            console.say(f"helping: shard {i} is being computed by another run ({holder}); taking the next free one")
+        if claim is not None:
+            yield i, claim
+
+
+def claim_uncommitted(set_dir: Path, i: int) -> tuple[store.Claim | None, str]:
+    """(held claim, "") when shard i is ours to compute; (None, who holds it) when another
+    run computes it; (None, "") when it was committed before we got the claim."""
+    claim = store.Claim(set_dir, i)
+    if not claim.acquire():
+        return None, claim.path.read_text().strip() or "a live run"
+    if i in committed_indices(set_dir):  # committed between our look and our claim
+        claim.release()
+        return None, ""
+    return claim, ""

@@ -1,0 +1,147 @@
+"""Stage one's entry points: a whole dataset into a feature set, or one video file into features.
+
+extract_features(cfg) -> Summary     computes only what the store does not hold yet, on this
+                                     machine, one process per device, or a Dask cluster
+extract_video(path, cfg, spec)       one file, exactly as its feature set was computed
+config_from_manifest(manifest)       the settings and weights a feature set was made with
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import console, store
+from pipeline.config import FEATURE_DIM, ExtractConfig
+from pipeline.errors import StoreError
+from pipeline.ffmpeg import ffmpeg_binary
+
+from .backbone import FeatureExtractor, WeightsSpec, resolve_weights
+from .decode import decode_video
+from .distributed import extract_on_dask
+from .local import extract_in_process, extract_on_devices
+from .plan import ExtractionPlan, make_plan, open_feature_set
+from .retry import retry_failed
+from .runner import Summary
+
+
+def extract_features(cfg: ExtractConfig, quiet: bool = False) -> Summary:
+    """Stage one for a whole dataset; computes only what the store does not hold yet."""
+    with console.silenced(quiet):
+        summary = run(cfg)
+        if not summary.reused_set or cfg.retry_failures:  # a plain reuse said all there is to say
+            print_summary(summary, store.load_manifest(summary.set_dir))
+    return summary
+
+
+def run(cfg: ExtractConfig) -> Summary:
+    t_start = time.perf_counter()
+    ffmpeg_binary()  # fail before any work, with the install hint
+    plan = make_plan(cfg)
+    manifest = open_feature_set(plan)
+    summary = Summary(plan.identity.id, plan.set_dir, total=len(plan.dataset.records))
+    # --retry-failures retries what earlier runs recorded, not what this run just saw fail.
+    earlier_failures = {s["index"] for s in manifest["shards"] if s.get("failures")}
+    plan = adopt_shard_size(plan, manifest)
+    if manifest["complete"]:
+        reuse(plan, manifest, summary, earlier_failures)
+    else:
+        # Under the claim or lock that guards each file: a plain unlink could race a live run
+        # that is rewriting its manifest temp file at this moment.
+        removed = store.remove_garbage(plan.set_dir)
+        if removed:
+            console.say(f"removed {len(removed)} temp file(s) or uncommitted shard(s) left by an interrupted run")
+        summary.reused = manifest["num_stored"]
+        compute(plan, summary)
+        if store.mark_complete(plan.set_dir)["complete"] and cfg.retry_failures:
+            retry_failed(plan, summary, earlier_failures)
+    summary.elapsed = time.perf_counter() - t_start
+    return summary
+
+
+def adopt_shard_size(plan: ExtractionPlan, manifest: dict) -> ExtractionPlan:
+    """Shard i must hold the same videos for every run that works on this set, and the shard
+    size is not part of its identity (it changes no number): the set's own size wins."""
+    if manifest["shard_size"] == plan.cfg.shard_size:
+        return plan
+    if not manifest["complete"]:
+        console.say(
+            f"feature set {plan.identity.id} was started with --shard-size {manifest['shard_size']}; "
+            f"continuing with that (not {plan.cfg.shard_size})"
+        )
+    return plan.with_config(shard_size=manifest["shard_size"])
+
+
+def reuse(plan: ExtractionPlan, manifest: dict, summary: Summary, earlier_failures: set[int]) -> None:
+    """The set is complete: nothing to compute (but --retry-failures)."""
+    summary.reused, summary.reused_set = manifest["num_stored"], True
+    failed = manifest["num_failed"]
+    console.say(
+        f"reusing feature set {plan.identity.id}: complete, {manifest['num_stored']} videos "
+        f"(computed {manifest.get('completed_at', manifest['created_at'])}); nothing to compute"
+        + (
+            f"; {failed} failed video(s) listed in {plan.set_dir / store.FAILURES} (rerun with "
+            f"--retry-failures / RETRY_FAILURES=1 to try them again)"
+            if failed and not plan.cfg.retry_failures
+            else ""
+        )
+    )
+    if plan.cfg.retry_failures:
+        retry_failed(plan, summary, earlier_failures)
+
+
+def compute(plan: ExtractionPlan, summary: Summary) -> None:
+    """Every uncommitted shard: on Dask, one process per device, or in this process."""
+    if plan.cfg.scheduler:
+        extract_on_dask(plan, summary)
+    elif len(plan.cfg.devices) > 1:
+        extract_on_devices(plan, summary)
+    else:
+        extract_in_process(plan, summary)
+
+
+def print_summary(s: Summary, manifest: dict) -> None:
+    t = s.timings
+    where = ", ".join(f"{k} {t[k]:.1f}s" for k in ("decode", "backbone", "write", "wait") if k in t)
+    console.say(
+        f"\nstage one {'complete' if manifest['complete'] else 'INCOMPLETE'}: {s.feature_set_id}\n"
+        f"  done {s.computed}, reused {s.reused}, failed {s.failed} (this run) / {manifest['num_failed']} (set), "
+        f"total {s.total} videos\n"
+        f"  elapsed {s.elapsed:.1f} s, {s.videos_per_s:.2f} videos/s" + (f"  [{where}]" if where else "") + "\n"
+        f"  features: {s.set_dir}" + (f"\n  failures: {s.set_dir / store.FAILURES}" if manifest["num_failed"] else "")
+    )
+
+
+def config_from_manifest(manifest: dict, **overrides) -> tuple[ExtractConfig, WeightsSpec]:
+    """The extraction settings and the exact weights a feature set was computed with."""
+    fields = set(ExtractConfig.__dataclass_fields__)
+    raw = {k: v for k, v in manifest["config"].items() if k in fields}
+    raw["devices"] = tuple(raw.get("devices") or ())
+    weights_id = manifest["identity"]["weights"]
+    if weights_id.startswith("random:"):  # includes a sample set made when ImageNet was unreachable
+        raw["weights"], raw["seed"] = "random", int(weights_id.split("seed")[1])
+    cfg = ExtractConfig(**(raw | {"scheduler": None, "devices": ()} | overrides))
+    spec = resolve_weights(cfg.weights, cfg.seed)
+    if spec.identity != weights_id:
+        raise StoreError(
+            f"the weights now at {cfg.weights!r} ({spec.identity}) are not the ones this feature set "
+            f"used ({weights_id})"
+        )
+    return cfg, spec
+
+
+def extract_video(
+    path: Path, cfg: ExtractConfig, spec: WeightsSpec, extractor: FeatureExtractor | None = None
+) -> tuple[np.ndarray, int]:
+    """Stage one for one video file: features (T, 2048) float16 zero-padded, and its length."""
+    ffmpeg_binary()
+    dec = decode_video(Path(path), cfg.frames, cfg.image_size, cfg.resize_to, cfg.fps, cfg.timeout)
+    if dec.error:
+        raise ValueError(f"{path}: {dec.error}")
+    extractor = extractor or FeatureExtractor(spec, cfg.device, cfg.precision)
+    out = np.zeros((cfg.frames, FEATURE_DIM), np.float16)
+    out[: len(dec.frames)] = extractor.extract(torch.from_numpy(np.ascontiguousarray(dec.frames)))
+    return out, len(dec.frames)

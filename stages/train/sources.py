@@ -1,0 +1,204 @@
+"""Batch sources for training and evaluation: a part of a split, standardised, on the device.
+
+    choose_load(...)    "memory" when the part fits (the standardised copy on the GPU, or in RAM),
+                        else "stream"
+    MemorySource        the whole part as one tensor on the device; batches are index lookups
+    StreamSource        shard by shard on every pass, each shard read whole (checksummed) by a
+                        prefetch thread while the previous one trains
+
+Both yield (x (B, T, D), lengths (B,), labels (B,), positions (B,) numpy into the part).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+from typing import Iterator
+
+import numpy as np
+import torch
+
+from pipeline.errors import ConfigError
+from pipeline.store import FeatureSet, Index, standardize, verified_shard
+
+# Share of free memory (host RAM or GPU) a whole-in-memory load may take.
+MEMORY_SHARE = 0.5
+
+
+def available_bytes(device: torch.device) -> int:
+    """Free memory where standardised features would live: the GPU, or host RAM."""
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        return int(free)
+    try:
+        with open("/proc/meminfo") as f:
+            info = dict(line.split(":", 1) for line in f)
+        return int(info["MemAvailable"].split()[0]) * 1024
+    except (OSError, KeyError, ValueError):
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_AVPHYS_PAGES")
+
+
+def choose_load(load: str, videos: int, frames: int, dim: int, dtype: torch.dtype, device: torch.device) -> str:
+    """ "memory" or "stream" for LOAD=auto|memory|stream.
+
+    Whole in memory needs the float16 features on the host while reading plus the
+    standardised copy on the device; it is chosen when that takes at most MEMORY_SHARE
+    of what is free there.
+    """
+    if load in ("memory", "stream"):
+        return load
+    if load != "auto":
+        raise ConfigError(f"--load: choose auto, memory or stream, got {load!r}")
+    host = videos * frames * dim * 2
+    on_device = videos * frames * dim * torch.finfo(dtype).bits // 8
+    if device.type == "cuda":
+        fits = on_device <= MEMORY_SHARE * available_bytes(device) and host <= MEMORY_SHARE * available_bytes(
+            torch.device("cpu")
+        )
+    else:
+        fits = host + on_device <= MEMORY_SHARE * available_bytes(device)
+    return "memory" if fits else "stream"
+
+
+class MemorySource:
+    """One part (train, validation or test) held whole as a standardised tensor on the device.
+
+    Built from `store_features (M, T, D) float16` (the videos read once for all splits)
+    and `positions (n,)` of this part's videos in it. Holds features (n, T, D) `dtype`,
+    standardised with padded frames zero, lengths (n,) and labels (n,) int64, all on
+    `device`. Batches index these tensors directly: no DataLoader, no per-batch conversion.
+    """
+
+    def __init__(
+        self,
+        store_features: np.ndarray,
+        positions: np.ndarray,
+        lengths: np.ndarray,
+        labels: np.ndarray,
+        video_ids: np.ndarray,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        device: torch.device,
+        dtype: torch.dtype,
+        chunk: int = 512,
+    ):
+        self.device = device
+        self.video_ids = np.asarray(video_ids)
+        self.lengths = torch.as_tensor(np.asarray(lengths), dtype=torch.int64).to(device)
+        self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64).to(device)
+        self.features = torch.empty((len(positions), *store_features.shape[1:]), dtype=dtype, device=device)
+        mean, std = mean.to(device), std.to(device)
+        for s in range(0, len(positions), chunk):  # bounded float32 working copy
+            x = torch.from_numpy(store_features[positions[s : s + chunk]]).to(device, non_blocking=True)
+            self.features[s : s + chunk] = standardize(x, self.lengths[s : s + chunk], mean, std, dtype)
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def batches(
+        self, batch: int, shuffle: bool = False, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]]:
+        """Yield (x (B, T, D), lengths (B,), labels (B,), positions (B,) numpy into this part)."""
+        order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
+        # One copy of the whole order per pass, from pinned memory and asynchronous: a
+        # per-batch copy from pageable memory would wait for the GPU on every step.
+        on_device = order.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else order
+        for s in range(0, len(self), batch):
+            idx = on_device[s : s + batch]
+            yield self.features[idx], self.lengths[idx], self.labels[idx], order[s : s + batch].numpy()
+
+
+def memory_chunks(
+    store_features: np.ndarray, positions: np.ndarray, lengths: np.ndarray, chunk: int = 1024
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(features (n, T, D) float16, lengths (n,)) of `positions`, a chunk at a time (for feature_stats)."""
+    for s in range(0, len(positions), chunk):
+        yield store_features[positions[s : s + chunk]], lengths[s : s + chunk]
+
+
+def stream_chunks(sets: list[FeatureSet], index: Index, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(features (n, T, D) float16, lengths (n,)) of `rows`, one verified shard at a time (for feature_stats)."""
+    selected = np.zeros(len(index.video_ids), dtype=bool)
+    selected[rows] = True
+    for k in sorted(set(index.shard[rows].tolist())):
+        mine = np.flatnonzero((index.shard == k) & selected)
+        yield verified_shard(sets, index, k)["features"][index.row[mine]], index.lengths[mine]
+
+
+class StreamSource:
+    """One part read shard by shard on every pass, for sets larger than memory.
+
+    Each shard is read whole (one contiguous read, checksummed) by a prefetch thread while
+    the previous one trains; its selected rows are shuffled, standardised and cut into
+    batches, with leftovers carried into the next shard so every batch but the last is full.
+    """
+
+    def __init__(
+        self,
+        sets: list[FeatureSet],
+        index: Index,
+        rows: np.ndarray,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        device: torch.device,
+        dtype: torch.dtype,
+    ):
+        self.sets, self.index, self.device, self.dtype = sets, index, device, dtype
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.video_ids = index.video_ids[self.rows]
+        self.mean, self.std = mean.to(device), std.to(device)
+        # position within this part of each index row (-1: not in it), to report predictions in part order
+        self.position = np.full(len(index.video_ids), -1, np.int64)
+        self.position[self.rows] = np.arange(len(self.rows))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def shard_order(self, shuffle: bool, generator: torch.Generator | None) -> list[int]:
+        used = np.unique(self.index.shard[self.rows]).tolist()
+        if shuffle:
+            used = [used[i] for i in torch.randperm(len(used), generator=generator).tolist()]
+        return used
+
+    def batches(
+        self, batch: int, shuffle: bool = False, generator: torch.Generator | None = None
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]]:
+        """Yield (x (B, T, D), lengths (B,), labels (B,), positions (B,) into this part)."""
+        order = self.shard_order(shuffle, generator)
+        selected = self.position >= 0
+        carry: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]] = []
+        with cf.ThreadPoolExecutor(1, thread_name_prefix="shard-prefetch") as pool:
+            pending = pool.submit(verified_shard, self.sets, self.index, order[0]) if order else None
+            for n, k in enumerate(order):
+                data = pending.result()
+                pending = (
+                    pool.submit(verified_shard, self.sets, self.index, order[n + 1]) if n + 1 < len(order) else None
+                )
+                mine = np.flatnonzero((self.index.shard == k) & selected)
+                if shuffle:
+                    mine = mine[torch.randperm(len(mine), generator=generator).numpy()]
+                local = self.index.row[mine]
+                lengths = torch.from_numpy(self.index.lengths[mine]).to(self.device)
+                x = standardize(
+                    torch.from_numpy(data["features"][local]).to(self.device), lengths, self.mean, self.std, self.dtype
+                )
+                labels = torch.from_numpy(data["labels"][local].astype(np.int64)).to(self.device)
+                pos = self.position[mine]
+                carry.append((x, lengths, labels, pos))
+                yield from self.drain(carry, batch, final=False)
+        yield from self.drain(carry, batch, final=True)
+
+    @staticmethod
+    def drain(carry: list, batch: int, final: bool) -> Iterator[tuple]:
+        """Cut full batches off the carried pieces (all of it when `final`); keep the rest."""
+        total = sum(len(c[2]) for c in carry)
+        if total < batch and not (final and total):
+            return
+        x, lengths, labels = (torch.cat([c[i] for c in carry]) for i in range(3))
+        pos = np.concatenate([c[3] for c in carry])
+        carry.clear()
+        full = total if final else total - total % batch
+        for s in range(0, full, batch):
+            yield x[s : s + batch], lengths[s : s + batch], labels[s : s + batch], pos[s : s + batch]
+        if full < total:
+            carry.append((x[full:], lengths[full:], labels[full:], pos[full:]))

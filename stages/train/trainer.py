@@ -1,0 +1,285 @@
+"""Stage two: train a temporal head straight from a feature set and write the run directory.
+
+train(cfg) -> TrainResult      one split, or SPLIT=all: each official split and the mean
+load_data(cfg, ...)            the set(s), index and split(s), read once (compare shares it)
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from pipeline import console, store
+from pipeline.config import TrainConfig
+from pipeline.devices import resolve_device, training_precision
+from pipeline.files import atomic_write_json
+
+from . import evaluate
+from .loop import auto_batch, cpu_threads, fit, seed_everything
+from .models import WORKSPACE, build_from_spec, count_parameters
+from .runs import CHECKPOINT, CONFIG, CURVES, METRICS, default_out
+from .sources import MemorySource, StreamSource, choose_load, memory_chunks, stream_chunks
+
+
+@dataclass
+class LoadedFeatures:
+    """The feature set(s) and splits a run reads, loaded once (shared by `compare`).
+
+    store_features (M, T, D) float16 holds every video of the selected splits when
+    mode == "memory" (None when streaming); position (N,) maps an index row to its
+    place in it (-1: not loaded).
+    """
+
+    sets: list[store.FeatureSet]
+    index: store.Index
+    splits: dict[str, store.Split]
+    mode: str
+    store_features: np.ndarray | None = None
+    position: np.ndarray | None = None
+    read_seconds: float = 0.0
+
+
+def load_data(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> LoadedFeatures:
+    """Resolve FEATURES=/DATASET=, open the set(s), select the split(s), read features if they fit."""
+    t0 = time.perf_counter()
+    sets = store.open_feature_sets(store.resolve_feature_sets(cfg.dataset, cfg.features, cfg.features_root))
+    for fs in sets:
+        if not fs.manifest.get("complete"):
+            console.say(
+                f"warning: feature set {fs.set_dir} is incomplete ({fs.manifest['num_stored']} of "
+                f"{fs.manifest['num_videos']} videos committed); training on what is there"
+            )
+    index = store.read_index(sets)
+    names = store.split_names(sets[0].manifest, cfg.split)
+    splits = {n: store.select_split(sets, index, n, cfg.seed, cfg.test_fraction) for n in names}
+    rows = np.unique(np.concatenate([np.concatenate([s.train, s.test]) for s in splits.values()]))
+    mode = choose_load(cfg.load, len(rows), sets[0].frames, sets[0].feature_dim, dtype, device)
+    data = LoadedFeatures(sets, index, splits, mode)
+    if mode == "memory":
+        data.store_features = store.read_features(sets, index, rows)
+        data.position = np.full(len(index.video_ids), -1, np.int64)
+        data.position[rows] = np.arange(len(rows))
+    data.read_seconds = time.perf_counter() - t0
+    return data
+
+
+@dataclass
+class SplitSources:
+    """Train / validation / test sources of one split, standardised with training statistics."""
+
+    train: object
+    val: object | None
+    test: object
+    mean: torch.Tensor  # (D,) float32
+    std: torch.Tensor  # (D,) float32
+    sizes: dict
+
+
+def make_parts(
+    data: LoadedFeatures, split: store.Split, cfg: TrainConfig, device: torch.device, dtype: torch.dtype
+) -> SplitSources:
+    """Carve validation from the training side by group, compute statistics, build the sources."""
+    train_rows, val_rows = store.carve_by_group(split.train, data.index, cfg.val_fraction, cfg.seed)
+    idx = data.index
+    if data.mode == "memory":
+        pos = lambda rows: data.position[rows]
+        mean, std = store.feature_stats(
+            memory_chunks(data.store_features, pos(train_rows), idx.lengths[train_rows]), device
+        )
+        source = lambda rows: MemorySource(
+            data.store_features,
+            pos(rows),
+            idx.lengths[rows],
+            idx.labels[rows],
+            idx.video_ids[rows],
+            mean,
+            std,
+            device,
+            dtype,
+        )
+    else:
+        mean, std = store.feature_stats(stream_chunks(data.sets, idx, train_rows), device)
+        source = lambda rows: StreamSource(data.sets, idx, rows, mean, std, device, dtype)
+    sizes = {
+        "train": len(train_rows),
+        "val": len(val_rows),
+        "test": len(split.test),
+        "carved_test": split.carved_test,
+        "missing": split.missing,
+    }
+    return SplitSources(
+        source(train_rows), source(val_rows) if len(val_rows) else None, source(split.test), mean, std, sizes
+    )
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    model: str
+    split: str
+    params: int
+    train_seconds: float
+    best_epoch: int
+    epochs_run: int
+    metrics: dict  # test metrics: top1, top5, mean_class_acc, per_class, videos, ...
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path  # the run directory (SPLIT=all: the parent of split<k>/)
+    runs: list[RunResult]
+
+    @property
+    def mean(self) -> dict:
+        return evaluate.mean_metrics([r.metrics for r in self.runs])
+
+
+def model_spec(cfg: TrainConfig, fs: store.FeatureSet) -> dict:
+    """Everything needed to rebuild the model from config.json (stored as JSON, never pickled)."""
+    return {
+        "name": cfg.model,
+        "input_dim": fs.feature_dim,
+        "frames": fs.frames,
+        "num_classes": len(fs.classes),
+        "hidden": cfg.hidden,
+        "layers": cfg.layers,
+        "bidirectional": cfg.bidirectional,
+        "dropout": cfg.dropout,
+        "proj": cfg.proj if cfg.model in ("lstm", "gru", "attention", "fusion") else 0,
+    }
+
+
+def train_split(cfg: TrainConfig, data: LoadedFeatures, name: str, run_dir: Path, device: torch.device) -> RunResult:
+    """Train and evaluate on one split; write the run directory."""
+    autocast_dtype, data_dtype = training_precision(cfg.precision, device)
+    seed_everything(cfg.seed)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    parts = make_parts(data, data.splits[name], cfg, device, data_dtype)
+    fs = data.sets[0]
+    spec = model_spec(cfg, fs)
+    model = build_from_spec(spec, parts.mean, parts.std).to(device)
+    batch = auto_batch(cfg.batch, len(parts.train))
+    params = count_parameters(model)
+    atomic_write_json(
+        run_dir / CONFIG,
+        {
+            "train": cfg.to_json(),
+            "model": spec,
+            "split": name,
+            "parts": parts.sizes,
+            "batch": batch,
+            "device": str(device),
+            "precision": str(autocast_dtype or torch.float32).replace("torch.", ""),
+            "load": data.mode,
+            "params": params,
+            "classes": fs.classes,
+            "torch": torch.__version__,
+            "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "feature_sets": [
+                {
+                    "dir": str(s.set_dir.resolve()),
+                    "id": s.id,
+                    "dataset": s.manifest["dataset"],
+                    "frames": s.frames,
+                    "feature_dim": s.feature_dim,
+                    "config": s.manifest["config"],
+                    "identity": s.manifest["identity"],
+                }
+                for s in data.sets
+            ],
+        },
+    )
+    threads = torch.get_num_threads()
+    torch.set_num_threads(cpu_threads(device, batch, max(cfg.hidden, spec["proj"])))
+    try:
+        return fit_and_report(cfg, data, name, run_dir, device, model, parts, batch, params, autocast_dtype)
+    finally:
+        torch.set_num_threads(threads)
+        WORKSPACE.clear()
+
+
+def fit_and_report(
+    cfg: TrainConfig,
+    data: LoadedFeatures,
+    name: str,
+    run_dir: Path,
+    device: torch.device,
+    model: torch.nn.Module,
+    parts: SplitSources,
+    batch: int,
+    params: int,
+    autocast_dtype: torch.dtype | None,
+) -> RunResult:
+    """Fit, keep the best weights, evaluate on the test part and write the reports."""
+    fs = data.sets[0]
+    label = f"{cfg.model} split {name}"
+    if parts.val is None and cfg.val_fraction:
+        console.say(
+            f"{label}: no validation part (too few groups per class to carve {cfg.val_fraction:.0%} by group): "
+            f"no early stopping, the last epoch is kept"
+        )
+    console.say(
+        f"{label}: {parts.sizes['train']} train / {parts.sizes['val']} validation (by group) / {parts.sizes['test']} test "
+        f"videos{' (test carved by group: the dataset has no test split)' if parts.sizes['carved_test'] else ''}, "
+        f"{params:,} parameters, batch {batch}, {device} {str(autocast_dtype or 'fp32').replace('torch.', '')}, "
+        f"data {data.mode}"
+    )
+    result = fit(model, parts.train, parts.val, cfg, batch, device, autocast_dtype, label)
+    torch.save(model.state_dict(), run_dir / CHECKPOINT)
+    probs, labels, test_loss = evaluate.predict_part(model, parts.test, batch, autocast_dtype)
+    evaluate.plot_curves(run_dir / CURVES, result.history, label)
+    metrics = evaluate.write_report(
+        run_dir,
+        parts.test,
+        probs,
+        labels,
+        fs.classes,
+        label,
+        {
+            "test_loss": test_loss,
+            "params": params,
+            "train_seconds": result.seconds,
+            "best_epoch": result.best_epoch,
+            "epochs_run": len(result.history),
+            "history": result.history,
+        },
+    )
+    return RunResult(run_dir, cfg.model, name, params, result.seconds, result.best_epoch, len(result.history), metrics)
+
+
+def train(cfg: TrainConfig, data: LoadedFeatures | None = None) -> TrainResult:
+    """Train and evaluate `cfg.model` on split `cfg.split` (all: each official split, and the mean).
+
+    Says in one line what it trains on first (the full config goes to config.json), and
+    gives the headline metrics and the run directory last. `data` (from load_data) lets
+    several runs share one read of the features.
+    """
+    device = resolve_device(cfg.device)
+    if data is None:
+        data = load_data(cfg, device, training_precision(cfg.precision, device)[1])
+        console.say(
+            f"stage two: {cfg.model} on split {cfg.split} of {', '.join(s.id for s in data.sets)}: "
+            f"{len(data.index.video_ids)} videos in {len(data.index.shards)} shard(s), features {data.mode} "
+            f"({data.read_seconds:.1f} s to read); the full config goes to the run's {CONFIG}"
+        )
+    out = Path(cfg.out) if cfg.out else default_out(cfg.model, cfg.split)
+    names = list(data.splits)
+    runs = [train_split(cfg, data, n, out if len(names) == 1 else out / f"split{n}", device) for n in names]
+    result = TrainResult(out, runs)
+    for r in runs:
+        console.result(
+            f"{r.model} split {r.split}: {evaluate.headline(r.metrics)}  "
+            f"(best epoch {r.best_epoch}/{r.epochs_run}, {r.train_seconds:.1f} s)  -> {r.run_dir}"
+        )
+    if len(runs) > 1:
+        mean = result.mean
+        atomic_write_json(
+            out / METRICS,
+            {"mean": mean, "splits": {r.split: {k: r.metrics[k] for k in evaluate.HEADLINE} for r in runs}},
+        )
+        console.result(f"{cfg.model} mean over splits {', '.join(names)}: {evaluate.headline(mean)}  -> {out}")
+    return result

@@ -1,0 +1,62 @@
+"""Weights resolution and the backbone's numbers against a plain torchvision forward."""
+
+import numpy as np
+import pytest
+import torch
+import torchvision
+
+from helpers import reference_features
+from pipeline.errors import ConfigError
+from pipeline.errors import WeightsError
+from stages.extract.backbone import FeatureExtractor, resolve_weights
+
+
+def test_features_equal_a_direct_torchvision_forward(weights_file):
+    rng = np.random.default_rng(0)
+    frames = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
+    spec = resolve_weights(str(weights_file))
+    ours = FeatureExtractor(spec, device="cpu").extract(torch.from_numpy(frames))
+    assert ours.shape == (3, 2048) and ours.dtype == np.float16
+    np.testing.assert_allclose(ours.astype(np.float32), reference_features(weights_file, frames), rtol=2e-3, atol=2e-3)
+
+
+def test_weights_file_identity_is_its_sha256(weights_file):
+    spec = resolve_weights(str(weights_file))
+    assert spec.kind == "file" and spec.identity.startswith("sha256:") and len(spec.identity) == 7 + 16
+
+
+def test_random_weights_are_seeded_and_named():
+    a, b = resolve_weights("random", seed=3), resolve_weights("random", seed=4)
+    assert a.identity == "random:seed3" and a.identity != b.identity
+    frames = torch.zeros((1, 32, 32, 3), dtype=torch.uint8)
+    x1 = FeatureExtractor(a, device="cpu").extract(frames)
+    x2 = FeatureExtractor(resolve_weights("random", seed=3), device="cpu").extract(frames)
+    np.testing.assert_array_equal(x1, x2)
+
+
+def test_weights_that_do_not_fit_resnet50_are_named(tmp_path):
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18().state_dict(), path)
+    with pytest.raises(WeightsError, match="does not fit ResNet-50"):
+        FeatureExtractor(resolve_weights(str(path)), device="cpu")
+
+
+def test_missing_weights_file_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="WEIGHTS"):
+        resolve_weights(str(tmp_path / "nope.pth"))
+
+
+def test_offline_imagenet_is_an_actionable_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # empty cache
+
+    def offline(*a, **k):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(
+        torchvision.models.ResNet50_Weights.IMAGENET1K_V2.__class__, "get_state_dict", offline, raising=False
+    )
+    monkeypatch.setattr("stages.extract.backbone.download_imagenet", lambda timeout: offline())
+    with pytest.raises(WeightsError, match="WEIGHTS=/path/to/resnet50.pth"):
+        resolve_weights("imagenet")
+    spec = resolve_weights("imagenet", fallback_to_random=True)
+    assert spec.kind == "random" and spec.identity == "random:seed0"

@@ -1,0 +1,168 @@
+"""Dataset adapters on trees laid out exactly like the real datasets (files need not decode here)."""
+
+from pathlib import Path
+
+import pytest
+
+from pipeline.config import ExtractConfig
+from pipeline.errors import DatasetError
+from stages.extract.datasets import load_csv, load_dataset, load_folder, load_hmdb51, load_ucf101, safe_relative
+
+CRLF = "\r\n"
+
+
+def touch(path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(b"\x00")
+
+
+def write_crlf(path: Path, lines: list[str]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(CRLF.join(lines).encode() + CRLF.encode())
+
+
+@pytest.fixture
+def ucf(tmp_path):
+    """3 classes x 3 groups x 2 clips; split k tests group k. One class folder differs in case
+    from classInd (as HandstandPushups does in the real set), and trainlist01 names a missing file."""
+    classes = ["ApplyEyeMakeup", "Basketball", "HandstandPushups"]
+    folder = {"HandstandPushups": "HandStandPushups"}
+    for c in classes:
+        for g in (1, 2, 3):
+            for k in (1, 2):
+                touch(tmp_path / "UCF-101" / folder.get(c, c) / f"v_{folder.get(c, c)}_g{g:02d}_c{k:02d}.avi")
+    lists = tmp_path / "ucfTrainTestlist"
+    write_crlf(lists / "classInd.txt", [f"{i + 1} {c}" for i, c in enumerate(classes)])
+    for s in (1, 2, 3):
+        train = [
+            f"{folder.get(c, c)}/v_{folder.get(c, c)}_g{g:02d}_c{k:02d}.avi {i + 1}"
+            for i, c in enumerate(classes)
+            for g in (1, 2, 3)
+            if g != s
+            for k in (1, 2)
+        ]
+        test = [f"{folder.get(c, c)}/v_{folder.get(c, c)}_g{s:02d}_c{k:02d}.avi" for c in classes for k in (1, 2)]
+        if s == 1:
+            train += ["Basketball/v_Basketball_g09_c01.avi 2", "../../../etc/passwd 1"]
+        write_crlf(lists / f"trainlist0{s}.txt", train)
+        write_crlf(lists / f"testlist0{s}.txt", test)
+    return tmp_path
+
+
+def test_ucf101_lists_every_video_once_with_classind_labels(ucf):
+    ds = load_ucf101(ucf)
+    assert ds.classes == ["ApplyEyeMakeup", "Basketball", "HandstandPushups"]
+    assert len(ds.records) == 18 and len({r.video_id for r in ds.records}) == 18
+    assert [r.video_id for r in ds.records] == sorted(r.video_id for r in ds.records)
+    labels = {r.video_id.split("/")[0]: r.label for r in ds.records}
+    assert labels == {"ApplyEyeMakeup": 0, "Basketball": 1, "HandStandPushups": 2}  # case-insensitive match
+    assert ds.records[0].group == "ApplyEyeMakeup/g01"
+
+
+def test_ucf101_three_splits_from_crlf_files(ucf):
+    ds = load_ucf101(ucf)
+    assert sorted(ds.splits) == ["1", "2", "3"]
+    for s in ("1", "2", "3"):
+        train, test = set(ds.splits[s]["train"]), set(ds.splits[s]["test"])
+        assert len(test) == 6 and len(train) == 12 and not train & test
+        assert all(f"_g0{s}_" in v for v in test)
+        assert not any(v.endswith("\r") for v in train | test)
+
+
+def test_ucf101_missing_and_escaping_entries_are_problems_never_records(ucf):
+    ds = load_ucf101(ucf)
+    reasons = {p["video_id"]: p["reason"] for p in ds.problems}
+    assert reasons["Basketball/v_Basketball_g09_c01.avi"].startswith("listed in trainlist01.txt but missing")
+    assert "escapes the dataset root" in reasons["../../../etc/passwd"]
+    assert all("passwd" not in r.video_id for r in ds.records)
+
+
+def test_missing_ucf101_says_where_what_and_where_from(tmp_path):
+    with pytest.raises(DatasetError) as e:
+        load_ucf101(tmp_path / "nowhere")
+    msg = str(e.value)
+    assert (
+        str(tmp_path / "nowhere") in msg
+        and "v_<Class>_gXX_cYY.avi" in msg
+        and "classInd.txt" in msg
+        and "crcv.ucf.edu" in msg
+    )
+
+
+def test_hmdb51_marks_one_train_two_test_zero_unused(tmp_path):
+    for cls in ("brush_hair", "cartwheel"):
+        names = [f"Film{i}_{cls}_u_nm_np1_fr_goo_{i}.avi" for i in range(4)]
+        for n in names:
+            touch(tmp_path / cls / n)
+        for s in (1, 2, 3):
+            marks = ["1", "2", "0", "1"]
+            # real HMDB51 split files end each line with a space
+            write_crlf(
+                tmp_path / "testTrainMulti_7030_splits" / f"{cls}_test_split{s}.txt",
+                [f"{n} {m} " for n, m in zip(names, marks)],
+            )
+    ds = load_hmdb51(tmp_path)
+    assert ds.classes == ["brush_hair", "cartwheel"] and len(ds.records) == 8
+    assert sorted(ds.splits) == ["1", "2", "3"]
+    assert len(ds.splits["1"]["train"]) == 4 and len(ds.splits["1"]["test"]) == 2
+    assert "brush_hair/Film2_brush_hair_u_nm_np1_fr_goo_2.avi" not in ds.splits["1"]["train"] + ds.splits["1"]["test"]
+    assert ds.records[0].group == "brush_hair/Film0"
+
+
+def test_missing_hmdb51_explains_layout(tmp_path):
+    with pytest.raises(DatasetError, match="_test_split1.txt"):
+        load_hmdb51(tmp_path)
+
+
+def test_folder_adapter_sorted_classes_and_video_extensions_only(tmp_path):
+    for rel in ("walk/a.avi", "walk/b.MP4", "run/c.mkv", "run/notes.txt", ".hidden/x.avi"):
+        touch(tmp_path / rel)
+    ds = load_folder(tmp_path, "folder-x")
+    assert ds.classes == ["run", "walk"]
+    assert [(r.video_id, r.label) for r in ds.records] == [("run/c.mkv", 0), ("walk/a.avi", 1), ("walk/b.MP4", 1)]
+    assert ds.splits == {"all": {"train": ["run/c.mkv", "walk/a.avi", "walk/b.MP4"], "test": []}}
+
+
+def test_csv_adapter_labels_splits_and_path_safety(tmp_path):
+    for rel in ("v/a.avi", "v/b.avi", "v/c.avi"):
+        touch(tmp_path / rel)
+    (tmp_path / "list.csv").write_text(
+        "path,label,split\nv/a.avi,jump,train\nv/b.avi,sit,test\nv/c.avi,jump,train\n/etc/passwd,sit,train\nv/gone.avi,sit,train\n"
+    )
+    ds = load_csv(tmp_path / "list.csv", "csv-list")
+    assert ds.classes == ["jump", "sit"]
+    assert [(r.video_id, r.label) for r in ds.records] == [("v/a.avi", 0), ("v/b.avi", 1), ("v/c.avi", 0)]
+    assert ds.splits == {"csv": {"train": ["v/a.avi", "v/c.avi"], "test": ["v/b.avi"]}}
+    reasons = [p["reason"] for p in ds.problems]
+    assert any("escapes the dataset root" in r for r in reasons) and any("listed but missing" in r for r in reasons)
+
+
+def test_csv_integer_labels_keep_numeric_order(tmp_path):
+    for rel in ("a.avi", "b.avi", "c.avi"):
+        touch(tmp_path / rel)
+    (tmp_path / "l.csv").write_text("path,label\na.avi,10\nb.avi,2\nc.avi,1\n")
+    ds = load_csv(tmp_path / "l.csv", "x")
+    assert ds.classes == ["1", "2", "10"] and "all" in ds.splits
+
+
+@pytest.mark.parametrize(
+    "rel,ok",
+    [
+        ("a/b.avi", "a/b.avi"),
+        ("a/./b.avi", "a/b.avi"),
+        ("a/../b.avi", "b.avi"),
+        ("../b.avi", None),
+        ("/abs.avi", None),
+        ("a/../../b.avi", None),
+        ("C:\\x.avi", None),
+        ("", None),
+    ],
+)
+def test_safe_relative(rel, ok):
+    assert safe_relative(rel) == ok
+
+
+def test_dataset_root_defaults_to_data_dataset(tmp_path, monkeypatch):
+    monkeypatch.setenv("VIDSTORE_HOME", str(tmp_path))
+    with pytest.raises(DatasetError, match=str(tmp_path / "data" / "ucf101")):
+        load_dataset(ExtractConfig(dataset="ucf101"))

@@ -1,0 +1,195 @@
+"""Sampling indices, and that ffmpeg's select/scale/crop returns exactly the frames asked for."""
+
+import subprocess
+
+import numpy as np
+import pytest
+
+from pipeline import synth
+from stages.extract.decode import build_decode_args, decode_video, fps_indices, probe, uniform_indices
+
+
+@pytest.fixture(scope="module")
+def numbered_clip(tmp_path_factory):
+    """48 frames at 12 fps, 96x64; each frame's brightness encodes its index (lossless)."""
+    path = tmp_path_factory.mktemp("clip") / "numbered.mkv"
+    # geq paints every pixel with 5*N (N = frame number), so a decoded frame names itself.
+    subprocess.run(
+        [
+            synth.require_ffmpeg(),
+            "-v",
+            "error",
+            "-y",
+            "-f",
+            "lavfi",
+            "-i",
+            "color=black:size=96x64:rate=12:duration=4",
+            "-vf",
+            "format=gray,geq=lum='5*N',format=yuv444p",
+            "-c:v",
+            "ffv1",
+            str(path),
+        ],
+        check=True,
+    )
+    return path
+
+
+def test_uniform_indices_are_segment_centres():
+    assert uniform_indices(175, 16).tolist() == [int((i + 0.5) * 175 / 16) for i in range(16)]
+    assert uniform_indices(16, 16).tolist() == list(range(16))
+    idx = uniform_indices(1000, 7)
+    assert (np.diff(idx) > 0).all() and idx[0] >= 0 and idx[-1] < 1000
+
+
+def test_short_video_gives_all_its_frames():
+    assert uniform_indices(5, 16).tolist() == [0, 1, 2, 3, 4]
+    assert uniform_indices(1, 4).tolist() == [0]
+
+
+def test_fps_indices_follow_time_and_cap():
+    assert fps_indices(175, 25.0, 2.0, 100).tolist() == [0, 12, 25, 37, 50, 62, 75, 87, 100, 112, 125, 137, 150, 162]
+    assert len(fps_indices(175, 25.0, 2.0, 5)) == 5
+    assert fps_indices(10, 5.0, 25.0, 100).tolist() == list(range(10))  # faster than the source: every frame once
+
+
+def test_probe_reads_count_rate_and_size(numbered_clip):
+    info = probe(numbered_clip)
+    assert (info.frames, info.width, info.height) == (48, 96, 64)
+    assert info.fps == pytest.approx(12.0)
+
+
+def test_decode_returns_the_sampled_frames_in_order(numbered_clip):
+    dec = decode_video(numbered_clip, frames=6, size=32, resize=48)
+    assert dec.error is None
+    assert dec.frames.shape == (6, 32, 32, 3) and dec.frames.dtype == np.uint8
+    assert dec.indices.tolist() == uniform_indices(48, 6).tolist()
+    # the brightness of each returned frame is 5 * its index in the source
+    brightness = dec.frames.reshape(6, -1).mean(axis=1)
+    np.testing.assert_allclose(brightness, 5 * dec.indices, atol=2.5)
+    np.testing.assert_allclose(dec.timestamps, dec.indices / 12.0, atol=1e-3)
+
+
+def test_decode_pads_nothing_and_reports_true_length_for_short_video(numbered_clip):
+    dec = decode_video(numbered_clip, frames=100, size=32, resize=48)
+    assert len(dec.frames) == 48 and dec.indices.tolist() == list(range(48))
+
+
+def test_decode_args_are_an_argument_list_with_one_thread(numbered_clip):
+    args = build_decode_args(numbered_clip, np.array([1, 5]), 32, 48)
+    assert isinstance(args, list) and all(isinstance(a, str) for a in args)
+    assert args[args.index("-threads") + 1] == "1"
+    assert str(numbered_clip) in args
+
+
+def test_portrait_video_is_scaled_on_its_shorter_side(tmp_path):
+    path = tmp_path / "portrait.avi"
+    subprocess.run(
+        [
+            synth.require_ffmpeg(),
+            "-v",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc2=size=64x112:rate=10:duration=1",
+            "-c:v",
+            "mpeg4",
+            str(path),
+        ],
+        check=True,
+    )
+    dec = decode_video(path, frames=3, size=32, resize=40)
+    assert dec.error is None and dec.frames.shape == (3, 32, 32, 3)
+
+
+def test_garbage_file_is_a_reason_not_an_exception(tmp_path):
+    bad = tmp_path / "bad.avi"
+    bad.write_text("this is not a video")
+    dec = decode_video(bad, 4, 32, 40)
+    assert dec.frames is None and dec.error.startswith("not a readable video")
+
+
+# ---------------------------------------------------------------- fast paths and ffprobe-less machines
+def test_avi_header_gives_exactly_what_ffprobe_says(bad_corpus):
+    from stages.extract.decode import read_avi_header
+
+    checked = 0
+    for rel in bad_corpus.expected:
+        path = bad_corpus.root / rel
+        header = read_avi_header(path)  # must not block on the FIFO (hang.avi)
+        if header is None:
+            continue
+        info = probe(path)
+        assert (header.frames, header.width, header.height) == (info.frames, info.width, info.height), rel
+        assert header.fps == pytest.approx(info.fps), rel
+        checked += 1
+    assert checked >= 8  # the ordinary AVIs, the truncated one (its header still says 40) included
+    for rel in (
+        "must_fail/hang.avi",
+        "must_fail/empty.avi",
+        "must_fail/not_a_video.avi",
+        "must_fail/audio_only.avi",
+        "must_succeed/really_mp4.avi",
+        "must_succeed/vfr.mkv",
+    ):
+        assert read_avi_header(bad_corpus.root / rel) is None, rel
+
+
+@pytest.fixture(params=["system", "imageio-ffmpeg"])
+def no_ffprobe(request, tmp_path, monkeypatch):
+    """PATH with ffmpeg only: the system's, and imageio-ffmpeg's static build (another
+    ffmpeg major version, as on the GPU machines), with no ffprobe beside it."""
+    import shutil
+
+    if request.param == "system":
+        binary = shutil.which("ffmpeg")
+    else:
+        binary = pytest.importorskip("imageio_ffmpeg").get_ffmpeg_exe()
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "ffmpeg").symlink_to(binary)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.delenv("FFPROBE_BINARY", raising=False)
+    monkeypatch.delenv("FFMPEG_BINARY", raising=False)
+
+
+def test_probe_and_decode_work_without_ffprobe(numbered_clip, bad_corpus, no_ffprobe, tmp_path):
+    from pipeline.ffmpeg import find_binary
+
+    assert find_binary("ffprobe") is None
+    info = probe(numbered_clip)  # Matroska: no frame count in the header, packets are counted
+    assert (info.frames, info.width, info.height) == (48, 96, 64) and info.fps == pytest.approx(12.0)
+    dec = decode_video(numbered_clip, frames=6, size=32, resize=48)
+    assert dec.error is None and dec.indices.tolist() == uniform_indices(48, 6).tolist()
+    np.testing.assert_allclose(dec.frames.reshape(6, -1).mean(axis=1), 5 * dec.indices, atol=2.5)
+    assert probe(bad_corpus.root / "must_fail/truncated.avi").frames == 40  # the header's count, as ffprobe's
+    assert decode_video(bad_corpus.root / "must_fail/truncated.avi", 16, 32, 40).error.startswith("truncated")
+    assert decode_video(bad_corpus.root / "must_fail/audio_only.avi", 4, 32, 40).error.startswith("no video stream")
+    bad = tmp_path / "bad.avi"
+    bad.write_text("this is not a video")
+    assert decode_video(bad, 4, 32, 40).error.startswith("not a readable video")
+
+
+def test_imageio_ffmpeg_is_found_when_ffmpeg_is_not_on_path(tmp_path, monkeypatch):
+    imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
+    from pipeline.ffmpeg import find_binary
+
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("FFMPEG_BINARY", raising=False)
+    assert find_binary("ffmpeg") == imageio_ffmpeg.get_ffmpeg_exe()
+    assert find_binary("ffprobe") is None
+
+
+def test_frames_are_read_into_the_callers_buffer(numbered_clip):
+    out = np.zeros((8, 32, 32, 3), np.uint8)
+    dec = decode_video(numbered_clip, frames=6, size=32, resize=48, out=out)
+    assert dec.error is None and np.shares_memory(dec.frames, out) and dec.frames.shape == (6, 32, 32, 3)
+    assert (out[6:] == 0).all()  # nothing past the frames asked for
+
+
+def test_decode_args_stop_after_the_last_kept_frame(numbered_clip):
+    args = build_decode_args(numbered_clip, np.array([1, 5, 9]), 32, 48)
+    assert args[args.index("-frames:v") + 1] == "3"
+    default = build_decode_args(numbered_clip, np.array([1]), 32, 48, threads=None)
+    assert "-threads" not in default

@@ -1,0 +1,205 @@
+"""Helpers shared by the tests of several directories (tests/ is on sys.path: conftest.py lives here).
+
+reference_features(weights_file, frames)  what a user would write by hand: torchvision, fp32, CPU
+assert_fp16_close(got, want, what)        fp16 compute against fp32, per frame vector
+stored(set_dir)                           a feature set read with plain h5py, video by video
+write_feature_set(...) / random_set(...)  feature sets written with plain h5py (the documented schema)
+FakeExtractor                             a backbone stand-in whose features name their frames
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import functools
+import hashlib
+import json
+from pathlib import Path
+
+import h5py
+import numpy as np
+import torch
+import torchvision
+
+from pipeline import store
+
+STR = h5py.string_dtype(encoding="utf-8")
+
+
+@functools.lru_cache(maxsize=2)
+def reference_model(weights_file) -> torch.nn.Module:
+    model = torchvision.models.resnet50()
+    model.load_state_dict(torch.load(weights_file, weights_only=True))
+    model.fc = torch.nn.Identity()
+    return model.eval()
+
+
+def reference_features(weights_file, frames: np.ndarray) -> np.ndarray:
+    """What a user would write by hand: torchvision ResNet-50, fc removed, fp32, Normalize, on the CPU.
+
+    frames (B, S, S, 3) uint8 -> (B, 2048) float32."""
+    model = reference_model(weights_file)
+    x = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
+    x = torchvision.transforms.functional.normalize(x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+    with torch.no_grad():
+        return model(x).numpy()
+
+
+def assert_fp16_close(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    """fp16 compute against fp32, got and want (..., D): finite, not degenerate, each frame's
+    vector within 2% (L2), and frames that are padding in `want` (all zero) zero in `got`."""
+    got = got.astype(np.float32)
+    assert np.isfinite(got).all(), f"{what}: non-finite features"
+    norms = np.linalg.norm(want, axis=-1)
+    pad = norms == 0
+    assert not pad.all() and np.abs(got).max() > 0, f"{what}: all-zero features"
+    assert (got[pad] == 0).all(), f"{what}: padded frames are not zero"
+    err = np.linalg.norm(got - want, axis=-1)[~pad] / norms[~pad]
+    assert err.max() < 2e-2, f"{what}: relative L2 error {err.max():.4f} per frame (fp16 noise is ~1e-3)"
+
+
+def stored(set_dir: Path) -> dict:
+    """video_id -> (features (T, D) float16, length, label), read with plain h5py."""
+    out = {}
+    for s in store.load_manifest(set_dir)["shards"]:
+        with h5py.File(set_dir / s["file"], "r") as f:
+            for vid, x, n, y in zip(f["video_ids"].asstr()[()], f["features"][()], f["lengths"][()], f["labels"][()]):
+                assert vid not in out, f"{vid} stored twice"
+                out[vid] = (x, int(n), int(y))
+    return out
+
+
+def write_feature_set(
+    set_dir: Path,
+    features: np.ndarray,
+    lengths: np.ndarray,
+    labels: np.ndarray,
+    video_ids: list[str],
+    groups: list[str],
+    classes: list[str],
+    splits: dict,
+    shard_size: int = 16,
+    identity: dict | None = None,
+    feature_set_id: str | None = None,
+    complete: bool = True,
+) -> Path:
+    """A feature set exactly as the README's schema describes it, written with plain h5py.
+
+    features (N, T, D) float16, padded frames zero; lengths (N,) int32; labels (N,) int32.
+    """
+    set_dir.mkdir(parents=True, exist_ok=True)
+    n, t, d = features.shape
+    fsid = feature_set_id or set_dir.name
+    config = {"dataset": "synthetic", "frames": t, "image_size": 224, "weights": "random"}
+    shards = []
+    for k, s in enumerate(range(0, n, shard_size)):
+        e = min(n, s + shard_size)
+        path = set_dir / f"shard-{k:05d}.h5"
+        valid = np.arange(t)[None, :] < lengths[s:e, None]
+        with h5py.File(path, "w") as f:
+            f["features"] = features[s:e].astype(np.float16)
+            f["lengths"] = lengths[s:e].astype(np.int32)
+            f["labels"] = labels[s:e].astype(np.int32)
+            f.create_dataset("video_ids", data=np.array(video_ids[s:e], dtype=object), dtype=STR)
+            f.create_dataset("groups", data=np.array(groups[s:e], dtype=object), dtype=STR)
+            f["frame_indices"] = np.where(valid, np.arange(t)[None, :] * 3, -1).astype(np.int32)
+            f["timestamps"] = np.where(valid, np.arange(t)[None, :] * 0.12, np.nan).astype(np.float32)
+            f.attrs.update(
+                {"schema_version": 1, "feature_set_id": fsid, "config": json.dumps(config), "shard_index": k}
+            )
+        data = path.read_bytes()
+        shards.append(
+            {
+                "index": k,
+                "file": path.name,
+                "videos": e - s,
+                "bytes": len(data),
+                "sha256": hashlib.sha256(data).hexdigest(),
+                "failures": [],
+            }
+        )
+    manifest = {
+        "schema_version": 1,
+        "feature_set_id": fsid,
+        "dataset": "synthetic",
+        "identity": identity
+        or {
+            "schema_version": 1,
+            "dataset": "synthetic",
+            "videos_sha256": "x",
+            "backbone": "resnet50",
+            "weights": "random:seed0",
+            "sampling": {"mode": "uniform", "frames": t},
+            "image_size": 224,
+        },
+        "config": config,
+        "frames": t,
+        "feature_dim": d,
+        "classes": classes,
+        "splits": splits,
+        "shards": shards,
+        "num_videos": n,
+        "num_stored": n,
+        "num_failed": 0,
+        "num_shards": len(shards),
+        "complete": complete,
+        "created_at": "2025-01-01T00:00:00+00:00",
+        "updated_at": "2025-01-01T00:00:00+00:00",
+    }
+    (set_dir / "manifest.json").write_text(json.dumps(manifest))
+    return set_dir
+
+
+def random_set(
+    set_dir: Path,
+    n: int = 60,
+    t: int = 6,
+    d: int = 16,
+    classes: int = 3,
+    groups_per_class: int = 5,
+    splits: str = "ucf",
+    seed: int = 0,
+    offset: float = 50.0,
+    **kw,
+) -> Path:
+    """Random features with a large common offset; UCF-like groups; 3 official splits or only "all"."""
+    rng = np.random.default_rng(seed)
+    labels = np.arange(n) % classes
+    group_no = (np.arange(n) // classes) % groups_per_class
+    ids = [f"c{y}/v_c{y}_g{g:02d}_c{i:03d}.avi" for i, (y, g) in enumerate(zip(labels, group_no))]
+    groups = [f"c{y}/g{g:02d}" for y, g in zip(labels, group_no)]
+    lengths = rng.integers(2, t + 1, n)
+    feats = (offset + rng.standard_normal((n, t, d)) * (1 + np.arange(d) / d)).astype(np.float16)
+    feats[np.arange(t)[None, :] >= lengths[:, None]] = 0
+    if splits == "ucf":
+        split_map = {
+            str(k): {
+                "train": [v for v, g in zip(ids, group_no) if g != k - 1],
+                "test": [v for v, g in zip(ids, group_no) if g == k - 1],
+            }
+            for k in (1, 2, 3)
+        }
+    else:
+        split_map = {"all": {"train": list(ids), "test": []}}
+    return write_feature_set(
+        set_dir, feats, lengths, labels, ids, groups, [f"c{k}" for k in range(classes)], split_map, **kw
+    )
+
+
+class FakeExtractor:
+    """embed: every feature of a frame is the frame's first pixel value (so frames name themselves)."""
+
+    def __init__(self, compiled=False, fail=False):
+        self.device, self.compiled, self.fail, self.shapes = torch.device("cpu"), compiled, fail, []
+        self.runner = cf.ThreadPoolExecutor(1)
+
+    def submit(self, fn, *args):
+        return self.runner.submit(fn, *args)
+
+    def ready(self):
+        pass
+
+    def embed(self, x):
+        self.shapes.append(tuple(x.shape))
+        if self.fail:
+            raise RuntimeError("CUDA out of memory (pretend)")
+        return x[:, 0, 0, 0].float()[:, None].expand(-1, 2048)
