@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import re
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import numpy as np
 
 from ..config import SCHEMA_VERSION
 from ..errors import IntegrityError
-from ..files import TMP_MARK, disk_error, fsync_dir, tmp_path_for
+from ..files import TMP_MARK, atomic_write_bytes
 
 STR = h5py.string_dtype(encoding="utf-8")
 # Datasets every shard holds, in the order the README documents them.
@@ -47,30 +46,20 @@ def write_shard(path: Path, arrays: dict[str, np.ndarray], attrs: dict) -> dict:
     timestamps (n, T) float32 seconds (NaN = padding).
     Returns the manifest entry: {"file", "videos", "bytes", "sha256"}.
     """
-    tmp = tmp_path_for(path)
-    try:
-        # Built in memory first: the sha256 is then taken over exactly the bytes written.
-        buf = io.BytesIO()
-        with h5py.File(buf, "w", libver="latest") as f:
-            for name in SHARD_FIELDS:
-                data = arrays[name]
-                if name in ("video_ids", "groups"):
-                    f.create_dataset(name, data=np.asarray(data, dtype=object), dtype=STR)
-                else:
-                    f.create_dataset(name, data=data)
-            f.attrs["schema_version"] = SCHEMA_VERSION
-            for k, v in attrs.items():
-                f.attrs[k] = v if isinstance(v, (int, float, str)) else json.dumps(v, sort_keys=True)
-        data = buf.getvalue()
-        with open(tmp, "wb") as out:
-            out.write(data)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-        fsync_dir(path.parent)
-    except OSError as e:
-        tmp.unlink(missing_ok=True)
-        raise disk_error(e, path) from e
+    # Built in memory first: the sha256 is then taken over exactly the bytes written.
+    buf = io.BytesIO()
+    with h5py.File(buf, "w", libver="latest") as f:
+        for name in SHARD_FIELDS:
+            data = arrays[name]
+            if name in ("video_ids", "groups"):
+                f.create_dataset(name, data=np.asarray(data, dtype=object), dtype=STR)
+            else:
+                f.create_dataset(name, data=data)
+        f.attrs["schema_version"] = SCHEMA_VERSION
+        for k, v in attrs.items():
+            f.attrs[k] = v if isinstance(v, (int, float, str)) else json.dumps(v, sort_keys=True)
+    data = buf.getvalue()
+    atomic_write_bytes(path, data)
     return {
         "file": path.name,
         "videos": int(len(arrays["lengths"])),

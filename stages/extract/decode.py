@@ -134,19 +134,8 @@ def probe(path: Path, timeout: float = 60.0) -> VideoInfo:
     preflight(path)
     if not find_binary("ffprobe"):
         return probe_with_ffmpeg(path, timeout)
-    args = [
-        ffmpeg_binary("ffprobe"),
-        "-v",
-        "error",
-        "-select_streams",
-        "v:0",
-        "-show_entries",
-        "stream=nb_frames,avg_frame_rate,r_frame_rate,duration,width,height:format=duration,format_name",
-        "-of",
-        "json",
-        str(path),
-    ]
-    proc = run_tool(args, timeout, "ffprobe")
+    entries = "stream=nb_frames,avg_frame_rate,r_frame_rate,duration,width,height:format=duration,format_name"
+    proc = run_ffprobe(path, timeout, "ffprobe", "-show_entries", entries, "-of", "json")
     if proc.returncode != 0:
         if b"Permission denied" in proc.stderr:  # ffprobe runs as another user, or the file system refused it
             raise DecodeError(f"unreadable: permission denied (ffprobe says {stderr_tail(proc)!r})")
@@ -174,23 +163,17 @@ def probe(path: Path, timeout: float = 60.0) -> VideoInfo:
     )
 
 
+def run_ffprobe(path: Path, timeout: float, label: str, *options: str) -> subprocess.CompletedProcess:
+    """ffprobe on the first video stream of `path`, with `options`, quiet but for errors."""
+    args = [ffmpeg_binary("ffprobe"), "-v", "error", "-select_streams", "v:0", *options, str(path)]
+    return run_tool(args, timeout, label)
+
+
 def count_packets(path: Path, timeout: float) -> int:
     if not find_binary("ffprobe"):
         return ffmpeg_frame_count(path, timeout, decode=False)[0]
-    args = [
-        ffmpeg_binary("ffprobe"),
-        "-v",
-        "error",
-        "-select_streams",
-        "v:0",
-        "-count_packets",
-        "-show_entries",
-        "stream=nb_read_packets",
-        "-of",
-        "csv=p=0",
-        str(path),
-    ]
-    proc = run_tool(args, timeout, "ffprobe -count_packets")
+    proc = run_ffprobe(path, timeout, "ffprobe -count_packets", "-count_packets", "-show_entries",
+                       "stream=nb_read_packets", "-of", "csv=p=0")
     text = proc.stdout.decode().strip().split(",")[0]
     return int(text) if text.isdigit() else 0
 
@@ -202,21 +185,9 @@ def count_frames(path: Path, timeout: float) -> int:
             return ffmpeg_frame_count(path, timeout, decode=True)[0]
         except DecodeError:
             return -1
-    args = [
-        ffmpeg_binary("ffprobe"),
-        "-v",
-        "error",
-        "-select_streams",
-        "v:0",
-        "-count_frames",
-        "-show_entries",
-        "stream=nb_read_frames",
-        "-of",
-        "csv=p=0",
-        str(path),
-    ]
     try:
-        proc = run_tool(args, timeout, "ffprobe -count_frames")
+        proc = run_ffprobe(path, timeout, "ffprobe -count_frames", "-count_frames", "-show_entries",
+                           "stream=nb_read_frames", "-of", "csv=p=0")
     except DecodeError:
         return -1
     text = proc.stdout.decode().strip().split(",")[0]

@@ -1,0 +1,1 @@
+/work/main/pipeline/__main__.py

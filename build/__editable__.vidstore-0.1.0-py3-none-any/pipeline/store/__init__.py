@@ -1,0 +1,1 @@
+/work/main/pipeline/store/__init__.py

@@ -1,0 +1,1 @@
+/work/main/pipeline/store/manifest.py

@@ -1,0 +1,1 @@
+/work/main/stages/__init__.py

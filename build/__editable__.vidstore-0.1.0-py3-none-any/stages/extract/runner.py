@@ -1,0 +1,1 @@
+/work/main/stages/extract/runner.py

@@ -1,0 +1,1 @@
+/work/main/stages/gpu_check.py
