@@ -17,7 +17,7 @@ from typing import Iterable
 import numpy as np
 import torch
 
-from pipeline import console, store
+from pipeline import FeatureSetView, console
 from pipeline.devices import resolve_device, training_precision
 from pipeline.errors import ReaderError
 from pipeline.files import atomic_write_json
@@ -194,6 +194,31 @@ def mean_metrics(runs: list[dict]) -> dict:
     return {k: float(np.mean([r[k] for r in runs])) for k in HEADLINE}
 
 
+def test_source(
+    view: FeatureSetView,
+    rows: np.ndarray,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> MemorySource | StreamSource:
+    """The test part of a split, whole in memory when it fits, else streamed."""
+    if choose_load("auto", len(rows), view.frames, view.feature_dim, dtype, device) == "stream":
+        return StreamSource(view, rows, mean, std, device, dtype)
+    idx = view.index
+    return MemorySource(
+        view.read(rows),
+        np.arange(len(rows)),
+        idx.lengths[rows],
+        idx.labels[rows],
+        idx.video_ids[rows],
+        mean,
+        std,
+        device,
+        dtype,
+    )
+
+
 def evaluate_run(run_dir: Path, device: str = "auto", batch: int = 256) -> dict:
     """Re-evaluate the checkpoint(s) of a run on its test part; rewrite the reports.
 
@@ -206,33 +231,14 @@ def evaluate_run(run_dir: Path, device: str = "auto", batch: int = 256) -> dict:
     for d in run_dirs(run_dir):
         model, config = load_run(d, dev)
         autocast_dtype, data_dtype = training_precision(config["train"].get("precision", "auto"), dev)
-        sets = store.open_feature_sets([Path(s["dir"]) for s in config["feature_sets"]])
-        for fs, recorded in zip(sets, config["feature_sets"]):
-            if fs.id != recorded["id"]:
-                raise ReaderError(
-                    f"{fs.set_dir} now holds feature set {fs.id}, the run was trained on {recorded['id']}"
-                )
-        index = store.read_index(sets)
-        split = store.select_split(
-            sets, index, config["split"], config["train"]["seed"], config["train"]["test_fraction"]
-        )
-        norm = model.norm
-        stream = choose_load("auto", len(split.test), sets[0].frames, sets[0].feature_dim, data_dtype, dev) == "stream"
-        if stream:
-            part = StreamSource(sets, index, split.test, norm.mean, norm.std, dev, data_dtype)
-        else:
-            feats = store.read_features(sets, index, split.test)
-            part = MemorySource(
-                feats,
-                np.arange(len(split.test)),
-                index.lengths[split.test],
-                index.labels[split.test],
-                index.video_ids[split.test],
-                norm.mean,
-                norm.std,
-                dev,
-                data_dtype,
+        view = FeatureSetView([Path(s["dir"]) for s in config["feature_sets"]])
+        if sorted(view.ids) != sorted(s["id"] for s in config["feature_sets"]):
+            raise ReaderError(
+                f"the feature sets at the run's directories are now {', '.join(view.ids)}; the run was "
+                f"trained on {', '.join(s['id'] for s in config['feature_sets'])}"
             )
+        test = view.split(config["split"], config["train"]["seed"], config["train"]["test_fraction"]).test
+        part = test_source(view, test, model.norm.mean, model.norm.std, dev, data_dtype)
         t0 = time.perf_counter()
         probs, labels, loss = predict_part(model, part, batch, autocast_dtype)
         old = json.loads((d / METRICS).read_text()) if (d / METRICS).is_file() else {}
@@ -243,7 +249,7 @@ def evaluate_run(run_dir: Path, device: str = "auto", batch: int = 256) -> dict:
             part,
             probs,
             labels,
-            sets[0].classes,
+            view.classes,
             title,
             keep
             | {

@@ -3,15 +3,14 @@
     choose_load(...)    "memory" when the part fits (the standardised copy on the GPU, or in RAM),
                         else "stream"
     MemorySource        the whole part as one tensor on the device; batches are index lookups
-    StreamSource        shard by shard on every pass, each shard read whole (checksummed) by a
-                        prefetch thread while the previous one trains
+    StreamSource        shard by shard on every pass, through the store's reader (pipeline.api), each
+                        shard read whole (checksummed) by a prefetch thread while the previous one trains
 
 Both yield (x (B, T, D), lengths (B,), labels (B,), positions (B,) numpy into the part).
 """
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import os
 from typing import Iterator
 
@@ -19,7 +18,8 @@ import numpy as np
 import torch
 
 from pipeline.errors import ConfigError
-from pipeline.store import FeatureSet, Index, standardize, verified_shard
+from pipeline import FeatureSetView
+from pipeline.store import standardize
 
 # Share of free memory (host RAM or GPU) a whole-in-memory load may take.
 MEMORY_SHARE = 0.5
@@ -116,76 +116,47 @@ def memory_chunks(
         yield store_features[positions[s : s + chunk]], lengths[s : s + chunk]
 
 
-def stream_chunks(sets: list[FeatureSet], index: Index, rows: np.ndarray) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(features (n, T, D) float16, lengths (n,)) of `rows`, one verified shard at a time (for feature_stats)."""
-    selected = np.zeros(len(index.video_ids), dtype=bool)
-    selected[rows] = True
-    for k in sorted(set(index.shard[rows].tolist())):
-        mine = np.flatnonzero((index.shard == k) & selected)
-        yield verified_shard(sets, index, k)["features"][index.row[mine]], index.lengths[mine]
-
-
 class StreamSource:
     """One part read shard by shard on every pass, for sets larger than memory.
 
-    Each shard is read whole (one contiguous read, checksummed) by a prefetch thread while
-    the previous one trains; its selected rows are shuffled, standardised and cut into
-    batches, with leftovers carried into the next shard so every batch but the last is full.
+    Each shard is read whole (one contiguous read, checksummed) by the view's prefetch thread
+    while the previous one trains; its rows of this part are shuffled, standardised and cut
+    into batches, with leftovers carried into the next shard so every batch but the last is full.
     """
 
     def __init__(
         self,
-        sets: list[FeatureSet],
-        index: Index,
+        view: FeatureSetView,
         rows: np.ndarray,
         mean: torch.Tensor,
         std: torch.Tensor,
         device: torch.device,
         dtype: torch.dtype,
     ):
-        self.sets, self.index, self.device, self.dtype = sets, index, device, dtype
+        self.view, self.device, self.dtype = view, device, dtype
         self.rows = np.asarray(rows, dtype=np.int64)
-        self.video_ids = index.video_ids[self.rows]
+        self.video_ids = view.index.video_ids[self.rows]
         self.mean, self.std = mean.to(device), std.to(device)
-        # position within this part of each index row (-1: not in it), to report predictions in part order
-        self.position = np.full(len(index.video_ids), -1, np.int64)
-        self.position[self.rows] = np.arange(len(self.rows))
 
     def __len__(self) -> int:
         return len(self.rows)
-
-    def shard_order(self, shuffle: bool, generator: torch.Generator | None) -> list[int]:
-        used = np.unique(self.index.shard[self.rows]).tolist()
-        if shuffle:
-            used = [used[i] for i in torch.randperm(len(used), generator=generator).tolist()]
-        return used
 
     def batches(
         self, batch: int, shuffle: bool = False, generator: torch.Generator | None = None
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]]:
         """Yield (x (B, T, D), lengths (B,), labels (B,), positions (B,) into this part)."""
-        order = self.shard_order(shuffle, generator)
-        selected = self.position >= 0
         carry: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]] = []
-        with cf.ThreadPoolExecutor(1, thread_name_prefix="shard-prefetch") as pool:
-            pending = pool.submit(verified_shard, self.sets, self.index, order[0]) if order else None
-            for n, k in enumerate(order):
-                data = pending.result()
-                pending = (
-                    pool.submit(verified_shard, self.sets, self.index, order[n + 1]) if n + 1 < len(order) else None
-                )
-                mine = np.flatnonzero((self.index.shard == k) & selected)
-                if shuffle:
-                    mine = mine[torch.randperm(len(mine), generator=generator).numpy()]
-                local = self.index.row[mine]
-                lengths = torch.from_numpy(self.index.lengths[mine]).to(self.device)
-                x = standardize(
-                    torch.from_numpy(data["features"][local]).to(self.device), lengths, self.mean, self.std, self.dtype
-                )
-                labels = torch.from_numpy(data["labels"][local].astype(np.int64)).to(self.device)
-                pos = self.position[mine]
-                carry.append((x, lengths, labels, pos))
-                yield from self.drain(carry, batch, final=False)
+        index = self.view.index
+        for pos, feats in self.view.shards(self.rows, shuffle, generator):
+            if shuffle:
+                order = torch.randperm(len(pos), generator=generator).numpy()
+                pos, feats = pos[order], feats[order]
+            rows = self.rows[pos]
+            lengths = torch.from_numpy(index.lengths[rows]).to(self.device)
+            x = standardize(torch.from_numpy(feats).to(self.device), lengths, self.mean, self.std, self.dtype)
+            labels = torch.from_numpy(index.labels[rows]).to(self.device)
+            carry.append((x, lengths, labels, pos))
+            yield from self.drain(carry, batch, final=False)
         yield from self.drain(carry, batch, final=True)
 
     @staticmethod

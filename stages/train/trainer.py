@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline import console, store
+from pipeline import FeatureSetView, console, store
 from pipeline.config import TrainConfig
 from pipeline.devices import resolve_device, training_precision
 from pipeline.files import atomic_write_json
@@ -22,46 +22,48 @@ from . import evaluate
 from .loop import auto_batch, cpu_threads, fit, seed_everything
 from .models import WORKSPACE, build_from_spec, count_parameters
 from .runs import CHECKPOINT, CONFIG, CURVES, METRICS, default_out
-from .sources import MemorySource, StreamSource, choose_load, memory_chunks, stream_chunks
+from .sources import MemorySource, StreamSource, choose_load, memory_chunks
 
 
 @dataclass
 class LoadedFeatures:
     """The feature set(s) and splits a run reads, loaded once (shared by `compare`).
 
+    view: the set(s), opened through the store's reader (pipeline.FeatureSetView);
     store_features (M, T, D) float16 holds every video of the selected splits when
     mode == "memory" (None when streaming); position (N,) maps an index row to its
     place in it (-1: not loaded).
     """
 
-    sets: list[store.FeatureSet]
-    index: store.Index
+    view: FeatureSetView
     splits: dict[str, store.Split]
     mode: str
     store_features: np.ndarray | None = None
     position: np.ndarray | None = None
     read_seconds: float = 0.0
 
+    @property
+    def index(self) -> store.Index:
+        return self.view.index
+
 
 def load_data(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> LoadedFeatures:
     """Resolve FEATURES=/DATASET=, open the set(s), select the split(s), read features if they fit."""
     t0 = time.perf_counter()
-    sets = store.open_feature_sets(store.resolve_feature_sets(cfg.dataset, cfg.features, cfg.features_root))
-    for fs in sets:
+    view = FeatureSetView(store.resolve_feature_sets(cfg.dataset, cfg.features, cfg.features_root))
+    for fs in (fs for m in view.modalities for fs in view.sets[m]):
         if not fs.manifest.get("complete"):
             console.say(
                 f"warning: feature set {fs.set_dir} is incomplete ({fs.manifest['num_stored']} of "
                 f"{fs.manifest['num_videos']} videos committed); training on what is there"
             )
-    index = store.read_index(sets)
-    names = store.split_names(sets[0].manifest, cfg.split)
-    splits = {n: store.select_split(sets, index, n, cfg.seed, cfg.test_fraction) for n in names}
+    splits = {n: view.split(n, cfg.seed, cfg.test_fraction) for n in view.split_names(cfg.split)}
     rows = np.unique(np.concatenate([np.concatenate([s.train, s.test]) for s in splits.values()]))
-    mode = choose_load(cfg.load, len(rows), sets[0].frames, sets[0].feature_dim, dtype, device)
-    data = LoadedFeatures(sets, index, splits, mode)
+    mode = choose_load(cfg.load, len(rows), view.frames, view.feature_dim, dtype, device)
+    data = LoadedFeatures(view, splits, mode)
     if mode == "memory":
-        data.store_features = store.read_features(sets, index, rows)
-        data.position = np.full(len(index.video_ids), -1, np.int64)
+        data.store_features = view.read(rows)
+        data.position = np.full(view.num_videos, -1, np.int64)
         data.position[rows] = np.arange(len(rows))
     data.read_seconds = time.perf_counter() - t0
     return data
@@ -102,8 +104,8 @@ def make_parts(
             dtype,
         )
     else:
-        mean, std = store.feature_stats(stream_chunks(data.sets, idx, train_rows), device)
-        source = lambda rows: StreamSource(data.sets, idx, rows, mean, std, device, dtype)
+        mean, std = data.view.stats(train_rows, device)
+        source = lambda rows: StreamSource(data.view, rows, mean, std, device, dtype)
     sizes = {
         "train": len(train_rows),
         "val": len(val_rows),
@@ -138,13 +140,18 @@ class TrainResult:
         return evaluate.mean_metrics([r.metrics for r in self.runs])
 
 
-def model_spec(cfg: TrainConfig, fs: store.FeatureSet) -> dict:
-    """Everything needed to rebuild the model from config.json (stored as JSON, never pickled)."""
+def model_spec(cfg: TrainConfig, view: FeatureSetView) -> dict:
+    """Everything needed to rebuild the model from config.json (stored as JSON, never pickled).
+
+    input_dims: D of each modality, in the order their features sit side by side.
+    """
     return {
         "name": cfg.model,
-        "input_dim": fs.feature_dim,
-        "frames": fs.frames,
-        "num_classes": len(fs.classes),
+        "input_dim": view.feature_dim,
+        "input_dims": list(view.dims.values()),
+        "modalities": view.modalities,
+        "frames": view.frames,
+        "num_classes": len(view.classes),
         "hidden": cfg.hidden,
         "layers": cfg.layers,
         "bidirectional": cfg.bidirectional,
@@ -159,8 +166,7 @@ def train_split(cfg: TrainConfig, data: LoadedFeatures, name: str, run_dir: Path
     seed_everything(cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     parts = make_parts(data, data.splits[name], cfg, device, data_dtype)
-    fs = data.sets[0]
-    spec = model_spec(cfg, fs)
+    spec = model_spec(cfg, data.view)
     model = build_from_spec(spec, parts.mean, parts.std).to(device)
     batch = auto_batch(cfg.batch, len(parts.train))
     params = count_parameters(model)
@@ -176,7 +182,7 @@ def train_split(cfg: TrainConfig, data: LoadedFeatures, name: str, run_dir: Path
             "precision": str(autocast_dtype or torch.float32).replace("torch.", ""),
             "load": data.mode,
             "params": params,
-            "classes": fs.classes,
+            "classes": data.view.classes,
             "torch": torch.__version__,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             "feature_sets": [
@@ -184,12 +190,14 @@ def train_split(cfg: TrainConfig, data: LoadedFeatures, name: str, run_dir: Path
                     "dir": str(s.set_dir.resolve()),
                     "id": s.id,
                     "dataset": s.manifest["dataset"],
+                    "modality": m,
                     "frames": s.frames,
                     "feature_dim": s.feature_dim,
                     "config": s.manifest["config"],
                     "identity": s.manifest["identity"],
                 }
-                for s in data.sets
+                for m in data.view.modalities
+                for s in data.view.sets[m]
             ],
         },
     )
@@ -215,7 +223,6 @@ def fit_and_report(
     autocast_dtype: torch.dtype | None,
 ) -> RunResult:
     """Fit, keep the best weights, evaluate on the test part and write the reports."""
-    fs = data.sets[0]
     label = f"{cfg.model} split {name}"
     if parts.val is None and cfg.val_fraction:
         console.say(
@@ -237,7 +244,7 @@ def fit_and_report(
         parts.test,
         probs,
         labels,
-        fs.classes,
+        data.view.classes,
         label,
         {
             "test_loss": test_loss,
@@ -262,7 +269,7 @@ def train(cfg: TrainConfig, data: LoadedFeatures | None = None) -> TrainResult:
     if data is None:
         data = load_data(cfg, device, training_precision(cfg.precision, device)[1])
         console.say(
-            f"stage two: {cfg.model} on split {cfg.split} of {', '.join(s.id for s in data.sets)}: "
+            f"stage two: {cfg.model} on split {cfg.split} of {', '.join(data.view.ids)}: "
             f"{len(data.index.video_ids)} videos in {len(data.index.shards)} shard(s), features {data.mode} "
             f"({data.read_seconds:.1f} s to read); the full config goes to the run's {CONFIG}"
         )

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 
 from helpers import random_set
-from pipeline import store
+from pipeline import FeatureSetView, store
 from stages.train import sources
 
 
@@ -43,11 +43,11 @@ def test_memory_load_standardises_with_training_statistics(tmp_path):
 
 def test_stream_yields_every_video_once_in_full_batches(tmp_path):
     set_dir = random_set(tmp_path / "set", n=70, shard_size=9)
-    sets = store.open_feature_sets([set_dir])
-    index = store.read_index(sets)
-    rows = store.select_split(sets, index, "2").train
+    view = FeatureSetView([set_dir])
+    sets, index = view.sets["rgb"], view.index
+    rows = view.split("2").train
     mean, std = torch.zeros(16), torch.ones(16)
-    part = sources.StreamSource(sets, index, rows, mean, std, torch.device("cpu"), torch.float32)
+    part = sources.StreamSource(view, rows, mean, std, torch.device("cpu"), torch.float32)
     gen = torch.Generator().manual_seed(0)
     seen, sizes = [], []
     for x, lengths, y, pos in part.batches(8, shuffle=True, generator=gen):
