@@ -18,7 +18,8 @@ EXTRACT_OPTS = $(call opt,DATASET,dataset) $(call opt,DATA_DIR,data-dir) \
   $(call opt,SIZE,size) $(call opt,WEIGHTS,weights) $(call opt,PRECISION,precision) \
   $(call opt,WORKERS,workers) $(call opt,GPU_BATCH,gpu-batch) $(call opt,DEVICE,device) \
   $(call opt,DEVICES,devices) $(call opt,SCHEDULER,scheduler) $(call opt,SHARD_SIZE,shard-size) \
-  $(call opt,TIMEOUT,timeout) $(call flag,COMPILE,compile)
+  $(call opt,TIMEOUT,timeout) $(call flag,COMPILE,compile) $(call opt,MODALITY,modality) \
+  $(call opt,AUDIO_FEATURES,audio-features) $(call opt,AUDIO_WEIGHTS,audio-weights) $(call opt,AUDIO_WINDOW,audio-window)
 TRAIN_OPTS = $(call opt,DATASET,dataset) $(call opt,FEATURES_ROOT,features-root) \
   $(call opt,FEATURES,features) $(call opt,MODEL,model) $(call opt,SPLIT,split) \
   $(call opt,EPOCHS,epochs) $(call opt,LR,lr) $(call opt,BATCH,batch) $(call opt,SEED,seed) \

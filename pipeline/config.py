@@ -18,6 +18,9 @@ from .files import digest
 SCHEMA_VERSION = 1
 DATASETS = ("sample", "ucf101", "hmdb51", "folder", "csv")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+MODALITIES = ("rgb", "audio")
+AUDIO_FEATURES = ("logmel", "vggish")
+AUDIO_DIM = 128  # both audio feature kinds: the log-mel summary (64 means + 64 stds) and a VGGish embedding
 # ImageNet statistics, applied on the device to uint8 frames.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -57,6 +60,10 @@ class ExtractConfig:
     weights: str = "imagenet"  # imagenet | random | path to a .pth state dict
     seed: int = 0  # seed of random weights
     precision: str = "auto"  # auto (fp16 on CUDA, fp32 on CPU) | fp32 | fp16 | bf16
+    modality: str = "rgb"  # rgb: ResNet-50 on the pictures | audio: the sound around each sampled frame
+    audio_features: str = "logmel"  # audio: logmel (log-mel summary, no weights) | vggish (an embedding)
+    audio_weights: str = "vggish"  # audio_features=vggish: vggish (the published checkpoint) | random | a .pth
+    audio_window: float = 0.96  # audio: seconds of sound around each frame's timestamp
     # ---- speed only: never part of the identity ----
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     devices: tuple[str, ...] = ()  # one backbone worker per device, e.g. ("cuda:0", "cuda:1")
@@ -103,6 +110,18 @@ class ExtractConfig:
 
 def validate_extract(cfg: ExtractConfig) -> None:
     """Reject bad settings before any work starts; each message names the option."""
+    if cfg.modality not in MODALITIES:
+        raise ConfigError(f"--modality (MODALITY=): choose one of {', '.join(MODALITIES)}, got {cfg.modality!r}")
+    if cfg.audio_features not in AUDIO_FEATURES:
+        raise ConfigError(f"--audio-features (AUDIO_FEATURES=): choose one of {', '.join(AUDIO_FEATURES)}, "
+                          f"got {cfg.audio_features!r}")
+    if not 0.1 <= cfg.audio_window <= 10:
+        raise ConfigError(f"--audio-window: seconds of sound per step, between 0.1 and 10, got {cfg.audio_window!r}")
+    if cfg.modality == "audio" and cfg.audio_features == "vggish" and round(cfg.audio_window * 100) != 96:
+        raise ConfigError(f"--audio-window {cfg.audio_window}: a VGGish embedding takes exactly 0.96 s of sound")
+    if cfg.modality == "audio" and (cfg.scheduler or len(cfg.devices) > 1):
+        raise ConfigError("--scheduler / --devices (SCHEDULER=, DEVICES=) spread the picture modality's backbone; "
+                          "MODALITY=audio runs in one process with WORKERS= decoder threads (about 45 CPU ms a video)")
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"--dataset: unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
     if not isinstance(cfg.frames, int) or cfg.frames < 1:
@@ -171,6 +190,35 @@ class FeatureIdentity:
         prefix = f"{self.backbone}-{weights_tag}-t{t}-{self.image_size}px"
         if self.sampling["mode"] == "fps":
             prefix += f"-{self.sampling['fps']:g}fps"
+        return f"{prefix}-{digest(dataclasses.asdict(self))[:12]}"
+
+
+@dataclass(frozen=True)
+class AudioIdentity:
+    """Everything that changes the stored numbers of an audio feature set; its hash is the id.
+
+    timestamps: how the picture times the sound is centred on are taken (the picture
+    decoder: step t of an audio set describes the sound around step t of a visual set made
+    with the same sampling and decoder).
+    """
+
+    schema_version: int
+    dataset: str
+    videos_sha256: str
+    sampling: dict
+    timestamps: str  # e.g. "decoder:ffmpeg-cli"
+    features: str  # logmel | vggish
+    weights: str | None  # vggish: "torchvggish:vggish-10086976", "sha256:<file hash>", "random:seed0"
+    front_end: dict  # sample rate, window, hop, FFT, mel bands and range, log offset
+    window_s: float
+    modality: str = "audio"
+    store_dtype: str = "float16"
+
+    @property
+    def id(self) -> str:
+        kind = self.features if self.features == "logmel" else f"{self.features}-{self.weights.split(':')[0]}"
+        t = self.sampling.get("frames") or self.sampling.get("max_frames")
+        prefix = f"audio-{kind}-t{t}" + (f"-{self.sampling['fps']:g}fps" if self.sampling["mode"] == "fps" else "")
         return f"{prefix}-{digest(dataclasses.asdict(self))[:12]}"
 
 

@@ -44,7 +44,8 @@ from pipeline.files import atomic_write_bytes
 from pipeline.synth import make_bench_clips
 
 from .extract import extract_features
-from .extract.backbone import FeatureExtractor, WeightsSpec, build_resnet50
+from .extract.backbone import FeatureExtractor, build_resnet50
+from .extract.weights import WeightsSpec
 from .extract.decode import build_decode_args, decode_threads, probe, read_avi_header, uniform_indices
 from .train import train
 from .train.loop import make_optimizer, seed_everything, train_step, warmup_cosine

@@ -19,17 +19,24 @@ from pipeline.devices import resolve_device
 from . import extract, train
 
 
-def stage_one(run_config: dict, device: torch.device) -> Callable[[Path], tuple[np.ndarray, int]]:
-    """A function: video path -> (features (T, D) float16 zero-padded, valid frames), with the
-    run's extraction settings, on `device` (not the one the set was made on: a set made on
-    cuda:0 serves predictions on a CPU machine). On a GPU at the set's precision; on a CPU
-    in fp32, within fp16 noise of the stored features either way."""
-    fs = run_config["feature_sets"][0]
-    precision = fs["identity"]["precision"] if device.type == "cuda" else "fp32"
-    cfg, spec = extract.config_from_manifest(
-        {"config": fs["config"], "identity": fs["identity"]}, device=str(device), precision=precision
-    )
-    return lambda path: extract.extract_video(path, cfg, spec)
+def stage_one(run_config: dict, device: torch.device) -> Callable[[Path], tuple[np.ndarray, int, list[bool]]]:
+    """A function: video path -> (features (T, D) float16 zero-padded, valid frames, present per
+    modality), every modality the run was trained on computed with its feature set's settings and
+    put side by side as in training. On `device` (not the one the set was made on: a set made on
+    cuda:0 serves predictions on a CPU machine): on a GPU at the set's precision; on a CPU in
+    fp32, within fp16 noise of the stored features either way."""
+    extractors = []
+    for fs in run_config["feature_sets"]:
+        manifest = {"config": fs["config"], "identity": fs["identity"], "modality": fs.get("modality", "rgb")}
+        precision = fs["identity"].get("precision", "fp32") if device.type == "cuda" else "fp32"
+        extractors.append(extract.config_from_manifest(manifest, device=str(device), precision=precision))
+
+    def run(path: Path) -> tuple[np.ndarray, int, list[bool]]:
+        outs = [extract.extract_video(path, cfg, spec) for cfg, spec in extractors]
+        features = np.concatenate([f for f, _, _ in outs], axis=-1)
+        return features, outs[0][1], [present for _, _, present in outs]
+
+    return run
 
 
 def predict(video_path: Path | str, run_dir: Path | str, top: int = 5, device: str = "auto") -> list[tuple[str, float]]:
@@ -43,7 +50,7 @@ def predict(video_path: Path | str, run_dir: Path | str, top: int = 5, device: s
     dev = resolve_device(device)
     loaded = [train.load_run(d, dev) for d in train.run_dirs(Path(run_dir))]
     config = loaded[0][1]
-    features, length = stage_one(config, dev)(video_path)
+    features, length, _ = stage_one(config, dev)(video_path)
     want = (config["model"]["frames"], config["model"]["input_dim"])
     if features.shape != want:
         raise ValueError(f"stage one gave features of shape {features.shape} for {video_path}, the run expects {want}")

@@ -17,7 +17,7 @@ from ..errors import StoreError
 from .claims import Claim
 from .manifest import FAILURES, MANIFEST, all_failures, load_manifest
 
-COLUMNS = ("dataset", "id", "backbone/weights", "T", "videos", "failures", "size", "state", "created")
+COLUMNS = ("dataset", "id", "modality", "model/weights", "T", "videos", "failures", "size", "state", "created")
 
 
 def feature_sets(features_root: Path) -> Iterator[Path]:
@@ -44,11 +44,14 @@ def record(set_dir: Path, m: dict | None = None) -> dict:
         "dataset": m["dataset"],
         "id": m["feature_set_id"],
         "path": str(set_dir),
-        "backbone": ident["backbone"],
+        "modality": m.get("modality", "rgb"),
+        # the visual sets' backbone, or the audio sets' feature kind (logmel, vggish)
+        "backbone": ident.get("backbone") or ident.get("features"),
         "weights": ident["weights"],
         "sampling": ident["sampling"],
-        "image_size": ident["image_size"],
-        "precision": ident["precision"],
+        "image_size": ident.get("image_size"),
+        "precision": ident.get("precision"),
+        "feature_dim": m["feature_dim"],
         "videos": m["num_videos"],
         "stored": m["num_stored"],
         "failed": m["num_failed"],
@@ -81,7 +84,8 @@ def row(r: dict) -> dict:
     return {
         "dataset": r["dataset"],
         "id": r["id"],
-        "backbone/weights": f"{r['backbone']}/{r['weights']}",
+        "modality": r["modality"],
+        "model/weights": f"{r['backbone']}/{r['weights']}" if r["weights"] else r["backbone"],
         "T": frames,
         "videos": f"{r['stored']}/{r['videos']}",
         "failures": str(r["failed"]),
@@ -145,11 +149,13 @@ def describe(set_dir: Path, max_failures: int = 5) -> str:
         f"feature set {m['feature_set_id']}",
         f"  directory:  {set_dir}",
         f"  dataset:    {m['dataset']}, {len(m['classes'])} classes, videos under {m['video_root']}",
+        f"  modality:   {r['modality']}",
         f"  state:      {state}",
         f"  videos:     {m['num_stored']} of {m['num_videos']} stored, {m['num_failed']} failed; "
         f"{len(m['shards'])}/{m['num_shards']} shards, {human_bytes(r['bytes'])}",
         f"  per shard:  features (n, {m['frames']}, {m['feature_dim']}) float16 with n <= {m['shard_size']}, "
-        f"lengths, labels, video_ids, groups, frame_indices, timestamps",
+        f"lengths, labels, video_ids, groups, frame_indices, timestamps"
+        + (", has_audio" if r["modality"] == "audio" else ""),
         f"  created:    {m['created_at']}   completed: {m.get('completed_at') or '-'}   updated: {m.get('updated_at')}",
         "  identity (hashed into the id: the same identity is the same feature set):",
         *(f"    {k}: {json.dumps(v)}" for k, v in m["identity"].items()),

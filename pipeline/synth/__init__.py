@@ -7,6 +7,7 @@ knows how to draw a scene and one place that knows each official layout:
     clips.py     scenes, one ffmpeg call per clip, atomic writes        make_clip, make_clips
     layouts.py   UCF101, the sample, temporal order, HMDB51, folder, CSV make_*_tree, make_sample_dataset
     corpus.py    bad-input corpus, unreadable/missing files, bench clips make_bad_corpus, make_bench_clips
+    sound.py     clips with a sound track (tones), trees with and without   make_sound_clip, make_av_dataset
 
 The names below are the package's interface; import them from `pipeline.synth`.
 """
@@ -43,8 +44,38 @@ from .layouts import (
     split_test_groups,
     ucf101_name,
 )
+from .sound import (
+    AUDIO_CODECS,
+    AV_CLASSES,
+    AV_HIGH_HZ,
+    AV_LOW_HZ,
+    SOUND_TREE_CLASSES,
+    SoundClip,
+    garble_avi_audio,
+    jittered_tones,
+    make_av_dataset,
+    make_sound_bench_clips,
+    make_sound_clip,
+    make_sound_corpus,
+    make_ucf101_sound_tree,
+    plan_sound_clip,
+)
 
 __all__ = [
+    "AUDIO_CODECS",
+    "AV_CLASSES",
+    "AV_HIGH_HZ",
+    "AV_LOW_HZ",
+    "SOUND_TREE_CLASSES",
+    "SoundClip",
+    "garble_avi_audio",
+    "jittered_tones",
+    "make_av_dataset",
+    "make_sound_bench_clips",
+    "make_sound_clip",
+    "make_sound_corpus",
+    "make_ucf101_sound_tree",
+    "plan_sound_clip",
     "BENCH_SCENES",
     "COMPLETE",
     "CSV_CLASSES",

@@ -11,10 +11,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import functools
-import socket
 import time
-import urllib.error
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,20 +21,12 @@ import torchvision
 from pipeline import console
 from pipeline.config import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD
 from pipeline.devices import DTYPES, inference_precision, resolve_device
-from pipeline.errors import ConfigError, WeightsError
-from pipeline.files import file_sha256
+
+from .weights import Checkpoint, WeightsSpec, check_shapes, load_state_dict, resolve
 
 IMAGENET_WEIGHTS = torchvision.models.ResNet50_Weights.IMAGENET1K_V2
 # torch.compile's mode on CUDA: one compile searches kernels for this GPU (minutes).
 COMPILE_MODE = "max-autotune-no-cudagraphs"
-
-
-@dataclass(frozen=True)
-class WeightsSpec:
-    kind: str  # imagenet | file | random
-    identity: str  # recorded in the feature-set identity
-    path: Path | None = None  # local file (cached download or user file)
-    seed: int = 0
 
 
 def imagenet_cache_path() -> Path:
@@ -45,65 +34,28 @@ def imagenet_cache_path() -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / Path(IMAGENET_WEIGHTS.url).name
 
 
-def resolve_weights(
-    weights: str, seed: int = 0, fallback_to_random: bool = False, download_timeout: float = 20.0
-) -> WeightsSpec:
-    """Turn WEIGHTS= into a concrete, identifiable weights source, downloading if needed.
-
-    imagenet -> torchvision's IMAGENET1K_V2, downloaded once into the torch hub cache;
-    a path -> that state dict (identity: its sha256); random -> seeded init.
-    With `fallback_to_random` (the embedded sample only), an unreachable download
-    falls back to random weights, loudly; anywhere else it is an error.
-    """
-    if weights == "random":
-        return WeightsSpec("random", f"random:seed{seed}", None, seed)
-    if weights != "imagenet":
-        path = Path(weights)
-        if not path.is_file():
-            raise ConfigError(f"--weights (WEIGHTS=): no file at {path}")
-        # Checked here, not only when the model is built (on a background thread, once the
-        # feature set is open and decoding has started): a file that is not ResNet-50 is a
-        # bad option, rejected before any work.
-        with torch.device("meta"):  # shapes only: no memory, no init cost
-            skeleton = torchvision.models.resnet50(weights=None)
-        check_fits_resnet50(skeleton, load_state_dict(path, map_location="meta"), path)
-        return WeightsSpec("file", file_identity(path), path)
-    cached = imagenet_cache_path()
-    if not cached.is_file():
-        try:
-            download_imagenet(download_timeout)
-        except (OSError, urllib.error.URLError, RuntimeError) as e:
-            msg = (
-                f"ImageNet weights are not cached at {cached} and could not be downloaded ({type(e).__name__}: {e}). "
-                f"On an offline machine copy {Path(IMAGENET_WEIGHTS.url).name} there, or pass WEIGHTS=/path/to/resnet50.pth"
-            )
-            if not fallback_to_random:
-                raise WeightsError(msg) from None
-            warn_random(msg)
-            return WeightsSpec("random", f"random:seed{seed}", None, seed)
-    return WeightsSpec("imagenet", f"torchvision:{IMAGENET_WEIGHTS.name}", cached)
+def check_fits_resnet50(state: dict, path: Path) -> None:
+    """Every trunk tensor present with the right shape; fc may differ or be absent (it is replaced)."""
+    with torch.device("meta"):  # shapes only: no memory, no init cost
+        skeleton = torchvision.models.resnet50(weights=None)
+    expected = {k: v.shape for k, v in skeleton.state_dict().items() if not k.startswith("fc.")}
+    check_shapes(expected, {k: v for k, v in state.items() if not k.startswith("fc.")}, path, RESNET50.option,
+                 "ResNet-50")
 
 
-def file_identity(path: Path) -> str:
-    """How a weights file is named in a feature-set id: its content, not its path."""
-    return f"sha256:{file_sha256(path)[:16]}"
+RESNET50 = Checkpoint(
+    name="ImageNet", flag="--weights", variable="WEIGHTS", file_hint="resnet50.pth", pretrained="imagenet",
+    identity=f"torchvision:{IMAGENET_WEIGHTS.name}", cache_path=imagenet_cache_path,
+    download=lambda: IMAGENET_WEIGHTS.get_state_dict(progress=True, check_hash=True), check=check_fits_resnet50,
+    what="ImageNet features")
 
 
-def download_imagenet(timeout: float) -> None:
-    old = socket.getdefaulttimeout()
-    socket.setdefaulttimeout(timeout)  # an offline machine should fail in seconds, not hang
-    try:
-        IMAGENET_WEIGHTS.get_state_dict(progress=True, check_hash=True)
-    finally:
-        socket.setdefaulttimeout(old)
-
-
-def warn_random(reason: str) -> None:
-    bar = "!" * 78
-    console.say(
-        f"\n{bar}\n! {reason}\n! USING SEEDED RANDOM WEIGHTS. These features are NOT ImageNet features;\n"
-        f"! the feature-set id says 'random' so they are never mistaken for real ones.\n{bar}\n"
-    )
+def resolve_weights(weights: str, seed: int = 0, fallback_to_random: bool = False,
+                    download_timeout: float = 20.0) -> WeightsSpec:
+    """WEIGHTS=: imagenet (torchvision's IMAGENET1K_V2, downloaded once into the torch hub cache), a
+    path to a state dict, or random (seeded). With `fallback_to_random` (the embedded sample only),
+    an unreachable download falls back to random weights, loudly; anywhere else it is an error."""
+    return resolve(RESNET50, weights, seed, fallback_to_random, download_timeout)
 
 
 def build_resnet50(spec: WeightsSpec) -> torch.nn.Module:
@@ -113,50 +65,11 @@ def build_resnet50(spec: WeightsSpec) -> torch.nn.Module:
         model = torchvision.models.resnet50(weights=None)
     else:
         model = torchvision.models.resnet50(weights=None)
-        state = load_state_dict(spec.path)
-        check_fits_resnet50(model, state, spec.path)
+        state = load_state_dict(spec.path, RESNET50.option)
+        check_fits_resnet50(state, spec.path)
         model.load_state_dict(state, strict=False)
     model.fc = torch.nn.Identity()
     return model.eval()
-
-
-def load_state_dict(path: Path, map_location: str = "cpu") -> dict:
-    """The state dict in a .pth (unwrapping common checkpoint wrappers); map_location "meta"
-    reads shapes only, no tensor data."""
-    try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as e:  # a pickle with code, a zip that is not a checkpoint, ...
-        raise WeightsError(f"--weights {path}: not a loadable PyTorch state dict ({type(e).__name__}: {e})") from None
-    for key in ("state_dict", "model", "model_state_dict"):  # common checkpoint wrappers
-        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-            obj = obj[key]
-    if not isinstance(obj, dict):
-        raise WeightsError(f"--weights {path}: expected a state dict, found {type(obj).__name__}")
-    return {k.removeprefix("module."): v for k, v in obj.items()}
-
-
-def check_fits_resnet50(model: torch.nn.Module, state: dict, path: Path) -> None:
-    """Every trunk tensor must be present with the right shape; fc may differ or be absent."""
-    expected = {k: v.shape for k, v in model.state_dict().items() if not k.startswith("fc.")}
-    missing = [k for k in expected if k not in state]
-    wrong = [
-        f"{k} {tuple(state[k].shape)} != {tuple(s)}"
-        for k, s in expected.items()
-        if k in state and tuple(state[k].shape) != tuple(s)
-    ]
-    unexpected = [k for k in state if k not in expected and not k.startswith("fc.")]
-    if missing or wrong or unexpected:
-        detail = "; ".join(
-            filter(
-                None,
-                [
-                    f"{len(missing)} missing (e.g. {missing[:3]})" if missing else "",
-                    f"{len(wrong)} of the wrong shape (e.g. {wrong[:2]})" if wrong else "",
-                    f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})" if unexpected else "",
-                ],
-            )
-        )
-        raise WeightsError(f"--weights {path} does not fit ResNet-50: {detail}")
 
 
 @functools.lru_cache(maxsize=None)

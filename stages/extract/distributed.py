@@ -47,7 +47,8 @@ from pipeline.errors import ClusterError, ConfigError, StoreError, WeightsError
 from pipeline.ffmpeg import ffmpeg_binary
 from pipeline.files import TMP_MARK, fsync_dir
 
-from .backbone import FeatureExtractor, WeightsSpec, file_identity, resolve_weights
+from .backbone import FeatureExtractor, resolve_weights
+from .weights import WeightsSpec, file_identity
 from .plan import ExtractionPlan, committed_indices
 from .runner import ShardBuffer, ShardRunner, Summary, backbone_batch, claim_uncommitted
 

@@ -11,7 +11,7 @@ import contextlib
 import os
 import threading
 import time
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
 from joblib import Parallel, delayed
@@ -47,32 +47,37 @@ def uncommitted(plan: ExtractionPlan) -> list[int]:
 
 def extract_in_process(plan: ExtractionPlan, summary: Summary, show_progress: bool = True) -> None:
     """Compute every uncommitted shard in this process, helping or waiting for other runs."""
-    missing = uncommitted(plan)
-    if not missing:
+    if not uncommitted(plan):
         return
     extractor = start_extractor(plan)
-    console.say(
-        f"feature set {plan.identity.id}: {len(missing)} of {len(plan.shards)} shards to compute on "
-        f"{extractor.device} ({extractor.precision}), {plan.cfg.workers or os.cpu_count()} decoders"
-    )
-    todo = sum(len(plan.shards[i]) for i in missing)
-    waited, reported_busy = False, set()
-    with console.progress(todo, "video", "stage one", disable=not show_progress) as bar:
-        while missing:
-            runner = ShardRunner(plan, extractor, CommitToManifest(plan, summary), bar)
-            summary.add_timings(runner.run(claim_free_shards(plan, missing, reported_busy)))
-            missing = uncommitted(plan)
-            if missing:
-                if not waited:
-                    console.say(
-                        f"waiting: {len(missing)} shard(s) are being computed by another run; "
-                        f"this run takes them over if that run dies"
-                    )
-                    waited = True
-                time.sleep(0.5)
+    work = f"on {extractor.device} ({extractor.precision}), {plan.cfg.workers or os.cpu_count()} decoders"
+    sink = CommitToManifest(plan, summary)
+    work_through(plan, summary, work, lambda bar: ShardRunner(plan, extractor, sink, bar), show_progress)
     extractor.ready()  # a model that failed to load fails the run even if no video reached it
     extractor.close()
     summary.timings["model_load"] = extractor.build_seconds  # seconds, overlapped with the first decodes
+
+
+def work_through(plan: ExtractionPlan, summary: Summary, work: str, runner_for: Callable, show_progress: bool) -> None:
+    """Run `runner_for(bar).run(claims)` over the uncommitted shards until every one is committed:
+    those this run claims, then, while other runs hold the rest, waiting for them (and taking
+    over the shards of a run that dies)."""
+    missing = uncommitted(plan)
+    if not missing:
+        return
+    console.say(f"feature set {plan.identity.id}: {len(missing)} of {len(plan.shards)} shards to compute {work}")
+    waited, reported_busy = False, set()
+    with console.progress(sum(len(plan.shards[i]) for i in missing), "video", "stage one",
+                          disable=not show_progress) as bar:
+        while missing:
+            summary.add_timings(runner_for(bar).run(claim_free_shards(plan, missing, reported_busy)))
+            missing = uncommitted(plan)
+            if missing:
+                if not waited:
+                    console.say(f"waiting: {len(missing)} shard(s) are being computed by another run; "
+                                f"this run takes them over if that run dies")
+                    waited = True
+                time.sleep(0.5)
 
 
 def extract_on_devices(plan: ExtractionPlan, summary: Summary) -> None:

@@ -20,16 +20,23 @@ from pathlib import Path
 import torch
 
 from pipeline import store
-from pipeline.config import IMAGENET_MEAN, IMAGENET_STD, SCHEMA_VERSION, FEATURE_DIM, ExtractConfig, FeatureIdentity
+from pipeline.config import (AUDIO_DIM, FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD, SCHEMA_VERSION, AudioIdentity,
+                             ExtractConfig, FeatureIdentity)
 from pipeline.devices import inference_precision, resolve_device
 from pipeline.errors import ConfigError, StoreError
 
-from .backbone import WeightsSpec, resolve_weights
+from .backbone import resolve_weights
+from .logmel import FRONT_END
+from .vggish import resolve_audio_weights
+from .weights import WeightsSpec
 from .datasets import Dataset, VideoRecord, load_dataset
 
-# ExtractConfig fields that change the numbers; a set made with all of them at their
-# defaults is recorded as such, and stage two prefers it when a dataset has several.
-NUMERIC_FIELDS = ("frames", "fps", "image_size", "resize", "backbone", "weights", "seed", "precision")
+# ExtractConfig fields that change the numbers, per modality; a set made with all of them
+# at their defaults is recorded as such, and stage two prefers it when a dataset has several.
+NUMERIC_FIELDS = {
+    "rgb": ("frames", "fps", "image_size", "resize", "backbone", "weights", "seed", "precision"),
+    "audio": ("frames", "fps", "audio_features", "audio_weights", "seed", "audio_window"),
+}
 
 
 @dataclass(frozen=True)
@@ -42,8 +49,8 @@ class ExtractionPlan:
     """
 
     cfg: ExtractConfig
-    weights: WeightsSpec
-    identity: FeatureIdentity
+    weights: WeightsSpec | None  # None: the log-mel summary needs none
+    identity: FeatureIdentity | AudioIdentity
     set_dir: Path
     shards: dict[int, list[VideoRecord]]
     dataset: Dataset | None = None
@@ -64,13 +71,18 @@ def chunk(records: list[VideoRecord], size: int) -> dict[int, list[VideoRecord]]
     return {i // size: records[i : i + size] for i in range(0, len(records), size)}
 
 
+# The decoder whose frame timestamps an audio set's steps are centred on.
+PICTURE_TIMES_DECODER = "ffmpeg-cli"
+
+
+def sampling_of(cfg: ExtractConfig) -> dict:
+    """Which frames a video gives: T uniform segment centres, or a fixed rate capped at T."""
+    return {"mode": "fps", "fps": cfg.fps, "max_frames": cfg.frames} if cfg.fps else {"mode": "uniform", "frames": cfg.frames}
+
+
 def make_identity(cfg: ExtractConfig, ds: Dataset, weights: WeightsSpec, precision: str) -> FeatureIdentity:
-    """The fields that change the stored numbers; their hash is the feature-set id."""
-    sampling = (
-        {"mode": "fps", "fps": cfg.fps, "max_frames": cfg.frames}
-        if cfg.fps
-        else {"mode": "uniform", "frames": cfg.frames}
-    )
+    """The fields that change the stored numbers of a visual set; their hash is the feature-set id."""
+    sampling = sampling_of(cfg)
     return FeatureIdentity(
         schema_version=SCHEMA_VERSION,
         dataset=cfg.dataset_name,
@@ -109,26 +121,52 @@ def compute_precision(cfg: ExtractConfig) -> str:
     )
 
 
+def make_audio_identity(cfg: ExtractConfig, ds: Dataset, weights: WeightsSpec | None) -> AudioIdentity:
+    """The fields that change the stored numbers of an audio set; their hash is its id."""
+    return AudioIdentity(
+        schema_version=SCHEMA_VERSION,
+        dataset=cfg.dataset_name,
+        videos_sha256=ds.listing_sha256,
+        sampling=sampling_of(cfg),
+        timestamps=f"decoder:{PICTURE_TIMES_DECODER}",
+        features=cfg.audio_features,
+        weights=weights.identity if weights else None,
+        front_end=FRONT_END,
+        window_s=cfg.audio_window,
+    )
+
+
 def make_plan(cfg: ExtractConfig, download: bool = True) -> ExtractionPlan:
     """List the dataset, resolve the weights, and derive the feature-set id and directory."""
-    precision = compute_precision(cfg)  # first: DEVICE=cuda without CUDA fails before the sample is generated
-    ds = load_dataset(cfg)
-    if not ds.records:
-        raise StoreError(f"no videos found under {ds.video_root}")
-    weights = resolve_weights(
-        cfg.weights, cfg.seed, fallback_to_random=cfg.dataset == "sample", download_timeout=20.0 if download else 0.001
-    )
-    identity = make_identity(cfg, ds, weights, precision)
+    timeout = 20.0 if download else 0.001
+    if cfg.modality == "audio":
+        ds = listed(cfg)
+        weights = resolve_audio_weights(cfg.audio_weights, cfg.seed, download_timeout=timeout) \
+            if cfg.audio_features == "vggish" else None
+        identity = make_audio_identity(cfg, ds, weights)
+    else:
+        precision = compute_precision(cfg)  # first: DEVICE=cuda without CUDA fails before the sample is generated
+        ds = listed(cfg)
+        weights = resolve_weights(cfg.weights, cfg.seed, fallback_to_random=cfg.dataset == "sample",
+                                  download_timeout=timeout)
+        identity = make_identity(cfg, ds, weights, precision)
     return ExtractionPlan(
         cfg, weights, identity, cfg.store_root / cfg.dataset_name / identity.id, chunk(ds.records, cfg.shard_size), ds
     )
+
+
+def listed(cfg: ExtractConfig) -> Dataset:
+    ds = load_dataset(cfg)
+    if not ds.records:
+        raise StoreError(f"no videos found under {ds.video_root}")
+    return ds
 
 
 def has_default_settings(cfg: ExtractConfig) -> bool:
     """Every setting that changes the numbers is stage one's default (the sample's random
     fallback for unreachable ImageNet weights included)."""
     defaults = ExtractConfig()
-    return all(getattr(cfg, k) == getattr(defaults, k) for k in NUMERIC_FIELDS)
+    return all(getattr(cfg, k) == getattr(defaults, k) for k in NUMERIC_FIELDS[cfg.modality])
 
 
 def open_feature_set(plan: ExtractionPlan) -> dict:
@@ -148,25 +186,14 @@ def open_feature_set(plan: ExtractionPlan) -> dict:
             f"({e.strerror or e}); point FEATURES_ROOT at a directory you can write"
         ) from None
     ds, cfg = plan.dataset, plan.cfg
-    return store.create(
-        plan.set_dir,
-        store.new_manifest(
-            plan.identity.id,
-            cfg.dataset_name,
-            json.loads(json.dumps(plan.identity.__dict__)),
-            cfg.to_json() | {"precision": plan.identity.precision},
-            cfg.frames,
-            FEATURE_DIM,
-            ds.classes,
-            ds.splits,
-            len(ds.records),
-            cfg.shard_size,
-            len(plan.shards),
-            video_root=str(ds.video_root),
-            unlisted_failures=ds.problems,
-            default_settings=has_default_settings(cfg),
-        ),
-    )
+    audio = cfg.modality == "audio"
+    config = cfg.to_json() | ({} if audio else {"precision": plan.identity.precision})
+    manifest = store.new_manifest(
+        plan.identity.id, cfg.dataset_name, json.loads(json.dumps(plan.identity.__dict__)), config, cfg.frames,
+        AUDIO_DIM if audio else FEATURE_DIM, ds.classes, ds.splits, len(ds.records), cfg.shard_size, len(plan.shards),
+        video_root=str(ds.video_root), unlisted_failures=ds.problems, modality=cfg.modality,
+        default_settings=has_default_settings(cfg))
+    return store.create(plan.set_dir, manifest)
 
 
 def committed_indices(set_dir: Path) -> set[int]:

@@ -16,6 +16,7 @@ from typing import Iterator
 
 from pipeline import console, store
 
+from .audio import AudioRunner
 from .local import start_extractor
 from .plan import ExtractionPlan
 from .runner import ShardBuffer, ShardRunner, Summary
@@ -94,6 +95,9 @@ def retry_failed(plan: ExtractionPlan, summary: Summary, shards: set[int]) -> No
         f"the other videos of those shards are copied, not recomputed"
     )
     sink = RewriteShard(plan, summary)
+    if plan.cfg.modality == "audio":
+        summary.add_timings(AudioRunner(plan, sink).run(sink.claim(sorted(failed))))
+        return
     extractor = start_extractor(plan)
     summary.add_timings(ShardRunner(plan, extractor, sink).run(sink.claim(sorted(failed))))
     extractor.ready()  # a model that failed to load fails the run even when every retried video failed first

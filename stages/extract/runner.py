@@ -84,13 +84,15 @@ class ShardBuffer:
     timestamps (n, T) float32 s (NaN pad); lengths (n,) int32.
     """
 
-    def __init__(self, index: int, records: list[VideoRecord], frames: int, claim: store.Claim | None):
+    def __init__(self, index: int, records: list[VideoRecord], frames: int, claim: store.Claim | None,
+                 dim: int = FEATURE_DIM, extras: tuple[str, ...] = ()):
         n = len(records)
         self.index, self.records, self.claim = index, records, claim
-        self.features = np.zeros((n, frames, FEATURE_DIM), np.float16)
+        self.features = np.zeros((n, frames, dim), np.float16)
         self.frame_indices = np.full((n, frames), -1, np.int32)
         self.timestamps = np.full((n, frames), np.nan, np.float32)
         self.lengths = np.zeros(n, np.int32)
+        self.extras = {name: np.zeros(n, np.uint8) for name in extras}  # per-video flags, e.g. has_audio
         self.ok = np.zeros(n, bool)
         self.failures: list[dict] = []
         self.pending = n  # videos not yet embedded or failed
@@ -118,6 +120,8 @@ class ShardBuffer:
             self.lengths[pos], self.ok[pos] = stored["lengths"][k], True
             self.frame_indices[pos] = stored["frame_indices"][k]
             self.timestamps[pos] = stored["timestamps"][k]
+            for name, values in self.extras.items():
+                values[pos] = stored[name][k]
             self.pending -= 1
 
     def accept(self, pos: int, dec: Decoded) -> None:
@@ -137,7 +141,7 @@ class ShardBuffer:
             "groups": [r.group for r in recs],
             "frame_indices": self.frame_indices[keep],
             "timestamps": self.timestamps[keep],
-        }
+        } | {name: values[keep] for name, values in self.extras.items()}
 
 
 class ShardSink(Protocol):
@@ -205,7 +209,7 @@ class ShardRunner:
         cfg = self.plan.cfg
         batch = backbone_batch(cfg, self.extractor.device)
         with (
-            self.releasing_claims(),
+            releasing_claims(self.opened),
             cf.ThreadPoolExecutor(1, thread_name_prefix="write") as self.writer,
             Batcher(self.extractor, batch, cfg.frames, cfg.image_size, self.workers, self.take_features) as batcher,
             cf.ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool,
@@ -315,32 +319,36 @@ class ShardRunner:
     def write(self, shard: ShardBuffer) -> None:
         """On the writer thread: the shard file (tmp, fsync, rename), then the sink."""
         t0 = time.perf_counter()
-        p = self.plan
-        attrs = {
-            "feature_set_id": p.identity.id,
-            "config": json.dumps(p.cfg.to_json(), sort_keys=True),
-            "shard_index": shard.index,
-            "identity": json.dumps(p.identity.__dict__, sort_keys=True),
-        }
-        entry = store.write_shard(self.sink.path(shard.index), shard.arrays(), attrs)
-        self.sink.written(shard, entry)
+        write_shard(self.plan, self.sink, shard)
         self.timings["write"] += time.perf_counter() - t0
 
-    @contextlib.contextmanager
-    def releasing_claims(self) -> Iterator[None]:
-        """On the way out, release every claim still held (release is idempotent).
 
-        A committed shard released its claim already; one this run could not finish (its
-        write failed, the run stopped early) would otherwise stay locked until the process
-        exits, and a retry in the same process (a test, a notebook, a Dask worker) would
-        wait forever for its own claim: a flock is per open file, not per process.
-        """
-        try:
-            yield
-        finally:
-            for shard in self.opened:
-                if shard.claim is not None:
-                    shard.claim.release()
+def write_shard(plan: ExtractionPlan, sink: ShardSink, shard: ShardBuffer) -> None:
+    """The shard's file (tmp, fsync, rename; its attributes name the set), then the sink."""
+    attrs = {
+        "feature_set_id": plan.identity.id,
+        "config": json.dumps(plan.cfg.to_json(), sort_keys=True),
+        "shard_index": shard.index,
+        "identity": json.dumps(plan.identity.__dict__, sort_keys=True),
+    }
+    sink.written(shard, store.write_shard(sink.path(shard.index), shard.arrays(), attrs))
+
+
+@contextlib.contextmanager
+def releasing_claims(shards: list[ShardBuffer]) -> Iterator[None]:
+    """On the way out, release every claim still held (release is idempotent).
+
+    A committed shard released its claim already; one a run could not finish (its write
+    failed, the run stopped early) would otherwise stay locked until the process exits,
+    and a retry in the same process (a test, a notebook, a Dask worker) would wait forever
+    for its own claim: a flock is per open file, not per process.
+    """
+    try:
+        yield
+    finally:
+        for shard in shards:
+            if shard.claim is not None:
+                shard.claim.release()
 
 
 # ---------------------------------------------------------------- claims

@@ -15,11 +15,14 @@ import numpy as np
 import torch
 
 from pipeline import console, store
-from pipeline.config import FEATURE_DIM, ExtractConfig
+from pipeline.config import AUDIO_DIM, FEATURE_DIM, ExtractConfig
 from pipeline.errors import StoreError
 from pipeline.ffmpeg import ffmpeg_binary
 
-from .backbone import FeatureExtractor, WeightsSpec, resolve_weights
+from .audio import audio_of_video, extract_audio
+from .backbone import FeatureExtractor, resolve_weights
+from .vggish import VGGishEmbedder, resolve_audio_weights
+from .weights import WeightsSpec
 from .decode import decode_video
 from .distributed import extract_on_dask
 from .local import extract_in_process, extract_on_devices
@@ -94,8 +97,10 @@ def reuse(plan: ExtractionPlan, manifest: dict, summary: Summary, earlier_failur
 
 
 def compute(plan: ExtractionPlan, summary: Summary) -> None:
-    """Every uncommitted shard: on Dask, one process per device, or in this process."""
-    if plan.cfg.scheduler:
+    """Every uncommitted shard: audio (this process), on Dask, one process per device, or in this process."""
+    if plan.cfg.modality == "audio":
+        extract_audio(plan, summary)
+    elif plan.cfg.scheduler:
         extract_on_dask(plan, summary)
     elif len(plan.cfg.devices) > 1:
         extract_on_devices(plan, summary)
@@ -115,33 +120,42 @@ def print_summary(s: Summary, manifest: dict) -> None:
     )
 
 
-def config_from_manifest(manifest: dict, **overrides) -> tuple[ExtractConfig, WeightsSpec]:
-    """The extraction settings and the exact weights a feature set was computed with."""
+def config_from_manifest(manifest: dict, **overrides) -> tuple[ExtractConfig, WeightsSpec | None]:
+    """The extraction settings and the exact weights a feature set was computed with (None: an
+    audio set of log-mel summaries, which needs none)."""
     fields = set(ExtractConfig.__dataclass_fields__)
     raw = {k: v for k, v in manifest["config"].items() if k in fields}
-    raw["devices"] = tuple(raw.get("devices") or ())
+    audio = manifest.get("modality", "rgb") == "audio"
     weights_id = manifest["identity"]["weights"]
-    if weights_id.startswith("random:"):  # includes a sample set made when ImageNet was unreachable
-        raw["weights"], raw["seed"] = "random", int(weights_id.split("seed")[1])
+    if weights_id and weights_id.startswith("random:"):  # includes a sample set made when ImageNet was unreachable
+        raw["audio_weights" if audio else "weights"], raw["seed"] = "random", int(weights_id.split("seed")[1])
     cfg = ExtractConfig(**(raw | {"scheduler": None, "devices": ()} | overrides))
-    spec = resolve_weights(cfg.weights, cfg.seed)
+    if weights_id is None:
+        return cfg, None
+    spec = resolve_audio_weights(cfg.audio_weights, cfg.seed) if audio else resolve_weights(cfg.weights, cfg.seed)
     if spec.identity != weights_id:
-        raise StoreError(
-            f"the weights now at {cfg.weights!r} ({spec.identity}) are not the ones this feature set "
-            f"used ({weights_id})"
-        )
+        option = "AUDIO_WEIGHTS" if audio else "WEIGHTS"
+        raise StoreError(f"the weights now at {option}={getattr(cfg, option.lower())!r} ({spec.identity}) are not the "
+                         f"ones this feature set used ({weights_id})")
     return cfg, spec
 
 
-def extract_video(
-    path: Path, cfg: ExtractConfig, spec: WeightsSpec, extractor: FeatureExtractor | None = None
-) -> tuple[np.ndarray, int]:
-    """Stage one for one video file: features (T, 2048) float16 zero-padded, and its length."""
+def extract_video(path: Path, cfg: ExtractConfig, spec: WeightsSpec | None,
+                  extractor: FeatureExtractor | None = None) -> tuple[np.ndarray, int, bool]:
+    """Stage one for one video file, as its feature set was computed: features (T, D) float16
+    zero-padded, its valid length, and whether the modality is there (False: no sound track)."""
     ffmpeg_binary()
+    if cfg.modality == "audio":
+        outcome = audio_of_video(Path(path), cfg, VGGishEmbedder(spec) if spec else None)
+        if outcome.error:
+            raise ValueError(f"{path}: {outcome.error}")
+        out = np.zeros((cfg.frames, AUDIO_DIM), np.float16)
+        out[: len(outcome.features)] = outcome.features
+        return out, len(outcome.features), outcome.has_audio
     dec = decode_video(Path(path), cfg.frames, cfg.image_size, cfg.resize_to, cfg.fps, cfg.timeout)
     if dec.error:
         raise ValueError(f"{path}: {dec.error}")
     extractor = extractor or FeatureExtractor(spec, cfg.device, cfg.precision)
     out = np.zeros((cfg.frames, FEATURE_DIM), np.float16)
     out[: len(dec.frames)] = extractor.extract(torch.from_numpy(np.ascontiguousarray(dec.frames)))
-    return out, len(dec.frames)
+    return out, len(dec.frames), True

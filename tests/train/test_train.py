@@ -274,7 +274,7 @@ def test_predict_runs_stage_one_on_the_clip_and_prints_the_top_classes(temporal_
 
     def fake_extract_video(path, cfg, spec):
         seen.update(path=path, cfg=cfg, spec=spec)
-        return clip, length
+        return clip, length, True
 
     monkeypatch.setattr(extract, "extract_video", fake_extract_video)
     top = predict.predict(video, out, top=3, device="cpu")
