@@ -129,15 +129,33 @@ def extract_options(fn):
         ),
         click.option("--scheduler", help="Run on Dask: local:N or tcp://host:8786 (SCHEDULER=)."),
         click.option("--name", help="Dataset name in the store (default: derived from --dataset/--data-dir)."),
-        click.option("--modality", type=click.Choice(MODALITIES), default="rgb", show_default=True,
-                     help="rgb: ResNet-50 on the pictures; audio: the sound around each sampled frame (MODALITY=)."),
-        click.option("--audio-features", type=click.Choice(AUDIO_FEATURES), default="logmel", show_default=True,
-                     help="Audio: logmel (per-band mean and std of a log-mel window, no weights) or vggish "
-                          "(AUDIO_FEATURES=)."),
-        click.option("--audio-weights", default="vggish", show_default=True,
-                     help="Audio with vggish: vggish | random | /path/to/vggish.pth (AUDIO_WEIGHTS=)."),
-        click.option("--audio-window", type=float, default=0.96, show_default=True,
-                     help="Audio: seconds of sound centred on each sampled frame (AUDIO_WINDOW=)."),
+        click.option(
+            "--modality",
+            type=click.Choice(MODALITIES),
+            default="rgb",
+            show_default=True,
+            help="rgb: ResNet-50 on the pictures; audio: the sound around each sampled frame (MODALITY=).",
+        ),
+        click.option(
+            "--audio-features",
+            type=click.Choice(AUDIO_FEATURES),
+            default="logmel",
+            show_default=True,
+            help="Audio: logmel (per-band mean and std of a log-mel window, no weights) or vggish (AUDIO_FEATURES=).",
+        ),
+        click.option(
+            "--audio-weights",
+            default="vggish",
+            show_default=True,
+            help="Audio with vggish: vggish | random | /path/to/vggish.pth (AUDIO_WEIGHTS=).",
+        ),
+        click.option(
+            "--audio-window",
+            type=float,
+            default=0.96,
+            show_default=True,
+            help="Audio: seconds of sound centred on each sampled frame (AUDIO_WINDOW=).",
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)

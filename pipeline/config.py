@@ -113,15 +113,18 @@ def validate_extract(cfg: ExtractConfig) -> None:
     if cfg.modality not in MODALITIES:
         raise ConfigError(f"--modality (MODALITY=): choose one of {', '.join(MODALITIES)}, got {cfg.modality!r}")
     if cfg.audio_features not in AUDIO_FEATURES:
-        raise ConfigError(f"--audio-features (AUDIO_FEATURES=): choose one of {', '.join(AUDIO_FEATURES)}, "
-                          f"got {cfg.audio_features!r}")
+        raise ConfigError(
+            f"--audio-features (AUDIO_FEATURES=): choose one of {', '.join(AUDIO_FEATURES)}, got {cfg.audio_features!r}"
+        )
     if not 0.1 <= cfg.audio_window <= 10:
         raise ConfigError(f"--audio-window: seconds of sound per step, between 0.1 and 10, got {cfg.audio_window!r}")
     if cfg.modality == "audio" and cfg.audio_features == "vggish" and round(cfg.audio_window * 100) != 96:
         raise ConfigError(f"--audio-window {cfg.audio_window}: a VGGish embedding takes exactly 0.96 s of sound")
     if cfg.modality == "audio" and (cfg.scheduler or len(cfg.devices) > 1):
-        raise ConfigError("--scheduler / --devices (SCHEDULER=, DEVICES=) spread the picture modality's backbone; "
-                          "MODALITY=audio runs in one process with WORKERS= decoder threads (about 45 CPU ms a video)")
+        raise ConfigError(
+            "--scheduler / --devices (SCHEDULER=, DEVICES=) spread the picture modality's backbone; "
+            "MODALITY=audio runs in one process with WORKERS= decoder threads (about 45 CPU ms a video)"
+        )
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"--dataset: unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
     if not isinstance(cfg.frames, int) or cfg.frames < 1:

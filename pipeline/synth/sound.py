@@ -14,6 +14,7 @@ ONE ffmpeg call per clip, written atomically like every generated clip (clips.ru
     make_sound_corpus        single clips for the decoder's tests, a corrupt sound track included
     make_sound_bench_clips   UCF101-like 7 s AVIs with 44.1 kHz stereo MP3, for measuring
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -68,8 +69,13 @@ def scene_video(scenes: Sequence[str], frames: int, fps: float, size: tuple[int,
     for name, n in zip(scenes, shares):
         src, skip = SCENES[name](w, h, fps, rng)
         # Same size, pixel format and aspect on every segment, as concat requires.
-        segments.append(src.trim(start_frame=skip, end_frame=skip + n).setpts("PTS-STARTPTS")
-                        .filter("scale", w, h).filter("setsar", 1).filter("format", "yuv420p"))
+        segments.append(
+            src.trim(start_frame=skip, end_frame=skip + n)
+            .setpts("PTS-STARTPTS")
+            .filter("scale", w, h)
+            .filter("setsar", 1)
+            .filter("format", "yuv420p")
+        )
     video = ffmpeg.concat(*segments, v=1, a=0) if len(segments) > 1 else segments[0]
     return video.filter("hue", h=round(rng.uniform(-8, 8), 1), s=round(rng.uniform(0.85, 1.15), 2))
 
@@ -79,11 +85,17 @@ def tone_track(tones: Sequence[Tone], sample_rate: int, channels: int):
     segments = []
     for freq, seconds in tones:
         n = max(1, round(seconds * sample_rate))
-        src = (lavfi("sine", frequency=freq, sample_rate=sample_rate) if freq > 0
-               else lavfi("anullsrc", r=sample_rate, cl="mono"))
+        src = (
+            lavfi("sine", frequency=freq, sample_rate=sample_rate)
+            if freq > 0
+            else lavfi("anullsrc", r=sample_rate, cl="mono")
+        )
         # sine's amplitude is fixed at 1/8; the volume filter sets ours. asetpts: concat wants 0-based parts.
-        segments.append(src.filter("atrim", end_sample=n).filter("asetpts", "PTS-STARTPTS")
-                        .filter("volume", TONE_AMPLITUDE * 8 if freq > 0 else 1))
+        segments.append(
+            src.filter("atrim", end_sample=n)
+            .filter("asetpts", "PTS-STARTPTS")
+            .filter("volume", TONE_AMPLITUDE * 8 if freq > 0 else 1)
+        )
     audio = ffmpeg.concat(*segments, v=0, a=1) if len(segments) > 1 else segments[0]
     if channels not in (1, 2):
         raise ValueError(f"channels must be 1 or 2, got {channels}")
@@ -91,12 +103,14 @@ def tone_track(tones: Sequence[Tone], sample_rate: int, channels: int):
         # The same signal in both channels at full level (ffmpeg's own upmix would lower it by 3 dB).
         twins = audio.filter("aformat", channel_layouts="mono").filter_multi_output("asplit", 2)
         audio = ffmpeg.filter([twins[0], twins[1]], "amerge", inputs=2)
-    return audio.filter("aformat", sample_fmts="fltp", sample_rates=sample_rate,
-                        channel_layouts="stereo" if channels == 2 else "mono")
+    return audio.filter(
+        "aformat", sample_fmts="fltp", sample_rates=sample_rate, channel_layouts="stereo" if channels == 2 else "mono"
+    )
 
 
-def sound_clip_node(dest: Path, video, audio, audio_codec: str | None, sample_rate: int, channels: int,
-                    video_codec: str):
+def sound_clip_node(
+    dest: Path, video, audio, audio_codec: str | None, sample_rate: int, channels: int, video_codec: str
+):
     """The output node: the pictures (and the sound, if any) into dest's container, one encoder thread each."""
     muxer = MUXERS.get(dest.suffix.lower())
     if muxer is None:
@@ -113,9 +127,19 @@ def sound_clip_node(dest: Path, video, audio, audio_codec: str | None, sample_ra
     return ffmpeg.output(*streams, str(partial_name(dest)), **kw)
 
 
-def make_sound_clip(path: Path, scenes: Sequence[str], tones: Sequence[Tone] | None, *, fps: float = 10,
-                    size: tuple[int, int] = (96, 64), sample_rate: int = 44100, channels: int = 2,
-                    audio_codec: str | None = None, seed: int | str = 0, timeout: float = 120.0) -> SoundClip:
+def make_sound_clip(
+    path: Path,
+    scenes: Sequence[str],
+    tones: Sequence[Tone] | None,
+    *,
+    fps: float = 10,
+    size: tuple[int, int] = (96, 64),
+    sample_rate: int = 44100,
+    channels: int = 2,
+    audio_codec: str | None = None,
+    seed: int | str = 0,
+    timeout: float = 120.0,
+) -> SoundClip:
     """Write one clip: `scenes` as pictures and `tones` as its sound track, with one ffmpeg call.
 
     path: its extension picks the container and, unless audio_codec is given, the sound codec
@@ -125,28 +149,48 @@ def make_sound_clip(path: Path, scenes: Sequence[str], tones: Sequence[Tone] | N
     lasting one second per scene. sample_rate (Hz) and channels (1 or 2): the source and
     encoded format. seed picks scene offsets and the hue look.
     """
-    clip = plan_sound_clip(path, scenes, tones, fps=fps, sample_rate=sample_rate, channels=channels,
-                           audio_codec=audio_codec)
+    clip = plan_sound_clip(
+        path, scenes, tones, fps=fps, sample_rate=sample_rate, channels=channels, audio_codec=audio_codec
+    )
     clip.path.parent.mkdir(parents=True, exist_ok=True)
     rng = random.Random(f"sound:{seed}")
     video = scene_video(scenes, clip.frames, fps, size, rng)
     audio = tone_track(clip.tones, sample_rate, channels) if clip.tones else None
     video_codec = "libvpx" if clip.path.suffix.lower() == ".webm" else "mpeg4"
-    run_ffmpeg(sound_clip_node(clip.path, video, audio, clip.audio_codec, sample_rate, channels, video_codec),
-               clip.path, timeout)
+    run_ffmpeg(
+        sound_clip_node(clip.path, video, audio, clip.audio_codec, sample_rate, channels, video_codec),
+        clip.path,
+        timeout,
+    )
     return clip
 
 
-def plan_sound_clip(path: Path, scenes: Sequence[str], tones: Sequence[Tone] | None, *, fps: float = 10,
-                    sample_rate: int = 44100, channels: int = 2, audio_codec: str | None = None,
-                    **_drawing) -> SoundClip:
+def plan_sound_clip(
+    path: Path,
+    scenes: Sequence[str],
+    tones: Sequence[Tone] | None,
+    *,
+    fps: float = 10,
+    sample_rate: int = 44100,
+    channels: int = 2,
+    audio_codec: str | None = None,
+    **_drawing,
+) -> SoundClip:
     """What make_sound_clip(same arguments) writes, without writing it (size, seed, timeout ignored)."""
     path = Path(path)
     tones = tuple((float(f), float(s)) for f, s in (tones or ()))
     seconds = sum(s for _, s in tones) if tones else float(len(scenes))
     codec = (audio_codec or AUDIO_CODECS.get(path.suffix.lower())) if tones else None
-    return SoundClip(path, tuple(scenes), max(len(scenes), round(seconds * fps)), float(fps), tones,
-                     sample_rate if tones else 0, channels if tones else 0, codec)
+    return SoundClip(
+        path,
+        tuple(scenes),
+        max(len(scenes), round(seconds * fps)),
+        float(fps),
+        tones,
+        sample_rate if tones else 0,
+        channels if tones else 0,
+        codec,
+    )
 
 
 def jittered_tones(freqs: Sequence[float], seconds: float, rng: random.Random, jitter: float = 0.3) -> tuple[Tone, ...]:
@@ -168,10 +212,20 @@ SOUND_TREE_CLASSES = {
 }
 
 
-def make_ucf101_sound_tree(root: Path, classes: SoundClasses = SOUND_TREE_CLASSES,
-                           groups: int = 3, clips_per_group: int = 1, *, seconds: float = 1.5, fps: float = 10,
-                           size: tuple[int, int] = (96, 64), sample_rate: int = 44100, channels: int = 2,
-                           seed: int | str = 0, workers: int | None = None) -> dict[str, SoundClip | None]:
+def make_ucf101_sound_tree(
+    root: Path,
+    classes: SoundClasses = SOUND_TREE_CLASSES,
+    groups: int = 3,
+    clips_per_group: int = 1,
+    *,
+    seconds: float = 1.5,
+    fps: float = 10,
+    size: tuple[int, int] = (96, 64),
+    sample_rate: int = 44100,
+    channels: int = 2,
+    seed: int | str = 0,
+    workers: int | None = None,
+) -> dict[str, SoundClip | None]:
     """A UCF101-layout tree (layouts.make_ucf101_tree's files and lists) where some classes have sound.
 
     classes: name -> (scenes, tone frequencies or None). A class with tones gets MP3 in AVI
@@ -186,13 +240,33 @@ def make_ucf101_sound_tree(root: Path, classes: SoundClasses = SOUND_TREE_CLASSE
     for cls, (scenes, freqs) in classes.items():
         for rel in (ucf101_name(cls, g, c) for g in range(1, groups + 1) for c in range(1, clips_per_group + 1)):
             tones = jittered_tones(freqs, seconds, random.Random(f"{seed}/{rel}")) if freqs else None
-            jobs[rel] = dict(path=root / "UCF-101" / rel, scenes=scenes, fps=fps, size=size, sample_rate=sample_rate,
-                             channels=channels, tones=tones, seed=f"{seed}/{rel}") if freqs else None
+            jobs[rel] = (
+                dict(
+                    path=root / "UCF-101" / rel,
+                    scenes=scenes,
+                    fps=fps,
+                    size=size,
+                    sample_rate=sample_rate,
+                    channels=channels,
+                    tones=tones,
+                    seed=f"{seed}/{rel}",
+                )
+                if freqs
+                else None
+            )
     run_all([j for j in jobs.values() if j and not j["path"].is_file()], workers)
     # The silent classes' clips and the list files: make_ucf101_tree keeps the clips made above.
-    make_ucf101_tree(root, {cls: tuple(scenes) for cls, (scenes, _) in classes.items()}, groups, clips_per_group,
-                     fps=fps, size=size, seconds_per_scene=seconds / max(len(s) for s, _ in classes.values()),
-                     seed=seed, workers=workers)
+    make_ucf101_tree(
+        root,
+        {cls: tuple(scenes) for cls, (scenes, _) in classes.items()},
+        groups,
+        clips_per_group,
+        fps=fps,
+        size=size,
+        seconds_per_scene=seconds / max(len(s) for s, _ in classes.values()),
+        seed=seed,
+        workers=workers,
+    )
     return {rel: plan_sound_clip(**job) if job else None for rel, job in jobs.items()}
 
 
@@ -215,9 +289,18 @@ AV_CLASSES = {
 }
 
 
-def make_av_dataset(root: Path, classes: Mapping[str, tuple[str, Sequence[float]]] = AV_CLASSES, groups: int = 6,
-                    clips_per_group: int = 2, *, seconds: float = 2.0, fps: float = 8, size: tuple[int, int] = (64, 48),
-                    seed: int | str = 0, workers: int | None = None) -> dict[str, tuple[str, tuple[float, ...]]]:
+def make_av_dataset(
+    root: Path,
+    classes: Mapping[str, tuple[str, Sequence[float]]] = AV_CLASSES,
+    groups: int = 6,
+    clips_per_group: int = 2,
+    *,
+    seconds: float = 2.0,
+    fps: float = 8,
+    size: tuple[int, int] = (64, 48),
+    seed: int | str = 0,
+    workers: int | None = None,
+) -> dict[str, tuple[str, tuple[float, ...]]]:
     """The audio-visual test set in the UCF101 layout: every clip one scene and a sequence of tones.
 
     classes: name -> (scene, tone frequencies in order); the default AV_CLASSES crosses 2
@@ -228,8 +311,17 @@ def make_av_dataset(root: Path, classes: Mapping[str, tuple[str, Sequence[float]
     2 clips = 48 clips of 2 s. Idempotent. Returns the class table.
     """
     table = {cls: (scene, tuple(float(f) for f in freqs)) for cls, (scene, freqs) in classes.items()}
-    make_ucf101_sound_tree(root, {cls: ((scene,), freqs) for cls, (scene, freqs) in table.items()}, groups,
-                           clips_per_group, seconds=seconds, fps=fps, size=size, seed=f"av{seed}", workers=workers)
+    make_ucf101_sound_tree(
+        root,
+        {cls: ((scene,), freqs) for cls, (scene, freqs) in table.items()},
+        groups,
+        clips_per_group,
+        seconds=seconds,
+        fps=fps,
+        size=size,
+        seed=f"av{seed}",
+        workers=workers,
+    )
     return table
 
 
@@ -297,8 +389,15 @@ def make_sound_corpus(root: Path, workers: int | None = None) -> dict[str, Sound
     return clips
 
 
-def make_sound_bench_clips(dir: Path, count: int, seconds: float = 7.0, *, size: tuple[int, int] = (320, 240),
-                           fps: float = 25, workers: int | None = None) -> list[Path]:
+def make_sound_bench_clips(
+    dir: Path,
+    count: int,
+    seconds: float = 7.0,
+    *,
+    size: tuple[int, int] = (320, 240),
+    fps: float = 25,
+    workers: int | None = None,
+) -> list[Path]:
     """UCF101-like clips with sound for measuring: dir/sound_bench_NNNN.avi, 320x240 at 25 fps,
     `seconds` long, mpeg4 pictures and a 44.1 kHz stereo MP3 track of three tones (64 kbit/s).
     Existing clips are reused. Returns the paths, sorted."""
@@ -308,7 +407,15 @@ def make_sound_bench_clips(dir: Path, count: int, seconds: float = 7.0, *, size:
         freqs = [rng.choice([220.0, 330.0, 440.0, 660.0, 880.0, 1320.0]) for _ in range(3)]
         scenes = rng.sample(["testcard", "plasma", "rings", "box"], 3)
         tones = jittered_tones(freqs, seconds, rng)
-        jobs.append(dict(path=Path(dir) / f"sound_bench_{i:04d}.avi", scenes=scenes, tones=tones, fps=fps, size=size,
-                         seed=f"sound-bench/{i}"))
+        jobs.append(
+            dict(
+                path=Path(dir) / f"sound_bench_{i:04d}.avi",
+                scenes=scenes,
+                tones=tones,
+                fps=fps,
+                size=size,
+                seed=f"sound-bench/{i}",
+            )
+        )
     run_all([j for j in jobs if not Path(j["path"]).is_file()], workers)
     return [j["path"] for j in jobs]

@@ -17,6 +17,7 @@ video differs. Decoding sound is cheap next to ResNet-50 (about 45 CPU ms a vide
 development machine), so audio runs on this machine's cores; VGGish, when asked for, runs
 on the CPU threads too.
 """
+
 from __future__ import annotations
 
 import concurrent.futures as cf

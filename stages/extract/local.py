@@ -67,15 +67,18 @@ def work_through(plan: ExtractionPlan, summary: Summary, work: str, runner_for: 
         return
     console.say(f"feature set {plan.identity.id}: {len(missing)} of {len(plan.shards)} shards to compute {work}")
     waited, reported_busy = False, set()
-    with console.progress(sum(len(plan.shards[i]) for i in missing), "video", "stage one",
-                          disable=not show_progress) as bar:
+    with console.progress(
+        sum(len(plan.shards[i]) for i in missing), "video", "stage one", disable=not show_progress
+    ) as bar:
         while missing:
             summary.add_timings(runner_for(bar).run(claim_free_shards(plan, missing, reported_busy)))
             missing = uncommitted(plan)
             if missing:
                 if not waited:
-                    console.say(f"waiting: {len(missing)} shard(s) are being computed by another run; "
-                                f"this run takes them over if that run dies")
+                    console.say(
+                        f"waiting: {len(missing)} shard(s) are being computed by another run; "
+                        f"this run takes them over if that run dies"
+                    )
                     waited = True
                 time.sleep(0.5)
 

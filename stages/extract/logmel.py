@@ -30,6 +30,7 @@ the store's `has_audio` flag, not these values, tells a missing track from a sil
 Steps whose timestamp is NaN (stage one's padding past a short video's last frame) get
 zeros, like the padded rows of the visual features.
 """
+
 from __future__ import annotations
 
 import functools
@@ -49,8 +50,17 @@ EXAMPLE_S = 0.96  # one VGGish example: 96 frames
 SUMMARY_DIM = 2 * MEL_BANDS  # per band: mean and std
 SILENCE_LOG_MEL = math.log(LOG_OFFSET)
 # What an audio set's identity records of this front end (any change is another feature set).
-FRONT_END = {"sample_rate": SAMPLE_RATE, "window": WINDOW, "hop": HOP, "fft": FFT, "mel_bands": MEL_BANDS,
-             "mel_hz": [MEL_LOW_HZ, MEL_HIGH_HZ], "log_offset": LOG_OFFSET, "mel_scale": "htk", "downmix": "mean"}
+FRONT_END = {
+    "sample_rate": SAMPLE_RATE,
+    "window": WINDOW,
+    "hop": HOP,
+    "fft": FFT,
+    "mel_bands": MEL_BANDS,
+    "mel_hz": [MEL_LOW_HZ, MEL_HIGH_HZ],
+    "log_offset": LOG_OFFSET,
+    "mel_scale": "htk",
+    "downmix": "mean",
+}
 
 
 # ---------------------------------------------------------------- the front end
@@ -131,8 +141,9 @@ def segments_at(samples: np.ndarray, timestamps: np.ndarray, frames: int) -> np.
     return out
 
 
-def log_mel_examples(samples: np.ndarray, timestamps: np.ndarray, window_s: float = EXAMPLE_S,
-                     device: str | torch.device = "cpu") -> torch.Tensor:
+def log_mel_examples(
+    samples: np.ndarray, timestamps: np.ndarray, window_s: float = EXAMPLE_S, device: str | torch.device = "cpu"
+) -> torch.Tensor:
     """(T, frames, 64) float32 log-mel on `device`: the window_s seconds of sound centred on each timestamp.
 
     samples (n,) float32 mono at 16 kHz (decode_audio's); timestamps (T,) float seconds.
@@ -150,8 +161,13 @@ def summarize(examples: torch.Tensor) -> torch.Tensor:
     return torch.cat([examples.mean(dim=1), examples.std(dim=1, unbiased=False)], dim=1)
 
 
-def audio_features_at(samples: np.ndarray, timestamps: np.ndarray, window_s: float = EXAMPLE_S, embed=None,
-                      device: str | torch.device = "cpu") -> np.ndarray:
+def audio_features_at(
+    samples: np.ndarray,
+    timestamps: np.ndarray,
+    window_s: float = EXAMPLE_S,
+    embed=None,
+    device: str | torch.device = "cpu",
+) -> np.ndarray:
     """(T, D) float32 audio features, step t centred on timestamps[t] (seconds).
 
     samples: (n,) float32 mono at 16 kHz; empty for a video without sound (-> silence

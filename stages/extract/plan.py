@@ -20,8 +20,16 @@ from pathlib import Path
 import torch
 
 from pipeline import store
-from pipeline.config import (AUDIO_DIM, FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD, SCHEMA_VERSION, AudioIdentity,
-                             ExtractConfig, FeatureIdentity)
+from pipeline.config import (
+    AUDIO_DIM,
+    FEATURE_DIM,
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    SCHEMA_VERSION,
+    AudioIdentity,
+    ExtractConfig,
+    FeatureIdentity,
+)
 from pipeline.devices import inference_precision, resolve_device
 from pipeline.errors import ConfigError, StoreError
 
@@ -77,7 +85,11 @@ PICTURE_TIMES_DECODER = "ffmpeg-cli"
 
 def sampling_of(cfg: ExtractConfig) -> dict:
     """Which frames a video gives: T uniform segment centres, or a fixed rate capped at T."""
-    return {"mode": "fps", "fps": cfg.fps, "max_frames": cfg.frames} if cfg.fps else {"mode": "uniform", "frames": cfg.frames}
+    return (
+        {"mode": "fps", "fps": cfg.fps, "max_frames": cfg.frames}
+        if cfg.fps
+        else {"mode": "uniform", "frames": cfg.frames}
+    )
 
 
 def make_identity(cfg: ExtractConfig, ds: Dataset, weights: WeightsSpec, precision: str) -> FeatureIdentity:
@@ -141,14 +153,18 @@ def make_plan(cfg: ExtractConfig, download: bool = True) -> ExtractionPlan:
     timeout = 20.0 if download else 0.001
     if cfg.modality == "audio":
         ds = listed(cfg)
-        weights = resolve_audio_weights(cfg.audio_weights, cfg.seed, download_timeout=timeout) \
-            if cfg.audio_features == "vggish" else None
+        weights = (
+            resolve_audio_weights(cfg.audio_weights, cfg.seed, download_timeout=timeout)
+            if cfg.audio_features == "vggish"
+            else None
+        )
         identity = make_audio_identity(cfg, ds, weights)
     else:
         precision = compute_precision(cfg)  # first: DEVICE=cuda without CUDA fails before the sample is generated
         ds = listed(cfg)
-        weights = resolve_weights(cfg.weights, cfg.seed, fallback_to_random=cfg.dataset == "sample",
-                                  download_timeout=timeout)
+        weights = resolve_weights(
+            cfg.weights, cfg.seed, fallback_to_random=cfg.dataset == "sample", download_timeout=timeout
+        )
         identity = make_identity(cfg, ds, weights, precision)
     return ExtractionPlan(
         cfg, weights, identity, cfg.store_root / cfg.dataset_name / identity.id, chunk(ds.records, cfg.shard_size), ds
@@ -189,10 +205,22 @@ def open_feature_set(plan: ExtractionPlan) -> dict:
     audio = cfg.modality == "audio"
     config = cfg.to_json() | ({} if audio else {"precision": plan.identity.precision})
     manifest = store.new_manifest(
-        plan.identity.id, cfg.dataset_name, json.loads(json.dumps(plan.identity.__dict__)), config, cfg.frames,
-        AUDIO_DIM if audio else FEATURE_DIM, ds.classes, ds.splits, len(ds.records), cfg.shard_size, len(plan.shards),
-        video_root=str(ds.video_root), unlisted_failures=ds.problems, modality=cfg.modality,
-        default_settings=has_default_settings(cfg))
+        plan.identity.id,
+        cfg.dataset_name,
+        json.loads(json.dumps(plan.identity.__dict__)),
+        config,
+        cfg.frames,
+        AUDIO_DIM if audio else FEATURE_DIM,
+        ds.classes,
+        ds.splits,
+        len(ds.records),
+        cfg.shard_size,
+        len(plan.shards),
+        video_root=str(ds.video_root),
+        unlisted_failures=ds.problems,
+        modality=cfg.modality,
+        default_settings=has_default_settings(cfg),
+    )
     return store.create(plan.set_dir, manifest)
 
 

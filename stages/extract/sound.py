@@ -25,6 +25,7 @@ of the audio features can be centred on the timestamp of step t of the pictures.
 Downmixing is the mean of the channels, as VGGish's reference front end does (the
 resampler's own stereo-to-mono matrix would add 3 dB).
 """
+
 from __future__ import annotations
 
 import io
@@ -49,8 +50,12 @@ MAX_GAP_S = 10.0
 # The decode thread reports its own timeout at the deadline; the caller waits this much
 # longer for that report before it gives up on the thread (a read the kernel never returns).
 ABANDON_GRACE_S = 0.5
-FILE_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
-              stat.S_IFBLK: "a block device"}
+FILE_KINDS = {
+    stat.S_IFIFO: "a FIFO",
+    stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a character device",
+    stat.S_IFBLK: "a block device",
+}
 
 
 @dataclass
@@ -235,8 +240,9 @@ class MonoAssembler:
         run.add(t, frame_channels(frame))
 
     def samples(self) -> np.ndarray:
-        pieces = [(round((run.start_s - self.origin_s) * SAMPLE_RATE), resample(run.mono(), run.rate))
-                  for run in self.runs]
+        pieces = [
+            (round((run.start_s - self.origin_s) * SAMPLE_RATE), resample(run.mono(), run.rate)) for run in self.runs
+        ]
         out = np.zeros(max([0] + [at + len(y) for at, y in pieces]), np.float32)
         for at, y in pieces:
             if at < 0:
@@ -267,14 +273,17 @@ def decode_stream(container: av.container.InputContainer, deadline: float, timeo
         for frame in frames:
             sink.add(frame)
     if packets == 0:
-        return AudioTrack(has_audio=False, codec=ctx.name, source_rate=ctx.sample_rate,
-                          source_channels=ctx.layout.nb_channels)
+        return AudioTrack(
+            has_audio=False, codec=ctx.name, source_rate=ctx.sample_rate, source_channels=ctx.layout.nb_channels
+        )
     if bad and (bad > MAX_BAD_PACKET_SHARE * packets or not sink.runs):
-        raise AudioDecodeError(f"not decodable: the {ctx.name} decoder failed on {bad} of {packets} packets "
-                               f"({error_text(first_error)})")
+        raise AudioDecodeError(
+            f"not decodable: the {ctx.name} decoder failed on {bad} of {packets} packets ({error_text(first_error)})"
+        )
     samples = sink.samples()
-    return AudioTrack(samples, True, None, len(samples) / SAMPLE_RATE, ctx.name, ctx.sample_rate,
-                      ctx.layout.nb_channels)
+    return AudioTrack(
+        samples, True, None, len(samples) / SAMPLE_RATE, ctx.name, ctx.sample_rate, ctx.layout.nb_channels
+    )
 
 
 def error_text(e: BaseException) -> str:
@@ -315,8 +324,9 @@ def decode_audio(path: str | Path, timeout: float = 60.0) -> AudioTrack:
     box: dict[str, AudioTrack] = {}
     # A daemon thread of its own: if a read blocks inside the kernel, the caller still
     # gets its answer at the timeout, and the thread ends whenever that read returns.
-    worker = threading.Thread(target=lambda: box.setdefault("track", guarded(path, deadline, timeout)),
-                              name="audio-decode", daemon=True)
+    worker = threading.Thread(
+        target=lambda: box.setdefault("track", guarded(path, deadline, timeout)), name="audio-decode", daemon=True
+    )
     worker.start()
     worker.join(max(0.0, deadline - time.monotonic()) + ABANDON_GRACE_S)
     if "track" not in box:

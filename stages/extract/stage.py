@@ -135,13 +135,16 @@ def config_from_manifest(manifest: dict, **overrides) -> tuple[ExtractConfig, We
     spec = resolve_audio_weights(cfg.audio_weights, cfg.seed) if audio else resolve_weights(cfg.weights, cfg.seed)
     if spec.identity != weights_id:
         option = "AUDIO_WEIGHTS" if audio else "WEIGHTS"
-        raise StoreError(f"the weights now at {option}={getattr(cfg, option.lower())!r} ({spec.identity}) are not the "
-                         f"ones this feature set used ({weights_id})")
+        raise StoreError(
+            f"the weights now at {option}={getattr(cfg, option.lower())!r} ({spec.identity}) are not the "
+            f"ones this feature set used ({weights_id})"
+        )
     return cfg, spec
 
 
-def extract_video(path: Path, cfg: ExtractConfig, spec: WeightsSpec | None,
-                  extractor: FeatureExtractor | None = None) -> tuple[np.ndarray, int, bool]:
+def extract_video(
+    path: Path, cfg: ExtractConfig, spec: WeightsSpec | None, extractor: FeatureExtractor | None = None
+) -> tuple[np.ndarray, int, bool]:
     """Stage one for one video file, as its feature set was computed: features (T, D) float16
     zero-padded, its valid length, and whether the modality is there (False: no sound track)."""
     ffmpeg_binary()

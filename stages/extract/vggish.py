@@ -25,6 +25,7 @@ Weights (AUDIO_WEIGHTS=, `resolve_audio_weights`):
 - a path: that state dict, checked tensor by tensor before any work; id `sha256:<16 hex>`.
 - `random`: seeded random weights, only when asked, announced loudly, id `random:seed<N>`.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -43,6 +44,8 @@ EXAMPLE_SHAPE = (96, 64)  # log-mel frames x bands
 CONV_LAYOUT = (64, "M", 128, "M", 256, 256, "M", 512, 512, "M")
 PCA_KEYS = ("pproc.pca_matrix", "pproc.pca_means")
 QUANTIZE_MIN, QUANTIZE_MAX = -2.0, 2.0  # torchvggish's (and AudioSet's) clipping range
+
+
 def make_features() -> nn.Sequential:
     """VGGish's convolutional trunk: (B, 1, 96, 64) -> (B, 512, 6, 4)."""
     layers: list[nn.Module] = []
@@ -77,9 +80,13 @@ class VGGish(nn.Module):
         super().__init__()
         self.features = make_features()
         self.embeddings = nn.Sequential(
-            nn.Linear(512 * 6 * 4, 4096), nn.ReLU(inplace=True),
-            nn.Linear(4096, 4096), nn.ReLU(inplace=True),
-            nn.Linear(4096, EMBEDDING_DIM), nn.ReLU(inplace=True))
+            nn.Linear(512 * 6 * 4, 4096),
+            nn.ReLU(inplace=True),
+            nn.Linear(4096, 4096),
+            nn.ReLU(inplace=True),
+            nn.Linear(4096, EMBEDDING_DIM),
+            nn.ReLU(inplace=True),
+        )
         self.pproc = Postprocessor() if postprocess else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -110,13 +117,22 @@ def check_fits_vggish(state: dict, path: Path) -> None:
 
 
 VGGISH = Checkpoint(
-    name="VGGish", flag="--audio-weights", variable="AUDIO_WEIGHTS", file_hint="vggish.pth", pretrained="vggish",
-    identity=VGGISH_IDENTITY, cache_path=vggish_cache_path, download=download_vggish, check=check_fits_vggish,
-    what="AudioSet (VGGish) embeddings")
+    name="VGGish",
+    flag="--audio-weights",
+    variable="AUDIO_WEIGHTS",
+    file_hint="vggish.pth",
+    pretrained="vggish",
+    identity=VGGISH_IDENTITY,
+    cache_path=vggish_cache_path,
+    download=download_vggish,
+    check=check_fits_vggish,
+    what="AudioSet (VGGish) embeddings",
+)
 
 
-def resolve_audio_weights(weights: str = "vggish", seed: int = 0, fallback_to_random: bool = False,
-                          download_timeout: float = 20.0) -> WeightsSpec:
+def resolve_audio_weights(
+    weights: str = "vggish", seed: int = 0, fallback_to_random: bool = False, download_timeout: float = 20.0
+) -> WeightsSpec:
     """AUDIO_WEIGHTS=: vggish (torchvggish's checkpoint, from the hub cache, downloaded once), a path
     to a state dict, or random (seeded, announced)."""
     return resolve(VGGISH, weights, seed, fallback_to_random, download_timeout)

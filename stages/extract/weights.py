@@ -10,6 +10,7 @@
 Checkpoints are loaded with `weights_only=True`: a file that would run code when unpickled
 is refused.
 """
+
 from __future__ import annotations
 
 import socket
@@ -54,8 +55,9 @@ class Checkpoint:
         return f"{self.flag} ({self.variable}=)"
 
 
-def resolve(ckpt: Checkpoint, weights: str, seed: int = 0, fallback_to_random: bool = False,
-            download_timeout: float = 20.0) -> WeightsSpec:
+def resolve(
+    ckpt: Checkpoint, weights: str, seed: int = 0, fallback_to_random: bool = False, download_timeout: float = 20.0
+) -> WeightsSpec:
     """Turn the option's value into a concrete, identifiable weights source, downloading if needed."""
     if weights == "random":
         warn_random(f"{ckpt.option} random was asked for", ckpt.what)
@@ -75,9 +77,11 @@ def resolve(ckpt: Checkpoint, weights: str, seed: int = 0, fallback_to_random: b
             with socket_timeout(download_timeout):  # an offline machine should fail in seconds, not hang
                 ckpt.download()
         except (OSError, urllib.error.URLError, RuntimeError) as e:
-            msg = (f"{ckpt.name} weights are not cached at {cached} and could not be downloaded "
-                   f"({type(e).__name__}: {e}). On an offline machine copy {cached.name} there, or pass "
-                   f"{ckpt.variable}=/path/to/{ckpt.file_hint}")
+            msg = (
+                f"{ckpt.name} weights are not cached at {cached} and could not be downloaded "
+                f"({type(e).__name__}: {e}). On an offline machine copy {cached.name} there, or pass "
+                f"{ckpt.variable}=/path/to/{ckpt.file_hint}"
+            )
             if not fallback_to_random:
                 raise WeightsError(msg) from None
             warn_random(msg, ckpt.what)
@@ -106,8 +110,10 @@ def file_identity(path: Path) -> str:
 
 def warn_random(reason: str, what: str) -> None:
     bar = "!" * 78
-    console.say(f"\n{bar}\n! {reason}\n! USING SEEDED RANDOM WEIGHTS. These features are NOT {what};\n"
-                f"! the feature-set id says 'random' so they are never mistaken for real ones.\n{bar}\n")
+    console.say(
+        f"\n{bar}\n! {reason}\n! USING SEEDED RANDOM WEIGHTS. These features are NOT {what};\n"
+        f"! the feature-set id says 'random' so they are never mistaken for real ones.\n{bar}\n"
+    )
 
 
 def load_state_dict(path: Path, option: str, map_location: str = "cpu") -> dict:
@@ -125,18 +131,27 @@ def load_state_dict(path: Path, option: str, map_location: str = "cpu") -> dict:
     return {k.removeprefix("module."): v for k, v in obj.items()}
 
 
-def check_shapes(expected: dict[str, tuple], state: dict, path: Path, option: str, model: str,
-                 optional: tuple[str, ...] = ()) -> None:
+def check_shapes(
+    expected: dict[str, tuple], state: dict, path: Path, option: str, model: str, optional: tuple[str, ...] = ()
+) -> None:
     """Every expected tensor present with its shape (those in `optional` may be absent), nothing else;
     else WeightsError saying what is missing, of the wrong shape, or unexpected."""
     missing = [k for k in expected if k not in state and k not in optional]
-    wrong = [f"{k} {tuple(state[k].shape)} != {tuple(s)}" for k, s in expected.items()
-             if k in state and tuple(state[k].shape) != tuple(s)]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} != {tuple(s)}"
+        for k, s in expected.items()
+        if k in state and tuple(state[k].shape) != tuple(s)
+    ]
     unexpected = [k for k in state if k not in expected]
     if missing or wrong or unexpected:
-        detail = "; ".join(filter(None, [
-            f"{len(missing)} missing (e.g. {missing[:3]})" if missing else "",
-            f"{len(wrong)} of the wrong shape (e.g. {wrong[:2]})" if wrong else "",
-            f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})" if unexpected else "",
-        ]))
+        detail = "; ".join(
+            filter(
+                None,
+                [
+                    f"{len(missing)} missing (e.g. {missing[:3]})" if missing else "",
+                    f"{len(wrong)} of the wrong shape (e.g. {wrong[:2]})" if wrong else "",
+                    f"{len(unexpected)} unexpected (e.g. {unexpected[:3]})" if unexpected else "",
+                ],
+            )
+        )
         raise WeightsError(f"{option} {path} does not fit {model}: {detail}")

@@ -4,6 +4,7 @@ generated clips with sound (pipeline/synth/sound.py).
 
 Every clip is generated here with ffmpeg, tiny (64-96 px, 1.5-2 s), once per module.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,25 +25,43 @@ from pipeline.errors import ConfigError, WeightsError
 from stages.extract import sound as audio_mod
 from stages.extract import vggish as vggish_mod
 from stages.extract.sound import SAMPLE_RATE, decode_audio
-from stages.extract.logmel import (EXAMPLE_S, MEL_BANDS, SILENCE_LOG_MEL, audio_features_at, example_frames, frames_in,
-                                   log_mel, log_mel_examples, mel_matrix_np, segments_at, summarize)
-from stages.audio_bench import measure
-from stages.extract.vggish import (VGGish, VGGishEmbedder, build_vggish, resolve_audio_weights,
-                           vggish_cache_path)
+from stages.extract.logmel import (
+    EXAMPLE_S,
+    MEL_BANDS,
+    SILENCE_LOG_MEL,
+    audio_features_at,
+    example_frames,
+    frames_in,
+    log_mel,
+    log_mel_examples,
+    mel_matrix_np,
+    segments_at,
+    summarize,
+)
+from stages.extract.vggish import VGGish, VGGishEmbedder, build_vggish, resolve_audio_weights, vggish_cache_path
 
 SILENCE_SUMMARY = np.array([SILENCE_LOG_MEL] * MEL_BANDS + [0.0] * MEL_BANDS, np.float32)
 # torchvggish's VGG state dict, key for key (github.com/harritaylor/torchvggish, torchvggish/vggish.py):
 # features = make_layers() (conv, ReLU, pool as nn.Sequential), embeddings = fc-ReLU-fc-ReLU-fc-ReLU.
 TORCHVGGISH_KEYS = {
-    "features.0.weight": (64, 1, 3, 3), "features.0.bias": (64,),
-    "features.3.weight": (128, 64, 3, 3), "features.3.bias": (128,),
-    "features.6.weight": (256, 128, 3, 3), "features.6.bias": (256,),
-    "features.8.weight": (256, 256, 3, 3), "features.8.bias": (256,),
-    "features.11.weight": (512, 256, 3, 3), "features.11.bias": (512,),
-    "features.13.weight": (512, 512, 3, 3), "features.13.bias": (512,),
-    "embeddings.0.weight": (4096, 12288), "embeddings.0.bias": (4096,),
-    "embeddings.2.weight": (4096, 4096), "embeddings.2.bias": (4096,),
-    "embeddings.4.weight": (128, 4096), "embeddings.4.bias": (128,),
+    "features.0.weight": (64, 1, 3, 3),
+    "features.0.bias": (64,),
+    "features.3.weight": (128, 64, 3, 3),
+    "features.3.bias": (128,),
+    "features.6.weight": (256, 128, 3, 3),
+    "features.6.bias": (256,),
+    "features.8.weight": (256, 256, 3, 3),
+    "features.8.bias": (256,),
+    "features.11.weight": (512, 256, 3, 3),
+    "features.11.bias": (512,),
+    "features.13.weight": (512, 512, 3, 3),
+    "features.13.bias": (512,),
+    "embeddings.0.weight": (4096, 12288),
+    "embeddings.0.bias": (4096,),
+    "embeddings.2.weight": (4096, 4096),
+    "embeddings.2.bias": (4096,),
+    "embeddings.4.weight": (128, 4096),
+    "embeddings.4.bias": (128,),
 }
 
 
@@ -90,17 +109,25 @@ SOUNDING = ["mp3_44k_stereo.avi", "aac_48k_stereo.mp4", "vorbis_8k_mono.mkv", "o
 DECODERS = {"libmp3lame": "mp3float", "aac": "aac", "libvorbis": "vorbis", "libopus": "opus"}
 
 
-@pytest.mark.parametrize("fmt, dtype, full", [("s16", np.int16, 32767), ("u8", np.uint8, 127),
-                                               ("fltp", np.float32, 1.0), ("s32p", np.int32, 2**31 - 1),
-                                               ("dbl", np.float64, 1.0)])
+@pytest.mark.parametrize(
+    "fmt, dtype, full",
+    [
+        ("s16", np.int16, 32767),
+        ("u8", np.uint8, 127),
+        ("fltp", np.float32, 1.0),
+        ("s32p", np.int32, 2**31 - 1),
+        ("dbl", np.float64, 1.0),
+    ],
+)
 def test_every_sample_format_downmixes_to_the_mean_of_the_channels(fmt, dtype, full):
     """A tone in the left channel only comes out at half its amplitude: the mean, as VGGish's front end."""
     n = 1600
     left = 0.5 * np.sin(2 * np.pi * 500 * np.arange(n) / SAMPLE_RATE)
     stereo = np.stack([left, np.zeros(n)]) * full + (128 if fmt == "u8" else 0)
     planar = stereo if fmt.endswith("p") else stereo.T.reshape(1, -1)  # packed: interleaved L R L R
-    frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(np.round(planar) if full != 1.0 else planar, dtype=dtype),
-                                       format=fmt, layout="stereo")
+    frame = av.AudioFrame.from_ndarray(
+        np.ascontiguousarray(np.round(planar) if full != 1.0 else planar, dtype=dtype), format=fmt, layout="stereo"
+    )
     frame.sample_rate = SAMPLE_RATE
     frame.pts, frame.time_base = 8000, Fraction(1, SAMPLE_RATE)  # 0.5 s after the container's start
     sink = audio_mod.MonoAssembler(origin_s=0.0)
@@ -375,12 +402,15 @@ def test_pca_postprocessing_is_used_when_the_state_dict_has_it(weights_file, tmp
     assert ((out >= 0) & (out <= 255) & (out == out.round())).all()  # quantised as AudioSet's embeddings
 
 
-@pytest.mark.parametrize("edit, words", [
-    (lambda s: s.pop("embeddings.4.weight"), "1 missing (e.g. ['embeddings.4.weight'])"),
-    (lambda s: s.__setitem__("features.0.weight", torch.zeros(32, 1, 3, 3)), "1 of the wrong shape"),
-    (lambda s: s.__setitem__("fc.weight", torch.zeros(2, 2)), "1 unexpected (e.g. ['fc.weight'])"),
-    (lambda s: s.__setitem__("pproc.pca_matrix", torch.zeros(128, 128)), "1 missing (e.g. ['pproc.pca_means'])"),
-])
+@pytest.mark.parametrize(
+    "edit, words",
+    [
+        (lambda s: s.pop("embeddings.4.weight"), "1 missing (e.g. ['embeddings.4.weight'])"),
+        (lambda s: s.__setitem__("features.0.weight", torch.zeros(32, 1, 3, 3)), "1 of the wrong shape"),
+        (lambda s: s.__setitem__("fc.weight", torch.zeros(2, 2)), "1 unexpected (e.g. ['fc.weight'])"),
+        (lambda s: s.__setitem__("pproc.pca_matrix", torch.zeros(128, 128)), "1 missing (e.g. ['pproc.pca_means'])"),
+    ],
+)
 def test_a_weights_file_that_does_not_fit_is_refused_naming_the_option(tmp_path, edit, words):
     with torch.device("meta"):  # shapes without data: the check before any work reads only shapes
         state = VGGish().state_dict()
@@ -459,7 +489,8 @@ def test_ucf101_sound_tree_has_sound_in_some_classes_only(sound_tree):
     root, clips = sound_tree
     lists = root / "ucfTrainTestlist"
     assert (lists / "classInd.txt").read_bytes().decode().split("\r\n")[:4] == [
-        f"{i} {cls}" for i, cls in enumerate(synth.SOUND_TREE_CLASSES, start=1)]
+        f"{i} {cls}" for i, cls in enumerate(synth.SOUND_TREE_CLASSES, start=1)
+    ]
     assert len(clips) == 4 * 3 and all((root / "UCF-101" / rel).is_file() for rel in clips)
     for rel, clip in clips.items():
         track = decode_audio(root / "UCF-101" / rel, timeout=30)
@@ -512,11 +543,3 @@ def test_jittered_tones_fill_the_clip_in_order():
     tones = synth.jittered_tones([400.0, 2000.0], 2.0, random.Random(0))
     assert [f for f, _ in tones] == [400.0, 2000.0] and math.isclose(sum(s for _, s in tones), 2.0)
     assert 0.35 * 2 <= tones[0][1] <= 0.65 * 2
-
-
-def test_measure_reports_cpu_per_video(corpus):
-    clips = [corpus["mp3_44k_stereo.avi"].path, corpus["tone_at_1s.avi"].path]
-    result = measure(clips, frames=4, rounds=1, fps=10)
-    assert result.videos == 2 and result.frames == 4
-    assert result.cpu_ms_per_video > 0 and result.wall_ms_per_video > 0 and 0 < result.decode_share <= 1
-    assert result.audio_seconds_per_video == pytest.approx(1.79, abs=0.1)
