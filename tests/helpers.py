@@ -21,6 +21,7 @@ import torch
 import torchvision
 
 from pipeline import store
+from pipeline.config import ExtractConfig
 
 STR = h5py.string_dtype(encoding="utf-8")
 
@@ -203,3 +204,35 @@ class FakeExtractor:
         if self.fail:
             raise RuntimeError("CUDA out of memory (pretend)")
         return x[:, 0, 0, 0].float()[:, None].expand(-1, 2048)
+
+
+AUDIO_T = 4  # steps per video in the audio tests
+
+
+def audio_cfg(tree: Path, root: Path, **kw) -> ExtractConfig:
+    """An audio stage-one config on a UCF101-layout tree, T=4, on the CPU; kw overrides."""
+    base = {
+        "dataset": "ucf101",
+        "data_dir": tree,
+        "features_root": root,
+        "frames": AUDIO_T,
+        "device": "cpu",
+        "workers": 2,
+        "modality": "audio",
+    }
+    return ExtractConfig(**(base | kw))
+
+
+def file_hashes(set_dir: Path) -> dict[str, str]:
+    """file name -> sha256 of every file of a set directory (to show nothing changed)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(set_dir.iterdir()) if p.is_file()}
+
+
+def shard_arrays(set_dir: Path) -> dict[str, np.ndarray]:
+    """Every committed shard's datasets, concatenated in shard order (plain h5py)."""
+    parts: dict[str, list] = {}
+    for s in store.load_manifest(set_dir)["shards"]:
+        with h5py.File(set_dir / s["file"], "r") as f:
+            for name in f:
+                parts.setdefault(name, []).append(f[name].asstr()[()] if f[name].dtype.kind == "O" else f[name][()])
+    return {k: np.concatenate(v) for k, v in parts.items()}

@@ -1,0 +1,31 @@
+"""Fixtures of the stage-one tests that need sets with sound: a UCF101-layout tree where some
+classes have a sound track, and a visual and an audio set of it (made once per session)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from helpers import audio_cfg, file_hashes
+from pipeline import synth
+from stages.extract import extract_features
+
+
+@pytest.fixture(scope="session")
+def sound_tree(tmp_path_factory) -> tuple[Path, dict]:
+    root = tmp_path_factory.mktemp("sound-tree")
+    return root, synth.make_ucf101_sound_tree(root)
+
+
+@pytest.fixture(scope="session")
+def both(sound_tree, tmp_path_factory):
+    """(store root, visual set dir, its file hashes before the audio run, audio set dir)."""
+    tree, _ = sound_tree
+    root = tmp_path_factory.mktemp("av-store")
+    visual = extract_features(
+        audio_cfg(tree, root, modality="rgb", weights="random", image_size=32), quiet=True
+    ).set_dir
+    before = file_hashes(visual)
+    audio = extract_features(audio_cfg(tree, root), quiet=True).set_dir
+    return root, visual, before, audio
