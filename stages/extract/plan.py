@@ -26,10 +26,11 @@ from pipeline.errors import ConfigError, StoreError
 
 from .backbone import WeightsSpec, resolve_weights
 from .datasets import Dataset, VideoRecord, load_dataset
+from .decode import decoder_versions
 
 # ExtractConfig fields that change the numbers; a set made with all of them at their
 # defaults is recorded as such, and stage two prefers it when a dataset has several.
-NUMERIC_FIELDS = ("frames", "fps", "image_size", "resize", "backbone", "weights", "seed", "precision")
+NUMERIC_FIELDS = ("frames", "fps", "image_size", "resize", "backbone", "weights", "seed", "precision", "decoder")
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ def make_identity(cfg: ExtractConfig, ds: Dataset, weights: WeightsSpec, precisi
         crop="center",
         normalisation={"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
         precision=precision,
+        decoder=cfg.decoder,
     )
 
 
@@ -154,7 +156,8 @@ def open_feature_set(plan: ExtractionPlan) -> dict:
             plan.identity.id,
             cfg.dataset_name,
             json.loads(json.dumps(plan.identity.__dict__)),
-            cfg.to_json() | {"precision": plan.identity.precision},
+            # The decoder's libraries, for provenance only: the id names the decoder, not its build.
+            cfg.to_json() | {"precision": plan.identity.precision, "decoder_versions": decoder_versions(cfg.decoder)},
             cfg.frames,
             FEATURE_DIM,
             ds.classes,

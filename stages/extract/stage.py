@@ -17,10 +17,9 @@ import torch
 from pipeline import console, store
 from pipeline.config import FEATURE_DIM, ExtractConfig
 from pipeline.errors import StoreError
-from pipeline.ffmpeg import ffmpeg_binary
 
 from .backbone import FeatureExtractor, WeightsSpec, resolve_weights
-from .decode import decode_video
+from .decode import decode_video, require_decoder
 from .distributed import extract_on_dask
 from .local import extract_in_process, extract_on_devices
 from .plan import ExtractionPlan, make_plan, open_feature_set
@@ -39,7 +38,7 @@ def extract_features(cfg: ExtractConfig, quiet: bool = False) -> Summary:
 
 def run(cfg: ExtractConfig) -> Summary:
     t_start = time.perf_counter()
-    ffmpeg_binary()  # fail before any work, with the install hint
+    require_decoder(cfg.decoder)  # fail before any work, with the install hint
     plan = make_plan(cfg)
     manifest = open_feature_set(plan)
     summary = Summary(plan.identity.id, plan.set_dir, total=len(plan.dataset.records))
@@ -120,6 +119,7 @@ def config_from_manifest(manifest: dict, **overrides) -> tuple[ExtractConfig, We
     fields = set(ExtractConfig.__dataclass_fields__)
     raw = {k: v for k, v in manifest["config"].items() if k in fields}
     raw["devices"] = tuple(raw.get("devices") or ())
+    raw.setdefault("decoder", "ffmpeg-cli")  # a set made before the decoder was a setting: ffmpeg processes
     weights_id = manifest["identity"]["weights"]
     if weights_id.startswith("random:"):  # includes a sample set made when ImageNet was unreachable
         raw["weights"], raw["seed"] = "random", int(weights_id.split("seed")[1])
@@ -137,8 +137,8 @@ def extract_video(
     path: Path, cfg: ExtractConfig, spec: WeightsSpec, extractor: FeatureExtractor | None = None
 ) -> tuple[np.ndarray, int]:
     """Stage one for one video file: features (T, 2048) float16 zero-padded, and its length."""
-    ffmpeg_binary()
-    dec = decode_video(Path(path), cfg.frames, cfg.image_size, cfg.resize_to, cfg.fps, cfg.timeout)
+    require_decoder(cfg.decoder)
+    dec = decode_video(Path(path), cfg.frames, cfg.image_size, cfg.resize_to, cfg.fps, cfg.timeout, decoder=cfg.decoder)
     if dec.error:
         raise ValueError(f"{path}: {dec.error}")
     extractor = extractor or FeatureExtractor(spec, cfg.device, cfg.precision)
