@@ -47,7 +47,7 @@ from typing import Iterator
 import av
 import numpy as np
 
-from .video import Decoded, DecodeError, VideoInfo, frame_buffer, not_regular, preflight, read_avi_header
+from .video import Decoded, DecodeError, VideoInfo, frame_buffer, not_a_regular_file, preflight, read_avi_header
 from .video import sample_indices, stderr_text_tail
 
 MAX_ERROR_RATE = 2 / 3  # ffmpeg's -max_error_rate default: more decoding errors than this fail the run
@@ -82,7 +82,7 @@ class DeadlineReader(io.RawIOBase):
         self.deadline = deadline
         self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
         try:
-            reason = not_regular(os.fstat(self.fd).st_mode)
+            reason = not_a_regular_file(os.fstat(self.fd).st_mode)
         except OSError:
             os.close(self.fd)
             raise

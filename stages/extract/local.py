@@ -53,7 +53,7 @@ def extract_in_process(plan: ExtractionPlan, summary: Summary, show_progress: bo
     extractor = start_extractor(plan)
     console.say(
         f"feature set {plan.identity.id}: {len(missing)} of {len(plan.shards)} shards to compute on "
-        f"{extractor.device} ({extractor.precision}), {plan.cfg.workers or os.cpu_count()} decoders"
+        f"{extractor.device} ({extractor.precision}), {plan.cfg.workers or os.cpu_count()} {plan.cfg.decoder} decoders"
     )
     todo = sum(len(plan.shards[i]) for i in missing)
     waited, reported_busy = False, set()

@@ -63,12 +63,14 @@ FILE_KINDS = (
 )
 
 
-def not_regular(mode: int) -> str | None:
-    """The reason a file of this st_mode is refused (a FIFO, a device, a socket), or None for a
-    regular file or a directory. Such a file may block whoever opens or reads it (a FIFO with no
-    writer, a tape), and a video is never one: it fails at once instead of after the timeout."""
-    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+def not_a_regular_file(mode: int) -> str | None:
+    """The reason a file of this st_mode is refused (a directory, a FIFO, a device, a socket),
+    or None for a regular file. A FIFO with no writer, or a tape, blocks whoever opens or reads
+    it, and a video is never one: it fails at once instead of after the timeout."""
+    if stat.S_ISREG(mode):
         return None
+    if stat.S_ISDIR(mode):
+        return "not a file: it is a directory"
     kind = next((name for test, name in FILE_KINDS if test(mode)), "a special file")
     return f"not a regular file: it is {kind}"
 
@@ -85,9 +87,7 @@ def preflight(path: Path) -> None:
         raise DecodeError(f"missing: no file at {path}") from None
     except OSError as e:
         raise DecodeError(f"unreadable: {e.strerror}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise DecodeError("not a file: it is a directory")
-    reason = not_regular(st.st_mode)
+    reason = not_a_regular_file(st.st_mode)
     if reason:
         raise DecodeError(reason)
     if st.st_size == 0:
