@@ -119,6 +119,11 @@ def test_portrait_video_is_scaled_on_its_shorter_side(tmp_path, decoder):
     assert dec.error is None and dec.frames.shape == (3, 32, 32, 3)
 
 
+def test_an_unknown_decoder_is_a_programming_error(numbered_clip):
+    with pytest.raises(ValueError, match="unknown decoder 'opencv'; choose one of pyav, ffmpeg-cli"):
+        decode_video(numbered_clip, 4, 32, 40, decoder="opencv")
+
+
 def test_garbage_file_is_a_reason_not_an_exception(tmp_path, decoder):
     bad = tmp_path / "bad.avi"
     bad.write_text("this is not a video")
