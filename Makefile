@@ -18,7 +18,7 @@ EXTRACT_OPTS = $(call opt,DATASET,dataset) $(call opt,DATA_DIR,data-dir) \
   $(call opt,SIZE,size) $(call opt,WEIGHTS,weights) $(call opt,PRECISION,precision) \
   $(call opt,WORKERS,workers) $(call opt,GPU_BATCH,gpu-batch) $(call opt,DEVICE,device) \
   $(call opt,DEVICES,devices) $(call opt,SCHEDULER,scheduler) $(call opt,SHARD_SIZE,shard-size) \
-  $(call opt,TIMEOUT,timeout) $(call flag,COMPILE,compile) $(call opt,MODALITY,modality) \
+  $(call opt,TIMEOUT,timeout) $(call opt,DECODER,decoder) $(call flag,COMPILE,compile) $(call opt,MODALITY,modality) \
   $(call opt,AUDIO_FEATURES,audio-features) $(call opt,AUDIO_WEIGHTS,audio-weights) $(call opt,AUDIO_WINDOW,audio-window)
 TRAIN_OPTS = $(call opt,DATASET,dataset) $(call opt,FEATURES_ROOT,features-root) \
   $(call opt,FEATURES,features) $(call opt,MODEL,model) $(call opt,SPLIT,split) \
@@ -77,14 +77,17 @@ GPU_PYTHON ?= python3
 gpu-check:
 	$(GPU_PYTHON) -m stages.gpu_check $(call opt,GPU_BUDGET,budget) $(call opt,CLIPS,clips) $(call opt,SKIP,skip)
 
-# Here, before a GPU session: the pure-Python packages and the static ffmpeg that machine
-# lacks, as wheels for its Python (3.12), in .whl/ (git-ignored; about 33 MB to carry).
-GPU_WHEELS = imageio-ffmpeg==0.6.0 ffmpeg-python==0.2.0 future==1.0.0 dask==2026.8.0 distributed==2026.8.0 \
-  partd==1.4.2 locket==1.0.0 tblib==3.2.2 zict==3.0.0 tornado==6.6.1 toolz==1.2.0 cloudpickle==3.1.3
+# Here, before a GPU session: PyAV, the static ffmpeg and the pure-Python packages that machine
+# lacks, as wheels for its Python (3.12), in .gpu-wheels/ (69 MB, over the 64 MiB a call may
+# carry), then unzipped and packed with xz as .whl/pylib.tar.xz (49 MB; both git-ignored).
+GPU_WHEELS = av==18.1.0 imageio-ffmpeg==0.6.0 ffmpeg-python==0.2.0 future==1.0.0 dask==2026.8.0 \
+  distributed==2026.8.0 partd==1.4.2 locket==1.0.0 tblib==3.2.2 zict==3.0.0 tornado==6.6.1 toolz==1.2.0 \
+  cloudpickle==3.1.3
 gpu-wheels: setup
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-	  --platform manylinux1_x86_64 -d .whl $(GPU_WHEELS)
+	  --platform manylinux1_x86_64 -d .gpu-wheels $(GPU_WHEELS)
+	$(PY) -m stages.gpu_check --pack .gpu-wheels --wheels .whl
 
 # Stage one vs the decode ceiling and the seed method, stage two's 50 epochs: bench/results.json
 # (docs/bench.md). Small on a CPU (8 clips, 112 px), UCF101-scale on CUDA.
@@ -93,7 +96,7 @@ bench: setup $(VENV)/.bench-installed
 	  $(call opt,DEVICE,device) $(call opt,SIZE,size) $(call opt,FRAMES,frames) $(call flag,COMPILE,compile) \
 	  $(call opt,GPU_BATCH,gpu-batch) $(call opt,PRECISION,precision) $(call opt,BASELINE_CLIPS,baseline-clips) \
 	  $(call opt,ROUNDS,rounds) $(call opt,TRAIN_EPOCHS,train-epochs) $(call flag,SKIP_TRAIN,skip-train) \
-	  $(call opt,BENCH_DEVICES,devices)
+	  $(call opt,BENCH_DEVICES,devices) $(call opt,DECODER,decoder)
 
 # The bench extra: OpenCV for the seed method's reader, imageio-ffmpeg for machines without ffmpeg.
 $(VENV)/.bench-installed: $(VENV)/.installed

@@ -15,7 +15,7 @@ from pathlib import Path
 import click
 
 from . import console, store
-from .config import AUDIO_FEATURES, MODALITIES, ExtractConfig, TrainConfig, store_root
+from .config import AUDIO_FEATURES, DECODERS, MODALITIES, ExtractConfig, TrainConfig, store_root
 from .errors import USER_ERRORS, ConfigError
 
 # Each stage is imported inside the command that runs it: importing all of them (torchvision,
@@ -105,9 +105,10 @@ def extract_options(fn):
             show_default=True,
             help="Backbone precision (PRECISION=).",
         ),
+        decoder_option("In-process PyAV, or an ffmpeg process per video; part of the feature-set id"),
         click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (DEVICE=)."),
         click.option("--devices", default="", help="One backbone process per device, e.g. cuda:0,cuda:1 (DEVICES=)."),
-        click.option("--workers", type=int, default=0, help="Parallel ffmpeg decoders, default all cores (WORKERS=)."),
+        click.option("--workers", type=int, default=0, help="Parallel decoders, default all cores (WORKERS=)."),
         click.option(
             "--gpu-batch",
             type=int,
@@ -120,7 +121,7 @@ def extract_options(fn):
             type=float,
             default=60.0,
             show_default=True,
-            help="Seconds allowed to one ffmpeg call (TIMEOUT=).",
+            help="Seconds allowed to one video (pyav) or to one ffmpeg call (ffmpeg-cli) (TIMEOUT=).",
         ),
         click.option(
             "--compile/--no-compile",
@@ -160,6 +161,17 @@ def extract_options(fn):
     for option in reversed(options):
         fn = option(fn)
     return fn
+
+
+def decoder_option(what: str):
+    """--decoder, shared by `features`, `demo` and `bench`."""
+    return click.option(
+        "--decoder",
+        type=click.Choice(DECODERS),
+        default=DECODERS[0],
+        show_default=True,
+        help=f"{what} (DECODER=).",
+    )
 
 
 def make_extract_config(**kw) -> ExtractConfig:
@@ -203,6 +215,7 @@ def features(**kw) -> None:
     "--seconds", type=float, default=7.0, show_default=True, help="Length of each generated clip, s (SECONDS=)."
 )
 @click.option("--workers", type=int, default=0, help="Stage one's decoders, default all cores (WORKERS=).")
+@decoder_option("Stage one's decoder end to end; every decoder is timed alone")
 @click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (DEVICE=).")
 @click.option(
     "--size",
@@ -274,7 +287,7 @@ def features(**kw) -> None:
 @click.option("--out", type=click.Path(path_type=Path), help="Results file, default bench/results.json.")
 @user_errors_as_messages
 def bench(**kw) -> None:
-    """Stage one against the decode ceiling and the seed method; stage two's 50 epochs. Writes bench/results.json."""
+    """Stage one against every decoder alone and the seed method; stage two's 50 epochs. Writes bench/results.json."""
     from stages.bench import BenchConfig, run_bench
 
     run_bench(BenchConfig(**kw))

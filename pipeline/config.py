@@ -21,6 +21,8 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MODALITIES = ("rgb", "audio")
 AUDIO_FEATURES = ("logmel", "vggish")
 AUDIO_DIM = 128  # both audio feature kinds: the log-mel summary (64 means + 64 stds) and a VGGish embedding
+# Stage one's decoders, the default first: in-process PyAV, or an ffmpeg process per video.
+DECODERS = ("pyav", "ffmpeg-cli")
 # ImageNet statistics, applied on the device to uint8 frames.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -64,13 +66,14 @@ class ExtractConfig:
     audio_features: str = "logmel"  # audio: logmel (log-mel summary, no weights) | vggish (an embedding)
     audio_weights: str = "vggish"  # audio_features=vggish: vggish (the published checkpoint) | random | a .pth
     audio_window: float = 0.96  # audio: seconds of sound around each frame's timestamp
+    decoder: str = DECODERS[0]  # pyav (in-process) | ffmpeg-cli (a process per video); pixels may differ
     # ---- speed only: never part of the identity ----
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     devices: tuple[str, ...] = ()  # one backbone worker per device, e.g. ("cuda:0", "cuda:1")
-    workers: int = 0  # parallel ffmpeg decoders; 0 = all cores
+    workers: int = 0  # parallel decoders; 0 = all cores
     gpu_batch: int = 0  # frames per backbone batch; 0 = 512 on CUDA, 32 on CPU
     shard_size: int = 256  # videos per shard
-    timeout: float = 60.0  # seconds allowed to one ffmpeg/ffprobe call before it is killed
+    timeout: float = 60.0  # seconds allowed to one video (pyav) or to one ffmpeg/ffprobe call (ffmpeg-cli)
     compile: bool = False  # torch.compile the backbone (pays off only for large datasets)
     scheduler: str | None = None  # None (this machine) | local:N | tcp://host:port (Dask)
     name: str | None = None  # dataset name in the store; default derived from dataset/data_dir
@@ -139,6 +142,8 @@ def validate_extract(cfg: ExtractConfig) -> None:
         raise ConfigError(f"--backbone: only 'resnet50' is available, got {cfg.backbone!r}")
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"--precision (PRECISION=): choose one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
+    if cfg.decoder not in DECODERS:
+        raise ConfigError(f"--decoder (DECODER=): choose one of {', '.join(DECODERS)}, got {cfg.decoder!r}")
     if cfg.weights not in ("imagenet", "random") and not Path(cfg.weights).is_file():
         raise ConfigError(
             f"--weights (WEIGHTS=): {cfg.weights!r} is neither 'imagenet', 'random' nor an existing .pth file"
@@ -184,6 +189,7 @@ class FeatureIdentity:
     crop: str
     normalisation: dict
     precision: str  # resolved compute precision (fp32/fp16/bf16)
+    decoder: str  # pyav | ffmpeg-cli: another FFmpeg build may give other pixels
     store_dtype: str = "float16"
 
     @property

@@ -3,8 +3,10 @@
 One run, on the same generated UCF101-like clips (320x240, 25 fps, mpeg4 in AVI; pipeline/synth/corpus.py):
 
     end to end   stage one with the project's defaults (extract_features) into a temp store
-    ceiling      plain ffmpeg decoding the same sampled frames (select + scale + crop),
-                 one process per core: what stage one could reach if the rest were free
+    decoders     each of stage one's decoders alone (pyav, ffmpeg-cli) on the same clips, as
+                 stage one calls it, one thread per core: CPU ms per video (every thread and
+                 child process) and videos/s; the fastest is the decode ceiling, what stage
+                 one could reach if the rest were free
     backbone     ResNet-50 alone on synthetic frames, stage one's settings; with
                  --compile also torch.compile's cost, gain and break-even dataset size
     baseline     the seed articles' method: every frame read, a fresh fp32 forward per
@@ -25,9 +27,11 @@ import dataclasses
 import json
 import os
 import platform
+import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,17 +40,19 @@ import numpy as np
 import torch
 
 from pipeline import console, store
-from pipeline.config import IMAGENET_MEAN, IMAGENET_STD, ExtractConfig, TrainConfig, config_json, repo_root
+from pipeline.config import DECODERS, IMAGENET_MEAN, IMAGENET_STD, ExtractConfig, TrainConfig, config_json, repo_root
 from pipeline.devices import inference_precision, resolve_device, training_precision
 from pipeline.errors import ConfigError
 from pipeline.ffmpeg import ffmpeg_binary, find_binary
 from pipeline.files import atomic_write_bytes
-from pipeline.synth import make_bench_clips
+from pipeline.synth import make_bench_clips, make_sound_bench_clips
 
 from .extract import extract_features
 from .extract.backbone import FeatureExtractor, build_resnet50
+from .extract.decode import decode_video, decoder_versions, ffmpeg_version
+from .extract.decode_cli import decode_threads, probe
+from .extract.video import read_avi_header
 from .extract.weights import WeightsSpec
-from .extract.decode import build_decode_args, decode_threads, probe, read_avi_header, uniform_indices
 from .train import train
 from .train.loop import make_optimizer, seed_everything, train_step, warmup_cosine
 from .train.models import build_model
@@ -54,6 +60,9 @@ from .train.models import build_model
 RANDOM_WEIGHTS = WeightsSpec("random", "random:seed0", None, 0)
 CLIP_SIZE = (320, 240)  # UCF101's frame size, px
 READERS = ("auto", "opencv", "ffmpeg")
+# Videos each decoder decodes per round, at least (the clips, as many times over as needed):
+# 8 CPU clips once would be over in a fraction of a second.
+DECODE_VIDEOS = 64
 
 
 @dataclass(frozen=True)
@@ -62,7 +71,8 @@ class BenchConfig:
 
     clips: int = 0  # clips measured end to end and by the ceiling: 8 / 2048
     seconds: float = 7.0  # length of each clip, s (UCF101: ~7 s)
-    workers: int = 0  # stage one's decoders: all cores
+    workers: int = 0  # stage one's decoders, and the threads each decoder is timed with: all cores
+    decoder: str = DECODERS[0]  # stage one's decoder end to end (every decoder is also timed alone)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     size: int = 0  # crop fed to ResNet-50, px: 112 / 224 (224 is stage one's default)
     frames: int = 16  # T, frames sampled per video
@@ -91,6 +101,8 @@ class BenchConfig:
             raise ConfigError(f"--seconds: a clip needs at least 3 frames at 25 fps, got {self.seconds!r} s")
         if self.frames < 1:
             raise ConfigError(f"--frames: must be >= 1, got {self.frames!r}")
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"--decoder (DECODER=): choose one of {', '.join(DECODERS)}, got {self.decoder!r}")
         if self.baseline_reader not in READERS:
             raise ConfigError(f"--baseline-reader: choose one of {', '.join(READERS)}, got {self.baseline_reader!r}")
 
@@ -124,7 +136,9 @@ def run_bench(cfg: BenchConfig) -> dict:
     cpu_note = device.type == "cpu" and cfg.size != 224
     notes = [
         "weights: seeded random (the speed of ResNet-50 does not depend on its weights)",
-        f"ceiling, end to end and baseline: the best of {cfg.rounds} alternating round(s) each (a shared machine is noisy)",
+        f"decoders, end to end and baseline: the best of {cfg.rounds} alternating round(s) each (a shared machine "
+        f"is noisy)",
+        "decoders: CPU ms per video counts every thread of the process and every ffmpeg process it waited for",
     ]
     if cpu_note:
         notes.append(
@@ -141,17 +155,23 @@ def run_bench(cfg: BenchConfig) -> dict:
         "notes": notes,
     }
     baseline_model = build_resnet50(RANDOM_WEIGHTS).to(device).eval()  # built once, never timed
-    rounds: dict[str, list[dict]] = {"decode_ceiling": [], "end_to_end": [], "baseline": []}
+    rounds: dict[str, list[dict]] = {"decoders": [], "end_to_end": [], "baseline": []}
     for r in range(cfg.rounds):
         with tempfile.TemporaryDirectory(prefix="vidstore-bench-") as tmp:
-            console.say(f"round {r + 1}/{cfg.rounds}: 1/5 decode ceiling: plain ffmpeg, one process per core ...")
-            rounds["decode_ceiling"].append(measure_decode_ceiling(paths, cfg))
+            order = DECODERS if r % 2 == 0 else DECODERS[::-1]
+            console.say(
+                f"round {r + 1}/{cfg.rounds}: 1/5 decoders alone: {', '.join(order)}, {cfg.workers} threads ..."
+            )
+            rounds["decoders"].append({name: measure_decoder(name, paths, cfg) for name in order})
             console.say(f"round {r + 1}/{cfg.rounds}: 2/5 stage one end to end ...")
             rounds["end_to_end"].append(measure_end_to_end(cfg, csv, Path(tmp)))
         console.say(
             f"round {r + 1}/{cfg.rounds}: 3/5 baseline: the seed method on {min(cfg.baseline_clips, len(paths))} clip(s) ..."
         )
         rounds["baseline"].append(measure_baseline(paths[: cfg.baseline_clips], cfg, device, baseline_model))
+    results["decoder"] = cfg.decoder
+    results["decoders"] = best_of_decoders(rounds.pop("decoders"))
+    results["decode_ceiling"] = ceiling_of(results["decoders"], cfg)
     for part, runs in rounds.items():
         results[part] = max(runs, key=lambda run: run["videos_per_s"]) | {
             "rounds_videos_per_s": [run["videos_per_s"] for run in runs]
@@ -164,6 +184,8 @@ def run_bench(cfg: BenchConfig) -> dict:
             }
     console.say("4/5 backbone alone ...")
     results["backbone"] = measure_backbone(cfg, device, precision)
+    console.say("    the audio set of the same clips with a sound track (MODALITY=audio, log-mel) ...")
+    results["audio"] = measure_audio(cfg)
     if cfg.compile:
         console.say("    torch.compile (this takes minutes) ...")
         results["compile"] = measure_compile(cfg, device, precision, results)
@@ -210,6 +232,39 @@ def prepare_clips(cfg: BenchConfig) -> tuple[list[Path], Path]:
 
 
 # ---------------------------------------------------------------- measurements
+def measure_audio(cfg: BenchConfig) -> dict:
+    """Stage one with MODALITY=audio (the default log-mel summary) end to end on cfg.clips
+    UCF101-like clips with a 44.1 kHz stereo MP3 sound track, into a temporary store: videos/s,
+    and CPU ms per video over every thread and ffmpeg process (picture times included)."""
+    folder = cfg.clips_dir / f"sound-{cfg.seconds:g}s"
+    paths = make_sound_bench_clips(folder, cfg.clips, cfg.seconds)
+    csv = folder / f"bench-{cfg.clips}.csv"
+    atomic_write_bytes(csv, ("path,label\n" + "".join(f"{p.name},bench\n" for p in paths)).encode())
+    with tempfile.TemporaryDirectory(prefix="vidstore-bench-") as tmp:
+        acfg = ExtractConfig(
+            dataset="csv",
+            data_dir=csv,
+            features_root=Path(tmp),
+            name="bench",
+            frames=cfg.frames,
+            modality="audio",
+            workers=cfg.workers,
+            decoder=cfg.decoder,
+        )
+        cpu0 = cpu_seconds()
+        s = extract_features(acfg, quiet=True)
+        cpu = cpu_seconds() - cpu0
+    videos = s.computed + s.failed
+    return {
+        "videos": videos,
+        "failed": s.failed,
+        "seconds": s.elapsed,
+        "videos_per_s": videos / s.elapsed,
+        "cpu_ms_per_video": 1000 * cpu / videos,
+        "features": "logmel",
+    }
+
+
 def measure_end_to_end(cfg: BenchConfig, csv: Path, tmp: Path, devices: str = "") -> dict:
     """extract_features with the project's defaults on the bench clips, into a temp store
     (with `devices`, one backbone process per listed device, sharing the decoders)."""
@@ -240,44 +295,68 @@ def measure_end_to_end(cfg: BenchConfig, csv: Path, tmp: Path, devices: str = ""
     }
 
 
-def measure_decode_ceiling(paths: list[Path], cfg: BenchConfig) -> dict:
-    """Plain ffmpeg (select + scale + crop, raw RGB to a pipe), one process per core.
+def measure_decoder(name: str, paths: list[Path], cfg: BenchConfig) -> dict:
+    """One decoder alone, as stage one calls it (decode_video into one buffer per thread), in
+    cfg.workers threads, over the clips as many times as it takes to decode DECODE_VIDEOS.
 
-    The frame indices are computed beforehand (not timed); Python only starts the
-    processes and reads their stdout. Two threading settings; the best is the ceiling.
+    CPU ms per video counts every thread of this process and every ffmpeg process it waited
+    for; videos/s is wall-clock over the same videos. A first untimed pass over `workers`
+    clips pays the one-off costs (imports, the CLI's capability probes, the page cache).
     """
-    jobs = []
-    for path in paths:
-        info = read_avi_header(path) or probe(path)
-        jobs.append((path, uniform_indices(info.frames, cfg.frames)))
-    procs = os.cpu_count() or 1
-    frame_bytes = cfg.size * cfg.size * 3
-    variants = {}
-    for name, threads in (("threads_1", 1), ("threads_default", None)):
-        argvs = [
-            build_decode_args(path, idx, cfg.size, cfg.resize, threads=threads, showinfo=False) for path, idx in jobs
-        ]
+    jobs = paths * -(-DECODE_VIDEOS // len(paths))
+    buffers = threading.local()
 
-        def run(args: list[str]) -> int:
-            return len(
-                subprocess.run(args, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL).stdout
-            )
+    def one(path: Path) -> None:
+        if not hasattr(buffers, "out"):  # one buffer per thread, as stage one gives each decoder a slot
+            buffers.out = np.empty((cfg.frames, cfg.size, cfg.size, 3), np.uint8)
+        dec = decode_video(path, cfg.frames, cfg.size, cfg.resize, out=buffers.out, decoder=name, workers=cfg.workers)
+        if dec.error:
+            raise RuntimeError(f"decoder {name} failed on bench clip {path.name}: {dec.error}")
 
-        t0 = time.perf_counter()
-        with cf.ThreadPoolExecutor(procs) as pool:
-            sizes = list(pool.map(run, argvs))
-        wall = time.perf_counter() - t0
-        short = [str(p.name) for (p, idx), n in zip(jobs, sizes) if n != len(idx) * frame_bytes]
-        if short:
-            raise RuntimeError(f"decode ceiling: ffmpeg returned the wrong number of frames for {', '.join(short[:5])}")
-        variants[name] = len(paths) / wall
-    best = max(variants, key=variants.get)
+    with cf.ThreadPoolExecutor(cfg.workers) as pool:
+        list(pool.map(one, paths[: cfg.workers]))
+        cpu0, t0 = cpu_seconds(), time.perf_counter()
+        list(pool.map(one, jobs))
+        wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
     return {
-        "videos_per_s": variants[best],
-        "best": best,
-        "processes": procs,
-        "variants_videos_per_s": variants,
-        "frames_per_s": variants[best] * cfg.frames,
+        "cpu_ms_per_video": 1000 * cpu / len(jobs),
+        "videos_per_s": len(jobs) / wall,
+        "cores_busy": cpu / wall,
+        "videos": len(jobs),
+        "threads": cfg.workers,
+    }
+
+
+def cpu_seconds() -> float:
+    """CPU seconds of this process (all its threads) and of its waited-for children (ffmpeg)."""
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return time.process_time() + children.ru_utime + children.ru_stime
+
+
+def best_of_decoders(rounds: list[dict]) -> dict:
+    """{name: {cpu_ms_per_video (lowest), videos_per_s (highest), ..., and each round's}} from
+    the rounds' {name: measure_decoder(...)}: each figure's best, as for the other parts."""
+    out = {}
+    for name in DECODERS:
+        runs = [r[name] for r in rounds]
+        out[name] = max(runs, key=lambda run: run["videos_per_s"]) | {
+            "cpu_ms_per_video": min(run["cpu_ms_per_video"] for run in runs),
+            "rounds_cpu_ms_per_video": [run["cpu_ms_per_video"] for run in runs],
+            "rounds_videos_per_s": [run["videos_per_s"] for run in runs],
+        }
+    return out
+
+
+def ceiling_of(decoders: dict, cfg: BenchConfig) -> dict:
+    """The decode ceiling: the fastest decoder's videos/s (in each round too: that round's fastest)."""
+    fastest = max(decoders, key=lambda name: decoders[name]["videos_per_s"])
+    per_round = zip(*(d["rounds_videos_per_s"] for d in decoders.values()))
+    return {
+        "videos_per_s": decoders[fastest]["videos_per_s"],
+        "decoder": fastest,
+        "threads": cfg.workers,
+        "frames_per_s": decoders[fastest]["videos_per_s"] * cfg.frames,
+        "rounds_videos_per_s": [max(values) for values in per_round],
     }
 
 
@@ -474,6 +553,8 @@ def headline(r: dict, cfg: BenchConfig) -> dict:
         "decode_ceiling_videos_per_s": ceiling["videos_per_s"],
         "baseline_videos_per_s": base["videos_per_s"],
         "backbone_images_per_s": r["backbone"]["images_per_s"],
+        "audio_videos_per_s": r["audio"]["videos_per_s"] if r.get("audio") else None,
+        "audio_cpu_ms_per_video": r["audio"]["cpu_ms_per_video"] if r.get("audio") else None,
         "train_50_epochs_s": r["train"].get("train_50_epochs_s"),
         "ratios": {
             "end_to_end_vs_ceiling": e2e["videos_per_s"] / ceiling["videos_per_s"],
@@ -481,12 +562,26 @@ def headline(r: dict, cfg: BenchConfig) -> dict:
             # within each round (measured minutes apart, under the same load)
             "end_to_end_vs_ceiling_by_round": by_round(e2e, ceiling),
             "end_to_end_vs_baseline_by_round": by_round(e2e, base),
+            "decoder_vs_ffmpeg_cli": against_cli(r["decoders"], r["decoder"]),
         },
     }
 
 
-def by_round(a: dict, b: dict) -> list[float]:
-    return [x / y for x, y in zip(a.get("rounds_videos_per_s", []), b.get("rounds_videos_per_s", []))]
+def by_round(a: dict, b: dict, key: str = "videos_per_s") -> list[float]:
+    return [x / y for x, y in zip(a.get(f"rounds_{key}", []), b.get(f"rounds_{key}", []))]
+
+
+def against_cli(decoders: dict, name: str) -> dict:
+    """Decoder `name` over ffmpeg-cli: CPU per video (lower is better) and videos/s, best
+    figures and within each round (the two decoders timed back to back)."""
+    mine, cli = decoders[name], decoders["ffmpeg-cli"]
+    return {
+        "decoder": name,
+        "cpu_ms_per_video": mine["cpu_ms_per_video"] / cli["cpu_ms_per_video"],
+        "videos_per_s": mine["videos_per_s"] / cli["videos_per_s"],
+        "cpu_ms_per_video_by_round": by_round(mine, cli, "cpu_ms_per_video"),
+        "videos_per_s_by_round": by_round(mine, cli),
+    }
 
 
 def profile_lines(e2e: dict, workers: int) -> list[str]:
@@ -496,7 +591,8 @@ def profile_lines(e2e: dict, workers: int) -> list[str]:
     lines = [
         f"  model load + warm-up         {t.get('model_load', 0):8.2f} s  {pct(t.get('model_load', 0))} (in the background, "
         f"while the first videos decode)",
-        f"  decode (ffmpeg, per decoder) {t['decode'] / workers:8.2f} s  {pct(t['decode'] / workers)} busy, each of {workers} decoders",
+        f"  decode (per decoder)         {t['decode'] / workers:8.2f} s  {pct(t['decode'] / workers)} busy, "
+        f"each of {workers} decoders",
         f"  host-to-device copies        {t.get('transfer', 0):8.2f} s  {pct(t.get('transfer', 0))}",
         f"  backbone (inference)         {t.get('backbone', 0):8.2f} s  {pct(t.get('backbone', 0))} busy",
         f"  features to shards           {t.get('scatter', 0):8.2f} s  {pct(t.get('scatter', 0))}",
@@ -524,10 +620,9 @@ def format_report(r: dict) -> str:
             f"{e2e['videos']} videos in {e2e['seconds']:.1f} s, everything included",
         ),
         (
-            "decode ceiling (plain ffmpeg)",
+            "decode ceiling (fastest decoder)",
             f"{ceil['videos_per_s']:.3g} videos/s",
-            f"{ceil['processes']} processes; -threads 1: {ceil['variants_videos_per_s']['threads_1']:.3g}, "
-            f"ffmpeg's default threads: {ceil['variants_videos_per_s']['threads_default']:.3g}",
+            f"{ceil['decoder']} alone, {ceil['threads']} threads (see the decoders below)",
         ),
         (
             "backbone alone",
@@ -542,6 +637,16 @@ def format_report(r: dict) -> str:
         ),
     ]
     rows.append(train_row(tr))
+    if r.get("audio"):
+        a = r["audio"]
+        rows.append(
+            (
+                "audio set end to end (log-mel)",
+                f"{a['videos_per_s']:.3g} videos/s",
+                f"{a['cpu_ms_per_video']:.0f} CPU ms per video (picture times and sound); {a['videos']} clips "
+                f"with 44.1 kHz stereo MP3",
+            )
+        )
     if r.get("end_to_end_devices"):
         d = r["end_to_end_devices"]
         rows.append(
@@ -561,7 +666,7 @@ def format_report(r: dict) -> str:
         f"\nvidstore bench on {m['cpu']} ({m['cores']} cores, {m['ram_gib']:.0f} GiB RAM), {gpu}; "
         f"torch {m['torch']}, CUDA {m['cuda'] or '-'}, {m['ffmpeg_version']}; load average {m['load_average']}",
         f"{s['clips']} clips of {s['seconds']:g} s (320x240, 25 fps, mpeg4/AVI), T={s['frames']}, {s['size']} px, {s['device']} "
-        f"{s['precision']}, batch {s['gpu_batch']}, {s['workers']} decoders x {s['decode_threads']} ffmpeg thread(s)",
+        f"{s['precision']}, batch {s['gpu_batch']}, {s['workers']} decoders ({r['decoder']})",
         *(f"note: {n}" for n in r["notes"]),
         "",
         *(f"{a:<{w0}}  {b:>{w1}}  {c}" for a, b, c in rows),
@@ -570,6 +675,8 @@ def format_report(r: dict) -> str:
         + per_round(ratios["end_to_end_vs_ceiling_by_round"], "{:.2f}"),
         f"end to end / baseline       = {ratios['end_to_end_vs_baseline']:.1f}x"
         + per_round(ratios["end_to_end_vs_baseline_by_round"], "{:.1f}x"),
+        "",
+        *decoder_lines(r),
         "",
         f"where stage one's {e2e['seconds']:.1f} s went:",
         *profile_lines(e2e, s["workers"]),
@@ -586,6 +693,32 @@ def format_report(r: dict) -> str:
             f"and its backbone time)",
         ]
     return "\n".join(out)
+
+
+def decoder_lines(r: dict) -> list[str]:
+    """Each decoder alone: CPU ms per video and videos/s (best, then each round), and the
+    end-to-end decoder over ffmpeg-cli."""
+    decoders, name = r["decoders"], r["decoder"]
+    first = next(iter(decoders.values()))
+    joined = lambda values, fmt: ", ".join(fmt.format(v) for v in values)
+    lines = [
+        f"decoders alone, {first['threads']} threads, {first['videos']} videos each per round "
+        f"(CPU: every thread and child process):",
+        f"  {'decoder':<20} {'CPU ms/video':>12} {'videos/s':>9}   per round: CPU ms/video; videos/s",
+    ]
+    for n, d in decoders.items():
+        label = n + (" (end to end)" if n == name else "")
+        lines.append(
+            f"  {label:<20} {d['cpu_ms_per_video']:12.1f} {d['videos_per_s']:9.1f}   "
+            f"{joined(d['rounds_cpu_ms_per_video'], '{:.1f}')}; {joined(d['rounds_videos_per_s'], '{:.1f}')}"
+        )
+    vs = r["ratios"]["decoder_vs_ffmpeg_cli"]
+    if name != "ffmpeg-cli":
+        lines.append(
+            f"  {name + ' / ffmpeg-cli':<20} {vs['cpu_ms_per_video']:11.2f}x {vs['videos_per_s']:8.2f}x   "
+            f"{joined(vs['cpu_ms_per_video_by_round'], '{:.2f}x')}; {joined(vs['videos_per_s_by_round'], '{:.2f}x')}"
+        )
+    return lines
 
 
 def per_round(values: list[float], fmt: str) -> str:
@@ -609,7 +742,7 @@ def settings_of(cfg: BenchConfig, device: torch.device, precision: str) -> dict:
         "device": str(device),
         "precision": precision,
         "resize": cfg.resize,
-        "decode_threads": decode_threads(cfg.workers),
+        "decode_threads": decode_threads(cfg.workers),  # ffmpeg threads of each ffmpeg-cli process
         "clip": {"size": list(CLIP_SIZE), "fps": 25, "codec": "mpeg4", "container": "avi"},
         "weights": RANDOM_WEIGHTS.identity,
     }
@@ -633,11 +766,6 @@ def describe_machine(device: torch.device) -> dict:
     except (OSError, StopIteration, ValueError):
         pass
     ffmpeg = find_binary("ffmpeg")
-    try:
-        version = subprocess.run([ffmpeg, "-version"], capture_output=True, text=True, timeout=30).stdout.split("\n")[0]
-        version = " ".join(version.split()[:3])
-    except (OSError, subprocess.SubprocessError, TypeError):
-        version = "unknown"
     out = {
         "cpu": cpu,
         "cores": os.cpu_count(),
@@ -648,7 +776,8 @@ def describe_machine(device: torch.device) -> dict:
         "cuda": torch.version.cuda if device.type == "cuda" else None,
         "cudnn": torch.backends.cudnn.version() if device.type == "cuda" else None,
         "ffmpeg": ffmpeg,
-        "ffmpeg_version": version,
+        "ffmpeg_version": ffmpeg_version(ffmpeg or ""),
+        "pyav": decoder_versions("pyav"),
         "ffprobe": find_binary("ffprobe"),
         "load_average": " ".join(f"{x:.1f}" for x in os.getloadavg()),
         "gpu": None,

@@ -1,13 +1,13 @@
 """`make gpu-check`: what a session lent a GPU machine measures and checks, in one call.
 
     python3 -m stages.gpu_check [--out FILE] [--wheels .whl] [--budget SECONDS]
+    python3 -m stages.gpu_check --pack .gpu-wheels [--wheels .whl]     (here, by `make gpu-wheels`)
 
 The GPU machines of this workplace have torch, torchvision, h5py, numpy and pytest, but
-no ffmpeg and no network, and a lease is minutes long. So this module imports nothing
-but the standard library until its steps run, unpacks the wheels carried in `.whl/`
-(`make gpu-wheels` fetches them here) onto PYTHONPATH, points FFMPEG_BINARY at
-imageio-ffmpeg's static ffmpeg when none is installed, and runs, each in a process of its
-own, within what is left of `--budget`:
+no PyAV, no ffmpeg and no network, and a lease is minutes long. So this module imports
+nothing but the standard library until its steps run, unpacks what `.whl/` carries onto
+PYTHONPATH, points FFMPEG_BINARY at imageio-ffmpeg's static ffmpeg when none is installed,
+and runs, each in a process of its own, within what is left of `--budget`:
 
     1. bench          `python -m pipeline bench` with the CUDA defaults, plus DEVICES=cuda:0,cuda:0:
                       end to end, decode ceiling, backbone, baseline, stage two's 50 epochs
@@ -19,6 +19,12 @@ own, within what is left of `--budget`:
 Figures first: a step that would not fit in the time left is skipped and says so. The
 JSON of everything (machine, each step's outcome, seconds, failures, the bench's figures)
 is rewritten after every step, so a lease that ends early still leaves the steps done.
+
+What `.whl/` carries: one `pylib.tar.xz`, the wheels unzipped and packed with xz. A call
+may carry 64 MiB, and the wheels as they come are 69 MB (PyAV's 36 MB, which bundles
+FFmpeg's libraries, and imageio-ffmpeg's 29.5 MB static ffmpeg among them); xz packs the
+same files into 49 MB, which `--pack` writes here and the GPU machine unpacks in seconds
+with the standard library. Plain wheels in `.whl/` are unzipped too.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tarfile
 import tempfile
 import threading
 import time
@@ -54,9 +61,17 @@ for r in out:
 """
 
 
+PACK = "pylib.tar.xz"  # the unzipped wheels, in `--wheels`
+
+
 def unpack_wheels(wheels: Path, dest: Path) -> list[str]:
-    """Unzip every wheel in `wheels` into `dest` (pure Python and static binaries need no pip)."""
+    """Unpack `wheels`/pylib.tar.xz and unzip every wheel in `wheels` into `dest` (no pip
+    needed: pure Python, abi3 extension modules and static binaries work from there)."""
     names = []
+    if (wheels / PACK).exists():
+        with tarfile.open(wheels / PACK) as pack:
+            pack.extractall(dest, filter="data")
+            names += sorted(n.split("/")[1] for n in pack.getnames() if n.endswith(".dist-info") and n.count("/") == 1)
     for wheel in sorted(wheels.glob("*.whl")):
         with zipfile.ZipFile(wheel) as z:
             z.extractall(dest)
@@ -64,6 +79,24 @@ def unpack_wheels(wheels: Path, dest: Path) -> list[str]:
     for binary in dest.glob("imageio_ffmpeg/binaries/ffmpeg-*"):
         binary.chmod(0o755)  # zip files keep no mode bits
     return names
+
+
+def pack_wheels(source: Path, wheels: Path) -> Path:
+    """Unzip every wheel in `source` and pack them all as `wheels`/pylib.tar.xz (what a GPU call carries)."""
+    with tempfile.TemporaryDirectory(prefix="vidstore-pylib-") as tmp:
+        for wheel in sorted(source.glob("*.whl")):
+            with zipfile.ZipFile(wheel) as z:
+                z.extractall(tmp)
+        wheels.mkdir(parents=True, exist_ok=True)
+        out = wheels / PACK
+        with tarfile.open(out.with_suffix(".tmp"), "w:xz") as pack:
+            pack.add(tmp, arcname=".")
+        out.with_suffix(".tmp").replace(out)
+    packed = [w.name for w in source.glob("*.whl")]
+    for stale in (wheels / name for name in packed):  # left by an older gpu-wheels: carried twice, over the limit
+        stale.unlink(missing_ok=True)
+    print(f"wrote {out}: {out.stat().st_size / 2**20:.1f} MiB from {len(packed)} wheels")
+    return out
 
 
 def prepared_env(wheels: Path, scratch: Path) -> tuple[dict[str, str], dict]:
@@ -257,6 +290,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stages.gpu_check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "bench") / "gpu-check.json")
     ap.add_argument("--wheels", type=Path, default=ROOT / ".whl", help="folder of carried wheels (make gpu-wheels)")
+    ap.add_argument("--pack", type=Path, help="here: pack the wheels of this folder into --wheels, and stop")
     ap.add_argument("--budget", type=float, default=540.0, help="seconds for all steps together")
     ap.add_argument("--clips", type=int, default=0, help="bench clips (default: the bench's CUDA default, 2048)")
     ap.add_argument("--rounds", type=int, default=1, help="bench rounds (a lent machine is not shared: 1)")
@@ -265,6 +299,9 @@ def main(argv: list[str] | None = None) -> int:
         "--skip", default="", help="comma-separated steps to leave out: bench,train_profile,gpu_tests,cpu_tests"
     )
     args = ap.parse_args(argv)
+    if args.pack:
+        pack_wheels(args.pack, args.wheels)
+        return 0
     deadline = time.monotonic() + args.budget
     out_dir = args.out.parent
     out_dir.mkdir(parents=True, exist_ok=True)

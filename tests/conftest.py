@@ -21,16 +21,8 @@ from typing import Iterator
 
 import pytest
 
+from helpers import UCF_TREE_CLASSES, UCF_TREE_SETTINGS, without_ffprobe
 from pipeline import synth
-
-# Small UCF101-layout tree for the adapter and stage-one tests: 3 classes x 3 groups x
-# 2 clips = 18 clips, each >= 16 frames (the default T), so none is padded.
-UCF_TREE_CLASSES = {
-    "ApplyEyeMakeup": ("sunset", "stripes"),
-    "Basketball": ("testcard", "life"),
-    "JumpRope": ("plasma", "box"),
-}
-UCF_TREE_SETTINGS = dict(groups=3, clips_per_group=2, fps=10, size=(160, 120), seconds_per_scene=1.2, seed=1)
 
 
 def pytest_collection_modifyitems(config, items):
@@ -45,18 +37,6 @@ def pytest_collection_modifyitems(config, items):
     skip = pytest.mark.skip(reason="needs CUDA: torch.cuda.is_available() is False on this machine")
     for item in gpu_items:
         item.add_marker(skip)
-
-
-def without_ffprobe() -> bool:
-    """VIDSTORE_TESTS_WITHOUT_FFPROBE=1: this machine has a static ffmpeg and no ffprobe."""
-    return os.environ.get("VIDSTORE_TESTS_WITHOUT_FFPROBE") == "1"
-
-
-def require_ffprobe() -> str:
-    """ffprobe for a test that checks files with it; skipped (with the reason) where there is none."""
-    if without_ffprobe():
-        pytest.skip("this test checks with ffprobe, and VIDSTORE_TESTS_WITHOUT_FFPROBE=1 says there is none")
-    return synth.require_ffmpeg("ffprobe")
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -13,17 +13,27 @@ import concurrent.futures as cf
 import functools
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import h5py
 import numpy as np
+import pytest
 import torch
 import torchvision
 
-from pipeline import store
+from pipeline import store, synth
 from pipeline.config import ExtractConfig
 
 STR = h5py.string_dtype(encoding="utf-8")
+# Small UCF101-layout tree for the adapter and stage-one tests: 3 classes x 3 groups x
+# 2 clips = 18 clips, each >= 16 frames (the default T), so none is padded.
+UCF_TREE_CLASSES = {
+    "ApplyEyeMakeup": ("sunset", "stripes"),
+    "Basketball": ("testcard", "life"),
+    "JumpRope": ("plasma", "box"),
+}
+UCF_TREE_SETTINGS = dict(groups=3, clips_per_group=2, fps=10, size=(160, 120), seconds_per_scene=1.2, seed=1)
 
 
 @functools.lru_cache(maxsize=2)
@@ -236,3 +246,15 @@ def shard_arrays(set_dir: Path) -> dict[str, np.ndarray]:
             for name in f:
                 parts.setdefault(name, []).append(f[name].asstr()[()] if f[name].dtype.kind == "O" else f[name][()])
     return {k: np.concatenate(v) for k, v in parts.items()}
+
+
+def without_ffprobe() -> bool:
+    """VIDSTORE_TESTS_WITHOUT_FFPROBE=1: this machine has a static ffmpeg and no ffprobe."""
+    return os.environ.get("VIDSTORE_TESTS_WITHOUT_FFPROBE") == "1"
+
+
+def require_ffprobe() -> str:
+    """ffprobe for a test that checks files with it; skipped (with the reason) where there is none."""
+    if without_ffprobe():
+        pytest.skip("this test checks with ffprobe, and VIDSTORE_TESTS_WITHOUT_FFPROBE=1 says there is none")
+    return synth.require_ffmpeg("ffprobe")

@@ -2,9 +2,12 @@
 
 import json
 
+from pipeline.config import DECODERS
 from stages.bench import BenchConfig, run_bench
 
 FIGURES = (
+    "audio_videos_per_s",
+    "audio_cpu_ms_per_video",
     "videos_per_s",
     "frames_per_s",
     "decode_ceiling_videos_per_s",
@@ -42,11 +45,23 @@ def test_bench_reports_every_figure(tmp_path, capsys):
         machine["cores"] >= 1 and machine["ram_gib"] > 0 and machine["torch"] and machine["ffmpeg_version"] != "unknown"
     )
     assert results["settings"]["size"] == 64 and results["settings"]["clips"] == 1
+    assert results["decoder"] == "pyav" and set(results["decoders"]) == set(DECODERS)
+    for name, d in results["decoders"].items():
+        assert d["cpu_ms_per_video"] > 0 and d["videos_per_s"] > 0 and d["videos"] >= 64, name
+    fastest = max(DECODERS, key=lambda name: results["decoders"][name]["videos_per_s"])
+    assert results["decode_ceiling"]["decoder"] == fastest
+    assert results["decode_ceiling_videos_per_s"] == results["decoders"][fastest]["videos_per_s"]
+    vs = results["ratios"]["decoder_vs_ffmpeg_cli"]
+    cli = results["decoders"]["ffmpeg-cli"]
+    assert vs["cpu_ms_per_video"] == results["decoders"]["pyav"]["cpu_ms_per_video"] / cli["cpu_ms_per_video"]
+    assert len(vs["videos_per_s_by_round"]) == 1
     report = capsys.readouterr().err
     assert (
         "end to end / baseline" in report
         and "where stage one's" in report
         and "64 px instead of stage one's 224" in report
+        and "decoders alone" in report
+        and "pyav / ffmpeg-cli" in report
     )
 
 

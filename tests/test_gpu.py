@@ -64,7 +64,7 @@ def cpu_reference(gpu_cfg, weights_file) -> dict:
 
     frames = {}
     for rec in load_dataset(gpu_cfg).records:
-        dec = decode_video(rec.path, T, SIZE, gpu_cfg.resize_to, None, 60.0)
+        dec = decode_video(rec.path, T, SIZE, gpu_cfg.resize_to, None, 60.0, decoder=gpu_cfg.decoder)
         assert not dec.error, dec.error
         frames[rec.video_id] = np.ascontiguousarray(dec.frames)
     feats = reference_features(weights_file, np.concatenate(list(frames.values())))  # one forward for all

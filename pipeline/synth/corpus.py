@@ -68,7 +68,7 @@ def make_bad_corpus(root: Path) -> dict[str, str]:
     every "must succeed" one (short ones padded, with their true length).
 
     must_fail/hang.avi is a FIFO with no writer: anything that opens it blocks forever, so
-    only the decode timeout ends it. Never copy this tree with shutil.copytree (the copy
+    stage one must refuse it unopened (it is not a regular file). Never copy this tree with shutil.copytree (the copy
     would block on the FIFO); list it, or run on it in place. Idempotent. About 2 s.
     Not here, because they need another layout or another user: make_missing_listed_tree
     (a listed file that is missing) and make_unreadable_tree (a chmod 000 file).
@@ -186,7 +186,7 @@ def make_bad_corpus(root: Path) -> dict[str, str]:
     target = note(
         "must_fail/hang.avi",
         MUST_FAIL,
-        "a FIFO with no writer: a decoder that opens it blocks forever (only the timeout ends it)",
+        "a FIFO with no writer: a decoder that opened it would block forever (refused: not a regular file)",
     )
     if not os.path.lexists(target):
         os.mkfifo(target)

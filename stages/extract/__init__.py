@@ -3,7 +3,10 @@
 stage.py        extract_features (a dataset), extract_video (one file), config_from_manifest
 plan.py         the extraction plan: settings, weights, identity, which videos each shard holds
 datasets.py     dataset adapters: UCF101, HMDB51, folder-per-class, CSV, the generated sample
-decode.py       ffmpeg: probe, choose frame indices, decode only those frames into a slot
+decode.py       the decoders behind one call: probe, choose frame indices, decode only those frames into a slot
+decode_pyav.py  the default decoder: in-process PyAV, the CLI's filter graph, GIL released
+decode_cli.py   DECODER=ffmpeg-cli: an ffmpeg process per video (the benchmark's reference)
+video.py        what both share: preflight checks, the AVI header, sampling, the result types
 backbone.py     weights policy, ResNet-50 on its own thread: uint8 frames -> 2048-d features
 batching.py     frame slots and the inference loop: frames of many videos per batch
 runner.py       the shard runner, and the sink a local run commits through

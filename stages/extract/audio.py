@@ -120,7 +120,9 @@ class AudioRunner:
 def audio_of_video(path: Path, cfg: ExtractConfig, embed: VGGishEmbedder | None = None) -> AudioOutcome:
     """One video: the picture times, the sound track, the features at those times (or why not)."""
     t0 = time.perf_counter()
-    times = decode_video(path, cfg.frames, TIMES_SIZE, TIMES_RESIZE, cfg.fps, cfg.timeout, threads=1)
+    times = decode_video(
+        path, cfg.frames, TIMES_SIZE, TIMES_RESIZE, cfg.fps, cfg.timeout, decoder=cfg.decoder, workers=cfg.workers
+    )
     if times.error:
         return AudioOutcome(error=times.error, seconds=time.perf_counter() - t0)
     track = decode_audio(path, cfg.timeout)

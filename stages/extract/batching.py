@@ -1,7 +1,8 @@
 """The hand-off from decoders to the backbone: frame slots, and batches run on a thread of their own.
 
-    decode thread   ffmpeg's stdout --readinto--> a slot: one video's frames, in pinned
-                    host memory on CUDA (no bytes object, no copy, no pickling)
+    decode thread   PyAV's converted frames (np.copyto), or ffmpeg's stdout (readinto), straight
+                    into a slot: one video's frames, in pinned host memory on CUDA (no bytes
+                    object, no extra copy, no pickling)
     main thread     add(slot) appends a *reference* to the batch being filled; a full
                     batch goes on a queue (size 1) to the inference thread
     inference loop  on the extractor's own long-lived thread (the one whose cuDNN kernel
@@ -13,8 +14,8 @@
                     between batches
                  -> features handed to `sink`, slots handed back to the decoders
 
-So decode (many ffmpeg processes), host-to-device copies, inference and the shard writes
-(another thread, stages/extract.py) all overlap, and the main thread only routes.
+So decode (many decoder threads), host-to-device copies, inference and the shard writes
+(another thread, runner.py) all overlap, and the main thread only routes.
 
 Host memory is bounded by the slot count, fixed at start: 2 x workers slots for the
 decoders (what run_shards keeps in flight) plus 4 batches' worth (filling, queued,
@@ -55,7 +56,7 @@ class FrameSlots:
 
     def __init__(self, count: int, frames: int, size: int, pin: bool):
         self.data = torch.empty((count, frames, size, size, 3), dtype=torch.uint8, pin_memory=pin)
-        self.arrays = self.data.numpy()  # numpy views of the same memory, for ffmpeg's readinto
+        self.arrays = self.data.numpy()  # numpy views of the same memory, the decoders' `out=`
         self.free: queue.SimpleQueue[int] = queue.SimpleQueue()
         for i in range(count):
             self.free.put(i)

@@ -1,478 +1,37 @@
-"""Decoding with ffmpeg: probe a video, choose frame indices, decode only those frames.
+"""Stage one's decoders behind one call: probe a video, choose frame indices, decode only those frames.
 
-One video costs one short-lived ffmpeg process, whose filter graph is
-`select(the T indices) -> scale shorter side -> centre crop -> showinfo`, so frames are
-decoded up to the last one kept (`-frames:v T` stops it there) but only the kept ones are
-scaled and copied out, straight into the caller's buffer (`out=`, pinned memory in stage
-one) with `readinto`. The frame count comes from the AVI header when that gives exactly
-what ffprobe would say (UCF101 and HMDB51 are AVI): a second process per video (ffprobe)
-costs about as much as the decode itself. Other files are probed with ffprobe, or, where
-only an ffmpeg binary exists (imageio-ffmpeg ships no ffprobe), with ffmpeg itself.
-Each ffmpeg runs with one decoding thread when there are as many decoders as cores: that
-gives the most videos per second (237 vs 155 videos/s on the 16 cores of an H100 machine,
-in an earlier sweep).
+    decode_video(path, T, S, resize, decoder="pyav", out=slot)  -> Decoded (frames in `out`, or a reason)
 
-Failures are values, not exceptions: `decode_video` returns a `Decoded` whose `error`
-says why, in words a user can act on, and the caller records it and moves on.
+| name | module | what |
+| --- | --- | --- |
+| `pyav` (default) | decode_pyav.py | in this process with PyAV; its wheel bundles FFmpeg; one decoding thread |
+| `ffmpeg-cli` | decode_cli.py | one ffmpeg process per video; the reference the benchmark compares with |
+
+Both give the same frame indices and timestamps, and reasons of the same kind for a bad
+video; the pixels can differ by the FFmpeg build, so the decoder's name is part of the
+feature-set identity. What they share (preflight checks, the AVI header, sampling, the
+result types) is in video.py. Failures are values, not exceptions: `decode_video` returns
+a `Decoded` whose `error` says why, in words a user can act on.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-import math
 import os
-import re
-import select
-import stat
 import subprocess
-import tempfile
-import time
-from dataclasses import dataclass
 from pathlib import Path
 
-import ffmpeg  # ffmpeg-python: builds the argument lists
 import numpy as np
 
+from pipeline.config import DECODERS
 from pipeline.ffmpeg import ffmpeg_binary, find_binary
 
-AVI_HEADER_BYTES = 1 << 16  # the AVI header lists sit at the start of the file (UCF101's: ~8 KB)
-PIPE_BYTES = 1 << 20  # ffmpeg's stdout pipe: 1 MiB (Linux max for a user) means a few reads per video
-
-
-@functools.lru_cache(maxsize=None)
-def fps_mode_args_of(binary: str) -> tuple[str, ...]:
-    """Output option that keeps exactly the selected frames (-fps_mode since ffmpeg 5.1)."""
-    out = subprocess.run([binary, "-hide_banner", "-h", "full"], capture_output=True, text=True, timeout=30).stdout
-    return ("-fps_mode", "passthrough") if "-fps_mode" in out else ("-vsync", "0")
-
-
-@functools.lru_cache(maxsize=None)
-def showinfo_has_checksum(binary: str) -> bool:
-    """Whether this ffmpeg's showinfo filter can skip its checksums (an option since ffmpeg 5.0)."""
-    out = subprocess.run(
-        [binary, "-hide_banner", "-h", "filter=showinfo"], capture_output=True, text=True, timeout=30
-    ).stdout
-    return "checksum" in out
-
-
-def decode_threads(workers: int) -> int:
-    """ffmpeg threads per decoder: 1 when decoders fill the cores (fastest in aggregate, see
-    the module docstring), else the cores left to each, so fewer decoders still use the machine."""
-    return max(1, (os.cpu_count() or 1) // max(1, workers))
-
-
-@dataclass(frozen=True)
-class VideoInfo:
-    frames: int  # number of video frames (from the header, or counted packets)
-    fps: float  # average frame rate, frames/s
-    duration: float  # seconds
-    width: int
-    height: int
-
-
-@dataclass
-class Decoded:
-    """frames (k, S, S, 3) uint8 with k <= T; indices (k,) int32; timestamps (k,) float32 s."""
-
-    frames: np.ndarray | None = None
-    indices: np.ndarray | None = None
-    timestamps: np.ndarray | None = None
-    num_frames: int = 0  # frames in the video
-    error: str | None = None
-    seconds: float = 0.0  # wall time spent in ffprobe+ffmpeg
-
-
-class DecodeError(Exception):
-    """One video cannot be decoded; str(e) is the reason recorded in failures.jsonl."""
-
-
-def run_tool(args: list[str], timeout: float, what: str) -> subprocess.CompletedProcess:
-    """Run ffmpeg/ffprobe with an argument list; both pipes drained; killed at timeout."""
-    try:
-        # capture_output reads stdout and stderr concurrently, so a chatty stderr can
-        # never fill its pipe and deadlock the process.
-        return subprocess.run(args, capture_output=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        raise DecodeError(f"timeout after {timeout:g} s ({what} did not finish; killed)") from None
-
-
-def stderr_tail(proc: subprocess.CompletedProcess, n: int = 200) -> str:
-    return stderr_text_tail(proc.stderr.decode("utf-8", "replace"), n)
-
-
-def preflight(path: Path) -> None:
-    """Cheap checks that give clearer reasons than ffprobe would."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise DecodeError(f"missing: no file at {path}") from None
-    except OSError as e:
-        raise DecodeError(f"unreadable: {e.strerror}") from None
-    if stat.S_ISREG(st.st_mode):
-        if st.st_size == 0:
-            raise DecodeError("empty file (0 bytes)")
-        try:  # open, not os.access: ACLs, root-squashed NFS and setuid only show on a real open
-            os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
-        except PermissionError:
-            raise DecodeError("unreadable: permission denied") from None
-    elif stat.S_ISDIR(st.st_mode):
-        raise DecodeError("not a file: it is a directory")
-
-
-def parse_rate(rate: str | None) -> float:
-    try:
-        num, _, den = (rate or "0/0").partition("/")
-        value = float(num) / float(den or 1)
-        return value if math.isfinite(value) and value > 0 else 0.0
-    except (ValueError, ZeroDivisionError):
-        return 0.0
-
-
-def probe(path: Path, timeout: float = 60.0) -> VideoInfo:
-    """Frame count, rate, duration and size of the first video stream."""
-    preflight(path)
-    if not find_binary("ffprobe"):
-        return probe_with_ffmpeg(path, timeout)
-    entries = "stream=nb_frames,avg_frame_rate,r_frame_rate,duration,width,height:format=duration,format_name"
-    proc = run_ffprobe(path, timeout, "ffprobe", "-show_entries", entries, "-of", "json")
-    if proc.returncode != 0:
-        if b"Permission denied" in proc.stderr:  # ffprobe runs as another user, or the file system refused it
-            raise DecodeError(f"unreadable: permission denied (ffprobe says {stderr_tail(proc)!r})")
-        raise DecodeError(f"not a readable video: ffprobe says {stderr_tail(proc)!r}")
-    info = json.loads(proc.stdout or b"{}")
-    streams = info.get("streams") or []
-    if not streams:
-        fmt = (info.get("format") or {}).get("format_name", "unknown")
-        raise DecodeError(f"no video stream (container: {fmt})")
-    s, fmt = streams[0], info.get("format") or {}
-    fps = parse_rate(s.get("avg_frame_rate")) or parse_rate(s.get("r_frame_rate"))
-    duration = float(s.get("duration") or fmt.get("duration") or 0.0)
-    frames = int(s.get("nb_frames") or 0) if str(s.get("nb_frames", "")).isdigit() else 0
-    if frames <= 0:
-        # Containers like Matroska/WebM carry no frame count: count packets (demux only).
-        frames = count_packets(path, timeout)
-    if frames <= 0:
-        raise DecodeError("no decodable frames: the video stream is empty")
-    return VideoInfo(
-        frames,
-        fps or (frames / duration if duration else 25.0),
-        duration,
-        int(s.get("width") or 0),
-        int(s.get("height") or 0),
-    )
-
-
-def run_ffprobe(path: Path, timeout: float, label: str, *options: str) -> subprocess.CompletedProcess:
-    """ffprobe on the first video stream of `path`, with `options`, quiet but for errors."""
-    args = [ffmpeg_binary("ffprobe"), "-v", "error", "-select_streams", "v:0", *options, str(path)]
-    return run_tool(args, timeout, label)
-
-
-def count_packets(path: Path, timeout: float) -> int:
-    if not find_binary("ffprobe"):
-        return ffmpeg_frame_count(path, timeout, decode=False)[0]
-    proc = run_ffprobe(path, timeout, "ffprobe -count_packets", "-count_packets", "-show_entries",
-                       "stream=nb_read_packets", "-of", "csv=p=0")
-    text = proc.stdout.decode().strip().split(",")[0]
-    return int(text) if text.isdigit() else 0
-
-
-def count_frames(path: Path, timeout: float) -> int:
-    """Frames that really decode (a full decode; used only to explain a shortfall)."""
-    if not find_binary("ffprobe"):
-        try:
-            return ffmpeg_frame_count(path, timeout, decode=True)[0]
-        except DecodeError:
-            return -1
-    try:
-        proc = run_ffprobe(path, timeout, "ffprobe -count_frames", "-count_frames", "-show_entries",
-                           "stream=nb_read_frames", "-of", "csv=p=0")
-    except DecodeError:
-        return -1
-    text = proc.stdout.decode().strip().split(",")[0]
-    return int(text) if text.isdigit() else -1
-
-
-# ---------------------------------------------------------------- probing without ffprobe
-def ffmpeg_frame_count(path: Path, timeout: float, decode: bool) -> tuple[int, str, int]:
-    """(frames, ffmpeg's stderr, exit status) from one pass over the first video stream:
-    packets copied (decode=False, like ffprobe -count_packets) or frames decoded (True).
-
-    Counted as the lines of the framecrc muxer (one per packet or frame, ~40 bytes each):
-    `-progress` has no frame= line for a stream copy in ffmpeg 7, and framecrc's output
-    has not changed since ffmpeg 0.x.
-    """
-    args = [
-        ffmpeg_binary(),
-        "-nostdin",
-        "-hide_banner",
-        "-nostats",
-        "-i",
-        str(path),
-        "-map",
-        "0:v:0",
-        *(() if decode else ("-c", "copy")),
-        "-f",
-        "framecrc",
-        "-",
-    ]
-    proc = run_tool(args, timeout, "ffmpeg probing")
-    count = sum(1 for line in proc.stdout.splitlines() if line and not line.startswith(b"#"))
-    return count, proc.stderr.decode("utf-8", "replace"), proc.returncode
-
-
-FFMPEG_INPUT = re.compile(r"^Input #0, ([^\n]+?), from", re.M)
-FFMPEG_VIDEO = re.compile(r"^\s*Stream #0:\d+\S*: Video: ([^\n]*)", re.M)
-FFMPEG_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
-
-
-def probe_with_ffmpeg(path: Path, timeout: float) -> VideoInfo:
-    """probe() for machines with ffmpeg but no ffprobe: the header ffmpeg prints, and the
-    packets of one stream-copy pass (demux only) as the frame count.
-
-    The rate is the one ffmpeg prints ("25 fps", "29.97 fps"), rounded to 2 decimals: only
-    FPS= sampling uses it. The count is the packet count, which is what ffprobe reports
-    for containers without a frame count; for an AVI, its header's count, as ffprobe.
-    """
-    frames, text, status = ffmpeg_frame_count(path, timeout, decode=False)
-    container = FFMPEG_INPUT.search(text)
-    video = FFMPEG_VIDEO.search(text)
-    if not container:
-        if "Permission denied" in text:
-            raise DecodeError(f"unreadable: permission denied (ffmpeg says {stderr_text_tail(text)!r})")
-        raise DecodeError(f"not a readable video: ffmpeg says {stderr_text_tail(text)!r}")
-    if not video:
-        raise DecodeError(f"no video stream (container: {container.group(1)})")
-    if status != 0 and frames <= 0:
-        raise DecodeError(f"not a readable video: ffmpeg says {stderr_text_tail(text)!r}")
-    header = read_avi_header(path)  # ffprobe's count for an AVI is its header's, even when the file is cut short
-    frames = header.frames if header else frames
-    if frames <= 0:
-        raise DecodeError("no decodable frames: the video stream is empty")
-    desc = video.group(1)
-    size = re.search(r"\b(\d{1,5})x(\d{1,5})\b", desc)
-    rate = re.search(r"([\d.]+)(k?) (?:fps|tbr)\b", desc)
-    fps = float(rate.group(1)) * (1000 if rate.group(2) else 1) if rate else 0.0
-    d = FFMPEG_DURATION.search(text)
-    duration = int(d.group(1)) * 3600 + int(d.group(2)) * 60 + float(d.group(3)) if d else 0.0
-    return VideoInfo(
-        frames,
-        fps or (frames / duration if duration else 25.0),
-        duration,
-        int(size.group(1)) if size else 0,
-        int(size.group(2)) if size else 0,
-    )
-
-
-def stderr_text_tail(text: str, n: int = 200) -> str:
-    """The last non-blank line of a tool's stderr, at most n characters."""
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
-    return (lines[-1] if lines else "no message")[-n:]
-
-
-# ---------------------------------------------------------------- the AVI header
-def read_avi_header(path: Path) -> VideoInfo | None:
-    """Frame count, rate, duration and size from an AVI's own header, or None when unsure.
-
-    ffprobe's nb_frames for an AVI is the dwLength of the first video stream header
-    (libavformat/avidec.c reads `strh` into st->nb_frames and never changes it), so this
-    gives the frame count ffprobe would, without starting a process. Anything unusual
-    (not RIFF/AVI, no video stream, DV type 1, zero rate/scale/length, headers beyond
-    the first 64 KiB, a subtitle stream disguised as video) returns None: the caller
-    then asks ffprobe. Never opens anything but a regular file: a FIFO would block here,
-    where only ffmpeg's timeout may wait on it.
-    """
-    try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            return None
-        with open(path, "rb") as f:
-            head = f.read(AVI_HEADER_BYTES)
-    except OSError:
-        return None
-    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"AVI ":
-        return None
-    u32 = lambda at: int.from_bytes(head[at : at + 4], "little")
-    strh = None  # (scale, rate, start, length) of the first video stream
-    for tag, body, end in riff_chunks(head, 12, len(head)):
-        if tag == b"LIST" and head[body : body + 4] == b"movi":
-            break
-        if not (tag == b"LIST" and head[body : body + 4] == b"hdrl"):
-            continue
-        for tag2, body2, end2 in riff_chunks(head, body + 4, end):
-            if tag2 != b"LIST" or head[body2 : body2 + 4] != b"strl":
-                continue
-            chunks = {t: b for t, b, _ in riff_chunks(head, body2 + 4, end2)}
-            sh, sf = chunks.get(b"strh"), chunks.get(b"strf")
-            if sh is None or sh + 36 > len(head):
-                return None
-            kind = head[sh : sh + 4]
-            if kind in (b"iavs", b"ivas"):
-                return None
-            if kind != b"vids":
-                continue
-            if sf is None or sf + 20 > len(head) or head[sf + 16 : sf + 20] in (b"DXSB", b"DXSA"):
-                return None
-            width = int.from_bytes(head[sf + 4 : sf + 8], "little", signed=True)
-            height = abs(int.from_bytes(head[sf + 8 : sf + 12], "little", signed=True))
-            strh = (u32(sh + 20), u32(sh + 24), u32(sh + 28), u32(sh + 32), width, height)
-            break
-        break
-    if strh is None:
-        return None
-    scale, rate, start, length, width, height = strh
-    if not (scale and rate and length) or start * scale / rate > 3600:
-        return None
-    return VideoInfo(length, rate / scale, length * scale / rate, width, height)
-
-
-def riff_chunks(buf: bytes, start: int, end: int):
-    """(tag, body offset, body end) of each RIFF chunk in buf[start:end]; stops at a cut chunk."""
-    pos = start
-    while pos + 8 <= end:
-        size = int.from_bytes(buf[pos + 4 : pos + 8], "little")
-        if pos + 8 + size > end:
-            if buf[pos : pos + 4] == b"LIST":  # a list cut by our read: its head may still hold what we need
-                yield buf[pos : pos + 4], pos + 8, end
-            return
-        yield buf[pos : pos + 4], pos + 8, pos + 8 + size
-        pos += 8 + size + (size & 1)
-
-
-# ---------------------------------------------------------------- sampling
-def uniform_indices(num_frames: int, frames: int) -> np.ndarray:
-    """Centres of T equal segments: (T,) int32. A video shorter than T gives all its frames.
-
-    >>> uniform_indices(175, 4).tolist()
-    [21, 65, 109, 153]
-    """
-    if num_frames <= frames:
-        return np.arange(num_frames, dtype=np.int32)
-    return np.floor((np.arange(frames) + 0.5) * num_frames / frames).astype(np.int32)
-
-
-def fps_indices(num_frames: int, src_fps: float, fps: float, cap: int) -> np.ndarray:
-    """Frames nearest to times 0, 1/fps, 2/fps, ... (at most `cap`): (k,) int32."""
-    step = src_fps / fps
-    idx = np.floor(np.arange(0, num_frames, step) + 1e-6).astype(np.int64)
-    idx = np.unique(idx[idx < num_frames])[:cap]
-    return idx.astype(np.int32)
-
-
-def sample_indices(info: VideoInfo, frames: int, fps: float | None) -> np.ndarray:
-    return fps_indices(info.frames, info.fps, fps, frames) if fps else uniform_indices(info.frames, frames)
-
-
-# ---------------------------------------------------------------- decoding
-def build_decode_args(
-    path: Path, indices: np.ndarray, size: int, resize: int, threads: int | None = 1, showinfo: bool = True
-) -> list[str]:
-    """ffmpeg argument list that emits exactly `indices`, scaled and cropped, as RGB24.
-
-    threads: ffmpeg's decoding (and filter) threads; None leaves ffmpeg's default (one
-    per core). showinfo: print each kept frame's pts on stderr (the timestamps we store).
-    """
-    binary = ffmpeg_binary()  # a PATH scan: once per video, not once per use
-    expr = "+".join(f"eq(n,{int(i)})" for i in indices)
-    stream = ffmpeg.input(str(path), **({"threads": threads} if threads else {}))
-    stream = stream.filter("select", expr)
-    # Shorter side to `resize`, the other keeping the aspect ratio (even-rounded).
-    stream = stream.filter("scale", w=f"if(lte(iw,ih),{resize},-2)", h=f"if(lte(iw,ih),-2,{resize})", flags="bilinear")
-    stream = stream.filter("crop", size, size)
-    if showinfo:
-        # The checksums showinfo computes by default cost ~5% of a select-decode; we only want pts.
-        stream = stream.filter("showinfo", **({"checksum": 0} if showinfo_has_checksum(binary) else {}))
-    # -frames:v stops decoding after the last kept frame instead of reading to the end.
-    options = {"frames:v": len(indices), **({"filter_threads": threads} if threads else {})}
-    out = ffmpeg.output(stream, "pipe:", format="rawvideo", pix_fmt="rgb24", **options)
-    args = ffmpeg.compile(out, cmd=binary)
-    # -nostats/-hide_banner keep stderr to the showinfo lines we parse; the fps mode
-    # stops ffmpeg from duplicating frames to fill the gaps the select leaves.
-    return [args[0], "-nostdin", "-hide_banner", "-nostats", *args[1:-1], *fps_mode_args_of(binary), args[-1]]
-
-
-PTS_TIME = re.compile(rb"pts_time:\s*([-0-9.e]+)")
-
-
-def decode_frames(
-    path: Path,
-    indices: np.ndarray,
-    size: int,
-    resize: int,
-    timeout: float,
-    out: np.ndarray | None = None,
-    threads: int | None = 1,
-) -> tuple[np.ndarray, np.ndarray]:
-    """frames (k, size, size, 3) uint8 and timestamps (k,) float32 s, k <= len(indices).
-
-    out: where the frames go, (>= len(indices), size, size, 3) uint8 C-contiguous (stage
-    one passes a pinned slot); the frames returned are a view of it. ffmpeg's stdout is
-    read straight into it (readinto, no intermediate bytes); stderr goes to a temp file,
-    so a chatty decoder can never fill a pipe and stall while we wait on stdout.
-    """
-    n, frame_bytes = len(indices), size * size * 3
-    if out is None:
-        out = np.empty((n, size, size, 3), np.uint8)
-    if not (out.flags.c_contiguous and out.dtype == np.uint8 and out.shape[1:] == (size, size, 3) and len(out) >= n):
-        raise ValueError(
-            f"out must be a C-contiguous uint8 array of >= {n} x {size} x {size} x 3, got {out.dtype} {out.shape}"
-        )
-    view = memoryview(out).cast("B")[: n * frame_bytes]
-    args = build_decode_args(path, indices, size, resize, threads)
-    deadline = time.monotonic() + timeout
-    with tempfile.TemporaryFile() as err:
-        proc = popen_reader(args, err)
-        try:
-            got = read_until(proc, view, deadline)
-            status = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            got = status = None
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc.stdout.close()
-        if got is None:
-            raise DecodeError(f"timeout after {timeout:g} s (ffmpeg did not finish; killed)")
-        err.seek(0)
-        text = err.read()
-    if status != 0:
-        raise DecodeError(f"ffmpeg failed: {stderr_text_tail(text.decode('utf-8', 'replace'))!r}")
-    k = got // frame_bytes
-    times = np.array([float(t) for t in PTS_TIME.findall(text)[:k]], np.float32)
-    return out[:k], times
-
-
-def popen_reader(args: list[str], stderr) -> subprocess.Popen:
-    """Start ffmpeg with a 1 MiB stdout pipe (falls back to the default size where refused)."""
-    try:
-        return subprocess.Popen(
-            args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, bufsize=0, pipesize=PIPE_BYTES
-        )
-    except PermissionError:  # over the user's pipe quota (fs/pipe-user-pages-soft)
-        return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, bufsize=0)
-
-
-def read_until(proc: subprocess.Popen, view: memoryview, deadline: float) -> int | None:
-    """Fill `view` from proc's stdout until EOF; bytes past its end are read and dropped.
-
-    Returns the bytes stored, or None at the deadline (the caller kills the process).
-    """
-    poller = select.poll()
-    poller.register(proc.stdout.fileno(), select.POLLIN)
-    got, spill = 0, None
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0 or not poller.poll(left * 1000):
-            return None
-        if got < len(view):
-            n = proc.stdout.readinto(view[got:])
-            got += n or 0
-        else:  # more than asked for (should not happen with -frames:v): drain it so ffmpeg can exit
-            spill = spill or bytearray(1 << 16)
-            n = proc.stdout.readinto(spill)
-        if not n:
-            return got
+from .decode_cli import decode_threads, decode_video_cli
+from .decode_pyav import decode_video_pyav
+from .decode_pyav import versions as pyav_versions
+from .video import Decoded
+
+DEFAULT_DECODER = DECODERS[0]
 
 
 def decode_video(
@@ -483,38 +42,48 @@ def decode_video(
     fps: float | None = None,
     timeout: float = 60.0,
     out: np.ndarray | None = None,
-    threads: int | None = 1,
+    decoder: str = DEFAULT_DECODER,
+    workers: int = 0,
 ) -> Decoded:
-    """Probe, sample and decode one video. Never raises for a bad video: see `.error`.
+    """Probe, sample and decode one video with `decoder`. Never raises for a bad video: see `.error`.
 
-    out: optional (>= frames, size, size, 3) uint8 buffer the frames are decoded into
-    (Decoded.frames is then a view of it); threads: ffmpeg threads (decode_threads()).
+    frames: T (the cap with fps); size: the square crop, px; resize: the shorter side before
+    it, px; fps: sample at this rate instead of T uniform segment centres; timeout: seconds
+    (pyav: for the whole video; ffmpeg-cli: for each process). out: optional (>= T, size,
+    size, 3) uint8 C-contiguous buffer the frames land in (Decoded.frames is then a view of
+    it). workers: how many decoders run at once (0: one per core): ffmpeg-cli gives each
+    process the cores left over; pyav always decodes on one thread, and more decoders fill
+    the cores instead.
     """
-    t0 = time.perf_counter()
-    path = Path(path)
+    if decoder == "pyav":
+        return decode_video_pyav(path, frames, size, resize, fps, timeout, out)
+    if decoder == "ffmpeg-cli":
+        return decode_video_cli(
+            path, frames, size, resize, fps, timeout, out, decode_threads(workers or os.cpu_count() or 1)
+        )
+    raise ValueError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
+
+
+def require_decoder(decoder: str) -> None:
+    """Fail before any work, with the install hint, where `decoder` needs an ffmpeg binary and
+    there is none (FFmpegMissing); PyAV brings its own FFmpeg."""
+    if decoder == "ffmpeg-cli":
+        ffmpeg_binary()
+
+
+def decoder_versions(decoder: str) -> dict[str, str]:
+    """The libraries behind `decoder`, for a feature set's provenance (its manifest's config)
+    and the benchmark: PyAV and its bundled FFmpeg, or the ffmpeg binary's version line."""
+    if decoder == "pyav":
+        return pyav_versions()
+    return {"ffmpeg": ffmpeg_version(find_binary("ffmpeg") or "")}
+
+
+@functools.lru_cache(maxsize=None)
+def ffmpeg_version(binary: str) -> str:
+    """'ffmpeg version 5.1.9-0+deb12u1' (the first three words of `ffmpeg -version`), or 'unknown'."""
     try:
-        # Uniform sampling needs only the frame count, which an AVI header gives exactly
-        # as ffprobe would; FPS= sampling also needs ffprobe's rate, so it always probes.
-        # A file the header reader cannot open (missing, empty, a directory, no permission)
-        # reaches probe(), whose preflight() gives the reason.
-        info = read_avi_header(path) if fps is None else None
-        from_header = info is not None
-        info = info or probe(path, timeout)
-        indices = sample_indices(info, frames, fps)
-        try:
-            pixels, times = decode_frames(path, indices, size, resize, timeout, out, threads)
-        except DecodeError:
-            if from_header:
-                probe(path, timeout)  # a file ffprobe rejects fails with ffprobe's reason, as without the shortcut
-            raise
-        if len(pixels) < len(indices):
-            real = count_frames(Path(path), timeout)
-            got = f"{real}" if real >= 0 else "fewer"
-            raise DecodeError(
-                f"truncated: decoded {got} of ~{info.frames} frames (needed frame {int(indices[len(pixels)])})"
-            )
-        if len(times) != len(pixels):  # no showinfo output (should not happen): use the nominal rate
-            times = (indices / info.fps).astype(np.float32)
-        return Decoded(pixels, indices, times, info.frames, None, time.perf_counter() - t0)
-    except DecodeError as e:
-        return Decoded(error=str(e), seconds=time.perf_counter() - t0)
+        line = subprocess.run([binary, "-version"], capture_output=True, text=True, timeout=30).stdout.split("\n")[0]
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return " ".join(line.split()[:3]) or "unknown"

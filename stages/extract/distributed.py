@@ -44,10 +44,10 @@ import torch
 from pipeline import console, store
 from pipeline.config import ExtractConfig
 from pipeline.errors import ClusterError, ConfigError, StoreError, WeightsError
-from pipeline.ffmpeg import ffmpeg_binary
 from pipeline.files import TMP_MARK, fsync_dir
 
 from .backbone import FeatureExtractor, resolve_weights
+from .decode import require_decoder
 from .weights import WeightsSpec, file_identity
 from .plan import ExtractionPlan, committed_indices
 from .runner import ShardBuffer, ShardRunner, Summary, backbone_batch, claim_uncommitted
@@ -92,7 +92,7 @@ def compute_shard(job: ExtractionPlan, workers_per_host: dict[str, int]) -> dict
     the staged file), "failures" ([{"video_id", "reason"}]), "worker", "device",
     "timings"}. Nothing is committed here; the driver renames and commits.
     """
-    ffmpeg_binary()  # fail the task at once, with the install hint, on a worker without ffmpeg
+    require_decoder(job.cfg.decoder)  # fail the task at once, with the install hint, on a worker without ffmpeg
     (index,) = job.shards
     host = worker_host()
     job = job.with_config(workers=decoders_here(job.cfg, workers_per_host.get(host, 1)))
@@ -123,7 +123,7 @@ def worker_host() -> str:
 
 
 def decoders_here(cfg: ExtractConfig, siblings: int) -> int:
-    """ffmpeg decoders for this worker: WORKERS=, else its share of this host's cores.
+    """Decoders for this worker: WORKERS=, else its share of this host's cores.
 
     A worker pinned to some cores (dask-cuda pins each GPU worker to its NUMA node) uses
     all of those; an unpinned one shares the host's cores with its sibling workers.

@@ -38,12 +38,13 @@ from .logmel import FRONT_END
 from .vggish import resolve_audio_weights
 from .weights import WeightsSpec
 from .datasets import Dataset, VideoRecord, load_dataset
+from .decode import decoder_versions
 
 # ExtractConfig fields that change the numbers, per modality; a set made with all of them
 # at their defaults is recorded as such, and stage two prefers it when a dataset has several.
 NUMERIC_FIELDS = {
-    "rgb": ("frames", "fps", "image_size", "resize", "backbone", "weights", "seed", "precision"),
-    "audio": ("frames", "fps", "audio_features", "audio_weights", "seed", "audio_window"),
+    "rgb": ("frames", "fps", "image_size", "resize", "backbone", "weights", "seed", "precision", "decoder"),
+    "audio": ("frames", "fps", "audio_features", "audio_weights", "seed", "audio_window", "decoder"),
 }
 
 
@@ -79,10 +80,6 @@ def chunk(records: list[VideoRecord], size: int) -> dict[int, list[VideoRecord]]
     return {i // size: records[i : i + size] for i in range(0, len(records), size)}
 
 
-# The decoder whose frame timestamps an audio set's steps are centred on.
-PICTURE_TIMES_DECODER = "ffmpeg-cli"
-
-
 def sampling_of(cfg: ExtractConfig) -> dict:
     """Which frames a video gives: T uniform segment centres, or a fixed rate capped at T."""
     return (
@@ -107,6 +104,7 @@ def make_identity(cfg: ExtractConfig, ds: Dataset, weights: WeightsSpec, precisi
         crop="center",
         normalisation={"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
         precision=precision,
+        decoder=cfg.decoder,
     )
 
 
@@ -140,7 +138,7 @@ def make_audio_identity(cfg: ExtractConfig, ds: Dataset, weights: WeightsSpec | 
         dataset=cfg.dataset_name,
         videos_sha256=ds.listing_sha256,
         sampling=sampling_of(cfg),
-        timestamps=f"decoder:{PICTURE_TIMES_DECODER}",
+        timestamps=f"decoder:{cfg.decoder}",
         features=cfg.audio_features,
         weights=weights.identity if weights else None,
         front_end=FRONT_END,
@@ -203,7 +201,9 @@ def open_feature_set(plan: ExtractionPlan) -> dict:
         ) from None
     ds, cfg = plan.dataset, plan.cfg
     audio = cfg.modality == "audio"
-    config = cfg.to_json() | ({} if audio else {"precision": plan.identity.precision})
+    # The decoder's libraries, for provenance only: the id names the decoder, not its build.
+    config = cfg.to_json() | {"decoder_versions": decoder_versions(cfg.decoder)}
+    config |= {} if audio else {"precision": plan.identity.precision}
     manifest = store.new_manifest(
         plan.identity.id,
         cfg.dataset_name,

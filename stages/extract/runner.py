@@ -1,16 +1,17 @@
 """The shard runner: decode, embed and write the shards a run has claimed.
 
-    claimed shard -> decode threads (each drives one ffmpeg process) -> frame slots (pinned)
+    claimed shard -> decode threads (PyAV, or each driving ffmpeg processes) -> frame slots (pinned)
     -> batcher (frames of many videos in one backbone batch, on the extractor's thread with
     its own CUDA stream; batching.py) -> shard buffer -> writer thread (tmp, fsync, rename)
     -> the mode's `ShardSink`: commit to the manifest (a local run), hand the staged file to
     the Dask driver (distributed.py), or swap a rewritten shard in (retry.py)
 
-Decoding is done by ffmpeg processes; the Python threads that drive them only wait on pipes
-(the GIL is released), and ffmpeg's output is read straight into the slot the backbone's
-copy reads from: no pickling, no intermediate copy. The main thread only routes: decode,
-copies, inference and writes all overlap. Host memory stays bounded: at most 2 x `workers`
-videos are decoding, into the batcher's fixed pool of slots, plus the shards in progress.
+The decode threads call the decoder directly: PyAV decodes in them and releases the GIL
+inside FFmpeg's calls (with DECODER=ffmpeg-cli they drive ffmpeg processes and wait on their
+pipes). Either way the frames land straight in the slot the backbone's copy reads from: no
+pickling, no intermediate copy. The main thread only routes: decode, copies, inference
+and writes all overlap. Host memory stays bounded: at most 2 x `workers` videos are
+decoding, into the batcher's fixed pool of slots, plus the shards in progress.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from pipeline.config import FEATURE_DIM, ExtractConfig
 from .backbone import FeatureExtractor
 from .batching import Batcher, FrameSlots
 from .datasets import VideoRecord
-from .decode import Decoded, decode_threads, decode_video
+from .decode import Decoded, decode_video
 from .plan import ExtractionPlan, committed_indices
 
 
@@ -84,8 +85,15 @@ class ShardBuffer:
     timestamps (n, T) float32 s (NaN pad); lengths (n,) int32.
     """
 
-    def __init__(self, index: int, records: list[VideoRecord], frames: int, claim: store.Claim | None,
-                 dim: int = FEATURE_DIM, extras: tuple[str, ...] = ()):
+    def __init__(
+        self,
+        index: int,
+        records: list[VideoRecord],
+        frames: int,
+        claim: store.Claim | None,
+        dim: int = FEATURE_DIM,
+        extras: tuple[str, ...] = (),
+    ):
         n = len(records)
         self.index, self.records, self.claim = index, records, claim
         self.features = np.zeros((n, frames, dim), np.float16)
@@ -196,7 +204,6 @@ class ShardRunner:
         self.plan, self.extractor, self.sink, self.bar = plan, extractor, sink, bar
         cfg = plan.cfg
         self.workers = cfg.workers or os.cpu_count() or 1
-        self.threads = decode_threads(self.workers)
         self.timings = {"decode": 0.0, "write": 0.0, "wait": 0.0}
         self.writes: list[cf.Future] = []
         self.opened: list[ShardBuffer] = []
@@ -286,7 +293,8 @@ class ShardRunner:
                 cfg.fps,
                 cfg.timeout,
                 out=slots.arrays[slot],
-                threads=self.threads,
+                decoder=cfg.decoder,
+                workers=self.workers,
             )
         except BaseException:
             slots.release(slot)

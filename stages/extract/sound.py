@@ -13,7 +13,7 @@ stages/decode.py: `.error` says why, prefixed "audio: ", in words a user can act
 - Not a regular file (a FIFO, a socket, a device): an error at once, nothing opened,
   because a read of such a file can block forever.
 - A read or a decode that runs past `timeout`: an error at the timeout. Every read goes
-  through `DeadlineReader` (the file opened by us, non-blocking, handed to av.open), and
+  through video.DeadlineReader (the file opened by us, non-blocking, handed to av.open), and
   the decode loop checks the same deadline per packet; the whole decode runs on a
   thread of its own, so even a read the kernel never returns (a dead network mount)
   costs the caller no more than the timeout.
@@ -28,10 +28,6 @@ resampler's own stereo-to-mono matrix would add 3 dB).
 
 from __future__ import annotations
 
-import io
-import os
-import select
-import stat
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,6 +35,9 @@ from pathlib import Path
 
 import av
 import numpy as np
+
+from . import video
+from .video import DeadlineReader, DecodeError, SourceTimeout
 
 SAMPLE_RATE = 16000  # Hz: VGGish's rate, and plenty for 64 mel bands up to 7.5 kHz
 # A few lost frames are a glitch the ffmpeg command line would also skip; more than this
@@ -50,12 +49,6 @@ MAX_GAP_S = 10.0
 # The decode thread reports its own timeout at the deadline; the caller waits this much
 # longer for that report before it gives up on the thread (a read the kernel never returns).
 ABANDON_GRACE_S = 0.5
-FILE_KINDS = {
-    stat.S_IFIFO: "a FIFO",
-    stat.S_IFSOCK: "a socket",
-    stat.S_IFCHR: "a character device",
-    stat.S_IFBLK: "a block device",
-}
 
 
 @dataclass
@@ -79,75 +72,15 @@ class AudioTrack:
 
 
 class AudioDecodeError(Exception):
-    """The sound of one video cannot be had; str(e) is the reason (without the "audio: " prefix)."""
-
-
-class ReadTimeout(AudioDecodeError):
-    pass
-
-
-# ---------------------------------------------------------------- reading with a deadline
-class DeadlineReader(io.RawIOBase):
-    """A raw binary reader over a file opened O_NONBLOCK; a read past the deadline raises ReadTimeout.
-
-    Each readinto waits on poll() for at most the time left, so a source that stops
-    delivering (a FIFO whose writer stalls) ends at the deadline instead of blocking.
-    On a regular file poll() always says readable: there the deadline is checked before
-    each read (PyAV reads 32 KiB at a time).
-    """
-
-    def __init__(self, path: Path, deadline: float, timeout: float):
-        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # never blocks in open(), even on a FIFO
-        self.deadline, self.timeout = deadline, timeout
-        self.poller = select.poll()
-        self.poller.register(self.fd, select.POLLIN)
-        self.regular = stat.S_ISREG(os.fstat(self.fd).st_mode)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return self.regular
-
-    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
-        return os.lseek(self.fd, offset, whence)
-
-    def tell(self) -> int:
-        return os.lseek(self.fd, 0, os.SEEK_CUR)
-
-    def readinto(self, buffer) -> int:
-        while True:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                raise ReadTimeout(f"timeout after {self.timeout:g} s (reading the file did not finish)")
-            if not self.poller.poll(left * 1000):
-                continue  # nothing yet; the loop re-checks the deadline
-            try:
-                return os.readv(self.fd, [buffer])
-            except BlockingIOError:
-                continue
-
-    def close(self) -> None:
-        if not self.closed:
-            os.close(self.fd)
-        super().close()
+    """Why a sound track cannot be had (the text after "audio: " in the failures log)."""
 
 
 def preflight(path: Path) -> None:
-    """Cheap checks with clear reasons; refuses anything but a non-empty regular file, unopened."""
+    """The pictures' checks (video.preflight): missing, empty, unreadable, not a regular file."""
     try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        raise AudioDecodeError(f"missing: no file at {path}") from None
-    except OSError as e:
-        raise AudioDecodeError(f"unreadable: {e.strerror}") from None
-    if stat.S_ISDIR(st.st_mode):
-        raise AudioDecodeError("not a file: it is a directory")
-    if not stat.S_ISREG(st.st_mode):
-        kind = FILE_KINDS.get(stat.S_IFMT(st.st_mode), "not a regular file")
-        raise AudioDecodeError(f"not a regular file ({kind}): not opened, since a read of it could block forever")
-    if st.st_size == 0:
-        raise AudioDecodeError("empty file (0 bytes)")
+        video.preflight(path)
+    except DecodeError as e:
+        raise AudioDecodeError(str(e)) from None
 
 
 # ---------------------------------------------------------------- decoding
@@ -262,7 +195,7 @@ def decode_stream(container: av.container.InputContainer, deadline: float, timeo
     first_error = None
     for packet in container.demux(stream):
         if time.monotonic() > deadline:
-            raise ReadTimeout(f"timeout after {timeout:g} s (decoding did not finish)")
+            raise AudioDecodeError(f"timeout after {timeout:g} s (decoding did not finish)")
         packets += packet.size > 0  # the last packet is an empty one that flushes the decoder
         try:
             frames = packet.decode()
@@ -295,12 +228,16 @@ def error_text(e: BaseException) -> str:
 def decode_file(path: Path, deadline: float, timeout: float) -> AudioTrack:
     """Open path ourselves (non-blocking, deadline-checked reads) and decode its sound."""
     try:
-        with DeadlineReader(path, deadline, timeout) as raw, av.open(raw, "r") as container:
+        with DeadlineReader(path, deadline) as raw, av.open(raw, "r") as container:
             if not container.streams.audio:
                 return AudioTrack(has_audio=False)
             return decode_stream(container, deadline, timeout)
     except AudioDecodeError:
         raise
+    except DecodeError as e:  # the path became something other than a regular file since preflight
+        raise AudioDecodeError(str(e)) from None
+    except SourceTimeout:
+        raise AudioDecodeError(f"timeout after {timeout:g} s (reading the file did not finish)") from None
     except PermissionError:
         raise AudioDecodeError("unreadable: permission denied") from None
     except av.error.FFmpegError as e:  # av.open could not make sense of the file

@@ -17,13 +17,12 @@ import torch
 from pipeline import console, store
 from pipeline.config import AUDIO_DIM, FEATURE_DIM, ExtractConfig
 from pipeline.errors import StoreError
-from pipeline.ffmpeg import ffmpeg_binary
 
 from .audio import audio_of_video, extract_audio
 from .backbone import FeatureExtractor, resolve_weights
+from .decode import decode_video, require_decoder
 from .vggish import VGGishEmbedder, resolve_audio_weights
 from .weights import WeightsSpec
-from .decode import decode_video
 from .distributed import extract_on_dask
 from .local import extract_in_process, extract_on_devices
 from .plan import ExtractionPlan, make_plan, open_feature_set
@@ -42,7 +41,7 @@ def extract_features(cfg: ExtractConfig, quiet: bool = False) -> Summary:
 
 def run(cfg: ExtractConfig) -> Summary:
     t_start = time.perf_counter()
-    ffmpeg_binary()  # fail before any work, with the install hint
+    require_decoder(cfg.decoder)  # fail before any work, with the install hint
     plan = make_plan(cfg)
     manifest = open_feature_set(plan)
     summary = Summary(plan.identity.id, plan.set_dir, total=len(plan.dataset.records))
@@ -126,6 +125,7 @@ def config_from_manifest(manifest: dict, **overrides) -> tuple[ExtractConfig, We
     fields = set(ExtractConfig.__dataclass_fields__)
     raw = {k: v for k, v in manifest["config"].items() if k in fields}
     audio = manifest.get("modality", "rgb") == "audio"
+    raw.setdefault("decoder", "ffmpeg-cli")  # a set made before the decoder was a setting: ffmpeg processes
     weights_id = manifest["identity"]["weights"]
     if weights_id and weights_id.startswith("random:"):  # includes a sample set made when ImageNet was unreachable
         raw["audio_weights" if audio else "weights"], raw["seed"] = "random", int(weights_id.split("seed")[1])
@@ -147,7 +147,7 @@ def extract_video(
 ) -> tuple[np.ndarray, int, bool]:
     """Stage one for one video file, as its feature set was computed: features (T, D) float16
     zero-padded, its valid length, and whether the modality is there (False: no sound track)."""
-    ffmpeg_binary()
+    require_decoder(cfg.decoder)
     if cfg.modality == "audio":
         outcome = audio_of_video(Path(path), cfg, VGGishEmbedder(spec) if spec else None)
         if outcome.error:
@@ -155,7 +155,7 @@ def extract_video(
         out = np.zeros((cfg.frames, AUDIO_DIM), np.float16)
         out[: len(outcome.features)] = outcome.features
         return out, len(outcome.features), outcome.has_audio
-    dec = decode_video(Path(path), cfg.frames, cfg.image_size, cfg.resize_to, cfg.fps, cfg.timeout)
+    dec = decode_video(Path(path), cfg.frames, cfg.image_size, cfg.resize_to, cfg.fps, cfg.timeout, decoder=cfg.decoder)
     if dec.error:
         raise ValueError(f"{path}: {dec.error}")
     extractor = extractor or FeatureExtractor(spec, cfg.device, cfg.precision)

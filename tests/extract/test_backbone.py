@@ -55,7 +55,6 @@ def test_offline_imagenet_is_an_actionable_error(monkeypatch, tmp_path):
     monkeypatch.setattr(
         torchvision.models.ResNet50_Weights.IMAGENET1K_V2.__class__, "get_state_dict", offline, raising=False
     )
-    monkeypatch.setattr("stages.extract.backbone.download_imagenet", lambda timeout: offline())
     with pytest.raises(WeightsError, match="WEIGHTS=/path/to/resnet50.pth"):
         resolve_weights("imagenet")
     spec = resolve_weights("imagenet", fallback_to_random=True)

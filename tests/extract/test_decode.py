@@ -1,12 +1,28 @@
-"""Sampling indices, and that ffmpeg's select/scale/crop returns exactly the frames asked for."""
+"""Sampling indices, and that both decoders return exactly the frames asked for, or a reason at once.
 
+What holds for every decoder runs once per decoder (the `decoder` fixture); the ffmpeg-cli
+decoder's own machinery (argument lists, probing with or without ffprobe) is tested on its
+own. The PyAV decoder against the CLI, file by file, is in test_decode_pyav.py.
+"""
+
+import os
+import socket
 import subprocess
+import time
 
 import numpy as np
 import pytest
 
 from pipeline import synth
-from stages.extract.decode import build_decode_args, decode_video, fps_indices, probe, uniform_indices
+from pipeline.config import DECODERS
+from stages.extract.decode import decode_video
+from stages.extract.decode_cli import build_decode_args, decode_video_cli, first_count, probe
+from stages.extract.video import DecodeError, fps_indices, preflight, read_avi_header, uniform_indices
+
+
+@pytest.fixture(params=DECODERS)
+def decoder(request) -> str:
+    return request.param
 
 
 @pytest.fixture(scope="module")
@@ -59,8 +75,8 @@ def test_probe_reads_count_rate_and_size(numbered_clip):
     assert info.fps == pytest.approx(12.0)
 
 
-def test_decode_returns_the_sampled_frames_in_order(numbered_clip):
-    dec = decode_video(numbered_clip, frames=6, size=32, resize=48)
+def test_decode_returns_the_sampled_frames_in_order(numbered_clip, decoder):
+    dec = decode_video(numbered_clip, frames=6, size=32, resize=48, decoder=decoder)
     assert dec.error is None
     assert dec.frames.shape == (6, 32, 32, 3) and dec.frames.dtype == np.uint8
     assert dec.indices.tolist() == uniform_indices(48, 6).tolist()
@@ -70,8 +86,8 @@ def test_decode_returns_the_sampled_frames_in_order(numbered_clip):
     np.testing.assert_allclose(dec.timestamps, dec.indices / 12.0, atol=1e-3)
 
 
-def test_decode_pads_nothing_and_reports_true_length_for_short_video(numbered_clip):
-    dec = decode_video(numbered_clip, frames=100, size=32, resize=48)
+def test_decode_pads_nothing_and_reports_true_length_for_short_video(numbered_clip, decoder):
+    dec = decode_video(numbered_clip, frames=100, size=32, resize=48, decoder=decoder)
     assert len(dec.frames) == 48 and dec.indices.tolist() == list(range(48))
 
 
@@ -82,7 +98,7 @@ def test_decode_args_are_an_argument_list_with_one_thread(numbered_clip):
     assert str(numbered_clip) in args
 
 
-def test_portrait_video_is_scaled_on_its_shorter_side(tmp_path):
+def test_portrait_video_is_scaled_on_its_shorter_side(tmp_path, decoder):
     path = tmp_path / "portrait.avi"
     subprocess.run(
         [
@@ -99,21 +115,24 @@ def test_portrait_video_is_scaled_on_its_shorter_side(tmp_path):
         ],
         check=True,
     )
-    dec = decode_video(path, frames=3, size=32, resize=40)
+    dec = decode_video(path, frames=3, size=32, resize=40, decoder=decoder)
     assert dec.error is None and dec.frames.shape == (3, 32, 32, 3)
 
 
-def test_garbage_file_is_a_reason_not_an_exception(tmp_path):
+def test_an_unknown_decoder_is_a_programming_error(numbered_clip):
+    with pytest.raises(ValueError, match="unknown decoder 'opencv'; choose one of pyav, ffmpeg-cli"):
+        decode_video(numbered_clip, 4, 32, 40, decoder="opencv")
+
+
+def test_garbage_file_is_a_reason_not_an_exception(tmp_path, decoder):
     bad = tmp_path / "bad.avi"
     bad.write_text("this is not a video")
-    dec = decode_video(bad, 4, 32, 40)
+    dec = decode_video(bad, 4, 32, 40, decoder=decoder)
     assert dec.frames is None and dec.error.startswith("not a readable video")
 
 
 # ---------------------------------------------------------------- fast paths and ffprobe-less machines
 def test_avi_header_gives_exactly_what_ffprobe_says(bad_corpus):
-    from stages.extract.decode import read_avi_header
-
     checked = 0
     for rel in bad_corpus.expected:
         path = bad_corpus.root / rel
@@ -160,15 +179,15 @@ def test_probe_and_decode_work_without_ffprobe(numbered_clip, bad_corpus, no_ffp
     assert find_binary("ffprobe") is None
     info = probe(numbered_clip)  # Matroska: no frame count in the header, packets are counted
     assert (info.frames, info.width, info.height) == (48, 96, 64) and info.fps == pytest.approx(12.0)
-    dec = decode_video(numbered_clip, frames=6, size=32, resize=48)
+    dec = decode_video_cli(numbered_clip, frames=6, size=32, resize=48)
     assert dec.error is None and dec.indices.tolist() == uniform_indices(48, 6).tolist()
     np.testing.assert_allclose(dec.frames.reshape(6, -1).mean(axis=1), 5 * dec.indices, atol=2.5)
     assert probe(bad_corpus.root / "must_fail/truncated.avi").frames == 40  # the header's count, as ffprobe's
-    assert decode_video(bad_corpus.root / "must_fail/truncated.avi", 16, 32, 40).error.startswith("truncated")
-    assert decode_video(bad_corpus.root / "must_fail/audio_only.avi", 4, 32, 40).error.startswith("no video stream")
+    assert decode_video_cli(bad_corpus.root / "must_fail/truncated.avi", 16, 32, 40).error.startswith("truncated")
+    assert decode_video_cli(bad_corpus.root / "must_fail/audio_only.avi", 4, 32, 40).error.startswith("no video stream")
     bad = tmp_path / "bad.avi"
     bad.write_text("this is not a video")
-    assert decode_video(bad, 4, 32, 40).error.startswith("not a readable video")
+    assert decode_video_cli(bad, 4, 32, 40).error.startswith("not a readable video")
 
 
 def test_imageio_ffmpeg_is_found_when_ffmpeg_is_not_on_path(tmp_path, monkeypatch):
@@ -181,9 +200,9 @@ def test_imageio_ffmpeg_is_found_when_ffmpeg_is_not_on_path(tmp_path, monkeypatc
     assert find_binary("ffprobe") is None
 
 
-def test_frames_are_read_into_the_callers_buffer(numbered_clip):
+def test_frames_are_read_into_the_callers_buffer(numbered_clip, decoder):
     out = np.zeros((8, 32, 32, 3), np.uint8)
-    dec = decode_video(numbered_clip, frames=6, size=32, resize=48, out=out)
+    dec = decode_video(numbered_clip, frames=6, size=32, resize=48, out=out, decoder=decoder)
     assert dec.error is None and np.shares_memory(dec.frames, out) and dec.frames.shape == (6, 32, 32, 3)
     assert (out[6:] == 0).all()  # nothing past the frames asked for
 
@@ -193,3 +212,72 @@ def test_decode_args_stop_after_the_last_kept_frame(numbered_clip):
     assert args[args.index("-frames:v") + 1] == "3"
     default = build_decode_args(numbered_clip, np.array([1]), 32, 48, threads=None)
     assert "-threads" not in default
+
+
+# ---------------------------------------------------------------- MPEG-TS
+def test_mpeg_ts_is_counted_and_starts_at_zero(tmp_path, decoder):
+    """ffprobe lists an MPEG-TS stream twice (under its program too): the count is its first line."""
+    path = tmp_path / "clip.ts"
+    pattern = "testsrc2=size=96x64:rate=25:duration=3"
+    subprocess.run(
+        [synth.require_ffmpeg(), "-v", "error", "-f", "lavfi", "-i", pattern, "-c:v", "mpeg4", str(path)], check=True
+    )
+    dec = decode_video(path, 8, 32, 40, decoder=decoder)
+    assert dec.error is None and dec.num_frames == 75, dec.error
+    assert dec.indices.tolist() == uniform_indices(75, 8).tolist()
+    assert 0 <= dec.timestamps[0] < 1.0  # the file starts at 1.4 s; its start time is subtracted
+
+
+def test_first_count_reads_the_first_line_ffprobe_prints():
+    assert first_count(b"75\n\n75\n") == 75 and first_count(b"\n40\n") == 40
+    assert first_count(b"") == -1 and first_count(b"N/A\n") == -1
+
+
+# ---------------------------------------------------------------- files that are not videos, at once
+@pytest.fixture
+def not_regular_files(tmp_path):
+    """reason -> a path that is no regular file: a FIFO with no writer, a character device, a socket."""
+    fifo = tmp_path / "pipe.avi"
+    os.mkfifo(fifo)
+    sock = socket.socket(socket.AF_UNIX)
+    sock.bind(str(tmp_path / "socket.avi"))
+    yield {
+        "not a regular file: it is a FIFO (named pipe)": fifo,
+        "not a regular file: it is a character device": "/dev/null",
+        "not a regular file: it is a socket": tmp_path / "socket.avi",
+    }
+    sock.close()
+
+
+def test_a_fifo_a_device_or_a_socket_fails_at_once(not_regular_files, decoder):
+    """Neither decoder opens them (a FIFO with no writer would block whoever opens it): the
+    reason comes from the shared preflight, long before the timeout."""
+    for reason, path in not_regular_files.items():
+        t0 = time.monotonic()
+        dec = decode_video(path, 4, 32, 37, timeout=30, decoder=decoder)
+        assert dec.error == reason and time.monotonic() - t0 < 5, (path, dec.error)
+        assert decode_video(path, 4, 32, 37, fps=2.0, timeout=30, decoder=decoder).error == reason
+        with pytest.raises(DecodeError, match="not a regular file"):
+            preflight(path)
+        assert read_avi_header(path) is None
+
+
+# ---------------------------------------------------------------- timeouts
+@pytest.fixture(scope="module")
+def long_clip(tmp_path_factory):
+    """10 s of 640x360 mpeg4 (480 KB): about 0.1 s of PyAV decoding, 0.5 s with an ffmpeg process."""
+    path = tmp_path_factory.mktemp("long") / "long.avi"
+    pattern = "testsrc2=size=640x360:rate=25:duration=10"
+    subprocess.run(
+        [synth.require_ffmpeg(), "-v", "error", "-f", "lavfi", "-i", pattern, "-c:v", "mpeg4", str(path)], check=True
+    )
+    return path
+
+
+def test_a_decode_that_outlasts_the_timeout_ends_there(long_clip, decoder):
+    """pyav checks the deadline for every packet (and every read); ffmpeg-cli kills its process."""
+    t0 = time.monotonic()
+    dec = decode_video(long_clip, 8, 32, 37, timeout=0.01, decoder=decoder)
+    assert dec.error is not None and dec.error.startswith("timeout after 0.01 s ("), dec.error
+    assert time.monotonic() - t0 < 5
+    assert decode_video(long_clip, 8, 32, 37, timeout=30, decoder=decoder).error is None

@@ -21,7 +21,8 @@ from pipeline.config import ExtractConfig
 from pipeline.files import file_sha256
 from stages.extract.datasets import load_ucf101
 from stages.extract.decode import decode_video
-from stages.extract import extract_features
+from stages.extract.plan import make_plan
+from stages.extract import config_from_manifest, extract_features
 
 # Small frames keep ResNet-50 cheap on a 2-core CPU; T stays the product default (16).
 SIZE = 32
@@ -76,10 +77,24 @@ def test_other_settings_make_another_feature_set(ucf_cfg, ucf_set):
     assert x.shape == (4, 2048)
 
 
+def test_the_decoder_is_in_the_id_and_its_libraries_in_the_manifest(ucf_cfg, ucf_set):
+    _, m = ucf_set
+    assert ucf_cfg.decoder == "pyav" and m["identity"]["decoder"] == "pyav"
+    versions = m["config"]["decoder_versions"]
+    assert versions["pyav"] and versions["ffmpeg"] and versions["libavcodec"], versions
+    other = make_plan(ucf_cfg.replace(decoder="ffmpeg-cli"))  # another FFmpeg build may give other pixels
+    assert other.identity.decoder == "ffmpeg-cli" and other.identity.id != m["feature_set_id"]
+    assert config_from_manifest(m)[0].decoder == "pyav"
+    made_before_the_option = m | {"config": {k: v for k, v in m["config"].items() if k != "decoder"}}
+    assert config_from_manifest(made_before_the_option)[0].decoder == "ffmpeg-cli"
+
+
 def test_features_equal_direct_torchvision_forward_of_the_same_frames(ucf_set, ucf_cfg, weights_file):
+    """Stage one with the default decoder (pyav) against an independent fp32 forward of the
+    frames that decoder gives, within fp16 noise."""
     summary, m = ucf_set
     vid, (x, n, _) = sorted(stored(summary.set_dir).items())[3]
-    dec = decode_video(Path(m["video_root"]) / vid, 16, SIZE, ucf_cfg.resize_to)
+    dec = decode_video(Path(m["video_root"]) / vid, 16, SIZE, ucf_cfg.resize_to, decoder=ucf_cfg.decoder)
     model = torchvision.models.resnet50()
     model.load_state_dict(torch.load(weights_file, weights_only=True))
     model.fc = torch.nn.Identity()

@@ -346,13 +346,13 @@ def test_a_weights_file_that_runs_code_when_unpickled_is_refused_and_never_runs(
     import torch
 
     from pipeline.errors import WeightsError
-    from stages.extract.backbone import load_state_dict
+    from stages.extract.weights import load_state_dict
 
     marker = tmp_path / f"pwned-{uuid.uuid4().hex}"
     evil = tmp_path / "evil.pth"
     torch.save({"conv1.weight": Payload(marker)}, evil)
     with pytest.raises(WeightsError, match="not a loadable PyTorch state dict"):
-        load_state_dict(evil)
+        load_state_dict(evil, "--weights (WEIGHTS=)")
     assert not marker.exists()
     result = CliRunner().invoke(
         cli,

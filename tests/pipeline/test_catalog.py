@@ -72,9 +72,10 @@ def test_list_shows_every_set_with_the_team_columns(root):
     assert header.split() == list(COLUMNS)
     d = the_set(root)
     clips = next(r for r in rows if r.startswith("clips"))
-    assert clips.split()[:7] == [
+    assert clips.split()[:8] == [
         "clips",
         d.name,
+        "rgb",
         "resnet50/random:seed0",
         "2",
         "6/6",

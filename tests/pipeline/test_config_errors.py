@@ -18,6 +18,7 @@ from click.testing import CliRunner
 from pipeline import store
 from pipeline.cli import main as cli
 from pipeline.config import ExtractConfig
+from pipeline.errors import ConfigError
 from pipeline.files import file_sha256
 from reliability_harness import REPO, make_tiny_tree
 from stages.extract import extract_features
@@ -76,6 +77,7 @@ def assert_rejected(result, root: Path, *needles: str, status: int = 2) -> None:
         (["--fps", "-2"], ["--fps (FPS=)", "-2"]),
         (["--timeout", "0"], ["--timeout", "> 0"]),
         (["--precision", "fp8"], ["--precision", "'fp8' is not one of"]),
+        (["--decoder", "opencv"], ["--decoder", "'opencv' is not one of", "pyav", "ffmpeg-cli"]),
         (["--scheduler", "yarn://x"], ["--scheduler (SCHEDULER=)", "yarn://x"]),
         (["--devices", "tpu:0"], ["--devices (DEVICES=)", "tpu:0"]),
         (["--weights", "/no/such/resnet50.pth"], ["--weights (WEIGHTS=)", "/no/such/resnet50.pth"]),
@@ -84,6 +86,11 @@ def assert_rejected(result, root: Path, *needles: str, status: int = 2) -> None:
 def test_bad_options_are_rejected_naming_the_option(tree, tmp_path, args, needles):
     result, root = run_features(tmp_path, *args, data_dir=tree)
     assert_rejected(result, root, *needles)
+
+
+def test_a_config_made_in_code_names_the_decoder_option():
+    with pytest.raises(ConfigError, match=r"--decoder \(DECODER=\): choose one of pyav, ffmpeg-cli, got 'opencv'"):
+        ExtractConfig(decoder="opencv")
 
 
 def test_unknown_dataset_and_unknown_command(tmp_path):
@@ -206,7 +213,9 @@ def test_a_weights_file_that_does_not_fit_resnet50_is_named_as_such(tree, tmp_pa
         "not_a_dict": "expected a state dict",
         "garbage_bytes": "not a loadable PyTorch state dict",
     }[kind]
-    assert_rejected(result, root, f"--weights {path}", expected, status=1)  # the file is there, its content is wrong
+    assert_rejected(
+        result, root, f"--weights (WEIGHTS=) {path}", expected, status=1
+    )  # the file is there, its content is wrong
 
 
 def test_a_valid_resnet50_state_dict_works_and_its_sha256_names_the_feature_set(tree, tmp_path):

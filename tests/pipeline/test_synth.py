@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import require_ffprobe
+from helpers import require_ffprobe
 from pipeline import synth
 from stages.extract.datasets import load_csv, load_folder, load_hmdb51, load_ucf101
 
@@ -224,7 +224,7 @@ def test_split_test_groups_scale_ucf101_down():
 
 # ---------------------------------------------------------------- other trees
 def test_ucf_tree_layout_and_lengths(ucf_tree):
-    from conftest import UCF_TREE_CLASSES, UCF_TREE_SETTINGS
+    from helpers import UCF_TREE_CLASSES, UCF_TREE_SETTINGS
 
     check_ucf101_layout(
         ucf_tree, list(UCF_TREE_CLASSES), UCF_TREE_SETTINGS["groups"], UCF_TREE_SETTINGS["clips_per_group"]

@@ -1,0 +1,466 @@
+"""The `pyav` decoder, stage one's default: in-process decoding with PyAV (its wheel bundles FFmpeg).
+
+`decode_video_pyav` keeps the ffmpeg-cli decoder's contract (decode_cli.py): the same frame
+count (an AVI's own header, else what ffprobe reports), the same indices, the frames that
+the CLI's `select(eq(n,i)) -> scale -> crop -> rgb24` graph gives, the same timestamps, and
+a failure reason of the same kind for every bad input. The same libavfilter chain runs here,
+so the pixels are the CLI's byte for byte, up to the FFmpeg version: PyAV 18.1 bundles
+FFmpeg 8.1, and Debian's ffmpeg 5.1 decodes a few mpeg4 blocks (and concealed damage)
+slightly differently; that is why the decoder is part of the feature-set id. The CLI's
+work is redone where it changes the result:
+
+- frame n is the n-th frame that comes out of the decoder, counted over every frame, kept
+  or not (select's `n`); decoding stops after the last frame kept (`-frames:v T`);
+- a frame's timestamp is libavcodec's best-effort one (`guess_correct_pts`) minus the
+  file's start time, in seconds: the CLI's `pts_time`, computed exactly where the CLI
+  prints 6 digits. PyAV turns on AVFMT_FLAG_GENPTS, which the CLI does not, so it is
+  turned off again before the first packet is read;
+- decoding errors skip the packet and go on, a read error ends the input, and more than
+  2/3 errors fails the video (the CLI's `-max_error_rate`), as in the CLI;
+- a display matrix (phone videos) turns the frame first, as the CLI's autorotation does.
+
+Why it is faster: no process per video (starting Debian's dynamically linked ffmpeg alone
+costs more CPU than decoding a UCF101 clip), no pipe, and the converted frame is copied once,
+into the caller's (pinned) slot. PyAV releases the GIL inside libav's calls, so decoders in
+parallel threads of one process fill the cores. It takes the GIL back several times per
+frame, though: next to a thread that spins in pure Python, these decoders starve (stage
+one's other threads spend their time in torch, numpy and h5py, which release it).
+
+Time limits: only regular files are opened (preflight() refuses FIFOs, devices and sockets
+at once, and the reader checks the descriptor it opened again). Every read goes through a
+file object (`DeadlineReader`) that gives up once the video's deadline has passed, and the
+deadline is checked again for every packet, so a slow source or a decode that outlasts the
+timeout ends there. What no in-process decoder can bound is one read that hangs in the
+kernel (a dead network mount): there is no process to kill.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator
+
+import av
+import numpy as np
+
+from .video import (
+    Decoded,
+    DeadlineReader,
+    DecodeError,
+    SourceTimeout,
+    VideoInfo,
+    frame_buffer,
+    preflight,
+    read_avi_header,
+    sample_indices,
+    stderr_text_tail,
+)
+
+MAX_ERROR_RATE = 2 / 3  # ffmpeg's -max_error_rate default: more decoding errors than this fail the run
+AV_TIME_BASE = 1_000_000  # libavformat's unit for the container's start time (microseconds)
+
+
+def versions() -> dict[str, str]:
+    """PyAV's version and the FFmpeg libraries it bundles, for a feature set's provenance."""
+    libs = {name: ".".join(map(str, v)) for name, v in av.library_versions.items()}
+    return {"pyav": av.__version__, "ffmpeg": av.ffmpeg_version_info, **libs}
+
+
+# ---------------------------------------------------------------- opening and probing
+class Input:
+    """One opened video: the container, its first video stream and the reader under it.
+
+    Raises DecodeError with the ffmpeg-cli decoder's reasons: those of preflight() when the file
+    cannot be opened, "not a readable video: ..." when libavformat rejects it (where
+    ffprobe would), "no video stream (container: ...)" when it has none.
+    """
+
+    def __init__(self, path: Path, deadline: float, timeout: float):
+        self.path, self.timeout = path, timeout
+        try:
+            self.reader = DeadlineReader(path, deadline)
+        except OSError as e:
+            preflight(path)  # changed since it was checked: give its reason for what it is now
+            raise DecodeError(f"unreadable: {e.strerror}") from None
+        try:
+            self.container = self.open_container()
+        except BaseException:
+            self.reader.close()
+            raise
+        # PyAV sets AVFMT_FLAG_GENPTS on every input: av_read_frame then makes up missing
+        # pts by parsing ahead. The CLI does not, and its timestamps are best-effort ones
+        # from the packets as stored; without the flag, PyAV's packets are the same.
+        self.container.flags &= ~av.container.Flags.gen_pts.value
+        if not self.container.streams.video:
+            fmt = self.container.format.name if self.container.format else "unknown"
+            self.close()
+            raise DecodeError(f"no video stream (container: {fmt})")
+        self.stream = self.container.streams.video[0]  # ffprobe's v:0, and the CLI's "[0]" input of the graph
+
+    def open_container(self) -> av.container.InputContainer:
+        try:
+            # scan_all_pmts: set by ffmpeg and ffprobe for every input (MPEG-TS finds all programs).
+            return av.open(self.reader, "r", container_options={"scan_all_pmts": "1"})
+        except SourceTimeout:
+            raise DecodeError(read_timeout(self.timeout)) from None
+        except av.error.PermissionError as e:
+            raise DecodeError(f"unreadable: permission denied (PyAV says {libav_says(self.path, e)!r})") from None
+        except (av.FFmpegError, OSError) as e:
+            raise DecodeError(f"not a readable video: PyAV says {libav_says(self.path, e)!r}") from None
+
+    def close(self) -> None:
+        self.container.close()
+        self.reader.close()
+
+    def __enter__(self) -> Input:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def libav_says(path: Path, e: Exception) -> str:
+    """'path: message', as ffprobe prints a file it cannot open; at most 200 characters."""
+    return stderr_text_tail(f"{path}: {getattr(e, 'strerror', None) or e}")
+
+
+def read_timeout(timeout: float) -> str:
+    return f"timeout after {timeout:g} s (PyAV did not finish reading; stopped)"
+
+
+def decode_timeout(timeout: float) -> str:
+    return f"timeout after {timeout:g} s (PyAV did not finish decoding; stopped)"
+
+
+def rate_of(rate: Fraction | None) -> float:
+    """A stream rate as frames/s; 0.0 when unknown (0/0) or not finite, as decode_cli.parse_rate."""
+    return float(rate) if rate and rate.denominator and rate > 0 else 0.0
+
+
+def stream_info(src: Input, frames: int | None = None) -> VideoInfo:
+    """What decode_cli.probe() gets from ffprobe, from the opened container.
+
+    frames: the count to use instead of the container's (packets counted by the caller);
+    the fallback rate, frames / duration (else 25 frames/s), is computed from it, as in probe().
+    """
+    s, c = src.stream, src.container
+    fps = rate_of(s.average_rate) or rate_of(s.base_rate)
+    stream_duration = float(s.duration * s.time_base) if s.duration is not None and s.time_base else 0.0
+    duration = stream_duration or (c.duration / AV_TIME_BASE if c.duration is not None else 0.0)
+    frames = max(0, s.frames or 0) if frames is None else frames
+    width, height = (s.codec_context.width, s.codec_context.height) if s.codec_context else (0, 0)
+    return VideoInfo(frames, fps or (frames / duration if duration else 25.0), duration, width, height)
+
+
+def is_flush(packet: av.Packet) -> bool:
+    """PyAV's demux() ends with an empty packet per stream that tells the decoder to drain."""
+    return packet.size == 0 and packet.pts is None and packet.dts is None
+
+
+def packets(src: Input, deadline: float) -> Iterator[av.Packet | None]:
+    """The first video stream's packets, then None (drain the decoder).
+
+    A read error ends the input, as in the CLI (it prints the error and treats it as the
+    end of the file); a stalled read or the deadline raises DecodeError with the timeout.
+    """
+    demux = src.container.demux(src.stream)
+    while True:
+        if time.monotonic() > deadline:
+            raise DecodeError(decode_timeout(src.timeout))
+        try:
+            packet = next(demux)
+        except StopIteration:
+            return
+        except SourceTimeout:
+            raise DecodeError(read_timeout(src.timeout)) from None
+        except av.FFmpegError:
+            yield None
+            return
+        yield None if is_flush(packet) else packet
+
+
+def count_packets(src: Input, deadline: float) -> int:
+    """Packets of the first video stream (demux only): ffprobe -count_packets."""
+    return sum(1 for packet in packets(src, deadline) if packet is not None)
+
+
+def probe_input(path: Path, deadline: float, timeout: float) -> tuple[Input, VideoInfo]:
+    """The opened input and decode_cli.probe()'s VideoInfo for it.
+
+    Where the container has no frame count (Matroska, WebM), its packets are counted in a
+    first pass and the file is opened again for decoding, as probe() counts them with a
+    second ffprobe.
+    """
+    src = Input(path, deadline, timeout)
+    try:
+        info = stream_info(src)
+        if info.frames <= 0:
+            frames = count_packets(src, deadline)
+            if frames <= 0:
+                raise DecodeError("no decodable frames: the video stream is empty")
+            src.close()
+            src = Input(path, deadline, timeout)
+            info = stream_info(src, frames)
+        return src, info
+    except BaseException:
+        src.close()
+        raise
+
+
+# ---------------------------------------------------------------- timestamps
+class PtsGuess:
+    """libavcodec's guess_correct_pts(): a decoded frame's best-effort timestamp.
+
+    The CLI stamps every decoded frame with it (frame->best_effort_timestamp), which PyAV
+    does not expose; it is the pts unless pts have gone backwards more often than dts (or
+    there is no pts), then the dts. Call it once per decoded frame, kept or not, in order.
+    """
+
+    def __init__(self):
+        self.faulty_pts = self.faulty_dts = 0
+        self.last_pts = self.last_dts = -(1 << 63)  # INT64_MIN, as libavcodec starts
+
+    def __call__(self, pts: int | None, dts: int | None) -> int | None:
+        if dts is not None:
+            self.faulty_dts += dts <= self.last_dts
+            self.last_dts = dts
+        elif pts is not None:
+            self.last_dts = pts
+        if pts is not None:
+            self.faulty_pts += pts <= self.last_pts
+            self.last_pts = pts
+        elif dts is not None:
+            self.last_pts = dts
+        if pts is not None and (self.faulty_pts <= self.faulty_dts or dts is None):
+            return pts
+        return dts
+
+
+def rescale_near(a: int, b: int, c: int) -> int:
+    """a * b / c rounded to the nearest integer, halves away from zero (av_rescale's AV_ROUND_NEAR_INF)."""
+    q, r = divmod(abs(a) * b, c)
+    q += 2 * r >= c
+    return q if a >= 0 else -q
+
+
+def start_offset(src: Input) -> int:
+    """The container's start time in stream time-base units: the CLI subtracts it from
+    every timestamp (its input ts_offset without -copyts), so a file's first frame is at ~0."""
+    start, tb = src.container.start_time, src.stream.time_base
+    if start is None or not tb:
+        return 0
+    return rescale_near(start, tb.denominator, tb.numerator * AV_TIME_BASE)
+
+
+# ---------------------------------------------------------------- scale, crop, RGB
+def display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
+    """The frame's 3x3 display matrix (9 int32, 16.16 fixed point), or None."""
+    for side in frame.side_data:
+        if side.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
+            return tuple(np.frombuffer(bytes(side), dtype=np.int32)[:9].tolist())
+    return None
+
+
+def c_round(x: float) -> float:
+    """C's round(): halves away from zero (Python's round() goes to even)."""
+    return math.copysign(math.floor(abs(x) + 0.5), x)
+
+
+def rotation_of(matrix: tuple[int, ...]) -> float:
+    """fftools' get_rotation(): the clockwise angle in [0, 360) degrees; NaN for a degenerate matrix."""
+    a, b, c, d = (v / 65536 for v in (matrix[0], matrix[1], matrix[3], matrix[4]))
+    scale0, scale1 = math.hypot(a, c), math.hypot(b, d)
+    if scale0 == 0 or scale1 == 0:
+        return math.nan
+    theta = -c_round(-math.degrees(math.atan2(b / scale1, a / scale0)))  # av_display_rotation_get, then -round()
+    return theta - 360 * math.floor(theta / 360 + 0.9 / 360)
+
+
+def autorotate_filters(matrix: tuple[int, ...] | None) -> list[tuple[str, str | None]]:
+    """The filters the CLI's autorotation puts before the user's graph: (name, args) pairs."""
+    if matrix is None:
+        return []
+    theta = rotation_of(matrix)
+    if abs(theta - 90) < 1:
+        return [("transpose", "cclock_flip" if matrix[3] > 0 else "clock")]
+    if abs(theta - 180) < 1:
+        return [("hflip", None)] * (matrix[0] < 0) + [("vflip", None)] * (matrix[4] < 0)
+    if abs(theta - 270) < 1:
+        return [("transpose", "clock_flip" if matrix[3] < 0 else "cclock")]
+    if abs(theta) > 1:
+        return [("rotate", f"{theta:f}*PI/180")]
+    if abs(theta) < 1 and matrix[4] < 0:
+        return [("vflip", None)]
+    return []  # NaN: a matrix that says nothing usable
+
+
+class FrameConverter:
+    """Decoded frame -> (size, size, 3) uint8 RGB, through the CLI's filter chain.
+
+    The graph is `buffer -> [autorotation] -> scale (shorter side to `resize`, the other
+    keeping the aspect ratio, rounded to even, flags=bilinear) -> crop size x size (centre)
+    -> format=rgb24 -> buffersink`, with scale's own expressions, so libavfilter does the
+    rounding and picks the same swscale path (YUV -> RGB and resize in one call) as the
+    CLI: `frame.reformat()` would not give the same bytes. One graph thread. The graph is
+    built for the first frame and again whenever a frame's size, pixel format, colours or
+    orientation change, as the CLI reconfigures its graph.
+    """
+
+    def __init__(self, size: int, resize: int, time_base: Fraction | None):
+        self.size, self.resize = size, resize
+        self.time_base = time_base or Fraction(1, AV_TIME_BASE)
+        self.key: tuple | None = None
+        self.graph: av.filter.Graph | None = None
+
+    def into(self, frame: av.VideoFrame, dst: np.ndarray) -> None:
+        """Convert `frame` and copy the result into dst, a (size, size, 3) uint8 view."""
+        matrix = display_matrix(frame) if frame.side_data else None
+        key = (frame.width, frame.height, frame.format.name, frame.colorspace, frame.color_range, matrix)
+        if key != self.key:
+            self.graph, self.key = self.build(frame, matrix), key
+        self.graph.vpush(frame)
+        # rgb24 has one plane, so to_ndarray() is a view of the graph's frame: one copy, into dst.
+        np.copyto(dst, self.graph.vpull().to_ndarray())
+
+    def build(self, frame: av.VideoFrame, matrix: tuple[int, ...] | None) -> av.filter.Graph:
+        graph = av.filter.Graph()
+        graph.threads = 1
+        # The colour range and matrix go to the source, as the CLI passes them, so that
+        # scale converts full-range (JPEG) and BT.709 input as the CLI does.
+        source = graph.add(
+            "buffer",
+            video_size=f"{frame.width}x{frame.height}",
+            pix_fmt=frame.format.name,
+            time_base=str(self.time_base),
+            pixel_aspect="1/1",
+            colorspace=str(frame.colorspace),
+            range=str(frame.color_range),
+        )
+        chain = [source, *(graph.add(name, args) for name, args in autorotate_filters(matrix))]
+        r = self.resize
+        chain += [
+            graph.add("scale", w=f"if(lte(iw,ih),{r},-2)", h=f"if(lte(iw,ih),-2,{r})", flags="bilinear"),
+            graph.add("crop", w=str(self.size), h=str(self.size)),
+            graph.add("format", pix_fmts="rgb24"),
+            graph.add("buffersink"),
+        ]
+        graph.link_nodes(*chain).configure()
+        return graph
+
+
+# ---------------------------------------------------------------- decoding
+class Selection:
+    """What one pass keeps: kept frames in out[:kept], their timestamps (s), and counts."""
+
+    def __init__(self, count: int):
+        self.kept = 0
+        self.decoded = 0  # frames out of the decoder so far (select's n)
+        self.errors = 0  # decode calls that failed (the CLI's decode_error_stat[1])
+        self.last_error = ""
+        self.times = np.empty(count, np.float64)
+        self.timed = True  # every kept frame had a timestamp
+
+
+def decoded_frames(src: Input, deadline: float, sel: Selection) -> Iterator[av.VideoFrame]:
+    """Every frame the decoder gives, in output order, until the input ends (drained).
+
+    A packet the decoder rejects is counted in sel.errors and skipped, as the CLI logs it
+    and goes on; EOF from a decoder already drained (an empty packet in the file) is not an error.
+    """
+    codec = src.stream.codec_context
+    for packet in packets(src, deadline):
+        try:
+            frames = codec.decode(packet)
+        except av.error.EOFError:
+            continue
+        except av.FFmpegError as e:
+            sel.errors += 1
+            sel.last_error = f"{src.path}: {getattr(e, 'strerror', None) or e}"
+            continue
+        yield from frames
+        if packet is None:
+            return
+
+
+def decode_selected(
+    src: Input, indices: np.ndarray, size: int, resize: int, out: np.ndarray, deadline: float
+) -> Selection:
+    """Decode in order, converting the frames whose ordinal is in `indices` into out[k].
+
+    indices: (T,) int32, increasing. out: (>= T, size, size, 3) uint8. Stops after the
+    last index; sel.decoded is then the file's full count when the file ran out first.
+    """
+    codec = src.stream.codec_context
+    if codec is None:
+        raise DecodeError(f"ffmpeg failed: 'no decoder for this video codec ({src.stream.codec_tag or 'unknown'})'")
+    codec.thread_type = "NONE"  # one thread per decoder: decoders in parallel threads fill the cores
+    codec.thread_count = 1
+    tb, offset = src.stream.time_base, start_offset(src)
+    convert, guess = FrameConverter(size, resize, tb), PtsGuess()
+    want, sel = indices.tolist(), Selection(len(indices))
+    if not want:
+        return sel
+    for frame in decoded_frames(src, deadline, sel):
+        pts = guess(frame.pts, frame.dts)  # for every frame: its state follows the whole stream
+        if sel.decoded == want[sel.kept]:
+            convert.into(frame, out[sel.kept])
+            if pts is None or not tb:
+                sel.timed = False
+            else:
+                sel.times[sel.kept] = (pts - offset) * tb.numerator / tb.denominator
+            sel.kept += 1
+        sel.decoded += 1
+        if sel.kept == len(want):
+            break
+    if sel.errors > (sel.decoded + sel.errors) * MAX_ERROR_RATE:
+        raise DecodeError(f"ffmpeg failed: {stderr_text_tail(sel.last_error)!r}")
+    return sel
+
+
+def decode_video_pyav(
+    path: Path,
+    frames: int,
+    size: int,
+    resize: int,
+    fps: float | None = None,
+    timeout: float = 60.0,
+    out: np.ndarray | None = None,
+) -> Decoded:
+    """Probe, sample and decode one video in this process. Never raises for a bad video: see `.error`.
+
+    The same contract as decode_cli.decode_video_cli: Decoded.frames (k, size, size, 3) uint8 (a
+    view of `out` when given: (>= frames, size, size, 3) uint8, C-contiguous), indices
+    (k,) int32, timestamps (k,) float32 s, num_frames, and an error reason of the same
+    kind for a bad video. fps: sample at this rate (at most `frames`) instead of T
+    uniform frames. timeout: seconds for the whole video (open, probe and decode), after
+    which it fails with "timeout after N s (...)". Uses one decoding thread.
+    """
+    t0 = time.perf_counter()
+    deadline = time.monotonic() + timeout
+    path = Path(path)
+    try:
+        # The same checks and the same count as the CLI path: for uniform sampling, an
+        # AVI's own header; otherwise the container's count, or its packets counted.
+        preflight(path)
+        info = read_avi_header(path) if fps is None else None
+        if info is None:
+            src, info = probe_input(path, deadline, timeout)
+        else:
+            src = Input(path, deadline, timeout)
+        with src:
+            indices = sample_indices(info, frames, fps)
+            buffer = frame_buffer(out, len(indices), size)
+            sel = decode_selected(src, indices, size, resize, buffer, deadline)
+        if sel.kept < len(indices):
+            raise DecodeError(
+                f"truncated: decoded {sel.decoded} of ~{info.frames} frames (needed frame {int(indices[sel.kept])})"
+            )
+        # As the CLI path when a kept frame has no timestamp (showinfo prints NOPTS): the nominal rate.
+        times = sel.times if sel.timed else indices / info.fps
+        return Decoded(
+            buffer[: len(indices)], indices, times.astype(np.float32), info.frames, None, time.perf_counter() - t0
+        )
+    except DecodeError as e:
+        return Decoded(error=str(e), seconds=time.perf_counter() - t0)
