@@ -20,7 +20,8 @@ EXTRACT_OPTS = $(call opt,DATASET,dataset) $(call opt,DATA_DIR,data-dir) \
   $(call opt,DEVICES,devices) $(call opt,SCHEDULER,scheduler) $(call opt,SHARD_SIZE,shard-size) \
   $(call opt,TIMEOUT,timeout) $(call flag,COMPILE,compile)
 TRAIN_OPTS = $(call opt,DATASET,dataset) $(call opt,FEATURES_ROOT,features-root) \
-  $(call opt,FEATURES,features) $(call opt,MODEL,model) $(call opt,SPLIT,split) \
+  $(call opt,FEATURES,features) $(call opt,MODALITIES,modalities) $(call opt,MODEL,model) \
+  $(call opt,FUSION,fusion) $(call opt,SPLIT,split) \
   $(call opt,EPOCHS,epochs) $(call opt,LR,lr) $(call opt,BATCH,batch) $(call opt,SEED,seed) \
   $(call opt,OUT,out) $(call opt,DEVICE,device)
 
