@@ -21,7 +21,8 @@ EXTRACT_OPTS = $(call opt,DATASET,dataset) $(call opt,DATA_DIR,data-dir) \
   $(call opt,TIMEOUT,timeout) $(call opt,DECODER,decoder) $(call flag,COMPILE,compile) $(call opt,MODALITY,modality) \
   $(call opt,AUDIO_FEATURES,audio-features) $(call opt,AUDIO_WEIGHTS,audio-weights) $(call opt,AUDIO_WINDOW,audio-window)
 TRAIN_OPTS = $(call opt,DATASET,dataset) $(call opt,FEATURES_ROOT,features-root) \
-  $(call opt,FEATURES,features) $(call opt,MODEL,model) $(call opt,SPLIT,split) \
+  $(call opt,FEATURES,features) $(call opt,MODALITIES,modalities) $(call opt,MODEL,model) \
+  $(call opt,FUSION,fusion) $(call opt,SPLIT,split) \
   $(call opt,EPOCHS,epochs) $(call opt,LR,lr) $(call opt,BATCH,batch) $(call opt,SEED,seed) \
   $(call opt,OUT,out) $(call opt,DEVICE,device)
 

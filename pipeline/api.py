@@ -6,6 +6,7 @@
     fs = store.open("ucf101")                    # a dataset's set, an id, an id prefix, dataset/id or a directory;
                                                  # several (a list, or "a,b") of one dataset: one per modality
     train = fs.dataset(split=1, part="train")    # torch Dataset: {"features", "length", "label", "video_id"}
+                                                 # (+ "present" {modality: bool} for a joined view)
     loader = torch.utils.data.DataLoader(train, batch_size=32, shuffle=True, num_workers=2)
     stream = fs.stream(split=1, part="train")    # IterableDataset: shard by shard, for sets larger than memory
     arrays = fs.arrays(split=1, part="test")     # numpy: features (n, T, D), lengths, labels, video_ids
@@ -39,12 +40,12 @@ import numpy as np
 import torch
 
 from . import store
-from .config import store_root
+from .config import MODALITIES, store_root
 from .errors import IntegrityError, ReaderError
 from .store import FeatureSet, Index
 
 PARTS = ("train", "val", "test")
-MODALITY_ORDER = ("rgb", "audio")  # the order of a joined set's features along D
+MODALITY_ORDER = MODALITIES  # the order of a joined set's features along D
 
 
 class FeatureStore:
@@ -69,14 +70,10 @@ class FeatureStore:
         dirs = []
         for r in refs:
             if dataset is None and "/" not in r and any(d.parent.name == r for d in store.feature_sets(self.root)):
-                dirs += store.resolve_feature_sets(r, None, self.root)  # a dataset name: its default set
+                dirs += store.resolve_feature_sets(r, None, self.root, "rgb")  # a dataset name: its default rgb set
             else:
                 dirs += store.resolve_feature_sets(dataset or "", r, self.root)
         return FeatureSetView(dirs)
-
-
-def modality_of(fs: FeatureSet) -> str:
-    return fs.manifest.get("modality", "rgb")
 
 
 class FeatureSetView:
@@ -85,19 +82,22 @@ class FeatureSetView:
     index: the per-video metadata of the first modality (video_ids, labels, groups, lengths);
     row r of it is video r everywhere in this class. dims: modality -> D; a joined view's
     features are the modalities' features side by side along D, in MODALITY_ORDER.
+    presence (N, M) bool: whether video r has modality m's stream (an audio set's `has_audio`;
+    where a video has none, its stored features are silence features, not sound).
     """
 
     def __init__(self, dirs: Sequence[str | Path]):
         by_modality: dict[str, list[Path]] = {}
         for d in dirs:
             fs = FeatureSet(Path(d), store.load_manifest(d))
-            by_modality.setdefault(modality_of(fs), []).append(fs.set_dir)
+            by_modality.setdefault(store.modality_of(fs.manifest), []).append(fs.set_dir)
         order = {m: k for k, m in enumerate(MODALITY_ORDER)}
         self.modalities = sorted(by_modality, key=lambda m: (order.get(m, len(order)), m))
         self.sets = {m: store.open_feature_sets(by_modality[m]) for m in self.modalities}
         self.indexes = {m: store.read_index(self.sets[m]) for m in self.modalities}
         self.index: Index = self.indexes[self.modalities[0]]
         self.rows_in = {m: self.join(m) for m in self.modalities}
+        self.presence = np.stack([self.indexes[m].present[self.rows_in[m]] for m in self.modalities], axis=1)
         self._stats: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
 
     def join(self, modality: str) -> np.ndarray:
@@ -216,10 +216,11 @@ class FeatureSetView:
                 yield pos, feats
 
     def stats(self, rows: np.ndarray, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-        """Per-dimension mean and std (D,) float32 over the valid frames of `rows`, shard by shard."""
-        lengths = self.index.lengths
-        chunks = ((feats, lengths[rows[pos]]) for pos, feats in self.shards(rows))
-        return store.feature_stats(chunks, device)
+        """Per-dimension mean and std (D,) float32 over the valid frames of `rows`, shard by shard; each
+        modality's over the videos that have it."""
+        lengths, presence = self.index.lengths, self.presence
+        chunks = ((feats, lengths[rows[pos]], presence[rows[pos]]) for pos, feats in self.shards(rows))
+        return store.feature_stats(chunks, device, list(self.dims.values()))
 
     def training_stats(
         self, split: str | int = 1, val_fraction: float = 0.0, seed: int = 0, test_fraction: float = 0.2
@@ -271,7 +272,8 @@ class FeatureSetView:
         test_fraction: float = 0.2,
     ) -> dict[str, np.ndarray]:
         """One part whole in memory: features (n, T, D) float16 (float32 when standardised, padded frames
-        zero), lengths (n,) int64, labels (n,) int64, video_ids (n,) str, groups (n,) str."""
+        zero), lengths (n,) int64, labels (n,) int64, video_ids (n,) str, groups (n,) str, present (n, M)
+        bool (per modality, in `modalities` order)."""
         rows = self.rows(split, part, val_fraction, seed, test_fraction)
         feats = self.read(rows)
         if standardize:
@@ -284,6 +286,7 @@ class FeatureSetView:
             "labels": self.index.labels[rows],
             "video_ids": self.index.video_ids[rows],
             "groups": self.index.groups[rows],
+            "present": self.presence[rows],
         }
 
     def item(self, row: int, feats: dict[str, np.ndarray], stats: tuple | None) -> dict:
@@ -299,20 +302,24 @@ class FeatureSetView:
                 x = store.standardize(x[None], torch.tensor([length]), mean, std, torch.float32)[0]
                 start += dim
             out[m] = x
-        features = out[self.modalities[0]] if len(out) == 1 else out
-        return {
-            "features": features,
+        item = {
+            "features": out[self.modalities[0]] if len(out) == 1 else out,
             "length": length,
             "label": int(self.index.labels[row]),
             "video_id": str(self.index.video_ids[row]),
         }
+        if len(out) > 1:
+            item["present"] = {m: bool(self.presence[row, k]) for k, m in enumerate(self.modalities)}
+        return item
 
 
 class FeatureDataset(torch.utils.data.Dataset):
     """Map-style dataset of one part.
 
     item i: {"features": float32 tensor (T, D) (a joined view: {modality: (T, D_m)}), "length": int
-    (valid frames; rows past it are zeros), "label": int (index into `classes`), "video_id": str}.
+    (valid frames; rows past it are zeros), "label": int (index into `classes`), "video_id": str},
+    and for a joined view "present": {modality: bool} (False: the video has no such stream, and
+    its features there are the stored stand-in, e.g. silence).
     A shard is verified once per process on first use; a corrupt one raises IntegrityError
     naming it, here and in DataLoader workers alike.
     """

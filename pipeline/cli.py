@@ -319,11 +319,32 @@ def train_options(fn):
             help="Store root, default data/features (FEATURES_ROOT=).",
         ),
         click.option(
+            "--modalities",
+            default="",
+            help="Each modality's default set for --dataset, comma-separated: rgb, audio or rgb,audio; "
+            "default rgb, or with --features the sets' own (MODALITIES=).",
+        ),
+        click.option(
             "--model",
             type=click.Choice(TrainConfig.HEADS),
             default=d("model"),
             show_default=True,
             help="Temporal head (MODEL=).",
+        ),
+        click.option(
+            "--fusion",
+            type=click.Choice(TrainConfig.FUSIONS),
+            default=d("fusion"),
+            show_default=True,
+            help="Several modalities: early (concatenated per step), late (an encoder per modality) or gated "
+            "(late, through context gating); lstm, gru, attention; other heads read the early input (FUSION=).",
+        ),
+        click.option(
+            "--modality-dropout",
+            type=float,
+            default=d("modality_dropout"),
+            show_default=True,
+            help="Several modalities, in training: chance that a video loses one of its modalities (never all).",
         ),
         click.option(
             "--split",

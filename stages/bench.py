@@ -56,6 +56,8 @@ from .extract.weights import WeightsSpec
 from .train import train
 from .train.loop import make_optimizer, seed_everything, train_step, warmup_cosine
 from .train.models import build_model
+from .train.sources import Batch
+from .train.spec import PROJECTED
 
 RANDOM_WEIGHTS = WeightsSpec("random", "random:seed0", None, 0)
 CLIP_SIZE = (320, 240)  # UCF101's frame size, px
@@ -943,7 +945,7 @@ def profile_steps(
         layers=cfg.layers,
         bidirectional=cfg.bidirectional,
         dropout=cfg.dropout,
-        proj=cfg.proj if cfg.model in ("lstm", "gru", "attention", "fusion") else 0,
+        proj=cfg.proj if cfg.model in PROJECTED else 0,
     ).to(dev)
     model.train()
     params = [p for p in model.parameters() if p.requires_grad]
@@ -953,8 +955,9 @@ def profile_steps(
     x = torch.randn((batch, t, d), device=dev).to(data_dtype)
     lengths = torch.full((batch,), t, device=dev)
     y = torch.randint(0, classes, (batch,), device=dev)
+    one = Batch(x, lengths, y, np.arange(batch), torch.ones((batch, 1), dtype=torch.bool, device=dev))
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
-    run = lambda: train_step(model, params, x, lengths, y, opt, sched, scaler, cfg, autocast_dtype)
+    run = lambda: train_step(model, params, one, opt, sched, scaler, cfg, autocast_dtype)
     for _ in range(5):
         run()
     sync()

@@ -50,14 +50,15 @@ def predict(video_path: Path | str, run_dir: Path | str, top: int = 5, device: s
     dev = resolve_device(device)
     loaded = [train.load_run(d, dev) for d in train.run_dirs(Path(run_dir))]
     config = loaded[0][1]
-    features, length, _ = stage_one(config, dev)(video_path)
+    features, length, present = stage_one(config, dev)(video_path)
     want = (config["model"]["frames"], config["model"]["input_dim"])
     if features.shape != want:
         raise ValueError(f"stage one gave features of shape {features.shape} for {video_path}, the run expects {want}")
     x = torch.from_numpy(np.ascontiguousarray(features))[None].to(dev)
     lengths = torch.tensor([length], device=dev)
+    presence = torch.tensor([present], device=dev)  # (1, M): a clip without a sound track has no audio stream
     with torch.no_grad():
-        probs = torch.stack([model(x, lengths).softmax(1)[0] for model, _ in loaded]).mean(0).cpu()
+        probs = torch.stack([model(x, lengths, presence).softmax(1)[0] for model, _ in loaded]).mean(0).cpu()
     classes = config["classes"]
     values, indices = probs.topk(min(top, len(classes)))
     result = [(classes[i], float(p)) for p, i in zip(values.tolist(), indices.tolist())]

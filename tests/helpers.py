@@ -3,7 +3,8 @@
 reference_features(weights_file, frames)  what a user would write by hand: torchvision, fp32, CPU
 assert_fp16_close(got, want, what)        fp16 compute against fp32, per frame vector
 stored(set_dir)                           a feature set read with plain h5py, video by video
-write_feature_set(...) / random_set(...)  feature sets written with plain h5py (the documented schema)
+write_feature_set(...) / random_set(...)  feature sets written with plain h5py (the documented schema),
+                                          of either modality (rgb; audio with its has_audio flags)
 FakeExtractor                             a backbone stand-in whose features name their frames
 """
 
@@ -92,10 +93,14 @@ def write_feature_set(
     identity: dict | None = None,
     feature_set_id: str | None = None,
     complete: bool = True,
+    modality: str | None = None,
+    has_audio: np.ndarray | None = None,
 ) -> Path:
     """A feature set exactly as the README's schema describes it, written with plain h5py.
 
     features (N, T, D) float16, padded frames zero; lengths (N,) int32; labels (N,) int32.
+    modality: the manifest's "modality" ("rgb", "audio"; None: no key, as sets made before
+    audio existed); has_audio (N,) bool or 0/1: written per shard as `has_audio` (n,) uint8.
     """
     set_dir.mkdir(parents=True, exist_ok=True)
     n, t, d = features.shape
@@ -114,6 +119,8 @@ def write_feature_set(
             f.create_dataset("groups", data=np.array(groups[s:e], dtype=object), dtype=STR)
             f["frame_indices"] = np.where(valid, np.arange(t)[None, :] * 3, -1).astype(np.int32)
             f["timestamps"] = np.where(valid, np.arange(t)[None, :] * 0.12, np.nan).astype(np.float32)
+            if has_audio is not None:
+                f["has_audio"] = np.asarray(has_audio[s:e]).astype(np.uint8)
             f.attrs.update(
                 {"schema_version": 1, "feature_set_id": fsid, "config": json.dumps(config), "shard_index": k}
             )
@@ -155,7 +162,7 @@ def write_feature_set(
         "complete": complete,
         "created_at": "2025-01-01T00:00:00+00:00",
         "updated_at": "2025-01-01T00:00:00+00:00",
-    }
+    } | ({"modality": modality} if modality else {})
     (set_dir / "manifest.json").write_text(json.dumps(manifest))
     return set_dir
 
@@ -258,3 +265,70 @@ def require_ffprobe() -> str:
     if without_ffprobe():
         pytest.skip("this test checks with ffprobe, and VIDSTORE_TESTS_WITHOUT_FFPROBE=1 says there is none")
     return synth.require_ffmpeg("ffprobe")
+
+
+# The audio-visual set: class = scene (seen) x order of two sounds (heard).
+AV_SCENES = ("beach", "street")
+AV_ORDERS = ("AB", "BA")
+AV_CLASSES = [f"{scene}-{order}" for scene in AV_SCENES for order in AV_ORDERS]
+SILENCE = -4.6  # log(0 + 0.01): a log-mel front end's value for no sound at all
+
+
+def audio_visual_sets(
+    root: Path,
+    groups: int = 6,
+    clips: int = 4,
+    t: int = 8,
+    d_rgb: int = 16,
+    d_audio: int = 8,
+    absent: tuple[tuple[int, int, int], ...] = ((0, 1, 0), (1, 1, 0), (2, 1, 0), (3, 1, 0), (0, 5, 3), (3, 5, 3)),
+    seed: int = 0,
+) -> tuple[Path, Path]:
+    """An rgb and an audio set of one dataset ("av") in which neither modality alone names the class.
+
+    Class k = scene k // 2 x order k % 2 (AV_CLASSES). rgb: every valid frame shows the scene's
+    vector over a large common component, with a per-group offset and noise. audio: sound A
+    on the first half of the valid frames and B on the second (order AB), or the reverse
+    (BA); lengths are even, so the mean over frames is the same for both orders and only a
+    head that reads order can hear the class. absent: (class, group, clip) of videos without
+    a sound track: stored with silence features and has_audio 0. 4 classes x `groups` x
+    `clips` videos; the last 2 groups of each class are split 1's test side.
+    Returns (rgb set dir, audio set dir) under root/av/.
+    """
+    rng = np.random.default_rng(seed)
+    common_rgb, common_audio = np.abs(rng.standard_normal(d_rgb)) * 5, rng.standard_normal(d_audio) - 2
+    scenes, sounds = rng.standard_normal((2, d_rgb)) * 0.6, rng.standard_normal((2, d_audio)) * 0.8
+    n_videos = len(AV_CLASSES) * groups * clips
+    rgb, audio = np.zeros((n_videos, t, d_rgb), np.float32), np.zeros((n_videos, t, d_audio), np.float32)
+    lengths, labels, ids, grps, has_audio = [], [], [], [], []
+    for i, (y, g, c) in enumerate((y, g, c) for y in range(4) for g in range(groups) for c in range(clips)):
+        if c == 0:
+            group_rgb, group_audio = rng.standard_normal(d_rgb) * 0.1, rng.standard_normal(d_audio) * 0.1
+        n = int(rng.choice([t - 2, t]))  # even: both sounds get half the valid frames
+        order = [0, 1] if y % 2 == 0 else [1, 0]
+        rgb[i, :n] = common_rgb + group_rgb + scenes[y // 2] + rng.standard_normal((n, d_rgb)) * 0.3
+        audio[i, :n] = (
+            common_audio + group_audio + sounds[np.repeat(order, n // 2)] + rng.standard_normal((n, d_audio)) * 0.3
+        )
+        heard = (y, g, c) not in absent
+        if not heard:
+            audio[i, :n] = SILENCE
+        lengths.append(n)
+        labels.append(y)
+        ids.append(f"{AV_CLASSES[y]}/v_{AV_CLASSES[y]}_g{g:02d}_c{c:02d}.avi")
+        grps.append(f"{AV_CLASSES[y]}/g{g:02d}")
+        has_audio.append(heard)
+    test = [v for v, grp in zip(ids, grps) if int(grp[-2:]) >= groups - 2]
+    split = {"1": {"train": [v for v in ids if v not in set(test)], "test": test}}
+    common = dict(lengths=np.array(lengths), labels=np.array(labels), video_ids=ids, groups=grps)
+    common |= dict(classes=AV_CLASSES, splits=split, shard_size=40)
+    return (
+        write_feature_set(root / "av" / "rgb-av", rgb.astype(np.float16), modality="rgb", **common),
+        write_feature_set(
+            root / "av" / "audio-av",
+            audio.astype(np.float16),
+            modality="audio",
+            has_audio=np.array(has_audio),
+            **common,
+        ),
+    )

@@ -21,7 +21,7 @@ from stages.extract.backbone import FeatureExtractor, resolve_weights
 from stages.extract.batching import Batcher
 from stages.extract.decode import decode_video
 from stages.extract import extract_features
-from helpers import assert_fp16_close, random_set, reference_features, stored
+from helpers import assert_fp16_close, audio_visual_sets, random_set, reference_features, stored
 
 pytestmark = pytest.mark.gpu
 
@@ -125,17 +125,23 @@ def stored_dirs(cfg: ExtractConfig):
     return (cfg.store_root / cfg.dataset_name).iterdir()
 
 
-def test_training_steps_never_wait_for_the_gpu(tmp_path):
+@pytest.mark.parametrize("fusion", [None, "early", "gated"])
+def test_training_steps_never_wait_for_the_gpu(tmp_path, fusion):
     """Stage two's step, under torch.cuda.set_sync_debug_mode("error"): any host<->device
-    synchronisation in the batch indexing, the forward, the backward or the optimiser raises."""
+    synchronisation in the batch indexing, the forward, the backward or the optimiser raises.
+    fusion: one modality (None), or rgb+audio with absent sound tracks and modality dropout."""
     from pipeline.devices import training_precision
     from stages.train import loop, trainer
-    from stages.train.models import build_from_spec
+    from stages.train.spec import build_from_spec, model_spec
 
-    set_dir = random_set(tmp_path / "set", n=96, t=8, d=64, classes=4)
+    if fusion is None:
+        features = str(random_set(tmp_path / "set", n=96, t=8, d=64, classes=4))
+    else:
+        features = ",".join(str(d) for d in audio_visual_sets(tmp_path))
     device = torch.device("cuda")
     cfg = TrainConfig(
-        features=str(set_dir),
+        features=features,
+        fusion=fusion or "gated",
         model="lstm",
         hidden=32,
         proj=16,
@@ -148,7 +154,7 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path):
     autocast_dtype, data_dtype = training_precision("auto", device)
     data = trainer.load_data(cfg, device, data_dtype)
     parts = trainer.make_parts(data, data.splits["1"], cfg, device, data_dtype)
-    model = build_from_spec(trainer.model_spec(cfg, data.sets[0]), parts.mean, parts.std).to(device)
+    model = build_from_spec(model_spec(cfg, data.view), parts.mean, parts.std).to(device)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = loop.make_optimizer(model, cfg, device)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda step: 1.0)
@@ -156,13 +162,13 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path):
     generator = torch.Generator().manual_seed(0)
     model.train()
     batches = list(parts.train.batches(16, shuffle=True, generator=generator))
-    for x, lengths, y, _ in batches[:2]:  # first steps: cuDNN plans, lazy state
-        loop.train_step(model, params, x, lengths, y, opt, sched, scaler, cfg, autocast_dtype)
+    for b in batches[:2]:  # first steps: cuDNN plans, lazy state
+        loop.train_step(model, params, b, opt, sched, scaler, cfg, autocast_dtype)
     torch.cuda.synchronize()
     torch.cuda.set_sync_debug_mode("error")
     try:
-        for x, lengths, y, _ in parts.train.batches(16, shuffle=True, generator=generator):
-            loss, hits = loop.train_step(model, params, x, lengths, y, opt, sched, scaler, cfg, autocast_dtype)
+        for b in parts.train.batches(16, shuffle=True, generator=generator):
+            loss, hits = loop.train_step(model, params, b, opt, sched, scaler, cfg, autocast_dtype)
     finally:
         torch.cuda.set_sync_debug_mode(0)
     assert torch.isfinite(loss).item()

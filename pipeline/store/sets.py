@@ -3,7 +3,7 @@
     find_feature_set(ref, dataset, root) / resolve_feature_sets(...)   by id, prefix, path, or
                                                                       a dataset's default set
     open_feature_sets(dirs) -> [FeatureSet]                           refuses to mix unlike sets
-    read_index(sets) -> Index                                         ids, labels, groups, lengths
+    read_index(sets) -> Index                                         ids, labels, groups, lengths, presence
     split_names(manifest, "all") / select_split(...) -> Split         the official splits
     carve_by_group(rows, index, fraction, seed) -> (kept, held)       validation / a missing test side
     read_features(sets, index, rows) / verified_shard(...)            features, checksummed
@@ -74,8 +74,13 @@ def find_feature_set(ref: str, root: Path, dataset: str | None = None) -> Path:
     )
 
 
+def modality_of(manifest: dict) -> str:
+    """A set's modality as its manifest records it ("rgb", "audio"); a manifest without the key is rgb."""
+    return manifest.get("modality", "rgb")
+
+
 def resolve_feature_sets(
-    dataset: str, features: str | None = None, features_root: Path | str | None = None
+    dataset: str, features: str | None = None, features_root: Path | str | None = None, modality: str | None = None
 ) -> list[Path]:
     """Directories of the feature sets to read.
 
@@ -83,25 +88,24 @@ def resolve_feature_sets(
     of `dataset` from what the store records: its only complete set; else the newest
     complete set that stage one made with its default settings (the manifest says so);
     else the newest complete set, saying which and what else is there. No complete set is
-    an error that lists the candidates.
+    an error that lists the candidates. modality ("rgb", "audio"; None: any) limits that
+    choice to the sets of one modality (MODALITIES=); sets named by `features` are taken as named.
     """
     root = store_root(features_root)
     if features:
         return [find_feature_set(ref.strip(), root, dataset) for ref in features.split(",") if ref.strip()]
-    candidates = [d for d in feature_sets(root) if d.parent.name == dataset]
+    in_dataset = [d for d in feature_sets(root) if d.parent.name == dataset]
+    manifests = {d: load_manifest(d) for d in in_dataset}  # one read each: a UCF101 manifest lists every split
+    candidates = [d for d in in_dataset if modality in (None, modality_of(manifests[d]))]
     if not candidates:
-        datasets = sorted({d.parent.name for d in feature_sets(root)})
-        raise ReaderError(
-            f"--dataset (DATASET=): no feature set for {dataset!r} under {root} (datasets there: "
-            f"{', '.join(datasets) or 'none'}); run `make features DATASET={dataset}` first, or pass FEATURES=<id or path>"
-        )
-    manifests = {d: load_manifest(d) for d in candidates}  # one read each: a UCF101 manifest lists every split
+        raise ReaderError(no_set_message(dataset, root, modality, sorted({modality_of(m) for m in manifests.values()})))
     newest_first = lambda dirs: sorted(dirs, key=lambda d: manifests[d].get("created_at", ""), reverse=True)
     complete = newest_first(d for d in candidates if manifests[d].get("complete"))
+    kind = f"{modality} " if modality else ""
     if not complete:
         raise ReaderError(
-            f"--features (FEATURES=): none of the {len(candidates)} feature set(s) for {dataset!r} under {root} is "
-            f"complete:\n{describe_candidates(candidates)}\nfinish one with `make features`, or pass "
+            f"--features (FEATURES=): none of the {len(candidates)} {kind}feature set(s) for {dataset!r} under {root} "
+            f"is complete:\n{describe_candidates(candidates)}\nfinish one with `make features`, or pass "
             f"FEATURES=<id or path> to train on a partial set"
         )
     if len(complete) == 1:
@@ -109,11 +113,27 @@ def resolve_feature_sets(
     defaults = [d for d in complete if manifests[d].get("default_settings")]
     chosen = (defaults or complete)[0]
     console.say(
-        f"note: {len(complete)} complete feature sets for {dataset!r}; using the newest"
+        f"note: {len(complete)} complete {kind}feature sets for {dataset!r}; using the newest"
         f"{' made with the default settings' if defaults else ''}, {chosen.name} (choose with FEATURES=):\n"
         f"{describe_candidates(complete)}"
     )
     return [chosen]
+
+
+def no_set_message(dataset: str, root: Path, modality: str | None, held: list[str]) -> str:
+    """Why DATASET= (and MODALITIES=) found no set, and what to run; held: the modalities the dataset's sets hold."""
+    if not held:
+        datasets = sorted({d.parent.name for d in feature_sets(root)})
+        return (
+            f"--dataset (DATASET=): no feature set for {dataset!r} under {root} (datasets there: "
+            f"{', '.join(datasets) or 'none'}); run `make features DATASET={dataset}` first, or pass "
+            f"FEATURES=<id or path>"
+        )
+    return (
+        f"--modalities (MODALITIES=): no {modality} feature set for {dataset!r} under {root} (its sets hold "
+        f"{', '.join(held)}); run `make features DATASET={dataset} MODALITY={modality}` first, or pass "
+        f"FEATURES=<id or path>"
+    )
 
 
 # ---------------------------------------------------------------- opening and mixing sets
@@ -229,7 +249,9 @@ class Index:
     """Per-video metadata of every committed video, in (set, shard, row) order.
 
     video_ids, groups (N,) str; labels (N,) int64; lengths (N,) int64 frames before padding;
-    shard (N,) int64 index into `shards`; row (N,) int64 row within that shard.
+    shard (N,) int64 index into `shards`; row (N,) int64 row within that shard; present (N,)
+    bool: the set's stream exists for the video (an audio set's `has_audio`; True for every
+    video of a set whose shards carry no such flag).
     """
 
     video_ids: np.ndarray
@@ -238,6 +260,7 @@ class Index:
     lengths: np.ndarray
     shard: np.ndarray
     row: np.ndarray
+    present: np.ndarray
     shards: list[ShardRef]
 
     def rows_of(self, ids: Iterable[str]) -> tuple[np.ndarray, list[str]]:
@@ -250,12 +273,14 @@ class Index:
 
 
 def read_index(sets: list[FeatureSet]) -> Index:
-    """Read ids, labels, groups and lengths of every listed shard (small; no features).
+    """Read ids, labels, groups, lengths and presence (`has_audio`, where a shard has it) of
+    every listed shard (small; no features).
 
     These few small datasets are read with h5py directly and not checksummed here: every
     feature read later verifies the whole file and its ids against this index.
     """
-    cols: dict[str, list] = {k: [] for k in ("video_ids", "groups", "labels", "lengths", "shard", "row")}
+    columns = ("video_ids", "groups", "labels", "lengths", "shard", "row", "present")
+    cols: dict[str, list] = {k: [] for k in columns}
     shards: list[ShardRef] = []
     for k, fs in enumerate(sets):
         for entry in fs.manifest["shards"]:
@@ -264,13 +289,12 @@ def read_index(sets: list[FeatureSet]) -> Index:
                 cols["groups"].append(f["groups"].asstr()[()])
                 cols["labels"].append(f["labels"][()].astype(np.int64))
                 cols["lengths"].append(f["lengths"][()].astype(np.int64))
+                cols["present"].append(f["has_audio"][()] != 0 if "has_audio" in f else np.ones(len(ids), bool))
             cols["video_ids"].append(ids)
             cols["shard"].append(np.full(len(ids), len(shards), np.int64))
             cols["row"].append(np.arange(len(ids), dtype=np.int64))
             shards.append(ShardRef(k, entry["file"], len(ids)))
-    index = Index(
-        *(np.concatenate(cols[k]) for k in ("video_ids", "groups", "labels", "lengths", "shard", "row")), shards=shards
-    )
+    index = Index(*(np.concatenate(cols[k]) for k in columns), shards=shards)
     seen, dupes = set(), []
     for v in index.video_ids:
         (dupes.append(v) if v in seen else seen.add(v))
@@ -377,20 +401,18 @@ def carve_by_group(rows: np.ndarray, index: Index, fraction: float, seed: int) -
 
 
 # ---------------------------------------------------------------- standardisation statistics
-def feature_stats(
-    chunks: Iterable[tuple[np.ndarray, np.ndarray]], device: torch.device | str = "cpu"
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-dimension mean and std over the valid frames of all chunks, computed on `device`.
+class Moments:
+    """Count, mean and sum of squared deviations per dimension (D,) float64 over the valid frames
+    added chunk by chunk: each chunk is reduced with its own mean first and the partial results
+    are combined with Chan's formula. ResNet features share a large common component, and the
+    naive E[x^2] - E[x]^2 would cancel away the small variance that matters."""
 
-    chunks: (features (n, T, D) float16, lengths (n,) int). Returns mean, std (D,) float32 on the CPU.
-    Each chunk is reduced with its own mean first and the partial results are combined
-    with Chan's formula in float64: ResNet features share a large common component, and
-    the naive E[x^2] - E[x]^2 would cancel away the small variance that matters.
-    """
-    n_total, mean, m2 = 0, None, None
-    for feats, lengths in chunks:
-        x = torch.from_numpy(np.ascontiguousarray(feats)).to(device)
-        valid = torch.arange(x.shape[1], device=x.device)[None, :] < torch.as_tensor(lengths, device=x.device)[:, None]
+    def __init__(self) -> None:
+        self.n, self.mean, self.m2 = 0, None, None
+
+    def add(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
+        """x (n, T, D) any float dtype; lengths (n,) int on x's device: frames past lengths[i] do not count."""
+        valid = torch.arange(x.shape[1], device=x.device)[None, :] < lengths[:, None]
         for start in range(0, x.shape[0], 1024):  # bounded float32 working copy
             frames = x[start : start + 1024][valid[start : start + 1024]].float()
             if len(frames) == 0:
@@ -398,21 +420,51 @@ def feature_stats(
             n = frames.shape[0]
             mu = frames.mean(0, dtype=torch.float64)
             d2 = ((frames - mu.float()) ** 2).sum(0, dtype=torch.float64)
-            if mean is None:
-                n_total, mean, m2 = n, mu, d2
+            if self.mean is None:
+                self.n, self.mean, self.m2 = n, mu, d2
                 continue
-            delta = mu - mean
-            total = n_total + n
-            mean = mean + delta * (n / total)
-            m2 = m2 + d2 + delta**2 * (n_total * n / total)
-            n_total = total
-    if mean is None:
-        raise ReaderError("no valid frame to compute standardisation statistics from (empty training part)")
-    std = (m2 / max(n_total - 1, 1)).sqrt()
-    # A constant dimension (e.g. a ReLU that never fires) carries nothing; dividing by
-    # ~0 would blow its rounding noise up to O(1).
-    std = torch.where(std > 1e-6 * (1 + mean.abs()), std, torch.ones_like(std))
-    return mean.float().cpu(), std.float().cpu()
+            delta = mu - self.mean
+            total = self.n + n
+            self.mean = self.mean + delta * (n / total)
+            self.m2 = self.m2 + d2 + delta**2 * (self.n * n / total)
+            self.n = total
+
+    def result(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """mean, std (D,) float32 on the CPU; std 1 where a dimension is constant."""
+        std = (self.m2 / max(self.n - 1, 1)).sqrt()
+        # A constant dimension (e.g. a ReLU that never fires) carries nothing; dividing by
+        # ~0 would blow its rounding noise up to O(1).
+        std = torch.where(std > 1e-6 * (1 + self.mean.abs()), std, torch.ones_like(std))
+        return self.mean.float().cpu(), std.float().cpu()
+
+
+def feature_stats(
+    chunks: Iterable[tuple], device: torch.device | str = "cpu", dims: list[int] | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-dimension mean and std over the valid frames of all chunks, computed on `device`.
+
+    chunks: (features (n, T, D) float16, lengths (n,) int), or with a third item present
+    (n, M) bool for features that hold M modalities side by side, `dims` (M,) wide. A
+    modality's dimensions count only the videos where it is present: an absent sound
+    track's stored silence is not a sample of sound. Returns mean, std (D,) float32 on the CPU.
+    """
+    moments: list[Moments] = []
+    for chunk in chunks:
+        feats, lengths = chunk[0], chunk[1]
+        widths = dims or [feats.shape[-1]]
+        moments = moments or [Moments() for _ in widths]
+        x = torch.from_numpy(np.ascontiguousarray(feats)).to(device)
+        lengths = torch.as_tensor(lengths, device=x.device)
+        present = torch.as_tensor(chunk[2], device=x.device) if len(chunk) > 2 else None
+        for m, (part, acc) in enumerate(zip(x.split(widths, dim=-1), moments)):
+            acc.add(part, lengths if present is None else lengths * present[:, m])
+    if not moments or any(acc.mean is None for acc in moments):
+        raise ReaderError(
+            "no valid frame to compute standardisation statistics from (an empty training part, or a modality "
+            "no training video has)"
+        )
+    mean, std = zip(*(acc.result() for acc in moments))
+    return torch.cat(mean), torch.cat(std)
 
 
 def standardize(

@@ -3,6 +3,8 @@
 trainer.py   train (one split or all), load_data: the set(s), index and splits, read once
 sources.py   batch sources: a part held whole on the device, or streamed shard by shard
 models.py    the heads (mean, LSTM, GRU, attention, fusion, TCN, transformer), standardisation
+fusion.py    several modalities: early, late and gated fusion, missing streams, modality dropout
+spec.py      the model spec a run records in config.json, and the model rebuilt from it
 loop.py      optimiser, schedule, one step, one epoch, early stopping
 evaluate.py  predictions, metrics, reports; re-evaluating a run
 runs.py      a run directory's files; loading a trained model back

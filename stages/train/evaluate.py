@@ -39,16 +39,16 @@ def predict_part(
     model.eval()
     probs = labels = None
     loss_sum = torch.zeros((), dtype=torch.float64)
-    for x, lengths, y, pos in part.batches(batch):
-        with torch.autocast(x.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            logits = model.classify(x, lengths)
+    for b in part.batches(batch):
+        with torch.autocast(b.x.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            logits = model.classify(b.x, b.lengths, b.present)
         logits = logits.float()
-        loss_sum += torch.nn.functional.cross_entropy(logits, y, reduction="sum").double().cpu()
+        loss_sum += torch.nn.functional.cross_entropy(logits, b.labels, reduction="sum").double().cpu()
         p = logits.softmax(1).cpu().numpy()
         if probs is None:
             probs = np.zeros((len(part), p.shape[1]), np.float32)
             labels = np.zeros(len(part), np.int64)
-        probs[pos], labels[pos] = p, y.cpu().numpy()
+        probs[b.positions], labels[b.positions] = p, b.labels.cpu().numpy()
     if probs is None:
         raise ValueError("cannot evaluate an empty part")
     return probs, labels, float(loss_sum) / len(part)
@@ -216,6 +216,7 @@ def test_source(
         std,
         device,
         dtype,
+        view.presence[rows],
     )
 
 

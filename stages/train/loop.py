@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from pipeline import console
 from pipeline.config import TrainConfig
 
+from .sources import Batch
+
 # BATCH=0: this many videos per step, fewer on small sets so that an epoch still has
 # MIN_STEPS_PER_EPOCH optimiser steps.
 AUTO_BATCH = 256
@@ -79,11 +81,11 @@ def loss_and_accuracy(
     """Mean cross-entropy (no smoothing) and top-1 accuracy of a part, in eval mode."""
     model.eval()
     loss = correct = None
-    for x, lengths, y, _ in part.batches(batch):
-        with torch.autocast(x.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-            logits = model.classify(x, lengths)
-        l_sum = F.cross_entropy(logits, y, reduction="sum")
-        hits = (logits.argmax(1) == y).sum()
+    for b in part.batches(batch):
+        with torch.autocast(b.x.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
+            logits = model.classify(b.x, b.lengths, b.present)
+        l_sum = F.cross_entropy(logits, b.labels, reduction="sum")
+        hits = (logits.argmax(1) == b.labels).sum()
         loss, correct = (l_sum, hits) if loss is None else (loss + l_sum, correct + hits)
     return float(loss) / len(part), float(correct) / len(part)  # one device sync per evaluation
 
@@ -98,23 +100,23 @@ class FitHistory:
 def train_step(
     model: torch.nn.Module,
     params: list[torch.Tensor],
-    x: torch.Tensor,
-    lengths: torch.Tensor,
-    y: torch.Tensor,
+    batch: Batch,
     opt: torch.optim.Optimizer,
     sched,
     scaler: torch.amp.GradScaler,
     cfg: TrainConfig,
     autocast_dtype: torch.dtype | None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """One optimiser step on x (B, T, D), lengths (B,), labels y (B,).
+    """One optimiser step on a Batch (x (B, T, D), lengths (B,), labels (B,), present (B, M)).
 
     Returns (mean loss, correct predictions) as 0-d tensors on the device. Nothing here
-    waits for the GPU (fused AdamW takes the GradScaler's inf check on the device), so
-    the host queues step after step; tests/test_gpu.py runs it under CUDA's sync check.
+    waits for the GPU (fused AdamW takes the GradScaler's inf check on the device, and
+    modality dropout draws on the device), so the host queues step after step;
+    tests/test_gpu.py runs it under CUDA's sync check.
     """
+    x, y = batch.x, batch.labels
     with torch.autocast(x.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
-        logits = model.classify(x, lengths)
+        logits = model.classify(x, batch.lengths, batch.present)
     loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
     opt.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
@@ -147,12 +149,12 @@ def train_one_epoch(
     loss_sum = torch.zeros((), device=device)  # accumulated on the device: no GPU sync per step
     hits = torch.zeros((), device=device, dtype=torch.int64)
     seen = 0
-    for step, (x, lengths, y, _) in enumerate(part.batches(batch, shuffle=True, generator=generator)):
-        loss, hit = train_step(model, params, x, lengths, y, opt, sched, scaler, cfg, autocast_dtype)
-        loss_sum += loss * len(y)
+    for step, b in enumerate(part.batches(batch, shuffle=True, generator=generator)):
+        loss, hit = train_step(model, params, b, opt, sched, scaler, cfg, autocast_dtype)
+        loss_sum += loss * len(b.labels)
         hits += hit
-        seen += len(y)
-        bar.update(len(y))
+        seen += len(b.labels)
+        bar.update(len(b.labels))
         if cfg.progress and (device.type == "cpu" or step % 20 == 0):  # .item() syncs a GPU: not every step
             bar.set_postfix(loss=f"{loss_sum.item() / seen:.3f}", acc=f"{hits.item() / seen:.3f}")
     bar.close()

@@ -13,6 +13,10 @@ average or attend over valid frames only, and the transformer masks padded keys.
     tcn          residual dilated temporal convolutions -> masked mean -> linear
     transformer  pre-norm encoder with a key padding mask -> summary token -> linear
 
+The lstm, gru and attention heads are an encoder (clip -> one vector: RecurrentEncoder,
+AttentionEncoder) plus dropout and a linear layer; late and gated fusion of several
+modalities (fusion.py) run one such encoder per modality.
+
 Why standardise: ResNet-50 features share a large component common to all frames
 (cosine similarity ~0.9997 between unrelated videos with random weights); per-dimension
 standardisation with training statistics removes it, so what differs between frames
@@ -323,6 +327,55 @@ class Recurrent(nn.Module):
         return h
 
 
+# ---------------------------------------------------------------- encoders: a clip -> one vector
+class RecurrentEncoder(nn.Module):
+    """LSTM/GRU: x (B, T, D), lengths (B,) -> the state at the last valid frame (B, out_dim)."""
+
+    def __init__(
+        self, kind: str, input_dim: int, hidden: int, layers: int, bidirectional: bool, dropout: float, proj: int
+    ):
+        super().__init__()
+        self.rnn = Recurrent(kind, input_dim, hidden, layers, bidirectional, dropout, proj)
+        self.out_dim = self.rnn.out_dim
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        return self.rnn(x, lengths)[1]
+
+
+class AttentionEncoder(nn.Module):
+    """LSTM outputs -> learned attention pooling over valid frames, beside the last state (B, out_dim).
+
+    score_t = v^T tanh(W o_t + b); weights = softmax over valid t; pooled = sum_t w_t o_t;
+    out = [pooled, o_last]. The LSTM is causal, so o_t has seen frames <= t only: pooling
+    alone weighs partial views of the clip, and on the temporal-order set (classes that
+    differ only in scene order) it reached 0.77 top-1 where the LSTM reached 1.0. With the
+    last state beside it, 1.0 (CPU, 20 epochs, seed 0).
+    """
+
+    def __init__(self, input_dim: int, hidden: int, layers: int, bidirectional: bool, dropout: float, proj: int):
+        super().__init__()
+        self.rnn = Recurrent("lstm", input_dim, hidden, layers, bidirectional, dropout, proj)
+        self.score = nn.Sequential(nn.Linear(self.rnn.out_dim, hidden // 2), nn.Tanh(), nn.Linear(hidden // 2, 1))
+        self.out_dim = 2 * self.rnn.out_dim
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        outputs, last = self.rnn(x, lengths, outputs=True)
+        scores = self.score(outputs).squeeze(-1).float()  # (B, T)
+        scores = scores.masked_fill(~valid_mask(lengths, x.shape[1]), float("-inf"))
+        weights = scores.softmax(dim=1).to(outputs.dtype)
+        pooled = torch.einsum("bt,btf->bf", weights, outputs)
+        return torch.cat([pooled, last.to(pooled.dtype)], 1)
+
+
+def build_encoder(
+    kind: str, input_dim: int, hidden: int, layers: int, bidirectional: bool, dropout: float, proj: int
+) -> RecurrentEncoder | AttentionEncoder:
+    """The temporal encoder of head `kind` (lstm, gru, attention)."""
+    if kind == "attention":
+        return AttentionEncoder(input_dim, hidden, layers, bidirectional, dropout, proj)
+    return RecurrentEncoder(kind, input_dim, hidden, layers, bidirectional, dropout, proj)
+
+
 # ---------------------------------------------------------------- heads
 class MeanHead(nn.Module):
     """Temporal mean over valid frames -> dropout -> linear. Blind to order by construction."""
@@ -336,7 +389,7 @@ class MeanHead(nn.Module):
         return self.fc(self.drop(masked_mean(x, lengths)))
 
 
-class RecurrentHead(nn.Module):
+class RecurrentHead(RecurrentEncoder):
     """LSTM/GRU -> state at the last valid frame -> dropout -> linear."""
 
     def __init__(
@@ -350,42 +403,26 @@ class RecurrentHead(nn.Module):
         dropout: float,
         proj: int,
     ):
-        super().__init__()
-        self.rnn = Recurrent(kind, input_dim, hidden, layers, bidirectional, dropout, proj)
+        super().__init__(kind, input_dim, hidden, layers, bidirectional, dropout, proj)
         self.drop = nn.Dropout(dropout)
-        self.fc = nn.Linear(self.rnn.out_dim, num_classes)
+        self.fc = nn.Linear(self.out_dim, num_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        _, last = self.rnn(x, lengths)
-        return self.fc(self.drop(last))
+        return self.fc(self.drop(super().forward(x, lengths)))
 
 
-class AttentionHead(nn.Module):
-    """LSTM outputs -> learned attention pooling over valid frames, beside the last state -> linear.
-
-    score_t = v^T tanh(W o_t + b); weights = softmax over valid t; pooled = sum_t w_t o_t;
-    logits = fc([pooled, o_last]). The LSTM is causal, so o_t has seen frames <= t only:
-    pooling alone weighs partial views of the clip, and on the temporal-order set (classes
-    that differ only in scene order) it reached 0.77 top-1 where the LSTM reached 1.0. With
-    the last state beside it, 1.0 (CPU, 20 epochs, seed 0).
-    """
+class AttentionHead(AttentionEncoder):
+    """AttentionEncoder -> dropout -> linear: logits = fc([pooled, o_last])."""
 
     def __init__(
         self, input_dim: int, num_classes: int, hidden: int, layers: int, bidirectional: bool, dropout: float, proj: int
     ):
-        super().__init__()
-        self.rnn = Recurrent("lstm", input_dim, hidden, layers, bidirectional, dropout, proj)
-        self.score = nn.Sequential(nn.Linear(self.rnn.out_dim, hidden // 2), nn.Tanh(), nn.Linear(hidden // 2, 1))
+        super().__init__(input_dim, hidden, layers, bidirectional, dropout, proj)
         self.drop = nn.Dropout(dropout)
-        self.fc = nn.Linear(2 * self.rnn.out_dim, num_classes)
+        self.fc = nn.Linear(self.out_dim, num_classes)
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        outputs, last = self.rnn(x, lengths, outputs=True)
-        scores = self.score(outputs).squeeze(-1).float()  # (B, T)
-        scores = scores.masked_fill(~valid_mask(lengths, x.shape[1]), float("-inf"))
-        weights = scores.softmax(dim=1).to(outputs.dtype)
-        pooled = torch.einsum("bt,btf->bf", weights, outputs)
-        return self.fc(self.drop(torch.cat([pooled, last.to(pooled.dtype)], 1)))
+        return self.fc(self.drop(super().forward(x, lengths)))
 
 
 class FusionHead(nn.Module):
@@ -496,7 +533,9 @@ class TemporalClassifier(nn.Module):
     """Standardize + head. `forward` takes raw features, `classify` standardised ones.
 
     Training feeds `classify` with data standardised once up front (reader sources), so
-    no per-batch conversion; prediction feeds raw store features to `forward`.
+    no per-batch conversion; prediction feeds raw store features to `forward`. One
+    modality: `present` (B, 1) is accepted and ignored, since the head reads the stream as
+    stored (fusion.FusedClassifier reads it for several).
     """
 
     def __init__(
@@ -506,16 +545,18 @@ class TemporalClassifier(nn.Module):
         self.norm = Standardize(input_dim, mean, std)
         self.head = head
 
-    def forward(self, features: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
-        """features (B, T, D) float16/32 raw; lengths (B,) -> logits (B, C)."""
-        return self.classify(self.norm(features, lengths), lengths)
+    def forward(
+        self, features: torch.Tensor, lengths: torch.Tensor, present: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """features (B, T, D) float16/32 raw; lengths (B,); present (B, M) bool or None -> logits (B, C)."""
+        return self.classify(self.norm(features, lengths), lengths, present)
 
-    def classify(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+    def classify(self, x: torch.Tensor, lengths: torch.Tensor, present: torch.Tensor | None = None) -> torch.Tensor:
         """x (B, T, D) standardised, padded frames zero; lengths (B,) -> logits (B, C) float32."""
         return self.head(x, lengths).float()
 
 
-def build_model(
+def build_head(
     model: str,
     input_dim: int,
     frames: int,
@@ -526,44 +567,36 @@ def build_model(
     bidirectional: bool = False,
     dropout: float = 0.5,
     proj: int = 0,
-    mean: torch.Tensor | None = None,
-    std: torch.Tensor | None = None,
-) -> TemporalClassifier:
-    """A TemporalClassifier with head `model` (one of HEADS); mean, std (D,) training statistics."""
+) -> nn.Module:
+    """Head `model` (one of HEADS): x (B, T, input_dim) standardised, lengths (B,) -> logits (B, C)."""
     if model not in HEADS:
         raise ValueError(f"--model (MODEL=): unknown head {model!r}; choose one of {', '.join(HEADS)}")
     if model == "mean":
-        head: nn.Module = MeanHead(input_dim, num_classes, dropout)
-    elif model in ("lstm", "gru"):
-        head = RecurrentHead(model, input_dim, num_classes, hidden, layers, bidirectional, dropout, proj)
-    elif model == "attention":
-        head = AttentionHead(input_dim, num_classes, hidden, layers, bidirectional, dropout, proj)
-    elif model == "fusion":
-        head = FusionHead(input_dim, num_classes, hidden, layers, bidirectional, dropout, proj)
-    elif model == "tcn":
-        head = TCNHead(input_dim, num_classes, hidden, layers, dropout)
-    else:
-        head = TransformerHead(input_dim, num_classes, frames, hidden, layers, dropout)
-    return TemporalClassifier(head, input_dim, mean, std)
+        return MeanHead(input_dim, num_classes, dropout)
+    if model in ("lstm", "gru"):
+        return RecurrentHead(model, input_dim, num_classes, hidden, layers, bidirectional, dropout, proj)
+    if model == "attention":
+        return AttentionHead(input_dim, num_classes, hidden, layers, bidirectional, dropout, proj)
+    if model == "fusion":
+        return FusionHead(input_dim, num_classes, hidden, layers, bidirectional, dropout, proj)
+    if model == "tcn":
+        return TCNHead(input_dim, num_classes, hidden, layers, dropout)
+    return TransformerHead(input_dim, num_classes, frames, hidden, layers, dropout)
 
 
-def build_from_spec(
-    spec: dict, mean: torch.Tensor | None = None, std: torch.Tensor | None = None
+def build_model(
+    model: str,
+    input_dim: int,
+    frames: int,
+    num_classes: int,
+    *,
+    mean: torch.Tensor | None = None,
+    std: torch.Tensor | None = None,
+    **sizes,
 ) -> TemporalClassifier:
-    """build_model from a run's model spec (config.json "model", train.model_spec)."""
-    return build_model(
-        spec["name"],
-        spec["input_dim"],
-        spec["frames"],
-        spec["num_classes"],
-        hidden=spec["hidden"],
-        layers=spec["layers"],
-        bidirectional=spec["bidirectional"],
-        dropout=spec["dropout"],
-        proj=spec["proj"],
-        mean=mean,
-        std=std,
-    )
+    """A TemporalClassifier with head `model` (one of HEADS); mean, std (D,) training statistics;
+    sizes: build_head's hidden, layers, bidirectional, dropout, proj."""
+    return TemporalClassifier(build_head(model, input_dim, frames, num_classes, **sizes), input_dim, mean, std)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -18,7 +18,7 @@ import torch
 
 from pipeline.config import repo_root
 
-from .models import build_from_spec
+from .spec import build_from_spec
 
 CHECKPOINT = "checkpoint.pt"
 CONFIG = "config.json"

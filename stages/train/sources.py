@@ -6,13 +6,14 @@
     StreamSource        shard by shard on every pass, through the store's reader (pipeline.api), each
                         shard read whole (checksummed) by a prefetch thread while the previous one trains
 
-Both yield (x (B, T, D), lengths (B,), labels (B,), positions (B,) numpy into the part).
+Both yield Batch tuples: x (B, T, D) with the modalities side by side, lengths, labels,
+positions into the part, and present (B, M): which modalities each video has.
 """
 
 from __future__ import annotations
 
 import os
-from typing import Iterator
+from typing import Iterator, NamedTuple
 
 import numpy as np
 import torch
@@ -23,6 +24,22 @@ from pipeline.store import standardize
 
 # Share of free memory (host RAM or GPU) a whole-in-memory load may take.
 MEMORY_SHARE = 0.5
+
+
+class Batch(NamedTuple):
+    """One batch of a part, on the source's device.
+
+    x (B, T, D) standardised, padded frames zero, the modalities side by side along D;
+    lengths (B,) int64 valid frames; labels (B,) int64; positions (B,) int64 numpy: each
+    video's place in the part; present (B, M) bool: whether each video has each modality's
+    stream (False: x holds the stored stand-in there, e.g. silence features).
+    """
+
+    x: torch.Tensor
+    lengths: torch.Tensor
+    labels: torch.Tensor
+    positions: np.ndarray
+    present: torch.Tensor
 
 
 def available_bytes(device: torch.device) -> int:
@@ -65,8 +82,9 @@ class MemorySource:
 
     Built from `store_features (M, T, D) float16` (the videos read once for all splits)
     and `positions (n,)` of this part's videos in it. Holds features (n, T, D) `dtype`,
-    standardised with padded frames zero, lengths (n,) and labels (n,) int64, all on
-    `device`. Batches index these tensors directly: no DataLoader, no per-batch conversion.
+    standardised with padded frames zero, lengths (n,) and labels (n,) int64, present (n, M)
+    bool (None: one modality, always there), all on `device`. Batches index these tensors
+    directly: no DataLoader, no per-batch conversion.
     """
 
     def __init__(
@@ -80,12 +98,15 @@ class MemorySource:
         std: torch.Tensor,
         device: torch.device,
         dtype: torch.dtype,
+        present: np.ndarray | None = None,
         chunk: int = 512,
     ):
         self.device = device
         self.video_ids = np.asarray(video_ids)
         self.lengths = torch.as_tensor(np.asarray(lengths), dtype=torch.int64).to(device)
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.int64).to(device)
+        present = np.ones((len(positions), 1), bool) if present is None else np.asarray(present, bool)
+        self.present = torch.from_numpy(present).to(device)
         self.features = torch.empty((len(positions), *store_features.shape[1:]), dtype=dtype, device=device)
         mean, std = mean.to(device), std.to(device)
         for s in range(0, len(positions), chunk):  # bounded float32 working copy
@@ -95,25 +116,26 @@ class MemorySource:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def batches(
-        self, batch: int, shuffle: bool = False, generator: torch.Generator | None = None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]]:
-        """Yield (x (B, T, D), lengths (B,), labels (B,), positions (B,) numpy into this part)."""
+    def batches(self, batch: int, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """Yield the part's Batches, `batch` videos each (the last may be short), shuffled or in order."""
         order = torch.randperm(len(self), generator=generator) if shuffle else torch.arange(len(self))
         # One copy of the whole order per pass, from pinned memory and asynchronous: a
         # per-batch copy from pageable memory would wait for the GPU on every step.
         on_device = order.pin_memory().to(self.device, non_blocking=True) if self.device.type == "cuda" else order
         for s in range(0, len(self), batch):
             idx = on_device[s : s + batch]
-            yield self.features[idx], self.lengths[idx], self.labels[idx], order[s : s + batch].numpy()
+            yield Batch(
+                self.features[idx], self.lengths[idx], self.labels[idx], order[s : s + batch].numpy(), self.present[idx]
+            )
 
 
 def memory_chunks(
-    store_features: np.ndarray, positions: np.ndarray, lengths: np.ndarray, chunk: int = 1024
-) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(features (n, T, D) float16, lengths (n,)) of `positions`, a chunk at a time (for feature_stats)."""
+    store_features: np.ndarray, positions: np.ndarray, lengths: np.ndarray, present: np.ndarray, chunk: int = 1024
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """(features (n, T, D) float16, lengths (n,), present (n, M) bool) of `positions`, a chunk at a time
+    (for feature_stats); lengths and present are those of the same videos, in the order of `positions`."""
     for s in range(0, len(positions), chunk):
-        yield store_features[positions[s : s + chunk]], lengths[s : s + chunk]
+        yield store_features[positions[s : s + chunk]], lengths[s : s + chunk], present[s : s + chunk]
 
 
 class StreamSource:
@@ -141,11 +163,9 @@ class StreamSource:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def batches(
-        self, batch: int, shuffle: bool = False, generator: torch.Generator | None = None
-    ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]]:
-        """Yield (x (B, T, D), lengths (B,), labels (B,), positions (B,) into this part)."""
-        carry: list[tuple[torch.Tensor, torch.Tensor, torch.Tensor, np.ndarray]] = []
+    def batches(self, batch: int, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """Yield the part's Batches, shard by shard, `batch` videos each (the last may be short)."""
+        carry: list[Batch] = []
         index = self.view.index
         for pos, feats in self.view.shards(self.rows, shuffle, generator):
             if shuffle:
@@ -155,21 +175,21 @@ class StreamSource:
             lengths = torch.from_numpy(index.lengths[rows]).to(self.device)
             x = standardize(torch.from_numpy(feats).to(self.device), lengths, self.mean, self.std, self.dtype)
             labels = torch.from_numpy(index.labels[rows]).to(self.device)
-            carry.append((x, lengths, labels, pos))
+            present = torch.from_numpy(self.view.presence[rows]).to(self.device)
+            carry.append(Batch(x, lengths, labels, pos, present))
             yield from self.drain(carry, batch, final=False)
         yield from self.drain(carry, batch, final=True)
 
     @staticmethod
-    def drain(carry: list, batch: int, final: bool) -> Iterator[tuple]:
+    def drain(carry: list[Batch], batch: int, final: bool) -> Iterator[Batch]:
         """Cut full batches off the carried pieces (all of it when `final`); keep the rest."""
-        total = sum(len(c[2]) for c in carry)
+        total = sum(len(c.labels) for c in carry)
         if total < batch and not (final and total):
             return
-        x, lengths, labels = (torch.cat([c[i] for c in carry]) for i in range(3))
-        pos = np.concatenate([c[3] for c in carry])
+        joined = Batch(*(np.concatenate(f) if isinstance(f[0], np.ndarray) else torch.cat(f) for f in zip(*carry)))
         carry.clear()
         full = total if final else total - total % batch
         for s in range(0, full, batch):
-            yield x[s : s + batch], lengths[s : s + batch], labels[s : s + batch], pos[s : s + batch]
+            yield Batch(*(f[s : s + batch] for f in joined))
         if full < total:
-            carry.append((x[full:], lengths[full:], labels[full:], pos[full:]))
+            carry.append(Batch(*(f[full:] for f in joined)))

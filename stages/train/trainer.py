@@ -16,13 +16,16 @@ import torch
 from pipeline import FeatureSetView, console, store
 from pipeline.config import TrainConfig
 from pipeline.devices import resolve_device, training_precision
+from pipeline.errors import ConfigError
 from pipeline.files import atomic_write_json
 
 from . import evaluate
+from .fusion import ENCODER_HEADS, effective_fusion
 from .loop import auto_batch, cpu_threads, fit, seed_everything
-from .models import WORKSPACE, build_from_spec, count_parameters
+from .models import WORKSPACE, count_parameters
 from .runs import CHECKPOINT, CONFIG, CURVES, METRICS, default_out
 from .sources import MemorySource, StreamSource, choose_load, memory_chunks
+from .spec import build_from_spec, model_spec
 
 
 @dataclass
@@ -47,10 +50,32 @@ class LoadedFeatures:
         return self.view.index
 
 
+def feature_dirs(cfg: TrainConfig) -> list[Path]:
+    """FEATURES= as given, else the default set for DATASET= of each of MODALITIES= (rgb alone by default)."""
+    if cfg.features:
+        return store.resolve_feature_sets(cfg.dataset, cfg.features, cfg.features_root)
+    return [
+        d
+        for m in cfg.modalities or ("rgb",)
+        for d in store.resolve_feature_sets(cfg.dataset, None, cfg.features_root, m)
+    ]
+
+
+def open_view(cfg: TrainConfig) -> FeatureSetView:
+    """The set(s) a run reads, joined on video id; MODALITIES= beside FEATURES= must name the sets' modalities."""
+    view = FeatureSetView(feature_dirs(cfg))
+    if cfg.features and cfg.modalities and sorted(cfg.modalities) != sorted(view.modalities):
+        raise ConfigError(
+            f"--modalities (MODALITIES=) {','.join(cfg.modalities)}: the sets FEATURES= names hold "
+            f"{','.join(view.modalities)}; leave MODALITIES= out when FEATURES= names the sets"
+        )
+    return view
+
+
 def load_data(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> LoadedFeatures:
-    """Resolve FEATURES=/DATASET=, open the set(s), select the split(s), read features if they fit."""
+    """Resolve FEATURES=/DATASET=/MODALITIES=, open the set(s), select the split(s), read features if they fit."""
     t0 = time.perf_counter()
-    view = FeatureSetView(store.resolve_feature_sets(cfg.dataset, cfg.features, cfg.features_root))
+    view = open_view(cfg)
     for fs in (fs for m in view.modalities for fs in view.sets[m]):
         if not fs.manifest.get("complete"):
             console.say(
@@ -87,10 +112,13 @@ def make_parts(
     """Carve validation from the training side by group, compute statistics, build the sources."""
     train_rows, val_rows = store.carve_by_group(split.train, data.index, cfg.val_fraction, cfg.seed)
     idx = data.index
+    presence = data.view.presence
     if data.mode == "memory":
         pos = lambda rows: data.position[rows]
         mean, std = store.feature_stats(
-            memory_chunks(data.store_features, pos(train_rows), idx.lengths[train_rows]), device
+            memory_chunks(data.store_features, pos(train_rows), idx.lengths[train_rows], presence[train_rows]),
+            device,
+            list(data.view.dims.values()),
         )
         source = lambda rows: MemorySource(
             data.store_features,
@@ -102,6 +130,7 @@ def make_parts(
             std,
             device,
             dtype,
+            presence[rows],
         )
     else:
         mean, std = data.view.stats(train_rows, device)
@@ -138,26 +167,6 @@ class TrainResult:
     @property
     def mean(self) -> dict:
         return evaluate.mean_metrics([r.metrics for r in self.runs])
-
-
-def model_spec(cfg: TrainConfig, view: FeatureSetView) -> dict:
-    """Everything needed to rebuild the model from config.json (stored as JSON, never pickled).
-
-    input_dims: D of each modality, in the order their features sit side by side.
-    """
-    return {
-        "name": cfg.model,
-        "input_dim": view.feature_dim,
-        "input_dims": list(view.dims.values()),
-        "modalities": view.modalities,
-        "frames": view.frames,
-        "num_classes": len(view.classes),
-        "hidden": cfg.hidden,
-        "layers": cfg.layers,
-        "bidirectional": cfg.bidirectional,
-        "dropout": cfg.dropout,
-        "proj": cfg.proj if cfg.model in ("lstm", "gru", "attention", "fusion") else 0,
-    }
 
 
 def train_split(cfg: TrainConfig, data: LoadedFeatures, name: str, run_dir: Path, device: torch.device) -> RunResult:
@@ -210,6 +219,24 @@ def train_split(cfg: TrainConfig, data: LoadedFeatures, name: str, run_dir: Path
         WORKSPACE.clear()
 
 
+def modality_note(cfg: TrainConfig, view: FeatureSetView) -> str:
+    """The end of the run's summary line with several modalities: fusion, absent streams, modality dropout."""
+    if len(view.modalities) == 1:
+        return ""
+    fusion = effective_fusion(cfg.model, cfg.fusion)
+    missing = {m: int((~view.presence[:, k]).sum()) for k, m in enumerate(view.modalities)}
+    absent = ", ".join(f"{n} of {view.num_videos} videos without {m}" for m, n in missing.items() if n)
+    why = (
+        f" (FUSION={cfg.fusion} applies to {', '.join(ENCODER_HEADS)}; {cfg.model} reads the early input)"
+        if fusion != cfg.fusion
+        else ""
+    )
+    return (
+        f"; {'+'.join(view.modalities)}, {fusion} fusion{why}, {absent or 'every video has every stream'}, "
+        f"modality dropout {cfg.modality_dropout:g}"
+    )
+
+
 def fit_and_report(
     cfg: TrainConfig,
     data: LoadedFeatures,
@@ -233,7 +260,7 @@ def fit_and_report(
         f"{label}: {parts.sizes['train']} train / {parts.sizes['val']} validation (by group) / {parts.sizes['test']} test "
         f"videos{' (test carved by group: the dataset has no test split)' if parts.sizes['carved_test'] else ''}, "
         f"{params:,} parameters, batch {batch}, {device} {str(autocast_dtype or 'fp32').replace('torch.', '')}, "
-        f"data {data.mode}"
+        f"data {data.mode}{modality_note(cfg, data.view)}"
     )
     result = fit(model, parts.train, parts.val, cfg, batch, device, autocast_dtype, label)
     torch.save(model.state_dict(), run_dir / CHECKPOINT)

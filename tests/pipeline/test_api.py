@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -155,18 +154,22 @@ def test_the_stream_reads_each_shard_once_and_gives_every_item_once(made):
 
 def test_modalities_of_one_dataset_are_joined_on_video_id(tmp_path):
     random_set(tmp_path / "ds" / "rgb-set", n=30, d=8)
-    audio = random_set(tmp_path / "ds" / "audio-set", n=30, d=4, seed=5)
-    manifest = json.loads((audio / "manifest.json").read_text())
-    (audio / "manifest.json").write_text(json.dumps(manifest | {"modality": "audio"}))
+    heard = np.arange(30) % 4 != 1
+    random_set(tmp_path / "ds" / "audio-set", n=30, d=4, seed=5, modality="audio", has_audio=heard)
     fs = FeatureStore(tmp_path).open(["audio-set", "rgb-set"])
     assert fs.modalities == ["rgb", "audio"] and fs.dims == {"rgb": 8, "audio": 4} and fs.feature_dim == 12
-    item = fs.dataset(split=1, part="train")[0]
+    assert fs.presence.shape == (30, 2) and fs.presence[:, 0].all() and np.array_equal(fs.presence[:, 1], heard)
+    train = fs.dataset(split=1, part="train")
+    item = train[0]
     assert item["features"]["rgb"].shape == (6, 8) and item["features"]["audio"].shape == (6, 4)
-    joined = fs.arrays(split=1, part="train")["features"]
-    assert joined.shape[-1] == 12
-    fewer = random_set(tmp_path / "ds" / "audio-fewer", n=27, d=4)
-    m2 = json.loads((fewer / "manifest.json").read_text())
-    (fewer / "manifest.json").write_text(json.dumps(m2 | {"modality": "audio"}))
+    assert all(it["present"] == {"rgb": True, "audio": bool(heard[int(r)])} for it, r in zip(train, train.rows))
+    streamed = {it["video_id"]: it["present"] for it in fs.stream(split=1, part="train")}
+    assert streamed == {it["video_id"]: it["present"] for it in train}
+    arrays = fs.arrays(split=1, part="train")
+    assert arrays["features"].shape[-1] == 12 and np.array_equal(arrays["present"], fs.presence[train.rows])
+    assert "present" not in FeatureStore(tmp_path).open("rgb-set").dataset(split=1, part="train")[0]
+    assert FeatureStore(tmp_path).open("ds").ids == ["rgb-set"]  # a dataset name: its rgb set
+    random_set(tmp_path / "ds" / "audio-fewer", n=27, d=4, modality="audio")
     with pytest.raises(ReaderError, match="has no features in .*audio-fewer"):
         FeatureStore(tmp_path).open("rgb-set,audio-fewer")
 

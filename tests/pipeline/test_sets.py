@@ -161,3 +161,40 @@ def test_resolve_feature_sets(tmp_path, monkeypatch, capsys):
     random_set(root / "part" / "set-c", complete=False)
     with pytest.raises(store.ReaderError, match="none of the 1 feature set(.|\n)*set-c(.|\n)*partial"):
         store.resolve_feature_sets("part", None, root)
+
+
+def test_a_modality_picks_among_its_own_sets_only(tmp_path):
+    root = tmp_path / "features"
+    rgb = random_set(root / "ds" / "rgb-set", n=30, d=8)  # no "modality" key: rgb
+    audio = random_set(root / "ds" / "audio-set", n=30, d=4, modality="audio")
+    assert store.resolve_feature_sets("ds", None, root, "rgb") == [rgb]
+    assert store.resolve_feature_sets("ds", None, root, "audio") == [audio]
+    with pytest.raises(store.ReaderError, match=r"--modalities \(MODALITIES=\): no audio feature set for 'other'"):
+        random_set(root / "other" / "v", n=30, d=8)
+        store.resolve_feature_sets("other", None, root, "audio")
+
+
+def test_the_index_reads_has_audio_and_statistics_leave_absent_streams_out(tmp_path):
+    heard = np.arange(30) % 5 != 0
+    audio = random_set(tmp_path / "audio", n=30, d=4, modality="audio", has_audio=heard, shard_size=7)
+    sets = store.open_feature_sets([audio])
+    index = store.read_index(sets)
+    assert index.present.dtype == bool and np.array_equal(index.present, heard)
+    assert store.read_index(store.open_feature_sets([random_set(tmp_path / "rgb", n=30)])).present.all()
+    feats = store.read_features(sets, index, np.arange(30))
+    feats[~heard] = -4.6  # silence: must not count as sound
+    rgb = np.ones((30, 6, 2), np.float16) * np.arange(30)[:, None, None]
+    chunks = [
+        (
+            np.concatenate([rgb, feats], -1)[s : s + 9],
+            index.lengths[s : s + 9],
+            np.stack([np.ones(30, bool), heard], 1)[s : s + 9],
+        )
+        for s in range(0, 30, 9)
+    ]
+    mean, std = store.feature_stats(chunks, dims=[2, 4])
+    valid = np.arange(6)[None, :] < index.lengths[:, None]
+    sound = feats.astype(np.float64)[valid & heard[:, None]]
+    np.testing.assert_allclose(mean[2:].numpy(), sound.mean(0), rtol=1e-5)
+    np.testing.assert_allclose(std[2:].numpy(), sound.std(0, ddof=1), rtol=1e-4)
+    np.testing.assert_allclose(mean[:2].numpy(), rgb.astype(np.float64)[valid].mean(0), rtol=1e-6)  # every video

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
+from stages.train import fusion as fusion_mod
 from stages.train import models
 from stages.train.models import HEADS, build_model, lstm_layer
 
@@ -151,3 +152,55 @@ def test_state_dict_round_trips_with_weights_only(model, tmp_path):
 def test_unknown_head_names_the_option():
     with pytest.raises(ValueError, match="MODEL=.*'lstmm'"):
         build_model("lstmm", D, T, C)
+
+
+# ---------------------------------------------------------------- several modalities (fusion.py)
+DIMS = [16, 8]  # D = 24: rgb then audio
+
+
+def fused(model: str, fusion: str, **kw) -> fusion_mod.FusedClassifier:
+    torch.manual_seed(0)
+    x, lengths = batch()
+    valid = models.valid_mask(lengths, T)
+    sizes = {"hidden": 16, "layers": 2, "dropout": 0.3, "proj": 0} | kw
+    return fusion_mod.build_fused(
+        model, DIMS, T, C, fusion, 0.5, mean=x[valid].mean(0), std=x[valid].std(0), **sizes
+    ).eval()
+
+
+FUSED_CASES = [(m, f) for m in fusion_mod.ENCODER_HEADS for f in ("early", "late", "gated")] + [
+    (m, "early") for m in HEADS if m not in fusion_mod.ENCODER_HEADS
+]
+
+
+@pytest.mark.parametrize("model, kind", FUSED_CASES)
+def test_fused_heads_ignore_padding_and_read_presence(model, kind):
+    net = fused(model, kind)
+    x, lengths = batch()
+    garbage = x.clone()
+    garbage[~models.valid_mask(lengths, T)] = 1e4
+    present = torch.tensor([[True, True], [True, False], [False, True], [True, True], [True, False], [True, True]])
+    with torch.no_grad():
+        clean = net(x, lengths, present)
+        torch.testing.assert_close(net(garbage, lengths, present), clean, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(net(x, lengths), net(x, lengths, torch.ones(6, 2, dtype=torch.bool)))
+        assert not torch.allclose(clean[1], net(x, lengths)[1])  # an absent stream is not read as a present one
+
+
+@pytest.mark.parametrize("kind", ["early", "late", "gated"])
+def test_fused_state_dict_round_trips_with_weights_only(kind, tmp_path):
+    net = fused("attention", kind, bidirectional=True)
+    torch.save(net.state_dict(), tmp_path / "checkpoint.pt")
+    again = fused("attention", kind, bidirectional=True)
+    again.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=True))
+    x, lengths = batch()
+    with torch.no_grad():
+        torch.testing.assert_close(again(x, lengths), net(x, lengths))
+
+
+def test_late_fusion_needs_a_head_with_an_encoder():
+    with pytest.raises(ValueError, match="FUSION=.*'gated'.*'tcn'"):
+        fusion_mod.build_fused("tcn", DIMS, T, C, "gated", 0.1)
+    assert (
+        fusion_mod.effective_fusion("tcn", "gated") == "early" and fusion_mod.effective_fusion("gru", "late") == "late"
+    )

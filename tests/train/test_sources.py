@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
-from helpers import random_set
+from helpers import audio_visual_sets, random_set
 from pipeline import FeatureSetView, store
-from stages.train import sources
+from stages.train import evaluate, sources
 
 
 def test_memory_load_standardises_with_training_statistics(tmp_path):
@@ -17,8 +18,9 @@ def test_memory_load_standardises_with_training_statistics(tmp_path):
     split = store.select_split(sets, index, "1")
     feats = store.read_features(sets, index, split.train)
     assert feats.shape == (len(split.train), 6, 16) and feats.dtype == np.float16
+    present = np.ones((len(split.train), 1), bool)
     mean, std = store.feature_stats(
-        sources.memory_chunks(feats, np.arange(len(split.train)), index.lengths[split.train])
+        sources.memory_chunks(feats, np.arange(len(split.train)), index.lengths[split.train], present)
     )
     valid = np.arange(6)[None, :] < index.lengths[split.train][:, None]
     frames = feats.astype(np.float64)[valid]
@@ -50,11 +52,12 @@ def test_stream_yields_every_video_once_in_full_batches(tmp_path):
     part = sources.StreamSource(view, rows, mean, std, torch.device("cpu"), torch.float32)
     gen = torch.Generator().manual_seed(0)
     seen, sizes = [], []
-    for x, lengths, y, pos in part.batches(8, shuffle=True, generator=gen):
-        sizes.append(len(y))
-        seen += pos.tolist()
-        np.testing.assert_array_equal(y.numpy(), index.labels[rows][pos])
-        np.testing.assert_array_equal(lengths.numpy(), index.lengths[rows][pos])
+    for b in part.batches(8, shuffle=True, generator=gen):
+        sizes.append(len(b.labels))
+        seen += b.positions.tolist()
+        np.testing.assert_array_equal(b.labels.numpy(), index.labels[rows][b.positions])
+        np.testing.assert_array_equal(b.lengths.numpy(), index.lengths[rows][b.positions])
+        assert b.present.shape == (len(b.labels), 1) and b.present.all()
     assert sorted(seen) == list(range(len(rows)))
     assert all(s == 8 for s in sizes[:-1]) and 0 < sizes[-1] <= 8
     # the same rows, read whole, give the same standardised numbers
@@ -69,7 +72,7 @@ def test_stream_yields_every_video_once_in_full_batches(tmp_path):
         torch.device("cpu"),
         torch.float32,
     )
-    x_stream = torch.cat([b[0] for b in sorted(((x, p) for x, _, _, p in part.batches(5)), key=lambda b: b[1][0])])
+    x_stream = torch.cat([b.x for b in sorted(part.batches(5), key=lambda b: b.positions[0])])
     assert torch.equal(x_stream, whole.features)
 
 
@@ -79,3 +82,23 @@ def test_choose_load_streams_when_memory_is_short(monkeypatch):
     monkeypatch.setattr(sources, "available_bytes", lambda device: 10 << 20)
     assert sources.choose_load("auto", 100, 16, 2048, torch.bfloat16, cpu) == "stream"
     assert sources.choose_load("memory", 100, 16, 2048, torch.bfloat16, cpu) == "memory"
+
+
+@pytest.mark.parametrize("load", ["memory", "stream"])
+def test_batches_carry_each_video_presence_per_modality(tmp_path, load):
+    """A joined view's batches: the modalities side by side along D, present (B, 2) from the audio set's has_audio."""
+    view = FeatureSetView(list(audio_visual_sets(tmp_path)))
+    rows = view.split("1").test
+    mean, std = view.stats(rows)
+    cpu = torch.device("cpu")
+    if load == "stream":
+        part = sources.StreamSource(view, rows, mean, std, cpu, torch.float32)
+    else:
+        part = evaluate.test_source(view, rows, mean, std, cpu, torch.float32)  # small: whole in memory
+        assert isinstance(part, sources.MemorySource)
+    batches = list(part.batches(5))
+    present = torch.cat([b.present for b in batches])
+    positions = np.concatenate([b.positions for b in batches])
+    assert isinstance(batches[0], sources.Batch) and batches[0].x.shape[1:] == (8, 24)
+    np.testing.assert_array_equal(present.numpy(), view.presence[rows][positions])
+    assert present.dtype == torch.bool and (~present[:, 1]).sum() == 2 and present[:, 0].all()
