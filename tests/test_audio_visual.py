@@ -60,3 +60,17 @@ def test_the_fused_lstm_names_the_class_where_each_modality_alone_cannot(av_sets
     assert fused >= 0.9, (fused, alone)
     assert all(v <= 0.7 for v in alone.values()), alone
     assert fused - max(alone.values()) >= 0.25, (fused, alone)
+
+
+def test_predict_computes_every_modality_of_a_fused_run(av_sets, capsys):
+    """`predict` on a clip: stage one for the pictures and for the sound, with each set's settings,
+    side by side as in training; the fused run then names the clip's class."""
+    from stages.predict import predict
+
+    root, rgb, audio = av_sets
+    top1(root, f"{rgb},{audio}", "predict")
+    m = store.load_manifest(rgb)
+    clip = m["splits"]["1"]["test"][0]
+    best = predict(root / "av" / "UCF-101" / clip, root / "run-predict-0", top=2, device="cpu")[0][0]
+    assert best == clip.split("/")[0]
+    assert f"{clip.split('/')[-1]} (8 of 8 frames" in capsys.readouterr().out
