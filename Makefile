@@ -96,7 +96,7 @@ bench: setup $(VENV)/.bench-installed
 	$(CLI) bench $(call opt,CLIPS,clips) $(call opt,SECONDS,seconds) $(call opt,WORKERS,workers) \
 	  $(call opt,DEVICE,device) $(call opt,SIZE,size) $(call opt,FRAMES,frames) $(call flag,COMPILE,compile) \
 	  $(call opt,GPU_BATCH,gpu-batch) $(call opt,PRECISION,precision) $(call opt,BASELINE_CLIPS,baseline-clips) \
-	  $(call opt,ROUNDS,rounds) $(call opt,TRAIN_EPOCHS,train-epochs) $(call flag,SKIP_TRAIN,skip-train) \
+	  $(call opt,ROUNDS,rounds) $(call opt,AUDIO_CLIPS,audio-clips) $(call opt,TRAIN_EPOCHS,train-epochs) $(call flag,SKIP_TRAIN,skip-train) \
 	  $(call opt,BENCH_DEVICES,devices) $(call opt,DECODER,decoder)
 
 # The bench extra: OpenCV for the seed method's reader, imageio-ffmpeg for machines without ffmpeg.

@@ -32,8 +32,8 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import os
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import h5py
 import numpy as np
@@ -61,7 +61,7 @@ class FeatureStore:
         """One record per feature set (dataset, id, path, modality, settings, videos, state), as `store list --json`."""
         return store.list_sets(self.root)
 
-    def open(self, ref: str | Path | Sequence[str | Path], dataset: str | None = None) -> "FeatureSetView":
+    def open(self, ref: str | Path | Sequence[str | Path], dataset: str | None = None) -> FeatureSetView:
         """A set by dataset name (its default complete set), id, unique id prefix, dataset/id or
         directory; a list (or comma-separated string) opens several: sets of one modality are
         read as one, sets of different modalities are joined on video id."""
@@ -240,7 +240,7 @@ class FeatureSetView:
         val_fraction: float = 0.0,
         seed: int = 0,
         test_fraction: float = 0.2,
-    ) -> "FeatureDataset":
+    ) -> FeatureDataset:
         """A map-style torch Dataset of one part; see FeatureDataset for its items."""
         rows = self.rows(split, part, val_fraction, seed, test_fraction)
         stats = self.training_stats(split, val_fraction, seed, test_fraction) if standardize else None
@@ -256,7 +256,7 @@ class FeatureSetView:
         test_fraction: float = 0.2,
         shuffle: bool = True,
         buffer: int = 1024,
-    ) -> "FeatureStream":
+    ) -> FeatureStream:
         """An IterableDataset of one part, read shard by shard (memory: about two shards and `buffer` items)."""
         rows = self.rows(split, part, val_fraction, seed, test_fraction)
         stats = self.training_stats(split, val_fraction, seed, test_fraction) if standardize else None

@@ -275,6 +275,12 @@ def features(**kw) -> None:
     show_default=True,
     help="LSTM epochs timed for stage two; fewer are scaled to 50 and labelled EXTRAPOLATED (TRAIN_EPOCHS=).",
 )
+@click.option(
+    "--audio-clips",
+    type=int,
+    default=0,
+    help="Clips with a sound track timed as an audio set (AUDIO_CLIPS=). [default: all of --clips on a CPU, 256 on CUDA]",
+)
 @click.option("--skip-train", is_flag=True, help="Do not time stage two (SKIP_TRAIN=1).")
 @click.option(
     "--devices",

@@ -104,7 +104,7 @@ class ExtractConfig:
             return f"{self.dataset}-{Path(self.data_dir).stem}"
         return self.dataset
 
-    def replace(self, **changes) -> "ExtractConfig":
+    def replace(self, **changes) -> ExtractConfig:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:
@@ -310,7 +310,7 @@ class TrainConfig:
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"--device (DEVICE=): choose auto, cpu, cuda or cuda:N, got {self.device!r}")
 
-    def replace(self, **changes) -> "TrainConfig":
+    def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 from tqdm import tqdm
 

@@ -45,6 +45,10 @@ class SynthError(RuntimeError):
     """A generated dataset could not be made (ffmpeg missing or failing)."""
 
 
+class BenchError(RuntimeError):
+    """A part of the benchmark could not be measured; the others are written all the same."""
+
+
 # Shown as one line (exit status 1, or 2 with the usage line for a ConfigError).
 USER_ERRORS: tuple[type[BaseException], ...] = (
     ConfigError,
@@ -54,4 +58,5 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     FFmpegMissing,
     ClusterError,
     SynthError,
+    BenchError,
 )

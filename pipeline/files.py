@@ -13,7 +13,7 @@ import hashlib
 import json
 import os
 import socket
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from .errors import StoreError
@@ -22,7 +22,7 @@ TMP_MARK = ".tmp-"  # in every temp name: `store gc` knows a leftover by it
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def tmp_path_for(path: Path, tag: str = "") -> Path:

@@ -42,14 +42,14 @@ import torch
 from pipeline import console, store
 from pipeline.config import DECODERS, IMAGENET_MEAN, IMAGENET_STD, ExtractConfig, TrainConfig, config_json, repo_root
 from pipeline.devices import inference_precision, resolve_device, training_precision
-from pipeline.errors import ConfigError
+from pipeline.errors import BenchError, ConfigError
 from pipeline.ffmpeg import ffmpeg_binary, find_binary
 from pipeline.files import atomic_write_bytes
 from pipeline.synth import make_bench_clips, make_sound_bench_clips
 
 from .extract import extract_features
 from .extract.backbone import FeatureExtractor, build_resnet50
-from .extract.decode import decode_video, decoder_versions, ffmpeg_version
+from .extract.decode import decode_video, decoder_processes, decoder_versions, ffmpeg_version
 from .extract.decode_cli import decode_threads, probe
 from .extract.video import read_avi_header
 from .extract.weights import WeightsSpec
@@ -82,6 +82,7 @@ class BenchConfig:
     precision: str = "auto"  # stage one's: fp32 on CPU, fp16 on CUDA
     compile: bool = False  # also measure torch.compile: compile time, images/s, break-even
     baseline_clips: int = 0  # clips run through the seed method: 2 / 16
+    audio_clips: int = 0  # clips with a sound track for the audio set: all of `clips` / 256 (it is CPU work)
     baseline_reader: str = "auto"  # auto (OpenCV if installed, else ffmpeg) | opencv | ffmpeg
     backbone_seconds: float = 0.0  # how long to time the backbone alone: 6 / 10 s
     rounds: int = 2  # rounds of ceiling, end to end and baseline, alternating; the best of each counts
@@ -94,7 +95,7 @@ class BenchConfig:
     def __post_init__(self) -> None:
         if self.rounds < 1:
             raise ConfigError(f"--rounds: must be >= 1, got {self.rounds!r}")
-        for name in ("clips", "workers", "size", "gpu_batch", "baseline_clips", "train_epochs"):
+        for name in ("clips", "workers", "size", "gpu_batch", "baseline_clips", "audio_clips", "train_epochs"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(self, name)!r}")
         if self.size and self.size < 32:
@@ -108,7 +109,7 @@ class BenchConfig:
         if self.baseline_reader not in READERS:
             raise ConfigError(f"--baseline-reader: choose one of {', '.join(READERS)}, got {self.baseline_reader!r}")
 
-    def resolved(self) -> "BenchConfig":
+    def resolved(self) -> BenchConfig:
         """The same settings with every 0 replaced by this machine's default."""
         cuda = resolve_device(self.device).type == "cuda"
         pick = lambda value, cpu, gpu: value or (gpu if cuda else cpu)
@@ -119,6 +120,7 @@ class BenchConfig:
             size=pick(self.size, 112, 224),
             gpu_batch=pick(self.gpu_batch, 32, 512),
             baseline_clips=pick(self.baseline_clips, 2, 16),
+            audio_clips=self.audio_clips or (min(256, self.clips or 2048) if cuda else self.clips or 8),
             backbone_seconds=pick(self.backbone_seconds, 6.0, 10.0),
             clips_dir=Path(self.clips_dir or repo_root() / "bench" / "clips"),
             out=Path(self.out or repo_root() / "bench" / "results.json"),
@@ -140,7 +142,8 @@ def run_bench(cfg: BenchConfig) -> dict:
         "weights: seeded random (the speed of ResNet-50 does not depend on its weights)",
         f"decoders, end to end and baseline: the best of {cfg.rounds} alternating round(s) each (a shared machine "
         f"is noisy)",
-        "decoders: CPU ms per video counts every thread of the process and every ffmpeg process it waited for",
+        "decoders: CPU ms per video counts every thread of this process, every ffmpeg process it waited for and "
+        "the PyAV decoder processes",
     ]
     if cpu_note:
         notes.append(
@@ -160,7 +163,7 @@ def run_bench(cfg: BenchConfig) -> dict:
     rounds: dict[str, list[dict]] = {"decoders": [], "end_to_end": [], "baseline": []}
     for r in range(cfg.rounds):
         with tempfile.TemporaryDirectory(prefix="vidstore-bench-") as tmp:
-            order = DECODERS if r % 2 == 0 else DECODERS[::-1]
+            order = TIMED_DECODERS if r % 2 == 0 else TIMED_DECODERS[::-1]
             console.say(
                 f"round {r + 1}/{cfg.rounds}: 1/5 decoders alone: {', '.join(order)}, {cfg.workers} threads ..."
             )
@@ -178,16 +181,23 @@ def run_bench(cfg: BenchConfig) -> dict:
         results[part] = max(runs, key=lambda run: run["videos_per_s"]) | {
             "rounds_videos_per_s": [run["videos_per_s"] for run in runs]
         }
+    write_results(results | headline(results, cfg), cfg.out)  # each part's figures kept as soon as measured
     if cfg.devices:
         console.say(f"    stage one end to end with DEVICES={cfg.devices} ...")
         with tempfile.TemporaryDirectory(prefix="vidstore-bench-") as tmp:
             results["end_to_end_devices"] = measure_end_to_end(cfg, csv, Path(tmp), devices=cfg.devices) | {
                 "devices": cfg.devices
             }
+        write_results(results | headline(results, cfg), cfg.out)
     console.say("4/5 backbone alone ...")
     results["backbone"] = measure_backbone(cfg, device, precision)
-    console.say("    the audio set of the same clips with a sound track (MODALITY=audio, log-mel) ...")
-    results["audio"] = measure_audio(cfg)
+    write_results(results | headline(results, cfg), cfg.out)
+    console.say(f"    the audio set of {cfg.audio_clips} clips with a sound track (MODALITY=audio, log-mel) ...")
+    try:
+        results["audio"] = measure_audio(cfg)
+    except Exception as e:  # reported, and the bench fails at the end; the other figures still count
+        results["audio"] = {"error": f"{type(e).__name__}: {e}"[:3000]}
+        console.say(f"bench: the audio set could not be measured: {results['audio']['error']}")
     if cfg.compile:
         console.say("    torch.compile (this takes minutes) ...")
         results["compile"] = measure_compile(cfg, device, precision, results)
@@ -212,6 +222,9 @@ def run_bench(cfg: BenchConfig) -> dict:
     write_results(results, cfg.out)
     console.say(format_report(results) if cfg.skip_train else train_line(results["train"]))
     console.say(f"\nwrote {cfg.out}")
+    failed = [part for part, figures in results.items() if isinstance(figures, dict) and "error" in figures]
+    if failed:
+        raise BenchError(f"bench: {', '.join(failed)} could not be measured (the rest is in {cfg.out}); see above")
     return results
 
 
@@ -239,8 +252,8 @@ def measure_audio(cfg: BenchConfig) -> dict:
     UCF101-like clips with a 44.1 kHz stereo MP3 sound track, into a temporary store: videos/s,
     and CPU ms per video over every thread and ffmpeg process (picture times included)."""
     folder = cfg.clips_dir / f"sound-{cfg.seconds:g}s"
-    paths = make_sound_bench_clips(folder, cfg.clips, cfg.seconds)
-    csv = folder / f"bench-{cfg.clips}.csv"
+    paths = make_sound_bench_clips(folder, cfg.audio_clips, cfg.seconds)
+    csv = folder / f"bench-{cfg.audio_clips}.csv"
     atomic_write_bytes(csv, ("path,label\n" + "".join(f"{p.name},bench\n" for p in paths)).encode())
     with tempfile.TemporaryDirectory(prefix="vidstore-bench-") as tmp:
         acfg = ExtractConfig(
@@ -297,35 +310,50 @@ def measure_end_to_end(cfg: BenchConfig, csv: Path, tmp: Path, devices: str = ""
     }
 
 
-def measure_decoder(name: str, paths: list[Path], cfg: BenchConfig) -> dict:
-    """One decoder alone, as stage one calls it (decode_video into one buffer per thread), in
-    cfg.workers threads, over the clips as many times as it takes to decode DECODE_VIDEOS.
+# Timed alone: every decoder as stage one runs it, and PyAV on threads of this process
+# (how stage one ran it first: its price on many cores is the GIL, see decode_procs.py).
+TIMED_DECODERS = (*DECODERS, "pyav-threads")
 
-    CPU ms per video counts every thread of this process and every ffmpeg process it waited
-    for; videos/s is wall-clock over the same videos. A first untimed pass over `workers`
-    clips pays the one-off costs (imports, the CLI's capability probes, the page cache).
+
+def measure_decoder(name: str, paths: list[Path], cfg: BenchConfig) -> dict:
+    """One decoder alone, as stage one calls it (decode_video into one buffer per thread, pyav
+    through its decoder processes), in cfg.workers threads, over the clips as many times as
+    it takes to decode DECODE_VIDEOS. name: one of TIMED_DECODERS.
+
+    CPU ms per video counts every thread of this process, every ffmpeg process it waited
+    for and the decoder processes; videos/s is wall-clock over the same videos. A first
+    untimed pass over `workers` clips pays the one-off costs (imports, starting the decoder
+    processes, the CLI's capability probes, the page cache).
     """
     jobs = paths * -(-DECODE_VIDEOS // len(paths))
     buffers = threading.local()
+    decoder = "pyav" if name == "pyav-threads" else name
 
     def one(path: Path) -> None:
         if not hasattr(buffers, "out"):  # one buffer per thread, as stage one gives each decoder a slot
             buffers.out = np.empty((cfg.frames, cfg.size, cfg.size, 3), np.uint8)
-        dec = decode_video(path, cfg.frames, cfg.size, cfg.resize, out=buffers.out, decoder=name, workers=cfg.workers)
+        dec = decode_video(
+            path, cfg.frames, cfg.size, cfg.resize, out=buffers.out, decoder=decoder, workers=cfg.workers, procs=procs
+        )
         if dec.error:
             raise RuntimeError(f"decoder {name} failed on bench clip {path.name}: {dec.error}")
 
-    with cf.ThreadPoolExecutor(cfg.workers) as pool:
+    with (
+        decoder_processes(name, cfg.workers) as procs,
+        cf.ThreadPoolExecutor(cfg.workers) as pool,
+    ):
+        used = lambda: cpu_seconds() + (procs.cpu_seconds() if procs else 0.0)
         list(pool.map(one, paths[: cfg.workers]))
-        cpu0, t0 = cpu_seconds(), time.perf_counter()
+        cpu0, t0 = used(), time.perf_counter()
         list(pool.map(one, jobs))
-        wall, cpu = time.perf_counter() - t0, cpu_seconds() - cpu0
+        wall, cpu = time.perf_counter() - t0, used() - cpu0
     return {
         "cpu_ms_per_video": 1000 * cpu / len(jobs),
         "videos_per_s": len(jobs) / wall,
         "cores_busy": cpu / wall,
         "videos": len(jobs),
         "threads": cfg.workers,
+        "processes": {"pyav": cfg.workers, "ffmpeg-cli": "one per video"}.get(name, 0),
     }
 
 
@@ -339,7 +367,7 @@ def best_of_decoders(rounds: list[dict]) -> dict:
     """{name: {cpu_ms_per_video (lowest), videos_per_s (highest), ..., and each round's}} from
     the rounds' {name: measure_decoder(...)}: each figure's best, as for the other parts."""
     out = {}
-    for name in DECODERS:
+    for name in TIMED_DECODERS:
         runs = [r[name] for r in rounds]
         out[name] = max(runs, key=lambda run: run["videos_per_s"]) | {
             "cpu_ms_per_video": min(run["cpu_ms_per_video"] for run in runs),
@@ -554,10 +582,10 @@ def headline(r: dict, cfg: BenchConfig) -> dict:
         "frames_per_s": e2e["frames_per_s"],
         "decode_ceiling_videos_per_s": ceiling["videos_per_s"],
         "baseline_videos_per_s": base["videos_per_s"],
-        "backbone_images_per_s": r["backbone"]["images_per_s"],
-        "audio_videos_per_s": r["audio"]["videos_per_s"] if r.get("audio") else None,
-        "audio_cpu_ms_per_video": r["audio"]["cpu_ms_per_video"] if r.get("audio") else None,
-        "train_50_epochs_s": r["train"].get("train_50_epochs_s"),
+        "backbone_images_per_s": r.get("backbone", {}).get("images_per_s"),
+        "audio_videos_per_s": r.get("audio", {}).get("videos_per_s"),
+        "audio_cpu_ms_per_video": r.get("audio", {}).get("cpu_ms_per_video"),
+        "train_50_epochs_s": r.get("train", {}).get("train_50_epochs_s"),
         "ratios": {
             "end_to_end_vs_ceiling": e2e["videos_per_s"] / ceiling["videos_per_s"],
             "end_to_end_vs_baseline": e2e["videos_per_s"] / base["videos_per_s"],
@@ -639,7 +667,9 @@ def format_report(r: dict) -> str:
         ),
     ]
     rows.append(train_row(tr))
-    if r.get("audio"):
+    if r.get("audio", {}).get("error"):
+        rows.append(("audio set end to end (log-mel)", "not measured", r["audio"]["error"].splitlines()[0][:200]))
+    elif r.get("audio"):
         a = r["audio"]
         rows.append(
             (
@@ -714,6 +744,8 @@ def decoder_lines(r: dict) -> list[str]:
             f"  {label:<20} {d['cpu_ms_per_video']:12.1f} {d['videos_per_s']:9.1f}   "
             f"{joined(d['rounds_cpu_ms_per_video'], '{:.1f}')}; {joined(d['rounds_videos_per_s'], '{:.1f}')}"
         )
+    if "pyav-threads" in decoders:
+        lines.append("  (pyav-threads: PyAV on threads of one process, as a comparison; not a DECODER= choice)")
     vs = r["ratios"]["decoder_vs_ffmpeg_cli"]
     if name != "ffmpeg-cli":
         lines.append(

@@ -16,7 +16,7 @@ from pipeline.config import ExtractConfig, TrainConfig
 
 from .extract import extract_features
 from .predict import predict
-from .train import headline, train
+from .train import train
 
 
 def say(msg: str) -> None:
@@ -42,10 +42,7 @@ def run_demo(cfg: ExtractConfig, epochs: int = 30, runs_root: Path | None = None
             out=out,
             progress=sys.stderr.isatty(),
         )
-        runs[model] = train(tcfg).runs[0]
-        console.result(
-            f"{model}: {headline(runs[model].metrics)}  ({runs[model].train_seconds:.1f} s)  -> {runs[model].run_dir}"
-        )
+        runs[model] = train(tcfg).runs[0]  # train() itself prints the result line
     clip = manifest["splits"]["1"]["test"][0]
     say(f"predict: held-out clip {clip} with the lstm run")
     predict(Path(manifest["video_root"]) / clip, runs["lstm"].run_dir)

@@ -259,8 +259,12 @@ def step_profile(env: dict[str, str], out_dir: Path, timeout: float, device: str
 def step_pytest(
     selection: str, workers: int, extra: list[str], env: dict[str, str], out_dir: Path, timeout: float, name: str
 ) -> dict:
-    """pytest on `workers` processes (when pytest-xdist is there), each with its share of the cores."""
-    xml = out_dir / f"gpu-check-{name}.xml"
+    """pytest on `workers` processes (when pytest-xdist is there), each with its share of the cores.
+
+    Its JUnit XML stays in the scratch folder: what it says goes into the JSON, and a call
+    brings back at most 8 files (the JSON and each step's log are 7).
+    """
+    xml = Path(env["VIDSTORE_GPU_CHECK_SCRATCH"]) / f"gpu-check-{name}.xml"
     cmd = [
         sys.executable,
         "-m",
@@ -306,7 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     out_dir = args.out.parent
     out_dir.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(prefix="vidstore-gpu-check-"))
+    scratch.chmod(0o755)  # the unpacked wheels are imported by a test that runs stage one as nobody too
     env, setup = prepared_env(args.wheels, scratch)
+    env["VIDSTORE_GPU_CHECK_SCRATCH"] = str(scratch)
     report: dict = {
         "started_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
         "setup": setup,

@@ -15,13 +15,13 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import pytest
-
 from helpers import UCF_TREE_CLASSES, UCF_TREE_SETTINGS, without_ffprobe
+
 from pipeline import synth
 
 

@@ -15,6 +15,7 @@ import functools
 import hashlib
 import json
 import os
+import subprocess
 from pathlib import Path
 
 import h5py
@@ -265,6 +266,17 @@ def require_ffprobe() -> str:
     if without_ffprobe():
         pytest.skip("this test checks with ffprobe, and VIDSTORE_TESTS_WITHOUT_FFPROBE=1 says there is none")
     return synth.require_ffmpeg("ffprobe")
+
+
+def skip_where_ffmpeg_crashes_on(path) -> None:
+    """Skip (saying so) where this machine's ffmpeg binary itself crashes decoding `path`, as
+    imageio-ffmpeg's static ffmpeg 7.0.2 does on any MPEG-4 in MPEG-TS (SIGSEGV): the
+    ffmpeg-cli decoder then fails the video with "ffmpeg crashed", which is all it can do."""
+    run = subprocess.run(
+        [synth.require_ffmpeg(), "-v", "error", "-i", str(path), "-f", "null", "-"], capture_output=True
+    )
+    if run.returncode < 0:
+        pytest.skip(f"this machine's ffmpeg crashes (signal {-run.returncode}) decoding {path.name} by itself")
 
 
 # The audio-visual set: class = scene (seen) x order of two sounds (heard).

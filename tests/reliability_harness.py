@@ -211,7 +211,7 @@ DROP_PRIVILEGES = """
 import os, sys
 sys.path.insert(0, {repo!r})
 import concurrent.futures, json, logging, queue, h5py, numpy, torch, torchvision, tqdm
-import pipeline.cli, pipeline.store, stages.extract
+import pipeline.cli, pipeline.store, stages.extract.stage
 os.setgroups([])
 os.setgid({uid})
 os.setuid({uid})

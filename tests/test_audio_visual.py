@@ -9,6 +9,7 @@ the two together name the class. Stage one makes a visual set (random ResNet-50 
 T=8) and an audio set (the log-mel summary) of it; stage two trains the same LSTM on each alone
 and on both, joined on video id.
 """
+
 from __future__ import annotations
 
 import pytest
@@ -24,16 +25,34 @@ from stages.train import train
 def av_sets(tmp_path_factory):
     root = tmp_path_factory.mktemp("av")
     synth.make_av_dataset(root / "av")
-    base = dict(dataset="ucf101", data_dir=root / "av", name="av", features_root=root / "store", frames=8, device="cpu",
-                workers=2)
+    base = dict(
+        dataset="ucf101",
+        data_dir=root / "av",
+        name="av",
+        features_root=root / "store",
+        frames=8,
+        device="cpu",
+        workers=2,
+    )
     rgb = extract_features(ExtractConfig(**base, weights="random", image_size=64), quiet=True).set_dir
     audio = extract_features(ExtractConfig(**base, modality="audio"), quiet=True).set_dir
     return root, rgb, audio
 
 
 def top1(root, features: str, name: str, seed: int = 0) -> float:
-    cfg = TrainConfig(dataset="av", features=features, model="lstm", epochs=30, hidden=64, proj=32, layers=1,
-                      device="cpu", progress=False, seed=seed, out=root / f"run-{name}-{seed}")
+    cfg = TrainConfig(
+        dataset="av",
+        features=features,
+        model="lstm",
+        epochs=30,
+        hidden=64,
+        proj=32,
+        layers=1,
+        device="cpu",
+        progress=False,
+        seed=seed,
+        out=root / f"run-{name}-{seed}",
+    )
     return train(cfg).runs[0].metrics["top1"]
 
 

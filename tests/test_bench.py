@@ -2,8 +2,11 @@
 
 import json
 
-from pipeline.config import DECODERS
-from stages.bench import BenchConfig, run_bench
+import pytest
+
+import stages.bench as bench
+from pipeline.errors import BenchError
+from stages.bench import TIMED_DECODERS, BenchConfig, run_bench
 
 FIGURES = (
     "audio_videos_per_s",
@@ -16,9 +19,9 @@ FIGURES = (
 )
 
 
-def test_bench_reports_every_figure(tmp_path, capsys):
-    out = tmp_path / "results.json"
-    cfg = BenchConfig(
+def tiny(tmp_path, out) -> BenchConfig:
+    """1 clip of 1 s at 64 px on the CPU, one round, no stage two."""
+    return BenchConfig(
         clips=1,
         seconds=1.0,
         size=64,
@@ -31,6 +34,11 @@ def test_bench_reports_every_figure(tmp_path, capsys):
         clips_dir=tmp_path / "clips",
         out=out,
     )
+
+
+def test_bench_reports_every_figure(tmp_path, capsys):
+    out = tmp_path / "results.json"
+    cfg = tiny(tmp_path, out)
     returned = run_bench(cfg)
     results = json.loads(out.read_text())
     assert results.keys() == returned.keys()
@@ -45,10 +53,13 @@ def test_bench_reports_every_figure(tmp_path, capsys):
         machine["cores"] >= 1 and machine["ram_gib"] > 0 and machine["torch"] and machine["ffmpeg_version"] != "unknown"
     )
     assert results["settings"]["size"] == 64 and results["settings"]["clips"] == 1
-    assert results["decoder"] == "pyav" and set(results["decoders"]) == set(DECODERS)
+    # every decoder as stage one runs it (pyav in its decoder processes), and PyAV in threads
+    assert results["decoder"] == "pyav" and set(results["decoders"]) == {"pyav", "ffmpeg-cli", "pyav-threads"}
     for name, d in results["decoders"].items():
         assert d["cpu_ms_per_video"] > 0 and d["videos_per_s"] > 0 and d["videos"] >= 64, name
-    fastest = max(DECODERS, key=lambda name: results["decoders"][name]["videos_per_s"])
+    assert results["decoders"]["pyav"]["processes"] == results["settings"]["workers"]
+    assert results["decoders"]["pyav-threads"]["processes"] == 0
+    fastest = max(TIMED_DECODERS, key=lambda name: results["decoders"][name]["videos_per_s"])
     assert results["decode_ceiling"]["decoder"] == fastest
     assert results["decode_ceiling_videos_per_s"] == results["decoders"][fastest]["videos_per_s"]
     vs = results["ratios"]["decoder_vs_ffmpeg_cli"]
@@ -77,3 +88,23 @@ def test_fewer_epochs_are_scaled_to_50_and_labelled(monkeypatch):
     assert measured["train_50_epochs_s"] == 75.0 and "EXTRAPOLATED" in bench.train_line(measured)
     full = bench.measure_training(BenchConfig(train_epochs=50), torch.device("cpu"))
     assert full["train_50_epochs_s"] == 3.0 and "extrapolated" not in full
+
+
+def test_a_part_that_fails_is_reported_and_the_others_are_kept(tmp_path, monkeypatch, capsys):
+    """A bench that cannot measure one part (here the audio set) still writes every other
+    figure, names the part and why, and ends with an error."""
+
+    def broken(cfg):
+        raise RuntimeError("no sound today")
+
+    monkeypatch.setattr(bench, "measure_audio", broken)
+    out = tmp_path / "results.json"
+    cfg = tiny(tmp_path, out)
+    with pytest.raises(BenchError, match="audio could not be measured"):
+        run_bench(cfg)
+    results = json.loads(out.read_text())
+    assert results["audio"] == {"error": "RuntimeError: no sound today"}
+    assert (
+        results["videos_per_s"] > 0 and results["backbone_images_per_s"] > 0 and results["audio_videos_per_s"] is None
+    )
+    assert "no sound today" in capsys.readouterr().err

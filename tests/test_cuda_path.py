@@ -12,9 +12,10 @@ import pytest
 import torch
 
 from pipeline.config import ExtractConfig
-from pipeline.errors import ConfigError
 from pipeline.devices import inference_precision, training_precision
-from stages.extract import distributed as dist, local, plan
+from pipeline.errors import ConfigError
+from stages.extract import distributed as dist
+from stages.extract import local, plan
 
 
 def test_a_local_dask_cluster_deals_the_gpus_out_one_per_worker():
@@ -84,6 +85,7 @@ def test_an_error_in_the_inference_loop_is_logged_and_raised(caplog):
     """Raised on the main thread with its own type (no Python 3.11-only add_note, which on
     3.10 turned the error into a hang), and logged where it happened."""
     from helpers import FakeExtractor
+
     from stages.extract.batching import Batcher
 
     with caplog.at_level(logging.ERROR, logger="stages.extract.batching"):

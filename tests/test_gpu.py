@@ -13,15 +13,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from helpers import assert_fp16_close, audio_visual_sets, random_set, reference_features, stored
 
 from pipeline import store
 from pipeline.config import ExtractConfig, TrainConfig
-from stages.extract import backbone
+from stages.extract import backbone, extract_features
 from stages.extract.backbone import FeatureExtractor, resolve_weights
 from stages.extract.batching import Batcher
 from stages.extract.decode import decode_video
-from stages.extract import extract_features
-from helpers import assert_fp16_close, audio_visual_sets, random_set, reference_features, stored
 
 pytestmark = pytest.mark.gpu
 

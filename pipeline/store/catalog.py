@@ -8,8 +8,8 @@ it. The maintenance that does write (`store gc`) is in maintenance.py.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import h5py
 

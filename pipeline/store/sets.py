@@ -19,9 +19,9 @@ from __future__ import annotations
 import concurrent.futures as cf
 import json
 import os
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 import h5py
 import numpy as np

@@ -23,10 +23,10 @@ import random
 import re
 import shlex
 import subprocess
+from collections.abc import Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import ffmpeg  # ffmpeg-python: builds the argument lists
 
@@ -61,7 +61,7 @@ def require_ffmpeg(name: str = "ffmpeg") -> str:
     return path
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def has_encoder(name: str) -> bool:
     """Whether this ffmpeg build has an encoder (libx264 is absent from some builds)."""
     out = subprocess.run(
@@ -283,6 +283,26 @@ def draw_scene_frames(
     return [max(3, round(seconds_per_scene * fps * rng.uniform(1 - jitter, 1 + jitter))) for _ in scenes]
 
 
+def scene_sequence(
+    scenes: Sequence[str], scene_frames: Sequence[int], fps: float, size: tuple[int, int], rng: random.Random
+):
+    """The pictures of `scenes` in order, scene i `scene_frames[i]` frames long, one video stream
+    (each drawn by its lavfi source from a random start, rng)."""
+    w, h = size
+    segments = []
+    for name, n in zip(scenes, scene_frames):
+        src, skip = SCENES[name](w, h, fps, rng)
+        # Same size, pixel format and aspect on every segment, as concat requires.
+        segments.append(
+            src.trim(start_frame=skip, end_frame=skip + n)
+            .setpts("PTS-STARTPTS")
+            .filter("scale", w, h)
+            .filter("setsar", 1)
+            .filter("format", "yuv420p")
+        )
+    return ffmpeg.concat(*segments, v=1, a=0) if len(segments) > 1 else segments[0]
+
+
 def build_clip(
     dest: Path,
     scenes: Sequence[str],
@@ -299,18 +319,7 @@ def build_clip(
     if unknown or not scenes:
         raise ValueError(f"unknown scene(s) {unknown or scenes!r}; choose from {', '.join(SCENES)}")
     w, h = size
-    segments = []
-    for name, n in zip(scenes, scene_frames):
-        src, skip = SCENES[name](w, h, fps, rng)
-        # Same size, pixel format and aspect on every segment, as concat requires.
-        segments.append(
-            src.trim(start_frame=skip, end_frame=skip + n)
-            .setpts("PTS-STARTPTS")
-            .filter("scale", w, h)
-            .filter("setsar", 1)
-            .filter("format", "yuv420p")
-        )
-    video = ffmpeg.concat(*segments, v=1, a=0) if len(segments) > 1 else segments[0]
+    video = scene_sequence(scenes, scene_frames, fps, size, rng)
     # The clip's "look" (camera, lighting, sensor noise) is shared by all its scenes.
     # Small enough (+-8 degrees, noise <= 8) that a scene keeps its colour and texture class.
     video = video.filter("hue", h=round(look.uniform(-8, 8), 1), s=round(look.uniform(0.85, 1.15), 2))

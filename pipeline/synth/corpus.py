@@ -20,7 +20,6 @@ from ..files import atomic_write_bytes
 from .clips import has_encoder, lavfi, make_clips, output, require_ffmpeg, run_ffmpeg
 from .layouts import make_ucf101_tree, ucf101_name
 
-
 # ---------------------------------------------------------------- bad input (issue 5)
 MUST_FAIL, MUST_SUCCEED = "must fail", "must succeed"
 

@@ -12,8 +12,8 @@ import itertools
 import json
 import re
 import shutil
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Iterable, Mapping, Sequence
 
 from ..files import atomic_write_bytes
 from .clips import make_clips, remove_stale_partials

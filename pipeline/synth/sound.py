@@ -20,15 +20,17 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import ffmpeg  # ffmpeg-python: builds the argument lists
 
 from ..files import atomic_write_bytes
-from .clips import MUXERS, SCENES, SynthError, lavfi, partial_name, remove_stale_partials, run_ffmpeg
+from .clips import MUXERS, SynthError, lavfi, partial_name, remove_stale_partials, run_ffmpeg, scene_sequence
 from .layouts import make_ucf101_tree, ucf101_name
 
 # The sound codec each container usually carries (and the one WebM allows).
@@ -63,39 +65,34 @@ class SoundClip:
 # ---------------------------------------------------------------- one clip
 def scene_video(scenes: Sequence[str], frames: int, fps: float, size: tuple[int, int], rng: random.Random):
     """The pictures: `scenes` in order, sharing `frames` frames as evenly as possible, with a hue look."""
-    w, h = size
     shares = [frames // len(scenes) + (i < frames % len(scenes)) for i in range(len(scenes))]
-    segments = []
-    for name, n in zip(scenes, shares):
-        src, skip = SCENES[name](w, h, fps, rng)
-        # Same size, pixel format and aspect on every segment, as concat requires.
-        segments.append(
-            src.trim(start_frame=skip, end_frame=skip + n)
-            .setpts("PTS-STARTPTS")
-            .filter("scale", w, h)
-            .filter("setsar", 1)
-            .filter("format", "yuv420p")
-        )
-    video = ffmpeg.concat(*segments, v=1, a=0) if len(segments) > 1 else segments[0]
-    return video.filter("hue", h=round(rng.uniform(-8, 8), 1), s=round(rng.uniform(0.85, 1.15), 2))
+    video = scene_sequence(scenes, shares, fps, size, rng)
+    video = video.filter("hue", h=round(rng.uniform(-8, 8), 1), s=round(rng.uniform(0.85, 1.15), 2))
+    # A time base of one frame: ffmpeg 7's concat hands on 1/1000000, which its mpeg4 encoder refuses.
+    rate = Fraction(fps).limit_denominator(1001)
+    return video.filter("settb", f"{rate.denominator}/{rate.numerator}")
 
 
 def tone_track(tones: Sequence[Tone], sample_rate: int, channels: int):
     """The sound: each (frequency, seconds) segment exactly round(seconds * rate) samples long, in order."""
-    segments = []
-    for freq, seconds in tones:
-        n = max(1, round(seconds * sample_rate))
+    keys = [(freq, max(1, round(seconds * sample_rate))) for freq, seconds in tones]
+    # ffmpeg-python merges equal nodes into one, so a segment used twice is made once and split.
+    copies = {}
+    for (freq, n), uses in Counter(keys).items():
         src = (
             lavfi("sine", frequency=freq, sample_rate=sample_rate)
             if freq > 0
             else lavfi("anullsrc", r=sample_rate, cl="mono")
         )
         # sine's amplitude is fixed at 1/8; the volume filter sets ours. asetpts: concat wants 0-based parts.
-        segments.append(
+        part = (
             src.filter("atrim", end_sample=n)
             .filter("asetpts", "PTS-STARTPTS")
             .filter("volume", TONE_AMPLITUDE * 8 if freq > 0 else 1)
         )
+        split = part.filter_multi_output("asplit", uses) if uses > 1 else None
+        copies[freq, n] = iter([part] if split is None else [split[i] for i in range(uses)])
+    segments = [next(copies[key]) for key in keys]
     audio = ffmpeg.concat(*segments, v=0, a=1) if len(segments) > 1 else segments[0]
     if channels not in (1, 2):
         raise ValueError(f"channels must be 1 or 2, got {channels}")

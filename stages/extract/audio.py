@@ -1,6 +1,7 @@
 """Stage one for MODALITY=audio: the sound around each sampled frame, step for step with the pictures.
 
-For each video, on one of WORKERS threads:
+For each video, on one of WORKERS threads (PyAV's decoding in the thread's decoder process,
+decode_procs.py, as for a visual set):
 
     picture times   the picture decoder gives the sampled frames' indices and timestamps exactly
                     as a visual set of the same sampling stores them (the same decode, at a tiny
@@ -23,9 +24,9 @@ from __future__ import annotations
 import concurrent.futures as cf
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -36,6 +37,7 @@ from pipeline.config import AUDIO_DIM, ExtractConfig
 
 from .datasets import VideoRecord
 from .decode import decode_video
+from .decode_procs import DecoderProcesses
 from .local import work_through
 from .logmel import audio_features_at
 from .plan import ExtractionPlan
@@ -74,7 +76,11 @@ class AudioRunner:
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # one video per worker thread: the parallelism is across videos
         try:
-            with releasing_claims(self.opened), cf.ThreadPoolExecutor(self.workers, thread_name_prefix="audio") as pool:
+            with (
+                releasing_claims(self.opened),
+                DecoderProcesses(self.workers) as self.procs,  # ended after the threads using them
+                cf.ThreadPoolExecutor(self.workers, thread_name_prefix="audio") as pool,
+            ):
                 for index, claim in claimed:
                     self.compute_shard(index, claim, pool)
         finally:
@@ -114,18 +120,29 @@ class AudioRunner:
 
     def one_video(self, rec: VideoRecord) -> AudioOutcome:
         """On a worker thread."""
-        return audio_of_video(rec.path, self.plan.cfg, self.embed)
+        return audio_of_video(rec.path, self.plan.cfg, self.embed, self.procs)
 
 
-def audio_of_video(path: Path, cfg: ExtractConfig, embed: VGGishEmbedder | None = None) -> AudioOutcome:
-    """One video: the picture times, the sound track, the features at those times (or why not)."""
+def audio_of_video(
+    path: Path, cfg: ExtractConfig, embed: VGGishEmbedder | None = None, procs: DecoderProcesses | None = None
+) -> AudioOutcome:
+    """One video: the picture times, the sound track, the features at those times (or why not).
+    procs: decoder processes for PyAV's decoding (a run's); None decodes in this thread."""
     t0 = time.perf_counter()
     times = decode_video(
-        path, cfg.frames, TIMES_SIZE, TIMES_RESIZE, cfg.fps, cfg.timeout, decoder=cfg.decoder, workers=cfg.workers
+        path,
+        cfg.frames,
+        TIMES_SIZE,
+        TIMES_RESIZE,
+        cfg.fps,
+        cfg.timeout,
+        decoder=cfg.decoder,
+        workers=cfg.workers,
+        procs=procs,
     )
     if times.error:
         return AudioOutcome(error=times.error, seconds=time.perf_counter() - t0)
-    track = decode_audio(path, cfg.timeout)
+    track = procs.decode_sound(path, cfg.timeout) if procs is not None else decode_audio(path, cfg.timeout)
     if track.error:
         return AudioOutcome(error=track.error, seconds=time.perf_counter() - t0)
     features = audio_features_at(track.samples, times.timestamps, cfg.audio_window, embed=embed)

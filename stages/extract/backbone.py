@@ -39,19 +39,28 @@ def check_fits_resnet50(state: dict, path: Path) -> None:
     with torch.device("meta"):  # shapes only: no memory, no init cost
         skeleton = torchvision.models.resnet50(weights=None)
     expected = {k: v.shape for k, v in skeleton.state_dict().items() if not k.startswith("fc.")}
-    check_shapes(expected, {k: v for k, v in state.items() if not k.startswith("fc.")}, path, RESNET50.option,
-                 "ResNet-50")
+    check_shapes(
+        expected, {k: v for k, v in state.items() if not k.startswith("fc.")}, path, RESNET50.option, "ResNet-50"
+    )
 
 
 RESNET50 = Checkpoint(
-    name="ImageNet", flag="--weights", variable="WEIGHTS", file_hint="resnet50.pth", pretrained="imagenet",
-    identity=f"torchvision:{IMAGENET_WEIGHTS.name}", cache_path=imagenet_cache_path,
-    download=lambda: IMAGENET_WEIGHTS.get_state_dict(progress=True, check_hash=True), check=check_fits_resnet50,
-    what="ImageNet features")
+    name="ImageNet",
+    flag="--weights",
+    variable="WEIGHTS",
+    file_hint="resnet50.pth",
+    pretrained="imagenet",
+    identity=f"torchvision:{IMAGENET_WEIGHTS.name}",
+    cache_path=imagenet_cache_path,
+    download=lambda: IMAGENET_WEIGHTS.get_state_dict(progress=True, check_hash=True),
+    check=check_fits_resnet50,
+    what="ImageNet features",
+)
 
 
-def resolve_weights(weights: str, seed: int = 0, fallback_to_random: bool = False,
-                    download_timeout: float = 20.0) -> WeightsSpec:
+def resolve_weights(
+    weights: str, seed: int = 0, fallback_to_random: bool = False, download_timeout: float = 20.0
+) -> WeightsSpec:
     """WEIGHTS=: imagenet (torchvision's IMAGENET1K_V2, downloaded once into the torch hub cache), a
     path to a state dict, or random (seeded). With `fallback_to_random` (the embedded sample only),
     an unreachable download falls back to random weights, loudly; anywhere else it is an error."""
@@ -72,7 +81,7 @@ def build_resnet50(spec: WeightsSpec) -> torch.nn.Module:
     return model.eval()
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def warn_cpu_once(precision: str) -> None:
     console.say(f"note: no CUDA device: ResNet-50 runs on the CPU ({precision}), expect a few images/s")
 

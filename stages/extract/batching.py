@@ -33,8 +33,8 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
@@ -194,7 +194,7 @@ class Batcher:
         if self.error is not None:
             raise self.error
 
-    def __enter__(self) -> "Batcher":
+    def __enter__(self) -> Batcher:
         return self
 
     def __exit__(self, kind, value, tb) -> None:

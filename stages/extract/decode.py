@@ -4,7 +4,7 @@
 
 | name | module | what |
 | --- | --- | --- |
-| `pyav` (default) | decode_pyav.py | in this process with PyAV; its wheel bundles FFmpeg; one decoding thread |
+| `pyav` (default) | decode_pyav.py | PyAV (its wheel bundles FFmpeg), one decoding thread; stage one runs it in a long-lived process per decoder (decode_procs.py) |
 | `ffmpeg-cli` | decode_cli.py | one ffmpeg process per video; the reference the benchmark compares with |
 
 Both give the same frame indices and timestamps, and reasons of the same kind for a bad
@@ -16,6 +16,7 @@ a `Decoded` whose `error` says why, in words a user can act on.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import subprocess
@@ -27,6 +28,7 @@ from pipeline.config import DECODERS
 from pipeline.ffmpeg import ffmpeg_binary, find_binary
 
 from .decode_cli import decode_threads, decode_video_cli
+from .decode_procs import DecoderProcesses
 from .decode_pyav import decode_video_pyav
 from .decode_pyav import versions as pyav_versions
 from .video import Decoded
@@ -44,6 +46,7 @@ def decode_video(
     out: np.ndarray | None = None,
     decoder: str = DEFAULT_DECODER,
     workers: int = 0,
+    procs: DecoderProcesses | None = None,
 ) -> Decoded:
     """Probe, sample and decode one video with `decoder`. Never raises for a bad video: see `.error`.
 
@@ -53,15 +56,23 @@ def decode_video(
     size, 3) uint8 C-contiguous buffer the frames land in (Decoded.frames is then a view of
     it). workers: how many decoders run at once (0: one per core): ffmpeg-cli gives each
     process the cores left over; pyav always decodes on one thread, and more decoders fill
-    the cores instead.
+    the cores instead. procs: where pyav decodes (a pool of decoder processes, as stage one
+    runs it); None decodes in this thread.
     """
     if decoder == "pyav":
-        return decode_video_pyav(path, frames, size, resize, fps, timeout, out)
+        run = procs.decode if procs is not None else decode_video_pyav
+        return run(path, frames, size, resize, fps, timeout, out)
     if decoder == "ffmpeg-cli":
         return decode_video_cli(
             path, frames, size, resize, fps, timeout, out, decode_threads(workers or os.cpu_count() or 1)
         )
     raise ValueError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
+
+
+def decoder_processes(decoder: str, workers: int) -> contextlib.AbstractContextManager[DecoderProcesses | None]:
+    """The pool of decoder processes stage one's `workers` decode threads share (pyav), or
+    nothing to manage (ffmpeg-cli starts a process per video itself)."""
+    return DecoderProcesses(workers) if decoder == "pyav" else contextlib.nullcontext()
 
 
 def require_decoder(decoder: str) -> None:
@@ -79,7 +90,7 @@ def decoder_versions(decoder: str) -> dict[str, str]:
     return {"ffmpeg": ffmpeg_version(find_binary("ffmpeg") or "")}
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def ffmpeg_version(binary: str) -> str:
     """'ffmpeg version 5.1.9-0+deb12u1' (the first three words of `ffmpeg -version`), or 'unknown'."""
     try:

@@ -25,30 +25,40 @@ import math
 import os
 import re
 import select
+import signal
 import subprocess
 import tempfile
 import time
 from pathlib import Path
 
+import av
 import ffmpeg  # ffmpeg-python: builds the argument lists
 import numpy as np
 
 from pipeline.ffmpeg import ffmpeg_binary, find_binary
 
-from .video import Decoded, DecodeError, VideoInfo, frame_buffer, preflight, read_avi_header, sample_indices
-from .video import stderr_text_tail
+from .video import (
+    Decoded,
+    DecodeError,
+    VideoInfo,
+    frame_buffer,
+    preflight,
+    read_avi_header,
+    sample_indices,
+    stderr_text_tail,
+)
 
 PIPE_BYTES = 1 << 20  # ffmpeg's stdout pipe: 1 MiB (Linux max for a user) means a few reads per video
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def fps_mode_args_of(binary: str) -> tuple[str, ...]:
     """Output option that keeps exactly the selected frames (-fps_mode since ffmpeg 5.1)."""
     out = subprocess.run([binary, "-hide_banner", "-h", "full"], capture_output=True, text=True, timeout=30).stdout
     return ("-fps_mode", "passthrough") if "-fps_mode" in out else ("-vsync", "0")
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def showinfo_has_checksum(binary: str) -> bool:
     """Whether this ffmpeg's showinfo filter can skip its checksums (an option since ffmpeg 5.0)."""
     out = subprocess.run(
@@ -211,6 +221,23 @@ FFMPEG_VIDEO = re.compile(r"^\s*Stream #0:\d+\S*: Video: ([^\n]*)", re.M)
 FFMPEG_DURATION = re.compile(r"Duration: (\d+):(\d\d):(\d\d(?:\.\d+)?)")
 
 
+def declared_frames(path: Path) -> int:
+    """The frame count the container declares for its first video stream (nb_frames), 0 if none."""
+    try:
+        with av.open(str(path)) as c:
+            return c.streams.video[0].frames if c.streams.video else 0
+    except (av.FFmpegError, OSError):
+        return 0
+
+
+def open_error(text: str, path: Path) -> str:
+    """Why ffmpeg could not open `path`, as 'path: message' (ffprobe's and ffmpeg 5's form; ffmpeg
+    7 ends with 'Error opening input files: message' instead)."""
+    tail = stderr_text_tail(text)
+    m = re.fullmatch(r"Error opening input files?: (.+)", tail)
+    return stderr_text_tail(f"{path}: {m.group(1)}") if m else tail
+
+
 def probe_with_ffmpeg(path: Path, timeout: float) -> VideoInfo:
     """probe() for machines with ffmpeg but no ffprobe: the header ffmpeg prints, and the
     packets of one stream-copy pass (demux only) as the frame count.
@@ -223,15 +250,18 @@ def probe_with_ffmpeg(path: Path, timeout: float) -> VideoInfo:
     container = FFMPEG_INPUT.search(text)
     video = FFMPEG_VIDEO.search(text)
     if not container:
+        said = open_error(text, path)
         if "Permission denied" in text:
-            raise DecodeError(f"unreadable: permission denied (ffmpeg says {stderr_text_tail(text)!r})")
-        raise DecodeError(f"not a readable video: ffmpeg says {stderr_text_tail(text)!r}")
+            raise DecodeError(f"unreadable: permission denied (ffmpeg says {said!r})")
+        raise DecodeError(f"not a readable video: ffmpeg says {said!r}")
     if not video:
         raise DecodeError(f"no video stream (container: {container.group(1)})")
     if status != 0 and frames <= 0:
-        raise DecodeError(f"not a readable video: ffmpeg says {stderr_text_tail(text)!r}")
-    header = read_avi_header(path)  # ffprobe's count for an AVI is its header's, even when the file is cut short
-    frames = header.frames if header else frames
+        raise DecodeError(crashed("ffmpeg", status) or f"not a readable video: ffmpeg says {stderr_text_tail(text)!r}")
+    # ffprobe's count is the container's own where it has one, even when the file is cut
+    # short: an AVI's header, an MP4's index (read with the libav PyAV bundles, as ffprobe would)
+    header = read_avi_header(path)
+    frames = header.frames if header else (declared_frames(path) or frames)
     if frames <= 0:
         raise DecodeError("no decodable frames: the video stream is empty")
     desc = video.group(1)
@@ -318,10 +348,24 @@ def decode_frames(
         err.seek(0)
         text = err.read()
     if status != 0:
-        raise DecodeError(f"ffmpeg failed: {stderr_text_tail(text.decode('utf-8', 'replace'))!r}")
+        said = stderr_text_tail(text.decode("utf-8", "replace"))
+        if b"Permission denied" in text:  # ffmpeg runs as another user, and no ffprobe ran before it
+            raise DecodeError(f"unreadable: permission denied (ffmpeg says {said!r})")
+        raise DecodeError(crashed("ffmpeg", status) or f"ffmpeg failed: {said!r}")
     k = got // frame_bytes
     times = np.array([float(t) for t in PTS_TIME.findall(text)[:k]], np.float32)
     return out[:k], times
+
+
+def crashed(tool: str, status: int) -> str | None:
+    """The reason for a tool killed by a signal (a crash inside it says nothing on stderr), else None."""
+    if status >= 0:
+        return None
+    try:
+        name = signal.Signals(-status).name
+    except ValueError:
+        name = f"signal {-status}"
+    return f"{tool} crashed ({name}) on this file: try another FFmpeg build, or DECODER=pyav"
 
 
 def popen_reader(args: list[str], stderr) -> subprocess.Popen:

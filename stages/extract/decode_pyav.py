@@ -20,11 +20,11 @@ work is redone where it changes the result:
 - a display matrix (phone videos) turns the frame first, as the CLI's autorotation does.
 
 Why it is faster: no process per video (starting Debian's dynamically linked ffmpeg alone
-costs more CPU than decoding a UCF101 clip), no pipe, and the converted frame is copied once,
-into the caller's (pinned) slot. PyAV releases the GIL inside libav's calls, so decoders in
-parallel threads of one process fill the cores. It takes the GIL back several times per
-frame, though: next to a thread that spins in pure Python, these decoders starve (stage
-one's other threads spend their time in torch, numpy and h5py, which release it).
+costs more CPU than decoding a UCF101 clip), and only the T kept frames are converted.
+PyAV releases the GIL inside libav's calls but takes it back several times per frame, so
+threads of one process do not fill many cores (4 of 16 on the H100 machine): stage one runs
+this function in one long-lived process per decoding thread (decode_procs.py), and in a
+thread only where no process can be started.
 
 Time limits: only regular files are opened (preflight() refuses FIFOs, devices and sockets
 at once, and the reader checks the descriptor it opened again). Every read goes through a
@@ -38,16 +38,16 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterator
 
 import av
 import numpy as np
 
 from .video import (
-    Decoded,
     DeadlineReader,
+    Decoded,
     DecodeError,
     SourceTimeout,
     VideoInfo,

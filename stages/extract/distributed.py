@@ -48,10 +48,9 @@ from pipeline.files import TMP_MARK, fsync_dir
 
 from .backbone import FeatureExtractor, resolve_weights
 from .decode import require_decoder
-from .weights import WeightsSpec, file_identity
 from .plan import ExtractionPlan, committed_indices
 from .runner import ShardBuffer, ShardRunner, Summary, backbone_batch, claim_uncommitted
-
+from .weights import WeightsSpec, file_identity
 
 RETRIES = 2  # re-runs of a task that raised (a worker's death is rescheduled by Dask on top)
 CONNECT_TIMEOUT = 30.0  # seconds to reach a scheduler
@@ -243,6 +242,11 @@ def start_local_cluster(n: int, gpus: list[str]):
                 "silence_logs": logging.ERROR,
                 "env": {"CUDA_VISIBLE_DEVICES": gpus[k % len(gpus)]},
                 "resources": {"GPU": 1},
+                # distributed's GPU monitor asks NVML for the device at CUDA_VISIBLE_DEVICES'
+                # index, which fails the worker's start ("Nanny failed to start") wherever
+                # that is not a plain index NVML knows (MIG, a UUID, a container's renumbering)
+                # (dotted: the nanny merges this shallowly over the whole config, then sets it)
+                "config": {"distributed.diagnostics.nvml": False},
             },
         }
         for k in range(n)

@@ -85,7 +85,7 @@ def mel_matrix_np() -> np.ndarray:
     return weights
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def front_end_constants(device: str) -> tuple[torch.Tensor, torch.Tensor]:
     """(periodic Hann window (WINDOW,), mel matrix (257, MEL_BANDS)), float32 on `device`, made once."""
     window = torch.hann_window(WINDOW, periodic=True, dtype=torch.float64)  # 0.5 - 0.5 cos(2 pi n / N)

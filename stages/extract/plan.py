@@ -34,11 +34,11 @@ from pipeline.devices import inference_precision, resolve_device
 from pipeline.errors import ConfigError, StoreError
 
 from .backbone import resolve_weights
+from .datasets import Dataset, VideoRecord, load_dataset
+from .decode import decoder_versions
 from .logmel import FRONT_END
 from .vggish import resolve_audio_weights
 from .weights import WeightsSpec
-from .datasets import Dataset, VideoRecord, load_dataset
-from .decode import decoder_versions
 
 # ExtractConfig fields that change the numbers, per modality; a set made with all of them
 # at their defaults is recorded as such, and stage two prefers it when a dataset has several.
@@ -64,11 +64,11 @@ class ExtractionPlan:
     shards: dict[int, list[VideoRecord]]
     dataset: Dataset | None = None
 
-    def only(self, index: int) -> "ExtractionPlan":
+    def only(self, index: int) -> ExtractionPlan:
         """The same plan carrying shard `index` alone (a Dask task ships KB, not a whole listing)."""
         return dataclasses.replace(self, shards={index: self.shards[index]}, dataset=None)
 
-    def with_config(self, **changes) -> "ExtractionPlan":
+    def with_config(self, **changes) -> ExtractionPlan:
         """The same set with settings that only change the speed changed (devices, workers, shard size)."""
         cfg = self.cfg.replace(**changes)
         shards = chunk(self.dataset.records, cfg.shard_size) if self.dataset else self.shards

@@ -11,8 +11,8 @@ is claimed (flock) as in a normal run, so two retries never rewrite the same sha
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from pipeline import console, store
 

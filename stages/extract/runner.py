@@ -1,15 +1,16 @@
 """The shard runner: decode, embed and write the shards a run has claimed.
 
-    claimed shard -> decode threads (PyAV, or each driving ffmpeg processes) -> frame slots (pinned)
+    claimed shard -> decode threads (each driving a PyAV process, or ffmpeg processes) -> frame slots (pinned)
     -> batcher (frames of many videos in one backbone batch, on the extractor's thread with
     its own CUDA stream; batching.py) -> shard buffer -> writer thread (tmp, fsync, rename)
     -> the mode's `ShardSink`: commit to the manifest (a local run), hand the staged file to
     the Dask driver (distributed.py), or swap a rewritten shard in (retry.py)
 
-The decode threads call the decoder directly: PyAV decodes in them and releases the GIL
-inside FFmpeg's calls (with DECODER=ffmpeg-cli they drive ffmpeg processes and wait on their
-pipes). Either way the frames land straight in the slot the backbone's copy reads from: no
-pickling, no intermediate copy. The main thread only routes: decode, copies, inference
+Each decode thread drives a process and waits on its pipe with the GIL released: its own
+long-lived PyAV process (decode_procs.py; PyAV in threads of this process is bound by the
+GIL on many cores), or, with DECODER=ffmpeg-cli, an ffmpeg process per video. Either way
+the frames are read straight into the slot the backbone's copy reads from: no pickling, no
+intermediate copy. The main thread only routes: decode, copies, inference
 and writes all overlap. Host memory stays bounded: at most 2 x `workers` videos are
 decoding, into the batcher's fixed pool of slots, plus the shards in progress.
 """
@@ -22,9 +23,10 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -36,7 +38,7 @@ from pipeline.config import FEATURE_DIM, ExtractConfig
 from .backbone import FeatureExtractor
 from .batching import Batcher, FrameSlots
 from .datasets import VideoRecord
-from .decode import Decoded, decode_video
+from .decode import Decoded, decode_video, decoder_processes
 from .plan import ExtractionPlan, committed_indices
 
 
@@ -67,7 +69,7 @@ class Summary:
         for f in failures:
             console.say(f"{label}: {f['video_id']}: {f['reason']}")
 
-    def add(self, other: "Summary") -> None:
+    def add(self, other: Summary) -> None:
         """Fold in what another process of the same run did (its failures are reported here)."""
         self.add_shard(other.computed, other.failures)
         self.add_timings(other.timings)
@@ -219,6 +221,7 @@ class ShardRunner:
             releasing_claims(self.opened),
             cf.ThreadPoolExecutor(1, thread_name_prefix="write") as self.writer,
             Batcher(self.extractor, batch, cfg.frames, cfg.image_size, self.workers, self.take_features) as batcher,
+            decoder_processes(cfg.decoder, self.workers) as self.procs,  # ended after the threads using them
             cf.ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool,
         ):
             videos, decoding = self.videos_to_decode(claimed), {}
@@ -295,6 +298,7 @@ class ShardRunner:
                 out=slots.arrays[slot],
                 decoder=cfg.decoder,
                 workers=self.workers,
+                procs=self.procs,
             )
         except BaseException:
             slots.release(slot)

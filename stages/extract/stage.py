@@ -21,13 +21,13 @@ from pipeline.errors import StoreError
 from .audio import audio_of_video, extract_audio
 from .backbone import FeatureExtractor, resolve_weights
 from .decode import decode_video, require_decoder
-from .vggish import VGGishEmbedder, resolve_audio_weights
-from .weights import WeightsSpec
 from .distributed import extract_on_dask
 from .local import extract_in_process, extract_on_devices
 from .plan import ExtractionPlan, make_plan, open_feature_set
 from .retry import retry_failed
 from .runner import Summary
+from .vggish import VGGishEmbedder, resolve_audio_weights
+from .weights import WeightsSpec
 
 
 def extract_features(cfg: ExtractConfig, quiet: bool = False) -> Summary:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import csv
 import json
 import time
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 import torch
@@ -205,19 +205,7 @@ def test_source(
     """The test part of a split, whole in memory when it fits, else streamed."""
     if choose_load("auto", len(rows), view.frames, view.feature_dim, dtype, device) == "stream":
         return StreamSource(view, rows, mean, std, device, dtype)
-    idx = view.index
-    return MemorySource(
-        view.read(rows),
-        np.arange(len(rows)),
-        idx.lengths[rows],
-        idx.labels[rows],
-        idx.video_ids[rows],
-        mean,
-        std,
-        device,
-        dtype,
-        view.presence[rows],
-    )
+    return MemorySource.of_rows(view, view.read(rows), np.arange(len(rows)), rows, mean, std, device, dtype)
 
 
 def evaluate_run(run_dir: Path, device: str = "auto", batch: int = 256) -> dict:

@@ -13,13 +13,14 @@ positions into the part, and present (B, M): which modalities each video has.
 from __future__ import annotations
 
 import os
-from typing import Iterator, NamedTuple
+from collections.abc import Iterator
+from typing import NamedTuple
 
 import numpy as np
 import torch
 
-from pipeline.errors import ConfigError
 from pipeline import FeatureSetView
+from pipeline.errors import ConfigError
 from pipeline.store import standardize
 
 # Share of free memory (host RAM or GPU) a whole-in-memory load may take.
@@ -112,6 +113,33 @@ class MemorySource:
         for s in range(0, len(positions), chunk):  # bounded float32 working copy
             x = torch.from_numpy(store_features[positions[s : s + chunk]]).to(device, non_blocking=True)
             self.features[s : s + chunk] = standardize(x, self.lengths[s : s + chunk], mean, std, dtype)
+
+    @classmethod
+    def of_rows(
+        cls,
+        view: FeatureSetView,
+        store_features: np.ndarray,
+        positions: np.ndarray,
+        rows: np.ndarray,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> MemorySource:
+        """The part of `rows` (into view.index), its features at `positions` in store_features."""
+        idx = view.index
+        return cls(
+            store_features,
+            positions,
+            idx.lengths[rows],
+            idx.labels[rows],
+            idx.video_ids[rows],
+            mean,
+            std,
+            device,
+            dtype,
+            view.presence[rows],
+        )
 
     def __len__(self) -> int:
         return len(self.labels)

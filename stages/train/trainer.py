@@ -120,17 +120,8 @@ def make_parts(
             device,
             list(data.view.dims.values()),
         )
-        source = lambda rows: MemorySource(
-            data.store_features,
-            pos(rows),
-            idx.lengths[rows],
-            idx.labels[rows],
-            idx.video_ids[rows],
-            mean,
-            std,
-            device,
-            dtype,
-            presence[rows],
+        source = lambda rows: MemorySource.of_rows(
+            data.view, data.store_features, pos(rows), rows, mean, std, device, dtype
         )
     else:
         mean, std = data.view.stats(train_rows, device)

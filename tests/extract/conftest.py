@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from helpers import audio_cfg, file_hashes
+
 from pipeline import synth
 from stages.extract import extract_features
 

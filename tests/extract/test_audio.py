@@ -24,7 +24,6 @@ from pipeline import synth
 from pipeline.errors import ConfigError, WeightsError
 from stages.extract import sound as audio_mod
 from stages.extract import vggish as vggish_mod
-from stages.extract.sound import SAMPLE_RATE, decode_audio
 from stages.extract.logmel import (
     EXAMPLE_S,
     MEL_BANDS,
@@ -38,6 +37,7 @@ from stages.extract.logmel import (
     segments_at,
     summarize,
 )
+from stages.extract.sound import SAMPLE_RATE, decode_audio
 from stages.extract.vggish import VGGish, VGGishEmbedder, build_vggish, resolve_audio_weights, vggish_cache_path
 
 SILENCE_SUMMARY = np.array([SILENCE_LOG_MEL] * MEL_BANDS + [0.0] * MEL_BANDS, np.float32)
@@ -534,3 +534,23 @@ def test_jittered_tones_fill_the_clip_in_order():
     tones = synth.jittered_tones([400.0, 2000.0], 2.0, random.Random(0))
     assert [f for f, _ in tones] == [400.0, 2000.0] and math.isclose(sum(s for _, s in tones), 2.0)
     assert 0.35 * 2 <= tones[0][1] <= 0.65 * 2
+
+
+# ---------------------------------------------------------------- in decoder processes
+def test_a_decoder_process_gives_the_sound_this_process_decodes(corpus, tmp_path):
+    """Stage one decodes sound in its PyAV decoder processes (decode_procs.py): the same
+    samples, flags and reasons as decode_audio here, for every container, codec and fault."""
+    from stages.extract.decode_procs import DecoderProcesses
+
+    (tmp_path / "not_a_file").mkdir()
+    paths = [clip.path for clip in corpus.values()] + [tmp_path / "missing.avi", tmp_path / "not_a_file"]
+    with DecoderProcesses(2) as procs:
+        for path in paths:
+            here, there = decode_audio(path), procs.decode_sound(path)
+            assert (there.error, there.has_audio, there.codec) == (here.error, here.has_audio, here.codec), path.name
+            assert (there.source_rate, there.source_channels, there.duration_s) == (
+                here.source_rate,
+                here.source_channels,
+                here.duration_s,
+            ), path.name
+            assert there.samples.dtype == np.float32 and np.array_equal(there.samples, here.samples), path.name

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
 from helpers import AUDIO_T, audio_cfg, file_hashes, shard_arrays
+
 from pipeline import store
 from stages.extract import extract_features
 from stages.extract.vggish import VGGish

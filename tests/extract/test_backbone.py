@@ -1,13 +1,16 @@
 """Weights resolution and the backbone's numbers against a plain torchvision forward."""
 
+import threading
+
 import numpy as np
 import pytest
 import torch
 import torchvision
-
 from helpers import reference_features
-from pipeline.errors import ConfigError
-from pipeline.errors import WeightsError
+
+from pipeline.config import ExtractConfig
+from pipeline.errors import ConfigError, WeightsError
+from stages.extract import extract_features
 from stages.extract.backbone import FeatureExtractor, resolve_weights
 
 
@@ -59,3 +62,36 @@ def test_offline_imagenet_is_an_actionable_error(monkeypatch, tmp_path):
         resolve_weights("imagenet")
     spec = resolve_weights("imagenet", fallback_to_random=True)
     assert spec.kind == "random" and spec.identity == "random:seed0"
+
+
+def test_the_build_and_every_batch_of_a_run_share_one_thread(ucf_tree, weights_file, tmp_path, monkeypatch):
+    """cuDNN caches its kernel search per thread: the warm-up's search only serves the
+    batches if they run on the thread that built and warmed the model, across shards."""
+    threads = {"build": set(), "forward": set()}
+    build, forward = FeatureExtractor.build, FeatureExtractor.forward
+
+    def build_here(self, *args):
+        threads["build"].add(threading.get_ident())
+        return build(self, *args)
+
+    def forward_here(self, x):
+        threads["forward"].add(threading.get_ident())
+        return forward(self, x)
+
+    monkeypatch.setattr(FeatureExtractor, "build", build_here)
+    monkeypatch.setattr(FeatureExtractor, "forward", forward_here)
+    cfg = ExtractConfig(
+        dataset="ucf101",
+        data_dir=ucf_tree,
+        features_root=tmp_path,
+        weights=str(weights_file),
+        image_size=32,
+        frames=4,
+        shard_size=4,  # several shards, one extractor
+        gpu_batch=6,  # not a multiple of T: batches straddle videos
+        workers=2,
+        device="cpu",
+    )
+    summary = extract_features(cfg, quiet=True)
+    assert summary.computed > 4 and len(threads["build"]) == 1
+    assert threads["forward"] == threads["build"] and threading.get_ident() not in threads["build"]

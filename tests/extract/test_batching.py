@@ -5,8 +5,8 @@ import time
 
 import numpy as np
 import pytest
-
 from helpers import FakeExtractor
+
 from stages.extract.batching import Batcher, Stopped
 
 SIZE = 4

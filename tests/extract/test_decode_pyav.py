@@ -20,6 +20,7 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+from helpers import skip_where_ffmpeg_crashes_on
 
 import stages.extract.decode_pyav as decode_pyav
 from pipeline import synth
@@ -152,7 +153,9 @@ def odd_inputs(tmp_path_factory) -> dict[str, Path]:
         files["h264_bt709.mkv"] = ffmpeg_make(d / "709.mkv", *pattern(), "-c:v", "libx264", "-bf", "3", *bt709)
         files["h264_10bit.mp4"] = ffmpeg_make(d / "10bit.mp4", *pattern(), "-c:v", "libx264", "-pix_fmt", "yuv420p10le")
         whole = ffmpeg_make(d / "fast.mp4", *pattern(), "-c:v", "libx264", "-movflags", "+faststart")
-        (d / "cut_faststart.mp4").write_bytes(whole.read_bytes()[:30_000])
+        # Cut where the 20th packet starts, not inside a packet: what FFmpeg makes of a frame cut
+        # in half (drop it, or show what arrived) has changed between versions.
+        (d / "cut_faststart.mp4").write_bytes(whole.read_bytes()[: packet_offset(whole, 20)])
         files["cut_faststart.mp4"] = d / "cut_faststart.mp4"  # index first: the frames before the cut decode
         late = ffmpeg_make(d / "late.mp4", *pattern(), "-c:v", "libx264")
         (d / "cut_no_index.mp4").write_bytes(late.read_bytes()[:30_000])
@@ -160,6 +163,13 @@ def odd_inputs(tmp_path_factory) -> dict[str, Path]:
     if synth.has_encoder("libvpx-vp9"):
         files["vp9.webm"] = ffmpeg_make(d / "vp9.webm", *pattern(), "-c:v", "libvpx-vp9", "-b:v", "200k")
     return files
+
+
+def packet_offset(path: Path, k: int) -> int:
+    """Byte offset of the k-th video packet (in file order) of `path`."""
+    with av.open(str(path)) as c:
+        offsets = sorted(p.pos for p in c.demux(c.streams.video[0]) if p.pos is not None and p.pos >= 0)
+    return offsets[k]
 
 
 def test_odd_inputs_have_the_cli_outcome(odd_inputs):
@@ -206,6 +216,7 @@ def test_a_damaged_file_decodes_as_the_cli_decodes_it(odd_inputs, monkeypatch):
 def test_mpeg_ts_has_the_cli_outcome(tmp_path):
     """MPEG-TS starts at 1.4 s: the CLI subtracts the start time, and so does PyAV."""
     path = ffmpeg_make(tmp_path / "clip.ts", *pattern(rate="25"), "-c:v", "mpeg4")
+    skip_where_ffmpeg_crashes_on(path)
     cli, pyav = both(path)
     assert pyav.error is None and pyav.num_frames == 75, pyav.error
     assert_same_outcome(cli, pyav, "clip.ts")

@@ -25,13 +25,14 @@ import torch
 
 distributed = pytest.importorskip("distributed")
 
+from helpers import assert_fp16_close  # noqa: E402
+
 from pipeline import files, store  # noqa: E402
 from pipeline.config import ExtractConfig  # noqa: E402
 from pipeline.errors import ClusterError, ConfigError  # noqa: E402
 from stages.extract import distributed as dist  # noqa: E402
 from stages.extract import extract_features  # noqa: E402
 from stages.extract.plan import make_plan, open_feature_set  # noqa: E402
-from helpers import assert_fp16_close  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -110,8 +111,9 @@ def assert_same_features(got: dict, want: dict) -> None:
         assert (gn, gy) == (n, y) and np.array_equal(gidx, idx), vid
         # Bit for bit where every process runs the backbone with the same number of threads;
         # oneDNN splits its reductions by thread count (Dask's workers and joblib's processes
-        # run with fewer), which moves a value by at most one fp16 step (seen on a 16-core Xeon).
-        np.testing.assert_allclose(gx.astype(np.float32), x.astype(np.float32), rtol=2**-10, atol=0, err_msg=vid)
+        # run with fewer), which moves a value by about one fp16 step, and a value near zero (a
+        # sum that almost cancels) by up to 1.2e-5 (seen on a 16-core Xeon; features reach ~40).
+        np.testing.assert_allclose(gx.astype(np.float32), x.astype(np.float32), rtol=2**-10, atol=1e-4, err_msg=vid)
 
 
 def assert_complete_and_clean(set_dir: Path, videos: int) -> None:

@@ -14,15 +14,15 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-
 from helpers import stored
+
 from pipeline import files, store, synth
 from pipeline.config import ExtractConfig
 from pipeline.files import file_sha256
+from stages.extract import config_from_manifest, extract_features
 from stages.extract.datasets import load_ucf101
 from stages.extract.decode import decode_video
 from stages.extract.plan import make_plan
-from stages.extract import config_from_manifest, extract_features
 
 # Small frames keep ResNet-50 cheap on a 2-core CPU; T stays the product default (16).
 SIZE = 32

@@ -14,8 +14,8 @@ import time
 from pathlib import Path
 
 import numpy as np
-
 from helpers import AUDIO_T, audio_cfg, shard_arrays, stored
+
 from pipeline import store, synth
 from pipeline.config import ExtractConfig
 from stages.extract import extract_features

@@ -18,9 +18,6 @@ import time
 from pathlib import Path
 
 import pytest
-
-from pipeline import store
-from pipeline.config import ExtractConfig
 from reliability_harness import (
     REPO,
     check_feature_set,
@@ -32,6 +29,9 @@ from reliability_harness import (
     start,
     wait_until,
 )
+
+from pipeline import store
+from pipeline.config import ExtractConfig
 from stages.extract import extract_features
 from stages.extract.plan import make_plan, open_feature_set
 

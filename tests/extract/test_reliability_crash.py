@@ -22,10 +22,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
-from pipeline import files, store
-from pipeline.cli import main as cli
-from pipeline.config import ExtractConfig
 from reliability_harness import (
     REPO,
     check_feature_set,
@@ -38,6 +34,10 @@ from reliability_harness import (
     temp_files,
     wait_until,
 )
+
+from pipeline import files, store
+from pipeline.cli import main as cli
+from pipeline.config import ExtractConfig
 from stages.extract import extract_features
 
 SHARD_SIZE = 1  # one video per shard: many commits, so kills land between and inside them

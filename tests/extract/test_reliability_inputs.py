@@ -23,15 +23,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from reliability_harness import REPO, run_cli_as_nobody
 
 import stages.extract.decode_cli
 import stages.extract.runner
 from pipeline import store, synth
 from pipeline.config import DECODERS, ExtractConfig
-from reliability_harness import REPO, run_cli_as_nobody
+from stages.extract import extract_features
 from stages.extract.decode import decode_video
 from stages.extract.decode_cli import decode_video_cli
-from stages.extract import extract_features
 
 T = 8  # > the short clips' 1, 3 and 5 frames, < every other clip's 20+
 TIMEOUT = 3  # s; no file of the corpus may cost this (the FIFO fails at once)

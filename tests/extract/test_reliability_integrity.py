@@ -20,11 +20,11 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from reliability_harness import REPO, check_feature_set, make_tiny_tree, read_set
 
 from pipeline import files, store
 from pipeline.cli import main as cli
 from pipeline.config import ExtractConfig
-from reliability_harness import REPO, check_feature_set, make_tiny_tree, read_set
 from stages.extract import extract_features
 
 SHARD_SIZE = 3

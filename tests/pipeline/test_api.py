@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from helpers import random_set, stored
+
 from pipeline import FeatureStore, store
 from pipeline.cli import main as cli
 from pipeline.config import ExtractConfig

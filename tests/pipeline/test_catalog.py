@@ -8,10 +8,10 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline import store
-from pipeline.store import human_bytes, list_sets
-from pipeline.store.catalog import COLUMNS
 from pipeline.cli import main
 from pipeline.config import ExtractConfig
+from pipeline.store import human_bytes, list_sets
+from pipeline.store.catalog import COLUMNS
 from stages.extract import extract_features
 
 

@@ -14,13 +14,13 @@ import pytest
 import torch
 import torchvision
 from click.testing import CliRunner
+from reliability_harness import REPO, make_tiny_tree
 
 from pipeline import store
 from pipeline.cli import main as cli
 from pipeline.config import ExtractConfig
 from pipeline.errors import ConfigError
 from pipeline.files import file_sha256
-from reliability_harness import REPO, make_tiny_tree
 from stages.extract import extract_features
 from stages.extract.plan import make_plan
 

@@ -9,8 +9,8 @@ import json
 import h5py
 import numpy as np
 import pytest
-
 from helpers import STR, random_set
+
 from pipeline import store
 
 

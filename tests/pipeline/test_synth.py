@@ -6,15 +6,15 @@ import os
 import re
 import shutil
 import stat
-import sys
 import subprocess
+import sys
 from itertools import groupby
 from pathlib import Path
 
 import numpy as np
 import pytest
-
 from helpers import require_ffprobe
+
 from pipeline import synth
 from stages.extract.datasets import load_csv, load_folder, load_hmdb51, load_ucf101
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
 from helpers import audio_visual_sets, random_set
+
 from pipeline import FeatureSetView, store
 from stages.train import evaluate, sources
 

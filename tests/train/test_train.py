@@ -18,14 +18,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import random_set, write_feature_set
 
 from pipeline.config import TrainConfig
-from pipeline.errors import ConfigError
 from pipeline.devices import cpu_has_native_bf16
+from pipeline.errors import ConfigError
 from stages import bench, predict
-from stages.train import compare, evaluate_run, loop, trainer
-from stages.train import train
-from helpers import random_set, write_feature_set
+from stages.train import compare, evaluate_run, loop, train, trainer
 
 ORDERS = ((0, 1, 2), (2, 1, 0), (1, 2, 0), (0, 2, 1))  # class k shows scenes A, B, C in this order
 

@@ -1,0 +1,312 @@
+"""The `pyav` decoder in worker processes: how stage one runs it on every core.
+
+    with DecoderProcesses(workers) as procs:
+        procs.decode(path, T, S, resize, fps, timeout, out=slot)   # on any of `workers` threads
+
+Why processes: PyAV releases the GIL inside libav's calls but takes it back for every
+frame it hands out (every decoded frame, kept or not, is a Python object). Measured with
+`make bench` on a 16-core Xeon with an H100 (2048 UCF101-like clips, T=16, 224 px): 16
+threads of one process decoding with PyAV reached 70.9 videos/s at 57 CPU ms per video,
+about 4 cores' worth, while 16 ffmpeg processes reached 218. On 2 cores the GIL hardly
+binds (threads gave 1.65x over one), so the difference only shows on many cores.
+
+So each decoding thread of stage one drives one long-lived Python process (started once
+per run, importing only PyAV and numpy, never torch) that runs decode_pyav.decode_video_pyav,
+the very function a thread would run, and sends the result back over a pipe. The thread
+reads the frames straight into its slot (readinto, GIL released while it waits), as the
+ffmpeg-cli decoder reads ffmpeg's output. The bytes are the in-process decoder's: the same
+frames, indices, timestamps and reasons.
+
+A process can also be killed, which an in-process decoder cannot: a video that has not
+answered GRACE_S after its timeout (a read hung in the kernel, a crash in libav) costs its
+process, which is replaced; the video fails with the reason and the run goes on. Where no
+decoder process can be started at all (Python cannot be run again: a sandbox, a dropped
+user), the pool says so once and decodes in the calling threads, as PyAV allows.
+
+The same processes decode the sound of an audio set (sound.decode_audio), which PyAV's
+GIL binds the same way (16.8 videos/s at 140 CPU ms per video in threads on the H100 machine).
+
+The protocol, on the child's stdin/stdout: one JSON line per job, {kind: "video", path,
+frames, size, resize, fps, timeout} or {kind: "sound", path, timeout}; the answer is a
+4-byte little-endian length, that many bytes of JSON, then the array it announces: for a
+video {frames: k, indices, timestamps, num_frames, error, seconds} and k*size*size*3 bytes
+of frames (k, size, size, 3) uint8; for a sound {samples: n, has_audio, error, ...} and n
+float32 samples.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import queue
+import select
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from .decode_pyav import decode_video_pyav
+from .sound import AudioTrack, decode_audio
+from .video import Decoded
+
+GRACE_S = 5.0  # past the video's own timeout, which the child enforces itself, before it is killed
+HEADER = struct.Struct("<I")
+ROOT = Path(__file__).resolve().parents[2]  # the repository, on the child's sys.path
+
+
+class ChildGone(Exception):
+    """The decoder process closed its pipe (it died); str(e) says how."""
+
+
+class DecoderProcess:
+    """One child process running decode_video_pyav or decode_audio for jobs sent one at a time."""
+
+    def __init__(self) -> None:
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "stages.extract.decode_procs"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            bufsize=0,
+            env=env,
+            start_new_session=True,  # Ctrl-C stops the run, which ends its decoders, not each with a traceback
+        )
+
+    def ask(self, job: dict, timeout: float) -> tuple[dict, float]:
+        """Send one job; (its answer's JSON header, the deadline for reading the rest).
+        Raises TimeoutError or ChildGone."""
+        try:
+            self.proc.stdin.write(json.dumps(job).encode() + b"\n")
+        except OSError:  # BrokenPipeError: the child is gone
+            raise ChildGone(self.gone()) from None
+        deadline = time.monotonic() + timeout + GRACE_S
+        (length,) = HEADER.unpack(self.read(bytearray(HEADER.size), deadline))
+        return json.loads(bytes(self.read(bytearray(length), deadline))), deadline
+
+    def read(self, buf, deadline: float):
+        """Fill `buf` from the child's stdout before `deadline`; returns buf."""
+        fd, view, got = self.proc.stdout.fileno(), memoryview(buf).cast("B"), 0
+        while got < len(view):
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([fd], [], [], left)[0]:
+                raise TimeoutError
+            n = os.readv(fd, [view[got:]])
+            if n == 0:
+                raise ChildGone(self.gone())
+            got += n
+        return buf
+
+    def gone(self) -> str:
+        code = self.proc.wait(timeout=GRACE_S)
+        return f"killed by signal {-code}" if code < 0 else f"exit status {code}"
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds this child has used so far (Linux /proc; 0 elsewhere)."""
+        try:
+            fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    def close(self, kill: bool = False) -> None:
+        if kill:
+            self.proc.kill()
+        else:
+            self.proc.stdin.close()  # the child's loop ends at EOF
+        try:
+            self.proc.wait(timeout=GRACE_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        self.proc.stdout.close()
+
+
+class DecoderProcesses:
+    """Up to `workers` decoder processes shared by the threads that call decode() or
+    decode_sound(), started on first use and reused; a context manager that ends them all."""
+
+    def __init__(self, workers: int):
+        self.workers = workers
+        self.idle: queue.SimpleQueue[DecoderProcess] = queue.SimpleQueue()
+        self.all: list[DecoderProcess] = []
+        self.lock = threading.Lock()
+        self.retired_cpu = 0.0  # CPU of the processes killed and replaced
+        self.unavailable: str | None = None  # why no decoder process can be started here
+
+    def __enter__(self) -> DecoderProcesses:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def decode(
+        self,
+        path: Path,
+        frames: int,
+        size: int,
+        resize: int,
+        fps: float | None = None,
+        timeout: float = 60.0,
+        out: np.ndarray | None = None,
+    ) -> Decoded:
+        """decode_video_pyav's contract, run in a decoder process: the frames land in `out`
+        ((>= frames, size, size, 3) uint8, C-contiguous). Never raises for a bad video."""
+        out = np.empty((frames, size, size, 3), np.uint8) if out is None else out
+        job = dict(kind="video", path=str(Path(path).absolute()), frames=frames, size=size, resize=resize, fps=fps)
+
+        def answer(child: DecoderProcess, head: dict, deadline: float) -> Decoded:
+            k = head["frames"]
+            if k:
+                child.read(out[:k], deadline)
+            as_array = lambda key, dtype: np.asarray(head[key], dtype) if k else None
+            return Decoded(
+                out[:k] if k else None,
+                as_array("indices", np.int32),
+                as_array("timestamps", np.float32),
+                head["num_frames"],
+                head["error"],
+                head["seconds"],
+            )
+
+        return self.run(
+            job | {"timeout": timeout},
+            answer,
+            in_thread=lambda: decode_video_pyav(path, frames, size, resize, fps, timeout, out),
+            failed=lambda why, seconds: Decoded(error=why, seconds=seconds),
+            doing="decoding",
+        )
+
+    def decode_sound(self, path: Path, timeout: float = 60.0) -> AudioTrack:
+        """sound.decode_audio's contract (the first audio stream, 16 kHz mono), run in a
+        decoder process. Never raises for a bad file: see `.error`."""
+
+        def answer(child: DecoderProcess, head: dict, deadline: float) -> AudioTrack:
+            samples = np.empty(head.pop("samples"), np.float32)
+            if len(samples):
+                child.read(samples, deadline)
+            return AudioTrack(samples=samples, **head)
+
+        return self.run(
+            {"kind": "sound", "path": str(Path(path).absolute()), "timeout": timeout},
+            answer,
+            in_thread=lambda: decode_audio(path, timeout),
+            failed=lambda why, seconds: AudioTrack(error=f"audio: {why}", seconds=seconds),
+            doing="reading the sound",
+        )
+
+    def run(self, job: dict, answer: Callable, in_thread: Callable, failed: Callable, doing: str):
+        """`job` in a decoder process, its answer read by answer(child, head, deadline); in this
+        thread where no process can be started; failed(reason, seconds) where the process did
+        not answer in time (it is killed) or died."""
+        t0 = time.perf_counter()
+        child = self.take()
+        if child is None:
+            return in_thread()
+        try:
+            head, deadline = child.ask(job, job["timeout"])
+            result = answer(child, head, deadline)
+        except TimeoutError:
+            self.retire(child)
+            why = f"timeout after {job['timeout']:g} s (PyAV did not finish {doing}; its process was killed)"
+            return failed(why, time.perf_counter() - t0)
+        except ChildGone as e:
+            self.retire(child)
+            return failed(f"the PyAV decoder process died on this file ({e})", time.perf_counter() - t0)
+        except BaseException:
+            self.retire(child)
+            raise
+        self.idle.put(child)
+        return result
+
+    def take(self) -> DecoderProcess | None:
+        """An idle decoder process, a new one, or None where none can be started."""
+        try:
+            return self.idle.get_nowait()
+        except queue.Empty:
+            pass
+        with self.lock:
+            if self.unavailable:
+                return None
+            if len(self.all) < self.workers:
+                try:
+                    child = DecoderProcess()
+                except OSError as e:
+                    self.unavailable = f"{sys.executable}: {e.strerror or e}"
+                    logging.getLogger(__name__).warning(
+                        "stage one: cannot start a PyAV decoder process (%s); decoding in threads of "
+                        "this process instead, which the GIL slows down on many cores",
+                        self.unavailable,
+                    )
+                    return None
+                self.all.append(child)
+                return child
+        return self.idle.get()
+
+    def retire(self, child: DecoderProcess) -> None:
+        """Kill a child that timed out or died; a new one takes its place on the next take()."""
+        cpu = child.cpu_seconds()
+        child.close(kill=True)
+        with self.lock:
+            self.retired_cpu += cpu
+            if child in self.all:  # not when close() has already taken them all
+                self.all.remove(child)
+
+    def cpu_seconds(self) -> float:
+        """CPU seconds of every decoder process of this pool so far (for the benchmark)."""
+        with self.lock:
+            return self.retired_cpu + sum(c.cpu_seconds() for c in self.all)
+
+    def close(self) -> None:
+        with self.lock:
+            children, self.all = self.all, []
+        for child in children:
+            child.close()
+
+
+# ---------------------------------------------------------------- in the child
+def video_answer(job: dict, buffers: dict) -> tuple[dict, np.ndarray | None]:
+    shape = (job["frames"], job["size"], job["size"], 3)
+    out = buffers.setdefault(shape, np.empty(shape, np.uint8))
+    dec = decode_video_pyav(
+        Path(job["path"]), job["frames"], job["size"], job["resize"], job["fps"], job["timeout"], out
+    )
+    k = 0 if dec.error or dec.frames is None else len(dec.frames)
+    head = {
+        "frames": k,
+        "indices": dec.indices.tolist() if k else None,
+        "timestamps": dec.timestamps.tolist() if k else None,
+        "num_frames": dec.num_frames,
+        "error": dec.error,
+        "seconds": dec.seconds,
+    }
+    return head, (dec.frames if k else None)
+
+
+def sound_answer(job: dict, buffers: dict) -> tuple[dict, np.ndarray | None]:
+    track = decode_audio(job["path"], job["timeout"])
+    head = {f.name: getattr(track, f.name) for f in dataclasses.fields(track) if f.name != "samples"}
+    return head | {"samples": len(track.samples)}, track.samples.astype(np.float32, copy=False)
+
+
+def serve(jobs, answers) -> None:
+    """Answer each job line of `jobs` on `answers`: a length, a JSON header, then the array's bytes."""
+    buffers: dict[tuple, np.ndarray] = {}
+    for line in jobs:
+        job = json.loads(line)
+        head, data = (sound_answer if job.get("kind") == "sound" else video_answer)(job, buffers)
+        text = json.dumps(head).encode()
+        answers.write(HEADER.pack(len(text)) + text)
+        if data is not None and data.size:
+            answers.write(memoryview(np.ascontiguousarray(data)).cast("B"))
+        answers.flush()
+
+
+if __name__ == "__main__":
+    serve(sys.stdin.buffer, sys.stdout.buffer)

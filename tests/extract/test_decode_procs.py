@@ -1,0 +1,116 @@
+"""PyAV in decoder processes (decode_procs.py), as stage one runs the default decoder.
+
+The processes must give exactly what decode_video_pyav gives in this process (frames,
+indices, timestamps, reasons) for good, bad and odd files, uniform and FPS= sampling; a
+process that hangs or dies costs its video only, and is replaced; none outlives the pool;
+and a decoder process never imports torch (sixteen of them would each load it).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import stages.extract.decode_procs as decode_procs
+from stages.extract.decode_procs import DecoderProcesses
+from stages.extract.decode_pyav import decode_video_pyav
+
+T, SIZE, RESIZE = 8, 32, 37
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def assert_same(a, b, what: str) -> None:
+    assert a.error == b.error, f"{what}: {a.error!r} vs {b.error!r}"
+    assert a.num_frames == b.num_frames, what
+    if a.error is None:
+        np.testing.assert_array_equal(a.indices, b.indices, err_msg=what)
+        np.testing.assert_array_equal(a.timestamps, b.timestamps, err_msg=what)
+        assert b.indices.dtype == np.int32 and b.timestamps.dtype == np.float32, what
+        np.testing.assert_array_equal(a.frames, b.frames, err_msg=what)
+
+
+@pytest.mark.parametrize("fps", [None, 5.0], ids=["uniform", "fps5"])
+def test_processes_give_what_this_process_gives(bad_corpus, ucf_tree, fps):
+    paths = sorted(bad_corpus.root.rglob("*.*")) + sorted(ucf_tree.rglob("*.avi"))[:4]
+    with DecoderProcesses(2) as procs, ThreadPoolExecutor(2) as pool:
+        buffers = [np.empty((T, SIZE, SIZE, 3), np.uint8) for _ in paths]
+        got = list(pool.map(lambda p, out: procs.decode(p, T, SIZE, RESIZE, fps, 3, out), paths, buffers))
+        assert len(procs.all) <= 2
+    for path, out, dec in zip(paths, buffers, got):
+        assert_same(decode_video_pyav(path, T, SIZE, RESIZE, fps, 3), dec, path.name)
+        if dec.error is None:
+            assert np.shares_memory(dec.frames, out), "the frames must land in the caller's buffer"
+
+
+def test_a_relative_path_is_the_callers(ucf_tree, monkeypatch):
+    clip = sorted(ucf_tree.rglob("*.avi"))[0]
+    monkeypatch.chdir(clip.parent)
+    with DecoderProcesses(1) as procs:
+        dec = procs.decode(Path(clip.name), T, SIZE, RESIZE)
+    assert dec.error is None, dec.error
+
+
+def test_a_process_that_stops_answering_is_killed_and_replaced(ucf_tree, monkeypatch):
+    monkeypatch.setattr(decode_procs, "GRACE_S", 0.5)
+    clip = sorted(ucf_tree.rglob("*.avi"))[0]
+    with DecoderProcesses(1) as procs:
+        assert procs.decode(clip, T, SIZE, RESIZE).error is None
+        stuck = procs.all[0]
+        os.kill(stuck.proc.pid, signal.SIGSTOP)  # as a read hung in the kernel would
+        t0 = time.monotonic()
+        dec = procs.decode(clip, T, SIZE, RESIZE, timeout=0.5)
+        assert time.monotonic() - t0 < 5
+        assert dec.error == "timeout after 0.5 s (PyAV did not finish decoding; its process was killed)"
+        assert stuck.proc.poll() is not None and stuck not in procs.all
+        again = procs.decode(clip, T, SIZE, RESIZE)
+        assert again.error is None and procs.all and procs.all[0] is not stuck
+
+
+def test_a_process_that_dies_fails_its_video_only(ucf_tree):
+    clips = sorted(ucf_tree.rglob("*.avi"))[:2]
+    with DecoderProcesses(1) as procs:
+        assert procs.decode(clips[0], T, SIZE, RESIZE).error is None
+        procs.all[0].proc.kill()  # as a crash inside libav would
+        procs.all[0].proc.wait()
+        dec = procs.decode(clips[1], T, SIZE, RESIZE)
+        assert dec.error == "the PyAV decoder process died on this file (killed by signal 9)"
+        assert_same(decode_video_pyav(clips[1], T, SIZE, RESIZE), procs.decode(clips[1], T, SIZE, RESIZE), "after")
+
+
+def test_no_process_outlives_the_pool_and_cpu_is_counted(ucf_tree):
+    clips = sorted(ucf_tree.rglob("*.avi"))[:6]
+    with DecoderProcesses(3) as procs, ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda p: procs.decode(p, T, SIZE, RESIZE), clips))
+        children = [c.proc for c in procs.all]
+        assert 1 <= len(children) <= 3
+        assert procs.cpu_seconds() > 0
+    assert all(p.poll() is not None for p in children)
+
+
+def test_a_decoder_process_does_not_import_torch():
+    code = "import sys, stages.extract.decode_procs, stages.extract.decode_pyav; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_where_no_process_can_start_it_decodes_in_this_process_and_says_so(ucf_tree, monkeypatch, caplog):
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(decode_procs.subprocess, "Popen", refuse)
+    clip = sorted(ucf_tree.rglob("*.avi"))[0]
+    with DecoderProcesses(2) as procs:
+        dec = procs.decode(clip, T, SIZE, RESIZE)
+        again = procs.decode(clip, T, SIZE, RESIZE)
+    assert_same(decode_video_pyav(clip, T, SIZE, RESIZE), dec, clip.name)
+    assert again.error is None and not procs.all
+    warned = [r.getMessage() for r in caplog.records if "cannot start a PyAV decoder process" in r.getMessage()]
+    assert len(warned) == 1 and "Permission denied" in warned[0], warned
