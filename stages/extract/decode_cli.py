@@ -104,8 +104,8 @@ def probe(path: Path, timeout: float = 60.0) -> VideoInfo:
     entries = "stream=nb_frames,avg_frame_rate,r_frame_rate,duration,width,height:format=duration,format_name"
     proc = run_ffprobe(path, timeout, "ffprobe", "-show_entries", entries, "-of", "json")
     if proc.returncode != 0:
-        if b"Permission denied" in proc.stderr:  # ffprobe runs as another user, or the file system refused it
-            raise DecodeError(f"unreadable: permission denied (ffprobe says {stderr_tail(proc)!r})")
+        # ffprobe runs as another user, or the file system refused it
+        refuse_if_denied("ffprobe", proc.stderr.decode("utf-8", "replace"), stderr_tail(proc))
         raise DecodeError(f"not a readable video: ffprobe says {stderr_tail(proc)!r}")
     info = json.loads(proc.stdout or b"{}")
     streams = info.get("streams") or []
@@ -251,8 +251,7 @@ def probe_with_ffmpeg(path: Path, timeout: float) -> VideoInfo:
     video = FFMPEG_VIDEO.search(text)
     if not container:
         said = open_error(text, path)
-        if "Permission denied" in text:
-            raise DecodeError(f"unreadable: permission denied (ffmpeg says {said!r})")
+        refuse_if_denied("ffmpeg", text, said)
         raise DecodeError(f"not a readable video: ffmpeg says {said!r}")
     if not video:
         raise DecodeError(f"no video stream (container: {container.group(1)})")
@@ -349,12 +348,18 @@ def decode_frames(
         text = err.read()
     if status != 0:
         said = stderr_text_tail(text.decode("utf-8", "replace"))
-        if b"Permission denied" in text:  # ffmpeg runs as another user, and no ffprobe ran before it
-            raise DecodeError(f"unreadable: permission denied (ffmpeg says {said!r})")
+        # ffmpeg runs as another user, and no ffprobe ran before it
+        refuse_if_denied("ffmpeg", text.decode("utf-8", "replace"), said)
         raise DecodeError(crashed("ffmpeg", status) or f"ffmpeg failed: {said!r}")
     k = got // frame_bytes
     times = np.array([float(t) for t in PTS_TIME.findall(text)[:k]], np.float32)
     return out[:k], times
+
+
+def refuse_if_denied(tool: str, stderr: str, said: str) -> None:
+    """Raise the "unreadable: permission denied" reason where `tool` says it was refused the file."""
+    if "Permission denied" in stderr:
+        raise DecodeError(f"unreadable: permission denied ({tool} says {said!r})")
 
 
 def crashed(tool: str, status: int) -> str | None:

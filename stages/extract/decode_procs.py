@@ -273,7 +273,9 @@ class DecoderProcesses:
 # ---------------------------------------------------------------- in the child
 def video_answer(job: dict, buffers: dict) -> tuple[dict, np.ndarray | None]:
     shape = (job["frames"], job["size"], job["size"], 3)
-    out = buffers.setdefault(shape, np.empty(shape, np.uint8))
+    out = buffers.get(shape)
+    if out is None:  # one buffer per shape, reused: not a fresh allocation per video
+        out = buffers[shape] = np.empty(shape, np.uint8)
     dec = decode_video_pyav(
         Path(job["path"]), job["frames"], job["size"], job["resize"], job["fps"], job["timeout"], out
     )

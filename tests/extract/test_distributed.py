@@ -63,6 +63,20 @@ def reference(base_cfg, tmp_path_factory) -> dict:
     return read_set(summary.set_dir)
 
 
+def gpu_workers(n: int) -> distributed.LocalCluster:
+    """n single-thread worker processes on 127.0.0.1, each advertising GPU=1 (as `dask worker
+    --resources GPU=1` does), so the tasks' resource requests are exercised."""
+    return distributed.LocalCluster(
+        n_workers=n,
+        threads_per_worker=1,
+        processes=True,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+        resources={"GPU": 1},
+    )
+
+
 @pytest.fixture(scope="module")
 def cluster():
     """One 2-worker cluster for the module: workers importing torch take seconds to start.
@@ -71,15 +85,7 @@ def cluster():
     `--resources GPU=1` do, so the tasks' resource requests are exercised too (the
     `local:2` test below covers plain CPU workers).
     """
-    with distributed.LocalCluster(
-        n_workers=2,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-        resources={"GPU": 1},
-    ) as c:
+    with gpu_workers(2) as c:
         yield c
 
 
@@ -284,15 +290,7 @@ def test_dask_gpu_worker_matches_a_local_gpu_run(base_cfg, tmp_path):
     """One GPU worker advertising GPU=1 (dask-cuda style) against a local run on the same GPU."""
     cfg = base_cfg.replace(device="cuda", precision="fp16", workers=4)
     local = read_set(extract_features(cfg.replace(features_root=tmp_path / "local"), quiet=True).set_dir)
-    with distributed.LocalCluster(
-        n_workers=1,
-        threads_per_worker=1,
-        processes=True,
-        host="127.0.0.1",
-        dashboard_address=None,
-        silence_logs=logging.ERROR,
-        resources={"GPU": 1},
-    ) as c:
+    with gpu_workers(1) as c:
         summary = extract_features(
             cfg.replace(features_root=tmp_path / "dask", scheduler=c.scheduler_address), quiet=True
         )
