@@ -48,9 +48,10 @@ from pipeline.files import atomic_write_bytes
 from pipeline.synth import make_bench_clips, make_sound_bench_clips
 
 from .extract import extract_features
-from .extract.backbone import FeatureExtractor, build_resnet50
 from .extract.decode import decode_video, decoder_processes, decoder_versions, ffmpeg_version
 from .extract.decode_cli import decode_threads, probe
+from .extract.extractors.resnet50 import ResNet50, build_resnet50
+from .extract.model_thread import ModelThread
 from .extract.video import read_avi_header
 from .extract.weights import WeightsSpec
 from .train import train
@@ -390,13 +391,18 @@ def ceiling_of(decoders: dict, cfg: BenchConfig) -> dict:
     }
 
 
-def time_backbone(extractor: FeatureExtractor, x: torch.Tensor, seconds: float) -> float:
+def resnet50_at(size: int) -> ResNet50:
+    """The ResNet-50 family on size x size crops (what stage one runs with SIZE=size)."""
+    return ResNet50(ExtractConfig(image_size=size))
+
+
+def time_backbone(extractor: ModelThread, x: torch.Tensor, seconds: float) -> float:
     """images/s of extractor.embed on the device-resident uint8 batch x, after 2 warm-up
     calls, on the extractor's own thread (as stage one runs it)."""
     return extractor.submit(time_embed, extractor, x, seconds).result()
 
 
-def time_embed(extractor: FeatureExtractor, x: torch.Tensor, seconds: float) -> float:
+def time_embed(extractor: ModelThread, x: torch.Tensor, seconds: float) -> float:
     sync = (lambda: torch.cuda.synchronize(extractor.device)) if extractor.device.type == "cuda" else (lambda: None)
     with torch.inference_mode():
         for _ in range(2):  # cuDNN picks its kernels (cudnn.benchmark) on the first call
@@ -415,8 +421,8 @@ def time_embed(extractor: FeatureExtractor, x: torch.Tensor, seconds: float) -> 
 
 def measure_backbone(cfg: BenchConfig, device: torch.device, precision: str) -> dict:
     """ResNet-50 alone: uint8 frames already on the device, normalised there, stage one's
-    precision, batch and channels_last (FeatureExtractor.embed, exactly what stage one runs)."""
-    ext = FeatureExtractor(RANDOM_WEIGHTS, str(device), precision)
+    precision, batch and channels_last (ModelThread.embed, exactly what stage one runs)."""
+    ext = ModelThread(resnet50_at(cfg.size), RANDOM_WEIGHTS, str(device), precision)
     gen = torch.Generator().manual_seed(0)
     frames = torch.randint(0, 256, (cfg.gpu_batch, cfg.size, cfg.size, 3), dtype=torch.uint8, generator=gen)
     out = {
@@ -446,7 +452,7 @@ def measure_compile(cfg: BenchConfig, device: torch.device, precision: str, resu
     a video costs T / images_per_s. End to end a video costs about the slower of decoding
     (1 / decode ceiling) and the backbone, so a decode-bound stage one gains nothing.
     """
-    ext = FeatureExtractor(RANDOM_WEIGHTS, str(device), precision, compile=True)
+    ext = ModelThread(resnet50_at(cfg.size), RANDOM_WEIGHTS, str(device), precision, compile=True)
     x = torch.randint(0, 256, (cfg.gpu_batch, cfg.size, cfg.size, 3), dtype=torch.uint8).to(device)
 
     def first_call() -> float:

@@ -17,6 +17,7 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
@@ -205,10 +206,14 @@ def random_set(
 
 
 class FakeExtractor:
-    """embed: every feature of a frame is the frame's first pixel value (so frames name themselves)."""
+    """A ModelThread stand-in on (size, size, 3) uint8 frames. embed: every feature of a frame is
+    the frame's first pixel value (so frames name themselves)."""
 
-    def __init__(self, compiled=False, fail=False):
+    def __init__(self, compiled=False, fail=False, size=4):
         self.device, self.compiled, self.fail, self.shapes = torch.device("cpu"), compiled, fail, []
+        self.family = SimpleNamespace(
+            item_shape=lambda: (size, size, 3), item_dtype=torch.uint8, dim=2048, one_video_per_batch=False
+        )
         self.runner = cf.ThreadPoolExecutor(1)
 
     def submit(self, fn, *args):

@@ -15,18 +15,18 @@ import numpy as np
 import torch
 
 from pipeline import console, store
-from pipeline.config import AUDIO_DIM, FEATURE_DIM, ExtractConfig
+from pipeline.config import ExtractConfig
 from pipeline.errors import StoreError
 
-from .audio import audio_of_video, extract_audio
-from .backbone import FeatureExtractor, resolve_weights
-from .decode import decode_video, require_decoder
+from .decode import require_decoder
 from .distributed import extract_on_dask
+from .extractors import family_for
+from .inputs import decode_items
 from .local import extract_in_process, extract_on_devices
+from .model_thread import ModelThread
 from .plan import ExtractionPlan, make_plan, open_feature_set
 from .retry import retry_failed
 from .runner import Summary
-from .vggish import VGGishEmbedder, resolve_audio_weights
 from .weights import WeightsSpec
 
 
@@ -96,10 +96,8 @@ def reuse(plan: ExtractionPlan, manifest: dict, summary: Summary, earlier_failur
 
 
 def compute(plan: ExtractionPlan, summary: Summary) -> None:
-    """Every uncommitted shard: audio (this process), on Dask, one process per device, or in this process."""
-    if plan.cfg.modality == "audio":
-        extract_audio(plan, summary)
-    elif plan.cfg.scheduler:
+    """Every uncommitted shard: on Dask, one process per device, or in this process."""
+    if plan.cfg.scheduler:
         extract_on_dask(plan, summary)
     elif len(plan.cfg.devices) > 1:
         extract_on_devices(plan, summary)
@@ -124,41 +122,37 @@ def config_from_manifest(manifest: dict, **overrides) -> tuple[ExtractConfig, We
     audio set of log-mel summaries, which needs none)."""
     fields = set(ExtractConfig.__dataclass_fields__)
     raw = {k: v for k, v in manifest["config"].items() if k in fields}
-    audio = manifest.get("modality", "rgb") == "audio"
     raw.setdefault("decoder", "ffmpeg-cli")  # a set made before the decoder was a setting: ffmpeg processes
-    weights_id = manifest["identity"]["weights"]
-    if weights_id and weights_id.startswith("random:"):  # includes a sample set made when ImageNet was unreachable
-        raw["audio_weights" if audio else "weights"], raw["seed"] = "random", int(weights_id.split("seed")[1])
     cfg = ExtractConfig(**(raw | {"scheduler": None, "devices": ()} | overrides))
+    family = family_for(cfg)
+    weights_id = manifest["identity"]["weights"]
     if weights_id is None:
         return cfg, None
-    spec = resolve_audio_weights(cfg.audio_weights, cfg.seed) if audio else resolve_weights(cfg.weights, cfg.seed)
+    if weights_id.startswith("random:"):  # includes a sample set made when ImageNet was unreachable
+        cfg = cfg.replace(**{family.weights_field: "random", "seed": int(weights_id.split("seed")[1])})
+        family = family_for(cfg)
+    spec = family.resolve_weights()
     if spec.identity != weights_id:
-        option = "AUDIO_WEIGHTS" if audio else "WEIGHTS"
         raise StoreError(
-            f"the weights now at {option}={getattr(cfg, option.lower())!r} ({spec.identity}) are not the "
-            f"ones this feature set used ({weights_id})"
+            f"the weights now at {family.weights_field.upper()}={getattr(cfg, family.weights_field)!r} "
+            f"({spec.identity}) are not the ones this feature set used ({weights_id})"
         )
     return cfg, spec
 
 
 def extract_video(
-    path: Path, cfg: ExtractConfig, spec: WeightsSpec | None, extractor: FeatureExtractor | None = None
+    path: Path, cfg: ExtractConfig, spec: WeightsSpec | None, model: ModelThread | None = None
 ) -> tuple[np.ndarray, int, bool]:
     """Stage one for one video file, as its feature set was computed: features (T, D) float16
     zero-padded, its valid length, and whether the modality is there (False: no sound track)."""
     require_decoder(cfg.decoder)
-    if cfg.modality == "audio":
-        outcome = audio_of_video(Path(path), cfg, VGGishEmbedder(spec) if spec else None)
-        if outcome.error:
-            raise ValueError(f"{path}: {outcome.error}")
-        out = np.zeros((cfg.frames, AUDIO_DIM), np.float16)
-        out[: len(outcome.features)] = outcome.features
-        return out, len(outcome.features), outcome.has_audio
-    dec = decode_video(Path(path), cfg.frames, cfg.image_size, cfg.resize_to, cfg.fps, cfg.timeout, decoder=cfg.decoder)
+    family = model.family if model is not None else family_for(cfg)
+    items = torch.zeros((cfg.frames, *family.item_shape()), dtype=family.item_dtype)
+    dec, flags = decode_items(family, Path(path), items.numpy(), cfg.workers, procs=None)
     if dec.error:
         raise ValueError(f"{path}: {dec.error}")
-    extractor = extractor or FeatureExtractor(spec, cfg.device, cfg.precision)
-    out = np.zeros((cfg.frames, FEATURE_DIM), np.float16)
-    out[: len(dec.frames)] = extractor.extract(torch.from_numpy(np.ascontiguousarray(dec.frames)))
-    return out, len(dec.frames), True
+    model = model or ModelThread(family, spec, str(family.device()), family.precision())
+    k = len(dec.frames)
+    out = np.zeros((cfg.frames, family.dim), np.float16)
+    out[:k] = model.extract(items[:k])
+    return out, k, bool(flags.get("has_audio", 1))

@@ -1,4 +1,5 @@
-"""VGGish in torch, and where its weights come from (the policy of weights.py, as for ResNet-50).
+"""VGGish (AUDIO_FEATURES=vggish): an AudioSet embedding of each step's 0.96 s log-mel window,
+its model in torch, and where its weights come from (the policy of weights.py, as for ResNet-50).
 
 The layout is torchvggish's (github.com/harritaylor/torchvggish), module for module, so
 its converted checkpoint `vggish-10086976.pth` loads without renaming a key:
@@ -35,7 +36,9 @@ from torch import nn
 
 from pipeline.errors import WeightsError
 
-from .weights import Checkpoint, WeightsSpec, check_shapes, load_state_dict, resolve
+from ..weights import Checkpoint, WeightsSpec, check_shapes, load_state_dict, resolve
+from .base import Loaded
+from .sound_windows import SoundWindows
 
 VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
 VGGISH_IDENTITY = "torchvggish:vggish-10086976"
@@ -153,19 +156,23 @@ def build_vggish(spec: WeightsSpec) -> VGGish:
     return model.eval()
 
 
-class VGGishEmbedder:
-    """examples (B, 1, 96, 64) float32 -> (B, 128) float32 embeddings, on one device.
+class VGGishFamily(SoundWindows):
+    """(B, 96, 64) float32 log-mel examples -> (B, 128) float32 embeddings, on the CPU."""
 
-    The callable that logmel.audio_features_at takes as `embed`.
-    """
+    family = "vggish"
 
-    def __init__(self, spec: WeightsSpec, device: str | torch.device = "cpu"):
-        self.device = torch.device(device)
-        self.identity = spec.identity
-        self.model = build_vggish(spec).to(self.device)
+    def resolve_weights(self, download_timeout: float = 20.0, fallback_to_random: bool = False) -> WeightsSpec:
+        return resolve_audio_weights(self.cfg.audio_weights, self.cfg.seed, fallback_to_random, download_timeout)
 
-    @torch.inference_mode()
-    def __call__(self, examples: torch.Tensor) -> torch.Tensor:
-        if tuple(examples.shape[-2:]) != EXAMPLE_SHAPE:
-            raise ValueError(f"VGGish takes 96 x 64 log-mel examples (window_s=0.96), got {tuple(examples.shape)}")
-        return self.model(examples.to(self.device, torch.float32).reshape(-1, 1, *EXAMPLE_SHAPE))
+    def describe(self, weights: WeightsSpec | None, device: torch.device, precision: str) -> str:
+        return f"from the sound tracks (VGGish ({weights.identity}))"
+
+    def load(self, weights: WeightsSpec, device: torch.device, dtype: torch.dtype) -> Loaded:
+        return Loaded(build_vggish(weights).to(device), prepare)
+
+
+def prepare(examples: torch.Tensor) -> torch.Tensor:
+    """(B, 96, 64) log-mel examples -> (B, 1, 96, 64) float32, VGGish's input."""
+    if tuple(examples.shape[-2:]) != EXAMPLE_SHAPE:
+        raise ValueError(f"VGGish takes 96 x 64 log-mel examples (window_s=0.96), got {tuple(examples.shape)}")
+    return examples.to(torch.float32).reshape(-1, 1, *EXAMPLE_SHAPE)
