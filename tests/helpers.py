@@ -22,10 +22,11 @@ from types import SimpleNamespace
 import h5py
 import numpy as np
 import pytest
+import synth
 import torch
 import torchvision
 
-from pipeline import store, synth
+from pipeline import store
 from pipeline.config import ExtractConfig
 
 STR = h5py.string_dtype(encoding="utf-8")

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import synth
 
-from pipeline import files, store, synth
+from pipeline import files, store
 from pipeline.config import SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[1]

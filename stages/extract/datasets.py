@@ -18,7 +18,7 @@ from pipeline import console
 from pipeline.config import ExtractConfig
 from pipeline.errors import DatasetError
 from pipeline.files import digest
-from pipeline.synth import SAMPLE_VERSION, make_sample_dataset, sample_dataset_ready
+from stages.samples import SAMPLE_VERSION, make_sample_dataset, sample_dataset_ready
 
 VIDEO_EXTENSIONS = {
     ".avi",

@@ -18,9 +18,9 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import synth
 import torch
 
-from pipeline import synth
 from pipeline.errors import ConfigError, WeightsError
 from stages.extract import sound as audio_mod
 from stages.extract.extractors import vggish as vggish_mod

@@ -12,9 +12,9 @@ import time
 
 import numpy as np
 import pytest
+import synth
 from helpers import skip_where_ffmpeg_crashes_on
 
-from pipeline import synth
 from pipeline.config import DECODERS
 from stages.extract.decode import decode_video
 from stages.extract.decode_cli import build_decode_args, decode_video_cli, first_count, probe

@@ -20,10 +20,10 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import synth
 from helpers import skip_where_ffmpeg_crashes_on
 
 import stages.extract.decode_pyav as decode_pyav
-from pipeline import synth
 from stages.extract.decode_cli import decode_frames
 from stages.extract.decode_cli import decode_video_cli as decode_video
 from stages.extract.decode_pyav import DeadlineReader, PtsGuess, SourceTimeout, autorotate_filters, decode_video_pyav

@@ -12,11 +12,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import synth
 import torch
 import torchvision
 from helpers import stored
 
-from pipeline import files, store, synth
+from pipeline import files, store
 from pipeline.config import ExtractConfig
 from pipeline.files import file_sha256
 from stages.extract import config_from_manifest, extract_features

@@ -14,9 +14,10 @@ import time
 from pathlib import Path
 
 import numpy as np
+import synth
 from helpers import AUDIO_T, audio_cfg, shard_arrays, stored
 
-from pipeline import store, synth
+from pipeline import store
 from pipeline.config import ExtractConfig
 from stages.extract import extract_features
 from stages.extract.logmel import SILENCE_LOG_MEL

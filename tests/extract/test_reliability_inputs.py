@@ -23,11 +23,12 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import synth
 from reliability_harness import REPO, run_cli_as_nobody
 
 import stages.extract.decode_cli
 import stages.extract.runner
-from pipeline import store, synth
+from pipeline import store
 from pipeline.config import DECODERS, ExtractConfig
 from stages.extract import extract_features
 from stages.extract.decode import decode_video

@@ -1,24 +1,23 @@
-"""Clips made to be awkward: the bad-input corpus, unreadable and missing files, bench clips.
+"""Clips made to be awkward: the bad-input corpus, unreadable and missing files.
 
 The corpus holds files that must fail with a specific reason (empty, truncated, text,
 audio only, a FIFO that hangs any reader) and files that must succeed however odd (1
 frame, shorter than T, 4K, portrait, odd sizes, variable frame rate, an MP4 named .avi,
-hostile names). The bench clips are UCF101-like mpeg4 AVIs for `make bench`.
+hostile names).
 """
 
 from __future__ import annotations
 
 import os
-import random
 import shutil
 import subprocess
 from pathlib import Path
 
 import ffmpeg  # ffmpeg-python: builds the argument lists
 
-from ..files import atomic_write_bytes
-from .clips import has_encoder, lavfi, make_clips, output, require_ffmpeg, run_ffmpeg
-from .layouts import make_ucf101_tree, ucf101_name
+from pipeline.files import atomic_write_bytes
+from stages.samples.clips import has_encoder, lavfi, make_clips, output, require_ffmpeg, run_ffmpeg
+from stages.samples.ucf101 import make_ucf101_tree, ucf101_name
 
 # ---------------------------------------------------------------- bad input (issue 5)
 MUST_FAIL, MUST_SUCCEED = "must fail", "must succeed"
@@ -234,50 +233,3 @@ def make_unreadable_tree(root: Path) -> Path:
     ok.chmod(0o644)
     locked.chmod(0o000)
     return locked
-
-
-# ---------------------------------------------------------------- benchmark clips
-# Not life, automaton or static: pixel-level randomness needs 2-3x UCF101's bitrate, so
-# those clips would cost more to decode than real ones do.
-BENCH_SCENES = ("testcard", "fractal", "plasma", "rings", "checker", "sunset", "stripes", "box", "bars")
-
-
-def make_bench_clips(
-    dir: Path,
-    count: int,
-    seconds: float = 7.0,
-    *,
-    size: tuple[int, int] = (320, 240),
-    fps: float = 25,
-    bitrate: str = "540k",
-    workers: int | None = None,
-) -> list[Path]:
-    """UCF101-like clips for the benchmark: dir/bench_NNNN.avi, mpeg4 in AVI at `bitrate` bits/s.
-
-    Defaults match UCF101: 320x240 px, 25 fps, 7 s (175 frames), ~540 kbit/s (UCF101's
-    6.5 GB over 13,320 clips of 7.2 s; mpeg4's rate control lands near 600 kbit/s, files of
-    about 0.5 MB). Each clip is 3 textured, moving scenes of random length under noise and
-    a moving square, so decoding costs about what a real clip costs. Existing clips are
-    reused; missing ones are made `workers` at a time (default: all cores), ~0.5 s of CPU
-    each. Returns the paths, sorted.
-    """
-    dir, total = Path(dir), round(seconds * fps)
-    if total < 3:
-        raise ValueError(f"seconds * fps must give at least 3 frames, got {seconds} s at {fps} fps")
-    jobs = []
-    for i in range(count):
-        rng = random.Random(f"bench:{i}")
-        cuts = sorted(rng.sample(range(1, total), 2))
-        jobs.append(
-            dict(
-                path=dir / f"bench_{i:04d}.avi",
-                scenes=rng.sample(BENCH_SCENES, 3),
-                fps=fps,
-                size=size,
-                scene_frames=[cuts[0], cuts[1] - cuts[0], total - cuts[1]],
-                seed=f"bench/{i}",
-                bitrate=bitrate,
-            )
-        )
-    make_clips(jobs, workers)
-    return [j["path"] for j in jobs]

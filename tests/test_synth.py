@@ -13,9 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import synth
 from helpers import require_ffprobe
 
-from pipeline import synth
 from stages.extract.datasets import load_csv, load_folder, load_hmdb51, load_ucf101
 
 UCF_NAME = re.compile(r"^([A-Za-z0-9]+)/v_\1_g(\d\d)_c(\d\d)\.avi$")

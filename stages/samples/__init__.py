@@ -1,0 +1,33 @@
+"""Generated videos the product ships: the embedded sample dataset (`make features` with no
+DATASET, `make demo`) and the benchmark's clips (`make bench`), all made with ffmpeg.
+
+    clips.py        scenes, one ffmpeg call per clip, atomic writes      make_clip, make_clips
+    ucf101.py       the UCF101 layout, and the sample dataset in it      make_ucf101_tree, make_sample_dataset
+    sound_clips.py  clips with a sound track (tones over scenes)         make_sound_clip
+    bench_clips.py  UCF101-like clips for the benchmark, with or without sound
+
+It imports only the shared core (pipeline): stage one uses the sample, the bench its clips.
+The generators that only tests need (bad inputs, other layouts, the audio-visual set) are
+under tests/synth/.
+"""
+
+from .bench_clips import make_bench_clips, make_sound_bench_clips
+from .clips import SCENES, Clip, make_clip, make_clips
+from .sound_clips import SoundClip, make_sound_clip
+from .ucf101 import SAMPLE_CLASSES, SAMPLE_VERSION, make_sample_dataset, make_ucf101_tree, sample_dataset_ready
+
+__all__ = [
+    "SAMPLE_CLASSES",
+    "SAMPLE_VERSION",
+    "SCENES",
+    "Clip",
+    "SoundClip",
+    "make_bench_clips",
+    "make_clip",
+    "make_clips",
+    "make_sample_dataset",
+    "make_sound_bench_clips",
+    "make_sound_clip",
+    "make_ucf101_tree",
+    "sample_dataset_ready",
+]
