@@ -212,7 +212,7 @@ DROP_PRIVILEGES = """
 import os, sys
 sys.path.insert(0, {repo!r})
 import concurrent.futures, json, logging, queue, h5py, numpy, torch, torchvision, tqdm
-import pipeline.cli, pipeline.store, stages.extract.stage
+import pipeline.cli, pipeline.store, stages.extract.entry_points
 import av.subtitles.stream  # PyAV imports it on opening the first file, when the venv may be unreadable
 os.setgroups([])
 os.setgid({uid})

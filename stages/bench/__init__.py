@@ -26,6 +26,6 @@ Compare figures of one run with each other: a shared machine is noisy.
 from .config import BenchConfig
 from .decoders import TIMED_DECODERS
 from .run import run_bench
-from .training import profile_steps, time_training, write_synthetic_set
+from .training import time_training, write_synthetic_set
 
-__all__ = ["TIMED_DECODERS", "BenchConfig", "profile_steps", "run_bench", "time_training", "write_synthetic_set"]
+__all__ = ["TIMED_DECODERS", "BenchConfig", "run_bench", "time_training", "write_synthetic_set"]

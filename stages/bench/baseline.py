@@ -13,10 +13,9 @@ from pipeline.config import (
     IMAGENET_MEAN,
     IMAGENET_STD,
 )
-from pipeline.ffmpeg import ffmpeg_binary
+from pipeline.ffmpeg_tools import ffmpeg_binary
 
-from ..extract.decode_cli import probe
-from ..extract.video import read_avi_header
+from ..extract import video_info
 from .config import BenchConfig
 
 CLIP_SIZE = (320, 240)  # UCF101's frame size, px
@@ -53,7 +52,7 @@ def read_all_frames(path: Path, reader: str):
                 yield cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
         finally:
             cap.release()
-    info = read_avi_header(path) or probe(path)
+    info = video_info(path)
     args = [ffmpeg_binary(), "-nostdin", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:

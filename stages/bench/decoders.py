@@ -15,7 +15,7 @@ from pipeline.config import (
     DECODERS,
 )
 
-from ..extract.decode import decode_video, decoder_processes
+from ..extract import decode_video, decoder_processes
 from .config import BenchConfig
 
 # Videos each decoder decodes per round, at least (the clips, as many times over as needed):

@@ -11,17 +11,15 @@ from pipeline.config import (
     ExtractConfig,
 )
 
-from ..extract.extractors.resnet50 import ResNet50
-from ..extract.model_thread import ModelThread
-from ..extract.weights import WeightsSpec
+from ..extract import Extractor, ModelThread, WeightsSpec, family_for
 from .config import BenchConfig
 
 RANDOM_WEIGHTS = WeightsSpec("random", "random:seed0", None, 0)
 
 
-def resnet50_at(size: int) -> ResNet50:
+def resnet50_at(size: int) -> Extractor:
     """The ResNet-50 family on size x size crops (what stage one runs with SIZE=size)."""
-    return ResNet50(ExtractConfig(image_size=size))
+    return family_for(ExtractConfig(image_size=size))
 
 
 def time_backbone(extractor: ModelThread, x: torch.Tensor, seconds: float) -> float:

@@ -12,10 +12,9 @@ import torch
 from pipeline.config import (
     config_json,
 )
-from pipeline.ffmpeg import find_binary
+from pipeline.ffmpeg_tools import find_binary
 
-from ..extract.decode import decoder_versions, ffmpeg_version
-from ..extract.decode_cli import decode_threads
+from ..extract import decode_threads, decoder_versions, ffmpeg_version
 from .baseline import CLIP_SIZE
 from .config import BenchConfig
 from .model import RANDOM_WEIGHTS

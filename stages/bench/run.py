@@ -11,7 +11,7 @@ from pipeline.devices import inference_precision, resolve_device
 from pipeline.errors import BenchError
 from pipeline.files import atomic_write_bytes
 
-from ..extract.extractors.resnet50 import build_resnet50
+from ..extract import build_resnet50
 from ..samples import make_bench_clips
 from .baseline import measure_baseline
 from .config import BenchConfig

@@ -21,11 +21,11 @@ from pathlib import Path
 import numpy as np
 
 from .decode import decode_video, decoder_processes
+from .decode_common import Decoded
 from .decode_procs import DecoderProcesses
+from .decode_sound import decode_audio
 from .extractors import FRAMES, Extractor
 from .logmel import log_mel_examples
-from .sound import decode_audio
-from .video import Decoded
 
 # The picture decode that only gives the frame times: its smallest crop (pixels are dropped).
 TIMES_SIZE, TIMES_RESIZE = 32, 37

@@ -97,7 +97,7 @@ def extract_on_devices(plan: ExtractionPlan, summary: Summary) -> None:
     devices = plan.cfg.devices
     per = max(1, (plan.cfg.workers or os.cpu_count() or 1) // len(devices))
     shares = [plan.with_config(devices=(d,), device=d, workers=per) for d in devices]
-    console.say(f"one model process per device: {', '.join(devices)} ({per} decoders each, {plan.precision})")
+    console.say(f"one backbone process per device: {', '.join(devices)} ({per} decoders each, {plan.precision})")
     with follow_manifest(plan):
         results = Parallel(n_jobs=len(devices), backend="loky")(delayed(device_worker)(share) for share in shares)
     for r in results:

@@ -38,10 +38,10 @@ from pipeline import console, store
 
 from .batching import Batcher, FrameSlots
 from .datasets import VideoRecord
+from .decode_common import Decoded
 from .inputs import decode_items, input_processes
 from .model_thread import ModelThread
 from .plan import ExtractionPlan, committed_indices
-from .video import Decoded
 
 
 @dataclass

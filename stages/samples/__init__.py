@@ -12,22 +12,12 @@ under tests/synth/.
 """
 
 from .bench_clips import make_bench_clips, make_sound_bench_clips
-from .clips import SCENES, Clip, make_clip, make_clips
-from .sound_clips import SoundClip, make_sound_clip
-from .ucf101 import SAMPLE_CLASSES, SAMPLE_VERSION, make_sample_dataset, make_ucf101_tree, sample_dataset_ready
+from .ucf101 import SAMPLE_VERSION, make_sample_dataset, sample_dataset_ready
 
 __all__ = [
-    "SAMPLE_CLASSES",
     "SAMPLE_VERSION",
-    "SCENES",
-    "Clip",
-    "SoundClip",
     "make_bench_clips",
-    "make_clip",
-    "make_clips",
     "make_sample_dataset",
     "make_sound_bench_clips",
-    "make_sound_clip",
-    "make_ucf101_tree",
     "sample_dataset_ready",
 ]

@@ -9,11 +9,23 @@ loop.py      optimiser, schedule, one step, one epoch, early stopping
 evaluate.py  predictions, metrics, reports; re-evaluating a run
 runs.py      a run directory's files; loading a trained model back
 compare.py   every head on the same split, one table
+profile.py   where one training step goes (the bench's and the GPU check's profile)
 """
 
 from .compare import compare
 from .evaluate import evaluate_run, headline
+from .profile import profile_steps
 from .runs import load_run, run_dirs
 from .trainer import TrainResult, load_data, train
 
-__all__ = ["TrainResult", "compare", "evaluate_run", "headline", "load_data", "load_run", "run_dirs", "train"]
+__all__ = [
+    "TrainResult",
+    "compare",
+    "evaluate_run",
+    "headline",
+    "load_data",
+    "load_run",
+    "profile_steps",
+    "run_dirs",
+    "train",
+]

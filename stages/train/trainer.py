@@ -22,7 +22,7 @@ from pipeline.files import atomic_write_json
 from . import evaluate
 from .fusion import ENCODER_HEADS, effective_fusion
 from .loop import auto_batch, cpu_threads, fit, seed_everything
-from .models import WORKSPACE, count_parameters
+from .models import LSTM_BUFFERS, count_parameters
 from .runs import CHECKPOINT, CONFIG, CURVES, METRICS, default_out
 from .sources import MemorySource, StreamSource, choose_load, memory_chunks
 from .spec import build_from_spec, model_spec
@@ -207,7 +207,7 @@ def train_split(cfg: TrainConfig, data: LoadedFeatures, name: str, run_dir: Path
         return fit_and_report(cfg, data, name, run_dir, device, model, parts, batch, params, autocast_dtype)
     finally:
         torch.set_num_threads(threads)
-        WORKSPACE.clear()
+        LSTM_BUFFERS.clear()
 
 
 def modality_note(cfg: TrainConfig, view: FeatureSetView) -> str:

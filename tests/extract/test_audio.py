@@ -1,4 +1,4 @@
-"""The sound track as a modality: decoding (stages/extract/sound.py), the log-mel front end and its
+"""The sound track as a modality: decoding (stages/extract/decode_sound.py), the log-mel front end and its
 time alignment (stages/extract/logmel.py), VGGish and its weights policy
 (stages/extract/extractors/vggish.py), and the generated clips with sound.
 
@@ -22,7 +22,8 @@ import synth
 import torch
 
 from pipeline.errors import ConfigError, WeightsError
-from stages.extract import sound as audio_mod
+from stages.extract import decode_sound as audio_mod
+from stages.extract.decode_sound import SAMPLE_RATE, decode_audio
 from stages.extract.extractors import vggish as vggish_mod
 from stages.extract.extractors.vggish import VGGish, build_vggish, prepare, resolve_audio_weights, vggish_cache_path
 from stages.extract.logmel import (
@@ -38,7 +39,6 @@ from stages.extract.logmel import (
     segments_at,
     summarize,
 )
-from stages.extract.sound import SAMPLE_RATE, decode_audio
 
 SILENCE_SUMMARY = np.array([SILENCE_LOG_MEL] * MEL_BANDS + [0.0] * MEL_BANDS, np.float32)
 # torchvggish's VGG state dict, key for key (github.com/harritaylor/torchvggish, torchvggish/vggish.py):

@@ -35,9 +35,9 @@ import av
 import ffmpeg  # ffmpeg-python: builds the argument lists
 import numpy as np
 
-from pipeline.ffmpeg import ffmpeg_binary, find_binary
+from pipeline.ffmpeg_tools import ffmpeg_binary, find_binary
 
-from .video import (
+from .decode_common import (
     Decoded,
     DecodeError,
     VideoInfo,

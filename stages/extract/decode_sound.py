@@ -13,7 +13,7 @@ stages/decode.py: `.error` says why, prefixed "audio: ", in words a user can act
 - Not a regular file (a FIFO, a socket, a device): an error at once, nothing opened,
   because a read of such a file can block forever.
 - A read or a decode that runs past `timeout`: an error at the timeout. Every read goes
-  through video.DeadlineReader (the file opened by us, non-blocking, handed to av.open), and
+  through decode_common.DeadlineReader (the file opened by us, non-blocking, handed to av.open), and
   the decode loop checks the same deadline per packet; the whole decode runs on a
   thread of its own, so even a read the kernel never returns (a dead network mount)
   costs the caller no more than the timeout.
@@ -36,8 +36,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from . import video
-from .video import DeadlineReader, DecodeError, SourceTimeout
+from . import decode_common
+from .decode_common import DeadlineReader, DecodeError, SourceTimeout
 
 SAMPLE_RATE = 16000  # Hz: VGGish's rate, and plenty for 64 mel bands up to 7.5 kHz
 # A few lost frames are a glitch the ffmpeg command line would also skip; more than this
@@ -76,9 +76,9 @@ class AudioDecodeError(Exception):
 
 
 def preflight(path: Path) -> None:
-    """The pictures' checks (video.preflight): missing, empty, unreadable, not a regular file."""
+    """The pictures' checks (decode_common.preflight): missing, empty, unreadable, not a regular file."""
     try:
-        video.preflight(path)
+        decode_common.preflight(path)
     except DecodeError as e:
         raise AudioDecodeError(str(e)) from None
 

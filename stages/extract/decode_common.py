@@ -7,7 +7,7 @@ header, and which frames to keep.
     sample_indices(info, T)  the frame indices to keep: T segment centres, or FPS= sampling
     frame_buffer(out, n, S)  the caller's (pinned) buffer, checked, or a new one
 
-Both decoders (decode_cli.py: an ffmpeg process per video; decode_pyav.py: in-process with
+Both decoders (decode_ffmpeg_cli.py: an ffmpeg process per video; decode_pyav.py: in-process with
 PyAV) return a `Decoded` and report a bad video with a `DecodeError` whose text is the
 reason recorded in failures.jsonl.
 """
