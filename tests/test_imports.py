@@ -106,7 +106,9 @@ def test_no_import_cycles():
     assert not cycles, "\n".join(cycles)
 
 
-@pytest.mark.parametrize("name", ["stages.extract.entry_points", "stages.train", "stages.extract.runner", "pipeline.store"])
+@pytest.mark.parametrize(
+    "name", ["stages.extract.entry_points", "stages.train", "stages.extract.runner", "pipeline.store"]
+)
 def test_the_scan_sees_real_imports(name):
     """Guard against a scan that finds nothing and so passes for the wrong reason."""
     assert graph()[name], f"no project import found in {name}"
