@@ -97,7 +97,7 @@ def extract_options(fn):
             show_default=True,
             help="imagenet | random | /path/to/resnet50.pth (WEIGHTS=).",
         ),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of --weights random."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of --weights random (SEED=)."),
         click.option(
             "--precision",
             type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
@@ -129,7 +129,9 @@ def extract_options(fn):
             help="torch.compile the backbone; pays off only on large sets (COMPILE=1).",
         ),
         click.option("--scheduler", help="Run on Dask: local:N or tcp://host:8786 (SCHEDULER=)."),
-        click.option("--name", help="Dataset name in the store (default: derived from --dataset/--data-dir)."),
+        click.option(
+            "--name", help="Dataset name in the store (default: derived from --dataset/--data-dir) (NAME=)."
+        ),
         click.option(
             "--modality",
             type=click.Choice(MODALITIES),
@@ -314,8 +316,14 @@ def train_options(fn):
             "--dataset",
             default=d("dataset"),
             show_default=True,
-            help="Dataset name in the store: FEATURES_ROOT/<dataset>/ (DATASET=).",
+            help="DATASET= as given to `features` (or a dataset name in the store) (DATASET=).",
         ),
+        click.option(
+            "--data-dir",
+            type=click.Path(path_type=Path),
+            help="folder / csv: DATA_DIR= as given to `features`, which names the set in the store (DATA_DIR=).",
+        ),
+        click.option("--name", help="NAME= as given to `features`: the dataset's name in the store (NAME=)."),
         click.option(
             "--features", help="Feature-set id(s) or path(s), comma-separated; default: the dataset's set (FEATURES=)."
         ),
@@ -350,7 +358,8 @@ def train_options(fn):
             type=float,
             default=d("modality_dropout"),
             show_default=True,
-            help="Several modalities, in training: chance that a video loses one of its modalities (never all).",
+            help="Several modalities, in training: chance that a video loses one of its modalities (never all) "
+            "(MODALITY_DROPOUT=).",
         ),
         click.option(
             "--split",
@@ -449,14 +458,14 @@ def train_options(fn):
             type=float,
             default=d("val_fraction"),
             show_default=True,
-            help="Validation share of the training split, carved by group.",
+            help="Validation share of the training split, carved by group (VAL_FRACTION=).",
         ),
         click.option(
             "--test-fraction",
             type=float,
             default=d("test_fraction"),
             show_default=True,
-            help="Test share carved by group when the dataset has no test split.",
+            help="Test share carved by group when the dataset has no test split (TEST_FRACTION=).",
         ),
         click.option(
             "--patience",
@@ -480,7 +489,7 @@ def train_options(fn):
             help="Whole in memory (on the GPU if any) or shard by shard; auto: memory when it fits.",
         ),
         click.option(
-            "--progress/--no-progress", default=d("progress"), show_default=True, help="A progress bar per epoch."
+            "--progress/--no-progress", default=d("progress"), show_default=True, help="A progress bar per epoch (NO_PROGRESS=1)."
         ),
     ]
     for option in reversed(options):
@@ -526,8 +535,8 @@ def compare_command(**kw) -> None:
 @click.option(
     "--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory `train` printed (RUN=)."
 )
-@click.option("--top", type=int, default=5, show_default=True, help="How many classes to print.")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--top", type=int, default=5, show_default=True, help="How many classes to print (TOP=).")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (DEVICE=).")
 @missing_files_as_messages
 def predict_command(video: Path, run_dir: Path, top: int, device: str) -> None:
     """Stage one on one video file with the run's extraction settings, then the top classes."""

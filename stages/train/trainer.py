@@ -53,11 +53,11 @@ class LoadedFeatures:
 def feature_dirs(cfg: TrainConfig) -> list[Path]:
     """FEATURES= as given, else the default set for DATASET= of each of MODALITIES= (rgb alone by default)."""
     if cfg.features:
-        return store.resolve_feature_sets(cfg.dataset, cfg.features, cfg.features_root)
+        return store.resolve_feature_sets(cfg.store_dataset, cfg.features, cfg.features_root)
     return [
         d
         for m in cfg.modalities or ("rgb",)
-        for d in store.resolve_feature_sets(cfg.dataset, None, cfg.features_root, m)
+        for d in store.resolve_feature_sets(cfg.store_dataset, None, cfg.features_root, m, cfg.dataset_words)
     ]
 
 
@@ -287,12 +287,13 @@ def train(cfg: TrainConfig, data: LoadedFeatures | None = None) -> TrainResult:
     if data is None:
         data = load_data(cfg, device, training_precision(cfg.precision, device)[1])
         console.say(
-            f"stage two: {cfg.model} on split {cfg.split} of {', '.join(data.view.ids)}: "
+            f"stage two: {cfg.model} on split{'s' if len(data.splits) > 1 else ''} {', '.join(data.splits)} of "
+            f"{', '.join(data.view.ids)}: "
             f"{len(data.index.video_ids)} videos in {len(data.index.shards)} shard(s), features {data.mode} "
             f"({data.read_seconds:.1f} s to read); the full config goes to the run's {CONFIG}"
         )
-    out = Path(cfg.out) if cfg.out else default_out(cfg.model, cfg.split)
     names = list(data.splits)
+    out = Path(cfg.out) if cfg.out else default_out(cfg.model, names[0] if len(names) == 1 else cfg.split)
     runs = [train_split(cfg, data, n, out if len(names) == 1 else out / f"split{n}", device) for n in names]
     result = TrainResult(out, runs)
     for r in runs:
