@@ -129,9 +129,7 @@ def extract_options(fn):
             help="torch.compile the backbone; pays off only on large sets (COMPILE=1).",
         ),
         click.option("--scheduler", help="Run on Dask: local:N or tcp://host:8786 (SCHEDULER=)."),
-        click.option(
-            "--name", help="Dataset name in the store (default: derived from --dataset/--data-dir) (NAME=)."
-        ),
+        click.option("--name", help="Dataset name in the store (default: derived from --dataset/--data-dir) (NAME=)."),
         click.option(
             "--modality",
             type=click.Choice(MODALITIES),
@@ -489,7 +487,10 @@ def train_options(fn):
             help="Whole in memory (on the GPU if any) or shard by shard; auto: memory when it fits.",
         ),
         click.option(
-            "--progress/--no-progress", default=d("progress"), show_default=True, help="A progress bar per epoch (NO_PROGRESS=1)."
+            "--progress/--no-progress",
+            default=d("progress"),
+            show_default=True,
+            help="A progress bar per epoch (NO_PROGRESS=1).",
         ),
     ]
     for option in reversed(options):

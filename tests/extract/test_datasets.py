@@ -172,7 +172,11 @@ def test_folder_and_csv_groups_ucf_style_names_and_a_group_column(tmp_path):
     for rel in ("walk/v_walk_g01_c01.avi", "walk/v_walk_g01_c02.avi", "walk/other.avi"):
         touch(tmp_path / "tree" / rel)
     groups = {r.video_id: r.group for r in load_folder(tmp_path / "tree", "folder-tree").records}
-    assert groups == {"walk/v_walk_g01_c01.avi": "walk/g01", "walk/v_walk_g01_c02.avi": "walk/g01", "walk/other.avi": "walk/other.avi"}
+    assert groups == {
+        "walk/v_walk_g01_c01.avi": "walk/g01",
+        "walk/v_walk_g01_c02.avi": "walk/g01",
+        "walk/other.avi": "walk/other.avi",
+    }
     for rel in ("a.avi", "b.avi", "c.avi"):
         touch(tmp_path / rel)
     (tmp_path / "l.csv").write_text("path,label,group\na.avi,x,film1\nb.avi,x,film1\nc.avi,y,\n")
@@ -198,7 +202,9 @@ def test_the_sample_is_never_generated_into_a_folder_holding_other_files(tmp_pat
     # DATSET=folder misspelled: DATASET= keeps its default, sample, with the user's DATA_DIR=
     args = ["features", "--data-dir", str(tmp_path / "clips"), "--features-root", str(tmp_path / "store")]
     result = CliRunner().invoke(cli, [*args, "--device", "cpu"])
-    assert result.exit_code == 2 and "DATASET=sample" in result.output and "DATASET=folder" in result.output, result.output
+    assert result.exit_code == 2 and "DATASET=sample" in result.output and "DATASET=folder" in result.output, (
+        result.output
+    )
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
     from pipeline.synth import holds_only_sample  # the guard lets a new or an empty folder through
 

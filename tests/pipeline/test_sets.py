@@ -151,7 +151,9 @@ def test_resolve_feature_sets(tmp_path, monkeypatch, capsys):
     assert store.resolve_feature_sets("ds", "set-", root) == [a]  # unique prefix
     with pytest.raises(store.ReaderError, match="no feature set matches 'nope'(.|\n)*set-a"):
         store.resolve_feature_sets("ds", "nope", root)
-    with pytest.raises(store.ReaderError, match="DATASET=.*'ucf101'.*`make features DATASET=ucf101`.*\n  `make train DATASET=ds`"):
+    with pytest.raises(
+        store.ReaderError, match="DATASET=.*'ucf101'.*`make features DATASET=ucf101`.*\n  `make train DATASET=ds`"
+    ):
         store.resolve_feature_sets("ucf101", None, root)
     b = random_set(root / "ds" / "set-b", complete=True)
     manifest = json.loads((b / "manifest.json").read_text())
