@@ -49,6 +49,34 @@ def user_facing(*also: type[BaseException]):
     return decorate
 
 
+def on_interrupt(message: str):
+    """A decorator: Ctrl-C prints what was kept and how to go on (instead of click's bare
+    `Aborted!`), and exits 130 as a shell does for SIGINT."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except KeyboardInterrupt:
+                console.say(f"\nInterrupted. {message}")
+                sys.exit(130)
+
+        return wrapper
+
+    return decorate
+
+
+# Stage one commits shard by shard and resumes from its manifest; stage two keeps no partial run.
+STAGE_ONE_INTERRUPTED = (
+    "Every shard committed so far is kept in the store; run the same command again to resume: "
+    "only the videos not yet stored are decoded."
+)
+STAGE_TWO_INTERRUPTED = (
+    "The unfinished run is lost (its directory is marked FAILED); run the command again to train from the start. "
+    "Feature sets are untouched."
+)
+
 user_errors_as_messages = user_facing()
 # evaluate / predict: a run directory or video that is not there is the user's to fix
 missing_files_as_messages = user_facing(FileNotFoundError)
@@ -197,6 +225,7 @@ def main(verbose: bool) -> None:
     "their shards are rewritten with the other videos copied (RETRY_FAILURES=1).",
 )
 @user_errors_as_messages
+@on_interrupt(STAGE_ONE_INTERRUPTED)
 def features(**kw) -> None:
     """Stage one: decode, embed with ResNet-50 and store (N, T, 2048) shards."""
     from stages.extract import extract_features
@@ -501,6 +530,7 @@ def train_options(fn):
 @main.command("train")
 @train_options
 @user_errors_as_messages
+@on_interrupt(STAGE_TWO_INTERRUPTED)
 def train_command(**kw) -> None:
     """Stage two: train a temporal head on a feature set; write metrics, plots and the checkpoint."""
     from stages.train import train
@@ -524,6 +554,7 @@ def evaluate_command(run_dir: Path, device: str) -> None:
 @main.command("compare")
 @train_options
 @user_errors_as_messages
+@on_interrupt(f"Heads trained so far keep their run directories. {STAGE_TWO_INTERRUPTED}")
 def compare_command(**kw) -> None:
     """Train every head on the same split and data; print and write the table."""
     from stages.train import compare
@@ -553,6 +584,7 @@ def predict_command(video: Path, run_dir: Path, top: int, device: str) -> None:
 @extract_options
 @click.option("--epochs", type=int, default=30, show_default=True, help="Stage two epochs (EPOCHS=).")
 @user_errors_as_messages
+@on_interrupt(f"Stage one: {STAGE_ONE_INTERRUPTED} Stage two: {STAGE_TWO_INTERRUPTED}")
 def demo(epochs: int, **kw) -> None:
     """The main job end to end on the embedded sample: stage one, stage two, a prediction."""
     from stages.demo import run_demo
@@ -603,12 +635,22 @@ def store_list(features_root: Path | None, as_json: bool) -> None:
 
 
 @store_group.command("info")
-@click.argument("ref")
+@click.argument("ref", required=False)
 @store_root_option
 @user_errors_as_messages
-def store_info(ref: str, features_root: Path | None) -> None:
-    """Full extraction config and split sizes of one feature set."""
-    console.result(store.describe(find_set(features_root, ref)))
+def store_info(ref: str | None, features_root: Path | None) -> None:
+    """Full extraction config and split sizes of one feature set (the only one if no REF)."""
+    root = store_root(features_root)
+    sets = [] if ref else list(store.feature_sets(root))
+    if not ref and not sets:
+        raise click.ClickException(f"no feature sets under {root}; `make features` makes one")
+    if not ref and len(sets) > 1:
+        table = format_table([store.row(r) for r in store.list_sets(root)])
+        raise click.UsageError(
+            f"{len(sets)} feature sets under {root}; pass one's id (ID= for `make store-info`), a unique "
+            f"prefix of it, or dataset/id:\n{table}"
+        )
+    console.result(store.describe(sets[0] if sets else find_set(features_root, ref)))
 
 
 @store_group.command("verify")
@@ -619,7 +661,7 @@ def store_info(ref: str, features_root: Path | None) -> None:
 )
 @user_errors_as_messages
 def store_verify(ref: str | None, features_root: Path | None, repair: bool) -> None:
-    """Recompute checksums; exit 1 if any shard is corrupt or missing (all sets if no REF)."""
+    """Recompute checksums; exit 1 if any shard is corrupt or missing and not repaired (all sets if no REF)."""
     sets = selected_sets(features_root, ref)
     if not sets:
         console.result(f"no feature sets under {store_root(features_root)}")
@@ -637,11 +679,16 @@ def store_verify(ref: str | None, features_root: Path | None, repair: bool) -> N
             console.result(
                 f"  repaired: dropped {len(problems)} shard(s); `make features` with the same settings recomputes just those"
             )
+            problems = {}  # repaired: the set is consistent again, only smaller until the rerun
         bad += bool(problems)
-    if bad and not repair:
+    if bad:
         console.result(
-            f"{bad} of {len(sets)} feature set(s) have problems: `store verify --repair` drops the bad shards "
-            f"so that a rerun recomputes only them"
+            f"{bad} of {len(sets)} feature set(s) have problems"
+            + (
+                ": an unreadable manifest cannot be repaired; remove the set's directory and extract it again"
+                if repair
+                else ": `store verify --repair` drops the bad shards so that a rerun recomputes only them"
+            )
         )
     sys.exit(1 if bad else 0)
 

@@ -380,9 +380,15 @@ def select_split(sets: list[FeatureSet], index: Index, name: str, seed: int = 0,
         train, test = carve_by_group(train, index, test_fraction, seed + 7919)
         carved = True
     if len(train) == 0 or len(test) == 0:
+        advice = (
+            f"; the test side is carved by group with --test-fraction (TEST_FRACTION=) {test_fraction:g} of each "
+            f"class: raise it, or add videos or groups"
+            if carved
+            else ""
+        )
         raise ReaderError(
             f"--split (SPLIT=): split {name!r} has {len(train)} training and {len(test)} test videos with "
-            f"stored features; both sides need at least one"
+            f"stored features; both sides need at least one{advice}"
         )
     return Split(name, train, test, carved, len(missing_train) + len(missing_test))
 

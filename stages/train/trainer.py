@@ -23,7 +23,7 @@ from . import evaluate
 from .fusion import ENCODER_HEADS, effective_fusion
 from .loop import auto_batch, cpu_threads, fit, seed_everything
 from .models import WORKSPACE, count_parameters
-from .runs import CHECKPOINT, CONFIG, CURVES, METRICS, default_out
+from .runs import CHECKPOINT, CONFIG, CURVES, FAILED, METRICS, default_out, mark_failed
 from .sources import MemorySource, StreamSource, choose_load, memory_chunks
 from .spec import build_from_spec, model_spec
 
@@ -161,10 +161,20 @@ class TrainResult:
 
 
 def train_split(cfg: TrainConfig, data: LoadedFeatures, name: str, run_dir: Path, device: torch.device) -> RunResult:
-    """Train and evaluate on one split; write the run directory."""
+    """Train and evaluate on one split; write the run directory, marked FAILED if it is not finished."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / FAILED).unlink(missing_ok=True)  # OUT= reused after a failure
+    try:
+        return build_and_fit(cfg, data, name, run_dir, device)
+    except BaseException as e:  # Ctrl-C too: a directory without its results must say it has none
+        console.say(f"run directory {run_dir} marked {FAILED}: {mark_failed(run_dir, e)}")
+        raise
+
+
+def build_and_fit(cfg: TrainConfig, data: LoadedFeatures, name: str, run_dir: Path, device: torch.device) -> RunResult:
+    """Carve the parts, build the model, record config.json, fit and report."""
     autocast_dtype, data_dtype = training_precision(cfg.precision, device)
     seed_everything(cfg.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
     parts = make_parts(data, data.splits[name], cfg, device, data_dtype)
     spec = model_spec(cfg, data.view)
     model = build_from_spec(spec, parts.mean, parts.std).to(device)

@@ -100,7 +100,7 @@ def test_store_verify_catches_a_single_flipped_byte_and_repair_recomputes_only_t
     assert "shard-00000.h5" not in bad.stdout and "shard-00002.h5" not in bad.stdout
 
     fixed = CliRunner().invoke(cli, ["store", "verify", "--features-root", str(tmp_path), "--repair"])
-    assert "dropped 1 shard(s)" in fixed.output, fixed.output
+    assert fixed.exit_code == 0 and "dropped 1 shard(s)" in fixed.output, fixed.output
     summary = extract_features(tiny_cfg(tree, tmp_path), quiet=True)
     assert summary.computed == SHARD_SIZE  # only the dropped shard
     ids, feats = read_set(set_dir)
