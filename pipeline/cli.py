@@ -671,7 +671,9 @@ def store_verify(ref: str | None, features_root: Path | None, repair: bool) -> N
             problems, n = store.bad_shards(d), len(store.load_manifest(d)["shards"])
         except store.StoreError as e:
             problems, n = {"manifest": str(e)}, 0
-        console.result(f"{d.parent.name}/{d.name}: {'OK' if not problems else 'CORRUPT'} ({n} shards checked)")
+        console.result(
+            f"{d.parent.name}/{d.name}: {'OK' if not problems else 'CORRUPT'} ({console.plural(n, 'shard')} checked)"
+        )
         for file, problem in problems.items():
             console.result(f"  {file}: {problem}")
         if repair and problems and "manifest" not in problems:
