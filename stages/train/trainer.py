@@ -238,6 +238,10 @@ def modality_note(cfg: TrainConfig, view: FeatureSetView) -> str:
     )
 
 
+# The words of --precision (PRECISION=), for the run's summary line: autocast dtype -> name.
+PRECISION_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
 def fit_and_report(
     cfg: TrainConfig,
     data: LoadedFeatures,
@@ -260,7 +264,7 @@ def fit_and_report(
     console.say(
         f"{label}: {parts.sizes['train']} train / {parts.sizes['val']} validation (by group) / {parts.sizes['test']} test "
         f"videos{' (test carved by group: the dataset has no test split)' if parts.sizes['carved_test'] else ''}, "
-        f"{params:,} parameters, batch {batch}, {device} {str(autocast_dtype or 'fp32').replace('torch.', '')}, "
+        f"{params:,} parameters, batch {batch}, {device} {PRECISION_NAMES.get(autocast_dtype, 'fp32')}, "
         f"data {data.mode}{modality_note(cfg, data.view)}"
     )
     result = fit(model, parts.train, parts.val, cfg, batch, device, autocast_dtype, label)

@@ -8,6 +8,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline.cli import main as cli
+from pipeline.devices import cpu_has_native_bf16
 from stages.train import trainer
 
 QUICK = ["--model", "mean", "--epochs", "1", "--no-progress", "--device", "cpu"]
@@ -35,6 +36,10 @@ def test_train_finds_the_folder_set_by_the_words_that_made_it(store_root, folder
     assert "split all" not in ran.output and "split csv" not in ran.output
     (run_dir,) = (tmp_path / "runs").iterdir()
     assert run_dir.name.endswith("-mean-split1") and (run_dir / "checkpoint.pt").is_file()
+    auto = "bf16" if cpu_has_native_bf16() else "fp32"
+    assert f"parameters, batch 8, cpu {auto}, data memory" in ran.output, ran.output
+    ran = train(store_root, "--dataset", "folder", "--data-dir", str(folder_tree), "--precision", "bf16")
+    assert ran.exit_code == 0 and "cpu bf16, data memory" in ran.output, ran.output  # --precision's words
 
 
 def test_a_miss_names_what_to_type(store_root, folder_tree):
