@@ -73,7 +73,7 @@ STAGE_ONE_INTERRUPTED = (
     "only the videos not yet stored are decoded."
 )
 STAGE_TWO_INTERRUPTED = (
-    "The unfinished run is lost (its directory is marked FAILED); run the command again to train from the start. "
+    "The unfinished run is lost (its directory, if made, is marked FAILED); run the command again to train from the start. "
     "Feature sets are untouched."
 )
 
