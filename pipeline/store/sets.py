@@ -129,17 +129,18 @@ def resolve_feature_sets(
 def no_set_message(dataset: str, root: Path, modality: str | None, held: list[str], words: str) -> str:
     """Why DATASET= (and MODALITIES=) found no set, and what to type; held: the modalities the dataset's
     sets hold; words: the Make variables the user gave that name the dataset."""
+    where = "" if Path(root) == store_root(None) else f" FEATURES_ROOT={root}"  # the root the user named
     if not held:
         made = {d.parent.name: d for d in feature_sets(root)}
-        there = "".join(f"\n  `make train {made_with(d)}`  ({name}/)" for name, d in sorted(made.items()))
+        there = "".join(f"\n  `make train {made_with(d)}{where}`  ({name}/)" for name, d in sorted(made.items()))
         return (
             f"--dataset (DATASET=): no feature set for {dataset!r} under {root}; "
-            f"run `make features {words}` first, or pass FEATURES=<id or path>. "
+            f"run `make features {words}{where}` first, or pass FEATURES=<id or path>. "
             + (f"The sets there are trained with:{there}" if there else "The store holds no feature set yet.")
         )
     return (
         f"--modalities (MODALITIES=): no {modality} feature set for {dataset!r} under {root} (its sets hold "
-        f"{', '.join(held)}); run `make features {words} MODALITY={modality}` first, or pass "
+        f"{', '.join(held)}); run `make features {words} MODALITY={modality}{where}` first, or pass "
         f"FEATURES=<id or path>"
     )
 

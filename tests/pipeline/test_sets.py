@@ -152,7 +152,8 @@ def test_resolve_feature_sets(tmp_path, monkeypatch, capsys):
     with pytest.raises(store.ReaderError, match="no feature set matches 'nope'(.|\n)*set-a"):
         store.resolve_feature_sets("ds", "nope", root)
     with pytest.raises(
-        store.ReaderError, match="DATASET=.*'ucf101'.*`make features DATASET=ucf101`.*\n  `make train DATASET=ds`"
+        store.ReaderError,
+        match="DATASET=.*'ucf101'.*`make features DATASET=ucf101 FEATURES_ROOT=\\S+`.*\n  `make train DATASET=ds FEATURES_ROOT=\\S+`",
     ):
         store.resolve_feature_sets("ucf101", None, root)
     b = random_set(root / "ds" / "set-b", complete=True)

@@ -45,10 +45,11 @@ def test_train_finds_the_folder_set_by_the_words_that_made_it(store_root, folder
 def test_a_miss_names_what_to_type(store_root, folder_tree):
     missed = train(store_root, "--dataset", "folder")
     assert missed.exit_code == 1, missed.output
-    assert f"`make train DATASET=folder DATA_DIR={folder_tree}`" in missed.output, missed.output
-    assert "`make features DATASET=folder` first" in missed.output
+    root = f"FEATURES_ROOT={store_root}"
+    assert f"`make train DATASET=folder DATA_DIR={folder_tree} {root}`" in missed.output, missed.output
+    assert f"`make features DATASET=folder {root}` first" in missed.output
     missed = train(store_root, "--dataset", "folder", "--data-dir", "/elsewhere/clips")
-    assert "`make features DATASET=folder DATA_DIR=/elsewhere/clips` first" in missed.output, missed.output
+    assert f"`make features DATASET=folder DATA_DIR=/elsewhere/clips {root}` first" in missed.output, missed.output
 
 
 @pytest.mark.parametrize("split", ["4", "csv"])
