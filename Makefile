@@ -19,12 +19,15 @@ EXTRACT_OPTS = $(call opt,DATASET,dataset) $(call opt,DATA_DIR,data-dir) \
   $(call opt,WORKERS,workers) $(call opt,GPU_BATCH,gpu-batch) $(call opt,DEVICE,device) \
   $(call opt,DEVICES,devices) $(call opt,SCHEDULER,scheduler) $(call opt,SHARD_SIZE,shard-size) \
   $(call opt,TIMEOUT,timeout) $(call opt,DECODER,decoder) $(call flag,COMPILE,compile) $(call opt,MODALITY,modality) \
-  $(call opt,AUDIO_FEATURES,audio-features) $(call opt,AUDIO_WEIGHTS,audio-weights) $(call opt,AUDIO_WINDOW,audio-window)
-TRAIN_OPTS = $(call opt,DATASET,dataset) $(call opt,FEATURES_ROOT,features-root) \
+  $(call opt,AUDIO_FEATURES,audio-features) $(call opt,AUDIO_WEIGHTS,audio-weights) $(call opt,AUDIO_WINDOW,audio-window) \
+  $(call opt,NAME,name) $(call opt,SEED,seed)
+# DATASET= and DATA_DIR= name a folder or csv set the same way for `features` and `train`.
+TRAIN_OPTS = $(call opt,DATASET,dataset) $(call opt,DATA_DIR,data-dir) $(call opt,NAME,name) $(call opt,FEATURES_ROOT,features-root) \
   $(call opt,FEATURES,features) $(call opt,MODALITIES,modalities) $(call opt,MODEL,model) \
   $(call opt,FUSION,fusion) $(call opt,SPLIT,split) \
   $(call opt,EPOCHS,epochs) $(call opt,LR,lr) $(call opt,BATCH,batch) $(call opt,SEED,seed) \
-  $(call opt,OUT,out) $(call opt,DEVICE,device)
+  $(call opt,OUT,out) $(call opt,DEVICE,device) $(call opt,VAL_FRACTION,val-fraction) \
+  $(call opt,TEST_FRACTION,test-fraction) $(call opt,MODALITY_DROPOUT,modality-dropout) $(call flag,NO_PROGRESS,no-progress)
 
 .PHONY: setup features train evaluate compare predict demo test test-all test-gpu gpu-check gpu-wheels bench store-list store-info store-verify store-gc clean-venv
 
@@ -55,7 +58,7 @@ compare: setup
 	$(CLI) compare $(TRAIN_OPTS)
 
 predict: setup
-	$(CLI) predict "$(VIDEO)" $(call opt,RUN,run)
+	$(CLI) predict "$(VIDEO)" $(call opt,RUN,run) $(call opt,TOP,top) $(call opt,DEVICE,device)
 
 # The main job end to end on the embedded sample: generate it, extract, train, evaluate.
 demo: setup
@@ -107,9 +110,10 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 store-list: setup
 	$(CLI) store list $(call opt,FEATURES_ROOT,features-root)
 
-# ID= a feature-set id (or a unique prefix, or dataset/id); store-verify/store-gc: all sets without it.
+# ID= a feature-set id (or a unique prefix, or dataset/id); store-verify/store-gc: all sets without it;
+# store-info without it: the only set, or the list.
 store-info: setup
-	$(CLI) store info "$(ID)" $(call opt,FEATURES_ROOT,features-root)
+	$(CLI) store info $(ID) $(call opt,FEATURES_ROOT,features-root)
 
 store-verify: setup
 	$(CLI) store verify $(ID) $(call opt,FEATURES_ROOT,features-root) $(call flag,REPAIR,repair)

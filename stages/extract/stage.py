@@ -16,7 +16,7 @@ import torch
 
 from pipeline import console, store
 from pipeline.config import AUDIO_DIM, FEATURE_DIM, ExtractConfig
-from pipeline.errors import StoreError
+from pipeline.errors import StoreError, VideoError
 
 from .audio import audio_of_video, extract_audio
 from .backbone import FeatureExtractor, resolve_weights
@@ -151,13 +151,13 @@ def extract_video(
     if cfg.modality == "audio":
         outcome = audio_of_video(Path(path), cfg, VGGishEmbedder(spec) if spec else None)
         if outcome.error:
-            raise ValueError(f"{path}: {outcome.error}")
+            raise VideoError(f"VIDEO: cannot read the sound of {path}: {outcome.error}")
         out = np.zeros((cfg.frames, AUDIO_DIM), np.float16)
         out[: len(outcome.features)] = outcome.features
         return out, len(outcome.features), outcome.has_audio
     dec = decode_video(Path(path), cfg.frames, cfg.image_size, cfg.resize_to, cfg.fps, cfg.timeout, decoder=cfg.decoder)
     if dec.error:
-        raise ValueError(f"{path}: {dec.error}")
+        raise VideoError(f"VIDEO: cannot decode {path}: {dec.error}")
     extractor = extractor or FeatureExtractor(spec, cfg.device, cfg.precision)
     out = np.zeros((cfg.frames, FEATURE_DIM), np.float16)
     out[: len(dec.frames)] = extractor.extract(torch.from_numpy(np.ascontiguousarray(dec.frames)))
