@@ -1,6 +1,7 @@
-# Thin wrappers over the `vidstore` CLI (pipeline/cli.py). Every variable is optional;
-# a variable that is set becomes the matching --option, so the CLI's defaults and
-# validation are the only ones.
+# The stage, store, demo, predict and bench targets are thin wrappers over the `vidstore` CLI
+# (pipeline/cli.py): every variable is optional, and one that is set becomes the matching
+# --option, so the CLI's defaults and validation are the only ones. setup, the test targets,
+# gpu-wheels, gpu-check and clean-venv run pip, pytest or stages.gpu_check instead.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -83,7 +84,7 @@ gpu-check:
 
 # Here, before a GPU session: PyAV, the static ffmpeg and the pure-Python packages that machine
 # lacks, as wheels for its Python (3.12), in .gpu-wheels/ (69 MB, over the 64 MiB a call may
-# carry), then unzipped and packed with xz as .whl/pylib.tar.xz (49 MB; both git-ignored).
+# carry), then unzipped and packed with xz as .whl/pylib.tar.xz (46.4 MiB = 48.7 MB; both git-ignored).
 GPU_WHEELS = av==18.1.0 imageio-ffmpeg==0.6.0 ffmpeg-python==0.2.0 future==1.0.0 dask==2026.8.0 \
   distributed==2026.8.0 partd==1.4.2 locket==1.0.0 tblib==3.2.2 zict==3.0.0 tornado==6.6.1 toolz==1.2.0 \
   cloudpickle==3.1.3
