@@ -1,6 +1,7 @@
-# Thin wrappers over the `vidstore` CLI (pipeline/cli.py). Every variable is optional;
-# a variable that is set becomes the matching --option, so the CLI's defaults and
-# validation are the only ones.
+# The stage, store, demo, predict and bench targets are thin wrappers over the `vidstore` CLI
+# (pipeline/cli.py): every variable is optional, and one that is set becomes the matching
+# --option, so the CLI's defaults and validation are the only ones. setup, the test targets,
+# gpu-wheels, gpu-check and clean-venv run pip, pytest or stages.gpu_check instead.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
@@ -19,12 +20,15 @@ EXTRACT_OPTS = $(call opt,DATASET,dataset) $(call opt,DATA_DIR,data-dir) \
   $(call opt,WORKERS,workers) $(call opt,GPU_BATCH,gpu-batch) $(call opt,DEVICE,device) \
   $(call opt,DEVICES,devices) $(call opt,SCHEDULER,scheduler) $(call opt,SHARD_SIZE,shard-size) \
   $(call opt,TIMEOUT,timeout) $(call opt,DECODER,decoder) $(call flag,COMPILE,compile) $(call opt,MODALITY,modality) \
-  $(call opt,AUDIO_FEATURES,audio-features) $(call opt,AUDIO_WEIGHTS,audio-weights) $(call opt,AUDIO_WINDOW,audio-window)
-TRAIN_OPTS = $(call opt,DATASET,dataset) $(call opt,FEATURES_ROOT,features-root) \
+  $(call opt,AUDIO_FEATURES,audio-features) $(call opt,AUDIO_WEIGHTS,audio-weights) $(call opt,AUDIO_WINDOW,audio-window) \
+  $(call opt,NAME,name) $(call opt,SEED,seed)
+# DATASET= and DATA_DIR= name a folder or csv set the same way for `features` and `train`.
+TRAIN_OPTS = $(call opt,DATASET,dataset) $(call opt,DATA_DIR,data-dir) $(call opt,NAME,name) $(call opt,FEATURES_ROOT,features-root) \
   $(call opt,FEATURES,features) $(call opt,MODALITIES,modalities) $(call opt,MODEL,model) \
   $(call opt,FUSION,fusion) $(call opt,SPLIT,split) \
   $(call opt,EPOCHS,epochs) $(call opt,LR,lr) $(call opt,BATCH,batch) $(call opt,SEED,seed) \
-  $(call opt,OUT,out) $(call opt,DEVICE,device)
+  $(call opt,OUT,out) $(call opt,DEVICE,device) $(call opt,VAL_FRACTION,val-fraction) \
+  $(call opt,TEST_FRACTION,test-fraction) $(call opt,MODALITY_DROPOUT,modality-dropout) $(call flag,NO_PROGRESS,no-progress)
 
 .PHONY: setup features train evaluate compare predict demo test test-all test-gpu gpu-check gpu-wheels bench store-list store-info store-verify store-gc clean-venv
 
@@ -55,7 +59,7 @@ compare: setup
 	$(CLI) compare $(TRAIN_OPTS)
 
 predict: setup
-	$(CLI) predict "$(VIDEO)" $(call opt,RUN,run)
+	$(CLI) predict "$(VIDEO)" $(call opt,RUN,run) $(call opt,TOP,top) $(call opt,DEVICE,device)
 
 # The main job end to end on the embedded sample: generate it, extract, train, evaluate.
 demo: setup
@@ -80,7 +84,7 @@ gpu-check:
 
 # Here, before a GPU session: PyAV, the static ffmpeg and the pure-Python packages that machine
 # lacks, as wheels for its Python (3.12), in .gpu-wheels/ (69 MB, over the 64 MiB a call may
-# carry), then unzipped and packed with xz as .whl/pylib.tar.xz (49 MB; both git-ignored).
+# carry), then unzipped and packed with xz as .whl/pylib.tar.xz (46.4 MiB = 48.7 MB; both git-ignored).
 GPU_WHEELS = av==18.1.0 imageio-ffmpeg==0.6.0 ffmpeg-python==0.2.0 future==1.0.0 dask==2026.8.0 \
   distributed==2026.8.0 partd==1.4.2 locket==1.0.0 tblib==3.2.2 zict==3.0.0 tornado==6.6.1 toolz==1.2.0 \
   cloudpickle==3.1.3
@@ -107,9 +111,10 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 store-list: setup
 	$(CLI) store list $(call opt,FEATURES_ROOT,features-root)
 
-# ID= a feature-set id (or a unique prefix, or dataset/id); store-verify/store-gc: all sets without it.
+# ID= a feature-set id (or a unique prefix, or dataset/id); store-verify/store-gc: all sets without it;
+# store-info without it: the only set, or the list.
 store-info: setup
-	$(CLI) store info "$(ID)" $(call opt,FEATURES_ROOT,features-root)
+	$(CLI) store info $(ID) $(call opt,FEATURES_ROOT,features-root)
 
 store-verify: setup
 	$(CLI) store verify $(ID) $(call opt,FEATURES_ROOT,features-root) $(call flag,REPAIR,repair)

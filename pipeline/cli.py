@@ -49,6 +49,34 @@ def user_facing(*also: type[BaseException]):
     return decorate
 
 
+def on_interrupt(message: str):
+    """A decorator: Ctrl-C prints what was kept and how to go on (instead of click's bare
+    `Aborted!`), and exits 130 as a shell does for SIGINT."""
+
+    def decorate(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            try:
+                return fn(*args, **kwargs)
+            except KeyboardInterrupt:
+                console.say(f"\nInterrupted. {message}")
+                sys.exit(130)
+
+        return wrapper
+
+    return decorate
+
+
+# Stage one commits shard by shard and resumes from its manifest; stage two keeps no partial run.
+STAGE_ONE_INTERRUPTED = (
+    "Every shard committed so far is kept in the store; run the same command again to resume: "
+    "only the videos not yet stored are decoded."
+)
+STAGE_TWO_INTERRUPTED = (
+    "The unfinished run is lost (its directory, if made, is marked FAILED); run the command again to train from the start. "
+    "Feature sets are untouched."
+)
+
 user_errors_as_messages = user_facing()
 # evaluate / predict: a run directory or video that is not there is the user's to fix
 missing_files_as_messages = user_facing(FileNotFoundError)
@@ -97,7 +125,7 @@ def extract_options(fn):
             show_default=True,
             help="imagenet | random | /path/to/resnet50.pth (WEIGHTS=).",
         ),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of --weights random."),
+        click.option("--seed", type=int, default=0, show_default=True, help="Seed of --weights random (SEED=)."),
         click.option(
             "--precision",
             type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
@@ -129,7 +157,7 @@ def extract_options(fn):
             help="torch.compile the backbone; pays off only on large sets (COMPILE=1).",
         ),
         click.option("--scheduler", help="Run on Dask: local:N or tcp://host:8786 (SCHEDULER=)."),
-        click.option("--name", help="Dataset name in the store (default: derived from --dataset/--data-dir)."),
+        click.option("--name", help="Dataset name in the store (default: derived from --dataset/--data-dir) (NAME=)."),
         click.option(
             "--modality",
             type=click.Choice(MODALITIES),
@@ -197,6 +225,7 @@ def main(verbose: bool) -> None:
     "their shards are rewritten with the other videos copied (RETRY_FAILURES=1).",
 )
 @user_errors_as_messages
+@on_interrupt(STAGE_ONE_INTERRUPTED)
 def features(**kw) -> None:
     """Stage one: decode, embed with ResNet-50 and store (N, T, 2048) shards."""
     from stages.extract import extract_features
@@ -314,8 +343,14 @@ def train_options(fn):
             "--dataset",
             default=d("dataset"),
             show_default=True,
-            help="Dataset name in the store: FEATURES_ROOT/<dataset>/ (DATASET=).",
+            help="DATASET= as given to `features` (or a dataset name in the store) (DATASET=).",
         ),
+        click.option(
+            "--data-dir",
+            type=click.Path(path_type=Path),
+            help="folder / csv: DATA_DIR= as given to `features`, which names the set in the store (DATA_DIR=).",
+        ),
+        click.option("--name", help="NAME= as given to `features`: the dataset's name in the store (NAME=)."),
         click.option(
             "--features", help="Feature-set id(s) or path(s), comma-separated; default: the dataset's set (FEATURES=)."
         ),
@@ -350,7 +385,8 @@ def train_options(fn):
             type=float,
             default=d("modality_dropout"),
             show_default=True,
-            help="Several modalities, in training: chance that a video loses one of its modalities (never all).",
+            help="Several modalities, in training: chance that a video loses one of its modalities (never all) "
+            "(MODALITY_DROPOUT=).",
         ),
         click.option(
             "--split",
@@ -449,14 +485,14 @@ def train_options(fn):
             type=float,
             default=d("val_fraction"),
             show_default=True,
-            help="Validation share of the training split, carved by group.",
+            help="Validation share of the training split, carved by group (VAL_FRACTION=).",
         ),
         click.option(
             "--test-fraction",
             type=float,
             default=d("test_fraction"),
             show_default=True,
-            help="Test share carved by group when the dataset has no test split.",
+            help="Test share carved by group when the dataset has no test split (TEST_FRACTION=).",
         ),
         click.option(
             "--patience",
@@ -480,7 +516,10 @@ def train_options(fn):
             help="Whole in memory (on the GPU if any) or shard by shard; auto: memory when it fits.",
         ),
         click.option(
-            "--progress/--no-progress", default=d("progress"), show_default=True, help="A progress bar per epoch."
+            "--progress/--no-progress",
+            default=d("progress"),
+            show_default=True,
+            help="A progress bar per epoch (NO_PROGRESS=1).",
         ),
     ]
     for option in reversed(options):
@@ -491,6 +530,7 @@ def train_options(fn):
 @main.command("train")
 @train_options
 @user_errors_as_messages
+@on_interrupt(STAGE_TWO_INTERRUPTED)
 def train_command(**kw) -> None:
     """Stage two: train a temporal head on a feature set; write metrics, plots and the checkpoint."""
     from stages.train import train
@@ -514,6 +554,7 @@ def evaluate_command(run_dir: Path, device: str) -> None:
 @main.command("compare")
 @train_options
 @user_errors_as_messages
+@on_interrupt(f"Heads trained so far keep their run directories. {STAGE_TWO_INTERRUPTED}")
 def compare_command(**kw) -> None:
     """Train every head on the same split and data; print and write the table."""
     from stages.train import compare
@@ -526,8 +567,8 @@ def compare_command(**kw) -> None:
 @click.option(
     "--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory `train` printed (RUN=)."
 )
-@click.option("--top", type=int, default=5, show_default=True, help="How many classes to print.")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N.")
+@click.option("--top", type=int, default=5, show_default=True, help="How many classes to print (TOP=).")
+@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (DEVICE=).")
 @missing_files_as_messages
 def predict_command(video: Path, run_dir: Path, top: int, device: str) -> None:
     """Stage one on one video file with the run's extraction settings, then the top classes."""
@@ -543,6 +584,7 @@ def predict_command(video: Path, run_dir: Path, top: int, device: str) -> None:
 @extract_options
 @click.option("--epochs", type=int, default=30, show_default=True, help="Stage two epochs (EPOCHS=).")
 @user_errors_as_messages
+@on_interrupt(f"Stage one: {STAGE_ONE_INTERRUPTED} Stage two: {STAGE_TWO_INTERRUPTED}")
 def demo(epochs: int, **kw) -> None:
     """The main job end to end on the embedded sample: stage one, stage two, a prediction."""
     from stages.demo import run_demo
@@ -593,12 +635,22 @@ def store_list(features_root: Path | None, as_json: bool) -> None:
 
 
 @store_group.command("info")
-@click.argument("ref")
+@click.argument("ref", required=False)
 @store_root_option
 @user_errors_as_messages
-def store_info(ref: str, features_root: Path | None) -> None:
-    """Full extraction config and split sizes of one feature set."""
-    console.result(store.describe(find_set(features_root, ref)))
+def store_info(ref: str | None, features_root: Path | None) -> None:
+    """Full extraction config and split sizes of one feature set (the only one if no REF)."""
+    root = store_root(features_root)
+    sets = [] if ref else list(store.feature_sets(root))
+    if not ref and not sets:
+        raise click.ClickException(f"no feature sets under {root}; `make features` makes one")
+    if not ref and len(sets) > 1:
+        table = format_table([store.row(r) for r in store.list_sets(root)])
+        raise click.UsageError(
+            f"{len(sets)} feature sets under {root}; pass one's id (ID= for `make store-info`), a unique "
+            f"prefix of it, or dataset/id:\n{table}"
+        )
+    console.result(store.describe(sets[0] if sets else find_set(features_root, ref)))
 
 
 @store_group.command("verify")
@@ -609,7 +661,7 @@ def store_info(ref: str, features_root: Path | None) -> None:
 )
 @user_errors_as_messages
 def store_verify(ref: str | None, features_root: Path | None, repair: bool) -> None:
-    """Recompute checksums; exit 1 if any shard is corrupt or missing (all sets if no REF)."""
+    """Recompute checksums; exit 1 if any shard is corrupt or missing and not repaired (all sets if no REF)."""
     sets = selected_sets(features_root, ref)
     if not sets:
         console.result(f"no feature sets under {store_root(features_root)}")
@@ -619,7 +671,9 @@ def store_verify(ref: str | None, features_root: Path | None, repair: bool) -> N
             problems, n = store.bad_shards(d), len(store.load_manifest(d)["shards"])
         except store.StoreError as e:
             problems, n = {"manifest": str(e)}, 0
-        console.result(f"{d.parent.name}/{d.name}: {'OK' if not problems else 'CORRUPT'} ({n} shards checked)")
+        console.result(
+            f"{d.parent.name}/{d.name}: {'OK' if not problems else 'CORRUPT'} ({console.plural(n, 'shard')} checked)"
+        )
         for file, problem in problems.items():
             console.result(f"  {file}: {problem}")
         if repair and problems and "manifest" not in problems:
@@ -627,11 +681,16 @@ def store_verify(ref: str | None, features_root: Path | None, repair: bool) -> N
             console.result(
                 f"  repaired: dropped {len(problems)} shard(s); `make features` with the same settings recomputes just those"
             )
+            problems = {}  # repaired: the set is consistent again, only smaller until the rerun
         bad += bool(problems)
-    if bad and not repair:
+    if bad:
         console.result(
-            f"{bad} of {len(sets)} feature set(s) have problems: `store verify --repair` drops the bad shards "
-            f"so that a rerun recomputes only them"
+            f"{bad} of {len(sets)} feature set(s) have problems"
+            + (
+                ": an unreadable manifest cannot be repaired; remove the set's directory and extract it again"
+                if repair
+                else ": `store verify --repair` drops the bad shards so that a rerun recomputes only them"
+            )
         )
     sys.exit(1 if bad else 0)
 

@@ -98,17 +98,24 @@ class ExtractConfig:
     @property
     def dataset_name(self) -> str:
         """Directory name of the dataset in the store (folder/csv: from the path)."""
-        if self.name:
-            return self.name
-        if self.dataset in ("folder", "csv") and self.data_dir:
-            return f"{self.dataset}-{Path(self.data_dir).stem}"
-        return self.dataset
+        return store_dataset_name(self.dataset, self.data_dir, self.name)
 
     def replace(self, **changes) -> ExtractConfig:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:
         return config_json(self)
+
+
+def store_dataset_name(dataset: str, data_dir: Path | str | None = None, name: str | None = None) -> str:
+    """The dataset's directory in the store, the same for `features` and `train` given the same
+    DATASET=, DATA_DIR= and NAME=: NAME= if given, folder/csv with DATA_DIR=X `<dataset>-<X's stem>`,
+    else DATASET= itself."""
+    if name:
+        return name
+    if dataset in ("folder", "csv") and data_dir:
+        return f"{dataset}-{Path(data_dir).stem}"
+    return dataset
 
 
 def validate_extract(cfg: ExtractConfig) -> None:
@@ -241,7 +248,10 @@ class TrainConfig:
     MODALITIES = MODALITIES  # the module's: stage one's --modality choices
     FUSIONS = ("early", "late", "gated")
 
-    dataset: str = "sample"  # dataset name in the store: the sets under FEATURES_ROOT/<dataset>/
+    dataset: str = "sample"  # DATASET= as given to `features`, or a dataset name in the store
+    # folder / csv: DATA_DIR= as given to `features`, which names the set in the store (store_dataset_name)
+    data_dir: Path | None = None
+    name: str | None = None  # NAME= as given to `features`: the dataset's name in the store
     features: str | None = None  # feature-set id(s) or path(s), comma-separated; default: the dataset's set
     features_root: Path | None = None  # store root; default data/features
     # Each modality's default set for DATASET= ("rgb,audio" is accepted too); () = rgb, or with
@@ -288,8 +298,8 @@ class TrainConfig:
         if self.model not in self.HEADS:
             raise ConfigError(f"--model (MODEL=): unknown head {self.model!r}; choose one of {', '.join(self.HEADS)}")
         validate_modalities(self)
-        if not (self.split == "all" or self.split.isdigit() or self.split == "csv"):
-            raise ConfigError(f"--split (SPLIT=): choose 1, 2, 3 or all, got {self.split!r}")
+        if not (self.split == "all" or (self.split.isdigit() and int(self.split) >= 1)):
+            raise ConfigError(f"--split (SPLIT=): a split number (1, 2, 3) or all, got {self.split!r}")
         make_var = {"epochs": " (EPOCHS=)", "batch": " (BATCH=)"}  # the ones the Makefile passes
         for name, least in (("epochs", 1), ("hidden", 1), ("layers", 1), ("batch", 0), ("proj", 0), ("patience", 0)):
             value = getattr(self, name)
@@ -309,6 +319,17 @@ class TrainConfig:
             raise ConfigError(f"--load: choose auto, memory or stream, got {self.load!r}")
         if not (self.device in ("auto", "cpu", "cuda") or self.device.startswith("cuda:")):
             raise ConfigError(f"--device (DEVICE=): choose auto, cpu, cuda or cuda:N, got {self.device!r}")
+
+    @property
+    def store_dataset(self) -> str:
+        """The dataset's directory in the store: FEATURES_ROOT/<store_dataset>/."""
+        return store_dataset_name(self.dataset, self.data_dir, self.name)
+
+    @property
+    def dataset_words(self) -> str:
+        """The Make variables given that name the dataset, e.g. "DATASET=folder DATA_DIR=clips"."""
+        given = (("DATASET", self.dataset), ("DATA_DIR", self.data_dir), ("NAME", self.name))
+        return " ".join(f"{var}={value}" for var, value in given if value)
 
     def replace(self, **changes) -> TrainConfig:
         return dataclasses.replace(self, **changes)

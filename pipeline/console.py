@@ -1,6 +1,6 @@
 """What the user reads: one channel for progress, notes, warnings and summaries.
 
-    say(msg)        progress, notes, warnings, summaries -> stderr
+    say(msg)        progress, notes, warnings, summaries -> stderr (above any progress bar)
     result(msg)     a command's answer (a table, a prediction, `store info`) -> stdout
     silenced()      a block whose `say` prints nothing (a library call with quiet=True,
                     a benchmark's inner runs); results are never silenced
@@ -24,9 +24,16 @@ _lock = threading.Lock()
 
 
 def say(msg: str) -> None:
-    """One line (or block) of progress, a note or a warning, on stderr."""
+    """One line (or block) of progress, a note or a warning, on stderr; above a progress bar that is
+    drawn there (tqdm clears the bar, prints, and draws it again below) rather than glued to it."""
     if not _silence:
-        print(msg, file=sys.stderr, flush=True)
+        tqdm.write(msg, file=sys.stderr)
+        sys.stderr.flush()
+
+
+def plural(n: int, word: str) -> str:
+    """ "1 shard", "2 shards"."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
 
 
 def result(msg: str) -> None:
@@ -51,7 +58,10 @@ def silenced(active: bool = True) -> Iterator[None]:
 
 
 def progress(total: int, unit: str, desc: str, disable: bool = False, **kw) -> tqdm:
-    """A progress bar on stderr; disabled while silenced, or when `disable`."""
+    """A progress bar on stderr; disabled while silenced, or when `disable`.
+
+    Cleared when done (leave=False): the summary that follows each bar gives its figures, and
+    a bar that stayed was drawn a second time by its close, two lines in a log of stderr."""
     return tqdm(
         total=total,
         unit=unit,
@@ -60,5 +70,5 @@ def progress(total: int, unit: str, desc: str, disable: bool = False, **kw) -> t
         mininterval=1.0,
         file=sys.stderr,
         disable=disable or bool(_silence),
-        **kw,
+        **{"leave": False, **kw},
     )

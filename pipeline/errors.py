@@ -37,6 +37,10 @@ class FFmpegMissing(RuntimeError):
     """No ffmpeg binary where one is needed; the message says how to install one."""
 
 
+class VideoError(RuntimeError):
+    """One video file named on the command line (`predict`) cannot be decoded."""
+
+
 class ClusterError(RuntimeError):
     """The Dask cluster cannot be reached, has no workers, or lost a shard's task."""
 
@@ -59,4 +63,5 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
     ClusterError,
     SynthError,
     BenchError,
+    VideoError,
 )

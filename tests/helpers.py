@@ -99,7 +99,7 @@ def write_feature_set(
     modality: str | None = None,
     has_audio: np.ndarray | None = None,
 ) -> Path:
-    """A feature set exactly as the README's schema describes it, written with plain h5py.
+    """A feature set exactly as docs/store.md's schema describes it, written with plain h5py.
 
     features (N, T, D) float16, padded frames zero; lengths (N,) int32; labels (N,) int32.
     modality: the manifest's "modality" ("rgb", "audio"; None: no key, as sets made before

@@ -292,7 +292,7 @@ def test_folder_tree_and_csv_dataset(folder_tree, csv_dataset):
         assert not rel.startswith("/") and (csv_dataset.parent / rel).is_file() and split in ("train", "test")
     ds = load_csv(csv_dataset, "c")
     assert ds.classes == sorted(synth.CSV_CLASSES) and len(ds.records) == 9 and not ds.problems
-    assert len(ds.splits["csv"]["test"]) == 3
+    assert len(ds.splits["1"]["test"]) == 3
 
 
 # ---------------------------------------------------------------- bad input

@@ -1,6 +1,6 @@
 """The feature store: immutable HDF5 shards, an atomic manifest, claims, and verified reads.
 
-Layout of one feature set (README, "Storage schema"):
+Layout of one feature set (docs/store.md):
 
     <features_root>/<dataset>/<feature_set_id>/
         manifest.json      written last, atomically; lists only committed shards

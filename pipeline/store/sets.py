@@ -28,8 +28,8 @@ import numpy as np
 import torch
 
 from .. import console
-from ..config import store_root
-from ..errors import IntegrityError, ReaderError, StoreError
+from ..config import store_dataset_name, store_root
+from ..errors import ConfigError, IntegrityError, ReaderError, StoreError
 from .catalog import feature_sets, match_feature_sets
 from .manifest import MANIFEST, load_manifest
 from .shards import read_shard
@@ -80,7 +80,11 @@ def modality_of(manifest: dict) -> str:
 
 
 def resolve_feature_sets(
-    dataset: str, features: str | None = None, features_root: Path | str | None = None, modality: str | None = None
+    dataset: str,
+    features: str | None = None,
+    features_root: Path | str | None = None,
+    modality: str | None = None,
+    words: str = "",
 ) -> list[Path]:
     """Directories of the feature sets to read.
 
@@ -90,6 +94,7 @@ def resolve_feature_sets(
     else the newest complete set, saying which and what else is there. No complete set is
     an error that lists the candidates. modality ("rgb", "audio"; None: any) limits that
     choice to the sets of one modality (MODALITIES=); sets named by `features` are taken as named.
+    words: the Make variables that name `dataset` (default DATASET=<dataset>), for the error's advice.
     """
     root = store_root(features_root)
     if features:
@@ -98,7 +103,8 @@ def resolve_feature_sets(
     manifests = {d: load_manifest(d) for d in in_dataset}  # one read each: a UCF101 manifest lists every split
     candidates = [d for d in in_dataset if modality in (None, modality_of(manifests[d]))]
     if not candidates:
-        raise ReaderError(no_set_message(dataset, root, modality, sorted({modality_of(m) for m in manifests.values()})))
+        held = sorted({modality_of(m) for m in manifests.values()})
+        raise ReaderError(no_set_message(dataset, root, modality, held, words or f"DATASET={dataset}"))
     newest_first = lambda dirs: sorted(dirs, key=lambda d: manifests[d].get("created_at", ""), reverse=True)
     complete = newest_first(d for d in candidates if manifests[d].get("complete"))
     kind = f"{modality} " if modality else ""
@@ -120,20 +126,40 @@ def resolve_feature_sets(
     return [chosen]
 
 
-def no_set_message(dataset: str, root: Path, modality: str | None, held: list[str]) -> str:
-    """Why DATASET= (and MODALITIES=) found no set, and what to run; held: the modalities the dataset's sets hold."""
+def no_set_message(dataset: str, root: Path, modality: str | None, held: list[str], words: str) -> str:
+    """Why DATASET= (and MODALITIES=) found no set, and what to type; held: the modalities the dataset's
+    sets hold; words: the Make variables the user gave that name the dataset."""
+    where = "" if Path(root) == store_root(None) else f" FEATURES_ROOT={root}"  # the root the user named
     if not held:
-        datasets = sorted({d.parent.name for d in feature_sets(root)})
+        made = {d.parent.name: d for d in feature_sets(root)}
+        there = "".join(f"\n  `make train {made_with(d)}{where}`  ({name}/)" for name, d in sorted(made.items()))
         return (
-            f"--dataset (DATASET=): no feature set for {dataset!r} under {root} (datasets there: "
-            f"{', '.join(datasets) or 'none'}); run `make features DATASET={dataset}` first, or pass "
-            f"FEATURES=<id or path>"
+            f"--dataset (DATASET=): no feature set for {dataset!r} under {root}; "
+            f"run `make features {words}{where}` first, or pass FEATURES=<id or path>. "
+            + (f"The sets there are trained with:{there}" if there else "The store holds no feature set yet.")
         )
     return (
         f"--modalities (MODALITIES=): no {modality} feature set for {dataset!r} under {root} (its sets hold "
-        f"{', '.join(held)}); run `make features DATASET={dataset} MODALITY={modality}` first, or pass "
+        f"{', '.join(held)}); run `make features {words} MODALITY={modality}{where}` first, or pass "
         f"FEATURES=<id or path>"
     )
+
+
+def made_with(set_dir: Path) -> str:
+    """The Make variables that name a set's dataset, as `features` was given them (from its manifest)."""
+    try:
+        config = load_manifest(set_dir).get("config", {})
+    except StoreError:
+        return f"DATASET={set_dir.parent.name}"
+    dataset, data_dir, name = config.get("dataset", ""), config.get("data_dir"), config.get("name")
+    if store_dataset_name(dataset, data_dir, name) != set_dir.parent.name:  # moved, or not made by `features`
+        return f"DATASET={set_dir.parent.name}"
+    words = [f"DATASET={dataset}"]
+    if name:
+        words.append(f"NAME={name}")
+    elif dataset in ("folder", "csv") and data_dir:
+        words.append(f"DATA_DIR={data_dir}")
+    return " ".join(words)
 
 
 # ---------------------------------------------------------------- opening and mixing sets
@@ -320,20 +346,20 @@ class Split:
 def split_names(manifest: dict, split: str) -> list[str]:
     """SPLIT= resolved against the manifest: "all" means every official split.
 
-    A dataset with a single split (folder/csv: "all" or "csv") serves it for SPLIT=1 and
-    SPLIT=all alike, since there is nothing else to choose.
+    A dataset with a single split (folder/csv: "1"; sets made before it was so named call it
+    "all" or "csv") serves it for SPLIT=1 and SPLIT=all alike, since there is nothing else to choose.
     """
     available = sorted(manifest["splits"], key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
     numbered = [k for k in available if k.isdigit()]
     if split == "all":
         return numbered or available
-    if split in available:
+    if split in numbered:
         return [split]
     if len(available) == 1 and split == "1":
         return available
-    raise ReaderError(
-        f"--split (SPLIT=): {split!r} is not a split of this feature set; choose one of "
-        f"{', '.join(available + ['all'])}"
+    choices = numbered if numbered and len(available) > 1 else ["1"]
+    raise ConfigError(
+        f"--split (SPLIT=): this feature set has no split {split!r}; choose one of {', '.join(choices + ['all'])}"
     )
 
 
@@ -355,9 +381,15 @@ def select_split(sets: list[FeatureSet], index: Index, name: str, seed: int = 0,
         train, test = carve_by_group(train, index, test_fraction, seed + 7919)
         carved = True
     if len(train) == 0 or len(test) == 0:
+        advice = (
+            f"; the test side is carved by group with --test-fraction (TEST_FRACTION=) {test_fraction:g} of each "
+            f"class: raise it, or add videos or groups"
+            if carved
+            else ""
+        )
         raise ReaderError(
             f"--split (SPLIT=): split {name!r} has {len(train)} training and {len(test)} test videos with "
-            f"stored features; both sides need at least one"
+            f"stored features; both sides need at least one{advice}"
         )
     return Split(name, train, test, carved, len(missing_train) + len(missing_test))
 

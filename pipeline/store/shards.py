@@ -1,7 +1,7 @@
 """Shard files: one immutable HDF5 file per shard, written whole and checksummed.
 
 A shard holds `features (n, T, D) float16` and the per-video datasets of SHARD_FIELDS
-(README, "Storage schema"). It is built in memory, so its sha256 is taken over exactly
+(docs/store.md). It is built in memory, so its sha256 is taken over exactly
 the bytes written, then written under a temp name, fsync'd and renamed into place; a
 reader reads it whole and checks the sha256 over the very bytes it returns.
 """
@@ -22,7 +22,7 @@ from ..errors import IntegrityError
 from ..files import TMP_MARK, atomic_write_bytes
 
 STR = h5py.string_dtype(encoding="utf-8")
-# Datasets every shard holds, in the order the README documents them.
+# Datasets every shard holds, in the order docs/store.md documents them.
 SHARD_FIELDS = ("features", "lengths", "labels", "video_ids", "groups", "frame_indices", "timestamps")
 # Datasets some shards hold: has_audio (n,) uint8 in audio sets (0: the video has no sound track).
 OPTIONAL_FIELDS = ("has_audio",)

@@ -16,9 +16,9 @@ from pathlib import Path, PurePosixPath
 
 from pipeline import console
 from pipeline.config import ExtractConfig
-from pipeline.errors import DatasetError
+from pipeline.errors import ConfigError, DatasetError
 from pipeline.files import digest
-from stages.samples import SAMPLE_VERSION, make_sample_dataset, sample_dataset_ready
+from stages.samples import SAMPLE_VERSION, holds_only_sample, make_sample_dataset, sample_dataset_ready
 
 VIDEO_EXTENSIONS = {
     ".avi",
@@ -123,11 +123,17 @@ def load_ucf101(root: Path, name: str = "ucf101") -> Dataset:
         if label < 0:
             problems.append({"video_id": vid, "reason": f"class folder {vid.split('/')[0]!r} is not in classInd.txt"})
             continue
-        m = re.search(r"_g(\d+)_c\d+", path.stem)
-        group = f"{classes[label]}/g{m.group(1)}" if m else vid
+        group = ucf_group(classes[label], path, vid)
         records.append(VideoRecord(vid, path, label, group))
     splits = read_ucf_splits(lists, {r.video_id.lower(): r.video_id for r in records}, problems)
     return Dataset(name, video_root, classes, records, splits, problems)
+
+
+def ucf_group(cls: str, path: Path, video_id: str) -> str:
+    """The group of a UCF101-style name (v_<Class>_gXX_cYY: clips cut from one video) as <cls>/gXX;
+    a name without one is its own group."""
+    m = re.search(r"_g(\d+)_c\d+", path.stem)
+    return f"{cls}/g{m.group(1)}" if m else video_id
 
 
 def read_ucf_splits(lists: Path, known: dict[str, str], problems: list[dict]) -> dict:
@@ -215,7 +221,8 @@ def load_hmdb51(root: Path, name: str = "hmdb51") -> Dataset:
 
 # ---------------------------------------------------------------- folder / CSV
 def load_folder(root: Path, name: str) -> Dataset:
-    """Any tree root/<class>/<video>; no official split (stage two carves one by group)."""
+    """Any tree root/<class>/<video>; no official split (stage two carves one by group). Clips named
+    UCF101-style (..._gXX_cYY) are grouped by gXX within their class; any other clip is its own group."""
     classes = (
         sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")) if root.is_dir() else []
     )
@@ -225,31 +232,41 @@ def load_folder(root: Path, name: str) -> Dataset:
             f"(extensions: {', '.join(sorted(VIDEO_EXTENSIONS))}); pass DATA_DIR=/path/to/tree"
         )
     records = [
-        VideoRecord(p.relative_to(root).as_posix(), p, label, p.relative_to(root).as_posix())
+        VideoRecord(p.relative_to(root).as_posix(), p, label, ucf_group(cls, p, p.relative_to(root).as_posix()))
         for label, cls in enumerate(classes)
         for p in list_videos(root / cls)
     ]
     records.sort(key=lambda r: r.video_id)
-    return Dataset(name, root, classes, records, {"all": {"train": [r.video_id for r in records], "test": []}})
+    # Warned, not refused: a class without videos yet (or with files of another extension) is
+    # often a work in progress, and the other classes are still worth extracting. Its label stays
+    # in the class list so that adding its videos later keeps every other label's number.
+    empty = [cls for cls in classes if not any(r.video_id.startswith(f"{cls}/") for r in records)]
+    for cls in empty:
+        console.say(
+            f"warning: class folder {root / cls} holds no video files "
+            f"({', '.join(sorted(VIDEO_EXTENSIONS))}); the class gets no training examples"
+        )
+    return Dataset(name, root, classes, records, {"1": {"train": [r.video_id for r in records], "test": []}})
 
 
 def load_csv(csv_path: Path, name: str) -> Dataset:
-    """A CSV with columns path,label[,split]; paths are relative to the CSV's folder."""
+    """A CSV with columns path,label[,split][,group]; paths are relative to the CSV's folder. Rows
+    with the same group are kept on one side of a carved split; a row without one is its own group."""
     if not csv_path.is_file():
         raise DatasetError(
-            f"CSV list not found at {csv_path}. Expected a file with a header 'path,label[,split]', "
+            f"CSV list not found at {csv_path}. Expected a file with a header 'path,label[,split][,group]', "
             f"paths relative to its folder, split = train|test (optional); pass DATA_DIR=/path/to/list.csv"
         )
     root = csv_path.parent
     with open(csv_path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"path", "label"} <= set(rows[0]):
-        raise DatasetError(f"{csv_path}: the header must name the columns path,label[,split]")
+        raise DatasetError(f"{csv_path}: the header must name the columns path,label[,split][,group]")
     labels = [r["label"].strip() for r in rows]
     # Integer labels keep their numeric order; names are sorted.
     classes = sorted(set(labels), key=lambda s: (0, int(s), "") if s.lstrip("-").isdigit() else (1, 0, s))
     index = {c: i for i, c in enumerate(classes)}
-    records, problems, splits = {}, [], {"csv": {"train": [], "test": []}}
+    records, problems, splits = {}, [], {"1": {"train": [], "test": []}}
     for line_no, row in enumerate(rows, start=2):
         rel = safe_relative(row["path"])
         if rel is None:
@@ -265,14 +282,15 @@ def load_csv(csv_path: Path, name: str) -> Dataset:
                 {"video_id": rel, "reason": f"{csv_path.name}:{line_no}: listed but missing: no file at {root / rel}"}
             )
             continue
-        records[rel] = VideoRecord(rel, root / rel, index[row["label"].strip()], rel)
+        group = (row.get("group") or "").strip()
+        records[rel] = VideoRecord(rel, root / rel, index[row["label"].strip()], group or rel)
         part = (row.get("split") or "").strip().lower()
         if part:
             if part not in ("train", "test", "val"):
                 raise DatasetError(f"{csv_path}:{line_no}: split must be train, val or test, got {part!r}")
-            splits["csv"]["test" if part == "test" else "train"].append(rel)
-    if not splits["csv"]["train"] and not splits["csv"]["test"]:
-        splits = {"all": {"train": sorted(records), "test": []}}
+            splits["1"]["test" if part == "test" else "train"].append(rel)
+    if not splits["1"]["train"] and not splits["1"]["test"]:
+        splits = {"1": {"train": sorted(records), "test": []}}
     return Dataset(name, root, classes, [records[k] for k in sorted(records)], splits, problems)
 
 
@@ -289,6 +307,13 @@ def load_dataset(cfg: ExtractConfig) -> Dataset:
     """Dispatch on cfg.dataset. The sample dataset is generated on first use."""
     root = cfg.root
     if cfg.dataset == "sample":
+        if cfg.data_dir and not (sample_dataset_ready(root) or holds_only_sample(root)):
+            raise ConfigError(
+                f"--data-dir (DATA_DIR=) {root}: DATASET=sample (the default) generates the sample dataset "
+                f"there, but it holds other files; nothing was written. For your own videos give DATASET=folder, "
+                f"csv, ucf101 or hmdb51 with this DATA_DIR=; for the sample leave DATA_DIR= out or name an "
+                f"empty or new folder"
+            )
         if not sample_dataset_ready(root):
             console.say(f"generating the embedded sample dataset at {root} (UCF101 layout, ffmpeg) ...")
             make_sample_dataset(root)

@@ -350,7 +350,7 @@ class Driver:
         self.window = max(2, 2 * sum(w["nthreads"] for w in workers.values()))
         console.say(f"dask: scheduler {self.client.scheduler.address}: {describe_cluster(workers)}")
         console.say(
-            f"feature set {p.identity.id}: {len(todo)} of {len(p.shards)} shards to compute on the cluster, one task per shard "
+            f"feature set {p.identity.id}: {len(todo)} of {console.plural(len(p.shards), 'shard')} to compute on the cluster, one task per shard "
             f"({p.cfg.shard_size} videos, {p.identity.precision}); workers write shards, this process commits them"
         )
         seen_workers = set(workers)

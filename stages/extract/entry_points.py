@@ -16,11 +16,11 @@ import torch
 
 from pipeline import console, store
 from pipeline.config import ExtractConfig
-from pipeline.errors import StoreError
+from pipeline.errors import StoreError, VideoError
 
 from .decode import require_decoder
 from .distributed import extract_on_dask
-from .extractors import family_for
+from .extractors import FRAMES, family_for
 from .inputs import decode_items
 from .local import extract_in_process, extract_on_devices
 from .model_thread import ModelThread
@@ -150,7 +150,8 @@ def extract_video(
     items = torch.zeros((cfg.frames, *family.item_shape()), dtype=family.item_dtype)
     dec, flags = decode_items(family, Path(path), items.numpy(), cfg.workers, procs=None)
     if dec.error:
-        raise ValueError(f"{path}: {dec.error}")
+        doing = "decode" if family.decodes == FRAMES else "read the sound of"
+        raise VideoError(f"VIDEO: cannot {doing} {path}: {dec.error}")
     model = model or ModelThread(family, spec, str(family.device()), family.precision())
     k = len(dec.frames)
     out = np.zeros((cfg.frames, family.dim), np.float16)

@@ -67,7 +67,9 @@ def work_through(plan: ExtractionPlan, summary: Summary, work: str, runner_for: 
     missing = uncommitted(plan)
     if not missing:
         return
-    console.say(f"feature set {plan.identity.id}: {len(missing)} of {len(plan.shards)} shards to compute {work}")
+    console.say(
+        f"feature set {plan.identity.id}: {len(missing)} of {console.plural(len(plan.shards), 'shard')} to compute {work}"
+    )
     waited, reported_busy = False, set()
     with console.progress(
         sum(len(plan.shards[i]) for i in missing), "video", "stage one", disable=not show_progress

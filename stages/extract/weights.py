@@ -13,7 +13,9 @@ is refused.
 
 from __future__ import annotations
 
+import contextlib
 import socket
+import sys
 import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,13 +76,15 @@ def resolve(
     cached = ckpt.cache_path()
     if not cached.is_file():
         try:
-            with socket_timeout(download_timeout):  # an offline machine should fail in seconds, not hang
+            # torch hub writes `Downloading: "<url>"` to stdout, which holds only a command's results
+            with socket_timeout(download_timeout), contextlib.redirect_stdout(sys.stderr):
                 ckpt.download()
         except (OSError, urllib.error.URLError, RuntimeError) as e:
             msg = (
                 f"{ckpt.name} weights are not cached at {cached} and could not be downloaded "
                 f"({type(e).__name__}: {e}). On an offline machine copy {cached.name} there, or pass "
-                f"{ckpt.variable}=/path/to/{ckpt.file_hint}"
+                f"{ckpt.variable}=/path/to/{ckpt.file_hint}, or {ckpt.variable}=random (seeded random weights: "
+                f"to try the pipeline, not for accuracy; the id says 'random')"
             )
             if not fallback_to_random:
                 raise WeightsError(msg) from None

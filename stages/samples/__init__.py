@@ -12,10 +12,11 @@ under tests/synth/.
 """
 
 from .bench_clips import make_bench_clips, make_sound_bench_clips
-from .ucf101 import SAMPLE_VERSION, make_sample_dataset, sample_dataset_ready
+from .ucf101 import SAMPLE_VERSION, holds_only_sample, make_sample_dataset, sample_dataset_ready
 
 __all__ = [
     "SAMPLE_VERSION",
+    "holds_only_sample",
     "make_bench_clips",
     "make_sample_dataset",
     "make_sound_bench_clips",

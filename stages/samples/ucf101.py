@@ -160,6 +160,15 @@ def make_sample_dataset(root: Path, workers: int | None = None) -> Path:
     return root
 
 
+def holds_only_sample(root: Path) -> bool:
+    """True when root is missing, empty, or holds nothing but (part of) a generated sample dataset:
+    a place the sample may be generated into without mixing it into someone's files."""
+    root = Path(root)
+    if not root.exists():
+        return True
+    return root.is_dir() and {p.name for p in root.iterdir()} <= {"UCF-101", "ucfTrainTestlist", COMPLETE}
+
+
 def sample_dataset_ready(root: Path) -> bool:
     """True when root holds a complete sample dataset of the current version (every clip present)."""
     try:

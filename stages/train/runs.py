@@ -6,6 +6,7 @@ metrics.json      test top-1 / top-5 (fractions), mean class accuracy, per-class
 predictions.csv   one row per test video: truth, prediction, its probability, top-5
 confusion.png     row-normalised confusion matrix of the test part
 curves.png        training and validation loss and accuracy per epoch
+FAILED            only in a run that did not finish (an error, Ctrl-C): why; evaluate and predict refuse it
 """
 
 from __future__ import annotations
@@ -26,15 +27,31 @@ METRICS = "metrics.json"
 PREDICTIONS = "predictions.csv"
 CONFUSION = "confusion.png"
 CURVES = "curves.png"
+FAILED = "FAILED"
 
 
 def default_out(model: str, split: str) -> Path:
     return repo_root() / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{model}-split{split}"
 
 
+def mark_failed(run_dir: Path, error: BaseException) -> str:
+    """Write FAILED into a run directory that will not be finished; returns the reason written."""
+    reason = "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"
+    if Path(run_dir).is_dir():
+        (Path(run_dir) / FAILED).write_text(reason + "\n")
+    return reason
+
+
 def run_dirs(run_dir: Path) -> list[Path]:
-    """The run directories under `run_dir`: itself, or its split<k>/ children for SPLIT=all."""
+    """The run directories under `run_dir`: itself, or its split<k>/ children for SPLIT=all.
+    A run (or any split of it) marked FAILED is refused with its reason."""
     run_dir = Path(run_dir)
+    for d in [run_dir, *sorted(run_dir.glob("split*"))]:
+        if (d / FAILED).is_file():
+            raise FileNotFoundError(
+                f"--run (RUN=): the run in {d} did not finish ({(d / FAILED).read_text().strip()}); "
+                f"train it again, or pass another run directory"
+            )
     if (run_dir / CHECKPOINT).is_file():
         return [run_dir]
     children = sorted(d for d in run_dir.glob("split*") if (d / CHECKPOINT).is_file())

@@ -23,7 +23,7 @@ from . import evaluate
 from .fusion import ENCODER_HEADS, effective_fusion
 from .loop import auto_batch, cpu_threads, fit, seed_everything
 from .models import LSTM_BUFFERS, count_parameters
-from .runs import CHECKPOINT, CONFIG, CURVES, METRICS, default_out
+from .runs import CHECKPOINT, CONFIG, CURVES, FAILED, METRICS, default_out, mark_failed
 from .sources import MemorySource, StreamSource, choose_load, memory_chunks
 from .spec import build_from_spec, model_spec
 
@@ -53,11 +53,11 @@ class LoadedFeatures:
 def feature_dirs(cfg: TrainConfig) -> list[Path]:
     """FEATURES= as given, else the default set for DATASET= of each of MODALITIES= (rgb alone by default)."""
     if cfg.features:
-        return store.resolve_feature_sets(cfg.dataset, cfg.features, cfg.features_root)
+        return store.resolve_feature_sets(cfg.store_dataset, cfg.features, cfg.features_root)
     return [
         d
         for m in cfg.modalities or ("rgb",)
-        for d in store.resolve_feature_sets(cfg.dataset, None, cfg.features_root, m)
+        for d in store.resolve_feature_sets(cfg.store_dataset, None, cfg.features_root, m, cfg.dataset_words)
     ]
 
 
@@ -161,10 +161,20 @@ class TrainResult:
 
 
 def train_split(cfg: TrainConfig, data: LoadedFeatures, name: str, run_dir: Path, device: torch.device) -> RunResult:
-    """Train and evaluate on one split; write the run directory."""
+    """Train and evaluate on one split; write the run directory, marked FAILED if it is not finished."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / FAILED).unlink(missing_ok=True)  # OUT= reused after a failure
+    try:
+        return build_and_fit(cfg, data, name, run_dir, device)
+    except BaseException as e:  # Ctrl-C too: a directory without its results must say it has none
+        console.say(f"run directory {run_dir} marked {FAILED}: {mark_failed(run_dir, e)}")
+        raise
+
+
+def build_and_fit(cfg: TrainConfig, data: LoadedFeatures, name: str, run_dir: Path, device: torch.device) -> RunResult:
+    """Carve the parts, build the model, record config.json, fit and report."""
     autocast_dtype, data_dtype = training_precision(cfg.precision, device)
     seed_everything(cfg.seed)
-    run_dir.mkdir(parents=True, exist_ok=True)
     parts = make_parts(data, data.splits[name], cfg, device, data_dtype)
     spec = model_spec(cfg, data.view)
     model = build_from_spec(spec, parts.mean, parts.std).to(device)
@@ -228,6 +238,10 @@ def modality_note(cfg: TrainConfig, view: FeatureSetView) -> str:
     )
 
 
+# The words of --precision (PRECISION=), for the run's summary line: autocast dtype -> name.
+PRECISION_NAMES = {torch.bfloat16: "bf16", torch.float16: "fp16"}
+
+
 def fit_and_report(
     cfg: TrainConfig,
     data: LoadedFeatures,
@@ -250,7 +264,7 @@ def fit_and_report(
     console.say(
         f"{label}: {parts.sizes['train']} train / {parts.sizes['val']} validation (by group) / {parts.sizes['test']} test "
         f"videos{' (test carved by group: the dataset has no test split)' if parts.sizes['carved_test'] else ''}, "
-        f"{params:,} parameters, batch {batch}, {device} {str(autocast_dtype or 'fp32').replace('torch.', '')}, "
+        f"{params:,} parameters, batch {batch}, {device} {PRECISION_NAMES.get(autocast_dtype, 'fp32')}, "
         f"data {data.mode}{modality_note(cfg, data.view)}"
     )
     result = fit(model, parts.train, parts.val, cfg, batch, device, autocast_dtype, label)
@@ -287,12 +301,13 @@ def train(cfg: TrainConfig, data: LoadedFeatures | None = None) -> TrainResult:
     if data is None:
         data = load_data(cfg, device, training_precision(cfg.precision, device)[1])
         console.say(
-            f"stage two: {cfg.model} on split {cfg.split} of {', '.join(data.view.ids)}: "
+            f"stage two: {cfg.model} on split{'s' if len(data.splits) > 1 else ''} {', '.join(data.splits)} of "
+            f"{', '.join(data.view.ids)}: "
             f"{len(data.index.video_ids)} videos in {len(data.index.shards)} shard(s), features {data.mode} "
             f"({data.read_seconds:.1f} s to read); the full config goes to the run's {CONFIG}"
         )
-    out = Path(cfg.out) if cfg.out else default_out(cfg.model, cfg.split)
     names = list(data.splits)
+    out = Path(cfg.out) if cfg.out else default_out(cfg.model, names[0] if len(names) == 1 else cfg.split)
     runs = [train_split(cfg, data, n, out if len(names) == 1 else out / f"split{n}", device) for n in names]
     result = TrainResult(out, runs)
     for r in runs:

@@ -1,5 +1,6 @@
 """The ResNet-50 family: weights resolution, and its numbers against a plain torchvision forward."""
 
+import sys
 import threading
 
 import numpy as np
@@ -52,19 +53,22 @@ def test_missing_weights_file_is_a_config_error(tmp_path):
         resolve_weights(str(tmp_path / "nope.pth"))
 
 
-def test_offline_imagenet_is_an_actionable_error(monkeypatch, tmp_path):
+def test_offline_imagenet_is_an_actionable_error(monkeypatch, tmp_path, capsys):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))  # empty cache
 
     def offline(*a, **k):
+        sys.stdout.write('Downloading: "https://download.pytorch.org/..." to ...\n')  # as torch.hub does
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(
         torchvision.models.ResNet50_Weights.IMAGENET1K_V2.__class__, "get_state_dict", offline, raising=False
     )
-    with pytest.raises(WeightsError, match="WEIGHTS=/path/to/resnet50.pth"):
+    with pytest.raises(WeightsError, match="WEIGHTS=/path/to/resnet50.pth, or WEIGHTS=random"):
         resolve_weights("imagenet")
     spec = resolve_weights("imagenet", fallback_to_random=True)
     assert spec.kind == "random" and spec.identity == "random:seed0"
+    out, err = capsys.readouterr()
+    assert out == "" and "Downloading:" in err  # stdout holds only results
 
 
 def test_the_build_and_every_batch_of_a_run_share_one_thread(ucf_tree, weights_file, tmp_path, monkeypatch):

@@ -120,7 +120,7 @@ def test_folder_adapter_sorted_classes_and_video_extensions_only(tmp_path):
     ds = load_folder(tmp_path, "folder-x")
     assert ds.classes == ["run", "walk"]
     assert [(r.video_id, r.label) for r in ds.records] == [("run/c.mkv", 0), ("walk/a.avi", 1), ("walk/b.MP4", 1)]
-    assert ds.splits == {"all": {"train": ["run/c.mkv", "walk/a.avi", "walk/b.MP4"], "test": []}}
+    assert ds.splits == {"1": {"train": ["run/c.mkv", "walk/a.avi", "walk/b.MP4"], "test": []}}
 
 
 def test_csv_adapter_labels_splits_and_path_safety(tmp_path):
@@ -132,7 +132,7 @@ def test_csv_adapter_labels_splits_and_path_safety(tmp_path):
     ds = load_csv(tmp_path / "list.csv", "csv-list")
     assert ds.classes == ["jump", "sit"]
     assert [(r.video_id, r.label) for r in ds.records] == [("v/a.avi", 0), ("v/b.avi", 1), ("v/c.avi", 0)]
-    assert ds.splits == {"csv": {"train": ["v/a.avi", "v/c.avi"], "test": ["v/b.avi"]}}
+    assert ds.splits == {"1": {"train": ["v/a.avi", "v/c.avi"], "test": ["v/b.avi"]}}
     reasons = [p["reason"] for p in ds.problems]
     assert any("escapes the dataset root" in r for r in reasons) and any("listed but missing" in r for r in reasons)
 
@@ -142,7 +142,7 @@ def test_csv_integer_labels_keep_numeric_order(tmp_path):
         touch(tmp_path / rel)
     (tmp_path / "l.csv").write_text("path,label\na.avi,10\nb.avi,2\nc.avi,1\n")
     ds = load_csv(tmp_path / "l.csv", "x")
-    assert ds.classes == ["1", "2", "10"] and "all" in ds.splits
+    assert ds.classes == ["1", "2", "10"] and list(ds.splits) == ["1"]
 
 
 @pytest.mark.parametrize(
@@ -166,3 +166,47 @@ def test_dataset_root_defaults_to_data_dataset(tmp_path, monkeypatch):
     monkeypatch.setenv("VIDSTORE_HOME", str(tmp_path))
     with pytest.raises(DatasetError, match=str(tmp_path / "data" / "ucf101")):
         load_dataset(ExtractConfig(dataset="ucf101"))
+
+
+def test_folder_and_csv_groups_ucf_style_names_and_a_group_column(tmp_path):
+    for rel in ("walk/v_walk_g01_c01.avi", "walk/v_walk_g01_c02.avi", "walk/other.avi"):
+        touch(tmp_path / "tree" / rel)
+    groups = {r.video_id: r.group for r in load_folder(tmp_path / "tree", "folder-tree").records}
+    assert groups == {
+        "walk/v_walk_g01_c01.avi": "walk/g01",
+        "walk/v_walk_g01_c02.avi": "walk/g01",
+        "walk/other.avi": "walk/other.avi",
+    }
+    for rel in ("a.avi", "b.avi", "c.avi"):
+        touch(tmp_path / rel)
+    (tmp_path / "l.csv").write_text("path,label,group\na.avi,x,film1\nb.avi,x,film1\nc.avi,y,\n")
+    assert [r.group for r in load_csv(tmp_path / "l.csv", "csv-l").records] == ["film1", "film1", "c.avi"]
+
+
+def test_a_class_folder_without_videos_is_named_in_a_warning(tmp_path, capsys):
+    touch(tmp_path / "walk" / "a.avi")
+    touch(tmp_path / "run" / "notes.txt")
+    ds = load_folder(tmp_path, "folder-x")
+    assert ds.classes == ["run", "walk"] and len(ds.records) == 1
+    err = capsys.readouterr().err
+    assert f"warning: class folder {tmp_path / 'run'} holds no video files" in err and "walk" not in err, err
+
+
+def test_the_sample_is_never_generated_into_a_folder_holding_other_files(tmp_path):
+    from click.testing import CliRunner
+
+    from pipeline.cli import main as cli
+
+    touch(tmp_path / "clips" / "walk" / "a.avi")
+    before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
+    # DATSET=folder misspelled: DATASET= keeps its default, sample, with the user's DATA_DIR=
+    args = ["features", "--data-dir", str(tmp_path / "clips"), "--features-root", str(tmp_path / "store")]
+    result = CliRunner().invoke(cli, [*args, "--device", "cpu"])
+    assert result.exit_code == 2 and "DATASET=sample" in result.output and "DATASET=folder" in result.output, (
+        result.output
+    )
+    assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
+    from stages.samples import holds_only_sample  # the guard lets a new or an empty folder through
+
+    (tmp_path / "empty").mkdir()
+    assert holds_only_sample(tmp_path / "new") and holds_only_sample(tmp_path / "empty")

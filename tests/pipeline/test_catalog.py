@@ -123,9 +123,18 @@ def test_info_prints_identity_config_and_split_sizes(root):
     out = cli("store", "info", d.name[:20], "--features-root", str(root)).output
     assert f"feature set {d.name}" in out and "state:      complete" in out
     assert 'weights: "random:seed0"' in out and "image_size: 64" in out and "shard_size: 3" in out
-    assert "all: train 6/6, test 0/0" in out
+    assert "1: train 6/6, test 0/0" in out
     assert cli("store", "info", f"clips/{d.name}", "--features-root", str(root)).output == out
     assert cli("store", "info", str(d)).output == out
+    assert cli("store", "info", "--features-root", str(root)).output == out  # no ID: the only set
+
+
+def test_info_without_an_id_among_several_sets_lists_them_and_asks_for_one(root):
+    other = make_partial_copy(root)
+    res = CliRunner().invoke(main, ["store", "info", "--features-root", str(root)])
+    assert res.exit_code == 2 and "2 feature sets under" in res.output and "ID=" in res.output, res.output
+    assert "clips " in res.output and "other " in res.output and other.name in res.output
+    assert "more than one feature set matches" not in res.output
 
 
 def test_info_of_an_unknown_id_names_the_known_ones(root):
@@ -153,7 +162,7 @@ def test_verify_repair_drops_the_bad_shard_and_a_rerun_recomputes_only_it(root, 
     good = (d / "shard-00000.h5").read_bytes()
     (d / "shard-00001.h5").write_bytes(b"garbage")
     res = cli("store", "verify", "--repair", "--features-root", str(root))
-    assert res.exit_code == 1 and "dropped 1 shard(s)" in res.output
+    assert res.exit_code == 0 and "dropped 1 shard(s)" in res.output and "have problems" not in res.output
     m = store.load_manifest(d)
     assert not m["complete"] and [s["file"] for s in m["shards"]] == ["shard-00000.h5"] and m["num_stored"] == 3
     assert cli("store", "verify", "--features-root", str(root)).exit_code == 0

@@ -12,6 +12,7 @@ import pytest
 from helpers import STR, random_set
 
 from pipeline import store
+from pipeline.errors import ConfigError
 
 
 def test_feature_stats_survive_a_huge_common_component():
@@ -54,8 +55,11 @@ def test_split_names():
     m = {"splits": {"1": {}, "2": {}, "3": {}}}
     assert store.split_names(m, "all") == ["1", "2", "3"]
     assert store.split_names(m, "2") == ["2"]
-    with pytest.raises(store.ReaderError, match="SPLIT=.*'4'.*1, 2, 3, all"):
+    with pytest.raises(ConfigError, match="SPLIT=.*'4'.*choose one of 1, 2, 3, all$"):
         store.split_names(m, "4")
+    for single in ("1", "all", "csv"):  # a folder/csv set; before it was named 1: all, or csv
+        with pytest.raises(ConfigError, match="SPLIT=.*'4'.*choose one of 1, all$"):
+            store.split_names({"splits": {single: {}}}, "4")
     assert store.split_names({"splits": {"all": {}}}, "1") == ["all"]
     assert store.split_names({"splits": {"all": {}}}, "all") == ["all"]
     assert store.split_names({"splits": {"csv": {}}}, "all") == ["csv"]
@@ -147,7 +151,10 @@ def test_resolve_feature_sets(tmp_path, monkeypatch, capsys):
     assert store.resolve_feature_sets("ds", "set-", root) == [a]  # unique prefix
     with pytest.raises(store.ReaderError, match="no feature set matches 'nope'(.|\n)*set-a"):
         store.resolve_feature_sets("ds", "nope", root)
-    with pytest.raises(store.ReaderError, match="DATASET=.*'ucf101'.*datasets there: ds"):
+    with pytest.raises(
+        store.ReaderError,
+        match="DATASET=.*'ucf101'.*`make features DATASET=ucf101 FEATURES_ROOT=\\S+`.*\n  `make train DATASET=ds FEATURES_ROOT=\\S+`",
+    ):
         store.resolve_feature_sets("ucf101", None, root)
     b = random_set(root / "ds" / "set-b", complete=True)
     manifest = json.loads((b / "manifest.json").read_text())

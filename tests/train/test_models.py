@@ -192,9 +192,12 @@ def test_fused_state_dict_round_trips_with_weights_only(kind, tmp_path):
     net = fused("attention", kind, bidirectional=True)
     torch.save(net.state_dict(), tmp_path / "checkpoint.pt")
     again = fused("attention", kind, bidirectional=True)
-    again.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=True))
     x, lengths = batch()
     with torch.no_grad():
+        for t in [*again.parameters(), *(b for b in again.buffers() if b.is_floating_point())]:
+            t.add_(torch.randn_like(t))  # another model until the load, statistics buffers included
+        assert not torch.allclose(again(x, lengths), net(x, lengths))
+        again.load_state_dict(torch.load(tmp_path / "checkpoint.pt", weights_only=True))
         torch.testing.assert_close(again(x, lengths), net(x, lengths))
 
 

@@ -324,7 +324,7 @@ def test_fifty_lstm_epochs_on_ucf101_sized_features_run_on_cpu(tmp_path, one_thr
 
 @pytest.mark.gpu
 def test_fifty_lstm_epochs_on_ucf101_sized_features_run_on_a_gpu(tmp_path):
-    """The same on CUDA (its time: `make gpu-check`, README)."""
+    """The same on CUDA (its time: `make gpu-check`, docs/bench.md)."""
     assert bench.time_training(n=9537, t=16, d=2048, epochs=50, device="cuda", workdir=tmp_path) > 0
 
 
