@@ -1,6 +1,2 @@
-from .cli import main
-
-# The guard matters: Dask's LocalCluster and joblib's loky start worker processes that
-# re-import the main module, and must not run the CLI again when they do.
-if __name__ == "__main__":
-    main()
+# The core holds no command line (it imports no stage): point at the one that does.
+raise SystemExit("vidstore's command line is `vidstore ...` (or `python -m stages ...`), not `python -m pipeline`")

@@ -9,7 +9,7 @@ nothing but the standard library until its steps run, unpacks what `.whl/` carri
 PYTHONPATH, points FFMPEG_BINARY at imageio-ffmpeg's static ffmpeg when none is installed,
 and runs, each in a process of its own, within what is left of `--budget`:
 
-    1. bench          `python -m pipeline bench` with the CUDA defaults, plus DEVICES=cuda:0,cuda:0:
+    1. bench          `python -m stages bench` with the CUDA defaults, plus DEVICES=cuda:0,cuda:0:
                       end to end, decode ceiling, backbone, baseline, stage two's 50 epochs
     2. train_profile  stage two's training step profiled (stages/train/profile.py profile_steps), at
                       fp16 and bf16: milliseconds per step, host vs device time, top ops

@@ -27,7 +27,7 @@ import torch
 import torchvision
 
 from pipeline import store
-from pipeline.config import ExtractConfig
+from stages.extract.config import ExtractConfig
 
 STR = h5py.string_dtype(encoding="utf-8")
 # Small UCF101-layout tree for the adapter and stage-one tests: 3 classes x 3 groups x

@@ -17,9 +17,10 @@ import synth
 import torch
 
 from pipeline import store
-from pipeline.config import ExtractConfig, TrainConfig
 from stages.extract import extract_features
+from stages.extract.config import ExtractConfig
 from stages.train import train
+from stages.train.config import TrainConfig
 
 
 @pytest.fixture(scope="module")

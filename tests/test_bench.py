@@ -5,8 +5,8 @@ import json
 import pytest
 
 import stages.bench.run
-from pipeline.errors import BenchError
 from stages.bench import TIMED_DECODERS, BenchConfig, run_bench
+from stages.bench.config import BenchError
 
 FIGURES = (
     "audio_videos_per_s",

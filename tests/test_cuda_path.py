@@ -11,11 +11,11 @@ import os
 import pytest
 import torch
 
-from pipeline.config import ExtractConfig
 from pipeline.devices import inference_precision, training_precision
 from pipeline.errors import ConfigError
 from stages.extract import distributed as dist
 from stages.extract import local, plan
+from stages.extract.config import ExtractConfig
 from stages.extract.extractors.base import picture_precision
 from stages.extract.extractors.resnet50 import ResNet50
 

@@ -16,12 +16,13 @@ import torch
 from helpers import FakeExtractor, assert_fp16_close, audio_visual_sets, random_set, reference_features, stored
 
 from pipeline import store
-from pipeline.config import ExtractConfig, TrainConfig
 from stages.extract import extract_features, model_thread
 from stages.extract.batching import Batcher
+from stages.extract.config import ExtractConfig
 from stages.extract.decode import decode_video
 from stages.extract.extractors.resnet50 import ResNet50, resolve_weights
 from stages.extract.model_thread import ModelThread
+from stages.train.config import TrainConfig
 
 pytestmark = pytest.mark.gpu
 

@@ -23,9 +23,22 @@ and no download is needed). On a CPU the defaults are small (8 clips, 112 px ins
 Compare figures of one run with each other: a shared machine is noisy.
 """
 
-from .config import BenchConfig
-from .decoders import TIMED_DECODERS
-from .run import run_bench
-from .training import time_training, write_synthetic_set
+import importlib
 
-__all__ = ["TIMED_DECODERS", "BenchConfig", "run_bench", "time_training", "write_synthetic_set"]
+# Public names -> their module, imported on first use (the command line reads BenchConfig's
+# options without loading torch and both stages).
+PUBLIC = {
+    "BenchConfig": "config",
+    "BenchError": "config",
+    "TIMED_DECODERS": "decoders",
+    "run_bench": "run",
+    "time_training": "training",
+    "write_synthetic_set": "training",
+}
+__all__ = sorted(PUBLIC)
+
+
+def __getattr__(name: str):
+    if name in PUBLIC:
+        return getattr(importlib.import_module(f"{__name__}.{PUBLIC[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -9,11 +9,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pipeline.config import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-)
 from pipeline.ffmpeg_tools import ffmpeg_binary
+from stages.extract.config import IMAGENET_MEAN, IMAGENET_STD
 
 from ..extract import video_info
 from .config import BenchConfig

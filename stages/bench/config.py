@@ -7,15 +7,15 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import (
-    DECODERS,
-    ExtractConfig,
-    repo_root,
-)
-from pipeline.devices import resolve_device
+from pipeline.config import PRECISIONS, choice, repo_root
 from pipeline.errors import ConfigError
+from stages.extract.config import DECODERS, ExtractConfig
 
 READERS = ("auto", "opencv", "ffmpeg")
+
+
+class BenchError(RuntimeError):
+    """A part of the benchmark could not be measured; the others are written all the same."""
 
 
 @dataclass(frozen=True)
@@ -25,16 +25,16 @@ class BenchConfig:
     clips: int = 0  # clips measured end to end and by the ceiling: 8 / 2048
     seconds: float = 7.0  # length of each clip, s (UCF101: ~7 s)
     workers: int = 0  # stage one's decoders, and the threads each decoder is timed with: all cores
-    decoder: str = DECODERS[0]  # stage one's decoder end to end (every decoder is also timed alone)
+    decoder: str = choice(DECODERS[0], DECODERS)  # stage one's decoder end to end (every decoder is also timed alone)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     size: int = 0  # crop fed to ResNet-50, px: 112 / 224 (224 is stage one's default)
     frames: int = 16  # T, frames sampled per video
     gpu_batch: int = 0  # frames per backbone batch: stage one's default (32 / 512)
-    precision: str = "auto"  # stage one's: fp32 on CPU, fp16 on CUDA
+    precision: str = choice("auto", PRECISIONS)  # stage one's: fp32 on CPU, fp16 on CUDA
     compile: bool = False  # also measure torch.compile: compile time, images/s, break-even
     baseline_clips: int = 0  # clips run through the seed method: 2 / 16
     audio_clips: int = 0  # clips with a sound track for the audio set: all of `clips` / 256 (it is CPU work)
-    baseline_reader: str = "auto"  # auto (OpenCV if installed, else ffmpeg) | opencv | ffmpeg
+    baseline_reader: str = choice("auto", READERS)  # auto: OpenCV if installed, else ffmpeg
     backbone_seconds: float = 0.0  # how long to time the backbone alone: 6 / 10 s
     rounds: int = 2  # rounds of ceiling, end to end and baseline, alternating; the best of each counts
     train_epochs: int = 50  # LSTM epochs timed; fewer are scaled to 50 and labelled so
@@ -62,6 +62,8 @@ class BenchConfig:
 
     def resolved(self) -> BenchConfig:
         """The same settings with every 0 replaced by this machine's default."""
+        from pipeline.devices import resolve_device  # torch: not loaded by the command line's start
+
         cuda = resolve_device(self.device).type == "cuda"
         pick = lambda value, cpu, gpu: value or (gpu if cuda else cpu)
         return dataclasses.replace(

@@ -11,9 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import (
-    DECODERS,
-)
+from stages.extract.config import DECODERS
 
 from ..extract import decode_video, decoder_processes
 from .config import BenchConfig

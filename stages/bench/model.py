@@ -7,9 +7,7 @@ import time
 
 import torch
 
-from pipeline.config import (
-    ExtractConfig,
-)
+from stages.extract.config import ExtractConfig
 
 from ..extract import Extractor, ModelThread, WeightsSpec, family_for
 from .config import BenchConfig

@@ -8,13 +8,12 @@ from pathlib import Path
 
 from pipeline import console
 from pipeline.devices import inference_precision, resolve_device
-from pipeline.errors import BenchError
 from pipeline.files import atomic_write_bytes
 
 from ..extract import build_resnet50
 from ..samples import make_bench_clips
 from .baseline import measure_baseline
-from .config import BenchConfig
+from .config import BenchConfig, BenchError
 from .decoders import TIMED_DECODERS, best_of_decoders, ceiling_of, measure_decoder
 from .model import RANDOM_WEIGHTS, measure_backbone, measure_compile
 from .report import describe_machine, format_report, headline, settings_of, train_line

@@ -5,10 +5,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from pipeline.config import (
-    ExtractConfig,
-)
 from pipeline.files import atomic_write_bytes
+from stages.extract.config import ExtractConfig
 
 from ..extract import extract_features
 from ..samples import make_sound_bench_clips

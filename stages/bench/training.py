@@ -11,11 +11,9 @@ import numpy as np
 import torch
 
 from pipeline import console, store
-from pipeline.config import (
-    SCHEMA_VERSION,
-    TrainConfig,
-)
+from pipeline.config import SCHEMA_VERSION
 from pipeline.devices import resolve_device
+from stages.train.config import TrainConfig
 
 from ..train import train
 from .config import BenchConfig

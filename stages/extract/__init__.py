@@ -1,5 +1,7 @@
 """Stage one: decode every video, embed its sampled steps with a model family, write the shards.
 
+config.py       ExtractConfig, the feature-set identities, stage one's choices
+errors.py       the errors only stage one raises
 entry_points.py extract_features (a dataset), extract_video (one file), config_from_manifest
 plan.py         the extraction plan: the family, weights, identity, which videos each shard holds
 datasets.py     dataset adapters: UCF101, HMDB51, folder-per-class, CSV, the generated sample

@@ -24,9 +24,9 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import DECODERS
 from pipeline.ffmpeg_tools import ffmpeg_binary, find_binary
 
+from .config import DECODERS
 from .decode_common import Decoded, VideoInfo, read_avi_header
 from .decode_ffmpeg_cli import decode_threads, decode_video_cli, probe
 from .decode_procs import DecoderProcesses

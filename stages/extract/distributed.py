@@ -42,11 +42,12 @@ from pathlib import Path
 import torch
 
 from pipeline import console, store
-from pipeline.config import ExtractConfig
-from pipeline.errors import ClusterError, ConfigError, StoreError, WeightsError
+from pipeline.errors import ConfigError, StoreError
 from pipeline.files import TMP_MARK, fsync_dir
 
+from .config import ExtractConfig
 from .decode import require_decoder
+from .errors import ClusterError, WeightsError
 from .extractors import Extractor
 from .model_thread import ModelThread
 from .plan import ExtractionPlan, committed_indices

@@ -15,11 +15,12 @@ import numpy as np
 import torch
 
 from pipeline import console, store
-from pipeline.config import ExtractConfig
-from pipeline.errors import StoreError, VideoError
+from pipeline.errors import StoreError
 
+from .config import ExtractConfig
 from .decode import require_decoder
 from .distributed import extract_on_dask
+from .errors import VideoError
 from .extractors import FRAMES, family_for
 from .inputs import decode_items
 from .local import extract_in_process, extract_on_devices

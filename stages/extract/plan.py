@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pipeline import store
-from pipeline.config import AudioIdentity, ExtractConfig, FeatureIdentity
 from pipeline.errors import StoreError
 
+from .config import AudioIdentity, ExtractConfig, FeatureIdentity
 from .datasets import Dataset, VideoRecord, load_dataset
 from .decode import decoder_versions
 from .extractors import Extractor, family_for

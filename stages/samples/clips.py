@@ -30,11 +30,14 @@ from pathlib import Path
 
 import ffmpeg  # ffmpeg-python: builds the argument lists
 
-from pipeline.errors import SynthError
 from pipeline.ffmpeg_tools import INSTALL_HINT, find_binary
 
 MUXERS = {".avi": "avi", ".mkv": "matroska", ".mp4": "mp4", ".mov": "mov", ".webm": "webm"}
 PARTIAL = ".partial"  # suffix of a clip being written; never a video extension, so no adapter lists it
+
+
+class SynthError(RuntimeError):
+    """A generated dataset could not be made (ffmpeg missing or failing)."""
 
 
 @dataclass(frozen=True)

@@ -21,9 +21,7 @@ from pathlib import Path
 
 import ffmpeg  # ffmpeg-python: builds the argument lists
 
-from pipeline.errors import SynthError
-
-from .clips import MUXERS, lavfi, partial_name, run_ffmpeg, scene_sequence
+from .clips import MUXERS, SynthError, lavfi, partial_name, run_ffmpeg, scene_sequence
 
 # The sound codec each container usually carries (and the one WebM allows).
 AUDIO_CODECS = {".avi": "libmp3lame", ".mp4": "aac", ".mov": "aac", ".mkv": "libvorbis", ".webm": "libopus"}

@@ -19,8 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import console
-from pipeline.config import TrainConfig
 
+from .config import TrainConfig
 from .sources import Batch
 
 # BATCH=0: this many videos per step, fewer on small sets so that an epoch still has

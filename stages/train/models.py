@@ -35,8 +35,9 @@ import threading
 import torch
 import torch.nn as nn
 
-from pipeline.config import TrainConfig
 from pipeline.store import standardize
+
+from .config import TrainConfig
 
 HEADS = TrainConfig.HEADS
 # Dropout inside convolution / attention blocks is capped here: rates that suit a

@@ -8,9 +8,9 @@ import time
 import numpy as np
 import torch
 
-from pipeline.config import TrainConfig
 from pipeline.devices import resolve_device, training_precision
 
+from .config import TrainConfig
 from .loop import make_optimizer, seed_everything, train_step, warmup_cosine
 from .models import build_model
 from .sources import Batch

@@ -14,12 +14,12 @@ import numpy as np
 import torch
 
 from pipeline import FeatureSetView, console, store
-from pipeline.config import TrainConfig
 from pipeline.devices import resolve_device, training_precision
 from pipeline.errors import ConfigError
 from pipeline.files import atomic_write_json
 
 from . import evaluate
+from .config import TrainConfig
 from .fusion import ENCODER_HEADS, effective_fusion
 from .loop import auto_batch, cpu_threads, fit, seed_everything
 from .models import LSTM_BUFFERS, count_parameters

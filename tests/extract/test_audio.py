@@ -21,9 +21,10 @@ import pytest
 import synth
 import torch
 
-from pipeline.errors import ConfigError, WeightsError
+from pipeline.errors import ConfigError
 from stages.extract import decode_sound as audio_mod
 from stages.extract.decode_sound import SAMPLE_RATE, decode_audio
+from stages.extract.errors import WeightsError
 from stages.extract.extractors import vggish as vggish_mod
 from stages.extract.extractors.vggish import VGGish, build_vggish, prepare, resolve_audio_weights, vggish_cache_path
 from stages.extract.logmel import (

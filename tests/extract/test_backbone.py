@@ -9,9 +9,10 @@ import torch
 import torchvision
 from helpers import reference_features
 
-from pipeline.config import ExtractConfig
-from pipeline.errors import ConfigError, WeightsError
+from pipeline.errors import ConfigError
 from stages.extract import extract_features
+from stages.extract.config import ExtractConfig
+from stages.extract.errors import WeightsError
 from stages.extract.extractors.resnet50 import ResNet50, resolve_weights
 from stages.extract.model_thread import ModelThread
 

@@ -15,7 +15,7 @@ import pytest
 import synth
 from helpers import skip_where_ffmpeg_crashes_on
 
-from pipeline.config import DECODERS
+from stages.extract.config import DECODERS
 from stages.extract.decode import decode_video
 from stages.extract.decode_common import DecodeError, fps_indices, preflight, read_avi_header, uniform_indices
 from stages.extract.decode_ffmpeg_cli import build_decode_args, decode_video_cli, first_count, probe

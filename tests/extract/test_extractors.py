@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.config import ExtractConfig
+from stages.extract.config import ExtractConfig
 from stages.extract.extractors import FAMILIES, FRAMES, SOUND, family_for
 from stages.extract.logmel import summarize
 from stages.extract.model_thread import ModelThread

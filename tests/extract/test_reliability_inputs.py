@@ -29,8 +29,8 @@ from reliability_harness import REPO, run_cli_as_nobody
 import stages.extract.decode_ffmpeg_cli
 import stages.extract.inputs
 from pipeline import store
-from pipeline.config import DECODERS, ExtractConfig
 from stages.extract import extract_features
+from stages.extract.config import DECODERS, ExtractConfig
 from stages.extract.decode import decode_video
 from stages.extract.decode_ffmpeg_cli import decode_video_cli
 

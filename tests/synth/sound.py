@@ -15,9 +15,8 @@ import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from pipeline.errors import SynthError
 from pipeline.files import atomic_write_bytes
-from stages.samples.clips import remove_stale_partials
+from stages.samples.clips import SynthError, remove_stale_partials
 from stages.samples.sound_clips import SoundClip, jittered_tones, plan_sound_clip, run_all
 from stages.samples.ucf101 import make_ucf101_tree, ucf101_name
 

@@ -7,8 +7,7 @@ vggish.py          SOUND   VGGish embedding, 128-d              --modality audio
 
 from __future__ import annotations
 
-from pipeline.config import ExtractConfig
-
+from ..config import ExtractConfig
 from .base import FRAMES, SOUND, Extractor, Loaded, Preprocessing
 from .logmel_summary import LogMelSummary
 from .resnet50 import ResNet50

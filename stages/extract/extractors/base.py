@@ -31,10 +31,10 @@ from typing import ClassVar
 import torch
 from torch import nn
 
-from pipeline.config import ExtractConfig
 from pipeline.devices import inference_precision, resolve_device
 from pipeline.errors import ConfigError
 
+from ..config import ExtractConfig
 from ..weights import WeightsSpec
 
 FRAMES = "frames"  # one RGB picture per sampled step

@@ -14,9 +14,10 @@ from pathlib import Path
 import torch
 import torchvision
 
-from pipeline.config import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD, SCHEMA_VERSION, FeatureIdentity
+from pipeline.config import SCHEMA_VERSION
 from pipeline.devices import resolve_device
 
+from ..config import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD, FeatureIdentity
 from ..weights import Checkpoint, WeightsSpec, check_shapes, load_state_dict, resolve
 from .base import FRAMES, Extractor, Loaded, Preprocessing, picture_precision
 

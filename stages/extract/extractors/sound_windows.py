@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from pipeline.config import AUDIO_DIM, SCHEMA_VERSION, AudioIdentity
+from pipeline.config import SCHEMA_VERSION
 
+from ..config import AUDIO_DIM, AudioIdentity
 from ..logmel import FRONT_END, MEL_BANDS, example_frames
 from ..weights import WeightsSpec
 from .base import SOUND, Extractor

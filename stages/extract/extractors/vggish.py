@@ -34,8 +34,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.errors import WeightsError
-
+from ..errors import WeightsError
 from ..weights import Checkpoint, WeightsSpec, check_shapes, load_state_dict, resolve
 from .base import Loaded
 from .sound_windows import SoundWindows

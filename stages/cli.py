@@ -1,4 +1,4 @@
-"""The `vidstore` command line (also `python -m pipeline`). Click lives only here.
+"""The `vidstore` command line (also `python -m stages`). Click lives only here.
 
 Each command maps its options onto a frozen config and calls one plain function; the
 Makefile targets pass their variables through as these options.
@@ -6,6 +6,7 @@ Makefile targets pass their variables through as these options.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -14,14 +15,33 @@ from pathlib import Path
 
 import click
 
-from . import console, store
-from .config import AUDIO_FEATURES, DECODERS, MODALITIES, ExtractConfig, TrainConfig, store_root
-from .errors import USER_ERRORS, ConfigError
+from pipeline import console, store
+from pipeline.config import store_root
+from pipeline.errors import ConfigError, FFmpegMissing, StoreError
+
+from .bench.config import BenchConfig, BenchError
+from .extract.config import ExtractConfig
+from .extract.errors import ClusterError, DatasetError, VideoError, WeightsError
+from .samples.clips import SynthError
+from .train.config import TrainConfig
+
+# Shown as one line (exit status 1, or 2 with the usage line for a ConfigError).
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ConfigError,
+    StoreError,
+    DatasetError,
+    WeightsError,
+    FFmpegMissing,
+    ClusterError,
+    SynthError,
+    BenchError,
+    VideoError,
+)
 
 # Each stage is imported inside the command that runs it: importing all of them (torchvision,
 # the models, the benchmark) doubles the start of `vidstore --help` and of the store commands
-# (3.6 s -> 7.9 s measured on the 2-core development machine). No stage imports this module,
-# so these imports close no cycle.
+# (3.6 s -> 7.9 s measured on the 2-core development machine). Their configs and errors,
+# imported above, load no torch.
 
 
 def user_facing(*also: type[BaseException]):
@@ -82,107 +102,109 @@ user_errors_as_messages = user_facing()
 missing_files_as_messages = user_facing(FileNotFoundError)
 
 
+DEVICE_HELP = "auto | cpu | cuda | cuda:N (DEVICE=)."
+
+
+def config_option(cls: type, *decls: str, **kw):
+    """A click option for a field of the config dataclass `cls`, named by the option (`--shard-size`:
+    shard_size) or by the name given after it (`"--size", "image_size"`). Its default, and its
+    choices where the field lists some (pipeline.config.choice), are the dataclass's: each is
+    written once, beside its field. A tuple field (--devices) is typed as one comma-separated
+    string and keeps the default the call gives."""
+    name = next((d for d in decls if not d.startswith("-")), None)
+    name = name or decls[0].split("/")[0].lstrip("-").replace("-", "_")
+    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    if "choices" in field.metadata:
+        kw["type"] = click.Choice(field.metadata["choices"])
+    if not isinstance(field.default, tuple):
+        kw |= {"default": field.default, "show_default": field.default not in (None, "", 0, False)}
+    return click.option(*decls, **kw)
+
+
 def extract_options(fn):
     """Options of ExtractConfig, shared by `features` and `demo`."""
     options = [
-        click.option(
-            "--dataset",
-            type=click.Choice(["sample", "ucf101", "hmdb51", "folder", "csv"]),
-            default="sample",
-            show_default=True,
-            help="Dataset adapter (DATASET=).",
-        ),
-        click.option(
+        config_option(ExtractConfig, "--dataset", help="Dataset adapter (DATASET=)."),
+        config_option(
+            ExtractConfig,
             "--data-dir",
             type=click.Path(path_type=Path),
             help="Dataset root; csv: the .csv file. Default data/<dataset> (DATA_DIR=).",
         ),
-        click.option(
+        config_option(
+            ExtractConfig,
             "--features-root",
             type=click.Path(path_type=Path),
             help="Feature store root, default data/features (FEATURES_ROOT=).",
         ),
-        click.option(
-            "--frames",
-            type=int,
-            default=16,
-            show_default=True,
-            help="T frames per video; the cap with --fps (FRAMES=).",
+        config_option(ExtractConfig, "--frames", type=int, help="T frames per video; the cap with --fps (FRAMES=)."),
+        config_option(
+            ExtractConfig,
+            "--fps",
+            type=float,
+            help="Sample at a fixed rate instead of T uniform segment centres (FPS=).",
         ),
-        click.option("--fps", type=float, help="Sample at a fixed rate instead of T uniform segment centres (FPS=)."),
-        click.option(
-            "--size",
-            "image_size",
-            type=int,
-            default=224,
-            show_default=True,
-            help="Centre-crop size fed to ResNet-50, px (SIZE=).",
+        config_option(
+            ExtractConfig, "--size", "image_size", type=int, help="Centre-crop size fed to ResNet-50, px (SIZE=)."
         ),
-        click.option("--resize", type=int, help="Shorter side before the crop, px (default size*256/224)."),
-        click.option(
-            "--weights",
-            default="imagenet",
-            show_default=True,
-            help="imagenet | random | /path/to/resnet50.pth (WEIGHTS=).",
+        config_option(
+            ExtractConfig, "--resize", type=int, help="Shorter side before the crop, px (default size*256/224)."
         ),
-        click.option("--seed", type=int, default=0, show_default=True, help="Seed of --weights random (SEED=)."),
-        click.option(
-            "--precision",
-            type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
-            default="auto",
-            show_default=True,
-            help="Backbone precision (PRECISION=).",
+        config_option(ExtractConfig, "--weights", help="imagenet | random | /path/to/resnet50.pth (WEIGHTS=)."),
+        config_option(ExtractConfig, "--seed", type=int, help="Seed of --weights random (SEED=)."),
+        config_option(ExtractConfig, "--precision", help="Backbone precision (PRECISION=)."),
+        decoder_option(ExtractConfig, "In-process PyAV, or an ffmpeg process per video; part of the feature-set id"),
+        config_option(ExtractConfig, "--device", help=DEVICE_HELP),
+        config_option(
+            ExtractConfig,
+            "--devices",
+            default="",
+            help="One backbone process per device, e.g. cuda:0,cuda:1 (DEVICES=).",
         ),
-        decoder_option("In-process PyAV, or an ffmpeg process per video; part of the feature-set id"),
-        click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (DEVICE=)."),
-        click.option("--devices", default="", help="One backbone process per device, e.g. cuda:0,cuda:1 (DEVICES=)."),
-        click.option("--workers", type=int, default=0, help="Parallel decoders, default all cores (WORKERS=)."),
-        click.option(
+        config_option(ExtractConfig, "--workers", type=int, help="Parallel decoders, default all cores (WORKERS=)."),
+        config_option(
+            ExtractConfig,
             "--gpu-batch",
             type=int,
-            default=0,
             help="Frames per backbone batch, default 512 on CUDA, 32 on CPU (GPU_BATCH=).",
         ),
-        click.option("--shard-size", type=int, default=256, show_default=True, help="Videos per shard (SHARD_SIZE=)."),
-        click.option(
+        config_option(ExtractConfig, "--shard-size", type=int, help="Videos per shard (SHARD_SIZE=)."),
+        config_option(
+            ExtractConfig,
             "--timeout",
             type=float,
-            default=60.0,
-            show_default=True,
             help="Seconds allowed to one video (pyav) or to one ffmpeg call (ffmpeg-cli) (TIMEOUT=).",
         ),
-        click.option(
+        config_option(
+            ExtractConfig,
             "--compile/--no-compile",
-            default=False,
             help="torch.compile the backbone; pays off only on large sets (COMPILE=1).",
         ),
-        click.option("--scheduler", help="Run on Dask: local:N or tcp://host:8786 (SCHEDULER=)."),
-        click.option("--name", help="Dataset name in the store (default: derived from --dataset/--data-dir) (NAME=)."),
-        click.option(
+        config_option(ExtractConfig, "--scheduler", help="Run on Dask: local:N or tcp://host:8786 (SCHEDULER=)."),
+        config_option(
+            ExtractConfig,
+            "--name",
+            help="Dataset name in the store (default: derived from --dataset/--data-dir) (NAME=).",
+        ),
+        config_option(
+            ExtractConfig,
             "--modality",
-            type=click.Choice(MODALITIES),
-            default="rgb",
-            show_default=True,
             help="rgb: ResNet-50 on the pictures; audio: the sound around each sampled frame (MODALITY=).",
         ),
-        click.option(
+        config_option(
+            ExtractConfig,
             "--audio-features",
-            type=click.Choice(AUDIO_FEATURES),
-            default="logmel",
-            show_default=True,
             help="Audio: logmel (per-band mean and std of a log-mel window, no weights) or vggish (AUDIO_FEATURES=).",
         ),
-        click.option(
+        config_option(
+            ExtractConfig,
             "--audio-weights",
-            default="vggish",
-            show_default=True,
             help="Audio with vggish: vggish | random | /path/to/vggish.pth (AUDIO_WEIGHTS=).",
         ),
-        click.option(
+        config_option(
+            ExtractConfig,
             "--audio-window",
             type=float,
-            default=0.96,
-            show_default=True,
             help="Audio: seconds of sound centred on each sampled frame (AUDIO_WINDOW=).",
         ),
     ]
@@ -191,15 +213,9 @@ def extract_options(fn):
     return fn
 
 
-def decoder_option(what: str):
-    """--decoder, shared by `features`, `demo` and `bench`."""
-    return click.option(
-        "--decoder",
-        type=click.Choice(DECODERS),
-        default=DECODERS[0],
-        show_default=True,
-        help=f"{what} (DECODER=).",
-    )
+def decoder_option(cls: type, what: str):
+    """--decoder, shared by `features`, `demo` (ExtractConfig) and `bench` (BenchConfig)."""
+    return config_option(cls, "--decoder", help=f"{what} (DECODER=).")
 
 
 def make_extract_config(**kw) -> ExtractConfig:
@@ -234,293 +250,191 @@ def features(**kw) -> None:
 
 
 @main.command()
-@click.option(
+@config_option(
+    BenchConfig,
     "--clips",
     type=int,
-    default=0,
     help="Clips timed end to end and by the decode ceiling; default 8 on CPU, 2048 on CUDA (CLIPS=).",
 )
-@click.option(
-    "--seconds", type=float, default=7.0, show_default=True, help="Length of each generated clip, s (SECONDS=)."
-)
-@click.option("--workers", type=int, default=0, help="Stage one's decoders, default all cores (WORKERS=).")
-@decoder_option("Stage one's decoder end to end; every decoder is timed alone")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (DEVICE=).")
-@click.option(
+@config_option(BenchConfig, "--seconds", type=float, help="Length of each generated clip, s (SECONDS=).")
+@config_option(BenchConfig, "--workers", type=int, help="Stage one's decoders, default all cores (WORKERS=).")
+@decoder_option(BenchConfig, "Stage one's decoder end to end; every decoder is timed alone")
+@config_option(BenchConfig, "--device", help=DEVICE_HELP)
+@config_option(
+    BenchConfig,
     "--size",
     type=int,
-    default=0,
     help="Crop fed to ResNet-50, px; default 112 on CPU (to finish in minutes), 224 on CUDA (SIZE=).",
 )
-@click.option("--frames", type=int, default=16, show_default=True, help="T frames sampled per video (FRAMES=).")
-@click.option(
+@config_option(BenchConfig, "--frames", type=int, help="T frames sampled per video (FRAMES=).")
+@config_option(
+    BenchConfig,
     "--gpu-batch",
     type=int,
-    default=0,
     help="Frames per backbone batch, default stage one's: 32 on CPU, 512 on CUDA (GPU_BATCH=).",
 )
-@click.option(
-    "--precision",
-    type=click.Choice(["auto", "fp32", "fp16", "bf16"]),
-    default="auto",
-    show_default=True,
-    help="Backbone precision (PRECISION=).",
-)
-@click.option(
+@config_option(BenchConfig, "--precision", help="Backbone precision (PRECISION=).")
+@config_option(
+    BenchConfig,
     "--compile/--no-compile",
-    default=False,
     help="Also measure torch.compile: compile time, speed-up, break-even (COMPILE=1).",
 )
-@click.option(
+@config_option(
+    BenchConfig,
     "--baseline-clips",
     type=int,
-    default=0,
     help="Clips run through the seed method; default 2 on CPU, 16 on CUDA (BASELINE_CLIPS=).",
 )
-@click.option(
-    "--baseline-reader",
-    type=click.Choice(["auto", "opencv", "ffmpeg"]),
-    default="auto",
-    show_default=True,
-    help="How the seed method reads every frame; auto: OpenCV if installed.",
+@config_option(
+    BenchConfig, "--baseline-reader", help="How the seed method reads every frame; auto: OpenCV if installed."
 )
-@click.option(
+@config_option(
+    BenchConfig,
     "--backbone-seconds",
     type=float,
-    default=0.0,
     help="How long to time the backbone alone; default 6 s on CPU, 10 s on CUDA.",
 )
-@click.option(
+@config_option(
+    BenchConfig,
     "--rounds",
     type=int,
-    default=2,
-    show_default=True,
     help="Alternating rounds of ceiling, end to end and baseline; the best of each counts (ROUNDS=).",
 )
-@click.option(
+@config_option(
+    BenchConfig,
     "--train-epochs",
     type=int,
-    default=50,
-    show_default=True,
     help="LSTM epochs timed for stage two; fewer are scaled to 50 and labelled EXTRAPOLATED (TRAIN_EPOCHS=).",
 )
-@click.option(
+@config_option(
+    BenchConfig,
     "--audio-clips",
     type=int,
-    default=0,
     help="Clips with a sound track timed as an audio set (AUDIO_CLIPS=). [default: all of --clips on a CPU, 256 on CUDA]",
 )
-@click.option("--skip-train", is_flag=True, help="Do not time stage two (SKIP_TRAIN=1).")
-@click.option(
+@config_option(BenchConfig, "--skip-train", is_flag=True, help="Do not time stage two (SKIP_TRAIN=1).")
+@config_option(
+    BenchConfig,
     "--devices",
-    default="",
     help="Also time end to end with one backbone process per device, e.g. cuda:0,cuda:0 (BENCH_DEVICES=).",
 )
-@click.option(
-    "--clips-dir", type=click.Path(path_type=Path), help="Where clips are generated and reused, default bench/clips."
+@config_option(
+    BenchConfig,
+    "--clips-dir",
+    type=click.Path(path_type=Path),
+    help="Where clips are generated and reused, default bench/clips.",
 )
-@click.option("--out", type=click.Path(path_type=Path), help="Results file, default bench/results.json.")
+@config_option(BenchConfig, "--out", type=click.Path(path_type=Path), help="Results file, default bench/results.json.")
 @user_errors_as_messages
 def bench(**kw) -> None:
     """Stage one against every decoder alone and the seed method; stage two's 50 epochs. Writes bench/results.json."""
-    from stages.bench import BenchConfig, run_bench
+    from stages.bench import run_bench
 
     run_bench(BenchConfig(**kw))
 
 
 # ================================================================ stage two: train, evaluate, compare, predict
-# (owned by stage two; options map one to one onto pipeline.config.TrainConfig fields,
-# whose defaults are the only ones)
-def train_default(name: str):
-    return TrainConfig.__dataclass_fields__[name].default
-
-
+# (options map one to one onto stages.train.config.TrainConfig fields)
 def train_options(fn):
     """Options of TrainConfig, shared by `train` and `compare`."""
-    d = train_default
     options = [
-        click.option(
+        config_option(
+            TrainConfig,
             "--dataset",
-            default=d("dataset"),
-            show_default=True,
             help="DATASET= as given to `features` (or a dataset name in the store) (DATASET=).",
         ),
-        click.option(
+        config_option(
+            TrainConfig,
             "--data-dir",
             type=click.Path(path_type=Path),
             help="folder / csv: DATA_DIR= as given to `features`, which names the set in the store (DATA_DIR=).",
         ),
-        click.option("--name", help="NAME= as given to `features`: the dataset's name in the store (NAME=)."),
-        click.option(
-            "--features", help="Feature-set id(s) or path(s), comma-separated; default: the dataset's set (FEATURES=)."
+        config_option(
+            TrainConfig, "--name", help="NAME= as given to `features`: the dataset's name in the store (NAME=)."
         ),
-        click.option(
+        config_option(
+            TrainConfig,
+            "--features",
+            help="Feature-set id(s) or path(s), comma-separated; default: the dataset's set (FEATURES=).",
+        ),
+        config_option(
+            TrainConfig,
             "--features-root",
             type=click.Path(path_type=Path),
             help="Store root, default data/features (FEATURES_ROOT=).",
         ),
-        click.option(
+        config_option(
+            TrainConfig,
             "--modalities",
             default="",
             help="Each modality's default set for --dataset, comma-separated: rgb, audio or rgb,audio; "
             "default rgb, or with --features the sets' own (MODALITIES=).",
         ),
-        click.option(
-            "--model",
-            type=click.Choice(TrainConfig.HEADS),
-            default=d("model"),
-            show_default=True,
-            help="Temporal head (MODEL=).",
-        ),
-        click.option(
+        config_option(TrainConfig, "--model", help="Temporal head (MODEL=)."),
+        config_option(
+            TrainConfig,
             "--fusion",
-            type=click.Choice(TrainConfig.FUSIONS),
-            default=d("fusion"),
-            show_default=True,
             help="Several modalities: early (concatenated per step), late (an encoder per modality) or gated "
             "(late, through context gating); lstm, gru, attention; other heads read the early input (FUSION=).",
         ),
-        click.option(
+        config_option(
+            TrainConfig,
             "--modality-dropout",
             type=float,
-            default=d("modality_dropout"),
-            show_default=True,
             help="Several modalities, in training: chance that a video loses one of its modalities (never all) "
             "(MODALITY_DROPOUT=).",
         ),
-        click.option(
-            "--split",
-            default=d("split"),
-            show_default=True,
-            help="Official split 1|2|3, or all: each split and the mean (SPLIT=).",
+        config_option(TrainConfig, "--split", help="Official split 1|2|3, or all: each split and the mean (SPLIT=)."),
+        config_option(TrainConfig, "--epochs", type=int, help="Most epochs; early stopping may end sooner (EPOCHS=)."),
+        config_option(TrainConfig, "--lr", type=float, help="AdamW peak learning rate (LR=)."),
+        config_option(
+            TrainConfig, "--batch", type=int, help="Videos per step; 0 = auto, 256 or fewer on small sets (BATCH=)."
         ),
-        click.option(
-            "--epochs",
-            type=int,
-            default=d("epochs"),
-            show_default=True,
-            help="Most epochs; early stopping may end sooner (EPOCHS=).",
-        ),
-        click.option("--lr", type=float, default=d("lr"), show_default=True, help="AdamW peak learning rate (LR=)."),
-        click.option(
-            "--batch",
-            type=int,
-            default=d("batch"),
-            show_default=True,
-            help="Videos per step; 0 = auto, 256 or fewer on small sets (BATCH=).",
-        ),
-        click.option(
-            "--seed",
-            type=int,
-            default=d("seed"),
-            show_default=True,
-            help="Seeds init, carving, shuffling, dropout (SEED=).",
-        ),
-        click.option(
+        config_option(TrainConfig, "--seed", type=int, help="Seeds init, carving, shuffling, dropout (SEED=)."),
+        config_option(
+            TrainConfig,
             "--out",
             type=click.Path(path_type=Path),
             help="Run directory, default runs/<time>-<model>-split<split> (OUT=).",
         ),
-        click.option("--device", default=d("device"), show_default=True, help="auto | cpu | cuda | cuda:N (DEVICE=)."),
-        click.option(
-            "--hidden",
-            type=int,
-            default=d("hidden"),
-            show_default=True,
-            help="Recurrent state / TCN channels / transformer width.",
+        config_option(TrainConfig, "--device", help=DEVICE_HELP),
+        config_option(TrainConfig, "--hidden", type=int, help="Recurrent state / TCN channels / transformer width."),
+        config_option(TrainConfig, "--layers", type=int, help="Recurrent layers / TCN blocks / transformer layers."),
+        config_option(TrainConfig, "--bidirectional/--unidirectional", help="Recurrent heads read both ways."),
+        config_option(TrainConfig, "--dropout", type=float, help="Before the classifier and between layers."),
+        config_option(
+            TrainConfig, "--proj", type=int, help="Recurrent heads: learned D -> PROJ input projection; 0 = none."
         ),
-        click.option(
-            "--layers",
-            type=int,
-            default=d("layers"),
-            show_default=True,
-            help="Recurrent layers / TCN blocks / transformer layers.",
-        ),
-        click.option(
-            "--bidirectional/--unidirectional",
-            default=d("bidirectional"),
-            show_default=True,
-            help="Recurrent heads read both ways.",
-        ),
-        click.option(
-            "--dropout",
-            type=float,
-            default=d("dropout"),
-            show_default=True,
-            help="Before the classifier and between layers.",
-        ),
-        click.option(
-            "--proj",
-            type=int,
-            default=d("proj"),
-            show_default=True,
-            help="Recurrent heads: learned D -> PROJ input projection; 0 = none.",
-        ),
-        click.option(
-            "--weight-decay",
-            type=float,
-            default=d("weight_decay"),
-            show_default=True,
-            help="AdamW weight decay (matrices only).",
-        ),
-        click.option(
-            "--warmup-epochs",
-            type=float,
-            default=d("warmup_epochs"),
-            show_default=True,
-            help="Linear warmup, then cosine decay.",
-        ),
-        click.option(
-            "--label-smoothing",
-            type=float,
-            default=d("label_smoothing"),
-            show_default=True,
-            help="Cross-entropy label smoothing.",
-        ),
-        click.option(
-            "--clip-grad", type=float, default=d("clip_grad"), show_default=True, help="Max gradient norm; 0 = off."
-        ),
-        click.option(
+        config_option(TrainConfig, "--weight-decay", type=float, help="AdamW weight decay (matrices only)."),
+        config_option(TrainConfig, "--warmup-epochs", type=float, help="Linear warmup, then cosine decay."),
+        config_option(TrainConfig, "--label-smoothing", type=float, help="Cross-entropy label smoothing."),
+        config_option(TrainConfig, "--clip-grad", type=float, help="Max gradient norm; 0 = off."),
+        config_option(
+            TrainConfig,
             "--val-fraction",
             type=float,
-            default=d("val_fraction"),
-            show_default=True,
             help="Validation share of the training split, carved by group (VAL_FRACTION=).",
         ),
-        click.option(
+        config_option(
+            TrainConfig,
             "--test-fraction",
             type=float,
-            default=d("test_fraction"),
-            show_default=True,
             help="Test share carved by group when the dataset has no test split (TEST_FRACTION=).",
         ),
-        click.option(
-            "--patience",
-            type=int,
-            default=d("patience"),
-            show_default=True,
-            help="Epochs without validation gain before stopping; 0 = never.",
+        config_option(
+            TrainConfig, "--patience", type=int, help="Epochs without validation gain before stopping; 0 = never."
         ),
-        click.option(
+        config_option(
+            TrainConfig,
             "--precision",
-            type=click.Choice(["auto", "fp32", "bf16", "fp16"]),
-            default=d("precision"),
-            show_default=True,
             help="auto: fp16 AMP on CUDA, bf16 autocast on CPUs with native bf16, else fp32.",
         ),
-        click.option(
+        config_option(
+            TrainConfig,
             "--load",
-            type=click.Choice(["auto", "memory", "stream"]),
-            default=d("load"),
-            show_default=True,
             help="Whole in memory (on the GPU if any) or shard by shard; auto: memory when it fits.",
         ),
-        click.option(
-            "--progress/--no-progress",
-            default=d("progress"),
-            show_default=True,
-            help="A progress bar per epoch (NO_PROGRESS=1).",
-        ),
+        config_option(TrainConfig, "--progress/--no-progress", help="A progress bar per epoch (NO_PROGRESS=1)."),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -542,7 +456,7 @@ def train_command(**kw) -> None:
 @click.option(
     "--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory `train` printed (RUN=)."
 )
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (DEVICE=).")
+@config_option(TrainConfig, "--device", help=DEVICE_HELP)
 @missing_files_as_messages
 def evaluate_command(run_dir: Path, device: str) -> None:
     """Re-evaluate a run's checkpoint(s) on its test split; rewrite its reports."""
@@ -568,7 +482,7 @@ def compare_command(**kw) -> None:
     "--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory `train` printed (RUN=)."
 )
 @click.option("--top", type=int, default=5, show_default=True, help="How many classes to print (TOP=).")
-@click.option("--device", default="auto", show_default=True, help="auto | cpu | cuda | cuda:N (DEVICE=).")
+@config_option(TrainConfig, "--device", help=DEVICE_HELP)
 @missing_files_as_messages
 def predict_command(video: Path, run_dir: Path, top: int, device: str) -> None:
     """Stage one on one video file with the run's extraction settings, then the top classes."""
@@ -582,7 +496,7 @@ def predict_command(video: Path, run_dir: Path, top: int, device: str) -> None:
 
 @main.command()
 @extract_options
-@click.option("--epochs", type=int, default=30, show_default=True, help="Stage two epochs (EPOCHS=).")
+@config_option(TrainConfig, "--epochs", type=int, help="Stage two epochs (EPOCHS=).")
 @user_errors_as_messages
 @on_interrupt(f"Stage one: {STAGE_ONE_INTERRUPTED} Stage two: {STAGE_TWO_INTERRUPTED}")
 def demo(epochs: int, **kw) -> None:
