@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from pipeline import console
 from pipeline.config import TrainConfig
 
-from .sources import Batch
+from .sources import Batch, Source
 
 # BATCH=0: this many videos per step, fewer on small sets so that an epoch still has
 # MIN_STEPS_PER_EPOCH optimiser steps.
@@ -76,7 +76,7 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 
 @torch.no_grad()
 def loss_and_accuracy(
-    model: torch.nn.Module, part, batch: int, autocast_dtype: torch.dtype | None
+    model: torch.nn.Module, part: Source, batch: int, autocast_dtype: torch.dtype | None
 ) -> tuple[float, float]:
     """Mean cross-entropy (no smoothing) and top-1 accuracy of a part, in eval mode."""
     model.eval()
@@ -131,7 +131,7 @@ def train_step(
 
 def train_one_epoch(
     model: torch.nn.Module,
-    part,
+    part: Source,
     opt: torch.optim.Optimizer,
     sched,
     scaler: torch.amp.GradScaler,
@@ -163,8 +163,8 @@ def train_one_epoch(
 
 def fit(
     model: torch.nn.Module,
-    train,
-    val,
+    train: Source,
+    val: Source | None,
     cfg: TrainConfig,
     batch: int,
     device: torch.device,
@@ -209,9 +209,9 @@ def fit(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         result.history.append(entry)
         if cfg.progress:
-            val = f", val loss {entry['val_loss']:.3f} acc {entry['val_acc']:.3f}" if "val_acc" in entry else ""
+            val_text = f", val loss {entry['val_loss']:.3f} acc {entry['val_acc']:.3f}" if "val_acc" in entry else ""
             console.say(
-                f"{desc}: loss {loss:.3f} acc {acc:.3f}{val}  [{entry['seconds']:.1f} s]"
+                f"{desc}: loss {loss:.3f} acc {acc:.3f}{val_text}  [{entry['seconds']:.1f} s]"
                 f"{'  *' if entry['best'] else ''}"
             )
         if cfg.patience and val is not None and epoch - result.best_epoch >= cfg.patience:

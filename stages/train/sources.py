@@ -221,3 +221,7 @@ class StreamSource:
             yield Batch(*(f[s : s + batch] for f in joined))
         if full < total:
             carry.append(Batch(*(f[full:] for f in joined)))
+
+
+# What the training loop and evaluation read: either kind of part, the same batches.
+Source = MemorySource | StreamSource

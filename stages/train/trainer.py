@@ -24,7 +24,7 @@ from .fusion import ENCODER_HEADS, effective_fusion
 from .loop import auto_batch, cpu_threads, fit, seed_everything
 from .models import WORKSPACE, count_parameters
 from .runs import CHECKPOINT, CONFIG, CURVES, METRICS, default_out
-from .sources import MemorySource, StreamSource, choose_load, memory_chunks
+from .sources import MemorySource, Source, StreamSource, choose_load, memory_chunks
 from .spec import build_from_spec, model_spec
 
 
@@ -98,9 +98,9 @@ def load_data(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> Loa
 class SplitSources:
     """Train / validation / test sources of one split, standardised with training statistics."""
 
-    train: object
-    val: object | None
-    test: object
+    train: Source
+    val: Source | None  # None: too few groups per class to carve a validation part
+    test: Source
     mean: torch.Tensor  # (D,) float32
     std: torch.Tensor  # (D,) float32
     sizes: dict
