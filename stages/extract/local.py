@@ -31,9 +31,9 @@ def start_extractor(plan: ExtractionPlan) -> FeatureExtractor:
     """
     device = device_of(plan.cfg)
     return FeatureExtractor(
-        plan.weights,
+        plan.required_weights,
         str(device),
-        plan.identity.precision,
+        plan.visual.precision,
         plan.cfg.compile,
         background=True,
         warm_up=(backbone_batch(plan.cfg, device), plan.cfg.image_size),
@@ -66,7 +66,7 @@ def work_through(plan: ExtractionPlan, summary: Summary, work: str, runner_for: 
     if not missing:
         return
     console.say(f"feature set {plan.identity.id}: {len(missing)} of {len(plan.shards)} shards to compute {work}")
-    waited, reported_busy = False, set()
+    waited, reported_busy = False, set[int]()
     with console.progress(
         sum(len(plan.shards[i]) for i in missing), "video", "stage one", disable=not show_progress
     ) as bar:
@@ -95,9 +95,7 @@ def extract_on_devices(plan: ExtractionPlan, summary: Summary) -> None:
     devices = plan.cfg.devices
     per = max(1, (plan.cfg.workers or os.cpu_count() or 1) // len(devices))
     shares = [plan.with_config(devices=(d,), device=d, workers=per) for d in devices]
-    console.say(
-        f"one backbone process per device: {', '.join(devices)} ({per} decoders each, {plan.identity.precision})"
-    )
+    console.say(f"one backbone process per device: {', '.join(devices)} ({per} decoders each, {plan.visual.precision})")
     with follow_manifest(plan):
         results = Parallel(n_jobs=len(devices), backend="loky")(delayed(device_worker)(share) for share in shares)
     for r in results:

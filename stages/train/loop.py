@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch.nn.functional as F
 from pipeline import console
 from pipeline.config import TrainConfig
 
+from .models import TemporalClassifier
 from .sources import Batch, Source
 
 # BATCH=0: this many videos per step, fewer on small sets so that an epoch still has
@@ -76,17 +78,20 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 
 @torch.no_grad()
 def loss_and_accuracy(
-    model: torch.nn.Module, part: Source, batch: int, autocast_dtype: torch.dtype | None
+    model: TemporalClassifier, part: Source, batch: int, autocast_dtype: torch.dtype | None
 ) -> tuple[float, float]:
     """Mean cross-entropy (no smoothing) and top-1 accuracy of a part, in eval mode."""
     model.eval()
-    loss = correct = None
+    loss: torch.Tensor | None = None
+    correct: torch.Tensor | None = None
     for b in part.batches(batch):
         with torch.autocast(b.x.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             logits = model.classify(b.x, b.lengths, b.present)
         l_sum = F.cross_entropy(logits, b.labels, reduction="sum")
         hits = (logits.argmax(1) == b.labels).sum()
-        loss, correct = (l_sum, hits) if loss is None else (loss + l_sum, correct + hits)
+        loss, correct = (l_sum, hits) if loss is None or correct is None else (loss + l_sum, correct + hits)
+    if loss is None or correct is None:
+        raise ValueError("cannot evaluate an empty part")
     return float(loss) / len(part), float(correct) / len(part)  # one device sync per evaluation
 
 
@@ -98,11 +103,11 @@ class FitHistory:
 
 
 def train_step(
-    model: torch.nn.Module,
-    params: list[torch.Tensor],
+    model: TemporalClassifier,
+    params: Sequence[torch.Tensor],
     batch: Batch,
     opt: torch.optim.Optimizer,
-    sched,
+    sched: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
     cfg: TrainConfig,
     autocast_dtype: torch.dtype | None,
@@ -130,10 +135,10 @@ def train_step(
 
 
 def train_one_epoch(
-    model: torch.nn.Module,
+    model: TemporalClassifier,
     part: Source,
     opt: torch.optim.Optimizer,
-    sched,
+    sched: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
     cfg: TrainConfig,
     batch: int,
@@ -162,7 +167,7 @@ def train_one_epoch(
 
 
 def fit(
-    model: torch.nn.Module,
+    model: TemporalClassifier,
     train: Source,
     val: Source | None,
     cfg: TrainConfig,
@@ -184,7 +189,9 @@ def fit(
     )
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)  # fp16 only: bf16 needs none
     generator = torch.Generator().manual_seed(cfg.seed)
-    result, best_key, best_state = FitHistory(), None, None
+    result = FitHistory()
+    best_key: tuple[float, float] | None = None
+    best_state: dict[str, torch.Tensor] = {}
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         desc = f"{label} epoch {epoch}/{cfg.epochs}"
