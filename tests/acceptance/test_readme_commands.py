@@ -65,16 +65,16 @@ def set_id(home) -> str:
     return set_dir.name
 
 
-@dataclass(frozen=True)
-class Trained:
-    outcome: Outcome
-    run_dir: Path
+@pytest.fixture(scope="session")
+def lstm_train(ucf_home) -> Outcome:
+    """`make train` with every default (MODEL=lstm, split 1, 30 epochs, progress on)."""
+    return run_make(ucf_home.root, "train", "DATASET=ucf101")
 
 
 @pytest.fixture(scope="session")
-def lstm_run(ucf_home) -> Trained:
-    outcome = run_make(ucf_home.root, "train", "DATASET=ucf101")
-    return Trained(outcome, assert_trained(outcome, "lstm"))
+def lstm_run(lstm_train) -> Path:
+    """The run directory of that `make train`, for the commands that read a run."""
+    return assert_trained(lstm_train, "lstm")
 
 
 def test_make_features(ucf_home):
@@ -91,20 +91,22 @@ def test_make_features(ucf_home):
     assert f"reused {videos}" in again.stderr or f"reusing feature set {set_dir.name}" in again.stderr, again
 
 
-def test_make_train_trains_every_epoch_with_a_validation_part(ucf_home, lstm_run):
+def test_make_train_trains_every_epoch_with_a_validation_part(ucf_home, lstm_train):
     """The command of issue 18: with progress on, it crashed at the start of epoch 2."""
-    out = lstm_run.outcome
-    parts = re.search(r"lstm split 1: (\d+) train / (\d+) validation \(by group\) / (\d+) test videos", out.stderr)
-    assert parts and int(parts[2]) > 0, f"the tier's set must carve a validation part:\n{out}"
-    assert lstm_run.run_dir.parent == ucf_home.root / "runs", "runs go under VIDSTORE_HOME/runs"
-    assert "val loss" in out.stderr, f"no validation figures in the progress lines:\n{out}"
+    run_dir = assert_trained(lstm_train, "lstm")
+    parts = re.search(
+        r"lstm split 1: (\d+) train / (\d+) validation \(by group\) / (\d+) test videos", lstm_train.stderr
+    )
+    assert parts and int(parts[2]) > 0, f"the tier's set must carve a validation part:\n{lstm_train}"
+    assert run_dir.parent == ucf_home.root / "runs", "runs go under VIDSTORE_HOME/runs"
+    assert "val loss" in lstm_train.stderr, f"no validation figures in the progress lines:\n{lstm_train}"
 
 
 def test_make_evaluate(lstm_run):
-    metrics = json.loads((lstm_run.run_dir / METRICS).read_text())
-    out = run_make(lstm_run.run_dir.parents[1], "evaluate", f"RUN={lstm_run.run_dir}")
+    metrics = json.loads((lstm_run / METRICS).read_text())
+    out = run_make(lstm_run.parents[1], "evaluate", f"RUN={lstm_run}")
     succeeded(out)
-    line = re.search(rf"^{re.escape(str(lstm_run.run_dir))}: {HEADLINE}  \((\d+) test videos\)$", out.stdout, re.M)
+    line = re.search(rf"^{re.escape(str(lstm_run))}: {HEADLINE}  \((\d+) test videos\)$", out.stdout, re.M)
     assert line, f"no result line for the run on stdout:\n{out}"
     assert float(line["top1"]) == pytest.approx(metrics["top1"], abs=1e-4), "evaluate disagrees with train"
     assert int(line[2]) == 3 * len(synth.split_test_groups(UCF_GROUPS)[1])
@@ -113,7 +115,7 @@ def test_make_evaluate(lstm_run):
 def test_make_predict(ucf_home, lstm_run):
     manifest = store.load_manifest(ucf_home.store / "ucf101" / set_id(ucf_home))
     clip = Path(manifest["video_root"]) / manifest["splits"]["1"]["test"][0]
-    out = run_make(ucf_home.root, "predict", f"VIDEO={clip}", f"RUN={lstm_run.run_dir}")
+    out = run_make(ucf_home.root, "predict", f"VIDEO={clip}", f"RUN={lstm_run}")
     succeeded(out)
     assert f"{clip} (" in out.stdout, out
     ranked = re.findall(r"^  (\d)\. (\w+) +(\d\.\d{4})$", out.stdout, re.M)
@@ -165,3 +167,24 @@ def test_make_demo_on_a_terminal(tmp_path):
     assert all(d.parent == tmp_path / "runs" for d in runs.values())
     assert "no validation part" in out.stderr  # the sample's 4 groups per class: all 30 epochs run
     assert re.search(r"^  1\. \w+ +\d\.\d{4}$", out.stdout, re.M), f"no ranking on stdout:\n{out}"
+
+
+@pytest.mark.slow
+def test_make_bench_smallest(tmp_path):
+    """`make bench` with its smallest variables: its CPU defaults take about 10 minutes (50 LSTM
+    epochs on UCF101-sized features alone are 581 s on the idle 2-core machine)."""
+    out = run_make(
+        tmp_path,
+        "bench",
+        "CLIPS=2",
+        "SECONDS=1",
+        "SIZE=64",
+        "ROUNDS=1",
+        "BASELINE_CLIPS=1",
+        "AUDIO_CLIPS=1",
+        "TRAIN_EPOCHS=1",
+    )
+    succeeded(out)
+    results = json.loads((tmp_path / "bench" / "results.json").read_text())
+    for key in ("videos_per_s", "decode_ceiling_videos_per_s", "baseline_videos_per_s", "train_50_epochs_s"):
+        assert results.get(key, 0) > 0, f"{key} missing from bench/results.json: {sorted(results)}\n{out}"
