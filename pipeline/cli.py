@@ -650,7 +650,7 @@ def store_info(ref: str | None, features_root: Path | None) -> None:
             f"{len(sets)} feature sets under {root}; pass one's id (ID= for `make store-info`), a unique "
             f"prefix of it, or dataset/id:\n{table}"
         )
-    console.result(store.describe(sets[0] if sets else find_set(features_root, ref)))
+    console.result(store.describe(find_set(features_root, ref) if ref else sets[0]))
 
 
 @store_group.command("verify")

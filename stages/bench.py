@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import dataclasses
+import io
 import json
 import os
 import platform
@@ -35,6 +36,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -130,6 +132,20 @@ class BenchConfig:
     def resize(self) -> int:
         return ExtractConfig(image_size=self.size).resize_to
 
+    @property
+    def results_path(self) -> Path:
+        """`out` once resolved() has filled in the default."""
+        if self.out is None:
+            raise ValueError("BenchConfig.resolved() gives `out` its default")
+        return self.out
+
+    @property
+    def clips_path(self) -> Path:
+        """`clips_dir` once resolved() has filled in the default."""
+        if self.clips_dir is None:
+            raise ValueError("BenchConfig.resolved() gives `clips_dir` its default")
+        return self.clips_dir
+
 
 def run_bench(cfg: BenchConfig) -> dict:
     """Measure everything (ceiling, end to end and baseline: the best of cfg.rounds alternating
@@ -181,17 +197,17 @@ def run_bench(cfg: BenchConfig) -> dict:
         results[part] = max(runs, key=lambda run: run["videos_per_s"]) | {
             "rounds_videos_per_s": [run["videos_per_s"] for run in runs]
         }
-    write_results(results | headline(results, cfg), cfg.out)  # each part's figures kept as soon as measured
+    write_results(results | headline(results, cfg), cfg.results_path)  # each part's figures kept as soon as measured
     if cfg.devices:
         console.say(f"    stage one end to end with DEVICES={cfg.devices} ...")
         with tempfile.TemporaryDirectory(prefix="vidstore-bench-") as tmp:
             results["end_to_end_devices"] = measure_end_to_end(cfg, csv, Path(tmp), devices=cfg.devices) | {
                 "devices": cfg.devices
             }
-        write_results(results | headline(results, cfg), cfg.out)
+        write_results(results | headline(results, cfg), cfg.results_path)
     console.say("4/5 backbone alone ...")
     results["backbone"] = measure_backbone(cfg, device, precision)
-    write_results(results | headline(results, cfg), cfg.out)
+    write_results(results | headline(results, cfg), cfg.results_path)
     console.say(f"    the audio set of {cfg.audio_clips} clips with a sound track (MODALITY=audio, log-mel) ...")
     try:
         results["audio"] = measure_audio(cfg)
@@ -207,7 +223,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         # Stage one's figures first: on a CPU, 50 epochs take most of an hour.
         results["train"] = {"skipped": "being measured"}
         results.update(headline(results, cfg))
-        write_results(results, cfg.out)
+        write_results(results, cfg.results_path)
         console.say(format_report(results))
         console.say(
             f"\nwrote {cfg.out} (stage one); 5/5 stage two: {cfg.train_epochs} LSTM epochs on UCF101-sized features"
@@ -219,7 +235,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         )
         results["train"] = measure_training(cfg, device)
     results.update(headline(results, cfg))
-    write_results(results, cfg.out)
+    write_results(results, cfg.results_path)
     console.say(format_report(results) if cfg.skip_train else train_line(results["train"]))
     console.say(f"\nwrote {cfg.out}")
     failed = [part for part, figures in results.items() if isinstance(figures, dict) and "error" in figures]
@@ -236,7 +252,7 @@ def write_results(results: dict, out: Path) -> None:
 # ---------------------------------------------------------------- clips
 def prepare_clips(cfg: BenchConfig) -> tuple[list[Path], Path]:
     """The first cfg.clips bench clips (made once, then reused) and a CSV listing exactly them."""
-    folder = cfg.clips_dir / f"{cfg.seconds:g}s"
+    folder = cfg.clips_path / f"{cfg.seconds:g}s"
     missing = sum(not (folder / f"bench_{i:04d}.avi").exists() for i in range(cfg.clips))
     if missing:
         console.say(f"generating {missing} clip(s) under {folder} (once; later runs reuse them) ...")
@@ -251,7 +267,7 @@ def measure_audio(cfg: BenchConfig) -> dict:
     """Stage one with MODALITY=audio (the default log-mel summary) end to end on cfg.clips
     UCF101-like clips with a 44.1 kHz stereo MP3 sound track, into a temporary store: videos/s,
     and CPU ms per video over every thread and ffmpeg process (picture times included)."""
-    folder = cfg.clips_dir / f"sound-{cfg.seconds:g}s"
+    folder = cfg.clips_path / f"sound-{cfg.seconds:g}s"
     paths = make_sound_bench_clips(folder, cfg.audio_clips, cfg.seconds)
     csv = folder / f"bench-{cfg.audio_clips}.csv"
     atomic_write_bytes(csv, ("path,label\n" + "".join(f"{p.name},bench\n" for p in paths)).encode())
@@ -507,10 +523,13 @@ def read_all_frames(path: Path, reader: str):
     info = read_avi_header(path) or probe(path)
     args = [ffmpeg_binary(), "-nostdin", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    stdout = proc.stdout
+    assert isinstance(stdout, io.BufferedReader)  # stdout=PIPE with the default buffering
     try:
         while True:
             frame = np.empty((info.height, info.width, 3), np.uint8)
-            if proc.stdout.readinto(memoryview(frame).cast("B")) != frame.nbytes:
+            view = memoryview(frame).cast("B")  # type: ignore[arg-type]  # numpy's stubs lack __buffer__
+            if stdout.readinto(view) != frame.nbytes:
                 return
             yield frame
     finally:
@@ -561,7 +580,7 @@ def measure_training(cfg: BenchConfig, device: torch.device) -> dict:
     t0 = time.perf_counter()
     seconds = time_training(epochs=cfg.train_epochs, device=str(device))
     wall = time.perf_counter() - t0
-    out = {"epochs": cfg.train_epochs, "seconds": seconds, "wall_s": wall}
+    out: dict[str, object] = {"epochs": cfg.train_epochs, "seconds": seconds, "wall_s": wall}
     if cfg.train_epochs == 50:
         out["train_50_epochs_s"] = seconds
     else:
@@ -878,7 +897,7 @@ def write_synthetic_set(
     )
     for k, s in enumerate(range(0, n, shard_size)):
         e = min(n, s + shard_size)
-        arrays = {
+        arrays: dict[str, np.ndarray | list[str]] = {
             "features": rng.standard_normal((e - s, frames, dim), dtype=np.float32).astype(np.float16),
             "lengths": np.full(e - s, frames, np.int32),
             "labels": labels[s:e],
@@ -915,21 +934,17 @@ def time_training(
     """
     with tempfile.TemporaryDirectory(prefix="vidstore-timing-", dir=workdir) as tmp:
         set_dir = write_synthetic_set(Path(tmp) / "features" / "synthetic" / "synthetic", n, n_test, t, d, classes)
-        cfg = TrainConfig(
-            **(
-                {
-                    "dataset": "synthetic",
-                    "features": str(set_dir),
-                    "model": model,
-                    "epochs": epochs,
-                    "patience": 0,
-                    "device": device,
-                    "out": Path(tmp) / "run",
-                    "progress": False,
-                }
-                | overrides
-            )
-        )
+        settings: dict[str, Any] = {
+            "dataset": "synthetic",
+            "features": str(set_dir),
+            "model": model,
+            "epochs": epochs,
+            "patience": 0,
+            "device": device,
+            "out": Path(tmp) / "run",
+            "progress": False,
+        }
+        cfg = TrainConfig(**(settings | overrides))
         t0 = time.perf_counter()
         result = train(cfg)
         seconds = time.perf_counter() - t0
@@ -965,7 +980,8 @@ def profile_steps(
     from torch.profiler import ProfilerActivity, profile
 
     dev = resolve_device(device)
-    cfg = TrainConfig(**({"device": device, "precision": precision, "progress": False} | overrides))
+    settings: dict[str, Any] = {"device": device, "precision": precision, "progress": False}
+    cfg = TrainConfig(**(settings | overrides))
     autocast_dtype, data_dtype = training_precision(cfg.precision, dev)
     seed_everything(0)
     model = build_model(

@@ -13,6 +13,7 @@ import random
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import ffmpeg  # ffmpeg-python: builds the argument lists
 
@@ -264,7 +265,7 @@ def make_bench_clips(
     dir, total = Path(dir), round(seconds * fps)
     if total < 3:
         raise ValueError(f"seconds * fps must give at least 3 frames, got {seconds} s at {fps} fps")
-    jobs = []
+    jobs: list[dict[str, Any]] = []  # make_clip keyword arguments
     for i in range(count):
         rng = random.Random(f"bench:{i}")
         cuts = sorted(rng.sample(range(1, total), 2))

@@ -26,6 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import ffmpeg  # ffmpeg-python: builds the argument lists
 
@@ -368,7 +369,7 @@ def make_sound_corpus(root: Path, workers: int | None = None) -> dict[str, Sound
     Idempotent (existing files are kept). About 1 s on 2 cores.
     """
     root = Path(root)
-    specs = {
+    specs: dict[str, dict[str, Any]] = {
         "mp3_44k_stereo.avi": dict(tones=[(1000, 1.5)], sample_rate=44100, channels=2),
         "aac_48k_stereo.mp4": dict(tones=[(1500, 1.5)], sample_rate=48000, channels=2),
         "vorbis_8k_mono.mkv": dict(tones=[(700, 1.5)], sample_rate=8000, channels=1),
@@ -376,7 +377,9 @@ def make_sound_corpus(root: Path, workers: int | None = None) -> dict[str, Sound
         "no_sound.avi": dict(tones=None),
         "tone_at_1s.avi": dict(tones=[(0, 1.0), (1000, 1.0)], sample_rate=44100, channels=2),
     }
-    jobs = [dict(path=root / name, scenes=("testcard",), seed=f"corpus/{name}", **kw) for name, kw in specs.items()]
+    jobs: list[dict[str, Any]] = [
+        dict(path=root / name, scenes=("testcard",), seed=f"corpus/{name}", **kw) for name, kw in specs.items()
+    ]
     run_all([j for j in jobs if not j["path"].is_file()], workers)
     clips = {j["path"].name: plan_sound_clip(**j) for j in jobs}
     corrupt = root / "corrupt_sound.avi"
@@ -398,7 +401,7 @@ def make_sound_bench_clips(
     """UCF101-like clips with sound for measuring: dir/sound_bench_NNNN.avi, 320x240 at 25 fps,
     `seconds` long, mpeg4 pictures and a 44.1 kHz stereo MP3 track of three tones (64 kbit/s).
     Existing clips are reused. Returns the paths, sorted."""
-    jobs = []
+    jobs: list[dict[str, Any]] = []  # make_sound_clip keyword arguments
     for i in range(count):
         rng = random.Random(f"sound-bench:{i}")
         freqs = [rng.choice([220.0, 330.0, 440.0, 660.0, 880.0, 1320.0]) for _ in range(3)]

@@ -60,6 +60,12 @@ class AudioOutcome:
     error: str | None = None
     seconds: float = 0.0
 
+    def sound(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(features, indices, timestamps) of a video whose sound was computed; a failed one (error set) has none."""
+        if self.features is None or self.indices is None or self.timestamps is None:
+            raise ValueError(f"no sound features: {self.error}")
+        return self.features, self.indices, self.timestamps
+
 
 class AudioRunner:
     """Computes the claimed shards of an audio set, `workers` videos at a time; returns timings
@@ -68,7 +74,7 @@ class AudioRunner:
     def __init__(self, plan: ExtractionPlan, sink: ShardSink, bar: tqdm | None = None):
         self.plan, self.sink, self.bar = plan, sink, bar
         self.workers = plan.cfg.workers or os.cpu_count() or 1
-        self.embed = VGGishEmbedder(plan.weights) if plan.cfg.audio_features == "vggish" else None
+        self.embed = VGGishEmbedder(plan.required_weights) if plan.cfg.audio_features == "vggish" else None
         self.timings = {"decode": 0.0, "write": 0.0, "videos": 0}
         self.opened: list[ShardBuffer] = []
 
@@ -110,11 +116,12 @@ class AudioRunner:
 
     @staticmethod
     def accept(shard: ShardBuffer, pos: int, outcome: AudioOutcome) -> None:
-        k = len(outcome.indices)
-        shard.features[pos, :k] = outcome.features
+        features, indices, timestamps = outcome.sound()
+        k = len(indices)
+        shard.features[pos, :k] = features
         shard.lengths[pos], shard.ok[pos] = k, True
-        shard.frame_indices[pos, :k] = outcome.indices
-        shard.timestamps[pos, :k] = outcome.timestamps
+        shard.frame_indices[pos, :k] = indices
+        shard.timestamps[pos, :k] = timestamps
         shard.extras["has_audio"][pos] = outcome.has_audio
         shard.embedded()
 
@@ -145,14 +152,15 @@ def audio_of_video(
     track = procs.decode_sound(path, cfg.timeout) if procs is not None else decode_audio(path, cfg.timeout)
     if track.error:
         return AudioOutcome(error=track.error, seconds=time.perf_counter() - t0)
-    features = audio_features_at(track.samples, times.timestamps, cfg.audio_window, embed=embed)
-    return AudioOutcome(features, times.indices, times.timestamps, track.has_audio, seconds=time.perf_counter() - t0)
+    _, indices, timestamps = times.picture()
+    features = audio_features_at(track.samples, timestamps, cfg.audio_window, embed=embed)
+    return AudioOutcome(features, indices, timestamps, track.has_audio, seconds=time.perf_counter() - t0)
 
 
 def extract_audio(plan: ExtractionPlan, summary: Summary, show_progress: bool = True) -> None:
     """Compute every uncommitted shard of an audio set in this process (helping or waiting for
     other runs of the same set, as a visual run does)."""
-    kind = "log-mel summary" if plan.cfg.audio_features == "logmel" else f"VGGish ({plan.weights.identity})"
+    kind = "log-mel summary" if plan.cfg.audio_features == "logmel" else f"VGGish ({plan.required_weights.identity})"
     work = f"from the sound tracks ({kind}), {plan.cfg.workers or os.cpu_count()} worker threads"
     sink = CommitToManifest(plan, summary)
     work_through(plan, summary, work, lambda bar: AudioRunner(plan, sink, bar), show_progress)

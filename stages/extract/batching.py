@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -108,7 +109,7 @@ class Batcher:
         frames: int,
         size: int,
         workers: int,
-        sink: Callable[[object, int, np.ndarray, bool], None],
+        sink: Callable[[Any, int, np.ndarray, bool], None],  # its first argument: the owner given to add()
     ):
         self.extractor, self.batch, self.size, self.sink = extractor, batch, size, sink
         self.cuda = extractor.device.type == "cuda"
@@ -275,6 +276,7 @@ class Batcher:
         for key, value in job.timings.items():
             self.timings[key] += value
         t0 = time.perf_counter()
+        assert job.out is not None, "submit() gave the job its output"
         feats = job.out.numpy()
         off = 0
         for slot, first, k, last, owner in job.pieces:

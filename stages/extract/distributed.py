@@ -97,7 +97,7 @@ def compute_shard(job: ExtractionPlan, workers_per_host: dict[str, int]) -> dict
     job = job.with_config(workers=decoders_here(job.cfg, workers_per_host.get(host, 1)))
     device = worker_device(job.cfg.device, host)
     warm_up = (backbone_batch(job.cfg, torch.device(device)), job.cfg.image_size)
-    extractor = cached_extractor(job.weights, device, job.identity.precision, job.cfg.compile, warm_up)
+    extractor = cached_extractor(job.required_weights, device, job.visual.precision, job.cfg.compile, warm_up)
     sink = StagedForDriver(job, index)
     timings = ShardRunner(job, extractor, sink).run(iter([(index, None)]))
     return {
@@ -303,6 +303,8 @@ def describe_cluster(workers: dict[str, dict]) -> str:
 # ---------------------------------------------------------------- the driver
 def extract_on_dask(plan: ExtractionPlan, summary: Summary) -> None:
     """Compute every uncommitted shard of the plan on the Dask cluster named by plan.cfg.scheduler."""
+    if not plan.cfg.scheduler:
+        raise ValueError("extract_on_dask needs --scheduler (SCHEDULER=)")
     client, cluster = connect(plan.cfg.scheduler, plan.cfg.device)
     try:
         try:
@@ -349,7 +351,7 @@ class Driver:
         console.say(f"dask: scheduler {self.client.scheduler.address}: {describe_cluster(workers)}")
         console.say(
             f"feature set {p.identity.id}: {len(todo)} of {console.plural(len(p.shards), 'shard')} to compute on the cluster, one task per shard "
-            f"({p.cfg.shard_size} videos, {p.identity.precision}); workers write shards, this process commits them"
+            f"({p.cfg.shard_size} videos, {p.visual.precision}); workers write shards, this process commits them"
         )
         seen_workers = set(workers)
         try:

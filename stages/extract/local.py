@@ -31,9 +31,9 @@ def start_extractor(plan: ExtractionPlan) -> FeatureExtractor:
     """
     device = device_of(plan.cfg)
     return FeatureExtractor(
-        plan.weights,
+        plan.required_weights,
         str(device),
-        plan.identity.precision,
+        plan.visual.precision,
         plan.cfg.compile,
         background=True,
         warm_up=(backbone_batch(plan.cfg, device), plan.cfg.image_size),
@@ -68,7 +68,7 @@ def work_through(plan: ExtractionPlan, summary: Summary, work: str, runner_for: 
     console.say(
         f"feature set {plan.identity.id}: {len(missing)} of {console.plural(len(plan.shards), 'shard')} to compute {work}"
     )
-    waited, reported_busy = False, set()
+    waited, reported_busy = False, set[int]()
     with console.progress(
         sum(len(plan.shards[i]) for i in missing), "video", "stage one", disable=not show_progress
     ) as bar:
@@ -97,9 +97,7 @@ def extract_on_devices(plan: ExtractionPlan, summary: Summary) -> None:
     devices = plan.cfg.devices
     per = max(1, (plan.cfg.workers or os.cpu_count() or 1) // len(devices))
     shares = [plan.with_config(devices=(d,), device=d, workers=per) for d in devices]
-    console.say(
-        f"one backbone process per device: {', '.join(devices)} ({per} decoders each, {plan.identity.precision})"
-    )
+    console.say(f"one backbone process per device: {', '.join(devices)} ({per} decoders each, {plan.visual.precision})")
     with follow_manifest(plan):
         results = Parallel(n_jobs=len(devices), backend="loky")(delayed(device_worker)(share) for share in shares)
     for r in results:

@@ -44,7 +44,7 @@ def run(cfg: ExtractConfig) -> Summary:
     require_decoder(cfg.decoder)  # fail before any work, with the install hint
     plan = make_plan(cfg)
     manifest = open_feature_set(plan)
-    summary = Summary(plan.identity.id, plan.set_dir, total=len(plan.dataset.records))
+    summary = Summary(plan.identity.id, plan.set_dir, total=len(plan.listing.records))
     # --retry-failures retries what earlier runs recorded, not what this run just saw fail.
     earlier_failures = {s["index"] for s in manifest["shards"] if s.get("failures")}
     plan = adopt_shard_size(plan, manifest)
@@ -152,13 +152,18 @@ def extract_video(
         outcome = audio_of_video(Path(path), cfg, VGGishEmbedder(spec) if spec else None)
         if outcome.error:
             raise VideoError(f"VIDEO: cannot read the sound of {path}: {outcome.error}")
+        features = outcome.sound()[0]
         out = np.zeros((cfg.frames, AUDIO_DIM), np.float16)
-        out[: len(outcome.features)] = outcome.features
-        return out, len(outcome.features), outcome.has_audio
+        out[: len(features)] = features
+        return out, len(features), outcome.has_audio
     dec = decode_video(Path(path), cfg.frames, cfg.image_size, cfg.resize_to, cfg.fps, cfg.timeout, decoder=cfg.decoder)
     if dec.error:
         raise VideoError(f"VIDEO: cannot decode {path}: {dec.error}")
-    extractor = extractor or FeatureExtractor(spec, cfg.device, cfg.precision)
+    if extractor is None:
+        if spec is None:
+            raise ValueError(f"{path}: a visual feature set's backbone needs its weights, and none were given")
+        extractor = FeatureExtractor(spec, cfg.device, cfg.precision)
+    frames = dec.picture()[0]
     out = np.zeros((cfg.frames, FEATURE_DIM), np.float16)
-    out[: len(dec.frames)] = extractor.extract(torch.from_numpy(np.ascontiguousarray(dec.frames)))
-    return out, len(dec.frames), True
+    out[: len(frames)] = extractor.extract(torch.from_numpy(np.ascontiguousarray(frames)))
+    return out, len(frames), True

@@ -51,7 +51,7 @@ def make_features() -> nn.Sequential:
     layers: list[nn.Module] = []
     channels = 1
     for v in CONV_LAYOUT:
-        if v == "M":
+        if isinstance(v, str):  # "M": max pooling
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         else:
             layers += [nn.Conv2d(channels, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
@@ -143,10 +143,10 @@ def build_vggish(spec: WeightsSpec) -> VGGish:
     if spec.kind == "random":
         torch.manual_seed(spec.seed)
         return VGGish().eval()
-    state = load_state_dict(spec.path, VGGISH.option)
+    state = load_state_dict(spec.file, VGGISH.option)
     if any(v.is_meta for v in state.values()):
         raise WeightsError(f"{VGGISH.option} {spec.path}: its tensors hold no data (saved from the meta device)")
-    check_fits_vggish(state, spec.path)
+    check_fits_vggish(state, spec.file)
     with torch.device("meta"):  # no random init of 72M parameters only to overwrite them
         model = VGGish(postprocess=all(k in state for k in PCA_KEYS))
     model.load_state_dict(state, assign=True)
