@@ -65,8 +65,11 @@ predict: setup
 demo: setup
 	$(CLI) demo $(EXTRACT_OPTS) $(call opt,EPOCHS,epochs)
 
-# Quick suite: everything but the tests marked slow or gpu.
+# Quick suite: lint and the type checker first (they fail in seconds), then every test but
+# those marked slow or gpu; the acceptance tier (tests/acceptance/, docs/testing.md) is in.
 test: setup
+	$(PY) -m ruff check pipeline stages tests
+	$(PY) -m mypy
 	$(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
 
 test-all: setup

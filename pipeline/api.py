@@ -89,7 +89,7 @@ class FeatureSetView:
     def __init__(self, dirs: Sequence[str | Path]):
         by_modality: dict[str, list[Path]] = {}
         for d in dirs:
-            fs = FeatureSet(Path(d), store.load_manifest(d))
+            fs = FeatureSet(Path(d), store.load_manifest(Path(d)))
             by_modality.setdefault(store.modality_of(fs.manifest), []).append(fs.set_dir)
         order = {m: k for k, m in enumerate(MODALITY_ORDER)}
         self.modalities = sorted(by_modality, key=lambda m: (order.get(m, len(order)), m))
@@ -207,8 +207,10 @@ class FeatureSetView:
         if shuffle:
             order = order[torch.randperm(len(order), generator=generator).numpy()]
         positions = [np.flatnonzero(shard_of == k) for k in order]
+        if not positions:
+            return
         with cf.ThreadPoolExecutor(1, thread_name_prefix="shard-prefetch") as pool:
-            pending = pool.submit(self.read, rows[positions[0]]) if len(order) else None
+            pending = pool.submit(self.read, rows[positions[0]])
             for n, pos in enumerate(positions):
                 feats = pending.result()
                 if n + 1 < len(positions):
@@ -302,7 +304,7 @@ class FeatureSetView:
                 x = store.standardize(x[None], torch.tensor([length]), mean, std, torch.float32)[0]
                 start += dim
             out[m] = x
-        item = {
+        item: dict[str, object] = {
             "features": out[self.modalities[0]] if len(out) == 1 else out,
             "length": length,
             "label": int(self.index.labels[row]),

@@ -10,13 +10,14 @@ from __future__ import annotations
 import dataclasses
 import os
 from pathlib import Path
+from typing import Any
 
 SCHEMA_VERSION = 1
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MODALITIES = ("rgb", "audio")
 
 
-def choice(default: str, choices: tuple[str, ...]) -> dataclasses.Field:
+def choice(default: str, choices: tuple[str, ...]) -> Any:
     """A config field whose value is one of `choices`: the command line offers exactly these
     (and shows `default`), so each list is written once, beside its field."""
     return dataclasses.field(default=default, metadata={"choices": choices})

@@ -471,7 +471,7 @@ def evaluate_command(run_dir: Path, device: str) -> None:
 @on_interrupt(f"Heads trained so far keep their run directories. {STAGE_TWO_INTERRUPTED}")
 def compare_command(**kw) -> None:
     """Train every head on the same split and data; print and write the table."""
-    from stages.train import compare
+    from stages.train.compare import compare  # the function: `stages.train.compare` is also its module
 
     compare(TrainConfig(**kw))
 
@@ -564,7 +564,7 @@ def store_info(ref: str | None, features_root: Path | None) -> None:
             f"{len(sets)} feature sets under {root}; pass one's id (ID= for `make store-info`), a unique "
             f"prefix of it, or dataset/id:\n{table}"
         )
-    console.result(store.describe(sets[0] if sets else find_set(features_root, ref)))
+    console.result(store.describe(find_set(features_root, ref) if ref else sets[0]))
 
 
 @store_group.command("verify")

@@ -44,7 +44,8 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
             targets = [base] + [f"{base}.{a.name}" for a in node.names]
         else:
             continue
-        for t in targets:
+        for target in targets:
+            t = target
             while t and t not in known:  # `from pkg import name`: name may be a module or an attribute
                 t = t.rpartition(".")[0]
             # its own parent packages are loaded before it anyway: not a dependency that can cycle

@@ -22,6 +22,7 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -196,7 +197,7 @@ class FeatureSet:
             f"an uncommitted or foreign shard is never read"
         )
 
-    def read_shard(self, file: str) -> dict:
+    def read_shard(self, file: str) -> dict[str, Any]:
         """A listed shard, verified against its manifest sha256 and checked against the set.
 
         Returns features (n, T, D) float16; lengths (n,) int32; labels (n,) int32;
@@ -320,7 +321,10 @@ def read_index(sets: list[FeatureSet]) -> Index:
             cols["shard"].append(np.full(len(ids), len(shards), np.int64))
             cols["row"].append(np.arange(len(ids), dtype=np.int64))
             shards.append(ShardRef(k, entry["file"], len(ids)))
-    index = Index(*(np.concatenate(cols[k]) for k in columns), shards=shards)
+    cat = {k: np.concatenate(cols[k]) for k in columns}
+    index = Index(
+        cat["video_ids"], cat["groups"], cat["labels"], cat["lengths"], cat["shard"], cat["row"], cat["present"], shards
+    )
     seen, dupes = set(), []
     for v in index.video_ids:
         (dupes.append(v) if v in seen else seen.add(v))
@@ -440,7 +444,9 @@ class Moments:
     naive E[x^2] - E[x]^2 would cancel away the small variance that matters."""
 
     def __init__(self) -> None:
-        self.n, self.mean, self.m2 = 0, None, None
+        self.n = 0
+        self.mean: torch.Tensor | None = None  # None until the first valid frame
+        self.m2: torch.Tensor | None = None
 
     def add(self, x: torch.Tensor, lengths: torch.Tensor) -> None:
         """x (n, T, D) any float dtype; lengths (n,) int on x's device: frames past lengths[i] do not count."""
@@ -452,7 +458,7 @@ class Moments:
             n = frames.shape[0]
             mu = frames.mean(0, dtype=torch.float64)
             d2 = ((frames - mu.float()) ** 2).sum(0, dtype=torch.float64)
-            if self.mean is None:
+            if self.mean is None or self.m2 is None:
                 self.n, self.mean, self.m2 = n, mu, d2
                 continue
             delta = mu - self.mean
@@ -463,6 +469,8 @@ class Moments:
 
     def result(self) -> tuple[torch.Tensor, torch.Tensor]:
         """mean, std (D,) float32 on the CPU; std 1 where a dimension is constant."""
+        if self.mean is None or self.m2 is None:
+            raise ValueError("no valid frames to compute statistics over")
         std = (self.m2 / max(self.n - 1, 1)).sqrt()
         # A constant dimension (e.g. a ReLU that never fires) carries nothing; dividing by
         # ~0 would blow its rounding noise up to O(1).

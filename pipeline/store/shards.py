@@ -12,7 +12,9 @@ import hashlib
 import io
 import json
 import re
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -40,7 +42,7 @@ def shard_index(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def write_shard(path: Path, arrays: dict[str, np.ndarray], attrs: dict) -> dict:
+def write_shard(path: Path, arrays: Mapping[str, np.ndarray | list[str]], attrs: dict) -> dict:
     """Write one shard to a temp name, fsync, and rename it to `path`.
 
     arrays: features (n, T, D) float16; lengths (n,) int32; labels (n,) int32;
@@ -60,17 +62,17 @@ def write_shard(path: Path, arrays: dict[str, np.ndarray], attrs: dict) -> dict:
         f.attrs["schema_version"] = SCHEMA_VERSION
         for k, v in attrs.items():
             f.attrs[k] = v if isinstance(v, (int, float, str)) else json.dumps(v, sort_keys=True)
-    data = buf.getvalue()
-    atomic_write_bytes(path, data)
+    blob = buf.getvalue()
+    atomic_write_bytes(path, blob)
     return {
         "file": path.name,
         "videos": int(len(arrays["lengths"])),
-        "bytes": len(data),
-        "sha256": hashlib.sha256(data).hexdigest(),
+        "bytes": len(blob),
+        "sha256": hashlib.sha256(blob).hexdigest(),
     }
 
 
-def read_shard(path: Path, sha256: str | None = None) -> dict[str, np.ndarray]:
+def read_shard(path: Path, sha256: str | None = None) -> dict[str, Any]:
     """Read a whole shard into memory, verifying its checksum over the bytes read.
 
     Reading the file once into memory and opening the HDF5 image from there means the

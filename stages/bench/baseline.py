@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 import time
 from pathlib import Path
@@ -52,10 +53,13 @@ def read_all_frames(path: Path, reader: str):
     info = video_info(path)
     args = [ffmpeg_binary(), "-nostdin", "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "rgb24", "pipe:"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    stdout = proc.stdout
+    assert isinstance(stdout, io.BufferedReader)  # stdout=PIPE with the default buffering
     try:
         while True:
             frame = np.empty((info.height, info.width, 3), np.uint8)
-            if proc.stdout.readinto(memoryview(frame).cast("B")) != frame.nbytes:
+            view = memoryview(frame).cast("B")  # type: ignore[arg-type]  # numpy's stubs lack __buffer__
+            if stdout.readinto(view) != frame.nbytes:
                 return
             yield frame
     finally:

@@ -80,5 +80,19 @@ class BenchConfig:
         )
 
     @property
+    def results_path(self) -> Path:
+        """`out` once resolved() has filled in the default."""
+        if self.out is None:
+            raise ValueError("BenchConfig.resolved() gives `out` its default")
+        return self.out
+
+    @property
+    def clips_path(self) -> Path:
+        """`clips_dir` once resolved() has filled in the default."""
+        if self.clips_dir is None:
+            raise ValueError("BenchConfig.resolved() gives `clips_dir` its default")
+        return self.clips_dir
+
+    @property
     def resize(self) -> int:
         return ExtractConfig(image_size=self.size).resize_to

@@ -71,17 +71,17 @@ def run_bench(cfg: BenchConfig) -> dict:
         results[part] = max(runs, key=lambda run: run["videos_per_s"]) | {
             "rounds_videos_per_s": [run["videos_per_s"] for run in runs]
         }
-    write_results(results | headline(results, cfg), cfg.out)  # each part's figures kept as soon as measured
+    write_results(results | headline(results, cfg), cfg.results_path)  # each part's figures kept as soon as measured
     if cfg.devices:
         console.say(f"    stage one end to end with DEVICES={cfg.devices} ...")
         with tempfile.TemporaryDirectory(prefix="vidstore-bench-") as tmp:
             results["end_to_end_devices"] = measure_end_to_end(cfg, csv, Path(tmp), devices=cfg.devices) | {
                 "devices": cfg.devices
             }
-        write_results(results | headline(results, cfg), cfg.out)
+        write_results(results | headline(results, cfg), cfg.results_path)
     console.say("4/5 backbone alone ...")
     results["backbone"] = measure_backbone(cfg, device, precision)
-    write_results(results | headline(results, cfg), cfg.out)
+    write_results(results | headline(results, cfg), cfg.results_path)
     console.say(f"    the audio set of {cfg.audio_clips} clips with a sound track (MODALITY=audio, log-mel) ...")
     try:
         results["audio"] = measure_audio(cfg)
@@ -97,7 +97,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         # Stage one's figures first: on a CPU, 50 epochs take most of an hour.
         results["train"] = {"skipped": "being measured"}
         results.update(headline(results, cfg))
-        write_results(results, cfg.out)
+        write_results(results, cfg.results_path)
         console.say(format_report(results))
         console.say(
             f"\nwrote {cfg.out} (stage one); 5/5 stage two: {cfg.train_epochs} LSTM epochs on UCF101-sized features"
@@ -109,7 +109,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         )
         results["train"] = measure_training(cfg, device)
     results.update(headline(results, cfg))
-    write_results(results, cfg.out)
+    write_results(results, cfg.results_path)
     console.say(format_report(results) if cfg.skip_train else train_line(results["train"]))
     console.say(f"\nwrote {cfg.out}")
     failed = [part for part, figures in results.items() if isinstance(figures, dict) and "error" in figures]
@@ -126,7 +126,7 @@ def write_results(results: dict, out: Path) -> None:
 # ---------------------------------------------------------------- clips
 def prepare_clips(cfg: BenchConfig) -> tuple[list[Path], Path]:
     """The first cfg.clips bench clips (made once, then reused) and a CSV listing exactly them."""
-    folder = cfg.clips_dir / f"{cfg.seconds:g}s"
+    folder = cfg.clips_path / f"{cfg.seconds:g}s"
     missing = sum(not (folder / f"bench_{i:04d}.avi").exists() for i in range(cfg.clips))
     if missing:
         console.say(f"generating {missing} clip(s) under {folder} (once; later runs reuse them) ...")

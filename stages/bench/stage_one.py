@@ -19,7 +19,7 @@ def measure_audio(cfg: BenchConfig) -> dict:
     """Stage one with MODALITY=audio (the default log-mel summary) end to end on cfg.clips
     UCF101-like clips with a 44.1 kHz stereo MP3 sound track, into a temporary store: videos/s,
     and CPU ms per video over every thread and ffmpeg process (picture times included)."""
-    folder = cfg.clips_dir / f"sound-{cfg.seconds:g}s"
+    folder = cfg.clips_path / f"sound-{cfg.seconds:g}s"
     paths = make_sound_bench_clips(folder, cfg.audio_clips, cfg.seconds)
     csv = folder / f"bench-{cfg.audio_clips}.csv"
     atomic_write_bytes(csv, ("path,label\n" + "".join(f"{p.name},bench\n" for p in paths)).encode())

@@ -6,6 +6,7 @@ from __future__ import annotations
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ def measure_training(cfg: BenchConfig, device: torch.device) -> dict:
     t0 = time.perf_counter()
     seconds = time_training(epochs=cfg.train_epochs, device=str(device))
     wall = time.perf_counter() - t0
-    out = {"epochs": cfg.train_epochs, "seconds": seconds, "wall_s": wall}
+    out: dict[str, object] = {"epochs": cfg.train_epochs, "seconds": seconds, "wall_s": wall}
     if cfg.train_epochs == 50:
         out["train_50_epochs_s"] = seconds
     else:
@@ -85,7 +86,7 @@ def write_synthetic_set(
     )
     for k, s in enumerate(range(0, n, shard_size)):
         e = min(n, s + shard_size)
-        arrays = {
+        arrays: dict[str, np.ndarray | list[str]] = {
             "features": rng.standard_normal((e - s, frames, dim), dtype=np.float32).astype(np.float16),
             "lengths": np.full(e - s, frames, np.int32),
             "labels": labels[s:e],
@@ -122,21 +123,17 @@ def time_training(
     """
     with tempfile.TemporaryDirectory(prefix="vidstore-timing-", dir=workdir) as tmp:
         set_dir = write_synthetic_set(Path(tmp) / "features" / "synthetic" / "synthetic", n, n_test, t, d, classes)
-        cfg = TrainConfig(
-            **(
-                {
-                    "dataset": "synthetic",
-                    "features": str(set_dir),
-                    "model": model,
-                    "epochs": epochs,
-                    "patience": 0,
-                    "device": device,
-                    "out": Path(tmp) / "run",
-                    "progress": False,
-                }
-                | overrides
-            )
-        )
+        settings: dict[str, Any] = {
+            "dataset": "synthetic",
+            "features": str(set_dir),
+            "model": model,
+            "epochs": epochs,
+            "patience": 0,
+            "device": device,
+            "out": Path(tmp) / "run",
+            "progress": False,
+        }
+        cfg = TrainConfig(**(settings | overrides))
         t0 = time.perf_counter()
         result = train(cfg)
         seconds = time.perf_counter() - t0

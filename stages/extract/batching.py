@@ -35,6 +35,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -106,7 +107,7 @@ class Batcher:
         batch: int,
         frames: int,
         workers: int,
-        sink: Callable[[object, int, np.ndarray, bool], None],
+        sink: Callable[[Any, int, np.ndarray, bool], None],  # its first argument: the owner given to add()
     ):
         self.extractor, self.batch, self.sink = extractor, batch, sink
         family = extractor.family
@@ -276,6 +277,7 @@ class Batcher:
         for key, value in job.timings.items():
             self.timings[key] += value
         t0 = time.perf_counter()
+        assert job.out is not None, "submit() gave the job its output"
         feats = job.out.numpy()
         off = 0
         for slot, first, k, last, owner in job.pieces:

@@ -200,7 +200,10 @@ class AudioIdentity:
 
     @property
     def id(self) -> str:
-        kind = self.features if self.features == "logmel" else f"{self.features}-{self.weights.split(':')[0]}"
+        kind = self.features
+        if self.features != "logmel":
+            assert self.weights is not None, "a learned audio embedding names its weights"
+            kind = f"{self.features}-{self.weights.split(':')[0]}"
         t = self.sampling.get("frames") or self.sampling.get("max_frames")
         prefix = f"audio-{kind}-t{t}" + (f"-{self.sampling['fps']:g}fps" if self.sampling["mode"] == "fps" else "")
         return f"{prefix}-{digest(dataclasses.asdict(self))[:12]}"

@@ -109,7 +109,7 @@ def load_ucf101(root: Path, name: str = "ucf101") -> Dataset:
             f"  {lists}/classInd.txt, trainlist01-03.txt, testlist01-03.txt\n"
             f"Download {UCF101_URLS}, unpack both into {root} (or pass DATA_DIR=/path/to/it)."
         )
-    classes = []
+    classes: list[str] = []
     for line in read_lines(lists / "classInd.txt"):
         idx, cls = line.split()
         if int(idx) != len(classes) + 1:
@@ -268,7 +268,9 @@ def load_csv(csv_path: Path, name: str) -> Dataset:
     # Integer labels keep their numeric order; names are sorted.
     classes = sorted(set(labels), key=lambda s: (0, int(s), "") if s.lstrip("-").isdigit() else (1, 0, s))
     index = {c: i for i, c in enumerate(classes)}
-    records, problems, splits = {}, [], {"1": {"train": [], "test": []}}
+    records: dict[str, VideoRecord] = {}
+    problems: list[dict] = []
+    splits: dict[str, dict[str, list[str]]] = {"1": {"train": [], "test": []}}
     for line_no, row in enumerate(rows, start=2):
         rel = safe_relative(row["path"])
         if rel is None:

@@ -46,6 +46,12 @@ class Decoded:
     error: str | None = None
     seconds: float = 0.0  # wall time spent on this video (probe and decode)
 
+    def picture(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(frames, indices, timestamps) of a decoded video; a failed one (error set) has none."""
+        if self.frames is None or self.indices is None or self.timestamps is None:
+            raise ValueError(f"the video was not decoded: {self.error}")
+        return self.frames, self.indices, self.timestamps
+
 
 class DecodeError(Exception):
     """One video cannot be decoded; str(e) is the reason recorded in failures.jsonl."""

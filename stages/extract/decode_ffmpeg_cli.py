@@ -20,6 +20,7 @@ limit and is killed when it runs over.
 from __future__ import annotations
 
 import functools
+import io
 import json
 import math
 import os
@@ -327,7 +328,7 @@ def decode_frames(
     """
     n, frame_bytes = len(indices), size * size * 3
     out = frame_buffer(out, n, size)
-    view = memoryview(out).cast("B")[: n * frame_bytes]
+    view = memoryview(out).cast("B")[: n * frame_bytes]  # type: ignore[arg-type]  # numpy's stubs lack __buffer__
     args = build_decode_args(path, indices, size, resize, threads)
     deadline = time.monotonic() + timeout
     with tempfile.TemporaryFile() as err:
@@ -341,8 +342,8 @@ def decode_frames(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
-            proc.stdout.close()
-        if got is None:
+            raw_stdout(proc).close()
+        if got is None or status is None:
             raise DecodeError(f"timeout after {timeout:g} s (ffmpeg did not finish; killed)")
         err.seek(0)
         text = err.read()
@@ -383,24 +384,33 @@ def popen_reader(args: list[str], stderr) -> subprocess.Popen:
         return subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=stderr, bufsize=0)
 
 
+def raw_stdout(proc: subprocess.Popen) -> io.RawIOBase:
+    """The stdout of a process popen_reader started: an unbuffered pipe (bufsize=0), so readinto
+    fills the caller's buffer in place."""
+    if not isinstance(proc.stdout, io.RawIOBase):
+        raise TypeError(f"expected an unbuffered stdout pipe, got {proc.stdout!r}")
+    return proc.stdout
+
+
 def read_until(proc: subprocess.Popen, view: memoryview, deadline: float) -> int | None:
     """Fill `view` from proc's stdout until EOF; bytes past its end are read and dropped.
 
     Returns the bytes stored, or None at the deadline (the caller kills the process).
     """
+    stdout = raw_stdout(proc)
     poller = select.poll()
-    poller.register(proc.stdout.fileno(), select.POLLIN)
+    poller.register(stdout.fileno(), select.POLLIN)
     got, spill = 0, None
     while True:
         left = deadline - time.monotonic()
         if left <= 0 or not poller.poll(left * 1000):
             return None
         if got < len(view):
-            n = proc.stdout.readinto(view[got:])
+            n = stdout.readinto(view[got:])
             got += n or 0
         else:  # more than asked for (should not happen with -frames:v): drain it so ffmpeg can exit
             spill = spill or bytearray(1 << 16)
-            n = proc.stdout.readinto(spill)
+            n = stdout.readinto(spill)
         if not n:
             return got
 

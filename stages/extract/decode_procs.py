@@ -78,12 +78,14 @@ class DecoderProcess:
             env=env,
             start_new_session=True,  # Ctrl-C stops the run, which ends its decoders, not each with a traceback
         )
+        assert self.proc.stdin is not None and self.proc.stdout is not None  # both are pipes
+        self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
 
     def ask(self, job: dict, timeout: float) -> tuple[dict, float]:
         """Send one job; (its answer's JSON header, the deadline for reading the rest).
         Raises TimeoutError or ChildGone."""
         try:
-            self.proc.stdin.write(json.dumps(job).encode() + b"\n")
+            self.stdin.write(json.dumps(job).encode() + b"\n")
         except OSError:  # BrokenPipeError: the child is gone
             raise ChildGone(self.gone()) from None
         deadline = time.monotonic() + timeout + GRACE_S
@@ -92,7 +94,7 @@ class DecoderProcess:
 
     def read(self, buf, deadline: float):
         """Fill `buf` from the child's stdout before `deadline`; returns buf."""
-        fd, view, got = self.proc.stdout.fileno(), memoryview(buf).cast("B"), 0
+        fd, view, got = self.stdout.fileno(), memoryview(buf).cast("B"), 0
         while got < len(view):
             left = deadline - time.monotonic()
             if left <= 0 or not select.select([fd], [], [], left)[0]:
@@ -119,13 +121,13 @@ class DecoderProcess:
         if kill:
             self.proc.kill()
         else:
-            self.proc.stdin.close()  # the child's loop ends at EOF
+            self.stdin.close()  # the child's loop ends at EOF
         try:
             self.proc.wait(timeout=GRACE_S)
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
-        self.proc.stdout.close()
+        self.stdout.close()
 
 
 class DecoderProcesses:
@@ -279,16 +281,12 @@ def video_answer(job: dict, buffers: dict) -> tuple[dict, np.ndarray | None]:
     dec = decode_video_pyav(
         Path(job["path"]), job["frames"], job["size"], job["resize"], job["fps"], job["timeout"], out
     )
-    k = 0 if dec.error or dec.frames is None else len(dec.frames)
-    head = {
-        "frames": k,
-        "indices": dec.indices.tolist() if k else None,
-        "timestamps": dec.timestamps.tolist() if k else None,
-        "num_frames": dec.num_frames,
-        "error": dec.error,
-        "seconds": dec.seconds,
-    }
-    return head, (dec.frames if k else None)
+    head: dict[str, object] = {"frames": 0, "indices": None, "timestamps": None}
+    head |= {"num_frames": dec.num_frames, "error": dec.error, "seconds": dec.seconds}
+    if dec.error or dec.frames is None or not len(dec.frames):
+        return head, None
+    frames, indices, timestamps = dec.picture()
+    return head | {"frames": len(frames), "indices": indices.tolist(), "timestamps": timestamps.tolist()}, frames
 
 
 def sound_answer(job: dict, buffers: dict) -> tuple[dict, np.ndarray | None]:
@@ -306,7 +304,7 @@ def serve(jobs, answers) -> None:
         text = json.dumps(head).encode()
         answers.write(HEADER.pack(len(text)) + text)
         if data is not None and data.size:
-            answers.write(memoryview(np.ascontiguousarray(data)).cast("B"))
+            answers.write(memoryview(np.ascontiguousarray(data)).cast("B"))  # type: ignore[arg-type]  # numpy's stubs lack __buffer__
         answers.flush()
 
 

@@ -92,7 +92,8 @@ class Input:
         # PyAV sets AVFMT_FLAG_GENPTS on every input: av_read_frame then makes up missing
         # pts by parsing ahead. The CLI does not, and its timestamps are best-effort ones
         # from the packets as stored; without the flag, PyAV's packets are the same.
-        self.container.flags &= ~av.container.Flags.gen_pts.value
+        # PyAV's stubs type `flags` as the Flags enum; at run time it is the int bit mask
+        self.container.flags &= ~av.container.Flags.gen_pts.value  # type: ignore[operator]
         if not self.container.streams.video:
             fmt = self.container.format.name if self.container.format else "unknown"
             self.close()
@@ -257,9 +258,11 @@ def start_offset(src: Input) -> int:
 # ---------------------------------------------------------------- scale, crop, RGB
 def display_matrix(frame: av.VideoFrame) -> tuple[int, ...] | None:
     """The frame's 3x3 display matrix (9 int32, 16.16 fixed point), or None."""
+    # PyAV's stubs type frame.side_data as a str-keyed mapping and lack av.sidedata; iterating it
+    # yields SideData objects, whose bytes are the matrix (tests/extract/test_decode_pyav.py rotates clips)
     for side in frame.side_data:
-        if side.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:
-            return tuple(np.frombuffer(bytes(side), dtype=np.int32)[:9].tolist())
+        if side.type == av.sidedata.sidedata.Type.DISPLAYMATRIX:  # type: ignore[attr-defined]
+            return tuple(np.frombuffer(bytes(side), dtype=np.int32)[:9].tolist())  # type: ignore[arg-type]
     return None
 
 
@@ -286,7 +289,12 @@ def autorotate_filters(matrix: tuple[int, ...] | None) -> list[tuple[str, str | 
     if abs(theta - 90) < 1:
         return [("transpose", "cclock_flip" if matrix[3] > 0 else "clock")]
     if abs(theta - 180) < 1:
-        return [("hflip", None)] * (matrix[0] < 0) + [("vflip", None)] * (matrix[4] < 0)
+        flips: list[tuple[str, str | None]] = []
+        if matrix[0] < 0:
+            flips.append(("hflip", None))
+        if matrix[4] < 0:
+            flips.append(("vflip", None))
+        return flips
     if abs(theta - 270) < 1:
         return [("transpose", "clock_flip" if matrix[3] < 0 else "cclock")]
     if abs(theta) > 1:
@@ -318,7 +326,7 @@ class FrameConverter:
         """Convert `frame` and copy the result into dst, a (size, size, 3) uint8 view."""
         matrix = display_matrix(frame) if frame.side_data else None
         key = (frame.width, frame.height, frame.format.name, frame.colorspace, frame.color_range, matrix)
-        if key != self.key:
+        if key != self.key or self.graph is None:
             self.graph, self.key = self.build(frame, matrix), key
         self.graph.vpush(frame)
         # rgb24 has one plane, so to_ndarray() is a view of the graph's frame: one copy, into dst.

@@ -124,9 +124,8 @@ class Run:
         """(n,) float32 in [-1, 1] at self.rate from start_s: the mean of the channels, silence in the gaps."""
         out = np.zeros((self.channels, self.end), np.float32)
         offset = 128.0 if self.format == "u8" else 0.0  # unsigned 8-bit: silence is 128
-        for at, x in self.chunks:
-            if at < 0:  # a frame stamped before the run's first one
-                x, at = x[:, -at:], 0
+        for stamped, chunk in self.chunks:
+            at, x = (0, chunk[:, -stamped:]) if stamped < 0 else (stamped, chunk)  # < 0: before the run's first frame
             out[:, at : at + x.shape[1]] = x - offset if offset else x
         return out.mean(axis=0) / np.float32(FULL_SCALE[self.format])
 
@@ -177,9 +176,8 @@ class MonoAssembler:
             (round((run.start_s - self.origin_s) * SAMPLE_RATE), resample(run.mono(), run.rate)) for run in self.runs
         ]
         out = np.zeros(max([0] + [at + len(y) for at, y in pieces]), np.float32)
-        for at, y in pieces:
-            if at < 0:
-                y, at = y[-at:], 0
+        for stamped, piece in pieces:
+            at, y = (0, piece[-stamped:]) if stamped < 0 else (stamped, piece)
             out[at : at + len(y)] = y
         return out
 
@@ -219,8 +217,10 @@ def decode_stream(container: av.container.InputContainer, deadline: float, timeo
     )
 
 
-def error_text(e: BaseException) -> str:
+def error_text(e: BaseException | None) -> str:
     """FFmpeg's words for an error, without PyAV's errno and function-name decoration."""
+    if e is None:
+        return "no error recorded"
     strerror = getattr(e, "strerror", None)
     return strerror or str(e) or type(e).__name__
 

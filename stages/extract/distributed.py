@@ -99,7 +99,7 @@ def compute_shard(job: ExtractionPlan, workers_per_host: dict[str, int]) -> dict
     job = job.with_config(workers=decoders_here(job.cfg, workers_per_host.get(host, 1)))
     device = worker_device(job.cfg.device, host)
     warm_up = job.family.batch_size(torch.device(device))
-    model = cached_model(job.family, job.weights, device, job.precision, job.cfg.compile, warm_up)
+    model = cached_model(job.family, job.required_weights, device, job.precision, job.cfg.compile, warm_up)
     sink = StagedForDriver(job, index)
     timings = ShardRunner(job, model, sink).run(iter([(index, None)]))
     return {
@@ -177,9 +177,9 @@ def weights_here(family: Extractor, spec: WeightsSpec) -> WeightsSpec:
         return spec
     if spec.kind not in ("file", "random") and not (spec.path and Path(spec.path).is_file()):
         local = family.resolve_weights()  # the published weights from this machine's cache; downloads once
-        if local.identity != spec.identity:
+        if local is None or local.identity != spec.identity:
             raise WeightsError(
-                f"worker {socket.gethostname()}: {family.family} weights here are {local.identity}, "
+                f"worker {socket.gethostname()}: {family.family} weights here are {local and local.identity}, "
                 f"the run uses {spec.identity}"
             )
         return local
@@ -306,6 +306,8 @@ def describe_cluster(workers: dict[str, dict]) -> str:
 # ---------------------------------------------------------------- the driver
 def extract_on_dask(plan: ExtractionPlan, summary: Summary) -> None:
     """Compute every uncommitted shard of the plan on the Dask cluster named by plan.cfg.scheduler."""
+    if not plan.cfg.scheduler:
+        raise ValueError("extract_on_dask needs --scheduler (SCHEDULER=)")
     client, cluster = connect(plan.cfg.scheduler, plan.cfg.device)
     try:
         try:
@@ -352,7 +354,7 @@ class Driver:
         console.say(f"dask: scheduler {self.client.scheduler.address}: {describe_cluster(workers)}")
         console.say(
             f"feature set {p.identity.id}: {len(todo)} of {console.plural(len(p.shards), 'shard')} to compute on the cluster, one task per shard "
-            f"({p.cfg.shard_size} videos, {p.identity.precision}); workers write shards, this process commits them"
+            f"({p.cfg.shard_size} videos, {p.precision}); workers write shards, this process commits them"
         )
         seen_workers = set(workers)
         try:

@@ -45,7 +45,7 @@ def run(cfg: ExtractConfig) -> Summary:
     require_decoder(cfg.decoder)  # fail before any work, with the install hint
     plan = make_plan(cfg)
     manifest = open_feature_set(plan)
-    summary = Summary(plan.identity.id, plan.set_dir, total=len(plan.dataset.records))
+    summary = Summary(plan.identity.id, plan.set_dir, total=len(plan.listing.records))
     # --retry-failures retries what earlier runs recorded, not what this run just saw fail.
     earlier_failures = {s["index"] for s in manifest["shards"] if s.get("failures")}
     plan = adopt_shard_size(plan, manifest)
@@ -133,10 +133,10 @@ def config_from_manifest(manifest: dict, **overrides) -> tuple[ExtractConfig, We
         cfg = cfg.replace(**{family.weights_field: "random", "seed": int(weights_id.split("seed")[1])})
         family = family_for(cfg)
     spec = family.resolve_weights()
-    if spec.identity != weights_id:
+    if spec is None or spec.identity != weights_id:
         raise StoreError(
             f"the weights now at {family.weights_field.upper()}={getattr(cfg, family.weights_field)!r} "
-            f"({spec.identity}) are not the ones this feature set used ({weights_id})"
+            f"({spec.identity if spec else 'none'}) are not the ones this feature set used ({weights_id})"
         )
     return cfg, spec
 
@@ -154,7 +154,7 @@ def extract_video(
         doing = "decode" if family.decodes == FRAMES else "read the sound of"
         raise VideoError(f"VIDEO: cannot {doing} {path}: {dec.error}")
     model = model or ModelThread(family, spec, str(family.device()), family.precision())
-    k = len(dec.frames)
+    k = len(dec.picture()[0])
     out = np.zeros((cfg.frames, family.dim), np.float16)
     out[:k] = model.extract(items[:k])
     return out, k, bool(flags.get("has_audio", 1))

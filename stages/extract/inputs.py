@@ -47,6 +47,7 @@ def decode_items(
     cfg = family.cfg
     if family.decodes == FRAMES:
         pre = family.preprocessing()
+        assert pre is not None, "a family that decodes frames says how they are scaled and cropped"
         dec = decode_video(
             path, cfg.frames, pre.size, pre.resize, cfg.fps, cfg.timeout,
             out=out, decoder=cfg.decoder, workers=workers, procs=procs,
@@ -70,7 +71,8 @@ def decode_sound_windows(
     track = procs.decode_sound(path, cfg.timeout) if procs is not None else decode_audio(path, cfg.timeout)
     if track.error:
         return Decoded(error=track.error, seconds=time.perf_counter() - t0), {}
-    k = len(times.timestamps)
-    out[:k] = log_mel_examples(track.samples, times.timestamps, cfg.audio_window).numpy()
-    dec = Decoded(out[:k], times.indices, times.timestamps, times.num_frames, seconds=time.perf_counter() - t0)
+    _, indices, timestamps = times.picture()
+    k = len(timestamps)
+    out[:k] = log_mel_examples(track.samples, timestamps, cfg.audio_window).numpy()
+    dec = Decoded(out[:k], indices, timestamps, times.num_frames, seconds=time.perf_counter() - t0)
     return dec, {"has_audio": int(track.has_audio)}

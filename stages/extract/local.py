@@ -70,7 +70,7 @@ def work_through(plan: ExtractionPlan, summary: Summary, work: str, runner_for: 
     console.say(
         f"feature set {plan.identity.id}: {len(missing)} of {console.plural(len(plan.shards), 'shard')} to compute {work}"
     )
-    waited, reported_busy = False, set()
+    waited, reported_busy = False, set[int]()
     with console.progress(
         sum(len(plan.shards[i]) for i in missing), "video", "stage one", disable=not show_progress
     ) as bar:

@@ -57,7 +57,7 @@ FRONT_END = {
 
 
 # ---------------------------------------------------------------- the front end
-def hz_to_mel(hz: np.ndarray | float) -> np.ndarray | float:
+def hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """HTK mel scale, as VGGish: 1127 ln(1 + f / 700)."""
     return 1127.0 * np.log1p(np.asarray(hz, np.float64) / 700.0)
 

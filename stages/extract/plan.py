@@ -45,6 +45,20 @@ class ExtractionPlan:
     shards: dict[int, list[VideoRecord]]
     dataset: Dataset | None = None
 
+    @property
+    def listing(self) -> Dataset:
+        """The dataset's listing; only the driver's plan has it (a Dask task's `only(i)` does not)."""
+        if self.dataset is None:
+            raise RuntimeError("this plan carries one shard (a Dask task's), not the dataset's listing")
+        return self.dataset
+
+    @property
+    def required_weights(self) -> WeightsSpec:
+        """The weights of a backbone that needs them (ResNet-50, VGGish): not None there."""
+        if self.weights is None:
+            raise TypeError(f"{self.identity.id} is computed without weights (the log-mel summary)")
+        return self.weights
+
     def only(self, index: int) -> ExtractionPlan:
         """The same plan carrying shard `index` alone (a Dask task ships KB, not a whole listing)."""
         return dataclasses.replace(self, shards={index: self.shards[index]}, dataset=None)
@@ -112,7 +126,7 @@ def open_feature_set(plan: ExtractionPlan) -> dict:
             f"--features-root (FEATURES_ROOT=): cannot write the feature set at {plan.set_dir} "
             f"({e.strerror or e}); point FEATURES_ROOT at a directory you can write"
         ) from None
-    ds, cfg = plan.dataset, plan.cfg
+    ds, cfg = plan.listing, plan.cfg
     # The decoder's libraries, for provenance only: the id names the decoder, not its build.
     config = cfg.to_json() | {"decoder_versions": decoder_versions(cfg.decoder)}
     if isinstance(plan.identity, FeatureIdentity):  # a visual set's id names its precision; so does its config

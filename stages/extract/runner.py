@@ -137,17 +137,18 @@ class ShardBuffer:
             self.pending -= 1
 
     def accept(self, pos: int, dec: Decoded, flags: dict[str, int]) -> None:
-        k = len(dec.frames)
+        frames, indices, timestamps = dec.picture()
+        k = len(frames)
         self.lengths[pos], self.ok[pos] = k, True
-        self.frame_indices[pos, :k] = dec.indices
-        self.timestamps[pos, :k] = dec.timestamps
+        self.frame_indices[pos, :k] = indices
+        self.timestamps[pos, :k] = timestamps
         for name, value in flags.items():
             self.extras[name][pos] = value
 
-    def arrays(self) -> dict[str, np.ndarray]:
+    def arrays(self) -> dict[str, np.ndarray | list[str]]:
         keep = self.ok
         recs = [r for r, k in zip(self.records, keep) if k]
-        return {
+        arrays: dict[str, np.ndarray | list[str]] = {
             "features": self.features[keep],
             "lengths": self.lengths[keep],
             "labels": np.array([r.label for r in recs], np.int32).reshape(-1),
@@ -155,7 +156,8 @@ class ShardBuffer:
             "groups": [r.group for r in recs],
             "frame_indices": self.frame_indices[keep],
             "timestamps": self.timestamps[keep],
-        } | {name: values[keep] for name, values in self.extras.items()}
+        }
+        return arrays | {name: values[keep] for name, values in self.extras.items()}
 
 
 class ShardSink(Protocol):
@@ -226,7 +228,8 @@ class ShardRunner:
             input_processes(self.family, self.workers) as self.procs,  # ended after the threads using them
             cf.ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool,
         ):
-            videos, decoding = self.videos_to_decode(claimed), {}
+            videos = self.videos_to_decode(claimed)
+            decoding: dict[cf.Future, tuple[ShardBuffer, int, VideoRecord]] = {}
             self.keep_decoders_busy(videos, decoding, pool, batcher.slots)
             while decoding:
                 t0 = time.perf_counter()
@@ -283,10 +286,12 @@ class ShardRunner:
         if dec.error:
             # pending only drops once a video's features are out of the batch, so at zero
             # nothing of this shard is still waiting in it.
-            self.count_down(shard, lambda: shard.fail(pos, dec.error))
+            error = dec.error
+            self.count_down(shard, lambda: shard.fail(pos, error))
         else:
             shard.accept(pos, dec, flags)
-            batcher.add(slot, len(dec.frames), (shard, pos))
+            assert slot is not None, "a decoded video holds its slot"
+            batcher.add(slot, len(dec.picture()[0]), (shard, pos))
         if self.bar is not None:
             self.bar.update(1)
 

@@ -37,6 +37,13 @@ class WeightsSpec:
     path: Path | None = None  # local file (cached download or user file)
     seed: int = 0
 
+    @property
+    def file(self) -> Path:
+        """The local file of weights that are not `random`."""
+        if self.path is None:
+            raise ValueError(f"weights {self.identity!r} ({self.kind}) have no file")
+        return self.path
+
 
 @dataclass(frozen=True)
 class Checkpoint:

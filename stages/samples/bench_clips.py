@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import Any
 
 from .clips import make_clips
 from .sound_clips import jittered_tones, run_all
@@ -36,7 +37,7 @@ def make_bench_clips(
     dir, total = Path(dir), round(seconds * fps)
     if total < 3:
         raise ValueError(f"seconds * fps must give at least 3 frames, got {seconds} s at {fps} fps")
-    jobs = []
+    jobs: list[dict[str, Any]] = []  # make_clip / make_sound_clip keyword arguments
     for i in range(count):
         rng = random.Random(f"bench:{i}")
         cuts = sorted(rng.sample(range(1, total), 2))
@@ -67,7 +68,7 @@ def make_sound_bench_clips(
     """UCF101-like clips with sound for measuring: dir/sound_bench_NNNN.avi, 320x240 at 25 fps,
     `seconds` long, mpeg4 pictures and a 44.1 kHz stereo MP3 track of three tones (64 kbit/s).
     Existing clips are reused. Returns the paths, sorted."""
-    jobs = []
+    jobs: list[dict[str, Any]] = []  # make_clip / make_sound_clip keyword arguments
     for i in range(count):
         rng = random.Random(f"sound-bench:{i}")
         freqs = [rng.choice([220.0, 330.0, 440.0, 660.0, 880.0, 1320.0]) for _ in range(3)]

@@ -380,7 +380,7 @@ def make_clip(
             raise ValueError(f"scene_frames {list(scene_frames)} must give >= 1 frame to each of {len(scenes)} scenes")
         frames = list(scene_frames)
     run_ffmpeg(build_clip(path, scenes, frames, fps, size, rng, look, codec, bitrate), path, timeout)
-    return Clip(path, tuple(scenes), tuple(frames), float(fps), tuple(size))
+    return Clip(path, tuple(scenes), tuple(frames), float(fps), (size[0], size[1]))
 
 
 def make_clips(jobs: Iterable[dict], workers: int | None = None, reuse: bool = True) -> list[Clip | None]:

@@ -12,6 +12,7 @@ import re
 import shutil
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from pipeline.files import atomic_write_bytes
 
@@ -126,7 +127,9 @@ SAMPLE_CLASSES = {
 
 
 # 1.2 s per scene at 10 fps, jittered by +-30%, gives every clip >= 16 frames (the default T).
-SAMPLE_SETTINGS = dict(groups=4, clips_per_group=2, fps=10, size=(160, 120), seconds_per_scene=1.2, seed=0)
+SAMPLE_SETTINGS: dict[str, Any] = dict(
+    groups=4, clips_per_group=2, fps=10, size=(160, 120), seconds_per_scene=1.2, seed=0
+)
 
 
 COMPLETE = ".complete"

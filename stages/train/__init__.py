@@ -14,6 +14,7 @@ profile.py   where one training step goes (the bench's and the GPU check's profi
 """
 
 import importlib
+from typing import Any
 
 # The stage's public names -> the module that holds each. Imported on first use, so that
 # reading TrainConfig (stages.train.config, the command line's options) does not load torch.
@@ -31,7 +32,11 @@ PUBLIC = {
 __all__ = sorted(PUBLIC)
 
 
-def __getattr__(name: str):
+def __getattr__(name: str) -> Any:
     if name in PUBLIC:
-        return getattr(importlib.import_module(f"{__name__}.{PUBLIC[name]}"), name)
+        value = getattr(importlib.import_module(f"{__name__}.{PUBLIC[name]}"), name)
+        # Kept as the package's attribute: importing stages.train.compare made `compare` the
+        # submodule, and the next lookup would find that instead of the function.
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

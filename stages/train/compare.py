@@ -22,14 +22,14 @@ from .models import HEADS
 from .runs import default_out
 from .trainer import LoadedFeatures, TrainResult, load_data, train
 
-COMPARE_COLUMNS = ("model", "params", "train_s", "top1", "top5", "mean_class_acc")
+COMPARE_COLUMNS: tuple[str, ...] = ("model", "params", "train_s", "top1", "top5", "mean_class_acc")
 FUSED = "fused"  # the input name of all modalities together
 
 
 def format_table(rows: list[dict], columns: tuple[str, ...] = COMPARE_COLUMNS) -> str:
     """A plain-text table: right-aligned numbers, one row per model."""
 
-    def cell(column: str, v) -> str:
+    def cell(column: str, v: object) -> str:
         if column.endswith(HEADLINE):
             return f"{v:.4f}"  # fractions (top1, rgb_top1, ...)
         if isinstance(v, float):
@@ -71,7 +71,7 @@ def modality_rows(
 ) -> list[dict]:
     """Each head on each modality alone, then fused (run directories out/<input>/<head>): one row per head
     with "<input>_top1", "_top5", "_mean_class_acc" and "_run_dir" per input; params of the fused model."""
-    rows = {h: {"model": h, "fusion": effective_fusion(h, cfg.fusion), "train_s": 0.0} for h in heads}
+    rows: dict[str, dict] = {h: {"model": h, "fusion": effective_fusion(h, cfg.fusion), "train_s": 0.0} for h in heads}
     for name in [*data.view.modalities, FUSED]:
         run_cfg, run_data = modality_data(cfg, data, name, device, dtype)
         for h in heads:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from pipeline.config import MODALITIES, PRECISIONS, choice, config_json, store_dataset_name
 from pipeline.errors import ConfigError
@@ -103,7 +104,7 @@ class TrainConfig:
         given = (("DATASET", self.dataset), ("DATA_DIR", self.data_dir), ("NAME", self.name))
         return " ".join(f"{var}={value}" for var, value in given if value)
 
-    def replace(self, **changes) -> TrainConfig:
+    def replace(self, **changes: Any) -> TrainConfig:
         return dataclasses.replace(self, **changes)
 
     def to_json(self) -> dict:

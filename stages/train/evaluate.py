@@ -22,22 +22,24 @@ from pipeline.devices import resolve_device, training_precision
 from pipeline.errors import ReaderError
 from pipeline.files import atomic_write_json
 
+from .models import TemporalClassifier
 from .runs import CONFUSION, METRICS, PREDICTIONS, load_run, run_dirs
-from .sources import MemorySource, StreamSource, choose_load
+from .sources import MemorySource, Source, StreamSource, choose_load
 
 HEADLINE = ("top1", "top5", "mean_class_acc")
 
 
 @torch.no_grad()
 def predict_part(
-    model: torch.nn.Module, part, batch: int, autocast_dtype: torch.dtype | None
+    model: TemporalClassifier, part: Source, batch: int, autocast_dtype: torch.dtype | None
 ) -> tuple[np.ndarray, np.ndarray, float]:
     """Class probabilities of every video of a reader source, in the source's order.
 
     Returns probs (N, C) float32, labels (N,) int64 and the mean cross-entropy (no smoothing).
     """
     model.eval()
-    probs = labels = None
+    probs: np.ndarray | None = None  # (N, C), once the first batch tells C
+    labels = np.zeros(len(part), np.int64)
     loss_sum = torch.zeros((), dtype=torch.float64)
     for b in part.batches(batch):
         with torch.autocast(b.x.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
@@ -47,7 +49,6 @@ def predict_part(
         p = logits.softmax(1).cpu().numpy()
         if probs is None:
             probs = np.zeros((len(part), p.shape[1]), np.float32)
-            labels = np.zeros(len(part), np.int64)
         probs[b.positions], labels[b.positions] = p, b.labels.cpu().numpy()
     if probs is None:
         raise ValueError("cannot evaluate an empty part")
@@ -169,7 +170,7 @@ def plot_curves(path: Path, history: list[dict], title: str) -> None:
 
 
 def write_report(
-    run_dir: Path, part, probs: np.ndarray, labels: np.ndarray, classes: list[str], title: str, extra: dict
+    run_dir: Path, part: Source, probs: np.ndarray, labels: np.ndarray, classes: list[str], title: str, extra: dict
 ) -> dict:
     """metrics.json, predictions.csv and confusion.png of the test part. Returns the metrics."""
     metrics = compute_metrics(probs, labels, classes) | extra

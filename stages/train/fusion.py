@@ -23,10 +23,12 @@ has both streams. Everything is elementwise on the device: no host-device sync p
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn as nn
 
-from .models import TemporalClassifier, build_encoder, build_head, valid_mask
+from .models import AttentionEncoder, RecurrentEncoder, TemporalClassifier, build_encoder, build_head, valid_mask
 
 # Heads with a temporal encoder that late and gated fusion run once per modality.
 ENCODER_HEADS = ("lstm", "gru", "attention")
@@ -114,7 +116,14 @@ class LateFusionHead(nn.Module):
     missing-modality embedding (R_m,) starts at zero and is learned.
     """
 
-    def __init__(self, encoders: list[nn.Module], dims: list[int], num_classes: int, gated: bool, dropout: float):
+    def __init__(
+        self,
+        encoders: Sequence[RecurrentEncoder | AttentionEncoder],
+        dims: list[int],
+        num_classes: int,
+        gated: bool,
+        dropout: float,
+    ):
         super().__init__()
         self.dims = list(dims)
         self.encoders = nn.ModuleList(encoders)

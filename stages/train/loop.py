@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,7 +22,8 @@ import torch.nn.functional as F
 from pipeline import console
 
 from .config import TrainConfig
-from .sources import Batch
+from .models import TemporalClassifier
+from .sources import Batch, Source
 
 # BATCH=0: this many videos per step, fewer on small sets so that an epoch still has
 # MIN_STEPS_PER_EPOCH optimiser steps.
@@ -76,17 +78,20 @@ def warmup_cosine(step: int, warmup: int, total: int) -> float:
 
 @torch.no_grad()
 def loss_and_accuracy(
-    model: torch.nn.Module, part, batch: int, autocast_dtype: torch.dtype | None
+    model: TemporalClassifier, part: Source, batch: int, autocast_dtype: torch.dtype | None
 ) -> tuple[float, float]:
     """Mean cross-entropy (no smoothing) and top-1 accuracy of a part, in eval mode."""
     model.eval()
-    loss = correct = None
+    loss: torch.Tensor | None = None
+    correct: torch.Tensor | None = None
     for b in part.batches(batch):
         with torch.autocast(b.x.device.type, dtype=autocast_dtype or torch.float32, enabled=autocast_dtype is not None):
             logits = model.classify(b.x, b.lengths, b.present)
         l_sum = F.cross_entropy(logits, b.labels, reduction="sum")
         hits = (logits.argmax(1) == b.labels).sum()
-        loss, correct = (l_sum, hits) if loss is None else (loss + l_sum, correct + hits)
+        loss, correct = (l_sum, hits) if loss is None or correct is None else (loss + l_sum, correct + hits)
+    if loss is None or correct is None:
+        raise ValueError("cannot evaluate an empty part")
     return float(loss) / len(part), float(correct) / len(part)  # one device sync per evaluation
 
 
@@ -98,11 +103,11 @@ class FitHistory:
 
 
 def train_step(
-    model: torch.nn.Module,
-    params: list[torch.Tensor],
+    model: TemporalClassifier,
+    params: Sequence[torch.Tensor],
     batch: Batch,
     opt: torch.optim.Optimizer,
-    sched,
+    sched: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
     cfg: TrainConfig,
     autocast_dtype: torch.dtype | None,
@@ -130,10 +135,10 @@ def train_step(
 
 
 def train_one_epoch(
-    model: torch.nn.Module,
-    part,
+    model: TemporalClassifier,
+    part: Source,
     opt: torch.optim.Optimizer,
-    sched,
+    sched: torch.optim.lr_scheduler.LRScheduler,
     scaler: torch.amp.GradScaler,
     cfg: TrainConfig,
     batch: int,
@@ -162,9 +167,9 @@ def train_one_epoch(
 
 
 def fit(
-    model: torch.nn.Module,
-    train,
-    val,
+    model: TemporalClassifier,
+    train: Source,
+    val: Source | None,
     cfg: TrainConfig,
     batch: int,
     device: torch.device,
@@ -184,7 +189,9 @@ def fit(
     )
     scaler = torch.amp.GradScaler(device.type, enabled=autocast_dtype == torch.float16)  # fp16 only: bf16 needs none
     generator = torch.Generator().manual_seed(cfg.seed)
-    result, best_key, best_state = FitHistory(), None, None
+    result = FitHistory()
+    best_key: tuple[float, float] | None = None
+    best_state: dict[str, torch.Tensor] = {}
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         desc = f"{label} epoch {epoch}/{cfg.epochs}"
@@ -209,9 +216,9 @@ def fit(
             best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
         result.history.append(entry)
         if cfg.progress:
-            val = f", val loss {entry['val_loss']:.3f} acc {entry['val_acc']:.3f}" if "val_acc" in entry else ""
+            val_text = f", val loss {entry['val_loss']:.3f} acc {entry['val_acc']:.3f}" if "val_acc" in entry else ""
             console.say(
-                f"{desc}: loss {loss:.3f} acc {acc:.3f}{val}  [{entry['seconds']:.1f} s]"
+                f"{desc}: loss {loss:.3f} acc {acc:.3f}{val_text}  [{entry['seconds']:.1f} s]"
                 f"{'  *' if entry['best'] else ''}"
             )
         if cfg.patience and val is not None and epoch - result.best_epoch >= cfg.patience:

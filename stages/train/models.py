@@ -31,6 +31,7 @@ It is about twice as fast as `nn.LSTM` on CPU; on CUDA `nn.LSTM` (cuDNN) is used
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -70,6 +71,9 @@ class Standardize(nn.Module):
 
     mean, std (D,) float32 buffers, saved in the checkpoint with the head.
     """
+
+    mean: torch.Tensor  # register_buffer'd: declared for the type checker, which sees only nn.Module's __getattr__
+    std: torch.Tensor
 
     def __init__(self, dim: int, mean: torch.Tensor | None = None, std: torch.Tensor | None = None):
         super().__init__()
@@ -148,7 +152,13 @@ class LSTMLayerFunction(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, w_ih: torch.Tensor, b: torch.Tensor, w_hh: torch.Tensor) -> torch.Tensor:
+    def forward(
+        ctx: Any,  # autograd's context: the attributes forward sets are read back in backward
+        x: torch.Tensor,
+        w_ih: torch.Tensor,
+        b: torch.Tensor,
+        w_hh: torch.Tensor,
+    ) -> torch.Tensor:
         with torch.autocast(x.device.type, enabled=False):
             T, B, D = x.shape
             G, H, dev, cd = w_ih.shape[0], w_hh.shape[1], x.device, x.dtype
@@ -197,7 +207,9 @@ class LSTMLayerFunction(torch.autograd.Function):
         return hs
 
     @staticmethod
-    def backward(ctx, grad_h: torch.Tensor):
+    def backward(
+        ctx: Any, grad_h: torch.Tensor
+    ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
         x, hs, w_ih_c, w_hh_c = ctx.saved_tensors
         forget, q, k = ctx.saved_buffers.tensors
         T, B, G = q.shape
@@ -322,9 +334,17 @@ class Recurrent(nn.Module):
     def run_cpu_lstm(self, h: torch.Tensor) -> torch.Tensor:
         """h (T, B, F) time-major -> (T, B, H) through lstm_layer, variational dropout between layers."""
         for k, layer in enumerate(self.layers):
+            assert isinstance(layer, nn.LSTM), "run_cpu_lstm runs LSTM layers only"
             if k:
                 h = locked_dropout(h, self.dropout, self.training, 0)
-            h = lstm_layer(h, layer.weight_ih_l0, layer.weight_hh_l0, layer.bias_ih_l0, layer.bias_hh_l0)
+            # nn.LSTM registers its weights by name at run time: the stubs see only Module.__getattr__
+            h = lstm_layer(
+                h,
+                layer.weight_ih_l0,  # type: ignore[arg-type]
+                layer.weight_hh_l0,  # type: ignore[arg-type]
+                layer.bias_ih_l0,  # type: ignore[arg-type]
+                layer.bias_hh_l0,  # type: ignore[arg-type]
+            )
         return h
 
 
@@ -593,7 +613,7 @@ def build_model(
     *,
     mean: torch.Tensor | None = None,
     std: torch.Tensor | None = None,
-    **sizes,
+    **sizes: Any,
 ) -> TemporalClassifier:
     """A TemporalClassifier with head `model` (one of HEADS); mean, std (D,) training statistics;
     sizes: build_head's hidden, layers, bidirectional, dropout, proj."""

@@ -4,6 +4,7 @@ and the GPU check's profile of stage two)."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import numpy as np
 import torch
@@ -26,7 +27,7 @@ def profile_steps(
     d: int = 2048,
     classes: int = 101,
     top: int = 15,
-    **overrides,
+    **overrides: Any,
 ) -> dict:
     """Where one training step of the default head goes: wall, CPU and device time per step.
 
@@ -39,7 +40,8 @@ def profile_steps(
     from torch.profiler import ProfilerActivity, profile
 
     dev = resolve_device(device)
-    cfg = TrainConfig(**({"device": device, "precision": precision, "progress": False} | overrides))
+    settings: dict[str, Any] = {"device": device, "precision": precision, "progress": False}
+    cfg = TrainConfig(**(settings | overrides))
     autocast_dtype, data_dtype = training_precision(cfg.precision, dev)
     seed_everything(0)
     model = build_model(

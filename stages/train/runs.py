@@ -19,6 +19,7 @@ import torch
 
 from pipeline.config import repo_root
 
+from .models import TemporalClassifier
 from .spec import build_from_spec
 
 CHECKPOINT = "checkpoint.pt"
@@ -63,7 +64,7 @@ def run_dirs(run_dir: Path) -> list[Path]:
     return children
 
 
-def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[torch.nn.Module, dict]:
+def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[TemporalClassifier, dict]:
     """The trained model (eval mode, on `device`) and config.json of one run directory."""
     config = json.loads((Path(run_dir) / CONFIG).read_text())
     model = build_from_spec(config["model"])

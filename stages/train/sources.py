@@ -42,6 +42,18 @@ class Batch(NamedTuple):
     positions: np.ndarray
     present: torch.Tensor
 
+    def cut(self, rows: slice) -> Batch:
+        """The videos `rows` of the batch, every field cut alike."""
+        return Batch(self.x[rows], self.lengths[rows], self.labels[rows], self.positions[rows], self.present[rows])
+
+    @staticmethod
+    def join(pieces: list[Batch]) -> Batch:
+        """The pieces one after the other."""
+        cat = lambda name: torch.cat([getattr(p, name) for p in pieces])
+        return Batch(
+            cat("x"), cat("lengths"), cat("labels"), np.concatenate([p.positions for p in pieces]), cat("present")
+        )
+
 
 def available_bytes(device: torch.device) -> int:
     """Free memory where standardised features would live: the GPU, or host RAM."""
@@ -195,7 +207,8 @@ class StreamSource:
         """Yield the part's Batches, shard by shard, `batch` videos each (the last may be short)."""
         carry: list[Batch] = []
         index = self.view.index
-        for pos, feats in self.view.shards(self.rows, shuffle, generator):
+        for shard_pos, shard_feats in self.view.shards(self.rows, shuffle, generator):
+            pos, feats = shard_pos, shard_feats
             if shuffle:
                 order = torch.randperm(len(pos), generator=generator).numpy()
                 pos, feats = pos[order], feats[order]
@@ -214,10 +227,14 @@ class StreamSource:
         total = sum(len(c.labels) for c in carry)
         if total < batch and not (final and total):
             return
-        joined = Batch(*(np.concatenate(f) if isinstance(f[0], np.ndarray) else torch.cat(f) for f in zip(*carry)))
+        joined = Batch.join(carry)
         carry.clear()
         full = total if final else total - total % batch
         for s in range(0, full, batch):
-            yield Batch(*(f[s : s + batch] for f in joined))
+            yield joined.cut(slice(s, s + batch))
         if full < total:
-            carry.append(Batch(*(f[full:] for f in joined)))
+            carry.append(joined.cut(slice(full, None)))
+
+
+# What the training loop and evaluation read: either kind of part, the same batches.
+Source = MemorySource | StreamSource

@@ -7,6 +7,7 @@ load_data(cfg, ...)            the set(s), index and split(s), read once (compar
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +23,9 @@ from . import evaluate
 from .config import TrainConfig
 from .fusion import ENCODER_HEADS, effective_fusion
 from .loop import auto_batch, cpu_threads, fit, seed_everything
-from .models import LSTM_BUFFERS, count_parameters
+from .models import LSTM_BUFFERS, TemporalClassifier, count_parameters
 from .runs import CHECKPOINT, CONFIG, CURVES, FAILED, METRICS, default_out, mark_failed
-from .sources import MemorySource, StreamSource, choose_load, memory_chunks
+from .sources import MemorySource, Source, StreamSource, choose_load, memory_chunks
 from .spec import build_from_spec, model_spec
 
 
@@ -98,9 +99,9 @@ def load_data(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> Loa
 class SplitSources:
     """Train / validation / test sources of one split, standardised with training statistics."""
 
-    train: object
-    val: object | None
-    test: object
+    train: Source
+    val: Source | None  # None: too few groups per class to carve a validation part
+    test: Source
     mean: torch.Tensor  # (D,) float32
     std: torch.Tensor  # (D,) float32
     sizes: dict
@@ -113,16 +114,18 @@ def make_parts(
     train_rows, val_rows = store.carve_by_group(split.train, data.index, cfg.val_fraction, cfg.seed)
     idx = data.index
     presence = data.view.presence
+    source: Callable[[np.ndarray], Source]
     if data.mode == "memory":
-        pos = lambda rows: data.position[rows]
+        # load_data fills both in memory mode
+        assert data.store_features is not None and data.position is not None
+        features, position = data.store_features, data.position
+        pos = lambda rows: position[rows]
         mean, std = store.feature_stats(
-            memory_chunks(data.store_features, pos(train_rows), idx.lengths[train_rows], presence[train_rows]),
+            memory_chunks(features, pos(train_rows), idx.lengths[train_rows], presence[train_rows]),
             device,
             list(data.view.dims.values()),
         )
-        source = lambda rows: MemorySource.of_rows(
-            data.view, data.store_features, pos(rows), rows, mean, std, device, dtype
-        )
+        source = lambda rows: MemorySource.of_rows(data.view, features, pos(rows), rows, mean, std, device, dtype)
     else:
         mean, std = data.view.stats(train_rows, device)
         source = lambda rows: StreamSource(data.view, rows, mean, std, device, dtype)
@@ -248,7 +251,7 @@ def fit_and_report(
     name: str,
     run_dir: Path,
     device: torch.device,
-    model: torch.nn.Module,
+    model: TemporalClassifier,
     parts: SplitSources,
     batch: int,
     params: int,
@@ -264,7 +267,7 @@ def fit_and_report(
     console.say(
         f"{label}: {parts.sizes['train']} train / {parts.sizes['val']} validation (by group) / {parts.sizes['test']} test "
         f"videos{' (test carved by group: the dataset has no test split)' if parts.sizes['carved_test'] else ''}, "
-        f"{params:,} parameters, batch {batch}, {device} {PRECISION_NAMES.get(autocast_dtype, 'fp32')}, "
+        f"{params:,} parameters, batch {batch}, {device} {PRECISION_NAMES[autocast_dtype] if autocast_dtype else 'fp32'}, "
         f"data {data.mode}{modality_note(cfg, data.view)}"
     )
     result = fit(model, parts.train, parts.val, cfg, batch, device, autocast_dtype, label)

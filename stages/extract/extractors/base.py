@@ -121,6 +121,13 @@ class Extractor(ABC):
         return f"{self.family} on {device} ({precision})"
 
 
+def required(weights: WeightsSpec | None, family: str) -> WeightsSpec:
+    """The weights of a family that has some (every one but the log-mel summary)."""
+    if weights is None:
+        raise ValueError(f"the {family} family computes nothing without weights, and none were resolved")
+    return weights
+
+
 def picture_precision(cfg: ExtractConfig) -> str:
     """The precision a picture model will run at, which is part of the feature-set id.
 

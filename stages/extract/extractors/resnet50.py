@@ -19,7 +19,7 @@ from pipeline.devices import resolve_device
 
 from ..config import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD, FeatureIdentity
 from ..weights import Checkpoint, WeightsSpec, check_shapes, load_state_dict, resolve
-from .base import FRAMES, Extractor, Loaded, Preprocessing, picture_precision
+from .base import FRAMES, Extractor, Loaded, Preprocessing, picture_precision, required
 
 IMAGENET_WEIGHTS = torchvision.models.ResNet50_Weights.IMAGENET1K_V2
 # The decoders' scale filter (FFmpeg's default), which the crop follows.
@@ -71,8 +71,8 @@ def build_resnet50(spec: WeightsSpec) -> torch.nn.Module:
         model = torchvision.models.resnet50(weights=None)
     else:
         model = torchvision.models.resnet50(weights=None)
-        state = load_state_dict(spec.path, RESNET50.option)
-        check_fits_resnet50(state, spec.path)
+        state = load_state_dict(spec.file, RESNET50.option)
+        check_fits_resnet50(state, spec.file)
         model.load_state_dict(state, strict=False)
     model.fc = torch.nn.Identity()
     return model.eval()
@@ -100,8 +100,9 @@ class ResNet50(Extractor):
         return resolve_weights(self.cfg.weights, self.cfg.seed, fallback_to_random, download_timeout)
 
     def identity(
-        self, dataset: str, videos_sha256: str, sampling: dict, weights: WeightsSpec, precision: str
+        self, dataset: str, videos_sha256: str, sampling: dict, weights: WeightsSpec | None, precision: str
     ) -> FeatureIdentity:
+        weights = required(weights, self.family)
         pre = self.preprocessing()
         return FeatureIdentity(
             schema_version=SCHEMA_VERSION,
@@ -132,8 +133,8 @@ class ResNet50(Extractor):
     def describe(self, weights: WeightsSpec | None, device: torch.device, precision: str) -> str:
         return f"on {device} ({precision})"
 
-    def load(self, weights: WeightsSpec, device: torch.device, dtype: torch.dtype) -> Loaded:
-        model = build_resnet50(weights).to(device, memory_format=torch.channels_last)
+    def load(self, weights: WeightsSpec | None, device: torch.device, dtype: torch.dtype) -> Loaded:
+        model = build_resnet50(required(weights, self.family)).to(device).to(memory_format=torch.channels_last)
         model = model.to(dtype) if dtype != torch.float32 else model
         pre = self.preprocessing()
         shape = (1, 3, 1, 1)

@@ -36,7 +36,7 @@ from torch import nn
 
 from ..errors import WeightsError
 from ..weights import Checkpoint, WeightsSpec, check_shapes, load_state_dict, resolve
-from .base import Loaded
+from .base import Loaded, required
 from .sound_windows import SoundWindows
 
 VGGISH_URL = "https://github.com/harritaylor/torchvggish/releases/download/v0.1/vggish-10086976.pth"
@@ -53,7 +53,7 @@ def make_features() -> nn.Sequential:
     layers: list[nn.Module] = []
     channels = 1
     for v in CONV_LAYOUT:
-        if v == "M":
+        if isinstance(v, str):  # "M": max pooling
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         else:
             layers += [nn.Conv2d(channels, v, kernel_size=3, padding=1), nn.ReLU(inplace=True)]
@@ -145,10 +145,10 @@ def build_vggish(spec: WeightsSpec) -> VGGish:
     if spec.kind == "random":
         torch.manual_seed(spec.seed)
         return VGGish().eval()
-    state = load_state_dict(spec.path, VGGISH.option)
+    state = load_state_dict(spec.file, VGGISH.option)
     if any(v.is_meta for v in state.values()):
         raise WeightsError(f"{VGGISH.option} {spec.path}: its tensors hold no data (saved from the meta device)")
-    check_fits_vggish(state, spec.path)
+    check_fits_vggish(state, spec.file)
     with torch.device("meta"):  # no random init of 72M parameters only to overwrite them
         model = VGGish(postprocess=all(k in state for k in PCA_KEYS))
     model.load_state_dict(state, assign=True)
@@ -164,10 +164,10 @@ class VGGishFamily(SoundWindows):
         return resolve_audio_weights(self.cfg.audio_weights, self.cfg.seed, fallback_to_random, download_timeout)
 
     def describe(self, weights: WeightsSpec | None, device: torch.device, precision: str) -> str:
-        return f"from the sound tracks (VGGish ({weights.identity}))"
+        return f"from the sound tracks (VGGish ({required(weights, self.family).identity}))"
 
-    def load(self, weights: WeightsSpec, device: torch.device, dtype: torch.dtype) -> Loaded:
-        return Loaded(build_vggish(weights).to(device), prepare)
+    def load(self, weights: WeightsSpec | None, device: torch.device, dtype: torch.dtype) -> Loaded:
+        return Loaded(build_vggish(required(weights, self.family)).to(device), prepare)
 
 
 def prepare(examples: torch.Tensor) -> torch.Tensor:
