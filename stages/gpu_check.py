@@ -212,7 +212,7 @@ def step_bench(env: dict[str, str], out_dir: Path, timeout: float, args: argpars
     cmd = [
         sys.executable,
         "-m",
-        "pipeline",
+        "stages",
         "bench",
         "--device",
         args.device,
