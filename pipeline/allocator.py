@@ -11,11 +11,12 @@ which `make` calls). When the environment does not carry the choice yet, it sets
 (and the library's own settings) or GLIBC_TUNABLES and re-executes the same command line
 once; VIDSTORE_ALLOCATOR_APPLIED marks the re-executed process so it cannot loop. Every
 process started from there (decoder processes, Dask workers, ffmpeg) inherits the
-environment. A library that is not installed means glibc's tunables instead, silently.
+environment. Where the library is not installed, nothing changes, silently.
 
-VIDSTORE_ALLOCATOR: auto (default: jemalloc, else tcmalloc, else glibc tunables) | jemalloc |
-tcmalloc | glibc (tunables only) | system (nothing changed, today's glibc defaults) | a path
-to a malloc library to preload.
+VIDSTORE_ALLOCATOR: auto (default: jemalloc where installed, else glibc as it is) | jemalloc |
+tcmalloc | glibc (glibc with the tunables below) | system (glibc as it is) | a path to a malloc
+library to preload. tcmalloc and the glibc tunables are choices, not defaults: the tunables
+removed only a third of the page faults (docs/allocator.md) and tcmalloc was not measured.
 """
 
 from __future__ import annotations
@@ -43,7 +44,7 @@ LIBRARY_ENV = {
     "jemalloc": {"MALLOC_CONF": "dirty_decay_ms:-1,muzzy_decay_ms:-1"},
     "tcmalloc": {"TCMALLOC_RELEASE_RATE": "0"},
 }
-# glibc without a library: no mmap for large blocks (they come from the heap, whose freed
+# VIDSTORE_ALLOCATOR=glibc: no mmap for large blocks (they come from the heap, whose freed
 # chunks are reused) and no trimming of the heap's top back to the kernel (16 GiB threshold).
 GLIBC_TUNABLES = "glibc.malloc.mmap_max=0:glibc.malloc.trim_threshold=17179869184"
 
@@ -71,14 +72,13 @@ def plan(environ: dict[str, str]) -> tuple[str, dict[str, str]]:
     if choice == "glibc":
         return glibc(environ)
     if choice in ("auto", *LIBRARIES):
-        kinds = list(LIBRARIES) if choice == "auto" else [choice]
-        found = [(k, find_library(k)) for k in kinds]
-        kind, path = next(((k, p) for k, p in found if p), (choice, None))
+        kind = "jemalloc" if choice == "auto" else choice
+        path = find_library(kind)
     else:  # a path to a library
-        kind = next((k for k, names in LIBRARIES.items() if k in Path(choice).name), "custom")
+        kind = next((k for k in LIBRARIES if k in Path(choice).name), "custom")
         path = choice if os.path.isfile(choice) else None
     if path is None:
-        return glibc(environ)
+        return "system", {}
     add = {"LD_PRELOAD": f"{path} {preload}".strip()}
     add |= {k: v for k, v in LIBRARY_ENV.get(kind, {}).items() if k not in environ}
     return f"{kind} ({path})", add
