@@ -100,7 +100,7 @@ def ensure() -> None:
     """
     if APPLIED_ENV in os.environ:
         return
-    choice = os.environ.get(CHOICE_ENV, "")
+    choice = os.environ.get(CHOICE_ENV, "").strip()
     if choice and choice not in CHOICES and "/" not in choice:
         print(
             f"{CHOICE_ENV}={choice!r} is neither one of {', '.join(CHOICES)} nor a path to a malloc library; "
