@@ -592,6 +592,14 @@ def demo(epochs: int, **kw) -> None:
     run_demo(make_extract_config(**kw), epochs=epochs)
 
 
+@main.command("allocator")
+def allocator_command() -> None:
+    """Which malloc this command and the processes it starts run with (VIDSTORE_ALLOCATOR=)."""
+    from . import allocator
+
+    click.echo(allocator.describe())
+
+
 # ---------------------------------------------------------------- store catalog
 @main.group("store")
 def store_group() -> None:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline import console, store
+from pipeline import allocator, console, store
 from pipeline.config import DECODERS, IMAGENET_MEAN, IMAGENET_STD, ExtractConfig, TrainConfig, config_json, repo_root
 from pipeline.devices import inference_precision, resolve_device, training_precision
 from pipeline.errors import BenchError, ConfigError
@@ -313,7 +313,9 @@ def measure_end_to_end(cfg: BenchConfig, csv: Path, tmp: Path, devices: str = ""
         precision=cfg.precision,
         devices=tuple(d.strip() for d in devices.split(",") if d.strip()),
     )
+    before = process_usage()
     s = extract_features(ecfg, quiet=True)
+    usage = usage_since(before)
     videos = s.computed + s.failed
     t = dict(s.timings)
     return {
@@ -323,7 +325,27 @@ def measure_end_to_end(cfg: BenchConfig, csv: Path, tmp: Path, devices: str = ""
         "videos_per_s": videos / s.elapsed,
         "frames_per_s": t.get("images", 0) / s.elapsed,
         "timings": t,
+        **usage,
+        "page_faults_per_frame": usage["page_faults"] / max(1, t.get("images", 0)),
     }
+
+
+def process_usage() -> dict:
+    """Page faults (minor + major) and user/system CPU seconds so far, of this process and of
+    its children that have been waited for (ffmpeg-cli's processes, stopped decoder processes)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return {
+        "page_faults": sum(u.ru_minflt + u.ru_majflt for u in (me, kids)),
+        "cpu_user_s": me.ru_utime + kids.ru_utime,
+        "cpu_system_s": me.ru_stime + kids.ru_stime,
+    }
+
+
+def usage_since(before: dict) -> dict:
+    """process_usage() now minus `before`, with the system share of the CPU seconds: the kernel's
+    work (page faults, zeroing pages) next to the process's own."""
+    d = {k: v - before[k] for k, v in process_usage().items()}
+    return d | {"system_cpu_share": d["cpu_system_s"] / max(1e-9, d["cpu_user_s"] + d["cpu_system_s"])}
 
 
 # Timed alone: every decoder as stage one runs it, and PyAV on threads of this process
@@ -577,10 +599,10 @@ def measure_baseline(paths: list[Path], cfg: BenchConfig, device: torch.device, 
 
 def measure_training(cfg: BenchConfig, device: torch.device) -> dict:
     """Stage two's own timing of LSTM epochs on UCF101-sized features (stages/train.py)."""
-    t0 = time.perf_counter()
+    t0, before = time.perf_counter(), process_usage()
     seconds = time_training(epochs=cfg.train_epochs, device=str(device))
     wall = time.perf_counter() - t0
-    out: dict[str, object] = {"epochs": cfg.train_epochs, "seconds": seconds, "wall_s": wall}
+    out: dict[str, object] = {"epochs": cfg.train_epochs, "seconds": seconds, "wall_s": wall, **usage_since(before)}
     if cfg.train_epochs == 50:
         out["train_50_epochs_s"] = seconds
     else:
@@ -654,6 +676,11 @@ def profile_lines(e2e: dict, workers: int) -> list[str]:
     decode_busy, gpu_busy = t["decode"] / workers / wall, (t.get("backbone", 0) + t.get("transfer", 0)) / wall
     bound = "backbone-bound" if gpu_busy > decode_busy else "decode-bound"
     lines.append(f"  => {bound}: backbone busy {100 * gpu_busy:.0f}% of the run, decoders {100 * decode_busy:.0f}%")
+    if "page_faults" in e2e:
+        lines.append(
+            f"  page faults {e2e['page_faults']:,} ({e2e['page_faults_per_frame']:,.0f} per embedded frame); system "
+            f"CPU {100 * e2e['system_cpu_share']:.0f}% of {e2e['cpu_user_s'] + e2e['cpu_system_s']:.1f} CPU s"
+        )
     return lines
 
 
@@ -718,6 +745,7 @@ def format_report(r: dict) -> str:
         f"torch {m['torch']}, CUDA {m['cuda'] or '-'}, {m['ffmpeg_version']}; load average {m['load_average']}",
         f"{s['clips']} clips of {s['seconds']:g} s (320x240, 25 fps, mpeg4/AVI), T={s['frames']}, {s['size']} px, {s['device']} "
         f"{s['precision']}, batch {s['gpu_batch']}, {s['workers']} decoders ({r['decoder']})",
+        f"allocator: {m.get('allocator', 'not recorded')}",
         *(f"note: {n}" for n in r["notes"]),
         "",
         *(f"{a:<{w0}}  {b:>{w1}}  {c}" for a, b, c in rows),
@@ -782,6 +810,8 @@ def train_row(tr: dict) -> tuple[str, str, str]:
     if "skipped" in tr:
         return "stage two, 50 LSTM epochs", "not measured", tr["skipped"]
     label = "EXTRAPOLATED " + tr["extrapolated"] if "extrapolated" in tr else "measured, loading included"
+    if "page_faults" in tr:
+        label += f"; {tr['page_faults']:,} page faults, system CPU {100 * tr['system_cpu_share']:.0f}%"
     return "stage two, 50 LSTM epochs", f"{tr['train_50_epochs_s']:.1f} s", label
 
 
@@ -833,6 +863,7 @@ def describe_machine(device: torch.device) -> dict:
         "pyav": decoder_versions("pyav"),
         "ffprobe": find_binary("ffprobe"),
         "load_average": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "allocator": allocator.describe(),
         "gpu": None,
         "gpu_memory_gib": None,
     }

@@ -190,7 +190,8 @@ class CommitToManifest:
 
 def backbone_batch(cfg: ExtractConfig, device: torch.device) -> int:
     """Frames per backbone batch: GPU_BATCH=, else 512 on CUDA (where the H100 stopped gaining,
-    13,900 images/s in fp16) and 32 on a CPU."""
+    13,900 images/s in fp16) and 32 on a CPU (with jemalloc, 224 px, 2 cores: 16 cost 1.3x the
+    CPU time per image, 64 no clear gain for twice the memory; docs/allocator.md)."""
     return cfg.gpu_batch or (512 if device.type == "cuda" else 32)
 
 
