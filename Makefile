@@ -40,6 +40,15 @@ $(VENV)/.installed: pyproject.toml
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq ffmpeg >/dev/null \
 	  || { echo "Could not install ffmpeg. Install it yourself: 'apt-get install ffmpeg' (Debian/Ubuntu), 'brew install ffmpeg' (macOS) or 'conda install -c conda-forge ffmpeg'."; exit 1; }; }
+	@# Optional: jemalloc keeps freed memory for the next backbone batch (docs/allocator.md);
+	@# without it the commands fall back to glibc's tunables on their own.
+	@ls /usr/lib/*/libjemalloc.so.2 /usr/lib64/libjemalloc.so.2 /usr/lib/libjemalloc.so.2 2>/dev/null | grep -q . \
+	  || ! command -v apt-get >/dev/null || { \
+	  echo "jemalloc not found: installing Debian's libjemalloc2 package (optional)"; \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo -n ); export DEBIAN_FRONTEND=noninteractive; \
+	  $$SUDO apt-get install -y -qq libjemalloc2 >/dev/null 2>&1 \
+	  || { $$SUDO apt-get update -qq >/dev/null 2>&1 && $$SUDO apt-get install -y -qq libjemalloc2 >/dev/null 2>&1; } \
+	  || echo "Could not install libjemalloc2 (optional; 'apt-get install libjemalloc2' makes stage one faster on a CPU)."; }
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)

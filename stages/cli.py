@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from pipeline import console, store
+from pipeline import allocator, console, store
 from pipeline.config import store_root
 from pipeline.errors import ConfigError, FFmpegMissing, StoreError
 
@@ -504,6 +504,12 @@ def demo(epochs: int, **kw) -> None:
     from stages.demo import run_demo
 
     run_demo(make_extract_config(**kw), epochs=epochs)
+
+
+@main.command("allocator")
+def allocator_command() -> None:
+    """Which malloc this command and the processes it starts run with (VIDSTORE_ALLOCATOR=)."""
+    click.echo(allocator.describe())
 
 
 # ---------------------------------------------------------------- store catalog

@@ -5,6 +5,7 @@ import json
 import pytest
 
 import stages.bench.run
+from pipeline import allocator
 from stages.bench import TIMED_DECODERS, BenchConfig, run_bench
 from stages.bench.config import BenchError
 
@@ -46,12 +47,17 @@ def test_bench_reports_every_figure(tmp_path, capsys):
         assert results[key] > 0, key
     assert "train_50_epochs_s" in results and results["train"] == {"skipped": "--skip-train"}
     assert results["ratios"]["end_to_end_vs_ceiling"] > 0 and results["ratios"]["end_to_end_vs_baseline"] > 0
-    assert results["end_to_end"]["videos"] == 1 and results["end_to_end"]["failed"] == 0
+    e2e = results["end_to_end"]
+    assert e2e["videos"] == 1 and e2e["failed"] == 0
+    # the kernel's share of stage one: page faults per embedded frame and system CPU
+    assert e2e["page_faults"] > 0 and e2e["page_faults_per_frame"] == e2e["page_faults"] / e2e["timings"]["images"]
+    assert 0 <= e2e["system_cpu_share"] < 1 and e2e["cpu_user_s"] > 0
     assert results["baseline"]["frames"] == 25  # every frame of a 1 s clip at 25 fps
     machine = results["machine"]
     assert (
         machine["cores"] >= 1 and machine["ram_gib"] > 0 and machine["torch"] and machine["ffmpeg_version"] != "unknown"
     )
+    assert machine["allocator"] == allocator.describe()
     assert results["settings"]["size"] == 64 and results["settings"]["clips"] == 1
     # every decoder as stage one runs it (pyav in its decoder processes), and PyAV in threads
     assert results["decoder"] == "pyav" and set(results["decoders"]) == {"pyav", "ffmpeg-cli", "pyav-threads"}
@@ -73,6 +79,8 @@ def test_bench_reports_every_figure(tmp_path, capsys):
         and "64 px instead of stage one's 224" in report
         and "decoders alone" in report
         and "pyav / ffmpeg-cli" in report
+        and "per embedded frame" in report
+        and f"allocator: {allocator.describe()}" in report
     )
 
 
@@ -86,6 +94,7 @@ def test_fewer_epochs_are_scaled_to_50_and_labelled(monkeypatch):
     measured = training.measure_training(BenchConfig(train_epochs=2), torch.device("cpu"))
     assert calls == [{"epochs": 2, "device": "cpu"}]
     assert measured["train_50_epochs_s"] == 75.0 and "EXTRAPOLATED" in report.train_line(measured)
+    assert measured["page_faults"] >= 0 and f"{measured['page_faults']:,} page faults" in report.train_line(measured)
     full = training.measure_training(BenchConfig(train_epochs=50), torch.device("cpu"))
     assert full["train_50_epochs_s"] == 3.0 and "extrapolated" not in full
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import torch
 
+from pipeline import allocator
 from pipeline.config import (
     config_json,
 )
@@ -82,6 +83,11 @@ def profile_lines(e2e: dict, workers: int) -> list[str]:
     decode_busy, gpu_busy = t["decode"] / workers / wall, (t.get("backbone", 0) + t.get("transfer", 0)) / wall
     bound = "backbone-bound" if gpu_busy > decode_busy else "decode-bound"
     lines.append(f"  => {bound}: backbone busy {100 * gpu_busy:.0f}% of the run, decoders {100 * decode_busy:.0f}%")
+    if "page_faults" in e2e:
+        lines.append(
+            f"  page faults {e2e['page_faults']:,} ({e2e['page_faults_per_frame']:,.0f} per embedded frame); system "
+            f"CPU {100 * e2e['system_cpu_share']:.0f}% of {e2e['cpu_user_s'] + e2e['cpu_system_s']:.1f} CPU s"
+        )
     return lines
 
 
@@ -146,6 +152,7 @@ def format_report(r: dict) -> str:
         f"torch {m['torch']}, CUDA {m['cuda'] or '-'}, {m['ffmpeg_version']}; load average {m['load_average']}",
         f"{s['clips']} clips of {s['seconds']:g} s (320x240, 25 fps, mpeg4/AVI), T={s['frames']}, {s['size']} px, {s['device']} "
         f"{s['precision']}, batch {s['gpu_batch']}, {s['workers']} decoders ({r['decoder']})",
+        f"allocator: {m.get('allocator', 'not recorded')}",
         *(f"note: {n}" for n in r["notes"]),
         "",
         *(f"{a:<{w0}}  {b:>{w1}}  {c}" for a, b, c in rows),
@@ -210,6 +217,8 @@ def train_row(tr: dict) -> tuple[str, str, str]:
     if "skipped" in tr:
         return "stage two, 50 LSTM epochs", "not measured", tr["skipped"]
     label = "EXTRAPOLATED " + tr["extrapolated"] if "extrapolated" in tr else "measured, loading included"
+    if "page_faults" in tr:
+        label += f"; {tr['page_faults']:,} page faults, system CPU {100 * tr['system_cpu_share']:.0f}%"
     return "stage two, 50 LSTM epochs", f"{tr['train_50_epochs_s']:.1f} s", label
 
 
@@ -261,6 +270,7 @@ def describe_machine(device: torch.device) -> dict:
         "pyav": decoder_versions("pyav"),
         "ffprobe": find_binary("ffprobe"),
         "load_average": " ".join(f"{x:.1f}" for x in os.getloadavg()),
+        "allocator": allocator.describe(),
         "gpu": None,
         "gpu_memory_gib": None,
     }

@@ -12,6 +12,7 @@ from ..extract import extract_features
 from ..samples import make_sound_bench_clips
 from .config import BenchConfig
 from .decoders import cpu_seconds
+from .usage import process_usage, usage_since
 
 
 # ---------------------------------------------------------------- measurements
@@ -65,7 +66,9 @@ def measure_end_to_end(cfg: BenchConfig, csv: Path, tmp: Path, devices: str = ""
         precision=cfg.precision,
         devices=tuple(d.strip() for d in devices.split(",") if d.strip()),
     )
+    before = process_usage()
     s = extract_features(ecfg, quiet=True)
+    usage = usage_since(before)
     videos = s.computed + s.failed
     t = dict(s.timings)
     return {
@@ -75,4 +78,6 @@ def measure_end_to_end(cfg: BenchConfig, csv: Path, tmp: Path, devices: str = ""
         "videos_per_s": videos / s.elapsed,
         "frames_per_s": t.get("images", 0) / s.elapsed,
         "timings": t,
+        **usage,
+        "page_faults_per_frame": usage["page_faults"] / max(1, t.get("images", 0)),
     }

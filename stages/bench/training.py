@@ -18,14 +18,15 @@ from stages.train.config import TrainConfig
 
 from ..train import train
 from .config import BenchConfig
+from .usage import process_usage, usage_since
 
 
 def measure_training(cfg: BenchConfig, device: torch.device) -> dict:
-    """Stage two's own timing of LSTM epochs on UCF101-sized features (stages/train.py)."""
-    t0 = time.perf_counter()
+    """Stage two's own timing of LSTM epochs on UCF101-sized features (stages/train/)."""
+    t0, before = time.perf_counter(), process_usage()
     seconds = time_training(epochs=cfg.train_epochs, device=str(device))
     wall = time.perf_counter() - t0
-    out: dict[str, object] = {"epochs": cfg.train_epochs, "seconds": seconds, "wall_s": wall}
+    out: dict[str, object] = {"epochs": cfg.train_epochs, "seconds": seconds, "wall_s": wall, **usage_since(before)}
     if cfg.train_epochs == 50:
         out["train_50_epochs_s"] = seconds
     else:

@@ -127,7 +127,8 @@ class ResNet50(Extractor):
 
     def batch_size(self, device: torch.device) -> int:
         """GPU_BATCH=, else 512 on CUDA (where the H100 stopped gaining, 13,900 images/s in
-        fp16) and 32 on a CPU."""
+        fp16) and 32 on a CPU (with jemalloc, 224 px, 2 cores: 16 cost 1.3x the CPU time per
+        image, 64 no clear gain for twice the memory; docs/allocator.md)."""
         return self.cfg.gpu_batch or (512 if device.type == "cuda" else 32)
 
     def describe(self, weights: WeightsSpec | None, device: torch.device, precision: str) -> str:
