@@ -1,12 +1,12 @@
 # The stage, store, demo, predict and bench targets are thin wrappers over the `vidstore` CLI
-# (pipeline/cli.py): every variable is optional, and one that is set becomes the matching
+# (stages/cli.py): every variable is optional, and one that is set becomes the matching
 # --option, so the CLI's defaults and validation are the only ones. setup, the test targets,
 # gpu-wheels, gpu-check and clean-venv run pip, pytest or stages.gpu_check instead.
 SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-CLI := $(PY) -m pipeline
+CLI := $(PY) -m stages
 # The torch build to install; the pins match the wheels cached on the dev/CI machines.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 

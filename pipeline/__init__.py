@@ -11,7 +11,7 @@ __all__ = ["FeatureDataset", "FeatureSetView", "FeatureStore", "FeatureStream"]
 
 
 def __getattr__(name: str):
-    # Imported on first use, not with the package: `python -m pipeline` may re-execute itself
+    # Imported on first use, not with the package: `python -m stages` may re-execute itself
     # to set the allocator (allocator.py), and importing torch first would be paid twice.
     if name in __all__:
         return getattr(importlib.import_module(".api", __name__), name)

@@ -6,7 +6,7 @@ glibc every batch maps fresh pages, the kernel faults and zeroes them, and free(
 again: about 15,000 page faults per embedded frame, most of stage one's CPU time. jemalloc
 with decay off keeps the freed pages and hands them to the next batch (docs/allocator.md).
 
-How: `ensure()` runs first in the entry points (`python -m pipeline`, the `vidstore` command,
+How: `ensure()` runs first in the entry points (`python -m stages`, the `vidstore` command,
 which `make` calls). When the environment does not carry the choice yet, it sets LD_PRELOAD
 (and the library's own settings) or GLIBC_TUNABLES and re-executes the same command line
 once; VIDSTORE_ALLOCATOR_APPLIED marks the re-executed process so it cannot loop. Every
@@ -128,7 +128,7 @@ def describe() -> str:
             return f"{kind} (loaded; {settings_of(kind)})"
     if os.environ.get("GLIBC_TUNABLES"):
         return f"glibc (GLIBC_TUNABLES={os.environ['GLIBC_TUNABLES']})"
-    # VIDSTORE_ALLOCATOR=system, or a process not started through python -m pipeline / vidstore.
+    # VIDSTORE_ALLOCATOR=system, or a process not started through python -m stages / vidstore.
     return "glibc defaults (large blocks go back to the kernel at free)"
 
 

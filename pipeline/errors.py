@@ -1,4 +1,7 @@
-"""Every error a user can act on, in one place, so the command line knows them all.
+"""The errors a user can act on that the store and both stages raise.
+
+Each stage keeps the errors only it raises (stages/extract/errors.py, SynthError in
+stages/samples, BenchError in stages/bench); the command line (stages/cli.py) collects them.
 
 Each message says what is wrong and what to do: which option, where the data should be
 and in what layout, what to install. The CLI prints them as one `Error:` line without a
@@ -25,43 +28,5 @@ class ReaderError(StoreError):
     """A feature set or split cannot be used as asked; the message says why and what to do."""
 
 
-class DatasetError(FileNotFoundError):
-    """The dataset is missing or laid out wrongly; the message says what is expected."""
-
-
-class WeightsError(RuntimeError):
-    """Weights cannot be had, or do not fit the model."""
-
-
 class FFmpegMissing(RuntimeError):
     """No ffmpeg binary where one is needed; the message says how to install one."""
-
-
-class VideoError(RuntimeError):
-    """One video file named on the command line (`predict`) cannot be decoded."""
-
-
-class ClusterError(RuntimeError):
-    """The Dask cluster cannot be reached, has no workers, or lost a shard's task."""
-
-
-class SynthError(RuntimeError):
-    """A generated dataset could not be made (ffmpeg missing or failing)."""
-
-
-class BenchError(RuntimeError):
-    """A part of the benchmark could not be measured; the others are written all the same."""
-
-
-# Shown as one line (exit status 1, or 2 with the usage line for a ConfigError).
-USER_ERRORS: tuple[type[BaseException], ...] = (
-    ConfigError,
-    StoreError,
-    DatasetError,
-    WeightsError,
-    FFmpegMissing,
-    ClusterError,
-    SynthError,
-    BenchError,
-    VideoError,
-)

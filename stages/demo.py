@@ -12,7 +12,8 @@ import sys
 from pathlib import Path
 
 from pipeline import console, store
-from pipeline.config import ExtractConfig, TrainConfig
+from stages.extract.config import ExtractConfig
+from stages.train.config import TrainConfig
 
 from .extract import extract_features
 from .predict import predict

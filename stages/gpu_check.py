@@ -9,9 +9,9 @@ nothing but the standard library until its steps run, unpacks what `.whl/` carri
 PYTHONPATH, points FFMPEG_BINARY at imageio-ffmpeg's static ffmpeg when none is installed,
 and runs, each in a process of its own, within what is left of `--budget`:
 
-    1. bench          `python -m pipeline bench` with the CUDA defaults, plus DEVICES=cuda:0,cuda:0:
+    1. bench          `python -m stages bench` with the CUDA defaults, plus DEVICES=cuda:0,cuda:0:
                       end to end, decode ceiling, backbone, baseline, stage two's 50 epochs
-    2. train_profile  stage two's training step profiled (stages/bench.py profile_steps), at
+    2. train_profile  stage two's training step profiled (stages/train/profile.py profile_steps), at
                       fp16 and bf16: milliseconds per step, host vs device time, top ops
     3. gpu_tests      pytest -m gpu (tests/test_gpu.py and the GPU tests of stage two and Dask)
     4. cpu_tests      the default suite (`make test`'s selection but the acceptance tier, which
@@ -50,7 +50,7 @@ ROOT = Path(__file__).resolve().parent.parent
 STEPS = (("bench", 330, 120), ("train_profile", 90, 30), ("gpu_tests", 240, 60), ("cpu_tests", 300, 90))
 PROFILE = """
 import json, sys
-from stages.bench import profile_steps
+from stages.train import profile_steps
 device = sys.argv[2]
 out = [profile_steps(device, p, **({"batch": 32, "steps": 3} if device == "cpu" else {}))
        for p in (("fp16", "bf16") if device != "cpu" else ("fp32",))]
@@ -212,7 +212,7 @@ def step_bench(env: dict[str, str], out_dir: Path, timeout: float, args: argpars
     cmd = [
         sys.executable,
         "-m",
-        "pipeline",
+        "stages",
         "bench",
         "--device",
         args.device,

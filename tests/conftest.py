@@ -1,6 +1,6 @@
 """Shared fixtures: dataset trees in the official layouts, made of videos generated with ffmpeg.
 
-Every tree is built once per test session (pipeline/synth/, all cores) under the session's
+Every tree is built once per test session (tests/synth/, all cores) under the session's
 tmp dir; together they take about 15 s on 2 cores, and only the ones a run asks for are
 built. Treat them as read-only: copy a tree before changing it (except `bad_corpus`, whose
 FIFO would block a copy).
@@ -20,9 +20,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import synth
 from helpers import UCF_TREE_CLASSES, UCF_TREE_SETTINGS, without_ffprobe
-
-from pipeline import synth
 
 
 def pytest_collection_modifyitems(config, items):

@@ -17,15 +17,17 @@ import json
 import os
 import subprocess
 from pathlib import Path
+from types import SimpleNamespace
 
 import h5py
 import numpy as np
 import pytest
+import synth
 import torch
 import torchvision
 
-from pipeline import store, synth
-from pipeline.config import ExtractConfig
+from pipeline import store
+from stages.extract.config import ExtractConfig
 
 STR = h5py.string_dtype(encoding="utf-8")
 # Small UCF101-layout tree for the adapter and stage-one tests: 3 classes x 3 groups x
@@ -205,10 +207,14 @@ def random_set(
 
 
 class FakeExtractor:
-    """embed: every feature of a frame is the frame's first pixel value (so frames name themselves)."""
+    """A ModelThread stand-in on (size, size, 3) uint8 frames. embed: every feature of a frame is
+    the frame's first pixel value (so frames name themselves)."""
 
-    def __init__(self, compiled=False, fail=False):
+    def __init__(self, compiled=False, fail=False, size=4):
         self.device, self.compiled, self.fail, self.shapes = torch.device("cpu"), compiled, fail, []
+        self.family = SimpleNamespace(
+            item_shape=lambda: (size, size, 3), item_dtype=torch.uint8, dim=2048, one_video_per_batch=False
+        )
         self.runner = cf.ThreadPoolExecutor(1)
 
     def submit(self, fn, *args):

@@ -1,7 +1,7 @@
 """Fault injection for the reliability tests (issue 5): run stage one as users run it,
 kill it, and look at the store exactly as a reader in another team would.
 
-Stage one runs as `python -m pipeline features ...` in its own process group, so a
+Stage one runs as `python -m stages features ...` in its own process group, so a
 test can SIGKILL it together with its ffmpeg children at any moment (a pre-empted
 machine), or only the Python process (the OOM killer). `check_feature_set` asserts the
 store contract on whatever is on disk at that instant: raw `json.loads` of the
@@ -22,8 +22,9 @@ from pathlib import Path
 
 import h5py
 import numpy as np
+import synth
 
-from pipeline import files, store, synth
+from pipeline import files, store
 from pipeline.config import SCHEMA_VERSION
 
 REPO = Path(__file__).resolve().parents[1]
@@ -54,11 +55,11 @@ def make_tiny_tree(root: Path, clips_per_class: int = 4, classes: int = 2, frame
 
 
 def features_cmd(data_dir: Path, features_root: Path, dataset: str = "folder", **options) -> list[str]:
-    """`python -m pipeline features ...` with the TINY settings unless overridden."""
+    """`python -m stages features ...` with the TINY settings unless overridden."""
     args = [
         sys.executable,
         "-m",
-        "pipeline",
+        "stages",
         "features",
         "--dataset",
         dataset,
@@ -211,22 +212,22 @@ DROP_PRIVILEGES = """
 import os, sys
 sys.path.insert(0, {repo!r})
 import concurrent.futures, json, logging, queue, h5py, numpy, torch, torchvision, tqdm
-import pipeline.cli, pipeline.store, stages.extract.stage
+import stages.cli, pipeline.store, stages.extract.entry_points
 import av.subtitles.stream  # PyAV imports it on opening the first file, when the venv may be unreadable
 os.setgroups([])
 os.setgid({uid})
 os.setuid({uid})
-sys.exit(pipeline.cli.main(sys.argv[1:], standalone_mode=True))
+sys.exit(stages.cli.main(sys.argv[1:], standalone_mode=True))
 """
 
 
 def run_cli_as_nobody(args: list[str], timeout: float = 300) -> subprocess.CompletedProcess:
-    """`python -m pipeline ARGS` as uid/gid 65534 when we are root, else as ourselves."""
+    """`python -m stages ARGS` as uid/gid 65534 when we are root, else as ourselves."""
     if os.geteuid() == 0:
         code = DROP_PRIVILEGES.format(repo=str(REPO), uid=NOBODY)
         return subprocess.run(
             [sys.executable, "-c", code, *args], capture_output=True, text=True, cwd="/", timeout=timeout
         )
     return subprocess.run(
-        [sys.executable, "-m", "pipeline", *args], capture_output=True, text=True, cwd=REPO, timeout=timeout
+        [sys.executable, "-m", "stages", *args], capture_output=True, text=True, cwd=REPO, timeout=timeout
     )

@@ -1,7 +1,7 @@
 """Both stages, pictures and sound: on a generated audio-visual set in which neither modality alone
 can name the class, the fused LSTM does, far above each modality alone.
 
-The set (pipeline.synth.make_av_dataset): 4 classes = 2 scenes (bars, life: the pictures) x 2
+The set (synth.make_av_dataset): 4 classes = 2 scenes (bars, life: the pictures) x 2
 orders of a low and a high tone (low->high, high->low: the sound), 6 groups x 2 clips of 2 s
 each, MP3 in AVI. The pictures tell the scene only (chance within it: ~50%), the sound tells the
 order only, and only to a model that reads time (both orders hold the same two tones: ~50%);
@@ -13,12 +13,14 @@ and on both, joined on video id.
 from __future__ import annotations
 
 import pytest
+import synth
 import torch
 
-from pipeline import store, synth
-from pipeline.config import ExtractConfig, TrainConfig
+from pipeline import store
 from stages.extract import extract_features
+from stages.extract.config import ExtractConfig
 from stages.train import train
+from stages.train.config import TrainConfig
 
 
 @pytest.fixture(scope="module")

@@ -4,10 +4,10 @@ import json
 
 import pytest
 
-import stages.bench as bench
+import stages.bench.run
 from pipeline import allocator
-from pipeline.errors import BenchError
 from stages.bench import TIMED_DECODERS, BenchConfig, run_bench
+from stages.bench.config import BenchError
 
 FIGURES = (
     "audio_videos_per_s",
@@ -87,15 +87,15 @@ def test_bench_reports_every_figure(tmp_path, capsys):
 def test_fewer_epochs_are_scaled_to_50_and_labelled(monkeypatch):
     import torch
 
-    from stages import bench
+    from stages.bench import report, training
 
     calls = []
-    monkeypatch.setattr(bench, "time_training", lambda **kw: calls.append(kw) or 3.0)
-    measured = bench.measure_training(BenchConfig(train_epochs=2), torch.device("cpu"))
+    monkeypatch.setattr(training, "time_training", lambda **kw: calls.append(kw) or 3.0)
+    measured = training.measure_training(BenchConfig(train_epochs=2), torch.device("cpu"))
     assert calls == [{"epochs": 2, "device": "cpu"}]
-    assert measured["train_50_epochs_s"] == 75.0 and "EXTRAPOLATED" in bench.train_line(measured)
-    assert measured["page_faults"] >= 0 and f"{measured['page_faults']:,} page faults" in bench.train_line(measured)
-    full = bench.measure_training(BenchConfig(train_epochs=50), torch.device("cpu"))
+    assert measured["train_50_epochs_s"] == 75.0 and "EXTRAPOLATED" in report.train_line(measured)
+    assert measured["page_faults"] >= 0 and f"{measured['page_faults']:,} page faults" in report.train_line(measured)
+    full = training.measure_training(BenchConfig(train_epochs=50), torch.device("cpu"))
     assert full["train_50_epochs_s"] == 3.0 and "extrapolated" not in full
 
 
@@ -106,7 +106,7 @@ def test_a_part_that_fails_is_reported_and_the_others_are_kept(tmp_path, monkeyp
     def broken(cfg):
         raise RuntimeError("no sound today")
 
-    monkeypatch.setattr(bench, "measure_audio", broken)
+    monkeypatch.setattr(stages.bench.run, "measure_audio", broken)  # where the run looks it up
     out = tmp_path / "results.json"
     cfg = tiny(tmp_path, out)
     with pytest.raises(BenchError, match="audio could not be measured"):

@@ -11,11 +11,13 @@ import os
 import pytest
 import torch
 
-from pipeline.config import ExtractConfig
 from pipeline.devices import inference_precision, training_precision
 from pipeline.errors import ConfigError
 from stages.extract import distributed as dist
 from stages.extract import local, plan
+from stages.extract.config import ExtractConfig
+from stages.extract.extractors.base import picture_precision
+from stages.extract.extractors.resnet50 import ResNet50
 
 
 def test_a_local_dask_cluster_deals_the_gpus_out_one_per_worker():
@@ -49,10 +51,10 @@ def test_a_cpu_local_cluster_stays_a_plain_one():
 def test_auto_device_with_a_remote_scheduler_must_be_said(tmp_path):
     cfg = ExtractConfig(dataset="folder", data_dir=tmp_path, scheduler="tcp://10.0.0.1:8786")
     with pytest.raises(ConfigError, match="--device .*DEVICE=cuda"):
-        plan.compute_precision(cfg)
-    assert plan.compute_precision(cfg.replace(device="cuda")) == "fp16"
-    assert plan.compute_precision(cfg.replace(device="cpu")) == "fp32"
-    assert plan.compute_precision(cfg.replace(precision="fp16")) == "fp16"
+        picture_precision(cfg)
+    assert picture_precision(cfg.replace(device="cuda")) == "fp16"
+    assert picture_precision(cfg.replace(device="cpu")) == "fp32"
+    assert picture_precision(cfg.replace(precision="fp16")) == "fp16"
 
 
 def test_bf16_on_a_gpu_without_it_is_refused(monkeypatch):
@@ -72,7 +74,13 @@ def test_a_device_process_binds_its_gpu_before_anything_else(monkeypatch, tmp_pa
     )
     cfg = ExtractConfig(dataset="folder", data_dir=tmp_path, device="cuda:1", devices=("cuda:1",))
     p = plan.ExtractionPlan(
-        cfg, weights=None, identity=dataclasses.make_dataclass("I", ["id"])("x"), set_dir=tmp_path, shards={}
+        cfg,
+        family=ResNet50(cfg),
+        precision="fp16",
+        weights=None,
+        identity=dataclasses.make_dataclass("I", ["id"])("x"),
+        set_dir=tmp_path,
+        shards={},
     )
     local.device_worker(p)
     assert calls == [("set_device", "cuda:1"), ("extract", "cuda:1")]
@@ -89,7 +97,7 @@ def test_an_error_in_the_inference_loop_is_logged_and_raised(caplog):
     from stages.extract.batching import Batcher
 
     with caplog.at_level(logging.ERROR, logger="stages.extract.batching"):
-        batcher = Batcher(FakeExtractor(fail=True), batch=2, frames=2, size=4, workers=1, sink=lambda *a: None)
+        batcher = Batcher(FakeExtractor(fail=True), batch=2, frames=2, workers=1, sink=lambda *a: None)
         slot = batcher.slots.acquire()
         batcher.add(slot, 2, owner=0)
         with pytest.raises(RuntimeError, match="out of memory"):

@@ -16,11 +16,13 @@ import torch
 from helpers import FakeExtractor, assert_fp16_close, audio_visual_sets, random_set, reference_features, stored
 
 from pipeline import store
-from pipeline.config import ExtractConfig, TrainConfig
-from stages.extract import backbone, extract_features
-from stages.extract.backbone import FeatureExtractor, resolve_weights
+from stages.extract import extract_features, model_thread
 from stages.extract.batching import Batcher
+from stages.extract.config import ExtractConfig
 from stages.extract.decode import decode_video
+from stages.extract.extractors.resnet50 import ResNet50, resolve_weights
+from stages.extract.model_thread import ModelThread
+from stages.train.config import TrainConfig
 
 pytestmark = pytest.mark.gpu
 
@@ -86,14 +88,14 @@ def test_the_same_frames_give_the_same_bits_wherever_they_sit_in_a_batch(weights
     five copies of one clip at five different batch offsets (the last batch partial) must
     give bit-identical features."""
     spec = resolve_weights(str(weights_file))
-    ext = FeatureExtractor(spec, "cuda", "fp16", warm_up=(BATCH, SIZE))
+    ext = ModelThread(ResNet50(ExtractConfig(image_size=SIZE)), spec, "cuda", "fp16", warm_up=BATCH)
     frames = np.random.default_rng(0).integers(0, 256, (T, SIZE, SIZE, 3), dtype=np.uint8)
     got: dict[int, np.ndarray] = {}
 
     def sink(owner, first, feats, last):
         got.setdefault(owner, np.zeros((T, 2048), np.float16))[first : first + len(feats)] = feats
 
-    with Batcher(ext, batch=BATCH, frames=T, size=SIZE, workers=1, sink=sink) as batcher:
+    with Batcher(ext, batch=BATCH, frames=T, workers=1, sink=sink) as batcher:
         for video in range(5):  # 20 frames in batches of 6: offsets 0, 4, 2, 0, 4; the last batch has 2 rows
             slot = batcher.slots.acquire()
             batcher.slots.arrays[slot][:] = frames
@@ -174,7 +176,7 @@ def test_training_steps_never_wait_for_the_gpu(tmp_path, fusion):
 def test_a_compiled_backbone_on_a_small_batch(gpu_cfg, cpu_reference, tmp_path, monkeypatch):
     """--compile: every batch padded to one shape; the numbers stay those of the fp32 forward.
     Compiled in inductor's default mode (the product's max-autotune takes minutes)."""
-    monkeypatch.setattr(backbone, "COMPILE_MODE", "default")
+    monkeypatch.setattr(model_thread, "COMPILE_MODE", "default")
     summary = extract_features(gpu_cfg.replace(features_root=tmp_path, compile=True, gpu_batch=8), quiet=True)
     got = stored(summary.set_dir)
     assert sorted(got) == sorted(cpu_reference)

@@ -1,11 +1,12 @@
 """The import rule: imports point down only, and no module imports itself back.
 
-    {predict, demo, bench, gpu_check}  ->  {stages.extract, stages.train}  ->  pipeline
+    {cli, predict, demo, bench, gpu_check}  ->  {stages.extract, stages.train}  ->  pipeline
+                                         stages.samples (the sample dataset, bench clips)  ->  pipeline
 
-`pipeline` imports no stage (its command line, `pipeline.cli`, is the one exception: it
-starts the stages); `stages.extract` and `stages.train` never import each other; neither
-imports the modules above them. Imports inside functions count too: a lazy import that
-closes a cycle is still a cycle.
+`pipeline` imports no stage, not even inside a function; `stages.extract` and
+`stages.train` never import each other; neither imports the modules above them;
+`stages.samples` imports the core only. Imports inside functions count too: a lazy import
+that closes a cycle is still a cycle.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-TOP = {"stages.predict", "stages.demo", "stages.bench", "stages.gpu_check"}
+TOP = {"stages.cli", "stages.__main__", "stages.predict", "stages.demo", "stages.bench", "stages.gpu_check"}
 
 
 def module_name(path: Path) -> str:
@@ -59,9 +60,9 @@ def graph() -> dict[str, set[str]]:
 
 
 def layer(name: str) -> str:
-    if name in TOP:
+    if any(name == top or name.startswith(top + ".") for top in TOP):  # stages.bench is a package
         return "top"
-    for prefix in ("stages.extract", "stages.train"):
+    for prefix in ("stages.extract", "stages.train", "stages.samples"):
         if name == prefix or name.startswith(prefix + "."):
             return prefix
     return "pipeline" if name.startswith("pipeline") else "stages"
@@ -72,10 +73,12 @@ def test_imports_point_down_only():
     for name, targets in graph().items():
         for t in targets:
             src, dst = layer(name), layer(t)
-            if src == "pipeline" and dst != "pipeline" and name != "pipeline.cli":
+            if src == "pipeline" and dst != "pipeline":
                 breaches.append(f"{name} -> {t}: the shared core imports a stage")
             if {src, dst} == {"stages.extract", "stages.train"}:
                 breaches.append(f"{name} -> {t}: the two stages import each other")
+            if src == "stages.samples" and dst not in ("pipeline", "stages.samples"):
+                breaches.append(f"{name} -> {t}: the generators import more than the core")
             if src in ("stages.extract", "stages.train") and dst == "top":
                 breaches.append(f"{name} -> {t}: a stage imports a module that sits on top of it")
     assert not breaches, "\n".join(breaches)
@@ -104,7 +107,18 @@ def test_no_import_cycles():
     assert not cycles, "\n".join(cycles)
 
 
-@pytest.mark.parametrize("name", ["stages.extract", "stages.train", "stages.extract.runner", "pipeline.store"])
+@pytest.mark.parametrize(
+    "name", ["stages.extract.entry_points", "stages.train.trainer", "stages.extract.runner", "pipeline.store"]
+)
 def test_the_scan_sees_real_imports(name):
     """Guard against a scan that finds nothing and so passes for the wrong reason."""
     assert graph()[name], f"no project import found in {name}"
+
+
+def test_the_core_has_no_command_line_of_its_own():
+    """`python -m pipeline` names the command line instead of running one (the core imports no stage)."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "pipeline"], capture_output=True, text=True, cwd=REPO, timeout=60)
+    assert done.returncode == 1 and "`vidstore ...` (or `python -m stages ...`)" in done.stderr

@@ -15,11 +15,11 @@ pytestmark = pytest.mark.skipif(shutil.which("make") is None, reason="needs GNU 
 
 
 def command_line(target: str, *assignments: str) -> str:
-    """The `python -m pipeline ...` line `make -n <target> <assignments>` prints."""
+    """The `python -m stages ...` line `make -n <target> <assignments>` prints."""
     out = subprocess.run(
         ["make", "-n", target, *assignments], cwd=REPO, capture_output=True, text=True, timeout=60, check=True
     ).stdout
-    (line,) = [ln for ln in out.splitlines() if " -m pipeline " in ln]
+    (line,) = [ln for ln in out.splitlines() if " -m stages " in ln]
     return " ".join(line.split())
 
 

@@ -20,9 +20,9 @@ Everything a caller needs is importable from here: `from pipeline import store`.
 """
 
 from ..errors import IntegrityError, ReaderError, StoreError
-from .catalog import describe, feature_sets, human_bytes, list_sets, match_feature_sets, record, row
-from .claims import Claim, flock_held, lock_held, locked, wait_for
-from .maintenance import bad_shards, garbage, listed_files, remove_garbage, verify
+from .catalog import describe, feature_sets, human_bytes, list_sets, row
+from .claims import Claim, locked, wait_for
+from .maintenance import bad_shards, garbage, remove_garbage, verify
 from .manifest import (
     FAILURES,
     MANIFEST,
@@ -41,7 +41,6 @@ from .sets import (
     Index,
     Split,
     carve_by_group,
-    check_compatible,
     feature_stats,
     find_feature_set,
     modality_of,
@@ -52,9 +51,8 @@ from .sets import (
     select_split,
     split_names,
     standardize,
-    verified_shard,
 )
-from .shards import SHARD_FIELDS, SHARD_NAME, read_shard, shard_index, shard_name, write_shard
+from .shards import SHARD_FIELDS, SHARD_NAME, read_shard, shard_name, write_shard
 
 __all__ = [
     "IntegrityError",
@@ -64,17 +62,12 @@ __all__ = [
     "feature_sets",
     "human_bytes",
     "list_sets",
-    "match_feature_sets",
-    "record",
     "row",
     "Claim",
-    "flock_held",
-    "lock_held",
     "locked",
     "wait_for",
     "bad_shards",
     "garbage",
-    "listed_files",
     "remove_garbage",
     "verify",
     "FAILURES",
@@ -92,7 +85,6 @@ __all__ = [
     "Index",
     "Split",
     "carve_by_group",
-    "check_compatible",
     "feature_stats",
     "find_feature_set",
     "modality_of",
@@ -103,11 +95,9 @@ __all__ = [
     "select_split",
     "split_names",
     "standardize",
-    "verified_shard",
     "SHARD_FIELDS",
     "SHARD_NAME",
     "read_shard",
-    "shard_index",
     "shard_name",
     "write_shard",
 ]

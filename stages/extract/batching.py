@@ -40,9 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.config import FEATURE_DIM
-
-from .backbone import FeatureExtractor
+from .model_thread import ModelThread
 
 log = logging.getLogger(__name__)
 POLL_S = 0.5  # how often a blocked thread looks whether the pipeline was stopped
@@ -53,10 +51,11 @@ class Stopped(RuntimeError):
 
 
 class FrameSlots:
-    """`count` buffers of (frames, S, S, 3) uint8, pinned when the backbone is on CUDA."""
+    """`count` buffers of (frames, *item_shape) items, e.g. (T, S, S, 3) uint8 pictures,
+    pinned when the model is on CUDA."""
 
-    def __init__(self, count: int, frames: int, size: int, pin: bool):
-        self.data = torch.empty((count, frames, size, size, 3), dtype=torch.uint8, pin_memory=pin)
+    def __init__(self, count: int, frames: int, item_shape: tuple[int, ...], dtype: torch.dtype, pin: bool):
+        self.data = torch.empty((count, frames, *item_shape), dtype=dtype, pin_memory=pin)
         self.arrays = self.data.numpy()  # numpy views of the same memory, the decoders' `out=`
         self.free: queue.SimpleQueue[int] = queue.SimpleQueue()
         for i in range(count):
@@ -90,10 +89,10 @@ class Job:
 
 
 class Batcher:
-    """Packs frames of many videos into backbone batches, run on the extractor's thread.
+    """Packs items of many videos into model batches, run on the model's thread.
 
     sink(owner, first, feats, last) is called on the inference thread for every piece,
-    in order: feats (k, 2048) float16 numpy for frames [first, first+k) of the video
+    in order: feats (k, D) float16 numpy for items [first, first+k) of the video
     `owner`; `last` when it was the video's last piece. Use as a context manager, or
     call close() (flush and wait) and stop() (on errors).
 
@@ -104,19 +103,20 @@ class Batcher:
 
     def __init__(
         self,
-        extractor: FeatureExtractor,
+        extractor: ModelThread,
         batch: int,
         frames: int,
-        size: int,
         workers: int,
         sink: Callable[[Any, int, np.ndarray, bool], None],  # its first argument: the owner given to add()
     ):
-        self.extractor, self.batch, self.size, self.sink = extractor, batch, size, sink
+        self.extractor, self.batch, self.sink = extractor, batch, sink
+        family = extractor.family
+        self.item_shape, self.item_dtype, self.dim = family.item_shape(), family.item_dtype, family.dim
         self.cuda = extractor.device.type == "cuda"
-        self.videos_per_batch = -(-batch // frames) + 1
-        # Pinned memory and the stream belong to the backbone's GPU, whatever this thread's current one.
+        self.videos_per_batch = 1 if family.one_video_per_batch else -(-batch // frames) + 1
+        # Pinned memory and the stream belong to the model's GPU, whatever this thread's current one.
         with torch.cuda.device(extractor.device) if self.cuda else contextlib.nullcontext():
-            self.allocate(workers, frames, size)
+            self.allocate(workers, frames)
         self.pieces: list[tuple] = []
         self.fill = 0
         self.jobs: queue.Queue[Job | None] = queue.Queue(maxsize=1)
@@ -137,12 +137,13 @@ class Batcher:
         self.turn = 0
         self.serving: cf.Future = extractor.submit(self.serve)
 
-    def allocate(self, workers: int, frames: int, size: int) -> None:
+    def allocate(self, workers: int, frames: int) -> None:
         """The frame slots; on CUDA also the side stream and the two pinned feature outputs."""
-        self.slots = FrameSlots(2 * workers + 4 * self.videos_per_batch, frames, size, pin=self.cuda)
+        count = 2 * workers + 4 * self.videos_per_batch
+        self.slots = FrameSlots(count, frames, self.item_shape, self.item_dtype, pin=self.cuda)
         if self.cuda:
             self.stream = torch.cuda.Stream(self.extractor.device)
-            self.outs = [torch.empty((self.batch, FEATURE_DIM), dtype=torch.float16, pin_memory=True) for _ in range(2)]
+            self.outs = [torch.empty((self.batch, self.dim), dtype=torch.float16, pin_memory=True) for _ in range(2)]
 
     # -------------------------------------------------------------- main thread
     def add(self, slot: int, k: int, owner: object) -> None:
@@ -244,7 +245,7 @@ class Batcher:
             # blocking: waiting on `done` sleeps instead of spinning a core the decoders need
             start, copied, done = (torch.cuda.Event(enable_timing=True, blocking=True) for _ in range(3))
             start.record()
-            x = torch.empty((rows, self.size, self.size, 3), dtype=torch.uint8, device=ext.device)
+            x = torch.empty((rows, *self.item_shape), dtype=self.item_dtype, device=ext.device)
             off = 0
             for slot, first, k, _, _ in job.pieces:
                 x[off : off + k].copy_(self.slots.data[slot, first : first + k], non_blocking=True)
@@ -261,7 +262,7 @@ class Batcher:
         else:
             parts = [self.slots.data[slot, first : first + k] for slot, first, k, _, _ in job.pieces]
             if rows > n:
-                parts.append(torch.zeros((rows - n, self.size, self.size, 3), dtype=torch.uint8))
+                parts.append(torch.zeros((rows - n, *self.item_shape), dtype=self.item_dtype))
             x = torch.cat(parts)
             t1 = time.perf_counter()
             job.out = ext.embed(x)[:n].to(torch.float16)

@@ -15,10 +15,12 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from pipeline import console
-from pipeline.config import ExtractConfig
-from pipeline.errors import ConfigError, DatasetError
+from pipeline.errors import ConfigError
 from pipeline.files import digest
-from pipeline.synth import SAMPLE_VERSION, holds_only_sample, make_sample_dataset, sample_dataset_ready
+from stages.samples import SAMPLE_VERSION, holds_only_sample, make_sample_dataset, sample_dataset_ready
+
+from .config import ExtractConfig
+from .errors import DatasetError
 
 VIDEO_EXTENSIONS = {
     ".avi",

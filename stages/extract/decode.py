@@ -5,12 +5,12 @@
 | name | module | what |
 | --- | --- | --- |
 | `pyav` (default) | decode_pyav.py | PyAV (its wheel bundles FFmpeg), one decoding thread; stage one runs it in a long-lived process per decoder (decode_procs.py) |
-| `ffmpeg-cli` | decode_cli.py | one ffmpeg process per video; the reference the benchmark compares with |
+| `ffmpeg-cli` | decode_ffmpeg_cli.py | one ffmpeg process per video; the reference the benchmark compares with |
 
 Both give the same frame indices and timestamps, and reasons of the same kind for a bad
 video; the pixels can differ by the FFmpeg build, so the decoder's name is part of the
 feature-set identity. What they share (preflight checks, the AVI header, sampling, the
-result types) is in video.py. Failures are values, not exceptions: `decode_video` returns
+result types) is in decode_common.py. Failures are values, not exceptions: `decode_video` returns
 a `Decoded` whose `error` says why, in words a user can act on.
 """
 
@@ -24,14 +24,14 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.config import DECODERS
-from pipeline.ffmpeg import ffmpeg_binary, find_binary
+from pipeline.ffmpeg_tools import ffmpeg_binary, find_binary
 
-from .decode_cli import decode_threads, decode_video_cli
+from .config import DECODERS
+from .decode_common import Decoded, VideoInfo, read_avi_header
+from .decode_ffmpeg_cli import decode_threads, decode_video_cli, probe
 from .decode_procs import DecoderProcesses
 from .decode_pyav import decode_video_pyav
 from .decode_pyav import versions as pyav_versions
-from .video import Decoded
 
 DEFAULT_DECODER = DECODERS[0]
 
@@ -67,6 +67,12 @@ def decode_video(
             path, frames, size, resize, fps, timeout, out, decode_threads(workers or os.cpu_count() or 1)
         )
     raise ValueError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
+
+
+def video_info(path: Path) -> VideoInfo:
+    """Frame count, rate, duration and size of the first video stream: the AVI header where
+    there is one (no process), else ffprobe's answer. Raises DecodeError for a bad file."""
+    return read_avi_header(path) or probe(path)
 
 
 def decoder_processes(decoder: str, workers: int) -> contextlib.AbstractContextManager[DecoderProcesses | None]:

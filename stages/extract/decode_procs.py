@@ -52,9 +52,9 @@ from pathlib import Path
 
 import numpy as np
 
+from .decode_common import Decoded
 from .decode_pyav import decode_video_pyav
-from .sound import AudioTrack, decode_audio
-from .video import Decoded
+from .decode_sound import AudioTrack, decode_audio
 
 GRACE_S = 5.0  # past the video's own timeout, which the child enforces itself, before it is killed
 HEADER = struct.Struct("<I")

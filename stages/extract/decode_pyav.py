@@ -1,6 +1,6 @@
 """The `pyav` decoder, stage one's default: in-process decoding with PyAV (its wheel bundles FFmpeg).
 
-`decode_video_pyav` keeps the ffmpeg-cli decoder's contract (decode_cli.py): the same frame
+`decode_video_pyav` keeps the ffmpeg-cli decoder's contract (decode_ffmpeg_cli.py): the same frame
 count (an AVI's own header, else what ffprobe reports), the same indices, the frames that
 the CLI's `select(eq(n,i)) -> scale -> crop -> rgb24` graph gives, the same timestamps, and
 a failure reason of the same kind for every bad input. The same libavfilter chain runs here,
@@ -45,7 +45,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .video import (
+from .decode_common import (
     DeadlineReader,
     Decoded,
     DecodeError,
@@ -136,12 +136,12 @@ def decode_timeout(timeout: float) -> str:
 
 
 def rate_of(rate: Fraction | None) -> float:
-    """A stream rate as frames/s; 0.0 when unknown (0/0) or not finite, as decode_cli.parse_rate."""
+    """A stream rate as frames/s; 0.0 when unknown (0/0) or not finite, as decode_ffmpeg_cli.parse_rate."""
     return float(rate) if rate and rate.denominator and rate > 0 else 0.0
 
 
 def stream_info(src: Input, frames: int | None = None) -> VideoInfo:
-    """What decode_cli.probe() gets from ffprobe, from the opened container.
+    """What decode_ffmpeg_cli.probe() gets from ffprobe, from the opened container.
 
     frames: the count to use instead of the container's (packets counted by the caller);
     the fallback rate, frames / duration (else 25 frames/s), is computed from it, as in probe().
@@ -188,7 +188,7 @@ def count_packets(src: Input, deadline: float) -> int:
 
 
 def probe_input(path: Path, deadline: float, timeout: float) -> tuple[Input, VideoInfo]:
-    """The opened input and decode_cli.probe()'s VideoInfo for it.
+    """The opened input and decode_ffmpeg_cli.probe()'s VideoInfo for it.
 
     Where the container has no frame count (Matroska, WebM), its packets are counted in a
     first pass and the file is opened again for decoding, as probe() counts them with a
@@ -438,7 +438,7 @@ def decode_video_pyav(
 ) -> Decoded:
     """Probe, sample and decode one video in this process. Never raises for a bad video: see `.error`.
 
-    The same contract as decode_cli.decode_video_cli: Decoded.frames (k, size, size, 3) uint8 (a
+    The same contract as decode_ffmpeg_cli.decode_video_cli: Decoded.frames (k, size, size, 3) uint8 (a
     view of `out` when given: (>= frames, size, size, 3) uint8, C-contiguous), indices
     (k,) int32, timestamps (k,) float32 s, num_frames, and an error reason of the same
     kind for a bad video. fps: sample at this rate (at most `frames`) instead of T

@@ -42,14 +42,16 @@ from pathlib import Path
 import torch
 
 from pipeline import console, store
-from pipeline.config import ExtractConfig
-from pipeline.errors import ClusterError, ConfigError, StoreError, WeightsError
+from pipeline.errors import ConfigError, StoreError
 from pipeline.files import TMP_MARK, fsync_dir
 
-from .backbone import FeatureExtractor, resolve_weights
+from .config import ExtractConfig
 from .decode import require_decoder
+from .errors import ClusterError, WeightsError
+from .extractors import Extractor
+from .model_thread import ModelThread
 from .plan import ExtractionPlan, committed_indices
-from .runner import ShardBuffer, ShardRunner, Summary, backbone_batch, claim_uncommitted
+from .runner import ShardBuffer, ShardRunner, Summary, claim_uncommitted
 from .weights import WeightsSpec, file_identity
 
 RETRIES = 2  # re-runs of a task that raised (a worker's death is rescheduled by Dask on top)
@@ -63,8 +65,8 @@ def staged_name(index: int) -> str:
 
 
 # ---------------------------------------------------------------- on a worker
-_EXTRACTORS: dict[tuple, FeatureExtractor] = {}
-_EXTRACTORS_LOCK = threading.Lock()
+_MODELS: dict[tuple, ModelThread] = {}
+_MODELS_LOCK = threading.Lock()
 
 
 class StagedForDriver:
@@ -96,16 +98,16 @@ def compute_shard(job: ExtractionPlan, workers_per_host: dict[str, int]) -> dict
     host = worker_host()
     job = job.with_config(workers=decoders_here(job.cfg, workers_per_host.get(host, 1)))
     device = worker_device(job.cfg.device, host)
-    warm_up = (backbone_batch(job.cfg, torch.device(device)), job.cfg.image_size)
-    extractor = cached_extractor(job.required_weights, device, job.visual.precision, job.cfg.compile, warm_up)
+    warm_up = job.family.batch_size(torch.device(device))
+    model = cached_model(job.family, job.required_weights, device, job.precision, job.cfg.compile, warm_up)
     sink = StagedForDriver(job, index)
-    timings = ShardRunner(job, extractor, sink).run(iter([(index, None)]))
+    timings = ShardRunner(job, model, sink).run(iter([(index, None)]))
     return {
         "index": index,
         "staged": sink.staged.name,
         **sink.written_as,
         "worker": host,
-        "device": str(extractor.device),
+        "device": str(model.device),
         "timings": timings,
     }
 
@@ -150,22 +152,22 @@ def worker_device(device: str, host: str) -> str:
     )
 
 
-def cached_extractor(
-    spec: WeightsSpec, device: str, precision: str, compile: bool, warm_up: tuple[int, int] | None = None
-) -> FeatureExtractor:
-    """One backbone per worker process, built (and warmed up) by its first task and kept
+def cached_model(
+    family: Extractor, spec: WeightsSpec, device: str, precision: str, compile: bool, warm_up: int | None = None
+) -> ModelThread:
+    """One model per worker process, built (and warmed up) by its first task and kept
     for the next ones, with its thread: the cuDNN kernels chosen once serve every task."""
-    key = (spec.identity, device, precision, compile, warm_up)
-    with _EXTRACTORS_LOCK:
-        if key not in _EXTRACTORS:
-            for old in _EXTRACTORS.values():  # a GPU holds one backbone at a time; a new run drops the old one
+    key = (family.family, family.item_shape(), spec.identity, device, precision, compile, warm_up)
+    with _MODELS_LOCK:
+        if key not in _MODELS:
+            for old in _MODELS.values():  # a GPU holds one model at a time; a new run drops the old one
                 old.close()
-            _EXTRACTORS.clear()
-            _EXTRACTORS[key] = FeatureExtractor(weights_here(spec), device, precision, compile, warm_up=warm_up)
-        return _EXTRACTORS[key]
+            _MODELS.clear()
+            _MODELS[key] = ModelThread(family, weights_here(family, spec), device, precision, compile, warm_up=warm_up)
+        return _MODELS[key]
 
 
-def weights_here(spec: WeightsSpec) -> WeightsSpec:
+def weights_here(family: Extractor, spec: WeightsSpec) -> WeightsSpec:
     """The driver's weights on this worker: same file, or this worker's own ImageNet cache.
 
     Checked against the identity the feature set records, so a worker with a different
@@ -173,11 +175,12 @@ def weights_here(spec: WeightsSpec) -> WeightsSpec:
     """
     if spec.kind == "random":
         return spec
-    if spec.kind == "imagenet" and not (spec.path and Path(spec.path).is_file()):
-        local = resolve_weights("imagenet")  # torch hub cache of this machine; downloads once
-        if local.identity != spec.identity:
+    if spec.kind not in ("file", "random") and not (spec.path and Path(spec.path).is_file()):
+        local = family.resolve_weights()  # the published weights from this machine's cache; downloads once
+        if local is None or local.identity != spec.identity:
             raise WeightsError(
-                f"worker {socket.gethostname()}: ImageNet weights here are {local.identity}, the run uses {spec.identity}"
+                f"worker {socket.gethostname()}: {family.family} weights here are {local and local.identity}, "
+                f"the run uses {spec.identity}"
             )
         return local
     if not (spec.path and Path(spec.path).is_file()):
@@ -351,7 +354,7 @@ class Driver:
         console.say(f"dask: scheduler {self.client.scheduler.address}: {describe_cluster(workers)}")
         console.say(
             f"feature set {p.identity.id}: {len(todo)} of {console.plural(len(p.shards), 'shard')} to compute on the cluster, one task per shard "
-            f"({p.cfg.shard_size} videos, {p.visual.precision}); workers write shards, this process commits them"
+            f"({p.cfg.shard_size} videos, {p.precision}); workers write shards, this process commits them"
         )
         seen_workers = set(workers)
         try:

@@ -18,25 +18,26 @@ from joblib import Parallel, delayed
 
 from pipeline import console, store
 
-from .backbone import FeatureExtractor
-from .plan import ExtractionPlan, committed_indices, device_of
-from .runner import CommitToManifest, ShardRunner, Summary, backbone_batch, claim_free_shards
+from .model_thread import ModelThread
+from .plan import ExtractionPlan, committed_indices
+from .runner import CommitToManifest, ShardRunner, Summary, claim_free_shards
 
 
-def start_extractor(plan: ExtractionPlan) -> FeatureExtractor:
-    """The backbone on this run's (first) device, loading in the background.
+def start_model(plan: ExtractionPlan) -> ModelThread:
+    """The family's model on this run's (first) device, loading in the background.
 
     The model loads (and on CUDA runs one batch, so cuDNN's kernel search is paid too)
-    on the extractor's own thread while the decoders already fill their slots.
+    on its own thread while the decoders already fill their slots.
     """
-    device = device_of(plan.cfg)
-    return FeatureExtractor(
-        plan.required_weights,
+    device = plan.family.device()
+    return ModelThread(
+        plan.family,
+        plan.weights,
         str(device),
-        plan.visual.precision,
+        plan.precision,
         plan.cfg.compile,
         background=True,
-        warm_up=(backbone_batch(plan.cfg, device), plan.cfg.image_size),
+        warm_up=plan.family.batch_size(device),
     )
 
 
@@ -49,13 +50,14 @@ def extract_in_process(plan: ExtractionPlan, summary: Summary, show_progress: bo
     """Compute every uncommitted shard in this process, helping or waiting for other runs."""
     if not uncommitted(plan):
         return
-    extractor = start_extractor(plan)
-    work = f"on {extractor.device} ({extractor.precision}), {plan.cfg.workers or os.cpu_count()} decoders"
+    model = start_model(plan)
+    what = plan.family.describe(plan.weights, model.device, model.precision)
+    work = f"{what}, {plan.cfg.workers or os.cpu_count()} decoders"
     sink = CommitToManifest(plan, summary)
-    work_through(plan, summary, work, lambda bar: ShardRunner(plan, extractor, sink, bar), show_progress)
-    extractor.ready()  # a model that failed to load fails the run even if no video reached it
-    extractor.close()
-    summary.timings["model_load"] = extractor.build_seconds  # seconds, overlapped with the first decodes
+    work_through(plan, summary, work, lambda bar: ShardRunner(plan, model, sink, bar), show_progress)
+    model.ready()  # a model that failed to load fails the run even if no video reached it
+    model.close()
+    summary.timings["model_load"] = model.build_seconds  # seconds, overlapped with the first decodes
 
 
 def work_through(plan: ExtractionPlan, summary: Summary, work: str, runner_for: Callable, show_progress: bool) -> None:
@@ -97,7 +99,7 @@ def extract_on_devices(plan: ExtractionPlan, summary: Summary) -> None:
     devices = plan.cfg.devices
     per = max(1, (plan.cfg.workers or os.cpu_count() or 1) // len(devices))
     shares = [plan.with_config(devices=(d,), device=d, workers=per) for d in devices]
-    console.say(f"one backbone process per device: {', '.join(devices)} ({per} decoders each, {plan.visual.precision})")
+    console.say(f"one backbone process per device: {', '.join(devices)} ({per} decoders each, {plan.precision})")
     with follow_manifest(plan):
         results = Parallel(n_jobs=len(devices), backend="loky")(delayed(device_worker)(share) for share in shares)
     for r in results:

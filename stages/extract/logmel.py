@@ -15,14 +15,8 @@ timestamp of step t of its pictures (stage one's `timestamps`, seconds): a windo
 runs past either end of the sound track it sees silence (zeros), so every step has the
 same shape and a step near an edge is partly silent, as it is in the video.
 
-Feature kinds, both 128-d per step:
-- "logmel" (the default, needs no weights): for each of the 64 bands, the mean and the
-  standard deviation over the window's 96 frames -> [64 means, 64 stds]. The means are the
-  window's spectral envelope (what sounds: pitch, timbre, loudness); the stds are how much
-  each band changes within the window (onsets, rhythm, speech versus a steady hum), which a
-  mean alone would lose. 128 values match VGGish's embedding and YouTube-8M's audio
-  feature, so the temporal heads see the same width whichever kind a set holds.
-- "vggish": a VGGish embedding of the same 96x64 example (stages/vggish.py).
+The families that read these windows are extractors/logmel_summary.py (per band, the mean
+and std over the window) and extractors/vggish.py (an embedding of the 96x64 example).
 
 A video without a sound track gets silence features: every log-mel value is
 log(0 + 0.01) = SILENCE_LOG_MEL (-4.605), so its summary is 64 x -4.605 then 64 zeros;
@@ -47,7 +41,6 @@ MEL_BANDS = 64
 MEL_LOW_HZ, MEL_HIGH_HZ = 125.0, 7500.0
 LOG_OFFSET = 0.01  # log(mel + 0.01): VGGish's floor, so silence is finite
 EXAMPLE_S = 0.96  # one VGGish example: 96 frames
-SUMMARY_DIM = 2 * MEL_BANDS  # per band: mean and std
 SILENCE_LOG_MEL = math.log(LOG_OFFSET)
 # What an audio set's identity records of this front end (any change is another feature set).
 FRONT_END = {

@@ -16,8 +16,7 @@ from pathlib import Path
 
 from pipeline import console, store
 
-from .audio import AudioRunner
-from .local import start_extractor
+from .local import start_model
 from .plan import ExtractionPlan
 from .runner import ShardBuffer, ShardRunner, Summary
 
@@ -95,10 +94,7 @@ def retry_failed(plan: ExtractionPlan, summary: Summary, shards: set[int]) -> No
         f"the other videos of those shards are copied, not recomputed"
     )
     sink = RewriteShard(plan, summary)
-    if plan.cfg.modality == "audio":
-        summary.add_timings(AudioRunner(plan, sink).run(sink.claim(sorted(failed))))
-        return
-    extractor = start_extractor(plan)
-    summary.add_timings(ShardRunner(plan, extractor, sink).run(sink.claim(sorted(failed))))
-    extractor.ready()  # a model that failed to load fails the run even when every retried video failed first
-    extractor.close()
+    model = start_model(plan)
+    summary.add_timings(ShardRunner(plan, model, sink).run(sink.claim(sorted(failed))))
+    model.ready()  # a model that failed to load fails the run even when every retried video failed first
+    model.close()

@@ -1,12 +1,14 @@
 """The shard runner: decode, embed and write the shards a run has claimed.
 
     claimed shard -> decode threads (each driving a PyAV process, or ffmpeg processes) -> frame slots (pinned)
-    -> batcher (frames of many videos in one backbone batch, on the extractor's thread with
+    -> batcher (items of many videos in one model batch, on the model's thread with
     its own CUDA stream; batching.py) -> shard buffer -> writer thread (tmp, fsync, rename)
     -> the mode's `ShardSink`: commit to the manifest (a local run), hand the staged file to
     the Dask driver (distributed.py), or swap a rewritten shard in (retry.py)
 
-Each decode thread drives a process and waits on its pipe with the GIL released: its own
+What a decode thread hands the model (frames, or sound windows) is the family's
+(extractors/, inputs.py); the runner is the same for every family. Each decode thread
+drives a process and waits on its pipe with the GIL released: its own
 long-lived PyAV process (decode_procs.py; PyAV in threads of this process is bound by the
 GIL on many cores), or, with DECODER=ffmpeg-cli, an ffmpeg process per video. Either way
 the frames are read straight into the slot the backbone's copy reads from: no pickling, no
@@ -33,12 +35,12 @@ import torch
 from tqdm import tqdm
 
 from pipeline import console, store
-from pipeline.config import FEATURE_DIM, ExtractConfig
 
-from .backbone import FeatureExtractor
 from .batching import Batcher, FrameSlots
 from .datasets import VideoRecord
-from .decode import Decoded, decode_video, decoder_processes
+from .decode_common import Decoded
+from .inputs import decode_items, input_processes
+from .model_thread import ModelThread
 from .plan import ExtractionPlan, committed_indices
 
 
@@ -93,7 +95,7 @@ class ShardBuffer:
         records: list[VideoRecord],
         frames: int,
         claim: store.Claim | None,
-        dim: int = FEATURE_DIM,
+        dim: int,
         extras: tuple[str, ...] = (),
     ):
         n = len(records)
@@ -134,12 +136,14 @@ class ShardBuffer:
                 values[pos] = stored[name][k]
             self.pending -= 1
 
-    def accept(self, pos: int, dec: Decoded) -> None:
+    def accept(self, pos: int, dec: Decoded, flags: dict[str, int]) -> None:
         frames, indices, timestamps = dec.picture()
         k = len(frames)
         self.lengths[pos], self.ok[pos] = k, True
         self.frame_indices[pos, :k] = indices
         self.timestamps[pos, :k] = timestamps
+        for name, value in flags.items():
+            self.extras[name][pos] = value
 
     def arrays(self) -> dict[str, np.ndarray | list[str]]:
         keep = self.ok
@@ -188,15 +192,8 @@ class CommitToManifest:
         self.summary.add_shard(entry["videos"], shard.failures)
 
 
-def backbone_batch(cfg: ExtractConfig, device: torch.device) -> int:
-    """Frames per backbone batch: GPU_BATCH=, else 512 on CUDA (where the H100 stopped gaining,
-    13,900 images/s in fp16) and 32 on a CPU (with jemalloc, 224 px, 2 cores: 16 cost 1.3x the
-    CPU time per image, 64 no clear gain for twice the memory; docs/allocator.md)."""
-    return cfg.gpu_batch or (512 if device.type == "cuda" else 32)
-
-
 class ShardRunner:
-    """Decodes, embeds and writes the shards it is given, with one extractor.
+    """Decodes, embeds and writes the shards it is given, with one family's model.
 
     `run(claimed)` takes (index, held claim or None) pairs and returns the timings in
     seconds: decode (decoder-seconds, summed over the decoders), transfer and backbone
@@ -205,10 +202,10 @@ class ShardRunner:
     the backbone), starved (inference loop waiting for frames), inference_cpu; images, batches.
     """
 
-    def __init__(self, plan: ExtractionPlan, extractor: FeatureExtractor, sink: ShardSink, bar: tqdm | None = None):
-        self.plan, self.extractor, self.sink, self.bar = plan, extractor, sink, bar
-        cfg = plan.cfg
-        self.workers = cfg.workers or os.cpu_count() or 1
+    def __init__(self, plan: ExtractionPlan, model: ModelThread, sink: ShardSink, bar: tqdm | None = None):
+        self.plan, self.model, self.sink, self.bar = plan, model, sink, bar
+        self.family = model.family
+        self.workers = plan.cfg.workers or os.cpu_count() or 1
         self.timings = {"decode": 0.0, "write": 0.0, "wait": 0.0}
         self.writes: list[cf.Future] = []
         self.opened: list[ShardBuffer] = []
@@ -218,13 +215,17 @@ class ShardRunner:
 
     # -------------------------------------------------------------- the main loop
     def run(self, claimed: Iterator[tuple[int, store.Claim | None]]) -> dict:
+        with torch_threads(self.family.torch_threads):
+            return self.run_shards(claimed)
+
+    def run_shards(self, claimed: Iterator[tuple[int, store.Claim | None]]) -> dict:
         cfg = self.plan.cfg
-        batch = backbone_batch(cfg, self.extractor.device)
+        batch = self.family.batch_size(self.model.device)
         with (
             releasing_claims(self.opened),
             cf.ThreadPoolExecutor(1, thread_name_prefix="write") as self.writer,
-            Batcher(self.extractor, batch, cfg.frames, cfg.image_size, self.workers, self.take_features) as batcher,
-            decoder_processes(cfg.decoder, self.workers) as self.procs,  # ended after the threads using them
+            Batcher(self.model, batch, cfg.frames, self.workers, self.take_features) as batcher,
+            input_processes(self.family, self.workers) as self.procs,  # ended after the threads using them
             cf.ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool,
         ):
             videos = self.videos_to_decode(claimed)
@@ -249,7 +250,8 @@ class ShardRunner:
     ) -> Iterator[tuple[ShardBuffer, int, VideoRecord]]:
         """(shard, position, record) of every video to decode, shard after shard as claimed."""
         for index, claim in claimed:
-            shard = ShardBuffer(index, self.plan.shards[index], self.plan.cfg.frames, claim)
+            records = self.plan.shards[index]
+            shard = ShardBuffer(index, records, self.plan.cfg.frames, claim, self.family.dim, self.family.flags)
             self.opened.append(shard)
             stored = self.sink.rows_to_copy(index)
             if stored is not None:
@@ -271,10 +273,15 @@ class ShardRunner:
             decoding[pool.submit(self.decode, item[2], slots)] = item
 
     def route(
-        self, decoded: tuple[Decoded, int | None], shard: ShardBuffer, pos: int, rec: VideoRecord, batcher: Batcher
+        self,
+        decoded: tuple[Decoded, int | None, dict[str, int]],
+        shard: ShardBuffer,
+        pos: int,
+        rec: VideoRecord,
+        batcher: Batcher,
     ) -> None:
-        """A finished decode: its frames to the batcher, or its failure to the shard."""
-        dec, slot = decoded
+        """A finished decode: its items to the batcher, or its failure to the shard."""
+        dec, slot, flags = decoded
         self.timings["decode"] += dec.seconds
         if dec.error:
             # pending only drops once a video's features are out of the batch, so at zero
@@ -282,37 +289,25 @@ class ShardRunner:
             error = dec.error
             self.count_down(shard, lambda: shard.fail(pos, error))
         else:
-            shard.accept(pos, dec)
-            assert slot is not None, "a decoded video holds its pinned slot"
+            shard.accept(pos, dec, flags)
+            assert slot is not None, "a decoded video holds its slot"
             batcher.add(slot, len(dec.picture()[0]), (shard, pos))
         if self.bar is not None:
             self.bar.update(1)
 
     # -------------------------------------------------------------- on the decode threads
-    def decode(self, rec: VideoRecord, slots: FrameSlots) -> tuple[Decoded, int | None]:
-        """Decode one video into a free slot; (decoded, slot), or (decoded with error, None)."""
-        cfg = self.plan.cfg
+    def decode(self, rec: VideoRecord, slots: FrameSlots) -> tuple[Decoded, int | None, dict[str, int]]:
+        """Decode one video into a free slot; (decoded, slot, flags), or (decoded with error, None, {})."""
         slot = slots.acquire()
         try:
-            dec = decode_video(
-                rec.path,
-                cfg.frames,
-                cfg.image_size,
-                cfg.resize_to,
-                cfg.fps,
-                cfg.timeout,
-                out=slots.arrays[slot],
-                decoder=cfg.decoder,
-                workers=self.workers,
-                procs=self.procs,
-            )
+            dec, flags = decode_items(self.family, rec.path, slots.arrays[slot], self.workers, self.procs)
         except BaseException:
             slots.release(slot)
             raise
         if dec.error:
             slots.release(slot)
-            return dec, None
-        return dec, slot
+            return dec, None, {}
+        return dec, slot, flags
 
     # -------------------------------------------------------------- on the inference thread
     def take_features(self, owner: tuple[ShardBuffer, int], first: int, feats: np.ndarray, last: bool) -> None:
@@ -350,6 +345,18 @@ def write_shard(plan: ExtractionPlan, sink: ShardSink, shard: ShardBuffer) -> No
         "identity": json.dumps(plan.identity.__dict__, sort_keys=True),
     }
     sink.written(shard, store.write_shard(sink.path(shard.index), shard.arrays(), attrs))
+
+
+@contextlib.contextmanager
+def torch_threads(n: int | None) -> Iterator[None]:
+    """Torch's intra-op threads set to n for the block (None: left as they are)."""
+    before = torch.get_num_threads()
+    if n is not None:
+        torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager

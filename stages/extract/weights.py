@@ -24,8 +24,10 @@ from pathlib import Path
 import torch
 
 from pipeline import console
-from pipeline.errors import ConfigError, WeightsError
+from pipeline.errors import ConfigError
 from pipeline.files import file_sha256
+
+from .errors import WeightsError
 
 
 @dataclass(frozen=True)

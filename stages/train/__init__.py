@@ -8,12 +8,35 @@ spec.py      the model spec a run records in config.json, and the model rebuilt 
 loop.py      optimiser, schedule, one step, one epoch, early stopping
 evaluate.py  predictions, metrics, reports; re-evaluating a run
 runs.py      a run directory's files; loading a trained model back
+config.py    TrainConfig: stage two's settings, one field per option
 compare.py   every head on the same split, one table
+profile.py   where one training step goes (the bench's and the GPU check's profile)
 """
 
-from .compare import compare
-from .evaluate import evaluate_run, headline
-from .runs import load_run, run_dirs
-from .trainer import TrainResult, load_data, train
+import importlib
+from typing import Any
 
-__all__ = ["TrainResult", "compare", "evaluate_run", "headline", "load_data", "load_run", "run_dirs", "train"]
+# The stage's public names -> the module that holds each. Imported on first use, so that
+# reading TrainConfig (stages.train.config, the command line's options) does not load torch.
+PUBLIC = {
+    "compare": "compare",
+    "evaluate_run": "evaluate",
+    "headline": "evaluate",
+    "profile_steps": "profile",
+    "load_run": "runs",
+    "run_dirs": "runs",
+    "TrainResult": "trainer",
+    "load_data": "trainer",
+    "train": "trainer",
+}
+__all__ = sorted(PUBLIC)
+
+
+def __getattr__(name: str) -> Any:
+    if name in PUBLIC:
+        value = getattr(importlib.import_module(f"{__name__}.{PUBLIC[name]}"), name)
+        # Kept as the package's attribute: importing stages.train.compare made `compare` the
+        # submodule, and the next lookup would find that instead of the function.
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

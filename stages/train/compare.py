@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 from pipeline import console
-from pipeline.config import TrainConfig
 from pipeline.devices import resolve_device, training_precision
 from pipeline.files import atomic_write_json
 
+from .config import TrainConfig
 from .evaluate import HEADLINE
 from .fusion import ENCODER_HEADS, effective_fusion
 from .models import HEADS

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 
 from pipeline import console
-from pipeline.config import TrainConfig
 
+from .config import TrainConfig
 from .models import TemporalClassifier
 from .sources import Batch, Source
 

@@ -36,8 +36,9 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from pipeline.config import TrainConfig
 from pipeline.store import standardize
+
+from .config import TrainConfig
 
 HEADS = TrainConfig.HEADS
 # Dropout inside convolution / attention blocks is capped here: rates that suit a
@@ -88,13 +89,13 @@ class Standardize(nn.Module):
 
 
 # ---------------------------------------------------------------- the CPU LSTM layer
-class Workspace:
+class BufferPool:
     """Reusable buffers for lstm_layer, keyed by (shape, dtype, device).
 
     A fresh 64 MB tensor costs more in page faults (the kernel zeroes every page) than
     the arithmetic done on it: on the 2-core CI machine that was ~20% of an LSTM step.
     A buffer goes back to the pool only when nothing can read it any more: the saved
-    activations when their autograd graph is freed (see Lease), the rest on return.
+    activations when their autograd graph is freed (see SavedBuffers), the rest on return.
     """
 
     def __init__(self) -> None:
@@ -119,18 +120,18 @@ class Workspace:
             self.free.clear()
 
 
-WORKSPACE = Workspace()
+LSTM_BUFFERS = BufferPool()
 
 
-class Lease:
-    """Buffers saved for a backward pass; returned to the workspace when the graph dies."""
+class SavedBuffers:
+    """Buffers saved for a backward pass; returned to the pool when the graph dies."""
 
     def __init__(self, *tensors: torch.Tensor):
         self.tensors = tensors
 
     def __del__(self) -> None:
-        if WORKSPACE is not None:  # None once the interpreter is shutting down
-            WORKSPACE.give(*self.tensors)
+        if LSTM_BUFFERS is not None:  # None once the interpreter is shutting down
+            LSTM_BUFFERS.give(*self.tensors)
 
 
 class LSTMLayerFunction(torch.autograd.Function):
@@ -168,17 +169,17 @@ class LSTMLayerFunction(torch.autograd.Function):
             scale = torch.ones(G, 1, dtype=cd, device=dev)
             scale[2 * H : 3 * H] = 2
             w_hh_t = (w_hh_c * scale).t()
-            gx = WORKSPACE.take((T, B, G), cd, dev)
+            gx = LSTM_BUFFERS.take((T, B, G), cd, dev)
             torch.mm(x.reshape(T * B, D), (w_ih_c * scale).t(), out=gx.view(T * B, G)).add_(
                 b.to(cd) * scale[:, 0]
             )  # addmm's bias copy is slower
             hs = x.new_empty((T, B, H))
             if train:
-                forget = WORKSPACE.take((T, B, H), torch.float32, dev)  # f_t: dc_{t-1} = dc_t f_t
-                q = WORKSPACE.take((T, B, G), torch.float32, dev)  # [g i', c_prev f', i g', tanh(c) o']
-                k = WORKSPACE.take((T, B, H), torch.float32, dev)  # o (1 - tanh(c)^2): dc_t += dh_t k_t
-            pre = WORKSPACE.take((B, G), cd, dev)
-            a = WORKSPACE.take((B, G), torch.float32, dev)
+                forget = LSTM_BUFFERS.take((T, B, H), torch.float32, dev)  # f_t: dc_{t-1} = dc_t f_t
+                q = LSTM_BUFFERS.take((T, B, G), torch.float32, dev)  # [g i', c_prev f', i g', tanh(c) o']
+                k = LSTM_BUFFERS.take((T, B, H), torch.float32, dev)  # o (1 - tanh(c)^2): dc_t += dh_t k_t
+            pre = LSTM_BUFFERS.take((B, G), cd, dev)
+            a = LSTM_BUFFERS.take((B, G), torch.float32, dev)
             c, c_prev, tc = (torch.zeros((B, H), dtype=torch.float32, device=dev) for _ in range(3))
             for t in range(T):
                 src = gx[0] if t == 0 else torch.addmm(gx[t], hs[t - 1], w_hh_t, out=pre)  # h_{-1} = 0
@@ -199,10 +200,10 @@ class LSTMLayerFunction(torch.autograd.Function):
                     qo.mul_(tc)
                     torch.addcmul(o, o, torch.mul(tc, tc, out=c_prev), value=-1, out=k[t])  # c_prev is spent: scratch
                 c, c_prev = c_prev, c  # the spent buffer becomes the next step's c
-            WORKSPACE.give(gx, pre, a)
+            LSTM_BUFFERS.give(gx, pre, a)
         if train:
             ctx.save_for_backward(x, hs, w_ih_c, w_hh_c)
-            ctx.lease = Lease(forget, q, k)
+            ctx.saved_buffers = SavedBuffers(forget, q, k)
         return hs
 
     @staticmethod
@@ -210,10 +211,10 @@ class LSTMLayerFunction(torch.autograd.Function):
         ctx: Any, grad_h: torch.Tensor
     ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
         x, hs, w_ih_c, w_hh_c = ctx.saved_tensors
-        forget, q, k = ctx.lease.tensors
+        forget, q, k = ctx.saved_buffers.tensors
         T, B, G = q.shape
         H, cd = G // 4, hs.dtype
-        d_pre = WORKSPACE.take((T, B, G), cd, q.device)  # dL/d(gates before activation)
+        d_pre = LSTM_BUFFERS.take((T, B, G), cd, q.device)  # dL/d(gates before activation)
         dh = torch.zeros((B, H), dtype=torch.float32, device=q.device)
         dc = torch.zeros_like(dh)
         for t in range(T - 1, -1, -1):
@@ -234,7 +235,7 @@ class LSTMLayerFunction(torch.autograd.Function):
             flat.sum(0).float() if ctx.needs_input_grad[2] else None
         )  # accumulates in float32 anyway; dtype= would copy
         d_x = torch.mm(flat, w_ih_c).view(T, B, -1) if ctx.needs_input_grad[0] else None
-        WORKSPACE.give(d_pre)  # nothing returned aliases it
+        LSTM_BUFFERS.give(d_pre)  # nothing returned aliases it
         return d_x, d_w_ih, d_b, d_w_hh
 
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from pipeline import FeatureSetView
-from pipeline.config import TrainConfig
 
+from .config import TrainConfig
 from .fusion import build_fused, effective_fusion
 from .models import TemporalClassifier, build_model
 

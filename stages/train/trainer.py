@@ -15,15 +15,15 @@ import numpy as np
 import torch
 
 from pipeline import FeatureSetView, console, store
-from pipeline.config import TrainConfig
 from pipeline.devices import resolve_device, training_precision
 from pipeline.errors import ConfigError
 from pipeline.files import atomic_write_json
 
 from . import evaluate
+from .config import TrainConfig
 from .fusion import ENCODER_HEADS, effective_fusion
 from .loop import auto_batch, cpu_threads, fit, seed_everything
-from .models import WORKSPACE, TemporalClassifier, count_parameters
+from .models import LSTM_BUFFERS, TemporalClassifier, count_parameters
 from .runs import CHECKPOINT, CONFIG, CURVES, FAILED, METRICS, default_out, mark_failed
 from .sources import MemorySource, Source, StreamSource, choose_load, memory_chunks
 from .spec import build_from_spec, model_spec
@@ -220,7 +220,7 @@ def build_and_fit(cfg: TrainConfig, data: LoadedFeatures, name: str, run_dir: Pa
         return fit_and_report(cfg, data, name, run_dir, device, model, parts, batch, params, autocast_dtype)
     finally:
         torch.set_num_threads(threads)
-        WORKSPACE.clear()
+        LSTM_BUFFERS.clear()
 
 
 def modality_note(cfg: TrainConfig, view: FeatureSetView) -> str:

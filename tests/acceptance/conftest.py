@@ -7,10 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import synth
 from helpers import UCF_TREE_CLASSES
 from make_runs import REPO, SMALL, UCF_SETTINGS, Outcome, run_make
-
-from pipeline import synth
 
 
 @pytest.fixture(scope="session")

@@ -13,9 +13,10 @@ import re
 from pathlib import Path
 
 import pytest
+import synth
 from make_runs import SMALL, UCF_GROUPS, Outcome, run_make
 
-from pipeline import store, synth
+from pipeline import store
 from stages.train.models import HEADS
 from stages.train.runs import CHECKPOINT, CONFIG, CONFUSION, CURVES, METRICS, PREDICTIONS
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import synth
 from helpers import audio_cfg, file_hashes
 
-from pipeline import synth
 from stages.extract import extract_features
 
 

@@ -1,6 +1,6 @@
-"""The sound track as a modality: decoding (stages/audio.py), the log-mel front end and its time
-alignment (stages/audio_features.py), VGGish and its weights policy (stages/vggish.py), and the
-generated clips with sound (pipeline/synth/sound.py).
+"""The sound track as a modality: decoding (stages/extract/decode_sound.py), the log-mel front end and its
+time alignment (stages/extract/logmel.py), VGGish and its weights policy
+(stages/extract/extractors/vggish.py), and the generated clips with sound.
 
 Every clip is generated here with ffmpeg, tiny (64-96 px, 1.5-2 s), once per module.
 """
@@ -18,12 +18,15 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import synth
 import torch
 
-from pipeline import synth
-from pipeline.errors import ConfigError, WeightsError
-from stages.extract import sound as audio_mod
-from stages.extract import vggish as vggish_mod
+from pipeline.errors import ConfigError
+from stages.extract import decode_sound as audio_mod
+from stages.extract.decode_sound import SAMPLE_RATE, decode_audio
+from stages.extract.errors import WeightsError
+from stages.extract.extractors import vggish as vggish_mod
+from stages.extract.extractors.vggish import VGGish, build_vggish, prepare, resolve_audio_weights, vggish_cache_path
 from stages.extract.logmel import (
     EXAMPLE_S,
     MEL_BANDS,
@@ -37,8 +40,6 @@ from stages.extract.logmel import (
     segments_at,
     summarize,
 )
-from stages.extract.sound import SAMPLE_RATE, decode_audio
-from stages.extract.vggish import VGGish, VGGishEmbedder, build_vggish, resolve_audio_weights, vggish_cache_path
 
 SILENCE_SUMMARY = np.array([SILENCE_LOG_MEL] * MEL_BANDS + [0.0] * MEL_BANDS, np.float32)
 # torchvggish's VGG state dict, key for key (github.com/harritaylor/torchvggish, torchvggish/vggish.py):
@@ -367,7 +368,8 @@ def test_vggish_flattens_like_torchvggish():
 def test_weights_file_loads_and_is_named_by_its_content(weights_file):
     spec = resolve_audio_weights(str(weights_file))
     assert spec.kind == "file" and spec.identity.startswith("sha256:") and len(spec.identity) == len("sha256:") + 16
-    embedder = VGGishEmbedder(spec)
+    model = build_vggish(spec)
+    embedder = lambda x: model(prepare(x))  # the family's input check, then its model
     torch.manual_seed(7)
     reference = VGGish().eval()
     x = torch.randn(3, 1, 96, 64)
@@ -470,8 +472,9 @@ def test_front_end_and_vggish_on_the_gpu_match_the_cpu(weights_file):
     cpu, gpu = audio_features_at(samples, times), audio_features_at(samples, times, device="cuda")
     np.testing.assert_allclose(gpu, cpu, atol=2e-4)
     spec = resolve_audio_weights(str(weights_file))
-    on_cpu = audio_features_at(samples, times, embed=VGGishEmbedder(spec))
-    on_gpu = audio_features_at(samples, times, embed=VGGishEmbedder(spec, "cuda"), device="cuda")
+    cpu_model, gpu_model = build_vggish(spec), build_vggish(spec).to("cuda")
+    on_cpu = audio_features_at(samples, times, embed=lambda x: cpu_model(prepare(x)))
+    on_gpu = audio_features_at(samples, times, embed=lambda x: gpu_model(prepare(x)), device="cuda")
     np.testing.assert_allclose(on_gpu, on_cpu, rtol=1e-3, atol=1e-3)  # TF32 may be on for convolutions
 
 

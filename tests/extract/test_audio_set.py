@@ -10,7 +10,7 @@ from helpers import AUDIO_T, audio_cfg, file_hashes, shard_arrays
 
 from pipeline import store
 from stages.extract import extract_features
-from stages.extract.vggish import VGGish
+from stages.extract.extractors.vggish import VGGish
 
 REPO = Path(__file__).resolve().parents[2]
 T = AUDIO_T

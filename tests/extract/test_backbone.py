@@ -1,4 +1,4 @@
-"""Weights resolution and the backbone's numbers against a plain torchvision forward."""
+"""The ResNet-50 family: weights resolution, and its numbers against a plain torchvision forward."""
 
 import sys
 import threading
@@ -9,17 +9,21 @@ import torch
 import torchvision
 from helpers import reference_features
 
-from pipeline.config import ExtractConfig
-from pipeline.errors import ConfigError, WeightsError
+from pipeline.errors import ConfigError
 from stages.extract import extract_features
-from stages.extract.backbone import FeatureExtractor, resolve_weights
+from stages.extract.config import ExtractConfig
+from stages.extract.errors import WeightsError
+from stages.extract.extractors.resnet50 import ResNet50, resolve_weights
+from stages.extract.model_thread import ModelThread
+
+RESNET50 = ResNet50(ExtractConfig())
 
 
 def test_features_equal_a_direct_torchvision_forward(weights_file):
     rng = np.random.default_rng(0)
     frames = rng.integers(0, 256, (3, 64, 64, 3), dtype=np.uint8)
     spec = resolve_weights(str(weights_file))
-    ours = FeatureExtractor(spec, device="cpu").extract(torch.from_numpy(frames))
+    ours = ModelThread(RESNET50, spec, device="cpu").extract(torch.from_numpy(frames))
     assert ours.shape == (3, 2048) and ours.dtype == np.float16
     np.testing.assert_allclose(ours.astype(np.float32), reference_features(weights_file, frames), rtol=2e-3, atol=2e-3)
 
@@ -33,8 +37,8 @@ def test_random_weights_are_seeded_and_named():
     a, b = resolve_weights("random", seed=3), resolve_weights("random", seed=4)
     assert a.identity == "random:seed3" and a.identity != b.identity
     frames = torch.zeros((1, 32, 32, 3), dtype=torch.uint8)
-    x1 = FeatureExtractor(a, device="cpu").extract(frames)
-    x2 = FeatureExtractor(resolve_weights("random", seed=3), device="cpu").extract(frames)
+    x1 = ModelThread(RESNET50, a, device="cpu").extract(frames)
+    x2 = ModelThread(RESNET50, resolve_weights("random", seed=3), device="cpu").extract(frames)
     np.testing.assert_array_equal(x1, x2)
 
 
@@ -42,7 +46,7 @@ def test_weights_that_do_not_fit_resnet50_are_named(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save(torchvision.models.resnet18().state_dict(), path)
     with pytest.raises(WeightsError, match="does not fit ResNet-50"):
-        FeatureExtractor(resolve_weights(str(path)), device="cpu")
+        ModelThread(RESNET50, resolve_weights(str(path)), device="cpu")
 
 
 def test_missing_weights_file_is_a_config_error(tmp_path):
@@ -72,7 +76,7 @@ def test_the_build_and_every_batch_of_a_run_share_one_thread(ucf_tree, weights_f
     """cuDNN caches its kernel search per thread: the warm-up's search only serves the
     batches if they run on the thread that built and warmed the model, across shards."""
     threads = {"build": set(), "forward": set()}
-    build, forward = FeatureExtractor.build, FeatureExtractor.forward
+    build, forward = ModelThread.build, ModelThread.forward
 
     def build_here(self, *args):
         threads["build"].add(threading.get_ident())
@@ -82,8 +86,8 @@ def test_the_build_and_every_batch_of_a_run_share_one_thread(ucf_tree, weights_f
         threads["forward"].add(threading.get_ident())
         return forward(self, x)
 
-    monkeypatch.setattr(FeatureExtractor, "build", build_here)
-    monkeypatch.setattr(FeatureExtractor, "forward", forward_here)
+    monkeypatch.setattr(ModelThread, "build", build_here)
+    monkeypatch.setattr(ModelThread, "forward", forward_here)
     cfg = ExtractConfig(
         dataset="ucf101",
         data_dir=ucf_tree,

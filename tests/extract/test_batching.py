@@ -19,12 +19,12 @@ def fill(batcher, slot, k, value):
 
 @pytest.mark.parametrize("compiled", [False, True])
 def test_features_reach_their_video_across_batches(compiled):
-    got, ext = {}, FakeExtractor(compiled)
+    got, ext = {}, FakeExtractor(compiled, size=SIZE)
 
     def sink(owner, first, feats, last):
         got.setdefault(owner, []).append((first, feats[:, 0].copy(), last))
 
-    with Batcher(ext, batch=5, frames=4, size=SIZE, workers=1, sink=sink) as batcher:
+    with Batcher(ext, batch=5, frames=4, workers=1, sink=sink) as batcher:
         for video, k in enumerate([4, 3, 4, 1]):
             slot = batcher.slots.acquire()
             fill(batcher, slot, k, 10 * video)
@@ -41,7 +41,7 @@ def test_features_reach_their_video_across_batches(compiled):
 
 
 def test_a_failing_backbone_is_raised_and_stops_the_decoders():
-    batcher = Batcher(FakeExtractor(fail=True), batch=2, frames=2, size=SIZE, workers=1, sink=lambda *a: None)
+    batcher = Batcher(FakeExtractor(fail=True, size=SIZE), batch=2, frames=2, workers=1, sink=lambda *a: None)
     slot = batcher.slots.acquire()
     batcher.add(slot, 2, owner=0)  # a full batch: sent to the inference thread, which fails
     deadline = time.monotonic() + 10

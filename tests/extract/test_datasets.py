@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.config import ExtractConfig
-from pipeline.errors import DatasetError
+from stages.extract.config import ExtractConfig
 from stages.extract.datasets import load_csv, load_dataset, load_folder, load_hmdb51, load_ucf101, safe_relative
+from stages.extract.errors import DatasetError
 
 CRLF = "\r\n"
 
@@ -195,7 +195,7 @@ def test_a_class_folder_without_videos_is_named_in_a_warning(tmp_path, capsys):
 def test_the_sample_is_never_generated_into_a_folder_holding_other_files(tmp_path):
     from click.testing import CliRunner
 
-    from pipeline.cli import main as cli
+    from stages.cli import main as cli
 
     touch(tmp_path / "clips" / "walk" / "a.avi")
     before = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*"))
@@ -206,7 +206,7 @@ def test_the_sample_is_never_generated_into_a_folder_holding_other_files(tmp_pat
         result.output
     )
     assert sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*")) == before  # nothing written
-    from pipeline.synth import holds_only_sample  # the guard lets a new or an empty folder through
+    from stages.samples import holds_only_sample  # the guard lets a new or an empty folder through
 
     (tmp_path / "empty").mkdir()
     assert holds_only_sample(tmp_path / "new") and holds_only_sample(tmp_path / "empty")

@@ -12,13 +12,13 @@ import time
 
 import numpy as np
 import pytest
+import synth
 from helpers import skip_where_ffmpeg_crashes_on
 
-from pipeline import synth
-from pipeline.config import DECODERS
+from stages.extract.config import DECODERS
 from stages.extract.decode import decode_video
-from stages.extract.decode_cli import build_decode_args, decode_video_cli, first_count, probe
-from stages.extract.video import DecodeError, fps_indices, preflight, read_avi_header, uniform_indices
+from stages.extract.decode_common import DecodeError, fps_indices, preflight, read_avi_header, uniform_indices
+from stages.extract.decode_ffmpeg_cli import build_decode_args, decode_video_cli, first_count, probe
 
 
 @pytest.fixture(params=DECODERS)
@@ -175,7 +175,7 @@ def no_ffprobe(request, tmp_path, monkeypatch):
 
 
 def test_probe_and_decode_work_without_ffprobe(numbered_clip, bad_corpus, no_ffprobe, tmp_path):
-    from pipeline.ffmpeg import find_binary
+    from pipeline.ffmpeg_tools import find_binary
 
     assert find_binary("ffprobe") is None
     info = probe(numbered_clip)  # Matroska: no frame count in the header, packets are counted
@@ -193,7 +193,7 @@ def test_probe_and_decode_work_without_ffprobe(numbered_clip, bad_corpus, no_ffp
 
 def test_imageio_ffmpeg_is_found_when_ffmpeg_is_not_on_path(tmp_path, monkeypatch):
     imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
-    from pipeline.ffmpeg import find_binary
+    from pipeline.ffmpeg_tools import find_binary
 
     monkeypatch.setenv("PATH", str(tmp_path))
     monkeypatch.delenv("FFMPEG_BINARY", raising=False)

@@ -1,4 +1,4 @@
-"""The PyAV decoder (stage one's default, decode_pyav.py) against the ffmpeg-cli decoder (decode_cli.py).
+"""The PyAV decoder (stage one's default, decode_pyav.py) against the ffmpeg-cli decoder (decode_ffmpeg_cli.py).
 
 For every file of the bad-input corpus and for odd inputs (rotated phone videos, a
 non-zero start time, B-frames, full-range MJPEG, BT.709 and 10-bit H.264, VP9, cut and
@@ -20,14 +20,14 @@ from pathlib import Path
 import av
 import numpy as np
 import pytest
+import synth
 from helpers import skip_where_ffmpeg_crashes_on
 
 import stages.extract.decode_pyav as decode_pyav
-from pipeline import synth
-from stages.extract.decode_cli import decode_frames
-from stages.extract.decode_cli import decode_video_cli as decode_video
+from stages.extract.decode_common import Decoded, DecodeError
+from stages.extract.decode_ffmpeg_cli import decode_frames
+from stages.extract.decode_ffmpeg_cli import decode_video_cli as decode_video
 from stages.extract.decode_pyav import DeadlineReader, PtsGuess, SourceTimeout, autorotate_filters, decode_video_pyav
-from stages.extract.video import Decoded, DecodeError
 
 T, SIZE, RESIZE = 8, 32, 37  # the reliability tests' settings: T above the short clips' lengths
 TIMEOUT = 3

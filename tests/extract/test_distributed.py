@@ -28,10 +28,11 @@ distributed = pytest.importorskip("distributed")
 from helpers import assert_fp16_close  # noqa: E402
 
 from pipeline import files, store  # noqa: E402
-from pipeline.config import ExtractConfig  # noqa: E402
-from pipeline.errors import ClusterError, ConfigError  # noqa: E402
+from pipeline.errors import ConfigError  # noqa: E402
 from stages.extract import distributed as dist  # noqa: E402
 from stages.extract import extract_features  # noqa: E402
+from stages.extract.config import ExtractConfig  # noqa: E402
+from stages.extract.errors import ClusterError  # noqa: E402
 from stages.extract.plan import make_plan, open_feature_set  # noqa: E402
 
 
@@ -246,11 +247,11 @@ def test_decoders_share_the_cores_of_a_host():
 
 
 def test_make_features_scheduler_local_2_from_the_command_line(base_cfg, reference, tmp_path):
-    """`python -m pipeline features --scheduler local:2` starts and stops its own cluster."""
+    """`python -m stages features --scheduler local:2` starts and stops its own cluster."""
     args = [
         sys.executable,
         "-m",
-        "pipeline",
+        "stages",
         "features",
         "--dataset",
         "folder",

@@ -12,14 +12,15 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import synth
 import torch
 import torchvision
 from helpers import stored
 
-from pipeline import files, store, synth
-from pipeline.config import ExtractConfig
+from pipeline import files, store
 from pipeline.files import file_sha256
 from stages.extract import config_from_manifest, extract_features
+from stages.extract.config import ExtractConfig
 from stages.extract.datasets import load_ucf101
 from stages.extract.decode import decode_video
 from stages.extract.plan import make_plan
@@ -124,7 +125,7 @@ def test_interrupted_run_resumes_only_the_missing_shards(ucf_cfg, ucf_set, tmp_p
     args = [
         sys.executable,
         "-m",
-        "pipeline",
+        "stages",
         "features",
         "--dataset",
         "ucf101",

@@ -14,11 +14,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+import synth
 from helpers import AUDIO_T, audio_cfg, shard_arrays, stored
 
-from pipeline import store, synth
-from pipeline.config import ExtractConfig
+from pipeline import store
 from stages.extract import extract_features
+from stages.extract.config import ExtractConfig
 from stages.extract.logmel import SILENCE_LOG_MEL
 
 REPO = Path(__file__).resolve().parents[2]
@@ -69,7 +70,7 @@ def test_kill_9_during_an_audio_run_then_the_rerun_completes_the_same_set(sound_
     args = [
         sys.executable,
         "-m",
-        "pipeline",
+        "stages",
         "features",
         "--dataset",
         "ucf101",

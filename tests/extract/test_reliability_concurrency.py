@@ -31,8 +31,8 @@ from reliability_harness import (
 )
 
 from pipeline import store
-from pipeline.config import ExtractConfig
 from stages.extract import extract_features
+from stages.extract.config import ExtractConfig
 from stages.extract.plan import make_plan, open_feature_set
 
 SHARD_SIZE = 1

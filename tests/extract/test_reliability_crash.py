@@ -1,6 +1,6 @@
 """Crash safety (issue 5): SIGKILL stage one at random moments, rerun it, check the store each time.
 
-The harness kills `python -m pipeline features` at seeded random moments of three kinds:
+The harness kills `python -m stages features` at seeded random moments of three kinds:
 during start-up, somewhere in the work (after the feature set was opened), and the
 instant a temp file shows up (mid-write of a shard or of the manifest). It kills either
 the whole process group (a pre-empted machine) or only Python (the OOM killer, leaving
@@ -36,9 +36,9 @@ from reliability_harness import (
 )
 
 from pipeline import files, store
-from pipeline.cli import main as cli
-from pipeline.config import ExtractConfig
+from stages.cli import main as cli
 from stages.extract import extract_features
+from stages.extract.config import ExtractConfig
 
 SHARD_SIZE = 1  # one video per shard: many commits, so kills land between and inside them
 

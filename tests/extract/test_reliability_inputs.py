@@ -23,15 +23,16 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+import synth
 from reliability_harness import REPO, run_cli_as_nobody
 
-import stages.extract.decode_cli
-import stages.extract.runner
-from pipeline import store, synth
-from pipeline.config import DECODERS, ExtractConfig
+import stages.extract.decode_ffmpeg_cli
+import stages.extract.inputs
+from pipeline import store
 from stages.extract import extract_features
+from stages.extract.config import DECODERS, ExtractConfig
 from stages.extract.decode import decode_video
-from stages.extract.decode_cli import decode_video_cli
+from stages.extract.decode_ffmpeg_cli import decode_video_cli
 
 T = 8  # > the short clips' 1, 3 and 5 frames, < every other clip's 20+
 TIMEOUT = 3  # s; no file of the corpus may cost this (the FIFO fails at once)
@@ -168,7 +169,7 @@ def test_missing_and_escaping_split_entries_are_reported_and_never_opened(missin
         opened.append(Path(path))
         return decode_video(path, *args, **kwargs)
 
-    monkeypatch.setattr(stages.extract.runner, "decode_video", recording_decode)
+    monkeypatch.setattr(stages.extract.inputs, "decode_video", recording_decode)
     cfg = ExtractConfig(
         dataset="ucf101",
         data_dir=root,
@@ -255,9 +256,9 @@ def test_ffmpeg_only_ever_gets_argument_lists_even_for_hostile_names(bad_corpus,
         check(args, kw)
         return real_popen(args, *a, **kw)
 
-    monkeypatch.setattr(stages.extract.decode_cli.subprocess, "run", run)
-    monkeypatch.setattr(stages.extract.decode_cli.subprocess, "Popen", popen)
-    for cached in (getattr(stages.extract.decode_cli, n, None) for n in dir(stages.extract.decode_cli)):
+    monkeypatch.setattr(stages.extract.decode_ffmpeg_cli.subprocess, "run", run)
+    monkeypatch.setattr(stages.extract.decode_ffmpeg_cli.subprocess, "Popen", popen)
+    for cached in (getattr(stages.extract.decode_ffmpeg_cli, n, None) for n in dir(stages.extract.decode_ffmpeg_cli)):
         if hasattr(cached, "cache_clear"):
             cached.cache_clear()  # so the one-off capability probes run (and are checked) too
     monkeypatch.chdir(tmp_path)

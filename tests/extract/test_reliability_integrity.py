@@ -23,9 +23,9 @@ from click.testing import CliRunner
 from reliability_harness import REPO, check_feature_set, make_tiny_tree, read_set
 
 from pipeline import files, store
-from pipeline.cli import main as cli
-from pipeline.config import ExtractConfig
+from stages.cli import main as cli
 from stages.extract import extract_features
+from stages.extract.config import ExtractConfig
 
 SHARD_SIZE = 3
 
@@ -89,7 +89,7 @@ def test_store_verify_catches_a_single_flipped_byte_and_repair_recomputes_only_t
 
     flip_feature_byte(set_dir / "shard-00001.h5")
     bad = subprocess.run(
-        [sys.executable, "-m", "pipeline", "store", "verify", "--features-root", str(tmp_path)],
+        [sys.executable, "-m", "stages", "store", "verify", "--features-root", str(tmp_path)],
         capture_output=True,
         text=True,
         cwd=REPO,
@@ -343,7 +343,7 @@ class Payload:
 def test_a_weights_file_that_runs_code_when_unpickled_is_refused_and_never_runs(folder_tree, tmp_path):
     import torch
 
-    from pipeline.errors import WeightsError
+    from stages.extract.errors import WeightsError
     from stages.extract.weights import load_state_dict
 
     marker = tmp_path / f"pwned-{uuid.uuid4().hex}"

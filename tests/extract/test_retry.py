@@ -16,9 +16,9 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline import store
-from pipeline.cli import main as cli
-from pipeline.config import ExtractConfig
+from stages.cli import main as cli
 from stages.extract import extract_features
+from stages.extract.config import ExtractConfig
 
 BROKEN = "juggle/clip_01.mp4"
 

@@ -34,7 +34,7 @@ def reported(cmd: list[str], **extra) -> str:
 
 
 @pytest.mark.parametrize(
-    "cmd", [[sys.executable, "-m", "pipeline"], [str(VIDSTORE)]], ids=["python -m pipeline", "vidstore"]
+    "cmd", [[sys.executable, "-m", "stages"], [str(VIDSTORE)]], ids=["python -m stages", "vidstore"]
 )
 def test_entry_points_run_with_the_chosen_allocator(cmd):
     if cmd[0] == str(VIDSTORE) and not VIDSTORE.exists():
@@ -49,23 +49,23 @@ def test_entry_points_run_with_the_chosen_allocator(cmd):
 
 
 def test_a_missing_library_leaves_malloc_as_it_was():
-    out = reported([sys.executable, "-m", "pipeline"], VIDSTORE_ALLOCATOR="/nonexistent/libjemalloc.so.2")
+    out = reported([sys.executable, "-m", "stages"], VIDSTORE_ALLOCATOR="/nonexistent/libjemalloc.so.2")
     assert out.startswith("glibc defaults")
 
 
 def test_glibc_tunables_on_request():
-    out = reported([sys.executable, "-m", "pipeline"], VIDSTORE_ALLOCATOR="glibc")
+    out = reported([sys.executable, "-m", "stages"], VIDSTORE_ALLOCATOR="glibc")
     assert out == f"glibc (GLIBC_TUNABLES={allocator.GLIBC_TUNABLES})"
 
 
 def test_system_leaves_malloc_as_it_was():
-    out = reported([sys.executable, "-m", "pipeline"], VIDSTORE_ALLOCATOR="system")
+    out = reported([sys.executable, "-m", "stages"], VIDSTORE_ALLOCATOR="system")
     assert out.startswith("glibc defaults")
 
 
 def test_an_unknown_choice_is_named_and_the_default_used():
     done = subprocess.run(
-        [sys.executable, "-m", "pipeline", "allocator"],
+        [sys.executable, "-m", "stages", "allocator"],
         env=clean_env(VIDSTORE_ALLOCATOR="jemaloc"),
         capture_output=True,
         text=True,

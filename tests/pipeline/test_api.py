@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from helpers import random_set, stored
 
 from pipeline import FeatureStore, store
-from pipeline.cli import main as cli
-from pipeline.config import ExtractConfig
 from pipeline.errors import IntegrityError, ReaderError
+from stages.cli import main as cli
 from stages.extract import extract_features
+from stages.extract.config import ExtractConfig
 from stages.train import trainer
 
 REPO = __import__("pathlib").Path(__file__).resolve().parents[2]
@@ -113,7 +113,7 @@ def test_a_flipped_byte_is_an_integrity_error_here_and_in_workers(made, tmp_path
 def test_arrays_standardisation_and_validation_carve_are_stage_twos(made):
     root, set_dir = made
     fs = FeatureStore(root).open("ucf101")
-    from pipeline.config import TrainConfig
+    from stages.train.config import TrainConfig
 
     cfg = TrainConfig(dataset="ucf101", features_root=root, val_fraction=0.34, seed=3, device="cpu", load="memory")
     data = trainer.load_data(cfg, torch.device("cpu"), torch.float32)
@@ -210,7 +210,7 @@ def test_features_root_from_the_environment_for_every_command(made, tmp_path, mo
     empty.mkdir()
     assert "no feature sets under" in runner.invoke(cli, ["store", "list", "--features-root", str(empty)]).output
     proc = subprocess.run(
-        [sys.executable, "-m", "pipeline", "store", "list"],
+        [sys.executable, "-m", "stages", "store", "list"],
         capture_output=True,
         text=True,
         cwd=tmp_path,

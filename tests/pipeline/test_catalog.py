@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline import store
-from pipeline.cli import main
-from pipeline.config import ExtractConfig
 from pipeline.store import human_bytes, list_sets
 from pipeline.store.catalog import COLUMNS
+from stages.cli import main
 from stages.extract import extract_features
+from stages.extract.config import ExtractConfig
 
 
 @pytest.fixture(scope="module")

@@ -17,11 +17,11 @@ from click.testing import CliRunner
 from reliability_harness import REPO, make_tiny_tree
 
 from pipeline import store
-from pipeline.cli import main as cli
-from pipeline.config import ExtractConfig
 from pipeline.errors import ConfigError
 from pipeline.files import file_sha256
+from stages.cli import main as cli
 from stages.extract import extract_features
+from stages.extract.config import ExtractConfig
 from stages.extract.plan import make_plan
 
 
@@ -168,12 +168,12 @@ def test_a_features_root_that_cannot_be_a_directory_names_the_option(tree, tmp_p
 
 
 def test_errors_reach_the_user_as_one_line_from_the_real_command(tmp_path):
-    """The same through `python -m pipeline` (what the Makefile runs): exit 2, no traceback."""
+    """The same through `python -m stages` (what the Makefile runs): exit 2, no traceback."""
     r = subprocess.run(
         [
             sys.executable,
             "-m",
-            "pipeline",
+            "stages",
             "features",
             "--frames",
             "0",

@@ -26,10 +26,10 @@ from helpers import audio_visual_sets, random_set
 from reliability_harness import REPO
 
 from pipeline import FeatureSetView
-from pipeline.cli import main as cli
-from pipeline.config import TrainConfig
 from pipeline.errors import ConfigError, ReaderError
+from stages.cli import main as cli
 from stages.train import compare, evaluate_run, load_run, train, trainer
+from stages.train.config import TrainConfig
 from stages.train.fusion import FusedClassifier, ModalityDropout, build_fused, drop_modalities
 from stages.train.models import TemporalClassifier
 

@@ -7,9 +7,10 @@ recurrent heads must reach >= 90% while mean pooling stays near chance (25%).
 
 import pytest
 
-from pipeline.config import ExtractConfig, TrainConfig
 from stages.extract import extract_features
+from stages.extract.config import ExtractConfig
 from stages.train import train
+from stages.train.config import TrainConfig
 
 
 @pytest.fixture(scope="module")

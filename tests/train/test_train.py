@@ -20,11 +20,11 @@ import pytest
 import torch
 from helpers import random_set, write_feature_set
 
-from pipeline.config import TrainConfig
 from pipeline.devices import cpu_has_native_bf16
 from pipeline.errors import ConfigError
 from stages import bench, predict
 from stages.train import compare, evaluate_run, loop, train, trainer
+from stages.train.config import TrainConfig
 
 ORDERS = ((0, 1, 2), (2, 1, 0), (1, 2, 0), (0, 2, 1))  # class k shows scenes A, B, C in this order
 

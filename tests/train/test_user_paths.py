@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from click.testing import CliRunner
 
-from pipeline.cli import main as cli
 from pipeline.devices import cpu_has_native_bf16
+from stages.cli import main as cli
 from stages.train import trainer
 
 QUICK = ["--model", "mean", "--epochs", "1", "--no-progress", "--device", "cpu"]

@@ -1,1 +1,0 @@
-/work/main/pipeline/__init__.py

@@ -1,1 +1,0 @@
-/work/main/pipeline/ffmpeg.py

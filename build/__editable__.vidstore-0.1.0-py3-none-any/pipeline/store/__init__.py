@@ -1,1 +1,0 @@
-/work/main/pipeline/store/__init__.py

@@ -1,1 +1,0 @@
-/work/main/pipeline/synth/__init__.py

@@ -1,1 +1,0 @@
-/work/main/stages/__init__.py

@@ -1,1 +1,0 @@
-/work/main/stages/train/evaluate.py

@@ -1,0 +1,98 @@
+"""`make bench`'s settings: BenchConfig, with the CPU and CUDA defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pipeline.config import PRECISIONS, choice, repo_root
+from pipeline.errors import ConfigError
+from stages.extract.config import DECODERS, ExtractConfig
+
+READERS = ("auto", "opencv", "ffmpeg")
+
+
+class BenchError(RuntimeError):
+    """A part of the benchmark could not be measured; the others are written all the same."""
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """Benchmark settings; 0 means "the default for this device" (CPU / CUDA)."""
+
+    clips: int = 0  # clips measured end to end and by the ceiling: 8 / 2048
+    seconds: float = 7.0  # length of each clip, s (UCF101: ~7 s)
+    workers: int = 0  # stage one's decoders, and the threads each decoder is timed with: all cores
+    decoder: str = choice(DECODERS[0], DECODERS)  # stage one's decoder end to end (every decoder is also timed alone)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    size: int = 0  # crop fed to ResNet-50, px: 112 / 224 (224 is stage one's default)
+    frames: int = 16  # T, frames sampled per video
+    gpu_batch: int = 0  # frames per backbone batch: stage one's default (32 / 512)
+    precision: str = choice("auto", PRECISIONS)  # stage one's: fp32 on CPU, fp16 on CUDA
+    compile: bool = False  # also measure torch.compile: compile time, images/s, break-even
+    baseline_clips: int = 0  # clips run through the seed method: 2 / 16
+    audio_clips: int = 0  # clips with a sound track for the audio set: all of `clips` / 256 (it is CPU work)
+    baseline_reader: str = choice("auto", READERS)  # auto: OpenCV if installed, else ffmpeg
+    backbone_seconds: float = 0.0  # how long to time the backbone alone: 6 / 10 s
+    rounds: int = 2  # rounds of ceiling, end to end and baseline, alternating; the best of each counts
+    train_epochs: int = 50  # LSTM epochs timed; fewer are scaled to 50 and labelled so
+    skip_train: bool = False
+    devices: str = ""  # also end to end with DEVICES= (one backbone process per entry), e.g. cuda:0,cuda:0
+    clips_dir: Path | None = None  # default bench/clips
+    out: Path | None = None  # default bench/results.json
+
+    def __post_init__(self) -> None:
+        if self.rounds < 1:
+            raise ConfigError(f"--rounds: must be >= 1, got {self.rounds!r}")
+        for name in ("clips", "workers", "size", "gpu_batch", "baseline_clips", "audio_clips", "train_epochs"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(self, name)!r}")
+        if self.size and self.size < 32:
+            raise ConfigError(f"--size: ResNet-50 needs at least 32 px, got {self.size}")
+        if not self.seconds * 25 >= 3:
+            raise ConfigError(f"--seconds: a clip needs at least 3 frames at 25 fps, got {self.seconds!r} s")
+        if self.frames < 1:
+            raise ConfigError(f"--frames: must be >= 1, got {self.frames!r}")
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"--decoder (DECODER=): choose one of {', '.join(DECODERS)}, got {self.decoder!r}")
+        if self.baseline_reader not in READERS:
+            raise ConfigError(f"--baseline-reader: choose one of {', '.join(READERS)}, got {self.baseline_reader!r}")
+
+    def resolved(self) -> BenchConfig:
+        """The same settings with every 0 replaced by this machine's default."""
+        from pipeline.devices import resolve_device  # torch: not loaded by the command line's start
+
+        cuda = resolve_device(self.device).type == "cuda"
+        pick = lambda value, cpu, gpu: value or (gpu if cuda else cpu)
+        return dataclasses.replace(
+            self,
+            clips=pick(self.clips, 8, 2048),
+            workers=self.workers or os.cpu_count() or 1,
+            size=pick(self.size, 112, 224),
+            gpu_batch=pick(self.gpu_batch, 32, 512),
+            baseline_clips=pick(self.baseline_clips, 2, 16),
+            audio_clips=self.audio_clips or (min(256, self.clips or 2048) if cuda else self.clips or 8),
+            backbone_seconds=pick(self.backbone_seconds, 6.0, 10.0),
+            clips_dir=Path(self.clips_dir or repo_root() / "bench" / "clips"),
+            out=Path(self.out or repo_root() / "bench" / "results.json"),
+        )
+
+    @property
+    def results_path(self) -> Path:
+        """`out` once resolved() has filled in the default."""
+        if self.out is None:
+            raise ValueError("BenchConfig.resolved() gives `out` its default")
+        return self.out
+
+    @property
+    def clips_path(self) -> Path:
+        """`clips_dir` once resolved() has filled in the default."""
+        if self.clips_dir is None:
+            raise ValueError("BenchConfig.resolved() gives `clips_dir` its default")
+        return self.clips_dir
+
+    @property
+    def resize(self) -> int:
+        return ExtractConfig(image_size=self.size).resize_to

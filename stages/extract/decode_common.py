@@ -1,0 +1,271 @@
+"""What every decoder shares: the result types, the checks before a file is opened, the AVI
+header, and which frames to keep.
+
+    preflight(path)          missing, empty, unreadable, a directory, not a regular file: a reason at once
+    DeadlineReader           a file object for PyAV whose reads give up at a deadline (pictures and sound)
+    read_avi_header(path)    an AVI's frame count, rate and size from its own header (no process, no decoder)
+    sample_indices(info, T)  the frame indices to keep: T segment centres, or FPS= sampling
+    frame_buffer(out, n, S)  the caller's (pinned) buffer, checked, or a new one
+
+Both decoders (decode_ffmpeg_cli.py: an ffmpeg process per video; decode_pyav.py: in-process with
+PyAV) return a `Decoded` and report a bad video with a `DecodeError` whose text is the
+reason recorded in failures.jsonl.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import stat
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+AVI_HEADER_BYTES = 1 << 16  # the AVI header lists sit at the start of the file (UCF101's: ~8 KB)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    frames: int  # number of video frames (from the header, or counted packets)
+    fps: float  # average frame rate, frames/s
+    duration: float  # seconds
+    width: int
+    height: int
+
+
+@dataclass
+class Decoded:
+    """frames (k, S, S, 3) uint8 with k <= T; indices (k,) int32; timestamps (k,) float32 s."""
+
+    frames: np.ndarray | None = None
+    indices: np.ndarray | None = None
+    timestamps: np.ndarray | None = None
+    num_frames: int = 0  # frames in the video
+    error: str | None = None
+    seconds: float = 0.0  # wall time spent on this video (probe and decode)
+
+    def picture(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(frames, indices, timestamps) of a decoded video; a failed one (error set) has none."""
+        if self.frames is None or self.indices is None or self.timestamps is None:
+            raise ValueError(f"the video was not decoded: {self.error}")
+        return self.frames, self.indices, self.timestamps
+
+
+class DecodeError(Exception):
+    """One video cannot be decoded; str(e) is the reason recorded in failures.jsonl."""
+
+
+def stderr_text_tail(text: str, n: int = 200) -> str:
+    """The last non-blank line of a tool's message, at most n characters."""
+    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    return (lines[-1] if lines else "no message")[-n:]
+
+
+# ---------------------------------------------------------------- before opening
+READ_BYTES = 1 << 20  # what read(-1) returns at most: PyAV asks for 32 KiB at a time anyway
+FILE_KINDS = (
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def not_a_regular_file(mode: int) -> str | None:
+    """The reason a file of this st_mode is refused (a directory, a FIFO, a device, a socket),
+    or None for a regular file. A FIFO with no writer, or a tape, blocks whoever opens or reads
+    it, and a video is never one: it fails at once instead of after the timeout."""
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISDIR(mode):
+        return "not a file: it is a directory"
+    kind = next((name for test, name in FILE_KINDS if test(mode)), "a special file")
+    return f"not a regular file: it is {kind}"
+
+
+def preflight(path: Path) -> None:
+    """Cheap checks that give clearer reasons than a decoder would; DecodeError with the reason.
+
+    Never opens anything but a regular file. What still can block: a stat or a read on a
+    dead network mount, which no check in this process can bound.
+    """
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DecodeError(f"missing: no file at {path}") from None
+    except OSError as e:
+        raise DecodeError(f"unreadable: {e.strerror}") from None
+    reason = not_a_regular_file(st.st_mode)
+    if reason:
+        raise DecodeError(reason)
+    if st.st_size == 0:
+        raise DecodeError("empty file (0 bytes)")
+    try:  # open, not os.access: ACLs, root-squashed NFS and setuid only show on a real open
+        os.close(os.open(path, os.O_RDONLY | os.O_NONBLOCK))
+    except PermissionError:
+        raise DecodeError("unreadable: permission denied") from None
+
+
+# ---------------------------------------------------------------- reading with a deadline
+class SourceTimeout(Exception):
+    """The file gave no more data before the deadline (a slow or stalled source)."""
+
+
+class DeadlineReader(io.RawIOBase):
+    """A read-only file object over a regular file that gives up at a deadline.
+
+    The file is opened with O_NONBLOCK (an open that never blocks, even if the path became
+    a FIFO since preflight() looked at it) and refused at once if it is not a regular file.
+    read() raises SourceTimeout once `deadline` (time.monotonic()) has passed: PyAV calls it
+    for every 32 KiB its demuxer wants, from av.open and from the demuxing loop, and
+    re-raises the exception there. `name` is the path: libavformat uses its extension as a
+    format hint.
+    """
+
+    def __init__(self, path: Path, deadline: float):
+        super().__init__()
+        self.name = str(path)
+        self.deadline = deadline
+        self.fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+        try:
+            reason = not_a_regular_file(os.fstat(self.fd).st_mode)
+        except OSError:
+            os.close(self.fd)
+            raise
+        if reason:
+            os.close(self.fd)
+            raise DecodeError(reason)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return os.lseek(self.fd, offset, whence)
+
+    def tell(self) -> int:
+        return os.lseek(self.fd, 0, os.SEEK_CUR)
+
+    def read(self, size: int = -1) -> bytes:
+        """Up to `size` bytes (b"" at the end of the file); SourceTimeout after the deadline."""
+        if time.monotonic() > self.deadline:
+            raise SourceTimeout("no data before the deadline")
+        return os.read(self.fd, size if size >= 0 else READ_BYTES)
+
+    def readinto(self, buffer) -> int:
+        data = self.read(len(buffer))
+        buffer[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        if not self.closed:
+            os.close(self.fd)
+        super().close()
+
+
+# ---------------------------------------------------------------- the AVI header
+def read_avi_header(path: Path) -> VideoInfo | None:
+    """Frame count, rate, duration and size from an AVI's own header, or None when unsure.
+
+    ffprobe's nb_frames for an AVI is the dwLength of the first video stream header
+    (libavformat/avidec.c reads `strh` into st->nb_frames and never changes it), so this
+    gives the frame count ffprobe (and PyAV's stream.frames) would, without starting a
+    process. Anything unusual (not RIFF/AVI, no video stream, DV type 1, zero rate/scale/
+    length, headers beyond the first 64 KiB, a subtitle stream disguised as video) returns
+    None: the caller then probes. Never opens anything but a regular file.
+    """
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            return None
+        with open(path, "rb") as f:
+            head = f.read(AVI_HEADER_BYTES)
+    except OSError:
+        return None
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"AVI ":
+        return None
+    u32 = lambda at: int.from_bytes(head[at : at + 4], "little")
+    strh = None  # (scale, rate, start, length) of the first video stream
+    for tag, body, end in riff_chunks(head, 12, len(head)):
+        if tag == b"LIST" and head[body : body + 4] == b"movi":
+            break
+        if not (tag == b"LIST" and head[body : body + 4] == b"hdrl"):
+            continue
+        for tag2, body2, end2 in riff_chunks(head, body + 4, end):
+            if tag2 != b"LIST" or head[body2 : body2 + 4] != b"strl":
+                continue
+            chunks = {t: b for t, b, _ in riff_chunks(head, body2 + 4, end2)}
+            sh, sf = chunks.get(b"strh"), chunks.get(b"strf")
+            if sh is None or sh + 36 > len(head):
+                return None
+            kind = head[sh : sh + 4]
+            if kind in (b"iavs", b"ivas"):
+                return None
+            if kind != b"vids":
+                continue
+            if sf is None or sf + 20 > len(head) or head[sf + 16 : sf + 20] in (b"DXSB", b"DXSA"):
+                return None
+            width = int.from_bytes(head[sf + 4 : sf + 8], "little", signed=True)
+            height = abs(int.from_bytes(head[sf + 8 : sf + 12], "little", signed=True))
+            strh = (u32(sh + 20), u32(sh + 24), u32(sh + 28), u32(sh + 32), width, height)
+            break
+        break
+    if strh is None:
+        return None
+    scale, rate, start, length, width, height = strh
+    if not (scale and rate and length) or start * scale / rate > 3600:
+        return None
+    return VideoInfo(length, rate / scale, length * scale / rate, width, height)
+
+
+def riff_chunks(buf: bytes, start: int, end: int):
+    """(tag, body offset, body end) of each RIFF chunk in buf[start:end]; stops at a cut chunk."""
+    pos = start
+    while pos + 8 <= end:
+        size = int.from_bytes(buf[pos + 4 : pos + 8], "little")
+        if pos + 8 + size > end:
+            if buf[pos : pos + 4] == b"LIST":  # a list cut by our read: its head may still hold what we need
+                yield buf[pos : pos + 4], pos + 8, end
+            return
+        yield buf[pos : pos + 4], pos + 8, pos + 8 + size
+        pos += 8 + size + (size & 1)
+
+
+# ---------------------------------------------------------------- sampling
+def uniform_indices(num_frames: int, frames: int) -> np.ndarray:
+    """Centres of T equal segments: (T,) int32. A video shorter than T gives all its frames.
+
+    >>> uniform_indices(175, 4).tolist()
+    [21, 65, 109, 153]
+    """
+    if num_frames <= frames:
+        return np.arange(num_frames, dtype=np.int32)
+    return np.floor((np.arange(frames) + 0.5) * num_frames / frames).astype(np.int32)
+
+
+def fps_indices(num_frames: int, src_fps: float, fps: float, cap: int) -> np.ndarray:
+    """Frames nearest to times 0, 1/fps, 2/fps, ... (at most `cap`): (k,) int32."""
+    step = src_fps / fps
+    idx = np.floor(np.arange(0, num_frames, step) + 1e-6).astype(np.int64)
+    idx = np.unique(idx[idx < num_frames])[:cap]
+    return idx.astype(np.int32)
+
+
+def sample_indices(info: VideoInfo, frames: int, fps: float | None) -> np.ndarray:
+    return fps_indices(info.frames, info.fps, fps, frames) if fps else uniform_indices(info.frames, frames)
+
+
+def frame_buffer(out: np.ndarray | None, count: int, size: int) -> np.ndarray:
+    """`out`, checked to hold `count` frames of (size, size, 3) uint8 C-contiguously, or a new
+    (count, size, size, 3) uint8 array; ValueError if `out` cannot take them."""
+    if out is None:
+        return np.empty((count, size, size, 3), np.uint8)
+    fits = out.dtype == np.uint8 and out.shape[1:] == (size, size, 3) and len(out) >= count
+    if not (out.flags.c_contiguous and fits):
+        raise ValueError(
+            f"out must be a C-contiguous uint8 array of >= {count} x {size} x {size} x 3, got {out.dtype} {out.shape}"
+        )
+    return out

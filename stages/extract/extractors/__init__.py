@@ -1,0 +1,27 @@
+"""Stage one's model families behind one interface (base.py); `family_for(cfg)` picks one.
+
+resnet50.py        FRAMES  ResNet-50 (torchvision), 2048-d      --backbone resnet50
+logmel_summary.py  SOUND   log-mel summary, 128-d, no weights   --modality audio --audio-features logmel
+vggish.py          SOUND   VGGish embedding, 128-d              --modality audio --audio-features vggish
+"""
+
+from __future__ import annotations
+
+from ..config import ExtractConfig
+from .base import FRAMES, SOUND, Extractor, Loaded, Preprocessing
+from .logmel_summary import LogMelSummary
+from .resnet50 import ResNet50
+from .vggish import VGGishFamily
+
+# The option value that names a family -> its class: --backbone for pictures,
+# --audio-features for sound.
+FAMILIES: dict[str, type[Extractor]] = {f.family: f for f in (ResNet50, LogMelSummary, VGGishFamily)}
+
+
+def family_for(cfg: ExtractConfig) -> Extractor:
+    """The family that computes the features of `cfg`'s feature set."""
+    name = cfg.audio_features if cfg.modality == "audio" else cfg.backbone
+    return FAMILIES[name](cfg)
+
+
+__all__ = ["FAMILIES", "FRAMES", "SOUND", "Extractor", "Loaded", "Preprocessing", "family_for"]

@@ -1,0 +1,151 @@
+"""The extractor interface: what a model family tells stage one, and nothing more.
+
+A family is one module in this package with one `Extractor` subclass. The runner, the
+batcher, the plan and the store only talk to this interface:
+
+    decodes          what the decoders hand it per sampled step: FRAMES (one RGB picture) or
+                     SOUND (the log-mel window around the step's timestamp); a clip model
+                     would add CLIPS (K consecutive frames per step)
+    item_shape()     one step as decoded, e.g. (S, S, 3) uint8 or (96, 64) float32
+    preprocessing()  pictures: the resize, crop, mean/std and interpolation the decoder and
+                     the device apply (None for sound: the front end is the decode)
+    dim              features per step, D of the stored (N, T, D)
+    resolve_weights  the option's value -> a WeightsSpec, by weights.py's one policy
+    identity()       the fields that change the numbers; their hash is the feature-set id
+    load()           the model on a device: `Loaded(model, prepare)`, where `prepare` maps a
+                     batch as decoded, already on the device, to the model's input
+    batch_size()     items per forward; `one_video_per_batch` keeps a video's rows together
+
+Adding a family: a module here with its subclass, its entry in FAMILIES (__init__.py), its
+option values in the config, and tests that compare its stored features with an
+independent forward of the same model.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import torch
+from torch import nn
+
+from pipeline.devices import inference_precision, resolve_device
+from pipeline.errors import ConfigError
+
+from ..config import ExtractConfig
+from ..weights import WeightsSpec
+
+FRAMES = "frames"  # one RGB picture per sampled step
+SOUND = "sound"  # the log-mel window of sound centred on each sampled step's timestamp
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """What happens to a picture before the model: the decoder scales the shorter side to
+    `resize` with `interpolation` and crops `size` x `size` (`crop`); the device then
+    subtracts `mean` and divides by `std` (both per RGB channel, on 0..1 values)."""
+
+    size: int
+    resize: int
+    crop: str
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+    interpolation: str
+
+
+@dataclass
+class Loaded:
+    """A family's model on its device. prepare: (B, *item_shape) as decoded, on the device ->
+    the model's input; model: that input -> (B, dim). Only `model` is compiled (COMPILE=1)."""
+
+    model: nn.Module
+    prepare: Callable[[torch.Tensor], torch.Tensor]
+
+
+class Extractor(ABC):
+    """One model family under one stage-one config (see the module docstring)."""
+
+    family: ClassVar[str]  # the option value that names it, e.g. "resnet50", "vggish"
+    modality: ClassVar[str]  # the store modality of its sets: "rgb" | "audio"
+    decodes: ClassVar[str]  # FRAMES | SOUND
+    dim: ClassVar[int]
+    item_dtype: ClassVar[torch.dtype]
+    # ExtractConfig fields that change its numbers: a set made with all of them at their
+    # defaults is recorded as such, and stage two prefers it when a dataset has several.
+    numeric_fields: ClassVar[tuple[str, ...]]
+    one_video_per_batch: ClassVar[bool] = False
+    # Torch threads while its sets are computed; None leaves torch's default. 1 where the
+    # decoders do tensor work (the log-mel front end) and the parallelism is across videos.
+    torch_threads: ClassVar[int | None] = None
+    flags: ClassVar[tuple[str, ...]] = ()  # per-video uint8 columns of its shards, e.g. has_audio
+    weights_field: ClassVar[str] = "weights"  # the ExtractConfig field that names its weights
+
+    def __init__(self, cfg: ExtractConfig):
+        self.cfg = cfg
+
+    @abstractmethod
+    def item_shape(self) -> tuple[int, ...]:
+        """One sampled step as the decoders write it into a slot."""
+
+    def preprocessing(self) -> Preprocessing | None:
+        return None
+
+    @abstractmethod
+    def resolve_weights(self, download_timeout: float = 20.0, fallback_to_random: bool = False) -> WeightsSpec | None:
+        """The weights option's value as a concrete, identifiable source (None: the family has none)."""
+
+    @abstractmethod
+    def identity(self, dataset: str, videos_sha256: str, sampling: dict, weights: WeightsSpec | None, precision: str):
+        """FeatureIdentity | AudioIdentity: everything that changes the stored numbers."""
+
+    @abstractmethod
+    def load(self, weights: WeightsSpec | None, device: torch.device, dtype: torch.dtype) -> Loaded:
+        """The model in eval mode on `device`, in `dtype` where the family computes in it."""
+
+    def precision(self) -> str:
+        """The precision its model runs at (part of a visual set's id)."""
+        return "fp32"
+
+    def device(self) -> torch.device:
+        """The device of this run's (first) model."""
+        return torch.device("cpu")
+
+    def batch_size(self, device: torch.device) -> int:
+        """Items per forward."""
+        return self.cfg.frames
+
+    def describe(self, weights: WeightsSpec | None, device: torch.device, precision: str) -> str:
+        """How a run says what computes its features (its first progress line)."""
+        return f"{self.family} on {device} ({precision})"
+
+
+def required(weights: WeightsSpec | None, family: str) -> WeightsSpec:
+    """The weights of a family that has some (every one but the log-mel summary)."""
+    if weights is None:
+        raise ValueError(f"the {family} family computes nothing without weights, and none were resolved")
+    return weights
+
+
+def picture_precision(cfg: ExtractConfig) -> str:
+    """The precision a picture model will run at, which is part of the feature-set id.
+
+    On Dask the GPUs are the workers' and the driver (a login node) may have none: an
+    explicit precision or device says it; with `local:N` the workers are this machine.
+    """
+    device = cfg.devices[0] if cfg.devices else cfg.device
+    if not cfg.scheduler:
+        return inference_precision(cfg.precision, resolve_device(device))
+    if cfg.precision != "auto":
+        return cfg.precision
+    if device.startswith("cuda"):
+        return "fp16"
+    if device == "cpu":
+        return "fp32"
+    if cfg.scheduler.startswith("local:"):
+        return inference_precision("auto", resolve_device("auto"))
+    raise ConfigError(
+        f"--device (DEVICE=) auto with --scheduler {cfg.scheduler}: say what the workers run on, "
+        f"DEVICE=cuda (GPU workers, fp16) or DEVICE=cpu (fp32), or set PRECISION="
+    )

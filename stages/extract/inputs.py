@@ -1,0 +1,78 @@
+"""What the decoders hand a model family, per sampled step, written into a frame slot.
+
+    FRAMES  decode_video: the T sampled frames, scaled and cropped as the family's
+            preprocessing says, (k, S, S, 3) uint8
+    SOUND   the sampled frames' times (the picture decode at a tiny size: its pixels are
+            dropped, so step t is the same instant as in a visual set of the same sampling
+            and decoder), the first audio stream (16 kHz mono), and the log-mel window
+            centred on each time, (k, frames, 64) float32; a video without a sound track
+            gets silence windows and has_audio 0, so an audio set lists the videos its
+            visual set lists
+
+Failures are values, as the decoders': a `Decoded` whose `error` says why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .decode import decode_video, decoder_processes
+from .decode_common import Decoded
+from .decode_procs import DecoderProcesses
+from .decode_sound import decode_audio
+from .extractors import FRAMES, Extractor
+from .logmel import log_mel_examples
+
+# The picture decode that only gives the frame times: its smallest crop (pixels are dropped).
+TIMES_SIZE, TIMES_RESIZE = 32, 37
+
+
+def input_processes(family: Extractor, workers: int) -> contextlib.AbstractContextManager[DecoderProcesses | None]:
+    """The decoder processes a run's threads decode in: PyAV's for pictures; for sound always
+    (the sound track is PyAV's in any case), None where each decode is an ffmpeg process."""
+    if family.decodes == FRAMES:
+        return decoder_processes(family.cfg.decoder, workers)
+    return DecoderProcesses(workers)
+
+
+def decode_items(
+    family: Extractor, path: Path, out: np.ndarray, workers: int, procs: DecoderProcesses | None
+) -> tuple[Decoded, dict[str, int]]:
+    """One video's items into `out` (T, *item_shape): (Decoded with `frames` = out[:k], the
+    video's flags, e.g. {"has_audio": 1}), or (Decoded with its error, {})."""
+    cfg = family.cfg
+    if family.decodes == FRAMES:
+        pre = family.preprocessing()
+        assert pre is not None, "a family that decodes frames says how they are scaled and cropped"
+        dec = decode_video(
+            path, cfg.frames, pre.size, pre.resize, cfg.fps, cfg.timeout,
+            out=out, decoder=cfg.decoder, workers=workers, procs=procs,
+        )  # fmt: skip
+        return dec, {}
+    return decode_sound_windows(family, path, out, workers, procs)
+
+
+def decode_sound_windows(
+    family: Extractor, path: Path, out: np.ndarray, workers: int, procs: DecoderProcesses | None
+) -> tuple[Decoded, dict[str, int]]:
+    """The picture times, the sound track, the log-mel window at each time (or why not)."""
+    cfg = family.cfg
+    t0 = time.perf_counter()
+    times = decode_video(
+        path, cfg.frames, TIMES_SIZE, TIMES_RESIZE, cfg.fps, cfg.timeout,
+        decoder=cfg.decoder, workers=workers, procs=procs,
+    )  # fmt: skip
+    if times.error:
+        return times, {}
+    track = procs.decode_sound(path, cfg.timeout) if procs is not None else decode_audio(path, cfg.timeout)
+    if track.error:
+        return Decoded(error=track.error, seconds=time.perf_counter() - t0), {}
+    _, indices, timestamps = times.picture()
+    k = len(timestamps)
+    out[:k] = log_mel_examples(track.samples, timestamps, cfg.audio_window).numpy()
+    dec = Decoded(out[:k], indices, timestamps, times.num_frames, seconds=time.perf_counter() - t0)
+    return dec, {"has_audio": int(track.has_audio)}
