@@ -23,8 +23,7 @@ and no download is needed). On a CPU the defaults are small (8 clips, 112 px ins
 Compare figures of one run with each other: a shared machine is noisy.
 """
 
-import importlib
-from typing import Any
+from pipeline.lazy import lazy_exports
 
 # Public names -> their module, imported on first use (the command line reads BenchConfig's
 # options without loading torch and both stages).
@@ -38,12 +37,4 @@ PUBLIC = {
 }
 __all__ = sorted(PUBLIC)
 
-
-def __getattr__(name: str) -> Any:
-    if name in PUBLIC:
-        value = getattr(importlib.import_module(f"{__name__}.{PUBLIC[name]}"), name)
-        # Kept as the package's attribute: importing stages.train.compare made `compare` the
-        # submodule, and the next lookup would find that instead of the function.
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, PUBLIC)

@@ -24,8 +24,7 @@ distributed.py  a Dask cluster: one task per shard, the driver commits
 retry.py        --retry-failures: rewrite a shard whose failed videos now decode
 """
 
-import importlib
-from typing import Any
+from pipeline.lazy import lazy_exports
 
 # The stage's public names -> the module that holds each (what the bench, predict and the
 # command line use; anything else is internal to the stage).
@@ -47,14 +46,4 @@ PUBLIC = {
 }
 __all__ = sorted(PUBLIC)
 
-
-def __getattr__(name: str) -> Any:
-    # Imported on first use, so that a decoder process (decode_procs.py), which imports
-    # stages.extract.decode_pyav, loads PyAV and numpy only, not torch and the stage.
-    if name in PUBLIC:
-        value = getattr(importlib.import_module(f"{__name__}.{PUBLIC[name]}"), name)
-        # Kept as the package's attribute: importing stages.train.compare made `compare` the
-        # submodule, and the next lookup would find that instead of the function.
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, PUBLIC)

@@ -13,8 +13,7 @@ compare.py   every head on the same split, one table
 profile.py   where one training step goes (the bench's and the GPU check's profile)
 """
 
-import importlib
-from typing import Any
+from pipeline.lazy import lazy_exports
 
 # The stage's public names -> the module that holds each. Imported on first use, so that
 # reading TrainConfig (stages.train.config, the command line's options) does not load torch.
@@ -31,12 +30,4 @@ PUBLIC = {
 }
 __all__ = sorted(PUBLIC)
 
-
-def __getattr__(name: str) -> Any:
-    if name in PUBLIC:
-        value = getattr(importlib.import_module(f"{__name__}.{PUBLIC[name]}"), name)
-        # Kept as the package's attribute: importing stages.train.compare made `compare` the
-        # submodule, and the next lookup would find that instead of the function.
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_exports(__name__, PUBLIC)
