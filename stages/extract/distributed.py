@@ -46,6 +46,7 @@ from pipeline.config import ExtractConfig
 from pipeline.errors import ClusterError, ConfigError, StoreError, WeightsError
 from pipeline.files import TMP_MARK, fsync_dir
 
+from .copying import index_committed
 from .decode import require_decoder
 from .extractors import Extractor
 from .model_thread import ModelThread
@@ -442,7 +443,8 @@ class Driver:
             return
         store.commit_shard(set_dir, i, result["entry"] | {"file": final.name}, result["failures"])
         self.claims.pop(i).release()
-        self.summary.add_shard(result["entry"]["videos"], result["failures"])
+        index_committed(self.plan, final.name)
+        self.summary.add_shard(result["entry"]["videos"], result["failures"], copied=result["entry"].get("copied"))
         self.summary.add_timings(result["timings"])
         self.videos += result["entry"]["videos"] + len(result["failures"])
         self.bar.set_postfix_str(f"{self.videos / (time.perf_counter() - self.t0):.1f} videos/s", refresh=False)

@@ -1,0 +1,102 @@
+"""Copying rows other sets already hold: a video is computed once per store and settings.
+
+When a shard is opened, each of its videos is fingerprinted (sha256 of the file, cached by
+the store's reuse index) and looked up under this set's extraction settings. A hit is
+copied from the source shard, read whole through its manifest's sha256 (once per source
+shard per run), into this shard's buffer; the shard is then written and committed as
+always, so a copy is as atomic as a computation and the new set needs no other set to be read.
+A source that vanished, was rewritten or no longer checks out is dropped from the index
+and the video is decoded instead.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections import OrderedDict
+from pathlib import Path
+
+from pipeline import store
+from pipeline.errors import IntegrityError, StoreError
+from pipeline.store.reuse import ReuseIndex, Source, settings_key, shard_fingerprints
+
+from .plan import ExtractionPlan
+
+# Source shards kept in memory at once: a listing is sorted, so neighbours share shards.
+OPEN_SOURCES = 4
+
+
+class RowCopier:
+    """Looks up a shard's videos in the store and copies the rows found (one run, one set)."""
+
+    def __init__(self, plan: ExtractionPlan):
+        self.root = plan.cfg.store_root
+        self.index = ReuseIndex(self.root)
+        self.index.sync()
+        self.key = settings_key(json.loads(json.dumps(plan.identity.__dict__)))
+        self.own = self.index.rel(plan.set_dir)
+        self.sources: OrderedDict[tuple[str, str], tuple[dict, str] | None] = OrderedDict()
+
+    def close(self) -> None:
+        self.index.close()
+
+    def fill(self, shard) -> None:
+        """Fingerprint every video of `shard` (a ShardBuffer) and copy the rows found elsewhere."""
+        for pos, rec in enumerate(shard.records):
+            shard.fingerprints[pos] = fp = self.fingerprint(rec.path)
+            if shard.ok[pos] or not fp:
+                continue
+            for src in self.index.lookup(self.key, fp, exclude=self.own):
+                found = self.read(src)
+                if found is not None and found[0]["fingerprints"][src.row] == fp:
+                    shard.copy_row(pos, found[0], src.row, found[1])
+                    break
+
+    def fingerprint(self, path: Path) -> str:
+        """ "" when the file cannot be read: its decode reports why."""
+        try:
+            return self.index.fingerprint(path)
+        except OSError:
+            return ""
+
+    def read(self, src: Source) -> tuple[dict, str] | None:
+        """(the source shard's verified arrays, its set id), or None (then dropped from the index)."""
+        key = (src.set_dir, src.shard_file)
+        if key not in self.sources:
+            self.sources[key] = self.load(src)
+            if len(self.sources) > OPEN_SOURCES:
+                self.sources.popitem(last=False)
+        found = self.sources[key]
+        if found is None or "fingerprints" not in found[0] or src.row >= len(found[0]["fingerprints"]):
+            self.index.drop(src)
+            return None
+        return found
+
+    def load(self, src: Source) -> tuple[dict, str] | None:
+        """Read a source shard only while its manifest lists it under the same settings."""
+        set_dir = self.root / src.set_dir
+        try:
+            m = store.load_manifest(set_dir)
+            entry = next((s for s in m["shards"] if s["file"] == src.shard_file), None)
+            if entry is None or settings_key(m["identity"]) != self.key:
+                return None
+            return store.read_shard(set_dir / entry["file"], entry["sha256"]), m["feature_set_id"]
+        except (StoreError, IntegrityError, OSError):
+            return None  # gc, verify --repair or a retry removed it meanwhile: compute instead
+
+
+def index_committed(plan: ExtractionPlan, shard_file: str) -> None:
+    """Make a shard just committed to `plan`'s set findable by other runs at once.
+
+    A failure here loses nothing: the next run's sync indexes the shard from its manifest.
+    """
+    try:
+        index = ReuseIndex(plan.cfg.store_root)
+        try:
+            key = settings_key(json.loads(json.dumps(plan.identity.__dict__)))
+            path = plan.set_dir / shard_file
+            index.add_shard(plan.set_dir, key, shard_file, shard_fingerprints(path))
+        finally:
+            index.close()
+    except (sqlite3.Error, OSError):
+        pass
