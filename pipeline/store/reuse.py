@@ -103,20 +103,27 @@ class ReuseIndex:
 
     def add_shard(self, set_dir: Path, key: str, shard_file: str, fingerprints) -> None:
         """Index a committed shard's rows (fingerprints (n,) str, "" for none)."""
+        self.add_shards(set_dir, key, {shard_file: fingerprints})
+
+    def add_shards(self, set_dir: Path, key: str, shards: dict[str, list[str]]) -> None:
+        """Index committed shards of one set ({file: fingerprints}) in one transaction: each
+        is indexed whole or not at all, and a store's rebuild costs one commit per set."""
         rel = self.rel(set_dir)
-        with self.db:  # one transaction: the shard is indexed whole or not at all
+        with self.db:
             self.db.execute("BEGIN")
-            self.db.executemany(
-                "INSERT OR REPLACE INTO rows_by_fp VALUES (?,?,?,?,?)",
-                [(key, fp, rel, shard_file, k) for k, fp in enumerate(fingerprints) if fp],
-            )
-            self.db.execute("INSERT OR REPLACE INTO indexed_shards VALUES (?,?)", (rel, shard_file))
+            for shard_file, fingerprints in shards.items():
+                self.db.executemany(
+                    "INSERT OR REPLACE INTO rows_by_fp VALUES (?,?,?,?,?)",
+                    [(key, fp, rel, shard_file, k) for k, fp in enumerate(fingerprints) if fp],
+                )
+                self.db.execute("INSERT OR REPLACE INTO indexed_shards VALUES (?,?)", (rel, shard_file))
 
     def sync(self) -> int:
         """Index every committed shard of the store not indexed yet; returns how many.
 
         Reads each set's manifest, and only the `fingerprints` dataset of new shards
-        (shards written before fingerprints existed have none: their rows are not reusable).
+        (shards written before fingerprints existed have none: their rows are not reusable),
+        before the transaction, so other runs are not kept waiting on this run's reads.
         """
         seen = set(self.db.execute("SELECT set_dir, shard_file FROM indexed_shards").fetchall())
         added = 0
@@ -125,12 +132,13 @@ class ReuseIndex:
                 m = load_manifest(set_dir)
             except (StoreError, OSError):  # a set made unreadable meanwhile: it has nothing to offer
                 continue
-            key = settings_key(m["identity"])
-            for s in m["shards"]:
-                if (self.rel(set_dir), s["file"]) in seen:
-                    continue
-                self.add_shard(set_dir, key, s["file"], shard_fingerprints(set_dir / s["file"]))
-                added += 1
+            rel = self.rel(set_dir)
+            new = {
+                s["file"]: shard_fingerprints(set_dir / s["file"]) for s in m["shards"] if (rel, s["file"]) not in seen
+            }
+            if new:
+                self.add_shards(set_dir, settings_key(m["identity"]), new)
+                added += len(new)
         return added
 
     def rel(self, set_dir: Path) -> str:
