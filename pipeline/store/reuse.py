@@ -155,6 +155,20 @@ def shard_fingerprints(path: Path) -> list[str]:
         return []
 
 
+def open_index(features_root: Path) -> ReuseIndex:
+    """The store's index; an unreadable file (not a database, truncated) is a lost cache:
+    it is deleted and rebuilt."""
+    try:
+        index = ReuseIndex(features_root)
+        index.db.execute("SELECT count(*) FROM indexed_shards").fetchone()
+        return index
+    except sqlite3.DatabaseError as e:
+        if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+            raise  # busy, not broken
+        remove_index(features_root)
+        return ReuseIndex(features_root)
+
+
 def index_path(features_root: Path) -> Path:
     return Path(features_root) / INDEX_DIR / INDEX_FILE
 

@@ -11,14 +11,16 @@ and the video is decoded instead.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sqlite3
 from collections import OrderedDict
 from pathlib import Path
 
-from pipeline import store
+from pipeline import console, store
 from pipeline.errors import IntegrityError, StoreError
-from pipeline.store.reuse import ReuseIndex, Source, settings_key, shard_fingerprints
+from pipeline.files import file_sha256
+from pipeline.store.reuse import ReuseIndex, Source, index_path, open_index, settings_key, shard_fingerprints
 
 from .plan import ExtractionPlan
 
@@ -31,31 +33,56 @@ class RowCopier:
 
     def __init__(self, plan: ExtractionPlan):
         self.root = plan.cfg.store_root
-        self.index = ReuseIndex(self.root)
-        self.index.sync()
         self.key = settings_key(json.loads(json.dumps(plan.identity.__dict__)))
-        self.own = self.index.rel(plan.set_dir)
+        self.own = plan.set_dir.resolve().relative_to(self.root.resolve()).as_posix()
         self.sources: OrderedDict[tuple[str, str], tuple[dict, str] | None] = OrderedDict()
+        self.index: ReuseIndex | None = None
+        try:
+            self.index = open_index(self.root)
+            self.index.sync()
+        except (sqlite3.Error, OSError) as e:
+            self.give_up(e)
+
+    def give_up(self, e: BaseException) -> None:
+        """The index is only a cache: without it every video is computed, and the run goes on."""
+        console.say(
+            f"warning: the store's reuse index {index_path(self.root)} cannot be used ({e}); this run computes "
+            f"every video itself (delete the file if this repeats: it is rebuilt from the manifests)"
+        )
+        if self.index is not None:
+            self.index.close()
+        self.index = None
 
     def close(self) -> None:
-        self.index.close()
+        if self.index is not None:
+            self.index.close()
 
     def fill(self, shard) -> None:
         """Fingerprint every video of `shard` (a ShardBuffer) and copy the rows found elsewhere."""
         for pos, rec in enumerate(shard.records):
             shard.fingerprints[pos] = fp = self.fingerprint(rec.path)
-            if shard.ok[pos] or not fp:
+            if shard.ok[pos] or not fp or self.index is None:
                 continue
-            for src in self.index.lookup(self.key, fp, exclude=self.own):
+            try:
+                sources = self.index.lookup(self.key, fp, exclude=self.own)
+            except sqlite3.Error as e:
+                self.give_up(e)
+                continue
+            for src in sources:
                 found = self.read(src)
                 if found is not None and found[0]["fingerprints"][src.row] == fp:
                     shard.copy_row(pos, found[0], src.row, found[1])
                     break
 
     def fingerprint(self, path: Path) -> str:
-        """ "" when the file cannot be read: its decode reports why."""
+        """sha256 of the file (cached by the index); empty when it cannot be read (its decode says why)."""
         try:
-            return self.index.fingerprint(path)
+            if self.index is not None:
+                try:
+                    return self.index.fingerprint(path)
+                except sqlite3.Error as e:
+                    self.give_up(e)
+            return file_sha256(path)
         except OSError:
             return ""
 
@@ -68,7 +95,8 @@ class RowCopier:
                 self.sources.popitem(last=False)
         found = self.sources[key]
         if found is None or "fingerprints" not in found[0] or src.row >= len(found[0]["fingerprints"]):
-            self.index.drop(src)
+            with contextlib.suppress(sqlite3.Error, AttributeError):  # not dropped now: found stale again next time
+                self.index.drop(src)
             return None
         return found
 

@@ -119,7 +119,8 @@ def test_changed_file_is_computed_and_renamed_file_copied(tree, tmp_path):
     assert not np.array_equal(rows[ids[0]][0], before[ids[0]][0])
 
 
-def test_deleted_index_is_rebuilt_with_the_same_result(tree, tmp_path):
+@pytest.mark.parametrize("damage", ["deleted", "garbled"])
+def test_lost_index_is_rebuilt_with_the_same_result(tree, tmp_path, damage):
     ids = videos(tree)
     root = tmp_path / "store"
     part = extract_features(
@@ -127,6 +128,8 @@ def test_deleted_index_is_rebuilt_with_the_same_result(tree, tmp_path):
     )
     for p in index_path(root).parent.iterdir():
         p.unlink()
+    if damage == "garbled":
+        index_path(root).write_bytes(b"not a database" * 100)
     whole = extract_features(ExtractConfig(dataset="ucf101", data_dir=tree, features_root=root, **SMALL))
     assert whole.copied == 9 and whole.computed == len(ids) - 9
     assert_same_rows({v: by_video(whole.set_dir)[v] for v in ids[:9]}, by_video(part.set_dir))
