@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import audio_cfg, shard_arrays
+from reliability_harness import features_cmd, make_tiny_tree, run_to_end, start
 
 from pipeline import store
 from pipeline.config import ExtractConfig
@@ -158,3 +160,33 @@ def test_audio_sets_reuse_the_same_way(sound_tree, tmp_path):
     assert list(a["video_ids"]) == list(b["video_ids"])
     for name in ("features", "lengths", "has_audio", "fingerprints"):
         np.testing.assert_array_equal(a[name], b[name])
+
+
+def test_runs_at_once_copy_from_and_write_to_the_same_sets(tmp_path):
+    """Two runs share a new set (claims) while a third writes another set, all copying from one source."""
+    tree = tmp_path / "tree"
+    ids = make_tiny_tree(tree, clips_per_class=4, classes=3)
+    root = tmp_path / "store"
+    (tree / "part.csv").write_text("path,label\n" + "".join(f"{v},{v.split('/')[0]}\n" for v in ids[:6]))
+    run_to_end(features_cmd(tree / "part.csv", root, dataset="csv", shard_size=1), tmp_path, "source")
+    elsewhere = Path(shutil.copytree(tree, tmp_path / "elsewhere"))
+    runs = [
+        start(features_cmd(tree, root, shard_size=1, workers=1), tmp_path, "a"),
+        start(features_cmd(tree, root, shard_size=1, workers=1), tmp_path, "b"),
+        start(features_cmd(elsewhere, root, shard_size=1, workers=1), tmp_path, "c"),
+    ]
+    for run in runs:
+        assert run.wait(300) == 0, run.stderr[-3000:]
+    counts = [tuple(map(int, re.search(r"computed (\d+), copied (\d+)", r.stderr).groups())) for r in runs]
+    # a and b split one set's 12 videos: the source's 6 copied once, the other 6 computed once
+    assert (counts[0][0] + counts[1][0], counts[0][1] + counts[1][1]) == (6, 6), counts
+    # c copies the source's 6 and whatever a and b committed before it looked; nothing twice
+    assert sum(counts[2]) == 12 and counts[2][1] >= 6, counts
+    sets = {d.parent.name: d for d in store.feature_sets(root)}
+    source = by_video(sets["csv-part"])
+    for name in ("folder-tree", "folder-elsewhere"):
+        assert store.load_manifest(sets[name])["complete"]
+        rows = by_video(sets[name])
+        assert sorted(rows) == ids
+        assert_same_rows({v: rows[v] for v in source}, source)
+    assert_same_rows(by_video(sets["folder-tree"]), by_video(sets["folder-elsewhere"]))
