@@ -15,6 +15,8 @@ Layout of one feature set (docs/store.md):
     maintenance.py  verify (checksums) and gc (leftovers of crashed runs)
     catalog.py      which sets exist under a root; `store list` / `store info`
     sets.py         opening sets, their index and splits, verified feature reads
+    reuse.py        the store's reuse index (.index/reuse.sqlite under the root, a cache):
+                    video fingerprints, and which stored row holds a video under given settings
 
 Everything a caller needs is importable from here: `from pipeline import store`.
 """
