@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from helpers import audio_cfg, shard_arrays
-from reliability_harness import features_cmd, make_tiny_tree, run_to_end, start
+from reliability_harness import check_feature_set, features_cmd, make_tiny_tree, run_to_end, start, wait_until
 
 from pipeline import store
 from pipeline.config import ExtractConfig
@@ -190,3 +190,26 @@ def test_runs_at_once_copy_from_and_write_to_the_same_sets(tmp_path):
         assert sorted(rows) == ids
         assert_same_rows({v: rows[v] for v in source}, source)
     assert_same_rows(by_video(sets["folder-tree"]), by_video(sets["folder-elsewhere"]))
+
+
+def test_kill_9_while_copying_then_the_rerun_completes_the_same_rows(tmp_path):
+    tree = tmp_path / "tree"
+    ids = make_tiny_tree(tree, clips_per_class=4, classes=3)
+    root = tmp_path / "store"
+    (tree / "part.csv").write_text("path,label\n" + "".join(f"{v},{v.split('/')[0]}\n" for v in ids[::2]))
+    run_to_end(features_cmd(tree / "part.csv", root, dataset="csv", shard_size=1), tmp_path, "source")
+    cmd = features_cmd(tree, root, shard_size=1, workers=1)
+    run = start(cmd, tmp_path, "killed")
+
+    def committed() -> int:
+        sets = [d for d in store.feature_sets(root) if d.parent.name == "folder-tree"]
+        return len(store.load_manifest(sets[0])["shards"]) if sets else 0
+
+    assert wait_until(lambda: committed() >= 2, 120), run.stderr[-3000:]
+    assert run.kill(), "the run ended before it could be killed"
+    run_to_end(cmd, tmp_path, "rerun")
+    (set_dir,) = [d for d in store.feature_sets(root) if d.parent.name == "folder-tree"]
+    rows = check_feature_set(set_dir, [[v] for v in ids])
+    assert sorted(rows) == ids and store.load_manifest(set_dir)["complete"]
+    source = by_video(next(d for d in store.feature_sets(root) if d.parent.name == "csv-part"))
+    assert_same_rows({v: by_video(set_dir)[v] for v in source}, source)
