@@ -38,6 +38,7 @@ from .manifest import (
     replace_shard,
     write_manifest,
 )
+from .reuse import ReuseIndex, StoredRow, index_path, open_index, settings_key, shard_fingerprints
 from .sets import (
     FeatureSet,
     Index,
@@ -83,6 +84,12 @@ __all__ = [
     "new_manifest",
     "replace_shard",
     "write_manifest",
+    "ReuseIndex",
+    "StoredRow",
+    "index_path",
+    "open_index",
+    "settings_key",
+    "shard_fingerprints",
     "FeatureSet",
     "Index",
     "Split",

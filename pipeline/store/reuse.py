@@ -2,7 +2,7 @@
 
     fingerprint(path)        sha256 of the file's bytes, cached by (path, size, mtime_ns, inode)
     settings_key(identity)   the identity without the dataset and its listing, hashed
-    ReuseIndex.lookup(key, fp) -> Source | None      O(1): one indexed SQLite query
+    ReuseIndex.lookup(key, fp) -> [StoredRow]        O(1): one indexed SQLite query
 
 Both live in one SQLite file under the store root (`.index/reuse.sqlite`, WAL mode, so
 concurrent runs read and write it safely). It is a cache and nothing else: the manifests
@@ -49,7 +49,7 @@ def settings_key(identity: dict) -> str:
 
 
 @dataclass(frozen=True)
-class Source:
+class StoredRow:
     """Where a video's row is stored: set_dir (relative to the store root), shard file, row."""
 
     set_dir: str
@@ -89,15 +89,15 @@ class ReuseIndex:
         return fp
 
     # ------------------------------------------------------------ rows
-    def lookup(self, key: str, fp: str, exclude: str | None = None) -> list[Source]:
+    def lookup(self, key: str, fp: str, exclude: str | None = None) -> list[StoredRow]:
         """Rows stored under these settings for this content (any set but `exclude`)."""
         rows = self.db.execute(
             "SELECT set_dir, shard_file, row FROM rows_by_fp WHERE settings_key=? AND fingerprint=? AND set_dir IS NOT ?",
             (key, fp, exclude),
         ).fetchall()
-        return [Source(*r) for r in rows]
+        return [StoredRow(*r) for r in rows]
 
-    def drop(self, source: Source) -> None:
+    def drop(self, source: StoredRow) -> None:
         """Forget a shard found stale on use (no longer listed, gone, or corrupt)."""
         self.db.execute("DELETE FROM rows_by_fp WHERE set_dir=? AND shard_file=?", (source.set_dir, source.shard_file))
 

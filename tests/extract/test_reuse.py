@@ -14,7 +14,6 @@ from reliability_harness import check_feature_set, features_cmd, make_tiny_tree,
 
 from pipeline import store
 from pipeline.config import ExtractConfig
-from pipeline.store.reuse import index_path
 from stages.extract import extract_features
 
 SMALL = dict(weights="random", image_size=64, frames=4, shard_size=4, workers=2, device="cpu")
@@ -128,10 +127,10 @@ def test_lost_index_is_rebuilt_with_the_same_result(tree, tmp_path, damage):
     part = extract_features(
         ExtractConfig(dataset="csv", data_dir=write_csv(tree, ids[:9]), features_root=root, **SMALL)
     )
-    for p in index_path(root).parent.iterdir():
+    for p in store.index_path(root).parent.iterdir():
         p.unlink()
     if damage == "garbled":
-        index_path(root).write_bytes(b"not a database" * 100)
+        store.index_path(root).write_bytes(b"not a database" * 100)
     whole = extract_features(ExtractConfig(dataset="ucf101", data_dir=tree, features_root=root, **SMALL))
     assert whole.copied == 9 and whole.computed == len(ids) - 9
     assert_same_rows({v: by_video(whole.set_dir)[v] for v in ids[:9]}, by_video(part.set_dir))
