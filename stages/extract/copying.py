@@ -61,8 +61,10 @@ class RowCopier:
         """Fingerprint every video of `shard` (runner.ShardBuffer: the runner imports this module)
         and copy the rows other sets hold for them."""
         for pos, rec in enumerate(shard.records):
+            if shard.ok[pos]:
+                continue  # a row kept from this set's own shard (a retry) keeps its stored fingerprint
             shard.fingerprints[pos] = fp = self.fingerprint(rec.path)
-            if shard.ok[pos] or not fp or self.index is None:
+            if not fp or self.index is None:
                 continue
             try:
                 sources = self.index.lookup(self.key, fp, exclude=self.own)

@@ -146,6 +146,8 @@ class ShardBuffer:
         from_set: the id of the other set it comes from (None: this set's own shard)."""
         self.features[pos] = stored["features"][k]
         self.lengths[pos], self.ok[pos] = stored["lengths"][k], True
+        # the fingerprint of the bytes the row was computed from, not of the file now there
+        self.fingerprints[pos] = stored["fingerprints"][k] if "fingerprints" in stored else ""
         self.frame_indices[pos] = stored["frame_indices"][k]
         self.timestamps[pos] = stored["timestamps"][k]
         for name, values in self.extras.items():
