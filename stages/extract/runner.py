@@ -277,6 +277,8 @@ class ShardRunner:
             if stored is not None:
                 shard.reuse(stored)
             self.copier.fill(shard)
+            if self.bar is not None:
+                self.bar.update(int(shard.ok.sum()))  # copied rows are done too
             if shard.pending == 0:
                 self.send_to_writer(shard)
             for pos, rec in enumerate(shard.records):
