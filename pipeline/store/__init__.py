@@ -15,6 +15,8 @@ Layout of one feature set (docs/store.md):
     maintenance.py  verify (checksums) and gc (leftovers of crashed runs)
     catalog.py      which sets exist under a root; `store list` / `store info`
     sets.py         opening sets, their index and splits, verified feature reads
+    reuse.py        the store's reuse index (.index/reuse.sqlite under the root, a cache):
+                    video fingerprints, and which stored row holds a video under given settings
 
 Everything a caller needs is importable from here: `from pipeline import store`.
 """
@@ -36,6 +38,7 @@ from .manifest import (
     replace_shard,
     write_manifest,
 )
+from .reuse import ReuseIndex, StoredRow, index_path, open_index, settings_key, shard_fingerprints
 from .sets import (
     FeatureSet,
     Index,
@@ -81,6 +84,12 @@ __all__ = [
     "new_manifest",
     "replace_shard",
     "write_manifest",
+    "ReuseIndex",
+    "StoredRow",
+    "index_path",
+    "open_index",
+    "settings_key",
+    "shard_fingerprints",
     "FeatureSet",
     "Index",
     "Split",

@@ -170,6 +170,7 @@ def describe(set_dir: Path, max_failures: int = 5) -> str:
         )
     if not m["splits"]:
         lines.append("    none: the dataset has no official splits")
+    lines += copied_lines(m)
     if bad:
         lines.append(f"  UNREADABLE shards: {', '.join(bad)}; run `store verify`")
     failures = all_failures(m)
@@ -179,3 +180,16 @@ def describe(set_dir: Path, max_failures: int = 5) -> str:
         if len(failures) > max_failures:
             lines.append(f"    ... and {len(failures) - max_failures} more")
     return "\n".join(lines)
+
+
+def copied_lines(m: dict) -> list[str]:
+    """`store info`'s account of the rows copied from other sets instead of computed."""
+    copied: dict[str, int] = {}
+    for s in m["shards"]:
+        for set_id, n in s.get("copied", {}).items():
+            copied[set_id] = copied.get(set_id, 0) + n
+    if not copied:
+        return []
+    return [f"  copied:     {sum(copied.values())} of {m['num_stored']} stored rows (the same video and settings)"] + [
+        f"    copied from {set_id}: {n}" for set_id, n in sorted(copied.items())
+    ]

@@ -26,8 +26,10 @@ from ..files import TMP_MARK, atomic_write_bytes
 STR = h5py.string_dtype(encoding="utf-8")
 # Datasets every shard holds, in the order docs/store.md documents them.
 SHARD_FIELDS = ("features", "lengths", "labels", "video_ids", "groups", "frame_indices", "timestamps")
-# Datasets some shards hold: has_audio (n,) uint8 in audio sets (0: the video has no sound track).
-OPTIONAL_FIELDS = ("has_audio",)
+# Datasets some shards hold: has_audio (n,) uint8 in audio sets (0: the video has no sound track);
+# fingerprints (n,) str, the sha256 of each video file's bytes (what reuse across sets keys on).
+OPTIONAL_FIELDS = ("has_audio", "fingerprints")
+STR_FIELDS = ("video_ids", "groups", "fingerprints")
 SHARD_NAME = re.compile(r"shard-(\d{5,})(?:\.r\d+)?\.h5")
 
 
@@ -47,7 +49,8 @@ def write_shard(path: Path, arrays: Mapping[str, np.ndarray | list[str]], attrs:
 
     arrays: features (n, T, D) float16; lengths (n,) int32; labels (n,) int32;
     video_ids (n,) str; groups (n,) str; frame_indices (n, T) int32 (-1 = padding);
-    timestamps (n, T) float32 seconds (NaN = padding); optionally has_audio (n,) uint8.
+    timestamps (n, T) float32 seconds (NaN = padding); optionally has_audio (n,) uint8
+    and fingerprints (n,) str.
     Returns the manifest entry: {"file", "videos", "bytes", "sha256"}.
     """
     # Built in memory first: the sha256 is then taken over exactly the bytes written.
@@ -55,7 +58,7 @@ def write_shard(path: Path, arrays: Mapping[str, np.ndarray | list[str]], attrs:
     with h5py.File(buf, "w", libver="latest") as f:
         for name in SHARD_FIELDS + tuple(k for k in OPTIONAL_FIELDS if k in arrays):
             data = arrays[name]
-            if name in ("video_ids", "groups"):
+            if name in STR_FIELDS:
                 f.create_dataset(name, data=np.asarray(data, dtype=object), dtype=STR)
             else:
                 f.create_dataset(name, data=data)
@@ -86,6 +89,6 @@ def read_shard(path: Path, sha256: str | None = None) -> dict[str, Any]:
     with h5py.File(io.BytesIO(data), "r") as f:
         for name in SHARD_FIELDS + tuple(k for k in OPTIONAL_FIELDS if k in f):
             ds = f[name]
-            out[name] = ds.asstr()[()] if name in ("video_ids", "groups") else ds[()]
+            out[name] = ds.asstr()[()] if name in STR_FIELDS else ds[()]
         out["attrs"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}
     return out

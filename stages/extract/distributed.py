@@ -46,6 +46,7 @@ from pipeline.errors import ConfigError, StoreError
 from pipeline.files import TMP_MARK, fsync_dir
 
 from .config import ExtractConfig
+from .copying import index_committed
 from .decode import require_decoder
 from .errors import ClusterError, WeightsError
 from .extractors import Extractor
@@ -445,7 +446,8 @@ class Driver:
             return
         store.commit_shard(set_dir, i, result["entry"] | {"file": final.name}, result["failures"])
         self.claims.pop(i).release()
-        self.summary.add_shard(result["entry"]["videos"], result["failures"])
+        index_committed(self.plan, final.name)
+        self.summary.add_shard(result["entry"]["videos"], result["failures"], copied=result["entry"].get("copied"))
         self.summary.add_timings(result["timings"])
         self.videos += result["entry"]["videos"] + len(result["failures"])
         self.bar.set_postfix_str(f"{self.videos / (time.perf_counter() - self.t0):.1f} videos/s", refresh=False)

@@ -111,7 +111,9 @@ def print_summary(s: Summary, manifest: dict) -> None:
     where = ", ".join(f"{k} {t[k]:.1f}s" for k in ("decode", "backbone", "write", "wait") if k in t)
     console.say(
         f"\nstage one {'complete' if manifest['complete'] else 'INCOMPLETE'}: {s.feature_set_id}\n"
-        f"  done {s.computed}, reused {s.reused}, failed {s.failed} (this run) / {manifest['num_failed']} (set), "
+        f"  computed {s.computed}, copied {s.copied}"
+        + (f" (from {', '.join(sorted(s.copied_from))})" if s.copied_from else "")
+        + f", reused {s.reused}, failed {s.failed} (this run) / {manifest['num_failed']} (set), "
         f"total {s.total} videos\n"
         f"  elapsed {s.elapsed:.1f} s, {s.videos_per_s:.2f} videos/s" + (f"  [{where}]" if where else "") + "\n"
         f"  features: {s.set_dir}" + (f"\n  failures: {s.set_dir / store.FAILURES}" if manifest["num_failed"] else "")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from pipeline import console, store
 
+from .copying import index_committed
 from .local import start_model
 from .plan import ExtractionPlan
 from .runner import ShardBuffer, ShardRunner, Summary
@@ -41,7 +42,15 @@ class RewriteShard:
         recovered = len(before["failures"]) - len(shard.failures)
         try:
             if recovered > 0:
-                store.replace_shard(self.plan.set_dir, shard.index, entry, shard.failures)
+                # The rows kept from the old revision keep their provenance.
+                copied = {
+                    k: before.get("copied", {}).get(k, 0) + entry.get("copied", {}).get(k, 0)
+                    for k in {*before.get("copied", {}), *entry.get("copied", {})}
+                }
+                store.replace_shard(
+                    self.plan.set_dir, shard.index, entry | ({"copied": copied} if copied else {}), shard.failures
+                )
+                index_committed(self.plan, entry["file"])
                 console.say(
                     f"retry: shard {shard.index}: {recovered} video(s) recovered -> {entry['file']} "
                     f"(replaces {before['file']}; `store gc` removes the old file)"

@@ -37,6 +37,7 @@ from tqdm import tqdm
 from pipeline import console, store
 
 from .batching import Batcher, FrameSlots
+from .copying import RowCopier, index_committed
 from .datasets import VideoRecord
 from .decode_common import Decoded
 from .inputs import decode_items, input_processes
@@ -51,7 +52,9 @@ class Summary:
     feature_set_id: str
     set_dir: Path
     total: int = 0  # videos in the dataset listing
-    computed: int = 0  # videos stored by this run
+    computed: int = 0  # videos stored by this run, decoded and embedded
+    copied: int = 0  # videos stored by this run, copied from other sets of the store
+    copied_from: dict = field(default_factory=dict)  # set id -> videos copied from it
     reused: int = 0  # videos already committed before this run
     failed: int = 0  # failures recorded by this run
     elapsed: float = 0.0
@@ -63,9 +66,14 @@ class Summary:
     def videos_per_s(self) -> float:
         return (self.computed + self.failed) / self.elapsed if self.elapsed else 0.0
 
-    def add_shard(self, stored: int, failures: list[dict], label: str = "failed") -> None:
-        """Count a committed shard's newly stored videos and its failures; report each failure."""
-        self.computed += stored
+    def add_shard(self, stored: int, failures: list[dict], label: str = "failed", copied: dict | None = None) -> None:
+        """Count a committed shard's newly stored videos (copied: set id -> rows copied from it,
+        the rest computed) and its failures; report each failure."""
+        copied = copied or {}
+        for set_id, n in copied.items():
+            self.copied_from[set_id] = self.copied_from.get(set_id, 0) + n
+        self.copied += sum(copied.values())
+        self.computed += stored - sum(copied.values())
         self.failed += len(failures)
         self.failures += failures
         for f in failures:
@@ -73,7 +81,7 @@ class Summary:
 
     def add(self, other: Summary) -> None:
         """Fold in what another process of the same run did (its failures are reported here)."""
-        self.add_shard(other.computed, other.failures)
+        self.add_shard(other.computed + other.copied, other.failures, copied=other.copied_from)
         self.add_timings(other.timings)
 
     def add_timings(self, timings: dict) -> None:
@@ -86,7 +94,8 @@ class ShardBuffer:
     """Rows of one shard while its videos are decoded and embedded.
 
     features (n, T, D) float16 (zeros where padded); frame_indices (n, T) int32 (-1 pad);
-    timestamps (n, T) float32 s (NaN pad); lengths (n,) int32.
+    timestamps (n, T) float32 s (NaN pad); lengths (n,) int32; fingerprints (n,) str
+    (sha256 of each file, "" unknown); copied: set id -> rows copied from that set.
     """
 
     def __init__(
@@ -104,6 +113,8 @@ class ShardBuffer:
         self.frame_indices = np.full((n, frames), -1, np.int32)
         self.timestamps = np.full((n, frames), np.nan, np.float32)
         self.lengths = np.zeros(n, np.int32)
+        self.fingerprints = [""] * n
+        self.copied: dict[str, int] = {}
         self.extras = {name: np.zeros(n, np.uint8) for name in extras}  # per-video flags, e.g. has_audio
         self.ok = np.zeros(n, bool)
         self.failures: list[dict] = []
@@ -126,15 +137,24 @@ class ShardBuffer:
         row = {vid: k for k, vid in enumerate(stored["video_ids"])}
         for pos, rec in enumerate(self.records):
             k = row.get(rec.video_id)
-            if k is None:
-                continue
-            self.features[pos] = stored["features"][k]
-            self.lengths[pos], self.ok[pos] = stored["lengths"][k], True
-            self.frame_indices[pos] = stored["frame_indices"][k]
-            self.timestamps[pos] = stored["timestamps"][k]
-            for name, values in self.extras.items():
-                values[pos] = stored[name][k]
-            self.pending -= 1
+            if k is not None:
+                self.copy_row(pos, stored, k)
+
+    def copy_row(self, pos: int, stored: dict[str, np.ndarray], k: int, from_set: str | None = None) -> None:
+        """Row k of a shard read whole (read_shard's arrays) as this shard's video `pos`:
+        what the computation would store, but not the listing's label, group or id.
+        from_set: the id of the other set it comes from (None: this set's own shard)."""
+        self.features[pos] = stored["features"][k]
+        self.lengths[pos], self.ok[pos] = stored["lengths"][k], True
+        # the fingerprint of the bytes the row was computed from, not of the file now there
+        self.fingerprints[pos] = stored["fingerprints"][k] if "fingerprints" in stored else ""
+        self.frame_indices[pos] = stored["frame_indices"][k]
+        self.timestamps[pos] = stored["timestamps"][k]
+        for name, values in self.extras.items():
+            values[pos] = stored[name][k]
+        if from_set is not None:
+            self.copied[from_set] = self.copied.get(from_set, 0) + 1
+        self.pending -= 1
 
     def accept(self, pos: int, dec: Decoded, flags: dict[str, int]) -> None:
         frames, indices, timestamps = dec.picture()
@@ -156,6 +176,7 @@ class ShardBuffer:
             "groups": [r.group for r in recs],
             "frame_indices": self.frame_indices[keep],
             "timestamps": self.timestamps[keep],
+            "fingerprints": [fp for fp, k in zip(self.fingerprints, keep) if k],
         }
         return arrays | {name: values[keep] for name, values in self.extras.items()}
 
@@ -189,7 +210,8 @@ class CommitToManifest:
         store.commit_shard(self.plan.set_dir, shard.index, entry, shard.failures)
         if shard.claim is not None:
             shard.claim.release()
-        self.summary.add_shard(entry["videos"], shard.failures)
+        index_committed(self.plan, entry["file"])
+        self.summary.add_shard(entry["videos"], shard.failures, copied=entry.get("copied"))
 
 
 class ShardRunner:
@@ -223,6 +245,7 @@ class ShardRunner:
         batch = self.family.batch_size(self.model.device)
         with (
             releasing_claims(self.opened),
+            contextlib.closing(RowCopier(self.plan)) as self.copier,
             cf.ThreadPoolExecutor(1, thread_name_prefix="write") as self.writer,
             Batcher(self.model, batch, cfg.frames, self.workers, self.take_features) as batcher,
             input_processes(self.family, self.workers) as self.procs,  # ended after the threads using them
@@ -256,6 +279,9 @@ class ShardRunner:
             stored = self.sink.rows_to_copy(index)
             if stored is not None:
                 shard.reuse(stored)
+            self.copier.fill(shard)
+            if self.bar is not None:
+                self.bar.update(int(shard.ok.sum()))  # copied rows are done too
             if shard.pending == 0:
                 self.send_to_writer(shard)
             for pos, rec in enumerate(shard.records):
@@ -344,7 +370,10 @@ def write_shard(plan: ExtractionPlan, sink: ShardSink, shard: ShardBuffer) -> No
         "shard_index": shard.index,
         "identity": json.dumps(plan.identity.__dict__, sort_keys=True),
     }
-    sink.written(shard, store.write_shard(sink.path(shard.index), shard.arrays(), attrs))
+    entry = store.write_shard(sink.path(shard.index), shard.arrays(), attrs)
+    if shard.copied:  # recorded in the manifest: which rows came from which set
+        entry["copied"] = dict(shard.copied)
+    sink.written(shard, entry)
 
 
 @contextlib.contextmanager

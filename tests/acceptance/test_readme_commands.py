@@ -84,7 +84,7 @@ def test_make_features(ucf_home):
     videos = 3 * UCF_GROUPS
     assert len(store.load_manifest(set_dir)["shards"]) == 1
     assert f"stage one complete: {set_dir.name}" in out.stderr
-    assert f"done {videos}, reused 0, failed 0" in out.stderr, out
+    assert f"computed {videos}, copied 0, reused 0, failed 0" in out.stderr, out
     assert "stage one: 100%|" in out.stderr and f"{videos}/{videos}" in out.stderr, f"no progress bar:\n{out}"
     again = run_make(ucf_home.root, "features", "DATASET=ucf101", "WEIGHTS=random", *SMALL)
     succeeded(again)

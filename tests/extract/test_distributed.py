@@ -143,6 +143,20 @@ def test_dask_features_identical_to_a_single_machine_run(cluster, base_cfg, refe
     assert extract_features(cfg, quiet=True).reused_set  # a rerun never reaches the cluster
 
 
+def test_dask_workers_copy_rows_another_set_holds(cluster, base_cfg, tmp_path):
+    """Reuse across sets on a cluster: the tasks copy on the workers, the driver counts and indexes."""
+    first = extract_features(base_cfg.replace(features_root=tmp_path, name="first"), quiet=True)
+    cfg = base_cfg.replace(features_root=tmp_path, name="second", scheduler=cluster.scheduler_address)
+    second = extract_features(cfg, quiet=True)
+    assert (second.computed, second.copied, second.copied_from) == (0, 6, {first.feature_set_id: 6})
+    got, want = read_set(second.set_dir), read_set(first.set_dir)
+    assert sorted(got) == sorted(want)
+    for vid, (x, n, y, idx) in want.items():
+        assert np.array_equal(got[vid][0], x) and np.array_equal(got[vid][3], idx), vid  # copied: bit for bit
+    m = store.load_manifest(second.set_dir)
+    assert sum(s["copied"][first.feature_set_id] for s in m["shards"]) == 6
+
+
 def test_a_worker_killed_mid_run_still_gives_a_complete_correct_set(client, base_cfg, reference, tmp_path, capfd):
     """SIGKILL the worker computing a shard; Dask reschedules it, each video is stored once."""
     cfg = base_cfg.replace(features_root=tmp_path, scheduler=client.scheduler.address, shard_size=1)

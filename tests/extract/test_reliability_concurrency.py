@@ -69,7 +69,7 @@ class Reader(threading.Thread):
 
 
 def done_count(stdout: str) -> int:
-    m = re.search(r"done (\d+), reused", stdout)
+    m = re.search(r"computed (\d+), copied", stdout)
     return int(m.group(1)) if m else 0
 
 

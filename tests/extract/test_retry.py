@@ -16,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from pipeline import store
+from pipeline.files import file_sha256
 from stages.cli import main as cli
 from stages.extract import extract_features
 from stages.extract.config import ExtractConfig
@@ -95,6 +96,8 @@ def test_a_fixed_video_is_recovered_and_only_its_shard_is_superseded(broken_tree
 
     after = rows(set_dir)
     assert set(after) == set(before) | {BROKEN}
+    rewritten = store.read_shard(set_dir / shard["file"], shard["sha256"])
+    assert list(rewritten["fingerprints"]) == [file_sha256(tree / v) for v in rewritten["video_ids"]]
     for vid, feats in before.items():  # copied bit for bit, not recomputed
         assert np.array_equal(after[vid], feats), vid
     reference = rows(extract_features(config(tree, tmp_path / "reference"), quiet=True).set_dir)
@@ -167,3 +170,22 @@ def test_a_shard_another_run_is_rewriting_is_left_to_it(broken_tree, tmp_path, c
     assert f"retry: shard {index} is being rewritten by another run" in capsys.readouterr().err
     assert summary.computed == 0 and entries(set_dir) == committed
     assert extract_features(config(tree, root, retry_failures=True), quiet=True).computed == 1  # once it is free
+
+
+def test_a_row_kept_by_a_retry_keeps_the_fingerprint_it_was_computed_from(broken_tree, tmp_path):
+    """A shard-mate rewritten on disk since its row was computed: the kept row must not claim
+    the new bytes, or another set would copy features of the old ones for them."""
+    tree, good = broken_tree
+    root = tmp_path / "store"
+    set_dir = extract_features(config(tree, root), quiet=True).set_dir
+    (entry,) = [s for s in store.load_manifest(set_dir)["shards"] if s["failures"]]
+    old = store.read_shard(set_dir / entry["file"], entry["sha256"])
+    (mate,) = old["video_ids"]
+    (tree / mate).write_bytes((tree / mate).read_bytes() + b"\0" * 64)
+    (tree / BROKEN).write_bytes(good)
+    extract_features(config(tree, root, retry_failures=True), quiet=True)
+    (entry,) = [s for s in store.load_manifest(set_dir)["shards"] if s["index"] == entry["index"]]
+    new = store.read_shard(set_dir / entry["file"], entry["sha256"])
+    fingerprints = dict(zip(new["video_ids"], new["fingerprints"]))
+    assert fingerprints[mate] == old["fingerprints"][0] != file_sha256(tree / mate)
+    assert fingerprints[BROKEN] == file_sha256(tree / BROKEN)
