@@ -6,7 +6,8 @@ SHELL := /bin/bash
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-CLI := $(PY) -m stages
+# @: stdout holds only the results (make would echo the command line there)
+CLI := @$(PY) -m stages
 # The torch build to install; the pins match the wheels cached on the dev/CI machines.
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 

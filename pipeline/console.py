@@ -60,8 +60,9 @@ def silenced(active: bool = True) -> Iterator[None]:
 def progress(total: int, unit: str, desc: str, disable: bool = False, **kw) -> tqdm:
     """A progress bar on stderr; disabled while silenced, or when `disable`.
 
-    Cleared when done (leave=False): the summary that follows each bar gives its figures, and
-    a bar that stayed was drawn a second time by its close, two lines in a log of stderr."""
+    On a terminal the finished bar stays (at 100%, redrawn in place by its close); in a log of
+    stderr it is cleared instead, since there its close would write the final line a second
+    time, and the summary that follows each bar gives its figures anyway."""
     return tqdm(
         total=total,
         unit=unit,
@@ -70,5 +71,5 @@ def progress(total: int, unit: str, desc: str, disable: bool = False, **kw) -> t
         mininterval=1.0,
         file=sys.stderr,
         disable=disable or bool(_silence),
-        **{"leave": False, **kw},
+        **{"leave": sys.stderr.isatty(), **kw},
     )

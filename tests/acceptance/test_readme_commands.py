@@ -151,7 +151,7 @@ def test_make_store_info(ucf_home):
 def test_make_store_verify(ucf_home):
     out = run_make(ucf_home.root, "store-verify")
     succeeded(out)
-    assert re.search(rf"^ucf101/{set_id(ucf_home)}: OK \(1 shards checked\)$", out.stdout, re.M), out
+    assert re.search(rf"^ucf101/{set_id(ucf_home)}: OK \(1 shard checked\)$", out.stdout, re.M), out
 
 
 def test_make_store_gc(ucf_home):

@@ -24,3 +24,11 @@ def test_a_note_printed_under_a_bar_starts_its_own_line_and_a_closed_bar_is_draw
 
 def test_plural():
     assert [console.plural(n, "shard") for n in (0, 1, 2)] == ["0 shards", "1 shard", "2 shards"]
+
+
+def test_a_finished_bar_stays_on_a_terminal_and_is_cleared_in_a_log(monkeypatch, capsys):
+    for tty in (True, False):
+        monkeypatch.setattr("sys.stderr.isatty", lambda tty=tty: tty)
+        with console.progress(2, "video", "stage one") as bar:
+            bar.update(2)
+        assert bar.leave is tty
