@@ -18,6 +18,18 @@ import torch
 from PIL import Image
 
 from pipeline import store
+from stages.extract import extract_features
+from stages.extract.config import ExtractConfig
+
+
+def extract(picture_csv: Path, root: Path, backbone: str, weights, **kw) -> Path:
+    """Stage one on the picture set, T=2, fp32 on the CPU: the set's directory."""
+    cfg = ExtractConfig(
+        dataset="csv", data_dir=picture_csv, features_root=root, frames=2, device="cpu",
+        backbone=backbone, weights=str(weights), precision="fp32", **kw,
+    )  # fmt: skip
+    return extract_features(cfg, quiet=True).set_dir
+
 
 # Library-agnostic: (list of PIL images) -> (n, D) float32 reference features.
 Reference = Callable[[list[Image.Image]], np.ndarray]

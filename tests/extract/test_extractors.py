@@ -42,7 +42,7 @@ def test_each_option_value_names_one_family():
 
 
 # A small model of each family that names its models after a library's (--backbone LIBRARY:NAME).
-EXAMPLE_BACKBONES = {"timm": "timm:test_vit"}
+EXAMPLE_BACKBONES = {"timm": "timm:test_vit", "torchvision": "torchvision:resnet18"}
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

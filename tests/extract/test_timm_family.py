@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import synth
 import timm
 import torch
-from family_reference import assert_same_features, stored_and_reference
+from family_reference import assert_same_features, extract, stored_and_reference
 from safetensors.torch import save_file
 
 from pipeline.errors import ConfigError
-from stages.extract import extract_features
 from stages.extract.config import ExtractConfig
 from stages.extract.errors import WeightsError
 from stages.extract.extractors import family_for
@@ -21,19 +19,6 @@ from stages.extract.extractors import family_for
 @pytest.fixture(autouse=True)
 def offline(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
-# Pictures rather than pixel noise (no 'static', no 'life'): FFmpeg's scaler and PIL's resample
-# differ most on single-pixel detail, and a video's frames are not noise.
-PICTURE_CLASSES = {"dusk": ("sunset", "plasma"), "shapes": ("box", "rings"), "card": ("testcard", "checker")}
-
-
-@pytest.fixture(scope="module")
-def small_csv(tmp_path_factory):
-    """6 clips of 96x72 px in a list.csv."""
-    return synth.make_csv_dataset(
-        tmp_path_factory.mktemp("timm-csv"), PICTURE_CLASSES, clips_per_class=2, size=(96, 72)
-    )
 
 
 def write_weights(path, name: str, seed: int, **kw):
@@ -66,34 +51,26 @@ def timm_reference(name: str, weights_path, **kw):
     return forward
 
 
-def extract(small_csv, tmp_path, backbone, weights, **kw):
-    cfg = ExtractConfig(
-        dataset="csv", data_dir=small_csv, features_root=tmp_path, frames=2, device="cpu",
-        backbone=backbone, weights=str(weights), precision="fp32", **kw,
-    )  # fmt: skip
-    return extract_features(cfg, quiet=True).set_dir
-
-
-def test_a_timm_vit_stores_what_timm_computes_with_its_own_preprocessing(small_csv, tmp_path):
+def test_a_timm_vit_stores_what_timm_computes_with_its_own_preprocessing(picture_csv, tmp_path):
     """test_vit: timm's data config (160 px, crop_pct 0.95, bicubic, mean/std 0.5) is the default."""
     weights = write_weights(tmp_path / "test_vit.safetensors", "test_vit", seed=1)
-    set_dir = extract(small_csv, tmp_path, "timm:test_vit", weights)
+    set_dir = extract(picture_csv, tmp_path, "timm:test_vit", weights)
     ours, theirs = stored_and_reference(
-        set_dir, lambda vid: small_csv.parent / vid, timm_reference("test_vit", weights)
+        set_dir, lambda vid: picture_csv.parent / vid, timm_reference("test_vit", weights)
     )
     assert ours.shape[1] == 64
     assert_same_features(ours, theirs)
 
 
-def test_a_dinov2_vit_at_a_smaller_size(small_csv, tmp_path):
+def test_a_dinov2_vit_at_a_smaller_size(picture_csv, tmp_path):
     """The ViT-S/14 DINOv2 architecture built at --size 112 (its own is 518 px): the stored rows
     are timm's at that size; the id names the backbone, the size and the weights file."""
     name = "vit_small_patch14_dinov2.lvd142m"
     weights = write_weights(tmp_path / "dinov2.safetensors", name, seed=2, img_size=112)
-    set_dir = extract(small_csv, tmp_path, f"timm:{name}", weights, image_size=112)
+    set_dir = extract(picture_csv, tmp_path, f"timm:{name}", weights, image_size=112)
     assert set_dir.name.startswith(f"timm-{name}-sha256-t2-112px-")
     ours, theirs = stored_and_reference(
-        set_dir, lambda vid: small_csv.parent / vid, timm_reference(name, weights, img_size=112)
+        set_dir, lambda vid: picture_csv.parent / vid, timm_reference(name, weights, img_size=112)
     )
     assert ours.shape[1] == 384
     assert_same_features(ours, theirs)
