@@ -147,8 +147,8 @@ def extract_options(fn):
         config_option(
             ExtractConfig,
             "--backbone",
-            help="resnet50 | torchvision:NAME | timm:NAME[.TAG] (timm:vit_small_patch14_dinov2.lvd142m), "
-            "as its library names it (BACKBONE=).",
+            help="resnet50 | torchvision:NAME | timm:NAME[.TAG] (timm:vit_small_patch14_dinov2.lvd142m) | "
+            "open_clip:ARCH:PRETRAINED (open_clip:ViT-B-16:openai), as its library names it (BACKBONE=).",
         ),
         config_option(
             ExtractConfig,

@@ -42,7 +42,11 @@ def test_each_option_value_names_one_family():
 
 
 # A small model of each family that names its models after a library's (--backbone LIBRARY:NAME).
-EXAMPLE_BACKBONES = {"timm": "timm:test_vit", "torchvision": "torchvision:resnet18"}
+EXAMPLE_BACKBONES = {
+    "timm": "timm:test_vit",
+    "torchvision": "torchvision:resnet18",
+    "open_clip": "open_clip:ViT-B-32:openai",
+}
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

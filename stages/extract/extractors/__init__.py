@@ -4,6 +4,7 @@ resnet50.py        FRAMES  ResNet-50 (torchvision), 2048-d      --backbone resne
 logmel_summary.py  SOUND   log-mel summary, 128-d, no weights   --modality audio --audio-features logmel
 vggish.py          SOUND   VGGish embedding, 128-d              --modality audio --audio-features vggish
 timm_image.py      FRAMES  any timm model, its pre-logits        --backbone timm:NAME
+open_clip_image.py FRAMES  OpenCLIP image towers, encode_image   --backbone open_clip:ARCH:PRETRAINED
 torchvision_image.py FRAMES  torchvision image classifiers, the input of the final Linear  --backbone torchvision:NAME
 """
 
@@ -14,6 +15,7 @@ from pipeline.errors import ConfigError
 from ..config import ExtractConfig
 from .base import FRAMES, SOUND, Extractor, Loaded, Preprocessing
 from .logmel_summary import LogMelSummary
+from .open_clip_image import OpenClipImage
 from .resnet50 import ResNet50
 from .timm_image import TimmImage
 from .torchvision_image import TorchvisionImage
@@ -22,7 +24,7 @@ from .vggish import VGGishFamily
 # The option value that names a family -> its class: --backbone for pictures (up to the
 # colon: timm:NAME is the timm family's), --audio-features for sound.
 FAMILIES: dict[str, type[Extractor]] = {
-    f.family: f for f in (ResNet50, TorchvisionImage, TimmImage, LogMelSummary, VGGishFamily)
+    f.family: f for f in (ResNet50, TorchvisionImage, TimmImage, OpenClipImage, LogMelSummary, VGGishFamily)
 }
 
 
