@@ -1,9 +1,11 @@
 """The README's other-backbone commands through make: a timm DINOv2 ViT-S/14 from a local
-.safetensors file on a CSV set, then an LSTM trained on that set."""
+.safetensors file on a CSV set, listed with its backbone, an LSTM trained on
+that set, and a prediction with that run."""
 
 from __future__ import annotations
 
 import json
+import re
 
 import synth
 import timm
@@ -35,7 +37,17 @@ def test_dinov2_features_from_a_safetensors_file_then_an_lstm(tmp_path, venv_rea
     manifest = json.loads((set_dir / "manifest.json").read_text())
     assert manifest["identity"]["backbone"] == f"timm:{NAME}" and manifest["feature_dim"] == 384
 
+    listing = run_make(tmp_path, "store-list")
+    assert listing.returncode == 0 and f"timm:{NAME}" in listing.stdout, listing.stdout
+
     train = run_make(tmp_path, "train", "MODEL=lstm", "EPOCHS=2", *where)
     assert train.returncode == 0, train.stderr[-3000:]
     (run,) = (tmp_path / "runs").glob("*lstm*")
     assert (run / "metrics.json").is_file()
+
+    # predict embeds a new video with the run's backbone and weights file, as the set was made
+    clip = csv.parent / "videos" / "wave_00.avi"
+    predict = run_make(tmp_path, "predict", f"VIDEO={clip}", f"RUN={run}", "TOP=3")
+    assert predict.returncode == 0, predict.stderr[-3000:]
+    ranked = re.findall(r"^  (\d)\. (\w+) +(\d\.\d{4})$", predict.stdout, re.M)
+    assert {r[1] for r in ranked} == {"wave", "clap", "run"}, predict.stdout
