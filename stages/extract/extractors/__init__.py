@@ -1,11 +1,13 @@
 """Stage one's model families behind one interface (base.py); `family_for(cfg)` picks one.
 
-resnet50.py        FRAMES  ResNet-50 (torchvision), 2048-d      --backbone resnet50
-logmel_summary.py  SOUND   log-mel summary, 128-d, no weights   --modality audio --audio-features logmel
-vggish.py          SOUND   VGGish embedding, 128-d              --modality audio --audio-features vggish
-timm_image.py      FRAMES  any timm model, its pre-logits        --backbone timm:NAME
-open_clip_image.py FRAMES  OpenCLIP image towers, encode_image   --backbone open_clip:ARCH:PRETRAINED
-torchvision_image.py FRAMES  torchvision image classifiers, the input of the final Linear  --backbone torchvision:NAME
+resnet50.py           FRAMES  ResNet-50 (torchvision), 2048-d            --backbone resnet50
+torchvision_image.py  FRAMES  image classifiers: final Linear's input    --backbone torchvision:NAME
+timm_image.py         FRAMES  any timm model: its pre-logits             --backbone timm:NAME[.TAG]
+open_clip_image.py    FRAMES  OpenCLIP image towers: encode_image        --backbone open_clip:ARCH:PRETRAINED
+logmel_summary.py     SOUND   log-mel summary, 128-d, no weights         --modality audio --audio-features logmel
+vggish.py             SOUND   VGGish embedding, 128-d                    --modality audio --audio-features vggish
+
+image_model.py holds what the three library families share, hub.py where their published files are.
 """
 
 from __future__ import annotations
