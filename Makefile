@@ -17,8 +17,8 @@ flag = $(if $(filter 1 yes true,$($(1))),--$(2))
 
 EXTRACT_OPTS = $(call opt,DATASET,dataset) $(call opt,DATA_DIR,data-dir) \
   $(call opt,FEATURES_ROOT,features-root) $(call opt,FRAMES,frames) $(call opt,FPS,fps) \
-  $(call opt,SIZE,size) $(call opt,WEIGHTS,weights) $(call opt,PRECISION,precision) \
-  $(call opt,WORKERS,workers) $(call opt,GPU_BATCH,gpu-batch) $(call opt,DEVICE,device) \
+  $(call opt,BACKBONE,backbone) $(call opt,SIZE,size) $(call opt,RESIZE,resize) $(call opt,WEIGHTS,weights) \
+  $(call opt,PRECISION,precision) $(call opt,WORKERS,workers) $(call opt,GPU_BATCH,gpu-batch) $(call opt,DEVICE,device) \
   $(call opt,DEVICES,devices) $(call opt,SCHEDULER,scheduler) $(call opt,SHARD_SIZE,shard-size) \
   $(call opt,TIMEOUT,timeout) $(call opt,DECODER,decoder) $(call flag,COMPILE,compile) $(call opt,MODALITY,modality) \
   $(call opt,AUDIO_FEATURES,audio-features) $(call opt,AUDIO_WEIGHTS,audio-weights) $(call opt,AUDIO_WINDOW,audio-window) \

@@ -145,12 +145,30 @@ def extract_options(fn):
             help="Sample at a fixed rate instead of T uniform segment centres (FPS=).",
         ),
         config_option(
-            ExtractConfig, "--size", "image_size", type=int, help="Centre-crop size fed to ResNet-50, px (SIZE=)."
+            ExtractConfig,
+            "--backbone",
+            help="resnet50 | torchvision:NAME | timm:NAME[.TAG] (timm:vit_small_patch14_dinov2.lvd142m) | "
+            "open_clip:ARCH:PRETRAINED (open_clip:ViT-B-16:openai), as its library names it (BACKBONE=).",
         ),
         config_option(
-            ExtractConfig, "--resize", type=int, help="Shorter side before the crop, px (default size*256/224)."
+            ExtractConfig,
+            "--size",
+            "image_size",
+            type=int,
+            help="Centre-crop size fed to the backbone, px; default the model's own (ResNet-50: 224) (SIZE=).",
         ),
-        config_option(ExtractConfig, "--weights", help="imagenet | random | /path/to/resnet50.pth (WEIGHTS=)."),
+        config_option(
+            ExtractConfig,
+            "--resize",
+            type=int,
+            help="Shorter side before the crop, px; default the model's ratio (ResNet-50: size*256/224) (RESIZE=).",
+        ),
+        config_option(
+            ExtractConfig,
+            "--weights",
+            help="imagenet/pretrained (the published ones, from the library's cache) | random | "
+            "/path/to/state_dict.pth or .safetensors (WEIGHTS=).",
+        ),
         config_option(ExtractConfig, "--seed", type=int, help="Seed of --weights random (SEED=)."),
         config_option(ExtractConfig, "--precision", help="Backbone precision (PRECISION=)."),
         decoder_option(ExtractConfig, "In-process PyAV, or an ffmpeg process per video; part of the feature-set id"),

@@ -5,8 +5,9 @@ errors.py       the errors only stage one raises
 entry_points.py extract_features (a dataset), extract_video (one file), config_from_manifest
 plan.py         the extraction plan: the family, weights, identity, which videos each shard holds
 datasets.py     dataset adapters: UCF101, HMDB51, folder-per-class, CSV, the generated sample
-extractors/     the model families behind one interface (base.py): resnet50 (frames),
-                logmel_summary and vggish (sound windows); family_for(cfg) picks one
+extractors/     the model families behind one interface (base.py): resnet50, torchvision,
+                timm and open_clip (frames), logmel_summary and vggish (sound windows);
+                family_for(cfg) picks one
 inputs.py       what the decoders hand a family: frames, or the log-mel windows of the sound track
 decode.py       the picture decoders behind one call: probe, choose frame indices, decode only those frames
 decode_pyav.py  the default decoder: PyAV (its wheel bundles FFmpeg), the CLI's filter graph

@@ -24,6 +24,12 @@ DECODERS = ("pyav", "ffmpeg-cli")
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FEATURE_DIM = 2048
+# How --backbone (BACKBONE=) names a model: as its library does, after the library's name.
+BACKBONE_LIBRARIES = ("torchvision", "timm", "open_clip")
+BACKBONE_FORMS = (
+    "resnet50 (the default), torchvision:NAME (torchvision:convnext_tiny), "
+    "timm:NAME[.TAG] (timm:vit_small_patch14_dinov2.lvd142m) or open_clip:ARCH:PRETRAINED (open_clip:ViT-B-16:openai)"
+)
 
 
 @dataclass(frozen=True)
@@ -35,10 +41,12 @@ class ExtractConfig:
     features_root: Path | None = None  # store root; default data/features
     frames: int = 16  # T, frames per video (the cap in fps mode)
     fps: float | None = None  # sample at this rate (s^-1) instead of T uniform segment centres
-    image_size: int = 224  # square centre crop fed to the backbone, pixels
-    resize: int | None = None  # shorter side before the crop, pixels; default image_size*256/224
-    backbone: str = "resnet50"
-    weights: str = "imagenet"  # imagenet | random | path to a .pth state dict
+    image_size: int | None = (
+        None  # square centre crop fed to the backbone, pixels; default the model's (ResNet-50: 224)
+    )
+    resize: int | None = None  # shorter side before the crop, pixels; default the model's ratio (ResNet-50: 256/224)
+    backbone: str = "resnet50"  # resnet50 | torchvision:NAME | timm:NAME | open_clip:ARCH:PRETRAINED
+    weights: str = "imagenet"  # imagenet/pretrained (published) | random | a .pth/.safetensors state dict
     seed: int = 0  # seed of random weights
     precision: str = choice("auto", PRECISIONS)  # auto: fp16 on CUDA, fp32 on CPU
     modality: str = choice("rgb", MODALITIES)  # rgb: the pictures | audio: the sound around each sampled frame
@@ -72,7 +80,12 @@ class ExtractConfig:
 
     @property
     def resize_to(self) -> int:
-        return self.resize or round(self.image_size * 256 / 224)
+        return self.resize or round(self.crop_size * 256 / 224)
+
+    @property
+    def crop_size(self) -> int:
+        """ResNet-50's crop: --size, default 224."""
+        return self.image_size or 224
 
     @property
     def dataset_name(self) -> str:
@@ -109,19 +122,19 @@ def validate_extract(cfg: ExtractConfig) -> None:
         raise ConfigError(f"--frames (FRAMES=): must be a positive whole number of frames, got {cfg.frames!r}")
     if cfg.fps is not None and not cfg.fps > 0:
         raise ConfigError(f"--fps (FPS=): must be a positive rate in frames per second, got {cfg.fps!r}")
-    if cfg.image_size < 32:
-        raise ConfigError(f"--size (SIZE=): ResNet-50 needs at least 32 px, got {cfg.image_size!r}")
-    if cfg.resize is not None and cfg.resize < cfg.image_size:
+    if cfg.image_size is not None and cfg.image_size < 32:
+        raise ConfigError(f"--size (SIZE=): the backbones need at least 32 px, got {cfg.image_size!r}")
+    if cfg.resize is not None and cfg.image_size is not None and cfg.resize < cfg.image_size:
         raise ConfigError(f"--resize: shorter side {cfg.resize} is smaller than the crop {cfg.image_size}")
-    if cfg.backbone != "resnet50":
-        raise ConfigError(f"--backbone: only 'resnet50' is available, got {cfg.backbone!r}")
+    validate_backbone(cfg.backbone)
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"--precision (PRECISION=): choose one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.decoder not in DECODERS:
         raise ConfigError(f"--decoder (DECODER=): choose one of {', '.join(DECODERS)}, got {cfg.decoder!r}")
-    if cfg.weights not in ("imagenet", "random") and not Path(cfg.weights).is_file():
+    if cfg.weights not in ("imagenet", "pretrained", "random") and not Path(cfg.weights).is_file():
         raise ConfigError(
-            f"--weights (WEIGHTS=): {cfg.weights!r} is neither 'imagenet', 'random' nor an existing .pth file"
+            f"--weights (WEIGHTS=): {cfg.weights!r} is neither 'imagenet'/'pretrained', 'random' nor an existing "
+            ".pth or .safetensors file"
         )
     for name in ("workers", "gpu_batch"):
         if getattr(cfg, name) < 0:
@@ -149,6 +162,19 @@ def validate_extract(cfg: ExtractConfig) -> None:
         )
 
 
+def validate_backbone(backbone: str) -> None:
+    """The name's form (the library knows the model: checked by its family, which imports it)."""
+    library, _, name = backbone.partition(":")
+    parts = name.split(":")
+    ok = backbone == "resnet50" or (
+        library in BACKBONE_LIBRARIES and all(parts) and len(parts) == (2 if library == "open_clip" else 1)
+    )
+    if not ok:
+        raise ConfigError(
+            f"--backbone (BACKBONE=): {backbone!r} is not a model name; names are written {BACKBONE_FORMS}"
+        )
+
+
 @dataclass(frozen=True)
 class FeatureIdentity:
     """Everything that changes the stored numbers; its hash is the feature-set id."""
@@ -171,7 +197,7 @@ class FeatureIdentity:
     def id(self) -> str:
         weights_tag = self.weights.split(":")[0].replace("torchvision", "imagenet")
         t = self.sampling.get("frames") or self.sampling.get("max_frames")
-        prefix = f"{self.backbone}-{weights_tag}-t{t}-{self.image_size}px"
+        prefix = f"{self.backbone.replace(':', '-')}-{weights_tag}-t{t}-{self.image_size}px"
         if self.sampling["mode"] == "fps":
             prefix += f"-{self.sampling['fps']:g}fps"
         return f"{prefix}-{digest(dataclasses.asdict(self))[:12]}"

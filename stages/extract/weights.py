@@ -1,7 +1,8 @@
-"""The weights policy of every pretrained model of stage one (ResNet-50, VGGish).
+"""The weights policy of every pretrained model of stage one (every family with weights).
 
-    pretrained   the published checkpoint, from torch hub's cache (downloaded into it once)
-    a path       a local state dict, checked against the model's shapes before any work;
+    pretrained   the published checkpoint, from its library's cache: torch hub's, or the
+                 Hugging Face hub's for timm and OpenCLIP (downloaded into it once)
+    a path       a local state dict (.pth or .safetensors), checked against the model's shapes before any work;
                  identified by its content (sha256), never by its path
     random       seeded random weights: only when asked (or, for the embedded sample only,
                  when the download is impossible), announced loudly, and named in the
@@ -88,6 +89,8 @@ def resolve(
             # torch hub writes `Downloading: "<url>"` to stdout, which holds only a command's results
             with socket_timeout(download_timeout), contextlib.redirect_stdout(sys.stderr):
                 ckpt.download()
+            # A hub cache's file is found only once it is there (its snapshot's name is the revision).
+            cached = ckpt.cache_path()
         except (OSError, urllib.error.URLError, RuntimeError) as e:
             msg = (
                 f"{ckpt.name} weights are not cached at {cached} and could not be downloaded "
@@ -130,10 +133,14 @@ def warn_random(reason: str, what: str) -> None:
 
 
 def load_state_dict(path: Path, option: str, map_location: str = "cpu") -> dict:
-    """The state dict in a .pth (common checkpoint wrappers unwrapped, "module." prefixes dropped);
-    map_location "meta" reads shapes only, no tensor data."""
+    """The state dict in a .pth or .safetensors file (common checkpoint wrappers unwrapped,
+    "module." prefixes dropped); map_location "meta" reads shapes only, no tensor data."""
     try:
-        obj = torch.load(path, map_location=map_location, weights_only=True)
+        obj: object = (
+            read_safetensors(path, map_location)
+            if path.suffix == ".safetensors"
+            else torch.load(path, map_location=map_location, weights_only=True)
+        )
     except Exception as e:  # a pickle with code, a zip that is not a checkpoint, ...
         raise WeightsError(f"{option} {path}: not a loadable PyTorch state dict ({type(e).__name__}: {e})") from None
     for key in ("state_dict", "model", "model_state_dict"):  # common checkpoint wrappers
@@ -142,6 +149,16 @@ def load_state_dict(path: Path, option: str, map_location: str = "cpu") -> dict:
     if not isinstance(obj, dict) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
         raise WeightsError(f"{option} {path}: expected a state dict of tensors, found {type(obj).__name__}")
     return {k.removeprefix("module."): v for k, v in obj.items()}
+
+
+def read_safetensors(path: Path, map_location: str) -> dict[str, torch.Tensor]:
+    """A .safetensors file's tensors; on "meta", empty tensors of its shapes (the header only)."""
+    from safetensors import safe_open  # only for .safetensors files
+
+    with safe_open(str(path), framework="pt", device="cpu") as f:
+        if map_location == "meta":
+            return {k: torch.empty(f.get_slice(k).get_shape(), device="meta") for k in f.keys()}
+        return {k: f.get_tensor(k) for k in f.keys()}
 
 
 def check_shapes(

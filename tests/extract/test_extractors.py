@@ -35,15 +35,27 @@ def test_feature_set_ids_are_the_ones_sets_were_made_with(sound_tree, tmp_path, 
 
 def test_each_option_value_names_one_family():
     assert family_for(ExtractConfig()).family == "resnet50"
+    assert all(family_for(ExtractConfig(backbone=b)).family == f for f, b in EXAMPLE_BACKBONES.items())
     assert family_for(ExtractConfig(modality="audio")).family == "logmel"
     assert family_for(ExtractConfig(modality="audio", audio_features="vggish")).family == "vggish"
     assert {f.decodes for f in FAMILIES.values()} == {FRAMES, SOUND}
 
 
+# A small model of each family that names its models after a library's (--backbone LIBRARY:NAME).
+EXAMPLE_BACKBONES = {
+    "timm": "timm:test_vit",
+    "torchvision": "torchvision:resnet18",
+    "open_clip": "open_clip:ViT-B-32:openai",
+}
+
+
 @pytest.mark.parametrize("name", sorted(FAMILIES))
 def test_a_family_turns_a_batch_of_its_items_into_rows_of_its_width(name):
     """What the runner relies on: (B, *item_shape) items of item_dtype in, (B, dim) float16 out."""
-    cfg = ExtractConfig(image_size=32, modality="rgb" if FAMILIES[name].modality == "rgb" else "audio")
+    backbone = EXAMPLE_BACKBONES.get(name, "resnet50")
+    cfg = ExtractConfig(
+        image_size=32, backbone=backbone, modality="rgb" if FAMILIES[name].modality == "rgb" else "audio"
+    )
     family = FAMILIES[name](cfg)
     weights = family.resolve_weights() if name == "logmel" else FAMILIES[name](cfg.replace(
         weights="random", audio_weights="random")).resolve_weights()  # fmt: skip

@@ -1,26 +1,40 @@
 """Stage one's model families behind one interface (base.py); `family_for(cfg)` picks one.
 
-resnet50.py        FRAMES  ResNet-50 (torchvision), 2048-d      --backbone resnet50
-logmel_summary.py  SOUND   log-mel summary, 128-d, no weights   --modality audio --audio-features logmel
-vggish.py          SOUND   VGGish embedding, 128-d              --modality audio --audio-features vggish
+resnet50.py           FRAMES  ResNet-50 (torchvision), 2048-d            --backbone resnet50
+torchvision_image.py  FRAMES  image classifiers: final Linear's input    --backbone torchvision:NAME
+timm_image.py         FRAMES  any timm model: its pre-logits             --backbone timm:NAME[.TAG]
+open_clip_image.py    FRAMES  OpenCLIP image towers: encode_image        --backbone open_clip:ARCH:PRETRAINED
+logmel_summary.py     SOUND   log-mel summary, 128-d, no weights         --modality audio --audio-features logmel
+vggish.py             SOUND   VGGish embedding, 128-d                    --modality audio --audio-features vggish
+
+image_model.py holds what the three library families share, hub.py where their published files are.
 """
 
 from __future__ import annotations
 
+from pipeline.errors import ConfigError
+
 from ..config import ExtractConfig
 from .base import FRAMES, SOUND, Extractor, Loaded, Preprocessing
 from .logmel_summary import LogMelSummary
+from .open_clip_image import OpenClipImage
 from .resnet50 import ResNet50
+from .timm_image import TimmImage
+from .torchvision_image import TorchvisionImage
 from .vggish import VGGishFamily
 
-# The option value that names a family -> its class: --backbone for pictures,
-# --audio-features for sound.
-FAMILIES: dict[str, type[Extractor]] = {f.family: f for f in (ResNet50, LogMelSummary, VGGishFamily)}
+# The option value that names a family -> its class: --backbone for pictures (up to the
+# colon: timm:NAME is the timm family's), --audio-features for sound.
+FAMILIES: dict[str, type[Extractor]] = {
+    f.family: f for f in (ResNet50, TorchvisionImage, TimmImage, OpenClipImage, LogMelSummary, VGGishFamily)
+}
 
 
 def family_for(cfg: ExtractConfig) -> Extractor:
     """The family that computes the features of `cfg`'s feature set."""
-    name = cfg.audio_features if cfg.modality == "audio" else cfg.backbone
+    name = cfg.audio_features if cfg.modality == "audio" else cfg.backbone.split(":")[0]
+    if name not in FAMILIES:
+        raise ConfigError(f"--backbone (BACKBONE=): the {name} family is not available in this version")
     return FAMILIES[name](cfg)
 
 

@@ -70,7 +70,7 @@ class Extractor(ABC):
     family: ClassVar[str]  # the option value that names it, e.g. "resnet50", "vggish"
     modality: ClassVar[str]  # the store modality of its sets: "rgb" | "audio"
     decodes: ClassVar[str]  # FRAMES | SOUND
-    dim: ClassVar[int]
+    dim: int  # a class constant, or set per model by a family whose models differ
     item_dtype: ClassVar[torch.dtype]
     # ExtractConfig fields that change its numbers: a set made with all of them at their
     # defaults is recorded as such, and stage two prefers it when a dataset has several.

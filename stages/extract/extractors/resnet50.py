@@ -89,11 +89,11 @@ class ResNet50(Extractor):
     numeric_fields = ("frames", "fps", "image_size", "resize", "backbone", "weights", "seed", "precision", "decoder")
 
     def item_shape(self) -> tuple[int, ...]:
-        return (self.cfg.image_size, self.cfg.image_size, 3)
+        return (self.cfg.crop_size, self.cfg.crop_size, 3)
 
     def preprocessing(self) -> Preprocessing:
         return Preprocessing(
-            self.cfg.image_size, self.cfg.resize_to, "center", IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION
+            self.cfg.crop_size, self.cfg.resize_to, "center", IMAGENET_MEAN, IMAGENET_STD, INTERPOLATION
         )
 
     def resolve_weights(self, download_timeout: float = 20.0, fallback_to_random: bool = False) -> WeightsSpec:

@@ -1,0 +1,146 @@
+"""What every published image model family shares (torchvision, timm, OpenCLIP).
+
+A family names a model as its library does (`--backbone LIBRARY:NAME`), takes its
+preprocessing from what the library publishes for it (resize of the shorter side, centre
+crop, mean/std, interpolation; `--size`/`--resize` override the sizes), and stores per
+sampled frame the vector the model's classifier reads. Frames travel as uint8 and are
+normalised on the device, as ResNet-50's are; the weights follow weights.py's one policy.
+"""
+
+from __future__ import annotations
+
+import difflib
+from abc import abstractmethod
+from typing import ClassVar
+
+import torch
+
+from pipeline.config import SCHEMA_VERSION
+from pipeline.devices import resolve_device
+from pipeline.errors import ConfigError
+
+from ..config import BACKBONE_FORMS, FeatureIdentity
+from ..weights import Checkpoint, WeightsSpec, resolve
+from .base import FRAMES, Extractor, Loaded, Preprocessing, picture_precision, required
+
+# The word that asks for a library's published weights; ResNet-50's default word is accepted too.
+PRETRAINED = "pretrained"
+
+
+def unknown_name(kind: str, name: str, known: list[str], example: str) -> ConfigError:
+    """The option error for a model name its library does not know, with the closest it does."""
+    close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
+    hint = f"; did you mean {', '.join(close)}?" if close else f" (e.g. {example})"
+    return ConfigError(
+        f"--backbone (BACKBONE=): {kind} has no model {name!r}{hint}. Names are written {BACKBONE_FORMS}"
+    )
+
+
+class ImageModel(Extractor):
+    """uint8 (B, S, S, 3) centre crops -> (B, D), the vector the model's classifier reads.
+
+    A subclass says how its library names, describes and builds a model: `check_name`,
+    `published` (the preprocessing at the model's own size), `feature_dim`, `checkpoint`
+    (weights.py's view of its published weights and shape check) and `build`.
+    """
+
+    modality = "rgb"
+    decodes = FRAMES
+    item_dtype = torch.uint8
+    numeric_fields = ("frames", "fps", "image_size", "resize", "backbone", "weights", "seed", "precision", "decoder")
+    library: ClassVar[str]  # how the library's name is written before the colon
+
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.name = cfg.backbone.split(":", 1)[1]
+        self.check_name()
+        self.dim = self.feature_dim()
+
+    @abstractmethod
+    def check_name(self) -> None:
+        """ConfigError (with close matches) unless the library knows `self.name`."""
+
+    @abstractmethod
+    def published(self) -> Preprocessing:
+        """The preprocessing the library publishes for the model, at its own input size."""
+
+    @abstractmethod
+    def feature_dim(self) -> int:
+        """D: the width of the vector its classifier reads."""
+
+    @abstractmethod
+    def checkpoint(self) -> Checkpoint:
+        """Its published weights (cache file, download) and the shape check of a local file."""
+
+    @abstractmethod
+    def build(self, weights: WeightsSpec) -> torch.nn.Module:
+        """The model in eval mode on the CPU, (B, 3, S, S) normalised -> (B, D)."""
+
+    def item_shape(self) -> tuple[int, ...]:
+        size = self.preprocessing().size
+        return (size, size, 3)
+
+    def preprocessing(self) -> Preprocessing:
+        """The published preprocessing; --size sets the crop (the resize keeps the published
+        crop ratio unless --resize says otherwise)."""
+        pub = self.published()
+        size = self.cfg.image_size or pub.size
+        resize = self.cfg.resize or round(size * pub.resize / pub.size)
+        return Preprocessing(size, resize, pub.crop, pub.mean, pub.std, pub.interpolation)
+
+    def resolve_weights(self, download_timeout: float = 20.0, fallback_to_random: bool = False) -> WeightsSpec:
+        weights = PRETRAINED if self.cfg.weights == "imagenet" else self.cfg.weights
+        return resolve(self.checkpoint(), weights, self.cfg.seed, fallback_to_random, download_timeout)
+
+    def identity(
+        self, dataset: str, videos_sha256: str, sampling: dict, weights: WeightsSpec | None, precision: str
+    ) -> FeatureIdentity:
+        weights = required(weights, self.family)
+        pre = self.preprocessing()
+        return FeatureIdentity(
+            schema_version=SCHEMA_VERSION,
+            dataset=dataset,
+            videos_sha256=videos_sha256,
+            backbone=self.cfg.backbone,
+            weights=weights.identity,
+            sampling=sampling,
+            image_size=pre.size,
+            resize=pre.resize,
+            crop=pre.crop,
+            normalisation={"mean": pre.mean, "std": pre.std, "interpolation": pre.interpolation},
+            precision=precision,
+            decoder=self.cfg.decoder,
+        )
+
+    def precision(self) -> str:
+        return picture_precision(self.cfg)
+
+    def device(self) -> torch.device:
+        return resolve_device(self.cfg.devices[0] if self.cfg.devices else self.cfg.device)
+
+    def batch_size(self, device: torch.device) -> int:
+        """GPU_BATCH=, else 256 on CUDA and 32 on a CPU (ResNet-50's CPU batch)."""
+        return self.cfg.gpu_batch or (256 if device.type == "cuda" else 32)
+
+    def describe(self, weights: WeightsSpec | None, device: torch.device, precision: str) -> str:
+        return f"{self.cfg.backbone} on {device} ({precision})"
+
+    def load(self, weights: WeightsSpec | None, device: torch.device, dtype: torch.dtype) -> Loaded:
+        model = self.build(required(weights, self.family)).to(device).to(memory_format=torch.channels_last)
+        model = model.to(dtype) if dtype != torch.float32 else model
+        pre = self.preprocessing()
+        shape = (1, 3, 1, 1)
+        mean = torch.tensor(pre.mean, device=device).view(shape) * 255
+        std = torch.tensor(pre.std, device=device).view(shape) * 255
+
+        def prepare(x: torch.Tensor) -> torch.Tensor:
+            """(B, S, S, 3) uint8 -> (B, 3, S, S) normalised, in `dtype`, channels_last."""
+            x = x.permute(0, 3, 1, 2)  # NHWC memory = channels_last
+            return ((x.float() - mean) / std).to(dtype).contiguous(memory_format=torch.channels_last)
+
+        return Loaded(model, prepare)
+
+
+def random_init(seed: int) -> None:
+    """Seeded random weights: the same seed builds the same model."""
+    torch.manual_seed(seed)

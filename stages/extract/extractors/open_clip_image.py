@@ -1,0 +1,139 @@
+"""OpenCLIP image towers (`--backbone open_clip:ARCH:PRETRAINED`, as `open_clip.create_model`
+and `list_pretrained()` name them): per frame `encode_image(x)`, not normalised.
+
+Preprocessing is OpenCLIP's for that checkpoint: the tower's input size, the pretrained
+config's mean/std and interpolation, the shorter side resized to the size and centre
+cropped (resize_mode 'shortest'). Published weights come from the Hugging Face hub's
+cache (or OpenCLIP's URL); a local file is a whole CLIP state dict, checked against the
+model's shapes. The pretrained tag also says how the model is built (QuickGELU).
+"""
+
+from __future__ import annotations
+
+import functools
+import posixpath
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from pipeline.errors import ConfigError
+
+from ..weights import Checkpoint, WeightsSpec, check_shapes, load_state_dict
+from .base import Preprocessing
+from .hub import hf_cached, hf_download, url_cached, url_download
+from .image_model import ImageModel, random_init, unknown_name
+
+
+class ImageTower(torch.nn.Module):
+    """A CLIP model's image embedding: (B, 3, S, S) -> (B, embed_dim), not normalised."""
+
+    def __init__(self, model: Any):  # an open_clip model: encode_image
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model.encode_image(x, normalize=False)
+
+
+@functools.lru_cache(maxsize=8)
+def skeleton(arch: str, quick_gelu: bool, size: int | None) -> Any:
+    """The whole CLIP model on the meta device: shapes only."""
+    import open_clip
+
+    with torch.device("meta"):
+        return open_clip.create_model(arch, pretrained=None, force_quick_gelu=quick_gelu, force_image_size=size)
+
+
+class OpenClipImage(ImageModel):
+    family = "open_clip"
+    library = "open_clip"
+
+    @property
+    def arch(self) -> str:
+        return self.name.split(":")[0]
+
+    @property
+    def tag(self) -> str:
+        return self.name.split(":")[1]
+
+    def check_name(self) -> None:
+        import open_clip
+
+        if self.arch not in open_clip.list_models():
+            raise unknown_name("open_clip", self.arch, open_clip.list_models(), "open_clip:ViT-B-16:openai")
+        tags = open_clip.list_pretrained_tags_by_model(self.arch)
+        if self.tag not in tags:
+            raise unknown_name(f"open_clip {self.arch}", self.tag, tags, f"open_clip:{self.arch}:{(tags or ['?'])[0]}")
+
+    def pretrained_cfg(self) -> dict:
+        import open_clip
+
+        return dict(open_clip.get_pretrained_cfg(self.arch, self.tag))
+
+    def quick_gelu(self) -> bool:
+        return bool(self.pretrained_cfg().get("quick_gelu", False))
+
+    def built_size(self) -> int | None:
+        own = self.published().size
+        return self.cfg.image_size if self.cfg.image_size not in (None, own) else None
+
+    def published(self) -> Preprocessing:
+        import open_clip
+        from open_clip.transform import PreprocessCfg
+
+        size = open_clip.get_model_config(self.arch)["vision_cfg"]["image_size"]
+        default, cfg = PreprocessCfg(), self.pretrained_cfg()
+        if cfg.get("resize_mode", "shortest") != "shortest":
+            raise ConfigError(
+                f"--backbone open_clip:{self.name}: resize mode {cfg['resize_mode']!r}; only centre crops are made"
+            )
+        size = size if isinstance(size, int) else size[0]
+        mean, std = tuple(cfg.get("mean", default.mean)), tuple(cfg.get("std", default.std))
+        return Preprocessing(size, size, "center", mean, std, cfg.get("interpolation", default.interpolation))
+
+    def feature_dim(self) -> int:
+        import open_clip
+
+        return int(open_clip.get_model_config(self.arch)["embed_dim"])
+
+    def checkpoint(self) -> Checkpoint:
+        import open_clip.constants as oc
+
+        cfg = self.pretrained_cfg()
+        hub, url = cfg.get("hf_hub", ""), cfg.get("url", "")
+        repo, filename = posixpath.split(hub)  # 'org/model/' (its default files) or 'org/model/file'
+        files = (filename,) if filename else (oc.HF_SAFE_WEIGHTS_NAME, oc.HF_WEIGHTS_NAME)
+        return Checkpoint(
+            name=f"OpenCLIP {self.name}",
+            flag="--weights",
+            variable="WEIGHTS",
+            file_hint=files[-1],
+            pretrained="pretrained",
+            identity=f"open_clip:{self.arch}:{self.tag}",
+            cache_path=lambda: hf_cached(repo, files) if hub else url_cached(url),
+            download=lambda: hf_download(repo, files) if hub else url_download(url),
+            check=self.check_fits,
+            what=f"OpenCLIP {self.name} features",
+        )
+
+    def check_fits(self, state: dict, path: Path) -> None:
+        model = skeleton(self.arch, self.quick_gelu(), self.built_size())
+        expected = {k: v.shape for k, v in model.state_dict().items()}
+        check_shapes(expected, state, path, "--weights (WEIGHTS=)", f"open_clip:{self.name}")
+
+    def build(self, weights: WeightsSpec) -> torch.nn.Module:
+        import open_clip
+
+        kw = dict(force_quick_gelu=self.quick_gelu(), force_image_size=self.built_size())
+        if weights.kind == "random":
+            random_init(weights.seed)
+            model = open_clip.create_model(self.arch, pretrained=None, **kw)
+        elif weights.kind == "file":
+            model = open_clip.create_model(self.arch, pretrained=None, **kw)
+            state = load_state_dict(weights.file, "--weights (WEIGHTS=)")
+            self.check_fits(state, weights.file)
+            model.load_state_dict(state)
+        else:  # OpenCLIP loads its own published file (a local path as `pretrained`)
+            model = open_clip.create_model(self.arch, pretrained=str(weights.file), **kw)
+        return ImageTower(model).eval()
