@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
+import stat
 from collections import OrderedDict
 from pathlib import Path
 
@@ -80,6 +82,8 @@ class RowCopier:
     def fingerprint(self, path: Path) -> str:
         """sha256 of the file (cached by the index); empty when it cannot be read (its decode says why)."""
         try:
+            if not stat.S_ISREG(os.stat(path).st_mode):
+                return ""  # a FIFO, device or socket would block the read (or never end); its decode refuses it
             if self.index is not None:
                 try:
                     return self.index.fingerprint(path)
