@@ -16,7 +16,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..files import now_iso
+from ..files import disk_error, now_iso
 
 
 @contextlib.contextmanager
@@ -48,9 +48,13 @@ class Claim:
         except BlockingIOError:
             os.close(fd)
             return False
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{socket.gethostname()} {os.getpid()} {now_iso()}\n".encode())
         self.fd = fd
+        try:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{socket.gethostname()} {os.getpid()} {now_iso()}\n".encode())
+        except OSError as e:  # the lock was taken; only the holder's line could not be written
+            self.release()
+            raise disk_error(e, self.path) from e
         return True
 
     def release(self) -> None:
