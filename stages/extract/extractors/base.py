@@ -121,6 +121,21 @@ class Extractor(ABC):
         return f"{self.family} on {device} ({precision})"
 
 
+def picture_model(model: nn.Module, pre: Preprocessing, device: torch.device, dtype: torch.dtype) -> Loaded:
+    """A picture model on `device` (channels_last, in `dtype`) and its on-device prepare step."""
+    model = model.to(dtype) if dtype != torch.float32 else model
+    shape = (1, 3, 1, 1)
+    mean = torch.tensor(pre.mean, device=device).view(shape) * 255
+    std = torch.tensor(pre.std, device=device).view(shape) * 255
+
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        """(B, S, S, 3) uint8 -> (B, 3, S, S) normalised, in `dtype`, channels_last."""
+        x = x.permute(0, 3, 1, 2)  # NHWC memory = channels_last
+        return ((x.float() - mean) / std).to(dtype).contiguous(memory_format=torch.channels_last)
+
+    return Loaded(model, prepare)
+
+
 def required(weights: WeightsSpec | None, family: str) -> WeightsSpec:
     """The weights of a family that has some (every one but the log-mel summary)."""
     if weights is None:

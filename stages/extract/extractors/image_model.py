@@ -21,7 +21,7 @@ from pipeline.errors import ConfigError
 
 from ..config import BACKBONE_FORMS, FeatureIdentity
 from ..weights import Checkpoint, WeightsSpec, resolve
-from .base import FRAMES, Extractor, Loaded, Preprocessing, picture_precision, required
+from .base import FRAMES, Extractor, Loaded, Preprocessing, picture_model, picture_precision, required
 
 # The word that asks for a library's published weights; ResNet-50's default word is accepted too.
 PRETRAINED = "pretrained"
@@ -127,18 +127,7 @@ class ImageModel(Extractor):
 
     def load(self, weights: WeightsSpec | None, device: torch.device, dtype: torch.dtype) -> Loaded:
         model = self.build(required(weights, self.family)).to(device).to(memory_format=torch.channels_last)
-        model = model.to(dtype) if dtype != torch.float32 else model
-        pre = self.preprocessing()
-        shape = (1, 3, 1, 1)
-        mean = torch.tensor(pre.mean, device=device).view(shape) * 255
-        std = torch.tensor(pre.std, device=device).view(shape) * 255
-
-        def prepare(x: torch.Tensor) -> torch.Tensor:
-            """(B, S, S, 3) uint8 -> (B, 3, S, S) normalised, in `dtype`, channels_last."""
-            x = x.permute(0, 3, 1, 2)  # NHWC memory = channels_last
-            return ((x.float() - mean) / std).to(dtype).contiguous(memory_format=torch.channels_last)
-
-        return Loaded(model, prepare)
+        return picture_model(model, self.preprocessing(), device, dtype)
 
 
 def random_init(seed: int) -> None:

@@ -19,7 +19,7 @@ from pipeline.devices import resolve_device
 
 from ..config import FEATURE_DIM, IMAGENET_MEAN, IMAGENET_STD, FeatureIdentity
 from ..weights import Checkpoint, WeightsSpec, check_shapes, load_state_dict, resolve
-from .base import FRAMES, Extractor, Loaded, Preprocessing, picture_precision, required
+from .base import FRAMES, Extractor, Loaded, Preprocessing, picture_model, picture_precision, required
 
 IMAGENET_WEIGHTS = torchvision.models.ResNet50_Weights.IMAGENET1K_V2
 # The decoders' scale filter (FFmpeg's default), which the crop follows.
@@ -136,15 +136,4 @@ class ResNet50(Extractor):
 
     def load(self, weights: WeightsSpec | None, device: torch.device, dtype: torch.dtype) -> Loaded:
         model = build_resnet50(required(weights, self.family)).to(device).to(memory_format=torch.channels_last)
-        model = model.to(dtype) if dtype != torch.float32 else model
-        pre = self.preprocessing()
-        shape = (1, 3, 1, 1)
-        mean = torch.tensor(pre.mean, device=device).view(shape) * 255
-        std = torch.tensor(pre.std, device=device).view(shape) * 255
-
-        def prepare(x: torch.Tensor) -> torch.Tensor:
-            """(B, S, S, 3) uint8 -> (B, 3, S, S) normalised, in `dtype`, channels_last."""
-            x = x.permute(0, 3, 1, 2)  # NHWC memory = channels_last
-            return ((x.float() - mean) / std).to(dtype).contiguous(memory_format=torch.channels_last)
-
-        return Loaded(model, prepare)
+        return picture_model(model, self.preprocessing(), device, dtype)
