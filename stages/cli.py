@@ -147,7 +147,8 @@ def extract_options(fn):
         config_option(
             ExtractConfig,
             "--backbone",
-            help="resnet50 | torchvision:NAME | timm:NAME[.TAG] (timm:vit_small_patch14_dinov2.lvd142m) | "
+            help="resnet50 | torchvision:NAME (an image model, or a video model: one vector per clip, "
+            "torchvision:r2plus1d_18) | timm:NAME[.TAG] (timm:vit_small_patch14_dinov2.lvd142m) | "
             "open_clip:ARCH:PRETRAINED (open_clip:ViT-B-16:openai), as its library names it (BACKBONE=).",
         ),
         config_option(
@@ -161,7 +162,8 @@ def extract_options(fn):
             ExtractConfig,
             "--resize",
             type=int,
-            help="Shorter side before the crop, px; default the model's ratio (ResNet-50: size*256/224) (RESIZE=).",
+            help="Shorter side before the crop, px; default the model's ratio (ResNet-50: size*256/224; "
+            "R(2+1)D: frames scaled to 128 x 171 at its 112) (RESIZE=).",
         ),
         config_option(
             ExtractConfig,
@@ -184,7 +186,8 @@ def extract_options(fn):
             ExtractConfig,
             "--gpu-batch",
             type=int,
-            help="Frames per backbone batch, default 512 on CUDA, 32 on CPU (GPU_BATCH=).",
+            help="Frames (a video model's: clips) per backbone batch, default 512 on CUDA, 32 on CPU "
+            "(a video model's: as many clips as hold that many 224 px frames) (GPU_BATCH=).",
         ),
         config_option(ExtractConfig, "--shard-size", type=int, help="Videos per shard (SHARD_SIZE=)."),
         config_option(

@@ -154,7 +154,7 @@ def describe(set_dir: Path, max_failures: int = 5) -> str:
         f"  videos:     {m['num_stored']} of {m['num_videos']} stored, {m['num_failed']} failed; "
         f"{len(m['shards'])}/{m['num_shards']} shards, {human_bytes(r['bytes'])}",
         f"  per shard:  features (n, {m['frames']}, {m['feature_dim']}) float16 with n <= {m['shard_size']}, "
-        f"lengths, labels, video_ids, groups, frame_indices, timestamps"
+        f"lengths, labels, video_ids, groups, frame_indices{clip_shape(m['identity'])}, timestamps"
         + (", has_audio" if r["modality"] == "audio" else ""),
         f"  created:    {m['created_at']}   completed: {m.get('completed_at') or '-'}   updated: {m.get('updated_at')}",
         "  identity (hashed into the id: the same identity is the same feature set):",
@@ -180,6 +180,12 @@ def describe(set_dir: Path, max_failures: int = 5) -> str:
         if len(failures) > max_failures:
             lines.append(f"    ... and {len(failures) - max_failures} more")
     return "\n".join(lines)
+
+
+def clip_shape(identity: dict) -> str:
+    """' (n, T, K)' where each step is a clip of K frames (a video model's set), else ''."""
+    clip = (identity.get("sampling") or {}).get("clip")
+    return f" (n, T, {clip['frames']})" if clip else ""
 
 
 def copied_lines(m: dict) -> list[str]:

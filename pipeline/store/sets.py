@@ -201,7 +201,8 @@ class FeatureSet:
         """A listed shard, verified against its manifest sha256 and checked against the set.
 
         Returns features (n, T, D) float16; lengths (n,) int32; labels (n,) int32;
-        video_ids, groups (n,) str; frame_indices (n, T) int32; timestamps (n, T) float32.
+        video_ids, groups (n,) str; frame_indices (n, T) int32 ((n, T, K) for a clip model's
+        set); timestamps (n, T) float32.
         """
         entry = self.shard_entry(file)
         data = read_shard(self.set_dir / file, entry["sha256"])

@@ -48,7 +48,8 @@ def write_shard(path: Path, arrays: Mapping[str, np.ndarray | list[str]], attrs:
     """Write one shard to a temp name, fsync, and rename it to `path`.
 
     arrays: features (n, T, D) float16; lengths (n,) int32; labels (n,) int32;
-    video_ids (n,) str; groups (n,) str; frame_indices (n, T) int32 (-1 = padding);
+    video_ids (n,) str; groups (n,) str; frame_indices (n, T) int32, or (n, T, K) in a set
+    of a clip model (every frame of each step's clip) (-1 = padding);
     timestamps (n, T) float32 seconds (NaN = padding); optionally has_audio (n,) uint8
     and fingerprints (n,) str.
     Returns the manifest entry: {"file", "videos", "bytes", "sha256"}.

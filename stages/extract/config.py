@@ -27,7 +27,7 @@ FEATURE_DIM = 2048
 # How --backbone (BACKBONE=) names a model: as its library does, after the library's name.
 BACKBONE_LIBRARIES = ("torchvision", "timm", "open_clip")
 BACKBONE_FORMS = (
-    "resnet50 (the default), torchvision:NAME (torchvision:convnext_tiny), "
+    "resnet50 (the default), torchvision:NAME (torchvision:convnext_tiny, or a video model: torchvision:r2plus1d_18), "
     "timm:NAME[.TAG] (timm:vit_small_patch14_dinov2.lvd142m) or open_clip:ARCH:PRETRAINED (open_clip:ViT-B-16:openai)"
 )
 
@@ -45,7 +45,7 @@ class ExtractConfig:
         None  # square centre crop fed to the backbone, pixels; default the model's (ResNet-50: 224)
     )
     resize: int | None = None  # shorter side before the crop, pixels; default the model's ratio (ResNet-50: 256/224)
-    backbone: str = "resnet50"  # resnet50 | torchvision:NAME | timm:NAME | open_clip:ARCH:PRETRAINED
+    backbone: str = "resnet50"  # resnet50 | torchvision:NAME (image/video) | timm:NAME | open_clip:ARCH:PRETRAINED
     weights: str = "imagenet"  # imagenet/pretrained (published) | random | a .pth/.safetensors state dict
     seed: int = 0  # seed of random weights
     precision: str = choice("auto", PRECISIONS)  # auto: fp16 on CUDA, fp32 on CPU
@@ -58,7 +58,7 @@ class ExtractConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     devices: tuple[str, ...] = ()  # one backbone worker per device, e.g. ("cuda:0", "cuda:1")
     workers: int = 0  # parallel decoders; 0 = all cores
-    gpu_batch: int = 0  # frames per backbone batch; 0 = 512 on CUDA, 32 on CPU
+    gpu_batch: int = 0  # frames (a video model's: clips) per backbone batch; 0 = the family's default
     shard_size: int = 256  # videos per shard
     timeout: float = 60.0  # seconds allowed to one video (pyav) or to one ffmpeg/ffprobe call (ffmpeg-cli)
     compile: bool = False  # torch.compile the backbone (pays off only for large datasets)
@@ -186,7 +186,7 @@ class FeatureIdentity:
     weights: str  # e.g. "torchvision:IMAGENET1K_V2", "sha256:<file hash>", "random:seed0"
     sampling: dict  # {"mode": "uniform", "frames": 16} or {"mode": "fps", "fps": 2.0, "max_frames": 16}
     image_size: int
-    resize: int
+    resize: int | tuple[int, int]  # the shorter side, or the (H, W) a video model's frames are scaled to
     crop: str
     normalisation: dict
     precision: str  # resolved compute precision (fp32/fp16/bf16)

@@ -1,6 +1,7 @@
 """Stage one's decoders behind one call: probe a video, choose frame indices, decode only those frames.
 
     decode_video(path, T, S, resize, decoder="pyav", out=slot)  -> Decoded (frames in `out`, or a reason)
+    decode_video(..., clip=ClipSpec(K, rate))                    -> each step's clip of K frames
 
 | name | module | what |
 | --- | --- | --- |
@@ -27,7 +28,7 @@ import numpy as np
 from pipeline.ffmpeg_tools import ffmpeg_binary, find_binary
 
 from .config import DECODERS
-from .decode_common import Decoded, VideoInfo, read_avi_header
+from .decode_common import ClipSpec, Decoded, VideoInfo, read_avi_header
 from .decode_ffmpeg_cli import decode_threads, decode_video_cli, probe
 from .decode_procs import DecoderProcesses
 from .decode_pyav import decode_video_pyav
@@ -40,18 +41,21 @@ def decode_video(
     path: Path,
     frames: int,
     size: int,
-    resize: int,
+    resize: int | tuple[int, int],
     fps: float | None = None,
     timeout: float = 60.0,
     out: np.ndarray | None = None,
     decoder: str = DEFAULT_DECODER,
     workers: int = 0,
     procs: DecoderProcesses | None = None,
+    clip: ClipSpec | None = None,
 ) -> Decoded:
     """Probe, sample and decode one video with `decoder`. Never raises for a bad video: see `.error`.
 
     frames: T (the cap with fps); size: the square crop, px; resize: the shorter side before
-    it, px; fps: sample at this rate instead of T uniform segment centres; timeout: seconds
+    it, px, or the (H, W) it is scaled to; fps: sample at this rate instead of T uniform
+    segment centres; clip: each step is the clip of K frames around it (a clip model's:
+    Decoded's clip shapes, `out` (>= T, K, size, size, 3)); timeout: seconds
     (pyav: for the whole video; ffmpeg-cli: for each process). out: optional (>= T, size,
     size, 3) uint8 C-contiguous buffer the frames land in (Decoded.frames is then a view of
     it). workers: how many decoders run at once (0: one per core): ffmpeg-cli gives each
@@ -61,10 +65,10 @@ def decode_video(
     """
     if decoder == "pyav":
         run = procs.decode if procs is not None else decode_video_pyav
-        return run(path, frames, size, resize, fps, timeout, out)
+        return run(path, frames, size, resize, fps, timeout, out, clip)
     if decoder == "ffmpeg-cli":
         return decode_video_cli(
-            path, frames, size, resize, fps, timeout, out, decode_threads(workers or os.cpu_count() or 1)
+            path, frames, size, resize, fps, timeout, out, decode_threads(workers or os.cpu_count() or 1), clip
         )
     raise ValueError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
 

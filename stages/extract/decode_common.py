@@ -5,6 +5,9 @@ header, and which frames to keep.
     DeadlineReader           a file object for PyAV whose reads give up at a deadline (pictures and sound)
     read_avi_header(path)    an AVI's frame count, rate and size from its own header (no process, no decoder)
     sample_indices(info, T)  the frame indices to keep: T segment centres, or FPS= sampling
+    FramePlan                which frames to decode for those steps: the steps themselves, or
+                             each step's clip of K frames (a clip model's), and how they are laid out
+    scale_size(resize)       FFmpeg's scale expressions for a resize: the shorter side, or (H, W)
     frame_buffer(out, n, S)  the caller's (pinned) buffer, checked, or a new one
 
 Both decoders (decode_ffmpeg_cli.py: an ffmpeg process per video; decode_pyav.py: in-process with
@@ -15,6 +18,7 @@ reason recorded in failures.jsonl.
 from __future__ import annotations
 
 import io
+import math
 import os
 import stat
 import time
@@ -37,7 +41,11 @@ class VideoInfo:
 
 @dataclass
 class Decoded:
-    """frames (k, S, S, 3) uint8 with k <= T; indices (k,) int32; timestamps (k,) float32 s."""
+    """frames (k, S, S, 3) uint8 with k <= T; indices (k,) int32; timestamps (k,) float32 s.
+
+    Clips (a clip model's steps): frames (k, K, S, S, 3), indices (k, K) (every frame of
+    every clip), timestamps (k,) (each clip's centre frame, the step's sampling time).
+    """
 
     frames: np.ndarray | None = None
     indices: np.ndarray | None = None
@@ -256,6 +264,83 @@ def fps_indices(num_frames: int, src_fps: float, fps: float, cap: int) -> np.nda
 
 def sample_indices(info: VideoInfo, frames: int, fps: float | None) -> np.ndarray:
     return fps_indices(info.frames, info.fps, fps, frames) if fps else uniform_indices(info.frames, frames)
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    """A clip model's step: K consecutive frames at the frame rate its weights were trained on."""
+
+    length: int  # K
+    frame_rate: float  # frames/s; a video's frames are taken every round(its fps / this), at least 1
+
+    def stride(self, video_fps: float) -> int:
+        """Frames between a clip's frames in a video of `video_fps` (halves round up, as floor(x + 0.5))."""
+        return max(1, math.floor(video_fps / self.frame_rate + 0.5))
+
+
+def clip_indices(steps: np.ndarray, num_frames: int, video_fps: float, clip: ClipSpec) -> np.ndarray:
+    """Each step's clip: K frames `stride` apart, centred on the step (frame K // 2 is the step
+    itself), clamped to the video: (T,) -> (T, K) int32.
+
+    >>> clip_indices(np.array([1, 20]), 24, 30.0, ClipSpec(4, 15.0)).tolist()
+    [[0, 0, 1, 3], [16, 18, 20, 22]]
+    """
+    offsets = (np.arange(clip.length) - clip.length // 2) * clip.stride(video_fps)
+    return np.clip(steps[:, None] + offsets[None, :], 0, num_frames - 1).astype(np.int32)
+
+
+class FramePlan:
+    """The frames one video's steps need, decoded once each, and how they fill the caller's buffer.
+
+    Without a clip, a step is its frame: `frames` are the steps, in the order decoded. With a
+    clip, `frames` are the distinct frames of all the clips, increasing (what a decoder can
+    select in one pass); `finish` then lays them out clip by clip, a frame that two clips
+    share copied into both.
+    """
+
+    def __init__(self, steps: np.ndarray, num_frames: int, video_fps: float, clip: ClipSpec | None):
+        self.steps, self.clip = steps, clip
+        if clip is None:
+            self.indices, self.frames = steps, steps
+        else:
+            self.indices = clip_indices(steps, num_frames, video_fps, clip)
+            self.frames, self.gather = np.unique(self.indices, return_inverse=True)
+            self.frames = self.frames.astype(np.int32)
+
+    @property
+    def slots(self) -> int:
+        """Frames the buffer must hold: T (a frame per step) or T x K (every clip's, laid out)."""
+        return self.indices.size
+
+    def flat(self, out: np.ndarray | None) -> np.ndarray | None:
+        """The caller's buffer, (>= T, S, S, 3) or (>= T, K, S, S, 3), as frames (n, S, S, 3)."""
+        return out if out is None or self.clip is None else out.reshape(-1, *out.shape[2:])
+
+    def finish(self, buffer: np.ndarray, times: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """buffer[:len(frames)] holds `frames` decoded, times their timestamps (s): the steps'
+        (frames, indices, timestamps) as Decoded has them (frames a view of buffer)."""
+        k = len(self.steps)
+        if self.clip is None:
+            return buffer[:k], self.indices, times.astype(np.float32)
+        length = self.clip.length
+        # fancy indexing copies first, so distinct frames can be spread over the same buffer
+        buffer[: self.slots] = buffer[: len(self.frames)][self.gather.reshape(-1)]
+        frame_times = times[self.gather.reshape(k, length)]
+        return (
+            buffer[: self.slots].reshape(k, length, *buffer.shape[1:]),
+            self.indices,
+            frame_times[:, length // 2].astype(np.float32),
+        )
+
+
+def scale_size(resize: int | tuple[int, int]) -> tuple[str, str]:
+    """FFmpeg scale's (w, h) for a resize: an int scales the shorter side to it, the other
+    side keeping the aspect ratio (rounded to even); (H, W) scales to exactly that size
+    (as torchvision's video transforms do, e.g. (128, 171))."""
+    if isinstance(resize, int):
+        return f"if(lte(iw,ih),{resize},-2)", f"if(lte(iw,ih),-2,{resize})"
+    height, width = resize
+    return str(width), str(height)
 
 
 def frame_buffer(out: np.ndarray | None, count: int, size: int) -> np.ndarray:

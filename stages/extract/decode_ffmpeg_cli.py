@@ -39,13 +39,16 @@ import numpy as np
 from pipeline.ffmpeg_tools import ffmpeg_binary, find_binary
 
 from .decode_common import (
+    ClipSpec,
     Decoded,
     DecodeError,
+    FramePlan,
     VideoInfo,
     frame_buffer,
     preflight,
     read_avi_header,
     sample_indices,
+    scale_size,
     stderr_text_tail,
 )
 
@@ -281,7 +284,12 @@ def probe_with_ffmpeg(path: Path, timeout: float) -> VideoInfo:
 
 # ---------------------------------------------------------------- decoding
 def build_decode_args(
-    path: Path, indices: np.ndarray, size: int, resize: int, threads: int | None = 1, showinfo: bool = True
+    path: Path,
+    indices: np.ndarray,
+    size: int,
+    resize: int | tuple[int, int],
+    threads: int | None = 1,
+    showinfo: bool = True,
 ) -> list[str]:
     """ffmpeg argument list that emits exactly `indices`, scaled and cropped, as RGB24.
 
@@ -292,8 +300,9 @@ def build_decode_args(
     expr = "+".join(f"eq(n,{int(i)})" for i in indices)
     stream = ffmpeg.input(str(path), **({"threads": threads} if threads else {}))
     stream = stream.filter("select", expr)
-    # Shorter side to `resize`, the other keeping the aspect ratio (even-rounded).
-    stream = stream.filter("scale", w=f"if(lte(iw,ih),{resize},-2)", h=f"if(lte(iw,ih),-2,{resize})", flags="bilinear")
+    # Shorter side to `resize`, the other keeping the aspect ratio (even-rounded); or exactly (H, W).
+    width, height = scale_size(resize)
+    stream = stream.filter("scale", w=width, h=height, flags="bilinear")
     stream = stream.filter("crop", size, size)
     if showinfo:
         # The checksums showinfo computes by default cost ~5% of a select-decode; we only want pts.
@@ -314,7 +323,7 @@ def decode_frames(
     path: Path,
     indices: np.ndarray,
     size: int,
-    resize: int,
+    resize: int | tuple[int, int],
     timeout: float,
     out: np.ndarray | None = None,
     threads: int | None = 1,
@@ -419,17 +428,19 @@ def decode_video_cli(
     path: Path,
     frames: int,
     size: int,
-    resize: int,
+    resize: int | tuple[int, int],
     fps: float | None = None,
     timeout: float = 60.0,
     out: np.ndarray | None = None,
     threads: int | None = 1,
+    clip: ClipSpec | None = None,
 ) -> Decoded:
     """Probe, sample and decode one video with ffmpeg processes. Never raises for a bad video: see `.error`.
 
     out: optional (>= frames, size, size, 3) uint8 buffer the frames are decoded into
     (Decoded.frames is then a view of it); timeout: seconds allowed to each ffprobe/ffmpeg
-    call; threads: ffmpeg threads (decode_threads()).
+    call; threads: ffmpeg threads (decode_threads()); clip: each step is the clip of K frames
+    around its frame (Decoded's clip shapes; `out` (>= frames, K, size, size, 3)).
     """
     t0 = time.perf_counter()
     path = Path(path)
@@ -441,21 +452,23 @@ def decode_video_cli(
         info = read_avi_header(path) if fps is None else None
         from_header = info is not None
         info = info or probe(path, timeout)
-        indices = sample_indices(info, frames, fps)
+        plan = FramePlan(sample_indices(info, frames, fps), info.frames, info.fps, clip)
+        buffer = frame_buffer(plan.flat(out), plan.slots, size)
         try:
-            pixels, times = decode_frames(path, indices, size, resize, timeout, out, threads)
+            pixels, times = decode_frames(path, plan.frames, size, resize, timeout, buffer, threads)
         except DecodeError:
             if from_header:
                 probe(path, timeout)  # a file ffprobe rejects fails with ffprobe's reason, as without the shortcut
             raise
-        if len(pixels) < len(indices):
+        if len(pixels) < len(plan.frames):
             real = count_frames(path, timeout)
             got = f"{real}" if real >= 0 else "fewer"
             raise DecodeError(
-                f"truncated: decoded {got} of ~{info.frames} frames (needed frame {int(indices[len(pixels)])})"
+                f"truncated: decoded {got} of ~{info.frames} frames (needed frame {int(plan.frames[len(pixels)])})"
             )
         if len(times) != len(pixels):  # no showinfo output (should not happen): use the nominal rate
-            times = (indices / info.fps).astype(np.float32)
-        return Decoded(pixels, indices, times, info.frames, None, time.perf_counter() - t0)
+            times = (plan.frames / info.fps).astype(np.float32)
+        pixels, indices, stamps = plan.finish(buffer, times)
+        return Decoded(pixels, indices, stamps, info.frames, None, time.perf_counter() - t0)
     except DecodeError as e:
         return Decoded(error=str(e), seconds=time.perf_counter() - t0)

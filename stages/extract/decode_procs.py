@@ -27,10 +27,11 @@ The same processes decode the sound of an audio set (sound.decode_audio), which 
 GIL binds the same way (16.8 videos/s at 140 CPU ms per video in threads on the H100 machine).
 
 The protocol, on the child's stdin/stdout: one JSON line per job, {kind: "video", path,
-frames, size, resize, fps, timeout} or {kind: "sound", path, timeout}; the answer is a
+frames, size, resize, fps, clip, timeout} or {kind: "sound", path, timeout}; the answer is a
 4-byte little-endian length, that many bytes of JSON, then the array it announces: for a
 video {frames: k, indices, timestamps, num_frames, error, seconds} and k*size*size*3 bytes
-of frames (k, size, size, 3) uint8; for a sound {samples: n, has_audio, error, ...} and n
+of frames (k, size, size, 3) uint8 (with a clip [K, rate] in the job: k*K frames, the
+indices (k, K)); for a sound {samples: n, has_audio, error, ...} and n
 float32 samples.
 """
 
@@ -52,7 +53,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode_common import Decoded
+from .decode_common import ClipSpec, Decoded
 from .decode_pyav import decode_video_pyav
 from .decode_sound import AudioTrack, decode_audio
 
@@ -153,15 +154,19 @@ class DecoderProcesses:
         path: Path,
         frames: int,
         size: int,
-        resize: int,
+        resize: int | tuple[int, int],
         fps: float | None = None,
         timeout: float = 60.0,
         out: np.ndarray | None = None,
+        clip: ClipSpec | None = None,
     ) -> Decoded:
         """decode_video_pyav's contract, run in a decoder process: the frames land in `out`
-        ((>= frames, size, size, 3) uint8, C-contiguous). Never raises for a bad video."""
-        out = np.empty((frames, size, size, 3), np.uint8) if out is None else out
+        ((>= frames, size, size, 3) uint8, or (>= frames, K, size, size, 3) with a clip;
+        C-contiguous). Never raises for a bad video."""
+        step = (clip.length,) if clip else ()
+        out = np.empty((frames, *step, size, size, 3), np.uint8) if out is None else out
         job = dict(kind="video", path=str(Path(path).absolute()), frames=frames, size=size, resize=resize, fps=fps)
+        job["clip"] = [clip.length, clip.frame_rate] if clip else None
 
         def answer(child: DecoderProcess, head: dict, deadline: float) -> Decoded:
             k = head["frames"]
@@ -180,7 +185,7 @@ class DecoderProcesses:
         return self.run(
             job | {"timeout": timeout},
             answer,
-            in_thread=lambda: decode_video_pyav(path, frames, size, resize, fps, timeout, out),
+            in_thread=lambda: decode_video_pyav(path, frames, size, resize, fps, timeout, out, clip),
             failed=lambda why, seconds: Decoded(error=why, seconds=seconds),
             doing="decoding",
         )
@@ -274,12 +279,15 @@ class DecoderProcesses:
 
 # ---------------------------------------------------------------- in the child
 def video_answer(job: dict, buffers: dict) -> tuple[dict, np.ndarray | None]:
-    shape = (job["frames"], job["size"], job["size"], 3)
+    clip = ClipSpec(*job["clip"]) if job.get("clip") else None
+    shape = (job["frames"], *((clip.length,) if clip else ()), job["size"], job["size"], 3)
     out = buffers.get(shape)
     if out is None:  # one buffer per shape, reused: not a fresh allocation per video
         out = buffers[shape] = np.empty(shape, np.uint8)
+    # JSON has no tuples: an (H, W) resize comes as a list
+    resize = job["resize"] if isinstance(job["resize"], int) else tuple(job["resize"])
     dec = decode_video_pyav(
-        Path(job["path"]), job["frames"], job["size"], job["resize"], job["fps"], job["timeout"], out
+        Path(job["path"]), job["frames"], job["size"], resize, job["fps"], job["timeout"], out, clip
     )
     head: dict[str, object] = {"frames": 0, "indices": None, "timestamps": None}
     head |= {"num_frames": dec.num_frames, "error": dec.error, "seconds": dec.seconds}

@@ -46,15 +46,18 @@ import av
 import numpy as np
 
 from .decode_common import (
+    ClipSpec,
     DeadlineReader,
     Decoded,
     DecodeError,
+    FramePlan,
     SourceTimeout,
     VideoInfo,
     frame_buffer,
     preflight,
     read_avi_header,
     sample_indices,
+    scale_size,
     stderr_text_tail,
 )
 
@@ -308,7 +311,7 @@ class FrameConverter:
     """Decoded frame -> (size, size, 3) uint8 RGB, through the CLI's filter chain.
 
     The graph is `buffer -> [autorotation] -> scale (shorter side to `resize`, the other
-    keeping the aspect ratio, rounded to even, flags=bilinear) -> crop size x size (centre)
+    keeping the aspect ratio, rounded to even; or to exactly (H, W); flags=bilinear) -> crop size x size (centre)
     -> format=rgb24 -> buffersink`, with scale's own expressions, so libavfilter does the
     rounding and picks the same swscale path (YUV -> RGB and resize in one call) as the
     CLI: `frame.reformat()` would not give the same bytes. One graph thread. The graph is
@@ -316,7 +319,7 @@ class FrameConverter:
     orientation change, as the CLI reconfigures its graph.
     """
 
-    def __init__(self, size: int, resize: int, time_base: Fraction | None):
+    def __init__(self, size: int, resize: int | tuple[int, int], time_base: Fraction | None):
         self.size, self.resize = size, resize
         self.time_base = time_base or Fraction(1, AV_TIME_BASE)
         self.key: tuple | None = None
@@ -347,9 +350,9 @@ class FrameConverter:
             range=str(frame.color_range),
         )
         chain = [source, *(graph.add(name, args) for name, args in autorotate_filters(matrix))]
-        r = self.resize
+        width, height = scale_size(self.resize)
         chain += [
-            graph.add("scale", w=f"if(lte(iw,ih),{r},-2)", h=f"if(lte(iw,ih),-2,{r})", flags="bilinear"),
+            graph.add("scale", w=width, h=height, flags="bilinear"),
             graph.add("crop", w=str(self.size), h=str(self.size)),
             graph.add("format", pix_fmts="rgb24"),
             graph.add("buffersink"),
@@ -393,7 +396,7 @@ def decoded_frames(src: Input, deadline: float, sel: Selection) -> Iterator[av.V
 
 
 def decode_selected(
-    src: Input, indices: np.ndarray, size: int, resize: int, out: np.ndarray, deadline: float
+    src: Input, indices: np.ndarray, size: int, resize: int | tuple[int, int], out: np.ndarray, deadline: float
 ) -> Selection:
     """Decode in order, converting the frames whose ordinal is in `indices` into out[k].
 
@@ -431,10 +434,11 @@ def decode_video_pyav(
     path: Path,
     frames: int,
     size: int,
-    resize: int,
+    resize: int | tuple[int, int],
     fps: float | None = None,
     timeout: float = 60.0,
     out: np.ndarray | None = None,
+    clip: ClipSpec | None = None,
 ) -> Decoded:
     """Probe, sample and decode one video in this process. Never raises for a bad video: see `.error`.
 
@@ -443,7 +447,9 @@ def decode_video_pyav(
     (k,) int32, timestamps (k,) float32 s, num_frames, and an error reason of the same
     kind for a bad video. fps: sample at this rate (at most `frames`) instead of T
     uniform frames. timeout: seconds for the whole video (open, probe and decode), after
-    which it fails with "timeout after N s (...)". Uses one decoding thread.
+    which it fails with "timeout after N s (...)". Uses one decoding thread. clip: each step
+    is the clip of K frames around its frame (Decoded's clip shapes; `out` (>= frames, K, size,
+    size, 3)), every frame decoded once.
     """
     t0 = time.perf_counter()
     deadline = time.monotonic() + timeout
@@ -458,17 +464,16 @@ def decode_video_pyav(
         else:
             src = Input(path, deadline, timeout)
         with src:
-            indices = sample_indices(info, frames, fps)
-            buffer = frame_buffer(out, len(indices), size)
-            sel = decode_selected(src, indices, size, resize, buffer, deadline)
-        if sel.kept < len(indices):
+            plan = FramePlan(sample_indices(info, frames, fps), info.frames, info.fps, clip)
+            buffer = frame_buffer(plan.flat(out), plan.slots, size)
+            sel = decode_selected(src, plan.frames, size, resize, buffer, deadline)
+        if sel.kept < len(plan.frames):
             raise DecodeError(
-                f"truncated: decoded {sel.decoded} of ~{info.frames} frames (needed frame {int(indices[sel.kept])})"
+                f"truncated: decoded {sel.decoded} of ~{info.frames} frames (needed frame {int(plan.frames[sel.kept])})"
             )
         # As the CLI path when a kept frame has no timestamp (showinfo prints NOPTS): the nominal rate.
-        times = sel.times if sel.timed else indices / info.fps
-        return Decoded(
-            buffer[: len(indices)], indices, times.astype(np.float32), info.frames, None, time.perf_counter() - t0
-        )
+        times = sel.times[: sel.kept] if sel.timed else plan.frames / info.fps
+        pixels, indices, stamps = plan.finish(buffer, times)
+        return Decoded(pixels, indices, stamps, info.frames, None, time.perf_counter() - t0)
     except DecodeError as e:
         return Decoded(error=str(e), seconds=time.perf_counter() - t0)

@@ -21,7 +21,7 @@ from .config import ExtractConfig
 from .decode import require_decoder
 from .distributed import extract_on_dask
 from .errors import VideoError
-from .extractors import FRAMES, family_for
+from .extractors import SOUND, family_for
 from .inputs import decode_items
 from .local import extract_in_process, extract_on_devices
 from .model_thread import ModelThread
@@ -153,7 +153,7 @@ def extract_video(
     items = torch.zeros((cfg.frames, *family.item_shape()), dtype=family.item_dtype)
     dec, flags = decode_items(family, Path(path), items.numpy(), cfg.workers, procs=None)
     if dec.error:
-        doing = "decode" if family.decodes == FRAMES else "read the sound of"
+        doing = "read the sound of" if family.decodes == SOUND else "decode"
         raise VideoError(f"VIDEO: cannot {doing} {path}: {dec.error}")
     model = model or ModelThread(family, spec, str(family.device()), family.precision())
     k = len(dec.picture()[0])

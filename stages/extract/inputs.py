@@ -2,6 +2,8 @@
 
     FRAMES  decode_video: the T sampled frames, scaled and cropped as the family's
             preprocessing says, (k, S, S, 3) uint8
+    CLIPS   the same decode, each step the clip of K frames centred on its frame (at the
+            family's clip rate, clamped to the video), (k, K, S, S, 3) uint8
     SOUND   the sampled frames' times (the picture decode at a tiny size: its pixels are
             dropped, so step t is the same instant as in a visual set of the same sampling
             and decoder), the first audio stream (16 kHz mono), and the log-mel window
@@ -24,7 +26,7 @@ from .decode import decode_video, decoder_processes
 from .decode_common import Decoded
 from .decode_procs import DecoderProcesses
 from .decode_sound import decode_audio
-from .extractors import FRAMES, Extractor
+from .extractors import SOUND, Extractor
 from .logmel import log_mel_examples
 
 # The picture decode that only gives the frame times: its smallest crop (pixels are dropped).
@@ -34,7 +36,7 @@ TIMES_SIZE, TIMES_RESIZE = 32, 37
 def input_processes(family: Extractor, workers: int) -> contextlib.AbstractContextManager[DecoderProcesses | None]:
     """The decoder processes a run's threads decode in: PyAV's for pictures; for sound always
     (the sound track is PyAV's in any case), None where each decode is an ffmpeg process."""
-    if family.decodes == FRAMES:
+    if family.decodes != SOUND:
         return decoder_processes(family.cfg.decoder, workers)
     return DecoderProcesses(workers)
 
@@ -45,12 +47,12 @@ def decode_items(
     """One video's items into `out` (T, *item_shape): (Decoded with `frames` = out[:k], the
     video's flags, e.g. {"has_audio": 1}), or (Decoded with its error, {})."""
     cfg = family.cfg
-    if family.decodes == FRAMES:
+    if family.decodes != SOUND:  # frames or clips
         pre = family.preprocessing()
-        assert pre is not None, "a family that decodes frames says how they are scaled and cropped"
+        assert pre is not None, "a family that decodes pictures says how they are scaled and cropped"
         dec = decode_video(
             path, cfg.frames, pre.size, pre.resize, cfg.fps, cfg.timeout,
-            out=out, decoder=cfg.decoder, workers=workers, procs=procs,
+            out=out, decoder=cfg.decoder, workers=workers, procs=procs, clip=family.clip(),
         )  # fmt: skip
         return dec, {}
     return decode_sound_windows(family, path, out, workers, procs)

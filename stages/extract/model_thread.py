@@ -19,7 +19,7 @@ import torch
 from pipeline import console
 from pipeline.devices import DTYPES, inference_precision, resolve_device
 
-from .extractors import FRAMES, Extractor
+from .extractors import SOUND, Extractor
 from .weights import WeightsSpec
 
 # torch.compile's mode on CUDA: one compile searches kernels for this GPU (minutes).
@@ -66,7 +66,7 @@ class ModelThread:
         self.dtype = DTYPES[self.precision]
         self.compiled = compile
         self.build_seconds = 0.0  # weights, copy to the device, compile and warm-up
-        if self.device.type == "cpu" and family.decodes == FRAMES:
+        if self.device.type == "cpu" and family.decodes != SOUND:
             warn_cpu_once(family.family, self.precision)
         self.runner = cf.ThreadPoolExecutor(1, thread_name_prefix="model")
         self.built = self.runner.submit(self.build, spec, warm_up)

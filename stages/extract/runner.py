@@ -93,9 +93,10 @@ class Summary:
 class ShardBuffer:
     """Rows of one shard while its videos are decoded and embedded.
 
-    features (n, T, D) float16 (zeros where padded); frame_indices (n, T) int32 (-1 pad);
-    timestamps (n, T) float32 s (NaN pad); lengths (n,) int32; fingerprints (n,) str
-    (sha256 of each file, "" unknown); copied: set id -> rows copied from that set.
+    features (n, T, D) float16 (zeros where padded); frame_indices (n, T) int32, or (n, T, K)
+    for a clip model (every frame of every clip; -1 pad); timestamps (n, T) float32 s (NaN
+    pad); lengths (n,) int32; fingerprints (n,) str (sha256 of each file, "" unknown);
+    copied: set id -> rows copied from that set.
     """
 
     def __init__(
@@ -106,11 +107,13 @@ class ShardBuffer:
         claim: store.Claim | None,
         dim: int,
         extras: tuple[str, ...] = (),
+        clip_length: int | None = None,
     ):
         n = len(records)
         self.index, self.records, self.claim = index, records, claim
         self.features = np.zeros((n, frames, dim), np.float16)
-        self.frame_indices = np.full((n, frames), -1, np.int32)
+        step = (clip_length,) if clip_length else ()
+        self.frame_indices = np.full((n, frames, *step), -1, np.int32)
         self.timestamps = np.full((n, frames), np.nan, np.float32)
         self.lengths = np.zeros(n, np.int32)
         self.fingerprints = [""] * n
@@ -274,7 +277,11 @@ class ShardRunner:
         """(shard, position, record) of every video to decode, shard after shard as claimed."""
         for index, claim in claimed:
             records = self.plan.shards[index]
-            shard = ShardBuffer(index, records, self.plan.cfg.frames, claim, self.family.dim, self.family.flags)
+            clip = self.family.clip()
+            shard = ShardBuffer(
+                index, records, self.plan.cfg.frames, claim, self.family.dim, self.family.flags,
+                clip.length if clip else None,
+            )  # fmt: skip
             self.opened.append(shard)
             stored = self.sink.rows_to_copy(index)
             if stored is not None:

@@ -1,5 +1,6 @@
-"""What the image-family tests share: a stored set's rows beside the same frames decoded
-by hand with PyAV into PIL images, and the agreement measure.
+"""What the picture-family tests share: a stored set's rows beside the same frames decoded
+by hand with PyAV into PIL images (a clip model's row: its clip's K frames), and the
+agreement measure.
 
 With random weights a raw cosine says little (random features share a large common part),
 so rows are compared after subtracting the mean row of the compared rows; the control pairs
@@ -15,7 +16,6 @@ import av
 import h5py
 import numpy as np
 import torch
-from PIL import Image
 
 from pipeline import store
 from stages.extract import extract_features
@@ -23,30 +23,33 @@ from stages.extract.config import ExtractConfig
 
 
 def extract(picture_csv: Path, root: Path, backbone: str, weights, **kw) -> Path:
-    """Stage one on the picture set, T=2, fp32 on the CPU: the set's directory."""
+    """Stage one on the picture set, T=2 (unless `frames` says), fp32 on the CPU: the set's directory."""
     cfg = ExtractConfig(
-        dataset="csv", data_dir=picture_csv, features_root=root, frames=2, device="cpu",
-        backbone=backbone, weights=str(weights), precision="fp32", **kw,
+        dataset="csv", data_dir=picture_csv, features_root=root, device="cpu",
+        backbone=backbone, weights=str(weights), precision="fp32", **({"frames": 2} | kw),
     )  # fmt: skip
     return extract_features(cfg, quiet=True).set_dir
 
 
-# Library-agnostic: (list of PIL images) -> (n, D) float32 reference features.
-Reference = Callable[[list[Image.Image]], np.ndarray]
+# Library-agnostic: n PIL images (or n clips, each a list of K) -> (n, D) float32 reference features.
+Reference = Callable[[list], np.ndarray]
 
 
-def decoded_pictures(path: Path, indices: np.ndarray) -> list[Image.Image]:
-    """The frames at the decode-order ordinals `indices` of `path`, as full-size RGB PIL images."""
-    wanted, out = set(int(i) for i in indices), {}
+def decoded_pictures(path: Path, indices: np.ndarray) -> list:
+    """The frames at the decode-order ordinals `indices` of `path`, as full-size RGB PIL images:
+    indices (n,) -> n images; (n, K) (a clip model's rows) -> n lists of K images."""
+    wanted, out = set(int(i) for i in np.ravel(indices)), {}
     with av.open(str(path)) as container:
         for k, frame in enumerate(container.decode(video=0)):
             if k in wanted:
                 out[k] = frame.to_image()
+    if np.ndim(indices) == 2:
+        return [[out[int(i)] for i in clip] for clip in indices]
     return [out[int(i)] for i in indices]
 
 
 def stored_and_reference(set_dir: Path, video_path: Callable[[str], Path], reference: Reference):
-    """Every stored frame row of the set and the reference forward of the same frame:
+    """Every stored row of the set and the reference forward of the same frame (or clip):
     (stored (n, D) float32, reference (n, D) float32)."""
     ours, theirs = [], []
     for s in store.load_manifest(set_dir)["shards"]:
@@ -67,7 +70,7 @@ def centred_cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 
 
 def assert_same_features(ours: np.ndarray, theirs: np.ndarray) -> None:
-    """Each stored row agrees with its frame's reference (>= 0.99), and not with another frame's."""
+    """Each stored row agrees with its frame's (clip's) reference (>= 0.99), and not with another's."""
     assert ours.shape == theirs.shape and len(ours) >= 6, (ours.shape, theirs.shape)
     same = centred_cosines(ours, theirs)
     wrong = centred_cosines(ours, np.roll(theirs, 1, axis=0))

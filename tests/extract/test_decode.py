@@ -17,8 +17,17 @@ from helpers import skip_where_ffmpeg_crashes_on
 
 from stages.extract.config import DECODERS
 from stages.extract.decode import decode_video
-from stages.extract.decode_common import DecodeError, fps_indices, preflight, read_avi_header, uniform_indices
+from stages.extract.decode_common import (
+    ClipSpec,
+    DecodeError,
+    clip_indices,
+    fps_indices,
+    preflight,
+    read_avi_header,
+    uniform_indices,
+)
 from stages.extract.decode_ffmpeg_cli import build_decode_args, decode_video_cli, first_count, probe
+from stages.extract.decode_procs import DecoderProcesses
 
 
 @pytest.fixture(params=DECODERS)
@@ -90,6 +99,54 @@ def test_decode_returns_the_sampled_frames_in_order(numbered_clip, decoder):
 def test_decode_pads_nothing_and_reports_true_length_for_short_video(numbered_clip, decoder):
     dec = decode_video(numbered_clip, frames=100, size=32, resize=48, decoder=decoder)
     assert len(dec.frames) == 48 and dec.indices.tolist() == list(range(48))
+
+
+def test_a_clip_is_k_frames_at_the_weights_rate_centred_on_its_step_and_clamped():
+    # 30 fps video, weights at 15 fps: every 2nd frame; frame K // 2 of a clip is its step
+    assert clip_indices(np.array([10]), 100, 30.0, ClipSpec(4, 15.0)).tolist() == [[6, 8, 10, 12]]
+    assert clip_indices(np.array([1, 98]), 100, 30.0, ClipSpec(4, 15.0)).tolist() == [[0, 0, 1, 3], [94, 96, 98, 99]]
+    # never finer than every frame, and halves round up (25 fps / 15 = 1.67 -> 2; 22.5 / 15 -> 2)
+    assert [ClipSpec(16, 15.0).stride(f) for f in (10.0, 25.0, 22.5, 30.0, 60.0)] == [1, 2, 2, 2, 4]
+    assert ClipSpec(16, 7.5).stride(30.0) == 4
+
+
+def clip_brightness(frames: np.ndarray) -> np.ndarray:
+    """(k, K, S, S, 3) -> (k, K) mean brightness: 5 x the frame's index in numbered_clip."""
+    return frames.reshape(*frames.shape[:2], -1).mean(axis=2)
+
+
+@pytest.mark.parametrize("fps", [None, 3.0], ids=["uniform", "fps3"])
+def test_clips_hold_every_frame_of_every_clip_in_place(numbered_clip, decoder, fps):
+    """12 fps source, weights at 6 fps: stride 2; the clips of neighbouring steps overlap (a frame
+    two clips share is decoded once, stored in both), the first and last are clamped."""
+    clip = ClipSpec(6, 6.0)
+    out = np.zeros((4, 6, 32, 32, 3), np.uint8)  # a slot: T steps of K frames
+    dec = decode_video(numbered_clip, frames=4, size=32, resize=48, fps=fps, out=out, decoder=decoder, clip=clip)
+    assert dec.error is None and dec.frames.shape == (4, 6, 32, 32, 3) and np.shares_memory(dec.frames, out)
+    steps = fps_indices(48, 12.0, fps, 4) if fps else uniform_indices(48, 4)
+    assert dec.indices.tolist() == clip_indices(steps, 48, 12.0, clip).tolist()
+    assert dec.indices[0, 0] == 0 and dec.indices[:, 3].tolist() == steps.tolist()
+    np.testing.assert_allclose(clip_brightness(dec.frames), 5 * dec.indices, atol=2.5)
+    np.testing.assert_allclose(dec.timestamps, steps / 12.0, atol=1e-3)  # the steps' times
+
+
+def test_decoder_processes_give_the_same_clips(numbered_clip):
+    clip = ClipSpec(4, 4.0)  # stride 3
+    here = decode_video(numbered_clip, frames=3, size=32, resize=(40, 56), clip=clip)
+    with DecoderProcesses(1) as procs:
+        there = decode_video(numbered_clip, frames=3, size=32, resize=(40, 56), clip=clip, procs=procs)
+    assert there.error is None and there.frames.shape == (3, 4, 32, 32, 3)
+    np.testing.assert_array_equal(there.frames, here.frames)
+    np.testing.assert_array_equal(there.indices, here.indices)
+    np.testing.assert_array_equal(there.timestamps, here.timestamps)
+
+
+def test_a_fixed_resize_scales_to_exactly_that_size(numbered_clip, decoder):
+    """(H, W) = (32, 80) from 96x64, then the 32 px centre crop: the whole height is kept."""
+    dec = decode_video(numbered_clip, frames=2, size=32, resize=(32, 80), decoder=decoder)
+    assert dec.error is None and dec.frames.shape == (2, 32, 32, 3)
+    args = build_decode_args(numbered_clip, np.array([1]), 32, (32, 80))
+    assert "scale=flags=bilinear:h=32:w=80" in args[args.index("-filter_complex") + 1]
 
 
 def test_decode_args_are_an_argument_list_with_one_thread(numbered_clip):

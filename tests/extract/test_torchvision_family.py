@@ -57,7 +57,7 @@ def test_preprocessing_is_the_weights_transforms():
     "backbone, match",
     [
         ("torchvision:convnext_tin", "did you mean convnext_tiny"),
-        ("torchvision:r2plus1d_18", "clip models are not available"),
+        ("torchvision:r2plus1d", "did you mean r2plus1d_18"),  # the video models are torchvision's names too
     ],
 )
 def test_a_wrong_name_is_an_option_error(backbone, match):

@@ -3,10 +3,11 @@
 A family is one module in this package with one `Extractor` subclass. The runner, the
 batcher, the plan and the store only talk to this interface:
 
-    decodes          what the decoders hand it per sampled step: FRAMES (one RGB picture) or
-                     SOUND (the log-mel window around the step's timestamp); a clip model
-                     would add CLIPS (K consecutive frames per step)
-    item_shape()     one step as decoded, e.g. (S, S, 3) uint8 or (96, 64) float32
+    decodes          what the decoders hand it per sampled step: FRAMES (one RGB picture),
+                     CLIPS (K frames around the step, at the rate its weights were trained
+                     on) or SOUND (the log-mel window around the step's timestamp)
+    item_shape()     one step as decoded, e.g. (S, S, 3) uint8, (K, S, S, 3) or (96, 64) float32
+    clip()           CLIPS: K and that frame rate (a ClipSpec); None for the others
     preprocessing()  pictures: the resize, crop, mean/std and interpolation the decoder and
                      the device apply (None for sound: the front end is the decode)
     dim              features per step, D of the stored (N, T, D)
@@ -35,20 +36,23 @@ from pipeline.devices import inference_precision, resolve_device
 from pipeline.errors import ConfigError
 
 from ..config import ExtractConfig
+from ..decode_common import ClipSpec
 from ..weights import WeightsSpec
 
 FRAMES = "frames"  # one RGB picture per sampled step
+CLIPS = "clips"  # K consecutive RGB pictures per sampled step, centred on it (a video model's)
 SOUND = "sound"  # the log-mel window of sound centred on each sampled step's timestamp
 
 
 @dataclass(frozen=True)
 class Preprocessing:
     """What happens to a picture before the model: the decoder scales the shorter side to
-    `resize` with `interpolation` and crops `size` x `size` (`crop`); the device then
-    subtracts `mean` and divides by `std` (both per RGB channel, on 0..1 values)."""
+    `resize` (or the picture to exactly (H, W), as torchvision's video models publish it) with
+    `interpolation` and crops `size` x `size` (`crop`); the device then subtracts `mean` and
+    divides by `std` (both per RGB channel, on 0..1 values)."""
 
     size: int
-    resize: int
+    resize: int | tuple[int, int]
     crop: str
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
@@ -92,6 +96,10 @@ class Extractor(ABC):
     def preprocessing(self) -> Preprocessing | None:
         return None
 
+    def clip(self) -> ClipSpec | None:
+        """A clip model's K frames per step and their rate; None: a step is one frame or window."""
+        return None
+
     @abstractmethod
     def resolve_weights(self, download_timeout: float = 20.0, fallback_to_random: bool = False) -> WeightsSpec | None:
         """The weights option's value as a concrete, identifiable source (None: the family has none)."""
@@ -121,17 +129,22 @@ class Extractor(ABC):
         return f"{self.family} on {device} ({precision})"
 
 
-def picture_model(model: nn.Module, pre: Preprocessing, device: torch.device, dtype: torch.dtype) -> Loaded:
-    """A picture model on `device` (channels_last, in `dtype`) and its on-device prepare step."""
+def picture_model(
+    model: nn.Module, pre: Preprocessing, device: torch.device, dtype: torch.dtype, clips: bool = False
+) -> Loaded:
+    """A picture model on `device` (channels_last, in `dtype`) and its on-device prepare step;
+    `clips`: a clip model's, whose input has a time axis (channels_last_3d)."""
     model = model.to(dtype) if dtype != torch.float32 else model
-    shape = (1, 3, 1, 1)
+    shape = (1, 3, 1, 1, 1) if clips else (1, 3, 1, 1)
     mean = torch.tensor(pre.mean, device=device).view(shape) * 255
     std = torch.tensor(pre.std, device=device).view(shape) * 255
+    layout = torch.channels_last_3d if clips else torch.channels_last
 
     def prepare(x: torch.Tensor) -> torch.Tensor:
-        """(B, S, S, 3) uint8 -> (B, 3, S, S) normalised, in `dtype`, channels_last."""
-        x = x.permute(0, 3, 1, 2)  # NHWC memory = channels_last
-        return ((x.float() - mean) / std).to(dtype).contiguous(memory_format=torch.channels_last)
+        """(B, S, S, 3) uint8 -> (B, 3, S, S), or clips (B, K, S, S, 3) -> (B, 3, K, S, S):
+        normalised, in `dtype`, channels last."""
+        x = x.movedim(-1, 1)  # a view: channels-last memory is what the decoders wrote
+        return ((x.float() - mean) / std).to(dtype).contiguous(memory_format=layout)
 
     return Loaded(model, prepare)
 

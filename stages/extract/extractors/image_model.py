@@ -82,10 +82,16 @@ class ImageModel(Extractor):
 
     def preprocessing(self) -> Preprocessing:
         """The published preprocessing; --size sets the crop (the resize keeps the published
-        crop ratio unless --resize says otherwise)."""
+        crop ratio unless --resize, the shorter side, says otherwise)."""
         pub = self.published()
         size = self.cfg.image_size or pub.size
-        resize = self.cfg.resize or round(size * pub.resize / pub.size)
+        resize: int | tuple[int, int]
+        if self.cfg.resize:
+            resize = self.cfg.resize
+        elif isinstance(pub.resize, int):
+            resize = round(size * pub.resize / pub.size)
+        else:  # a published (H, W), scaled as the crop is
+            resize = (round(size * pub.resize[0] / pub.size), round(size * pub.resize[1] / pub.size))
         return Preprocessing(size, resize, pub.crop, pub.mean, pub.std, pub.interpolation)
 
     def resolve_weights(self, download_timeout: float = 20.0, fallback_to_random: bool = False) -> WeightsSpec:

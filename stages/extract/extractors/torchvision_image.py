@@ -68,13 +68,9 @@ class TorchvisionImage(ImageModel):
     library = "torchvision"
 
     def check_name(self) -> None:
-        if self.name in torchvision.models.list_models(module=torchvision.models.video):
-            raise ConfigError(
-                f"--backbone torchvision:{self.name}: a video (clip) model; clip models are not available in this "
-                "version, only image models (one vector per sampled frame)"
-            )
         if self.name not in image_models():
-            raise unknown_name("torchvision", self.name, image_models(), "torchvision:convnext_tiny")
+            known = image_models() + torchvision.models.list_models(module=torchvision.models.video)
+            raise unknown_name("torchvision", self.name, known, "torchvision:convnext_tiny")
 
     def default_weights(self) -> Any:
         return torchvision.models.get_model_weights(self.name).DEFAULT
@@ -83,6 +79,21 @@ class TorchvisionImage(ImageModel):
         own = self.published().size
         return self.cfg.image_size if self.cfg.image_size not in (None, own) else None
 
+    def size_kwargs(self) -> dict:
+        """What the builder needs to build the model at --size (a ViT's image_size)."""
+        return size_kwargs(self.name, self.built_size())
+
+    def skeleton(self) -> Any:
+        return skeleton(self.name, self.built_size())
+
+    def head(self, model: torch.nn.Module) -> str:
+        """The state-dict prefix of the classifier the stored vector is the input of."""
+        return final_linear(model)[0] + "."
+
+    def trunk(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The model without that classifier: it returns what the classifier reads."""
+        return without_classifier(model)
+
     def published(self) -> Preprocessing:
         t = self.default_weights().transforms()
         return Preprocessing(
@@ -90,7 +101,7 @@ class TorchvisionImage(ImageModel):
         )
 
     def feature_dim(self) -> int:
-        return final_linear(skeleton(self.name, self.built_size()))[1].in_features
+        return final_linear(self.skeleton())[1].in_features
 
     def checkpoint(self) -> Checkpoint:
         weights = self.default_weights()
@@ -108,15 +119,15 @@ class TorchvisionImage(ImageModel):
         )
 
     def check_fits(self, state: dict, path: Path) -> None:
-        """Every tensor of the model as built, with its shape; the final Linear's may differ or be absent."""
-        model = skeleton(self.name, self.built_size())
-        head = final_linear(model)[0] + "."
+        """Every tensor of the model as built, with its shape; the classifier's may differ or be absent."""
+        model = self.skeleton()
+        head = self.head(model)
         expected = {k: v.shape for k, v in model.state_dict().items() if not k.startswith(head)}
         state = {k: v for k, v in state.items() if not k.startswith(head)}
         check_shapes(expected, state, path, "--weights (WEIGHTS=)", f"torchvision:{self.name}")
 
     def build(self, weights: WeightsSpec) -> torch.nn.Module:
-        kw = size_kwargs(self.name, self.built_size())
+        kw = self.size_kwargs()
         if weights.kind == "random":
             random_init(weights.seed)
             model = torchvision.models.get_model(self.name, weights=None, **kw)
@@ -124,8 +135,8 @@ class TorchvisionImage(ImageModel):
             model = torchvision.models.get_model(self.name, weights=None, **kw)
             state = load_state_dict(weights.file, "--weights (WEIGHTS=)")
             self.check_fits(state, weights.file)
-            head = final_linear(model)[0] + "."
+            head = self.head(model)
             model.load_state_dict({k: v for k, v in state.items() if not k.startswith(head)}, strict=False)
         else:  # torchvision's builder: the file is in its cache, and it sets the options the weights need
             model = torchvision.models.get_model(self.name, weights=self.default_weights(), **kw)
-        return without_classifier(model).eval()
+        return self.trunk(model).eval()
