@@ -15,6 +15,7 @@ from torchvision.transforms.functional import pil_to_tensor
 
 from pipeline import store
 from pipeline.errors import ConfigError
+from stages.extract import extract_features
 from stages.extract.config import ExtractConfig
 from stages.extract.errors import WeightsError
 from stages.extract.extractors import CLIPS, family_for
@@ -115,6 +116,21 @@ def test_the_heavier_video_models_store_what_torchvision_computes(clip_csv, tmp_
     """At their own sizes (224 px) and clips: S3D's 128 frames, MViT's 16 trained at 7.5 frames/s
     (every 4th frame here), Swin3D's 32."""
     check_against_torchvision(clip_csv, tmp_path, name, dim, stride)
+
+
+def test_a_clip_set_of_the_same_videos_copies_its_rows_frames_and_all(clip_csv, tmp_path):
+    """Reuse across sets (another --name, the same files and settings) copies every row, the
+    (T, K) frame indices of its clips with it."""
+    cfg = ExtractConfig(
+        dataset="csv", data_dir=clip_csv, features_root=tmp_path, frames=2, device="cpu", image_size=32,
+        backbone="torchvision:r2plus1d_18", weights="random", precision="fp32",
+    )  # fmt: skip
+    first = extract_features(cfg, quiet=True)
+    again = extract_features(cfg.replace(name="clips-again"), quiet=True)
+    assert (first.computed, again.computed, again.copied) == (3, 0, 3)
+    before, after = stored_frame_indices(first.set_dir), stored_frame_indices(again.set_dir)
+    assert before.keys() == after.keys() and all(after[v].shape == (2, 16) for v in after)
+    assert all((before[v] == after[v]).all() for v in before)
 
 
 def test_the_family_reads_the_weights_clip_and_transforms():
