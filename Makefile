@@ -1,4 +1,4 @@
-# The stage, store, demo, predict and bench targets are thin wrappers over the `vidstore` CLI
+# The stage, zeroshot, store, demo, predict and bench targets are thin wrappers over the `vidstore` CLI
 # (stages/cli.py): every variable is optional, and one that is set becomes the matching
 # --option, so the CLI's defaults and validation are the only ones. setup, the test targets,
 # gpu-wheels, gpu-check and clean-venv run pip, pytest or stages.gpu_check instead.
@@ -30,8 +30,12 @@ TRAIN_OPTS = $(call opt,DATASET,dataset) $(call opt,DATA_DIR,data-dir) $(call op
   $(call opt,EPOCHS,epochs) $(call opt,LR,lr) $(call opt,BATCH,batch) $(call opt,SEED,seed) \
   $(call opt,OUT,out) $(call opt,DEVICE,device) $(call opt,VAL_FRACTION,val-fraction) \
   $(call opt,TEST_FRACTION,test-fraction) $(call opt,MODALITY_DROPOUT,modality-dropout) $(call flag,NO_PROGRESS,no-progress)
+# `make zeroshot`: the same words find the set and its test part as for `train`, plus the prompts.
+ZEROSHOT_OPTS = $(call opt,FEATURES,features) $(call opt,DATASET,dataset) $(call opt,DATA_DIR,data-dir) \
+  $(call opt,NAME,name) $(call opt,FEATURES_ROOT,features-root) $(call opt,SPLIT,split) $(call opt,SEED,seed) \
+  $(call opt,TEST_FRACTION,test-fraction) $(call opt,TEMPLATES,templates) $(call opt,OUT,out) $(call opt,DEVICE,device)
 
-.PHONY: setup features train evaluate compare predict demo test test-all test-gpu gpu-check gpu-wheels bench store-list store-info store-verify store-gc clean-venv
+.PHONY: setup features train evaluate zeroshot compare predict demo test test-all test-gpu gpu-check gpu-wheels bench store-list store-info store-verify store-gc clean-venv
 
 setup: $(VENV)/.installed
 
@@ -64,6 +68,10 @@ train: setup
 
 evaluate: setup
 	$(CLI) evaluate $(call opt,RUN,run) $(call opt,DEVICE,device)
+
+# An OpenCLIP set's test videos scored by its checkpoint's text tower (docs/zeroshot.md).
+zeroshot: setup
+	$(CLI) zeroshot $(ZEROSHOT_OPTS)
 
 compare: setup
 	$(CLI) compare $(TRAIN_OPTS)

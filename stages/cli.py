@@ -24,6 +24,7 @@ from .extract.config import ExtractConfig
 from .extract.errors import ClusterError, DatasetError, VideoError, WeightsError
 from .samples.clips import SynthError
 from .train.config import TrainConfig
+from .zeroshot.prompts import TEMPLATE_SETS
 
 # Shown as one line (exit status 1, or 2 with the usage line for a ConfigError).
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -507,6 +508,42 @@ def predict_command(video: Path, run_dir: Path, top: int, device: str) -> None:
     from stages.predict import predict
 
     predict(video, run_dir, top, device)
+
+
+@main.command("zeroshot")
+@config_option(
+    TrainConfig,
+    "--features",
+    help="The OpenCLIP feature set: id, unique prefix or directory; default: the dataset's set (FEATURES=).",
+)
+@config_option(TrainConfig, "--dataset", help="DATASET= as given to `features` (DATASET=).")
+@config_option(TrainConfig, "--data-dir", type=click.Path(path_type=Path), help="DATA_DIR= as given to `features`.")
+@config_option(TrainConfig, "--name", help="NAME= as given to `features` (NAME=).")
+@config_option(
+    TrainConfig, "--features-root", type=click.Path(path_type=Path), help="Store root, default data/features."
+)
+@config_option(TrainConfig, "--split", help="Official split 1|2|3, or all: each split and the mean (SPLIT=).")
+@config_option(TrainConfig, "--seed", type=int, help="Seeds the test part carved where the dataset has none (SEED=).")
+@config_option(
+    TrainConfig, "--test-fraction", type=float, help="Test share carved by group where the dataset has no test split."
+)
+@click.option(
+    "--templates",
+    type=click.Choice(list(TEMPLATE_SETS)),
+    default=next(iter(TEMPLATE_SETS)),
+    show_default=True,
+    help="CLIP's prompt templates for UCF101 (48) or Kinetics-700 (28) (TEMPLATES=).",
+)
+@config_option(
+    TrainConfig, "--out", type=click.Path(path_type=Path), help="Run directory, default runs/<time>-zeroshot-split<k>."
+)
+@config_option(TrainConfig, "--device", help=DEVICE_HELP)
+@user_errors_as_messages
+def zeroshot_command(templates: str, **kw) -> None:
+    """Classify an OpenCLIP set's test videos with its checkpoint's text tower, no training; write a run's reports."""
+    from stages.zeroshot import zeroshot
+
+    zeroshot(TrainConfig(**kw), templates)
 
 
 # ================================================================ end of stage two

@@ -55,3 +55,12 @@ def test_features_predict_and_store_info_variables():
     line = command_line("predict", "VIDEO=a.avi", "RUN=runs/x", "TOP=2", "DEVICE=cpu")
     assert line.endswith('predict "a.avi" --run "runs/x" --top "2" --device "cpu"'), line
     assert command_line("store-info").endswith("store info")  # no ID=: no empty id argument
+
+
+def test_zeroshot_variables():
+    line = command_line(
+        "zeroshot", "FEATURES=open_clip-x", "DATASET=csv", "DATA_DIR=/l.csv", "SPLIT=all", "TEMPLATES=kinetics", "OUT=r"
+    )
+    assert line.endswith(
+        'zeroshot --features "open_clip-x" --dataset "csv" --data-dir "/l.csv" --split "all" --templates "kinetics" --out "r"'
+    ), line
