@@ -281,9 +281,21 @@ def features(**kw) -> None:
 @config_option(BenchConfig, "--device", help=DEVICE_HELP)
 @config_option(
     BenchConfig,
+    "--backbone",
+    help="Stage one's backbone, as `features` takes it: resnet50 | torchvision:NAME | timm:NAME | "
+    "open_clip:ARCH:PRETRAINED (BACKBONE=).",
+)
+@config_option(
+    BenchConfig,
+    "--weights",
+    help="random (seeded, nothing downloads) | pretrained | /path/to/state_dict (WEIGHTS=).",
+)
+@config_option(
+    BenchConfig,
     "--size",
     type=int,
-    help="Crop fed to ResNet-50, px; default 112 on CPU (to finish in minutes), 224 on CUDA (SIZE=).",
+    help="Crop fed to the backbone, px; default 112 on CPU (to finish in minutes), the model's own "
+    "(ResNet-50: 224) on CUDA (SIZE=).",
 )
 @config_option(BenchConfig, "--frames", type=int, help="T frames sampled per video (FRAMES=).")
 @config_option(
@@ -346,7 +358,7 @@ def features(**kw) -> None:
 @config_option(BenchConfig, "--out", type=click.Path(path_type=Path), help="Results file, default bench/results.json.")
 @user_errors_as_messages
 def bench(**kw) -> None:
-    """Stage one against every decoder alone and the seed method; stage two's 50 epochs. Writes bench/results.json."""
+    """Stage one (BACKBONE=) against every decoder alone and the seed method; stage two's 50 epochs. Writes bench/results.json."""
     from stages.bench import run_bench
 
     run_bench(BenchConfig(**kw))

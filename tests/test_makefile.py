@@ -64,3 +64,16 @@ def test_zeroshot_variables():
     assert line.endswith(
         'zeroshot --features "open_clip-x" --dataset "csv" --data-dir "/l.csv" --split "all" --templates "kinetics" --out "r"'
     ), line
+
+
+def test_bench_backbone_and_weights():
+    out = subprocess.run(
+        ["make", "-n", "bench", "BACKBONE=open_clip:ViT-B-16:openai", "WEIGHTS=random"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    line = " ".join(out.replace("\\\n", " ").split())  # the recipe's continued lines as one
+    assert '-m stages bench --backbone "open_clip:ViT-B-16:openai" --weights "random"' in line, line
