@@ -1,4 +1,4 @@
-# The stage, store, demo, predict and bench targets are thin wrappers over the `vidstore` CLI
+# The stage, zeroshot, store, demo, predict and bench targets are thin wrappers over the `vidstore` CLI
 # (stages/cli.py): every variable is optional, and one that is set becomes the matching
 # --option, so the CLI's defaults and validation are the only ones. setup, the test targets,
 # gpu-wheels, gpu-check and clean-venv run pip, pytest or stages.gpu_check instead.
@@ -30,8 +30,12 @@ TRAIN_OPTS = $(call opt,DATASET,dataset) $(call opt,DATA_DIR,data-dir) $(call op
   $(call opt,EPOCHS,epochs) $(call opt,LR,lr) $(call opt,BATCH,batch) $(call opt,SEED,seed) \
   $(call opt,OUT,out) $(call opt,DEVICE,device) $(call opt,VAL_FRACTION,val-fraction) \
   $(call opt,TEST_FRACTION,test-fraction) $(call opt,MODALITY_DROPOUT,modality-dropout) $(call flag,NO_PROGRESS,no-progress)
+# `make zeroshot`: the same words find the set and its test part as for `train`, plus the prompts.
+ZEROSHOT_OPTS = $(call opt,FEATURES,features) $(call opt,DATASET,dataset) $(call opt,DATA_DIR,data-dir) \
+  $(call opt,NAME,name) $(call opt,FEATURES_ROOT,features-root) $(call opt,SPLIT,split) $(call opt,SEED,seed) \
+  $(call opt,TEST_FRACTION,test-fraction) $(call opt,TEMPLATES,templates) $(call opt,OUT,out) $(call opt,DEVICE,device)
 
-.PHONY: setup features train evaluate compare predict demo test test-all test-gpu gpu-check gpu-wheels bench store-list store-info store-verify store-gc clean-venv
+.PHONY: setup features train evaluate zeroshot compare predict demo test test-all test-gpu gpu-check gpu-wheels bench store-list store-info store-verify store-gc clean-venv
 
 setup: $(VENV)/.installed
 
@@ -65,6 +69,10 @@ train: setup
 evaluate: setup
 	$(CLI) evaluate $(call opt,RUN,run) $(call opt,DEVICE,device)
 
+# An OpenCLIP set's test videos scored by its checkpoint's text tower (docs/zeroshot.md).
+zeroshot: setup
+	$(CLI) zeroshot $(ZEROSHOT_OPTS)
+
 compare: setup
 	$(CLI) compare $(TRAIN_OPTS)
 
@@ -95,23 +103,30 @@ GPU_PYTHON ?= python3
 gpu-check:
 	$(GPU_PYTHON) -m stages.gpu_check $(call opt,GPU_BUDGET,budget) $(call opt,CLIPS,clips) $(call opt,SKIP,skip)
 
-# Here, before a GPU session: PyAV, the static ffmpeg and the pure-Python packages that machine
-# lacks, as wheels for its Python (3.12), in .gpu-wheels/ (69 MB, over the 64 MiB a call may
-# carry), then unzipped and packed with xz as .whl/pylib.tar.xz (46.4 MiB = 48.7 MB; both git-ignored).
+# Here, before a GPU session: PyAV, the static ffmpeg and the packages that machine lacks, as
+# wheels for its Python (3.12), in .gpu-wheels/ (77 MB, over the 64 MiB a call may carry), then
+# unzipped and packed with xz as .whl/pylib.tar.xz (both git-ignored; docs/bench.md has the sizes).
+# Second line: timm and OpenCLIP (the model families' libraries) with what they import: the
+# Hugging Face hub client and its HTTP stack, ftfy, regex and PyYAML (cp312 binary wheels),
+# safetensors (abi3). hf-xet is left out: the hub imports it only to download, which that machine cannot.
 GPU_WHEELS = av==18.1.0 imageio-ffmpeg==0.6.0 ffmpeg-python==0.2.0 future==1.0.0 dask==2026.8.0 \
   distributed==2026.8.0 partd==1.4.2 locket==1.0.0 tblib==3.2.2 zict==3.0.0 tornado==6.6.1 toolz==1.2.0 \
-  cloudpickle==3.1.3
+  cloudpickle==3.1.3 \
+  timm==1.0.31 open_clip_torch==3.3.0 safetensors==0.8.0 huggingface_hub==2.4.0 ftfy==6.3.1 wcwidth==0.9.4 \
+  regex==2026.11.19 PyYAML==6.0.4 httpx2==2.16.2 httpcore2==2.16.2 anyio==4.16.0 h11==0.16.0 idna==3.20 \
+  truststore==0.10.5 tqdm==4.70.1
 gpu-wheels: setup
 	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 	  --platform manylinux1_x86_64 -d .gpu-wheels $(GPU_WHEELS)
 	$(PY) -m stages.gpu_check --pack .gpu-wheels --wheels .whl
 
-# Stage one vs the decode ceiling and the seed method, stage two's 50 epochs: bench/results.json
-# (docs/bench.md). Small on a CPU (8 clips, 112 px), UCF101-scale on CUDA.
+# Stage one (BACKBONE=, seeded random WEIGHTS= by default) vs the decode ceiling and the seed method,
+# stage two's 50 epochs: bench/results.json (docs/bench.md). Small on a CPU (8 clips, 112 px), UCF101-scale on CUDA.
 bench: setup $(VENV)/.bench-installed
 	$(CLI) bench $(call opt,CLIPS,clips) $(call opt,SECONDS,seconds) $(call opt,WORKERS,workers) \
-	  $(call opt,DEVICE,device) $(call opt,SIZE,size) $(call opt,FRAMES,frames) $(call flag,COMPILE,compile) \
+	  $(call opt,DEVICE,device) $(call opt,BACKBONE,backbone) $(call opt,WEIGHTS,weights) $(call opt,SIZE,size) \
+	  $(call opt,FRAMES,frames) $(call flag,COMPILE,compile) \
 	  $(call opt,GPU_BATCH,gpu-batch) $(call opt,PRECISION,precision) $(call opt,BASELINE_CLIPS,baseline-clips) \
 	  $(call opt,ROUNDS,rounds) $(call opt,AUDIO_CLIPS,audio-clips) $(call opt,TRAIN_EPOCHS,train-epochs) $(call flag,SKIP_TRAIN,skip-train) \
 	  $(call opt,BENCH_DEVICES,devices) $(call opt,DECODER,decoder)

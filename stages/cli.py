@@ -24,6 +24,7 @@ from .extract.config import ExtractConfig
 from .extract.errors import ClusterError, DatasetError, VideoError, WeightsError
 from .samples.clips import SynthError
 from .train.config import TrainConfig
+from .zeroshot.prompts import TEMPLATE_SETS
 
 # Shown as one line (exit status 1, or 2 with the usage line for a ConfigError).
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -283,9 +284,21 @@ def features(**kw) -> None:
 @config_option(BenchConfig, "--device", help=DEVICE_HELP)
 @config_option(
     BenchConfig,
+    "--backbone",
+    help="Stage one's backbone, as `features` takes it: resnet50 | torchvision:NAME | timm:NAME | "
+    "open_clip:ARCH:PRETRAINED (BACKBONE=).",
+)
+@config_option(
+    BenchConfig,
+    "--weights",
+    help="random (seeded, nothing downloads) | pretrained | /path/to/state_dict (WEIGHTS=).",
+)
+@config_option(
+    BenchConfig,
     "--size",
     type=int,
-    help="Crop fed to ResNet-50, px; default 112 on CPU (to finish in minutes), 224 on CUDA (SIZE=).",
+    help="Crop fed to the backbone, px; default 112 on CPU (to finish in minutes), the model's own "
+    "(ResNet-50: 224) on CUDA (SIZE=).",
 )
 @config_option(BenchConfig, "--frames", type=int, help="T frames sampled per video (FRAMES=).")
 @config_option(
@@ -348,7 +361,7 @@ def features(**kw) -> None:
 @config_option(BenchConfig, "--out", type=click.Path(path_type=Path), help="Results file, default bench/results.json.")
 @user_errors_as_messages
 def bench(**kw) -> None:
-    """Stage one against every decoder alone and the seed method; stage two's 50 epochs. Writes bench/results.json."""
+    """Stage one (BACKBONE=) against every decoder alone and the seed method; stage two's 50 epochs. Writes bench/results.json."""
     from stages.bench import run_bench
 
     run_bench(BenchConfig(**kw))
@@ -510,6 +523,42 @@ def predict_command(video: Path, run_dir: Path, top: int, device: str) -> None:
     from stages.predict import predict
 
     predict(video, run_dir, top, device)
+
+
+@main.command("zeroshot")
+@config_option(
+    TrainConfig,
+    "--features",
+    help="The OpenCLIP feature set: id, unique prefix or directory; default: the dataset's set (FEATURES=).",
+)
+@config_option(TrainConfig, "--dataset", help="DATASET= as given to `features` (DATASET=).")
+@config_option(TrainConfig, "--data-dir", type=click.Path(path_type=Path), help="DATA_DIR= as given to `features`.")
+@config_option(TrainConfig, "--name", help="NAME= as given to `features` (NAME=).")
+@config_option(
+    TrainConfig, "--features-root", type=click.Path(path_type=Path), help="Store root, default data/features."
+)
+@config_option(TrainConfig, "--split", help="Official split 1|2|3, or all: each split and the mean (SPLIT=).")
+@config_option(TrainConfig, "--seed", type=int, help="Seeds the test part carved where the dataset has none (SEED=).")
+@config_option(
+    TrainConfig, "--test-fraction", type=float, help="Test share carved by group where the dataset has no test split."
+)
+@click.option(
+    "--templates",
+    type=click.Choice(list(TEMPLATE_SETS)),
+    default=next(iter(TEMPLATE_SETS)),
+    show_default=True,
+    help="CLIP's prompt templates for UCF101 (48) or Kinetics-700 (28) (TEMPLATES=).",
+)
+@config_option(
+    TrainConfig, "--out", type=click.Path(path_type=Path), help="Run directory, default runs/<time>-zeroshot-split<k>."
+)
+@config_option(TrainConfig, "--device", help=DEVICE_HELP)
+@user_errors_as_messages
+def zeroshot_command(templates: str, **kw) -> None:
+    """Classify an OpenCLIP set's test videos with its checkpoint's text tower, no training; write a run's reports."""
+    from stages.zeroshot import zeroshot
+
+    zeroshot(TrainConfig(**kw), templates)
 
 
 # ================================================================ end of stage two

@@ -11,6 +11,8 @@ and runs, each in a process of its own, within what is left of `--budget`:
 
     1. bench          `python -m stages bench` with the CUDA defaults, plus DEVICES=cuda:0,cuda:0:
                       end to end, decode ceiling, backbone, baseline, stage two's 50 epochs
+    1b. backbones     each of BACKBONES alone as the bench times ResNet-50's (stages/bench/model.py
+                      measure_backbones: random weights, its own size, fp16, batch 512), side by side
     2. train_profile  stage two's training step profiled (stages/train/profile.py profile_steps), at
                       fp16 and bf16: milliseconds per step, host vs device time, top ops
     3. gpu_tests      pytest -m gpu (tests/test_gpu.py and the GPU tests of stage two and Dask)
@@ -47,7 +49,24 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 # Each step: (name, seconds it may take at most, seconds it needs at least to be worth starting)
-STEPS = (("bench", 330, 120), ("train_profile", 90, 30), ("gpu_tests", 240, 60), ("cpu_tests", 300, 90))
+STEPS = (
+    ("bench", 330, 120),
+    ("backbones", 90, 30),
+    ("train_profile", 90, 30),
+    ("gpu_tests", 240, 60),
+    ("cpu_tests", 300, 90),
+)
+# The backbones timed alone side by side: ResNet-50 (stage one's default) and the shapes of other
+# families' usual models, with random weights (the speed does not depend on their values).
+BACKBONES = ("resnet50", "open_clip:ViT-B-16:openai")
+MEASURE_BACKBONES = """
+import json, sys
+from stages.bench.model import measure_backbones
+out = measure_backbones(sys.argv[2], tuple(sys.argv[3].split(",")))
+json.dump(out, open(sys.argv[1], "w"), indent=1)
+for name, figures in out.items():
+    print(name, figures, flush=True)
+"""
 PROFILE = """
 import json, sys
 from stages.train import profile_steps
@@ -118,6 +137,7 @@ def prepared_env(wheels: Path, scratch: Path) -> tuple[dict[str, str], dict]:
             env["PATH"] = os.pathsep.join([str(scratch / "bin"), env.get("PATH", "")])
     else:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
+    env.setdefault("HF_HUB_OFFLINE", "1")  # no network there: the hub client must not wait for one
     if not env.get("FFPROBE_BINARY") and not shutil.which("ffprobe"):
         env["VIDSTORE_TESTS_WITHOUT_FFPROBE"] = "1"  # stage one probes with ffmpeg itself
     info["ffmpeg"] = env.get("FFMPEG_BINARY") or shutil.which("ffmpeg")
@@ -251,6 +271,19 @@ def step_bench(env: dict[str, str], out_dir: Path, timeout: float, args: argpars
     return outcome
 
 
+def step_backbones(env: dict[str, str], out_dir: Path, timeout: float, device: str) -> dict:
+    """The figures go into the report's JSON only; their own file stays in the scratch folder, as a
+    call brings back at most 8 files (see step_pytest)."""
+    results = Path(env["VIDSTORE_GPU_CHECK_SCRATCH"]) / "gpu-check-backbones.json"
+    code, wall = run_logged(
+        [sys.executable, "-c", MEASURE_BACKBONES, str(results), device, ",".join(BACKBONES)],
+        env,
+        timeout,
+        out_dir / "gpu-check-backbones.log",
+    )
+    return {"exit": code, "seconds": wall} | ({"figures": json.loads(results.read_text())} if results.exists() else {})
+
+
 def step_profile(env: dict[str, str], out_dir: Path, timeout: float, device: str) -> dict:
     results = out_dir / "gpu-check-train-profile.json"
     code, wall = run_logged(
@@ -265,7 +298,7 @@ def step_pytest(
     """pytest on `workers` processes (when pytest-xdist is there), each with its share of the cores.
 
     Its JUnit XML stays in the scratch folder: what it says goes into the JSON, and a call
-    brings back at most 8 files (the JSON and each step's log are 7).
+    brings back at most 8 files (the JSON, the bench's and the profile's JSON, and each step's log are 8).
     """
     xml = Path(env["VIDSTORE_GPU_CHECK_SCRATCH"]) / f"gpu-check-{name}.xml"
     cmd = [
@@ -303,7 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rounds", type=int, default=1, help="bench rounds (a lent machine is not shared: 1)")
     ap.add_argument("--device", default="cuda", help="the bench's device (cpu: a dry run of this script)")
     ap.add_argument(
-        "--skip", default="", help="comma-separated steps to leave out: bench,train_profile,gpu_tests,cpu_tests"
+        "--skip",
+        default="",
+        help="comma-separated steps to leave out: bench,backbones,train_profile,gpu_tests,cpu_tests",
     )
     args = ap.parse_args(argv)
     if args.pack:
@@ -332,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
             }
         elif name == "bench":
             report["steps"][name] = step_bench(env, out_dir, min(limit, left), args)
+        elif name == "backbones":
+            report["steps"][name] = step_backbones(env, out_dir, min(limit, left), args.device)
         elif name == "train_profile":
             report["steps"][name] = step_profile(env, out_dir, min(limit, left), args.device)
         elif name == "gpu_tests":

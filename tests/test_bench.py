@@ -1,8 +1,10 @@
 """`make bench` at a tiny size (1 clip of 1 s, 64 px): every figure is there and positive."""
 
+import dataclasses
 import json
 
 import pytest
+import torch
 
 import stages.bench.run
 from pipeline import allocator
@@ -117,3 +119,39 @@ def test_a_part_that_fails_is_reported_and_the_others_are_kept(tmp_path, monkeyp
         results["videos_per_s"] > 0 and results["backbone_images_per_s"] > 0 and results["audio_videos_per_s"] is None
     )
     assert "no sound today" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "backbone, dim",
+    [("timm:test_vit", 64), ("open_clip:ViT-B-32:openai", 512), ("torchvision:mobilenet_v3_small", 1024)],
+)
+def test_any_backbone_is_timed_alone_and_end_to_end(tmp_path, monkeypatch, backbone, dim):
+    """BACKBONE= of each library family, random weights offline: the backbone alone and stage one
+    end to end run that model (its D in the stored set), at SIZE=64 on 1 clip of 1 s."""
+    from stages.bench.model import measure_backbone
+    from stages.bench.run import prepare_clips
+    from stages.bench.stage_one import measure_end_to_end
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = dataclasses.replace(tiny(tmp_path, tmp_path / "results.json"), backbone=backbone).resolved()
+    alone = measure_backbone(cfg, torch.device("cpu"), "fp32")
+    assert alone["images_per_s"] > 0 and alone["backbone"] == backbone and alone["dim"] == dim
+    _, listing = prepare_clips(cfg)
+    e2e = measure_end_to_end(cfg, listing, tmp_path)
+    assert e2e["videos"] == 1 and e2e["failed"] == 0 and e2e["frames_per_s"] > 0
+    (set_dir,) = (tmp_path / "store" / "bench").iterdir()
+    assert set_dir.name.startswith(backbone.replace(":", "-") + "-random-t16-64px-")
+    assert json.loads((set_dir / "manifest.json").read_text())["feature_dim"] == dim
+
+
+def test_published_weights_that_are_not_cached_stop_the_bench_with_where_to_put_them(tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    from stages.bench.model import measure_backbone
+    from stages.extract.errors import WeightsError
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    cfg = BenchConfig(backbone="timm:test_vit", weights="pretrained", size=64, device="cpu").resolved()
+    with pytest.raises(WeightsError, match="not cached at .*WEIGHTS=/path/to/"):
+        measure_backbone(cfg, torch.device("cpu"), "fp32")

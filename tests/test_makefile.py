@@ -55,3 +55,25 @@ def test_features_predict_and_store_info_variables():
     line = command_line("predict", "VIDEO=a.avi", "RUN=runs/x", "TOP=2", "DEVICE=cpu")
     assert line.endswith('predict "a.avi" --run "runs/x" --top "2" --device "cpu"'), line
     assert command_line("store-info").endswith("store info")  # no ID=: no empty id argument
+
+
+def test_zeroshot_variables():
+    line = command_line(
+        "zeroshot", "FEATURES=open_clip-x", "DATASET=csv", "DATA_DIR=/l.csv", "SPLIT=all", "TEMPLATES=kinetics", "OUT=r"
+    )
+    assert line.endswith(
+        'zeroshot --features "open_clip-x" --dataset "csv" --data-dir "/l.csv" --split "all" --templates "kinetics" --out "r"'
+    ), line
+
+
+def test_bench_backbone_and_weights():
+    out = subprocess.run(
+        ["make", "-n", "bench", "BACKBONE=open_clip:ViT-B-16:openai", "WEIGHTS=random"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    ).stdout
+    line = " ".join(out.replace("\\\n", " ").split())  # the recipe's continued lines as one
+    assert '-m stages bench --backbone "open_clip:ViT-B-16:openai" --weights "random"' in line, line

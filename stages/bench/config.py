@@ -27,7 +27,12 @@ class BenchConfig:
     workers: int = 0  # stage one's decoders, and the threads each decoder is timed with: all cores
     decoder: str = choice(DECODERS[0], DECODERS)  # stage one's decoder end to end (every decoder is also timed alone)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    size: int = 0  # crop fed to ResNet-50, px: 112 / 224 (224 is stage one's default)
+    # stage one's --backbone: resnet50 | torchvision:NAME | timm:NAME | open_clip:ARCH:PRETRAINED
+    backbone: str = "resnet50"
+    # its --weights: random (seeded; speed does not depend on their values, and nothing downloads),
+    # pretrained (the published ones, from the library's cache), or a local state-dict file
+    weights: str = "random"
+    size: int = 0  # crop fed to the backbone, px: 112 / ResNet-50's 224 or another backbone's own
     frames: int = 16  # T, frames sampled per video
     gpu_batch: int = 0  # frames per backbone batch: stage one's default (32 / 512)
     precision: str = choice("auto", PRECISIONS)  # stage one's: fp32 on CPU, fp16 on CUDA
@@ -50,7 +55,7 @@ class BenchConfig:
             if getattr(self, name) < 0:
                 raise ConfigError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(self, name)!r}")
         if self.size and self.size < 32:
-            raise ConfigError(f"--size: ResNet-50 needs at least 32 px, got {self.size}")
+            raise ConfigError(f"--size (SIZE=): the backbones need at least 32 px, got {self.size}")
         if not self.seconds * 25 >= 3:
             raise ConfigError(f"--seconds: a clip needs at least 3 frames at 25 fps, got {self.seconds!r} s")
         if self.frames < 1:
@@ -70,7 +75,7 @@ class BenchConfig:
             self,
             clips=pick(self.clips, 8, 2048),
             workers=self.workers or os.cpu_count() or 1,
-            size=pick(self.size, 112, 224),
+            size=self.size or (own_size(self.backbone) if cuda else 112),
             gpu_batch=pick(self.gpu_batch, 32, 512),
             baseline_clips=pick(self.baseline_clips, 2, 16),
             audio_clips=self.audio_clips or (min(256, self.clips or 2048) if cuda else self.clips or 8),
@@ -78,6 +83,10 @@ class BenchConfig:
             clips_dir=Path(self.clips_dir or repo_root() / "bench" / "clips"),
             out=Path(self.out or repo_root() / "bench" / "results.json"),
         )
+
+    def extract_config(self, **kw) -> ExtractConfig:
+        """Stage one's settings for this bench's backbone, weights and size (`kw`: the rest)."""
+        return ExtractConfig(backbone=self.backbone, weights=self.weights, image_size=self.size or None, **kw)
 
     @property
     def results_path(self) -> Path:
@@ -95,4 +104,13 @@ class BenchConfig:
 
     @property
     def resize(self) -> int:
+        """The shorter side the decoders alone and the seed method scale to: ResNet-50's ratio at `size`."""
         return ExtractConfig(image_size=self.size).resize_to
+
+
+def own_size(backbone: str) -> int:
+    """The input size a backbone's library publishes for it (ResNet-50: 224)."""
+    from stages.extract.extractors import family_for  # the model libraries: not loaded by the command line's start
+
+    pre = family_for(ExtractConfig(backbone=backbone)).preprocessing()
+    return pre.size if pre is not None else 224

@@ -1,5 +1,5 @@
-"""ResNet-50 alone on synthetic frames already on the device, exactly what stage one runs; with
---compile also torch.compile's cost, gain and break-even dataset size."""
+"""The backbone alone (ResNet-50 or BACKBONE=) on synthetic frames already on the device, exactly
+what stage one runs; with --compile also torch.compile's cost, gain and break-even dataset size."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import time
 
 import torch
 
-from stages.extract.config import ExtractConfig
+from pipeline.devices import inference_precision, resolve_device
 
 from ..extract import Extractor, ModelThread, WeightsSpec, family_for
 from .config import BenchConfig
@@ -15,9 +15,17 @@ from .config import BenchConfig
 RANDOM_WEIGHTS = WeightsSpec("random", "random:seed0", None, 0)
 
 
-def resnet50_at(size: int) -> Extractor:
-    """The ResNet-50 family on size x size crops (what stage one runs with SIZE=size)."""
-    return family_for(ExtractConfig(image_size=size))
+def bench_family(cfg: BenchConfig) -> tuple[Extractor, WeightsSpec | None]:
+    """The backbone the bench times, as stage one builds it at SIZE=, and its weights: `random` is
+    seeded without the random-weights banner (the bench says so once, in its notes)."""
+    family = family_for(cfg.extract_config())
+    return family, RANDOM_WEIGHTS if cfg.weights == "random" else family.resolve_weights()
+
+
+def random_frames(family: Extractor, batch: int) -> torch.Tensor:
+    """(batch, *item_shape) uint8 centre crops as the decoders hand them to the backbone, seeded."""
+    gen = torch.Generator().manual_seed(0)
+    return torch.randint(0, 256, (batch, *family.item_shape()), dtype=torch.uint8, generator=gen)
 
 
 def time_backbone(extractor: ModelThread, x: torch.Tensor, seconds: float) -> float:
@@ -44,13 +52,15 @@ def time_embed(extractor: ModelThread, x: torch.Tensor, seconds: float) -> float
 
 
 def measure_backbone(cfg: BenchConfig, device: torch.device, precision: str) -> dict:
-    """ResNet-50 alone: uint8 frames already on the device, normalised there, stage one's
+    """The backbone alone: uint8 frames already on the device, normalised there, stage one's
     precision, batch and channels_last (ModelThread.embed, exactly what stage one runs)."""
-    ext = ModelThread(resnet50_at(cfg.size), RANDOM_WEIGHTS, str(device), precision)
-    gen = torch.Generator().manual_seed(0)
-    frames = torch.randint(0, 256, (cfg.gpu_batch, cfg.size, cfg.size, 3), dtype=torch.uint8, generator=gen)
+    family, weights = bench_family(cfg)
+    ext = ModelThread(family, weights, str(device), precision)
+    frames = random_frames(family, cfg.gpu_batch)
     out = {
         "images_per_s": time_backbone(ext, frames.to(device), cfg.backbone_seconds),
+        "backbone": cfg.backbone,
+        "dim": family.dim,
         "batch": cfg.gpu_batch,
         "precision": precision,
         "channels_last": True,
@@ -76,8 +86,9 @@ def measure_compile(cfg: BenchConfig, device: torch.device, precision: str, resu
     a video costs T / images_per_s. End to end a video costs about the slower of decoding
     (1 / decode ceiling) and the backbone, so a decode-bound stage one gains nothing.
     """
-    ext = ModelThread(resnet50_at(cfg.size), RANDOM_WEIGHTS, str(device), precision, compile=True)
-    x = torch.randint(0, 256, (cfg.gpu_batch, cfg.size, cfg.size, 3), dtype=torch.uint8).to(device)
+    family, weights = bench_family(cfg)
+    ext = ModelThread(family, weights, str(device), precision, compile=True)
+    x = random_frames(family, cfg.gpu_batch).to(device)
 
     def first_call() -> float:
         t0 = time.perf_counter()
@@ -101,3 +112,15 @@ def measure_compile(cfg: BenchConfig, device: torch.device, precision: str, resu
         "break_even_videos_backbone": even(saved_backbone),
         "break_even_videos_end_to_end": even(saved_e2e),
     }
+
+
+def measure_backbones(device: str, backbones: tuple[str, ...], seconds: float = 0.0) -> dict[str, dict]:
+    """Each backbone alone, seeded random weights, at the bench's defaults for `device` (CUDA: the
+    model's own size, fp16, batch 512; a CPU: 112 px, fp32, batch 32), as the bench's "backbone"
+    figures plus the size: {backbone: figures}. What `make gpu-check` puts beside ResNet-50."""
+    out = {}
+    for backbone in backbones:
+        cfg = BenchConfig(device=device, backbone=backbone, backbone_seconds=seconds).resolved()
+        dev = resolve_device(cfg.device)
+        out[backbone] = measure_backbone(cfg, dev, inference_precision(cfg.precision, dev)) | {"size": cfg.size}
+    return out

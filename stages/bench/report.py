@@ -108,7 +108,7 @@ def format_report(r: dict) -> str:
             f"{ceil['decoder']} alone, {ceil['threads']} threads (see the decoders below)",
         ),
         (
-            "backbone alone",
+            f"backbone alone ({bb.get('backbone', 'resnet50')})",
             f"{bb['images_per_s']:.4g} images/s",
             f"batch {bb['batch']}, {bb['precision']}, channels_last, uint8 in"
             + (f"; host-to-device {bb['h2d_images_per_s']:.3g} images/s" if "h2d_images_per_s" in bb else ""),
@@ -234,7 +234,7 @@ def settings_of(cfg: BenchConfig, device: torch.device, precision: str) -> dict:
         "resize": cfg.resize,
         "decode_threads": decode_threads(cfg.workers),  # ffmpeg threads of each ffmpeg-cli process
         "clip": {"size": list(CLIP_SIZE), "fps": 25, "codec": "mpeg4", "container": "avi"},
-        "weights": RANDOM_WEIGHTS.identity,
+        "weights": RANDOM_WEIGHTS.identity if cfg.weights == "random" else cfg.weights,
     }
 
 

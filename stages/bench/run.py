@@ -13,7 +13,7 @@ from pipeline.files import atomic_write_bytes
 from ..extract import build_resnet50
 from ..samples import make_bench_clips
 from .baseline import measure_baseline
-from .config import BenchConfig, BenchError
+from .config import BenchConfig, BenchError, own_size
 from .decoders import TIMED_DECODERS, best_of_decoders, ceiling_of, measure_decoder
 from .model import RANDOM_WEIGHTS, measure_backbone, measure_compile
 from .report import describe_machine, format_report, headline, settings_of, train_line
@@ -27,21 +27,32 @@ def run_bench(cfg: BenchConfig) -> dict:
     cfg = cfg.resolved()
     device = resolve_device(cfg.device)
     precision = inference_precision(cfg.precision, device)
-    cpu_note = device.type == "cpu" and cfg.size != 224
+    own = own_size(cfg.backbone)  # stage one's default size for this backbone
+    cpu_note = device.type == "cpu" and cfg.size != own
     notes = [
-        "weights: seeded random (the speed of ResNet-50 does not depend on its weights)",
+        f"backbone: {cfg.backbone}, "
+        + (
+            "seeded random weights (its speed does not depend on their values)"
+            if cfg.weights == "random"
+            else f"weights {cfg.weights}"
+        ),
         f"decoders, end to end and baseline: the best of {cfg.rounds} alternating round(s) each (a shared machine "
         f"is noisy)",
         "decoders: CPU ms per video counts every thread of this process, every ffmpeg process it waited for and "
         "the PyAV decoder processes",
     ]
+    if cfg.backbone != "resnet50":
+        notes.append(
+            "baseline: the seed method is ResNet-50's, whatever BACKBONE= says; the decoders alone scale to "
+            "ResNet-50's ratio (size x 256/224), end to end to the backbone's own"
+        )
     if cpu_note:
         notes.append(
-            f"CPU: images are {cfg.size} px instead of stage one's 224, for end to end, backbone and baseline alike"
+            f"CPU: images are {cfg.size} px instead of stage one's {own}, for end to end, backbone and baseline alike"
         )
     console.say(
-        f"bench: {cfg.clips} clips of {cfg.seconds:g} s, T={cfg.frames}, {cfg.size} px, {device} ({precision}), "
-        f"batch {cfg.gpu_batch}, {cfg.workers} decoders" + (" (CPU default size; 224 on GPU)" if cpu_note else "")
+        f"bench: {cfg.backbone}, {cfg.clips} clips of {cfg.seconds:g} s, T={cfg.frames}, {cfg.size} px, {device} ({precision}), "
+        f"batch {cfg.gpu_batch}, {cfg.workers} decoders" + (f" (CPU default size; {own} on GPU)" if cpu_note else "")
     )
     paths, csv = prepare_clips(cfg)
     results: dict = {

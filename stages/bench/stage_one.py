@@ -50,16 +50,14 @@ def measure_audio(cfg: BenchConfig) -> dict:
 
 
 def measure_end_to_end(cfg: BenchConfig, csv: Path, tmp: Path, devices: str = "") -> dict:
-    """extract_features with the project's defaults on the bench clips, into a temp store
-    (with `devices`, one backbone process per listed device, sharing the decoders)."""
-    ecfg = ExtractConfig(
+    """extract_features with the project's defaults and the bench's backbone on the bench clips, into
+    a temp store (with `devices`, one backbone process per listed device, sharing the decoders)."""
+    ecfg = cfg.extract_config(
         dataset="csv",
         data_dir=csv,
         features_root=tmp / "store",
         name="bench",
         frames=cfg.frames,
-        image_size=cfg.size,
-        weights="random",
         device=cfg.device,
         workers=cfg.workers,
         gpu_batch=cfg.gpu_batch,

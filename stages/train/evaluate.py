@@ -170,12 +170,19 @@ def plot_curves(path: Path, history: list[dict], title: str) -> None:
 
 
 def write_report(
-    run_dir: Path, part: Source, probs: np.ndarray, labels: np.ndarray, classes: list[str], title: str, extra: dict
+    run_dir: Path,
+    video_ids: Iterable[str],
+    probs: np.ndarray,
+    labels: np.ndarray,
+    classes: list[str],
+    title: str,
+    extra: dict,
 ) -> dict:
-    """metrics.json, predictions.csv and confusion.png of the test part. Returns the metrics."""
+    """metrics.json, predictions.csv and confusion.png of the test part: `video_ids` (N,), probs (N, C),
+    labels (N,). What a trained run and a zero-shot run (stages/zeroshot) both write. Returns the metrics."""
     metrics = compute_metrics(probs, labels, classes) | extra
     atomic_write_json(run_dir / METRICS, metrics)
-    write_predictions(run_dir / PREDICTIONS, part.video_ids, labels, probs, classes)
+    write_predictions(run_dir / PREDICTIONS, video_ids, labels, probs, classes)
     plot_confusion(
         run_dir / CONFUSION,
         labels,
@@ -193,6 +200,14 @@ def headline(metrics: dict) -> str:
 def mean_metrics(runs: list[dict]) -> dict:
     """Headline metrics averaged over runs (splits), as UCF101 results are quoted."""
     return {k: float(np.mean([r[k] for r in runs])) for k in HEADLINE}
+
+
+def write_split_means(out: Path, by_split: dict[str, dict]) -> dict:
+    """A SPLIT=all run's own metrics.json: the mean over splits and each split's headline. Returns the mean."""
+    mean = mean_metrics(list(by_split.values()))
+    splits = {name: {k: m[k] for k in HEADLINE} for name, m in by_split.items()}
+    atomic_write_json(out / METRICS, {"mean": mean, "splits": splits})
+    return mean
 
 
 def test_source(
@@ -236,7 +251,7 @@ def evaluate_run(run_dir: Path, device: str = "auto", batch: int = 256) -> dict:
         title = f"{config['model']['name']} split {config['split']}"
         metrics = write_report(
             d,
-            part,
+            part.video_ids,
             probs,
             labels,
             view.classes,

@@ -7,6 +7,9 @@ predictions.csv   one row per test video: truth, prediction, its probability, to
 confusion.png     row-normalised confusion matrix of the test part
 curves.png        training and validation loss and accuracy per epoch
 FAILED            only in a run that did not finish (an error, Ctrl-C): why; evaluate and predict refuse it
+
+A zero-shot run (`make zeroshot`, stages/zeroshot) writes config.json (its "kind" says so),
+metrics.json, predictions.csv and confusion.png the same way, and no checkpoint or curves.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ PREDICTIONS = "predictions.csv"
 CONFUSION = "confusion.png"
 CURVES = "curves.png"
 FAILED = "FAILED"
+ZEROSHOT = "zeroshot"  # config.json's "kind" in a run `make zeroshot` wrote (no checkpoint)
 
 
 def default_out(model: str, split: str) -> Path:
@@ -55,6 +59,11 @@ def run_dirs(run_dir: Path) -> list[Path]:
             )
     if (run_dir / CHECKPOINT).is_file():
         return [run_dir]
+    if is_zeroshot(run_dir):
+        raise FileNotFoundError(
+            f"--run (RUN=): {run_dir} is a zero-shot run (`make zeroshot`): it has no trained model to "
+            f"evaluate or predict with; its reports are already there, and `make zeroshot` writes them again"
+        )
     children = sorted(d for d in run_dir.glob("split*") if (d / CHECKPOINT).is_file())
     if not children:
         raise FileNotFoundError(
@@ -62,6 +71,12 @@ def run_dirs(run_dir: Path) -> list[Path]:
             f"pass the directory `make train` printed"
         )
     return children
+
+
+def is_zeroshot(run_dir: Path) -> bool:
+    """Whether `run_dir` (or its split<k>/ runs) was written by `make zeroshot` rather than trained."""
+    configs = [run_dir / CONFIG, *sorted(run_dir.glob(f"split*/{CONFIG}"))]
+    return any(c.is_file() and json.loads(c.read_text()).get("kind") == ZEROSHOT for c in configs)
 
 
 def load_run(run_dir: Path, device: torch.device | str = "cpu") -> tuple[TemporalClassifier, dict]:

@@ -24,7 +24,7 @@ from .config import TrainConfig
 from .fusion import ENCODER_HEADS, effective_fusion
 from .loop import auto_batch, cpu_threads, fit, seed_everything
 from .models import LSTM_BUFFERS, TemporalClassifier, count_parameters
-from .runs import CHECKPOINT, CONFIG, CURVES, FAILED, METRICS, default_out, mark_failed
+from .runs import CHECKPOINT, CONFIG, CURVES, FAILED, default_out, mark_failed
 from .sources import MemorySource, Source, StreamSource, choose_load, memory_chunks
 from .spec import build_from_spec, model_spec
 
@@ -198,20 +198,7 @@ def build_and_fit(cfg: TrainConfig, data: LoadedFeatures, name: str, run_dir: Pa
             "classes": data.view.classes,
             "torch": torch.__version__,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
-            "feature_sets": [
-                {
-                    "dir": str(s.set_dir.resolve()),
-                    "id": s.id,
-                    "dataset": s.manifest["dataset"],
-                    "modality": m,
-                    "frames": s.frames,
-                    "feature_dim": s.feature_dim,
-                    "config": s.manifest["config"],
-                    "identity": s.manifest["identity"],
-                }
-                for m in data.view.modalities
-                for s in data.view.sets[m]
-            ],
+            "feature_sets": feature_sets_record(data.view),
         },
     )
     threads = torch.get_num_threads()
@@ -221,6 +208,25 @@ def build_and_fit(cfg: TrainConfig, data: LoadedFeatures, name: str, run_dir: Pa
     finally:
         torch.set_num_threads(threads)
         LSTM_BUFFERS.clear()
+
+
+def feature_sets_record(view: FeatureSetView) -> list[dict]:
+    """The set(s) a run read, as its config.json records them: where, which, and how they were made
+    (what evaluate, predict and `make zeroshot` rebuild from)."""
+    return [
+        {
+            "dir": str(s.set_dir.resolve()),
+            "id": s.id,
+            "dataset": s.manifest["dataset"],
+            "modality": m,
+            "frames": s.frames,
+            "feature_dim": s.feature_dim,
+            "config": s.manifest["config"],
+            "identity": s.manifest["identity"],
+        }
+        for m in view.modalities
+        for s in view.sets[m]
+    ]
 
 
 def modality_note(cfg: TrainConfig, view: FeatureSetView) -> str:
@@ -276,7 +282,7 @@ def fit_and_report(
     evaluate.plot_curves(run_dir / CURVES, result.history, label)
     metrics = evaluate.write_report(
         run_dir,
-        parts.test,
+        parts.test.video_ids,
         probs,
         labels,
         data.view.classes,
@@ -319,10 +325,6 @@ def train(cfg: TrainConfig, data: LoadedFeatures | None = None) -> TrainResult:
             f"(best epoch {r.best_epoch}/{r.epochs_run}, {r.train_seconds:.1f} s)  -> {r.run_dir}"
         )
     if len(runs) > 1:
-        mean = result.mean
-        atomic_write_json(
-            out / METRICS,
-            {"mean": mean, "splits": {r.split: {k: r.metrics[k] for k in evaluate.HEADLINE} for r in runs}},
-        )
+        mean = evaluate.write_split_means(out, {r.split: r.metrics for r in runs})
         console.result(f"{cfg.model} mean over splits {', '.join(names)}: {evaluate.headline(mean)}  -> {out}")
     return result

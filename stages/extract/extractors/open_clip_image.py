@@ -19,6 +19,7 @@ import torch
 
 from pipeline.errors import ConfigError
 
+from ..errors import WeightsError
 from ..weights import Checkpoint, WeightsSpec, check_shapes, load_state_dict
 from .base import Preprocessing
 from .hub import hf_cached, hf_download, url_cached, url_download
@@ -123,6 +124,12 @@ class OpenClipImage(ImageModel):
         check_shapes(expected, state, path, "--weights (WEIGHTS=)", f"open_clip:{self.name}")
 
     def build(self, weights: WeightsSpec) -> torch.nn.Module:
+        return ImageTower(self.build_clip(weights)).eval()
+
+    def build_clip(self, weights: WeightsSpec) -> Any:
+        """The whole CLIP model (both towers) on the CPU, in eval mode: the image tower stage one
+        runs, and the text tower `make zeroshot` names the classes with. `random` weights seed
+        both towers as one model, so the same seed gives the same pair."""
         import open_clip
 
         kw = dict(force_quick_gelu=self.quick_gelu(), force_image_size=self.built_size())
@@ -136,4 +143,17 @@ class OpenClipImage(ImageModel):
             model.load_state_dict(state)
         else:  # OpenCLIP loads its own published file (a local path as `pretrained`)
             model = open_clip.create_model(self.arch, pretrained=str(weights.file), **kw)
-        return ImageTower(model).eval()
+        return model.eval()
+
+    def tokenizer(self) -> Any:
+        """OpenCLIP's tokenizer of the architecture: list[str] -> (n, context) token ids. Most ship
+        their vocabulary inside open_clip; a Hugging Face tokenizer comes from the hub's cache."""
+        import open_clip
+
+        try:
+            return open_clip.get_tokenizer(self.arch)
+        except OSError as e:  # a hub tokenizer, offline and not cached
+            raise WeightsError(
+                f"the text tokenizer of open_clip:{self.arch} is not cached and could not be downloaded "
+                f"({type(e).__name__}: {e}); run once where the Hugging Face hub is reachable"
+            ) from None
