@@ -3,7 +3,7 @@
 Why: a CPU backbone batch allocates activations far above glibc's largest mmap threshold
 (32 MiB; one 32-frame 224 px batch's first convolution output alone is over 100 MB), so with
 glibc every batch maps fresh pages, the kernel faults and zeroes them, and free() unmaps them
-again: about 15,000 page faults per embedded frame, most of stage one's CPU time. jemalloc
+again: about 13,000 page faults per embedded frame, a fifth of stage one's CPU time. jemalloc
 with decay off keeps the freed pages and hands them to the next batch (docs/allocator.md).
 
 How: `ensure()` runs first in the entry points (`python -m stages`, the `vidstore` command,

@@ -305,7 +305,8 @@ def features(**kw) -> None:
     BenchConfig,
     "--gpu-batch",
     type=int,
-    help="Frames per backbone batch, default stage one's: 32 on CPU, 512 on CUDA (GPU_BATCH=).",
+    help="Items per backbone batch (frames; a clip model's clips), default stage one's for the backbone: "
+    "ResNet-50 32 on CPU, 512 on CUDA (GPU_BATCH=).",
 )
 @config_option(BenchConfig, "--precision", help="Backbone precision (PRECISION=).")
 @config_option(

@@ -12,7 +12,8 @@ and runs, each in a process of its own, within what is left of `--budget`:
     1. bench          `python -m stages bench` with the CUDA defaults, plus DEVICES=cuda:0,cuda:0:
                       end to end, decode ceiling, backbone, baseline, stage two's 50 epochs
     1b. backbones     each of BACKBONES alone as the bench times ResNet-50's (stages/bench/model.py
-                      measure_backbones: random weights, its own size, fp16, batch 512), side by side
+                      measure_backbones: random weights, its own size, fp16, stage one's batch: 512
+                      frames for ResNet-50, 256 for the other image models, 128 clips for R(2+1)D)
     2. train_profile  stage two's training step profiled (stages/train/profile.py profile_steps), at
                       fp16 and bf16: milliseconds per step, host vs device time, top ops
     3. gpu_tests      pytest -m gpu (tests/test_gpu.py and the GPU tests of stage two and Dask)
@@ -51,14 +52,14 @@ ROOT = Path(__file__).resolve().parent.parent
 # Each step: (name, seconds it may take at most, seconds it needs at least to be worth starting)
 STEPS = (
     ("bench", 330, 120),
-    ("backbones", 90, 30),
+    ("backbones", 120, 30),
     ("train_profile", 90, 30),
     ("gpu_tests", 240, 60),
     ("cpu_tests", 300, 90),
 )
 # The backbones timed alone side by side: ResNet-50 (stage one's default) and the shapes of other
 # families' usual models, with random weights (the speed does not depend on their values).
-BACKBONES = ("resnet50", "open_clip:ViT-B-16:openai")
+BACKBONES = ("resnet50", "open_clip:ViT-B-16:openai", "torchvision:r2plus1d_18")
 MEASURE_BACKBONES = """
 import json, sys
 from stages.bench.model import measure_backbones

@@ -155,3 +155,26 @@ def test_published_weights_that_are_not_cached_stop_the_bench_with_where_to_put_
     cfg = BenchConfig(backbone="timm:test_vit", weights="pretrained", size=64, device="cpu").resolved()
     with pytest.raises(WeightsError, match="not cached at .*WEIGHTS=/path/to/"):
         measure_backbone(cfg, torch.device("cpu"), "fp32")
+
+
+def test_a_clip_model_is_timed_in_clips_with_stage_ones_clip_batch(tmp_path):
+    """BACKBONE=torchvision:r2plus1d_18: the bench's batch is stage one's in clips (as many 16-frame
+    clips as hold ResNet-50's 32 frames of 224 px: 8 at 112 px), and the backbone alone is reported
+    in clips/s with the frames/s they hold; a model that cannot take 112 px is timed at its own size."""
+    from stages.bench.model import measure_backbone
+    from stages.bench.report import backbone_row
+
+    default = BenchConfig(device="cpu", backbone="torchvision:r2plus1d_18").resolved()
+    assert (default.size, default.gpu_batch) == (112, 8)
+    assert BenchConfig(device="cpu", backbone="torchvision:mvit_v2_s").resolved().size == 224
+    assert BenchConfig(device="cpu").resolved().gpu_batch == 32  # ResNet-50's frames
+
+    cfg = dataclasses.replace(
+        tiny(tmp_path, tmp_path / "results.json"), backbone="torchvision:r2plus1d_18", size=32, gpu_batch=2
+    ).resolved()
+    alone = measure_backbone(cfg, torch.device("cpu"), "fp32")
+    assert alone["unit"] == "clips" and alone["batch"] == 2 and alone["dim"] == 512
+    assert alone["frames_per_s"] == pytest.approx(16 * alone["images_per_s"])
+    label, rate, detail = backbone_row(alone)
+    assert label == "backbone alone (torchvision:r2plus1d_18)"
+    assert rate == f"{alone['images_per_s']:.4g} clips/s" and detail.startswith(f"{alone['frames_per_s']:.4g} frames/s")

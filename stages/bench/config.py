@@ -12,6 +12,7 @@ from pipeline.errors import ConfigError
 from stages.extract.config import DECODERS, ExtractConfig
 
 READERS = ("auto", "opencv", "ffmpeg")
+CPU_SIZE = 112  # the bench's crop on a CPU, px, where the backbone takes it
 
 
 class BenchError(RuntimeError):
@@ -34,7 +35,7 @@ class BenchConfig:
     weights: str = "random"
     size: int = 0  # crop fed to the backbone, px: 112 / ResNet-50's 224 or another backbone's own
     frames: int = 16  # T, frames sampled per video
-    gpu_batch: int = 0  # frames per backbone batch: stage one's default (32 / 512)
+    gpu_batch: int = 0  # items (frames; a clip model's clips) per backbone batch: stage one's default
     precision: str = choice("auto", PRECISIONS)  # stage one's: fp32 on CPU, fp16 on CUDA
     compile: bool = False  # also measure torch.compile: compile time, images/s, break-even
     baseline_clips: int = 0  # clips run through the seed method: 2 / 16
@@ -75,8 +76,8 @@ class BenchConfig:
             self,
             clips=pick(self.clips, 8, 2048),
             workers=self.workers or os.cpu_count() or 1,
-            size=self.size or (own_size(self.backbone) if cuda else 112),
-            gpu_batch=pick(self.gpu_batch, 32, 512),
+            size=self.size or default_size(self.backbone, cuda),
+            gpu_batch=self.gpu_batch or own_batch(self.backbone, self.size or default_size(self.backbone, cuda), cuda),
             baseline_clips=pick(self.baseline_clips, 2, 16),
             audio_clips=self.audio_clips or (min(256, self.clips or 2048) if cuda else self.clips or 8),
             backbone_seconds=pick(self.backbone_seconds, 6.0, 10.0),
@@ -114,3 +115,28 @@ def own_size(backbone: str) -> int:
 
     pre = family_for(ExtractConfig(backbone=backbone)).preprocessing()
     return pre.size if pre is not None else 224
+
+
+def default_size(backbone: str, cuda: bool) -> int:
+    """The bench's crop: the backbone's own size on CUDA; on a CPU 112 px (224 would take an hour
+    on 2 cores), or its own where the model cannot take 112 (MViT's position embeddings, S3D's pooling)."""
+    if cuda:
+        return own_size(backbone)
+    from stages.extract.extractors import family_for
+
+    try:
+        family_for(ExtractConfig(backbone=backbone, image_size=CPU_SIZE))
+    except ConfigError:
+        return own_size(backbone)
+    return CPU_SIZE
+
+
+def own_batch(backbone: str, size: int, cuda: bool) -> int:
+    """Stage one's default batch for a backbone at `size` px: items (frames, or a clip model's
+    clips) per forward, e.g. ResNet-50 32 / 512, R(2+1)D's 16-frame clips at 112 px 8 / 128."""
+    import torch
+
+    from stages.extract.extractors import family_for
+
+    family = family_for(ExtractConfig(backbone=backbone, image_size=size))
+    return family.batch_size(torch.device("cuda" if cuda else "cpu"))

@@ -10,6 +10,7 @@ import torch
 from pipeline.devices import inference_precision, resolve_device
 
 from ..extract import Extractor, ModelThread, WeightsSpec, family_for
+from ..extract.extractors import CLIPS
 from .config import BenchConfig
 
 RANDOM_WEIGHTS = WeightsSpec("random", "random:seed0", None, 0)
@@ -57,8 +58,12 @@ def measure_backbone(cfg: BenchConfig, device: torch.device, precision: str) -> 
     family, weights = bench_family(cfg)
     ext = ModelThread(family, weights, str(device), precision)
     frames = random_frames(family, cfg.gpu_batch)
+    items_per_s = time_backbone(ext, frames.to(device), cfg.backbone_seconds)
+    clip = family.decodes == CLIPS  # a clip model's item is a clip of K frames: (B, K, S, S, 3)
     out = {
-        "images_per_s": time_backbone(ext, frames.to(device), cfg.backbone_seconds),
+        "images_per_s": items_per_s,  # items/s: a clip model's clips
+        "unit": "clips" if clip else "images",
+        "frames_per_s": items_per_s * (frames.shape[1] if clip else 1),
         "backbone": cfg.backbone,
         "dim": family.dim,
         "batch": cfg.gpu_batch,
@@ -116,7 +121,7 @@ def measure_compile(cfg: BenchConfig, device: torch.device, precision: str, resu
 
 def measure_backbones(device: str, backbones: tuple[str, ...], seconds: float = 0.0) -> dict[str, dict]:
     """Each backbone alone, seeded random weights, at the bench's defaults for `device` (CUDA: the
-    model's own size, fp16, batch 512; a CPU: 112 px, fp32, batch 32), as the bench's "backbone"
+    model's own size, fp16; a CPU: 112 px, fp32; stage one's batch), as the bench's "backbone"
     figures plus the size: {backbone: figures}. What `make gpu-check` puts beside ResNet-50."""
     out = {}
     for backbone in backbones:

@@ -107,12 +107,7 @@ def format_report(r: dict) -> str:
             f"{ceil['videos_per_s']:.3g} videos/s",
             f"{ceil['decoder']} alone, {ceil['threads']} threads (see the decoders below)",
         ),
-        (
-            f"backbone alone ({bb.get('backbone', 'resnet50')})",
-            f"{bb['images_per_s']:.4g} images/s",
-            f"batch {bb['batch']}, {bb['precision']}, channels_last, uint8 in"
-            + (f"; host-to-device {bb['h2d_images_per_s']:.3g} images/s" if "h2d_images_per_s" in bb else ""),
-        ),
+        backbone_row(bb),
         (
             "baseline (seed method)",
             f"{base['videos_per_s']:.3g} videos/s",
@@ -179,6 +174,18 @@ def format_report(r: dict) -> str:
             f"and its backbone time)",
         ]
     return "\n".join(out)
+
+
+def backbone_row(bb: dict) -> tuple[str, str, str]:
+    """The report's "backbone alone" row: images/s, or a clip model's clips/s and the frames they hold."""
+    unit = bb.get("unit", "images")
+    return (
+        f"backbone alone ({bb.get('backbone', 'resnet50')})",
+        f"{bb['images_per_s']:.4g} {unit}/s",
+        ("" if unit == "images" else f"{bb['frames_per_s']:.4g} frames/s; ")
+        + f"batch {bb['batch']}, {bb['precision']}, channels_last, uint8 in"
+        + (f"; host-to-device {bb['h2d_images_per_s']:.3g} images/s" if "h2d_images_per_s" in bb else ""),
+    )
 
 
 def decoder_lines(r: dict) -> list[str]:

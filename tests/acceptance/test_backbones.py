@@ -8,11 +8,14 @@ import json
 import re
 
 import h5py
+import pytest
 import synth
 import timm
 import torch
 from make_runs import run_make
 from safetensors.torch import save_file
+
+pytestmark = pytest.mark.acceptance
 
 NAME = "vit_small_patch14_dinov2.lvd142m"
 # Its own size is 518 px (37 x 37 patches): too slow for this tier on a CPU; 112 px is 8 x 8.
