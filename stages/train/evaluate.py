@@ -210,6 +210,18 @@ def write_split_means(out: Path, by_split: dict[str, dict]) -> dict:
     return mean
 
 
+def report_splits(
+    label: str, out: Path, by_split: dict[str, dict], detail: dict[str, str], run_dirs: list[Path]
+) -> None:
+    """Each split's result line on stdout (`label split k: headline  (detail)  -> its directory`),
+    then, for several splits, the mean's, written to the run's own metrics.json."""
+    for (name, metrics), run_dir in zip(by_split.items(), run_dirs, strict=True):
+        console.result(f"{label} split {name}: {headline(metrics)}  ({detail[name]})  -> {run_dir}")
+    if len(by_split) > 1:
+        mean = write_split_means(out, by_split)
+        console.result(f"{label} mean over splits {', '.join(by_split)}: {headline(mean)}  -> {out}")
+
+
 def test_source(
     view: FeatureSetView,
     rows: np.ndarray,

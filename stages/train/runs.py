@@ -39,6 +39,13 @@ def default_out(model: str, split: str) -> Path:
     return repo_root() / "runs" / f"{time.strftime('%Y%m%d-%H%M%S')}-{model}-split{split}"
 
 
+def split_dirs(out: str | Path | None, model: str, split: str, names: list[str]) -> tuple[Path, list[Path]]:
+    """A run's directory (OUT=, else runs/<time>-<model>-split<k>) and each split's in it: the run's
+    own for one split; for SPLIT=all (`names` several), a split<k> folder per split inside."""
+    root = Path(out) if out else default_out(model, names[0] if len(names) == 1 else split)
+    return root, [root if len(names) == 1 else root / f"split{name}" for name in names]
+
+
 def mark_failed(run_dir: Path, error: BaseException) -> str:
     """Write FAILED into a run directory that will not be finished; returns the reason written."""
     reason = "interrupted (Ctrl-C)" if isinstance(error, KeyboardInterrupt) else f"{type(error).__name__}: {error}"

@@ -24,7 +24,7 @@ from .config import TrainConfig
 from .fusion import ENCODER_HEADS, effective_fusion
 from .loop import auto_batch, cpu_threads, fit, seed_everything
 from .models import LSTM_BUFFERS, TemporalClassifier, count_parameters
-from .runs import CHECKPOINT, CONFIG, CURVES, FAILED, default_out, mark_failed
+from .runs import CHECKPOINT, CONFIG, CURVES, FAILED, mark_failed, split_dirs
 from .sources import MemorySource, Source, StreamSource, choose_load, memory_chunks
 from .spec import build_from_spec, model_spec
 
@@ -316,15 +316,13 @@ def train(cfg: TrainConfig, data: LoadedFeatures | None = None) -> TrainResult:
             f"({data.read_seconds:.1f} s to read); the full config goes to the run's {CONFIG}"
         )
     names = list(data.splits)
-    out = Path(cfg.out) if cfg.out else default_out(cfg.model, names[0] if len(names) == 1 else cfg.split)
-    runs = [train_split(cfg, data, n, out if len(names) == 1 else out / f"split{n}", device) for n in names]
-    result = TrainResult(out, runs)
-    for r in runs:
-        console.result(
-            f"{r.model} split {r.split}: {evaluate.headline(r.metrics)}  "
-            f"(best epoch {r.best_epoch}/{r.epochs_run}, {r.train_seconds:.1f} s)  -> {r.run_dir}"
-        )
-    if len(runs) > 1:
-        mean = evaluate.write_split_means(out, {r.split: r.metrics for r in runs})
-        console.result(f"{cfg.model} mean over splits {', '.join(names)}: {evaluate.headline(mean)}  -> {out}")
-    return result
+    out, dirs = split_dirs(cfg.out, cfg.model, cfg.split, names)
+    runs = [train_split(cfg, data, n, d, device) for n, d in zip(names, dirs, strict=True)]
+    evaluate.report_splits(
+        cfg.model,
+        out,
+        {r.split: r.metrics for r in runs},
+        {r.split: f"best epoch {r.best_epoch}/{r.epochs_run}, {r.train_seconds:.1f} s" for r in runs},
+        [r.run_dir for r in runs],
+    )
+    return TrainResult(out, runs)

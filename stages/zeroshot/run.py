@@ -26,7 +26,7 @@ from pipeline.files import atomic_write_json
 from .. import extract
 from ..train import evaluate
 from ..train.config import TrainConfig
-from ..train.runs import CONFIG, FAILED, ZEROSHOT, default_out, mark_failed
+from ..train.runs import CONFIG, FAILED, ZEROSHOT, mark_failed, split_dirs
 from ..train.trainer import feature_sets_record, open_view
 from .prompts import TEMPLATE_SETS, class_words, prompts_for
 
@@ -141,19 +141,15 @@ def zeroshot(cfg: TrainConfig, templates: str = "ucf101") -> list[ZeroShotRun]:
         "num_classes": len(view.classes),
     }
     names = view.split_names(cfg.split)
-    out = Path(cfg.out) if cfg.out else default_out(ZEROSHOT, names[0] if len(names) == 1 else cfg.split)
-    runs = [
-        run_split(cfg, view, name, out if len(names) == 1 else out / f"split{name}", classes, scale, record)
-        for name in names
-    ]
-    for r in runs:
-        console.result(
-            f"{ZEROSHOT} split {r.split}: {evaluate.headline(r.metrics)}  ({r.metrics['videos']} test videos, "
-            f"no training)  -> {r.run_dir}"
-        )
-    if len(runs) > 1:
-        mean = evaluate.write_split_means(out, {r.split: r.metrics for r in runs})
-        console.result(f"{ZEROSHOT} mean over splits {', '.join(names)}: {evaluate.headline(mean)}  -> {out}")
+    out, dirs = split_dirs(cfg.out, ZEROSHOT, cfg.split, names)
+    runs = [run_split(cfg, view, n, d, classes, scale, record) for n, d in zip(names, dirs, strict=True)]
+    evaluate.report_splits(
+        ZEROSHOT,
+        out,
+        {r.split: r.metrics for r in runs},
+        {r.split: f"{r.metrics['videos']} test videos, no training" for r in runs},
+        [r.run_dir for r in runs],
+    )
     return runs
 
 
