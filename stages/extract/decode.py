@@ -49,13 +49,15 @@ def decode_video(
     workers: int = 0,
     procs: DecoderProcesses | None = None,
     clip: ClipSpec | None = None,
+    interpolation: str = "bilinear",
 ) -> Decoded:
     """Probe, sample and decode one video with `decoder`. Never raises for a bad video: see `.error`.
 
     frames: T (the cap with fps); size: the square crop, px; resize: the shorter side before
     it, px, or the (H, W) it is scaled to; fps: sample at this rate instead of T uniform
     segment centres; clip: each step is the clip of K frames around it (a clip model's:
-    Decoded's clip shapes, `out` (>= T, K, size, size, 3)); timeout: seconds
+    Decoded's clip shapes, `out` (>= T, K, size, size, 3)); interpolation: the resize's filter,
+    the model's published one (decode_common.SCALER); timeout: seconds
     (pyav: for the whole video; ffmpeg-cli: for each process). out: optional (>= T, size,
     size, 3) uint8 C-contiguous buffer the frames land in (Decoded.frames is then a view of
     it). workers: how many decoders run at once (0: one per core): ffmpeg-cli gives each
@@ -65,11 +67,12 @@ def decode_video(
     """
     if decoder == "pyav":
         run = procs.decode if procs is not None else decode_video_pyav
-        return run(path, frames, size, resize, fps, timeout, out, clip)
+        return run(path, frames, size, resize, fps, timeout, out, clip, interpolation)
     if decoder == "ffmpeg-cli":
         return decode_video_cli(
-            path, frames, size, resize, fps, timeout, out, decode_threads(workers or os.cpu_count() or 1), clip
-        )
+            path, frames, size, resize, fps, timeout, out, decode_threads(workers or os.cpu_count() or 1), clip,
+            interpolation,
+        )  # fmt: skip
     raise ValueError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
 
 

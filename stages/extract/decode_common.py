@@ -8,6 +8,7 @@ header, and which frames to keep.
     FramePlan                which frames to decode for those steps: the steps themselves, or
                              each step's clip of K frames (a clip model's), and how they are laid out
     scale_size(resize)       FFmpeg's scale expressions for a resize: the shorter side, or (H, W)
+    scaler(interpolation)    FFmpeg's scale flags for a model's interpolation (bilinear, bicubic, ...)
     frame_buffer(out, n, S)  the caller's (pinned) buffer, checked, or a new one
 
 Both decoders (decode_ffmpeg_cli.py: an ffmpeg process per video; decode_pyav.py: in-process with
@@ -331,6 +332,29 @@ class FramePlan:
             self.indices,
             frame_times[:, length // 2].astype(np.float32),
         )
+
+
+# A model's published interpolation -> FFmpeg's scaler (swscale's `flags`), which the decoders
+# resize with: the model's own resampling, not one filter for every model.
+SCALER = {
+    "bilinear": "bilinear",
+    "bicubic": "bicubic",
+    "nearest": "neighbor",
+    "nearest-exact": "neighbor",
+    "lanczos": "lanczos",
+    "box": "area",
+    "area": "area",
+}
+
+
+def scaler(interpolation: str) -> str:
+    """FFmpeg scale's `flags` for a model's interpolation; ValueError for one FFmpeg lacks."""
+    try:
+        return SCALER[interpolation]
+    except KeyError:
+        raise ValueError(
+            f"no FFmpeg scaler for the interpolation {interpolation!r}; one of {', '.join(SCALER)}"
+        ) from None
 
 
 def scale_size(resize: int | tuple[int, int]) -> tuple[str, str]:

@@ -49,6 +49,7 @@ from .decode_common import (
     read_avi_header,
     sample_indices,
     scale_size,
+    scaler,
     stderr_text_tail,
 )
 
@@ -290,6 +291,7 @@ def build_decode_args(
     resize: int | tuple[int, int],
     threads: int | None = 1,
     showinfo: bool = True,
+    interpolation: str = "bilinear",
 ) -> list[str]:
     """ffmpeg argument list that emits exactly `indices`, scaled and cropped, as RGB24.
 
@@ -302,7 +304,7 @@ def build_decode_args(
     stream = stream.filter("select", expr)
     # Shorter side to `resize`, the other keeping the aspect ratio (even-rounded); or exactly (H, W).
     width, height = scale_size(resize)
-    stream = stream.filter("scale", w=width, h=height, flags="bilinear")
+    stream = stream.filter("scale", w=width, h=height, flags=scaler(interpolation))
     stream = stream.filter("crop", size, size)
     if showinfo:
         # The checksums showinfo computes by default cost ~5% of a select-decode; we only want pts.
@@ -327,6 +329,7 @@ def decode_frames(
     timeout: float,
     out: np.ndarray | None = None,
     threads: int | None = 1,
+    interpolation: str = "bilinear",
 ) -> tuple[np.ndarray, np.ndarray]:
     """frames (k, size, size, 3) uint8 and timestamps (k,) float32 s, k <= len(indices).
 
@@ -338,7 +341,7 @@ def decode_frames(
     n, frame_bytes = len(indices), size * size * 3
     out = frame_buffer(out, n, size)
     view = memoryview(out).cast("B")[: n * frame_bytes]  # type: ignore[arg-type]  # numpy's stubs lack __buffer__
-    args = build_decode_args(path, indices, size, resize, threads)
+    args = build_decode_args(path, indices, size, resize, threads, interpolation=interpolation)
     deadline = time.monotonic() + timeout
     with tempfile.TemporaryFile() as err:
         proc = popen_reader(args, err)
@@ -434,6 +437,7 @@ def decode_video_cli(
     out: np.ndarray | None = None,
     threads: int | None = 1,
     clip: ClipSpec | None = None,
+    interpolation: str = "bilinear",
 ) -> Decoded:
     """Probe, sample and decode one video with ffmpeg processes. Never raises for a bad video: see `.error`.
 
@@ -455,7 +459,7 @@ def decode_video_cli(
         plan = FramePlan(sample_indices(info, frames, fps), info.frames, info.fps, clip)
         buffer = frame_buffer(plan.flat(out), plan.slots, size)
         try:
-            pixels, times = decode_frames(path, plan.frames, size, resize, timeout, buffer, threads)
+            pixels, times = decode_frames(path, plan.frames, size, resize, timeout, buffer, threads, interpolation)
         except DecodeError:
             if from_header:
                 probe(path, timeout)  # a file ffprobe rejects fails with ffprobe's reason, as without the shortcut

@@ -159,6 +159,7 @@ class DecoderProcesses:
         timeout: float = 60.0,
         out: np.ndarray | None = None,
         clip: ClipSpec | None = None,
+        interpolation: str = "bilinear",
     ) -> Decoded:
         """decode_video_pyav's contract, run in a decoder process: the frames land in `out`
         ((>= frames, size, size, 3) uint8, or (>= frames, K, size, size, 3) with a clip;
@@ -167,6 +168,7 @@ class DecoderProcesses:
         out = np.empty((frames, *step, size, size, 3), np.uint8) if out is None else out
         job = dict(kind="video", path=str(Path(path).absolute()), frames=frames, size=size, resize=resize, fps=fps)
         job["clip"] = [clip.length, clip.frame_rate] if clip else None
+        job["interpolation"] = interpolation
 
         def answer(child: DecoderProcess, head: dict, deadline: float) -> Decoded:
             k = head["frames"]
@@ -185,7 +187,7 @@ class DecoderProcesses:
         return self.run(
             job | {"timeout": timeout},
             answer,
-            in_thread=lambda: decode_video_pyav(path, frames, size, resize, fps, timeout, out, clip),
+            in_thread=lambda: decode_video_pyav(path, frames, size, resize, fps, timeout, out, clip, interpolation),
             failed=lambda why, seconds: Decoded(error=why, seconds=seconds),
             doing="decoding",
         )
@@ -287,8 +289,9 @@ def video_answer(job: dict, buffers: dict) -> tuple[dict, np.ndarray | None]:
     # JSON has no tuples: an (H, W) resize comes as a list
     resize = job["resize"] if isinstance(job["resize"], int) else tuple(job["resize"])
     dec = decode_video_pyav(
-        Path(job["path"]), job["frames"], job["size"], resize, job["fps"], job["timeout"], out, clip
-    )
+        Path(job["path"]), job["frames"], job["size"], resize, job["fps"], job["timeout"], out, clip,
+        job.get("interpolation", "bilinear"),
+    )  # fmt: skip
     head: dict[str, object] = {"frames": 0, "indices": None, "timestamps": None}
     head |= {"num_frames": dec.num_frames, "error": dec.error, "seconds": dec.seconds}
     if dec.error or dec.frames is None or not len(dec.frames):

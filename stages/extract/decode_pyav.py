@@ -58,6 +58,7 @@ from .decode_common import (
     read_avi_header,
     sample_indices,
     scale_size,
+    scaler,
     stderr_text_tail,
 )
 
@@ -311,7 +312,7 @@ class FrameConverter:
     """Decoded frame -> (size, size, 3) uint8 RGB, through the CLI's filter chain.
 
     The graph is `buffer -> [autorotation] -> scale (shorter side to `resize`, the other
-    keeping the aspect ratio, rounded to even; or to exactly (H, W); flags=bilinear) -> crop size x size (centre)
+    keeping the aspect ratio, rounded to even; or to exactly (H, W); flags: the model's scaler) -> crop size x size (centre)
     -> format=rgb24 -> buffersink`, with scale's own expressions, so libavfilter does the
     rounding and picks the same swscale path (YUV -> RGB and resize in one call) as the
     CLI: `frame.reformat()` would not give the same bytes. One graph thread. The graph is
@@ -319,8 +320,10 @@ class FrameConverter:
     orientation change, as the CLI reconfigures its graph.
     """
 
-    def __init__(self, size: int, resize: int | tuple[int, int], time_base: Fraction | None):
-        self.size, self.resize = size, resize
+    def __init__(
+        self, size: int, resize: int | tuple[int, int], time_base: Fraction | None, interpolation: str = "bilinear"
+    ):
+        self.size, self.resize, self.flags = size, resize, scaler(interpolation)
         self.time_base = time_base or Fraction(1, AV_TIME_BASE)
         self.key: tuple | None = None
         self.graph: av.filter.Graph | None = None
@@ -352,7 +355,7 @@ class FrameConverter:
         chain = [source, *(graph.add(name, args) for name, args in autorotate_filters(matrix))]
         width, height = scale_size(self.resize)
         chain += [
-            graph.add("scale", w=width, h=height, flags="bilinear"),
+            graph.add("scale", w=width, h=height, flags=self.flags),
             graph.add("crop", w=str(self.size), h=str(self.size)),
             graph.add("format", pix_fmts="rgb24"),
             graph.add("buffersink"),
@@ -396,7 +399,13 @@ def decoded_frames(src: Input, deadline: float, sel: Selection) -> Iterator[av.V
 
 
 def decode_selected(
-    src: Input, indices: np.ndarray, size: int, resize: int | tuple[int, int], out: np.ndarray, deadline: float
+    src: Input,
+    indices: np.ndarray,
+    size: int,
+    resize: int | tuple[int, int],
+    out: np.ndarray,
+    deadline: float,
+    interpolation: str = "bilinear",
 ) -> Selection:
     """Decode in order, converting the frames whose ordinal is in `indices` into out[k].
 
@@ -409,7 +418,7 @@ def decode_selected(
     codec.thread_type = "NONE"  # one thread per decoder: decoders in parallel threads fill the cores
     codec.thread_count = 1
     tb, offset = src.stream.time_base, start_offset(src)
-    convert, guess = FrameConverter(size, resize, tb), PtsGuess()
+    convert, guess = FrameConverter(size, resize, tb, interpolation), PtsGuess()
     want, sel = indices.tolist(), Selection(len(indices))
     if not want:
         return sel
@@ -439,6 +448,7 @@ def decode_video_pyav(
     timeout: float = 60.0,
     out: np.ndarray | None = None,
     clip: ClipSpec | None = None,
+    interpolation: str = "bilinear",
 ) -> Decoded:
     """Probe, sample and decode one video in this process. Never raises for a bad video: see `.error`.
 
@@ -466,7 +476,7 @@ def decode_video_pyav(
         with src:
             plan = FramePlan(sample_indices(info, frames, fps), info.frames, info.fps, clip)
             buffer = frame_buffer(plan.flat(out), plan.slots, size)
-            sel = decode_selected(src, plan.frames, size, resize, buffer, deadline)
+            sel = decode_selected(src, plan.frames, size, resize, buffer, deadline, interpolation)
         if sel.kept < len(plan.frames):
             raise DecodeError(
                 f"truncated: decoded {sel.decoded} of ~{info.frames} frames (needed frame {int(plan.frames[sel.kept])})"

@@ -312,3 +312,16 @@ def test_pts_guess_follows_libavcodec():
     guess = PtsGuess()
     assert [guess(p, d) for p, d in [(5, 0), (1, 1), (0, 2), (3, 3)]] == [5, 1, 2, 3]
     assert PtsGuess()(None, 7) == 7 and PtsGuess()(4, None) == 4 and PtsGuess()(None, None) is None
+
+
+def test_the_models_interpolation_is_the_scaler_of_both_decoders(ucf_tree):
+    """A bicubic model's frames are scaled bicubic (FFmpeg's `bicubic` flags), by PyAV as by the
+    CLI, and they are not the bilinear frames; an interpolation FFmpeg lacks is refused by name."""
+    path = sorted((ucf_tree / "UCF-101").rglob("*.avi"))[0]
+    cli, pyav = both(path, interpolation="bicubic")
+    assert cli.error is None and pyav.error is None, (cli.error, pyav.error)
+    assert np.abs(pyav.frames.astype(np.int16) - cli.frames).max() <= 2
+    _, bilinear = both(path)
+    assert np.abs(pyav.frames.astype(np.int16) - bilinear.frames).max() > 2
+    with pytest.raises(ValueError, match="no FFmpeg scaler for the interpolation 'hamming'"):
+        decode_video_pyav(path, T, SIZE, RESIZE, interpolation="hamming")

@@ -20,6 +20,7 @@ from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError
 
 from ..config import BACKBONE_FORMS, FeatureIdentity
+from ..decode_common import scaler
 from ..weights import Checkpoint, WeightsSpec, resolve
 from .base import FRAMES, Extractor, Loaded, Preprocessing, picture_model, picture_precision, required
 
@@ -113,7 +114,13 @@ class ImageModel(Extractor):
             image_size=pre.size,
             resize=pre.resize,
             crop=pre.crop,
-            normalisation={"mean": pre.mean, "std": pre.std, "interpolation": pre.interpolation},
+            # scaler: the FFmpeg filter the decoders resize with, the model's own interpolation
+            normalisation={
+                "mean": pre.mean,
+                "std": pre.std,
+                "interpolation": pre.interpolation,
+                "scaler": scaler(pre.interpolation),
+            },
             precision=precision,
             decoder=self.cfg.decoder,
         )
