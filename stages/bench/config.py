@@ -72,12 +72,13 @@ class BenchConfig:
 
         cuda = resolve_device(self.device).type == "cuda"
         pick = lambda value, cpu, gpu: value or (gpu if cuda else cpu)
+        size = self.size or default_size(self.backbone, cuda)
         return dataclasses.replace(
             self,
             clips=pick(self.clips, 8, 2048),
             workers=self.workers or os.cpu_count() or 1,
-            size=self.size or default_size(self.backbone, cuda),
-            gpu_batch=self.gpu_batch or own_batch(self.backbone, self.size or default_size(self.backbone, cuda), cuda),
+            size=size,
+            gpu_batch=self.gpu_batch or own_batch(self.backbone, size, cuda),
             baseline_clips=pick(self.baseline_clips, 2, 16),
             audio_clips=self.audio_clips or (min(256, self.clips or 2048) if cuda else self.clips or 8),
             backbone_seconds=pick(self.backbone_seconds, 6.0, 10.0),

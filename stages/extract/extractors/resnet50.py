@@ -22,8 +22,9 @@ from ..weights import Checkpoint, WeightsSpec, check_shapes, load_state_dict, re
 from .base import FRAMES, Extractor, Loaded, Preprocessing, picture_model, picture_precision, required
 
 IMAGENET_WEIGHTS = torchvision.models.ResNet50_Weights.IMAGENET1K_V2
-# The decoders' scale filter (FFmpeg's default), which the crop follows.
-INTERPOLATION = "bicubic"
+# The decoders' scale filter for ResNet-50 (FFmpeg's `bilinear`): what its sets have always been
+# made with, and the interpolation torchvision publishes for these weights.
+INTERPOLATION = "bilinear"
 
 
 def imagenet_cache_path() -> Path:
