@@ -21,9 +21,7 @@ import synth
 from av.video.frame import PictureType
 from synth.stamped import H264_BFRAMES, MPEG4_BFRAMES, make_stamped_clip, read_stamps
 
-from stages.extract.decode import decode_video
-from stages.extract.decode_common import ClipSpec
-from stages.extract.decode_procs import DecoderProcesses
+from stages.extract.decode import ClipSpec, DecodeJob, DecoderProcesses, decode_video
 
 SOURCE = (320, 240)  # the footage's (width, height)
 FRAMES, CUTS = 105, (40, 60)  # three scenes; T=4 clips at 30 frames/s: the third is 49..79, across the cut at 60
@@ -63,7 +61,7 @@ def decode(request, procs):
     """decode_video through one decoder: PyAV in this thread, in a decoder process, or ffmpeg."""
     decoder = request.param.removesuffix("-processes")
     pool = procs if request.param.endswith("-processes") else None
-    return lambda path, **kw: decode_video(path, decoder=decoder, procs=pool, **kw)
+    return lambda path, **kw: decode_video(path, DecodeJob(decoder=decoder, **kw), procs=pool)
 
 
 @pytest.mark.parametrize("sampling", list(SAMPLINGS))

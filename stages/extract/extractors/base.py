@@ -36,7 +36,7 @@ from pipeline.devices import inference_precision, resolve_device
 from pipeline.errors import ConfigError
 
 from ..config import ExtractConfig
-from ..decode_common import ClipSpec
+from ..decode.common import ClipSpec
 from ..weights import WeightsSpec
 
 FRAMES = "frames"  # one RGB picture per sampled step
