@@ -5,7 +5,9 @@ decoder's own machinery (argument lists, probing with or without ffprobe) is tes
 own. The PyAV decoder against the CLI, file by file, is in test_decode_pyav.py.
 """
 
+import dataclasses
 import os
+import pickle
 import socket
 import subprocess
 import time
@@ -15,7 +17,7 @@ import pytest
 import synth
 from helpers import skip_where_ffmpeg_crashes_on
 
-from stages.extract.config import DECODERS
+from stages.extract.config import DECODERS, ExtractConfig
 from stages.extract.decode import DecodeJob, decode_video
 from stages.extract.decode.common import (
     ClipSpec,
@@ -28,6 +30,8 @@ from stages.extract.decode.common import (
 )
 from stages.extract.decode.ffmpeg_cli import build_decode_args, decode_video_cli, first_count, probe
 from stages.extract.decode.processes import DecoderProcesses
+from stages.extract.extractors import family_for
+from stages.extract.inputs import TIMES_RESIZE, TIMES_SIZE, decode_job
 
 
 @pytest.fixture(params=DECODERS)
@@ -342,3 +346,28 @@ def test_a_decode_that_outlasts_the_timeout_ends_there(long_clip, decoder):
     assert dec.error is not None and dec.error.startswith("timeout after 0.01 s ("), dec.error
     assert time.monotonic() - t0 < 5
     assert decode_video(long_clip, DecodeJob(8, 32, 37, timeout=30, decoder=decoder)).error is None
+
+
+# ---------------------------------------------------------------- the job
+def test_the_job_is_built_from_the_familys_preprocessing_and_the_config():
+    """A clip model's job: its crop, (H, W) and clip, the config's steps, timeout and decoder;
+    a frame model's: its preprocessing, no clip; a sound family's: the picture decode that only
+    gives the times. Frozen, and the same value once pickled (as a decoder process gets it)."""
+    cfg = ExtractConfig(backbone="torchvision:r2plus1d_18", frames=4, fps=2.0, timeout=30, decoder="ffmpeg-cli")
+    job = decode_job(family_for(cfg))
+    assert job == DecodeJob(4, 112, (128, 171), fps=2.0, clip=ClipSpec(16, 15.0), timeout=30, decoder="ffmpeg-cli")
+    assert pickle.loads(pickle.dumps(job)) == job and job.shape() == (4, 16, 112, 112, 3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.frames = 8
+    resnet = family_for(ExtractConfig(image_size=64, frames=8))
+    pre, frames = resnet.preprocessing(), decode_job(resnet)
+    assert (frames.size, frames.resize, frames.interpolation, frames.clip) == (64, pre.resize, "bilinear", None)
+    assert frames.shape() == (8, 64, 64, 3) and frames.decoder == "pyav" and frames.fps is None
+    sound = decode_job(family_for(ExtractConfig(modality="audio", frames=8)))
+    assert (sound.frames, sound.size, sound.resize, sound.clip) == (8, TIMES_SIZE, TIMES_RESIZE, None)
+
+
+def test_a_job_the_decoders_cannot_do_is_refused_before_any_video():
+    with pytest.raises(ValueError, match="no FFmpeg scaler for the interpolation 'hamming'"):
+        DecodeJob(4, 32, 40, interpolation="hamming")
+    assert DecodeJob(4, 32, [40, 56]).resize == (40, 56)  # an (H, W) read back from JSON

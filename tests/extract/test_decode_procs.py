@@ -8,6 +8,7 @@ and a decoder process never imports torch (sixteen of them would each load it).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -20,7 +21,7 @@ import numpy as np
 import pytest
 
 import stages.extract.decode.processes as decode_procs
-from stages.extract.decode.common import DecodeJob
+from stages.extract.decode.common import ClipSpec, DecodeJob
 from stages.extract.decode.processes import DecoderProcesses
 from stages.extract.decode.pyav import decode_video_pyav
 
@@ -118,3 +119,18 @@ def test_where_no_process_can_start_it_decodes_in_this_process_and_says_so(ucf_t
     assert again.error is None and not procs.all
     warned = [r.getMessage() for r in caplog.records if "cannot start a PyAV decoder process" in r.getMessage()]
     assert len(warned) == 1 and "Permission denied" in warned[0], warned
+
+
+def test_the_job_reaches_the_process_as_it_is(ucf_tree):
+    """Every field of the job counts in the process as here: FPS= steps, a clip, an (H, W)
+    resize, the model's filter (bicubic, whose frames are not the bilinear ones)."""
+    clip = sorted(ucf_tree.rglob("*.avi"))[0]
+    job = DecodeJob(3, 32, (40, 56), fps=4.0, clip=ClipSpec(3, 5.0), interpolation="bicubic", timeout=30)
+    with DecoderProcesses(1) as procs:
+        there = procs.decode(clip, job)
+        assert procs.all, "decoded in a process"
+    here = decode_video_pyav(clip, job)
+    assert_same(here, there, clip.name)
+    assert there.frames.shape == (3, 3, 32, 32, 3)
+    bilinear = decode_video_pyav(clip, dataclasses.replace(job, interpolation="bilinear"))
+    assert not np.array_equal(bilinear.frames, there.frames)

@@ -306,6 +306,8 @@ class DecodeJob:
     decoder: str = DECODERS[0]
 
     def __post_init__(self) -> None:
+        if not isinstance(self.resize, int):  # an (H, W) read back from JSON is a list
+            object.__setattr__(self, "resize", tuple(self.resize))
         if self.decoder not in DECODERS:
             raise ValueError(f"unknown decoder {self.decoder!r}; choose one of {', '.join(DECODERS)}")
         scaler(self.interpolation)  # ValueError for a filter FFmpeg lacks, before any video
