@@ -595,14 +595,10 @@ def store_root_option(fn):
     )(fn)
 
 
-def find_set(features_root: Path | None, ref: str) -> Path:
-    """A feature set by id (or unique id prefix), dataset/id, or directory path."""
-    return store.find_feature_set(ref, store_root(features_root))
-
-
 def selected_sets(features_root: Path | None, ref: str | None) -> list[Path]:
     """The set REF names, or every set under the root when there is no REF."""
-    return [find_set(features_root, ref)] if ref else list(store.feature_sets(store_root(features_root)))
+    root = store_root(features_root)
+    return [store.find_feature_set(ref, root)] if ref else list(store.feature_sets(root))
 
 
 @store_group.command("list")
@@ -619,7 +615,7 @@ def store_list(features_root: Path | None, as_json: bool) -> None:
     if not records:
         console.result(f"no feature sets under {store_root(features_root)}")
         return
-    console.result(format_table([store.row(r) for r in records]))
+    console.result(store.table(records))
     console.result(
         f"\n{len(records)} feature set(s) under {store_root(features_root)}; `store info ID` for one of them"
     )
@@ -631,17 +627,7 @@ def store_list(features_root: Path | None, as_json: bool) -> None:
 @user_errors_as_messages
 def store_info(ref: str | None, features_root: Path | None) -> None:
     """Full extraction config and split sizes of one feature set (the only one if no REF)."""
-    root = store_root(features_root)
-    sets = [] if ref else list(store.feature_sets(root))
-    if not ref and not sets:
-        raise click.ClickException(f"no feature sets under {root}; `make features` makes one")
-    if not ref and len(sets) > 1:
-        table = format_table([store.row(r) for r in store.list_sets(root)])
-        raise click.UsageError(
-            f"{len(sets)} feature sets under {root}; pass one's id (ID= for `make store-info`), a unique "
-            f"prefix of it, or dataset/id:\n{table}"
-        )
-    console.result(store.describe(find_set(features_root, ref) if ref else sets[0]))
+    console.result(store.describe(store.the_set(store_root(features_root), ref)))
 
 
 @store_group.command("verify")
@@ -656,34 +642,14 @@ def store_verify(ref: str | None, features_root: Path | None, repair: bool) -> N
     sets = selected_sets(features_root, ref)
     if not sets:
         console.result(f"no feature sets under {store_root(features_root)}")
-    bad = 0
+    checks = []
     for d in sets:
-        try:  # one unreadable manifest must not hide the state of the other sets
-            problems, n = store.bad_shards(d), len(store.load_manifest(d)["shards"])
-        except store.StoreError as e:
-            problems, n = {"manifest": str(e)}, 0
-        console.result(
-            f"{d.parent.name}/{d.name}: {'OK' if not problems else 'CORRUPT'} ({console.plural(n, 'shard')} checked)"
-        )
-        for file, problem in problems.items():
-            console.result(f"  {file}: {problem}")
-        if repair and problems and "manifest" not in problems:
-            store.drop_shards(d, list(problems))
-            console.result(
-                f"  repaired: dropped {len(problems)} shard(s); `make features` with the same settings recomputes just those"
-            )
-            problems = {}  # repaired: the set is consistent again, only smaller until the rerun
-        bad += bool(problems)
-    if bad:
-        console.result(
-            f"{bad} of {len(sets)} feature set(s) have problems"
-            + (
-                ": an unreadable manifest cannot be repaired; remove the set's directory and extract it again"
-                if repair
-                else ": `store verify --repair` drops the bad shards so that a rerun recomputes only them"
-            )
-        )
-    sys.exit(1 if bad else 0)
+        checks.append(store.check_set(d, repair))
+        console.result("\n".join(checks[-1].lines()))
+    advice = store.verify_advice(checks, repair)
+    if advice:
+        console.result(advice)
+    sys.exit(1 if any(c.bad for c in checks) else 0)
 
 
 @store_group.command("gc")
@@ -706,13 +672,6 @@ def store_gc(ref: str | None, features_root: Path | None, dry_run: bool) -> None
     console.result(
         f"{'would free' if dry_run else 'freed'} {store.human_bytes(total)} in {files} file(s) of {len(sets)} feature set(s)"
     )
-
-
-def format_table(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
-    line = lambda r: "  ".join(str(r[c]).ljust(widths[c]) for c in cols)
-    return "\n".join([line({c: c for c in cols}), "  ".join("-" * widths[c] for c in cols), *map(line, rows)])
 
 
 if __name__ == "__main__":
