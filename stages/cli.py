@@ -40,9 +40,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 # Each stage is imported inside the command that runs it: importing all of them (torchvision,
-# the models, the benchmark) doubles the start of `vidstore --help` and of the store commands
-# (3.6 s -> 7.9 s measured on the 2-core development machine). Their configs and errors,
-# imported above, load no torch.
+# the models, the benchmark) would make `vidstore --help` and the store commands wait for torch
+# and every model library (docs/bench.md, "Figures behind the code"). Their configs and errors, imported above, load no torch.
 
 
 def user_facing(*also: type[BaseException]):

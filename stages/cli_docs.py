@@ -39,7 +39,14 @@ MAKE_TARGETS = {
     "store-verify": ("store", "verify"),
     "store-gc": ("store", "gc"),
 }
-DOCS = ("README.md", "docs/extraction.md", "docs/training.md", "docs/modalities.md", "docs/zeroshot.md")
+DOCS = (
+    "README.md",
+    "docs/extraction.md",
+    "docs/training.md",
+    "docs/modalities.md",
+    "docs/zeroshot.md",
+    "docs/bench.md",
+)
 COLUMNS = ("variable", "option", "default", "meaning")
 BLOCK = re.compile(r"(<!-- options (?P<spec>[^>]*?) -->\n)(?P<table>.*?)(<!-- /options -->)", re.S)
 

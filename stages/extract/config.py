@@ -179,7 +179,7 @@ def validate_extract(cfg: ExtractConfig) -> None:
     if cfg.modality == "audio" and (cfg.scheduler or len(cfg.devices) > 1):
         raise ConfigError(
             "--scheduler / --devices (SCHEDULER=, DEVICES=) spread the picture modality's backbone; "
-            "MODALITY=audio runs in one process with WORKERS= decoder threads (about 45 CPU ms a video)"
+            "MODALITY=audio runs in one process with WORKERS= decoder threads"
         )
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"--dataset: unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
