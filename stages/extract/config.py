@@ -112,8 +112,8 @@ class ExtractConfig:
     gpu_batch: int = option(
         0,
         "Items per backbone forward: frames, or a video model's clips.",
-        shown="the backbone's: ResNet-50 512 on CUDA, other image models 256, 32 on a CPU; a video model "
-        "as many clips as hold that many 224 px frames",
+        shown="the backbone's: 32 on a CPU; on CUDA ResNet-50 512, other image models 256; a video model "
+        "as many clips as hold ResNet-50's batch of 224 px frames",
     )
     shard_size: int = option(256, "Videos per shard file.")
     timeout: float = option(60.0, "Seconds allowed to one video (pyav) or to one ffmpeg/ffprobe call (ffmpeg-cli).")

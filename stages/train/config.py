@@ -22,11 +22,11 @@ class TrainConfig:
     FUSIONS = ("early", "late", "gated")
     LOADS = ("auto", "memory", "stream")
 
-    dataset: str = option("sample", "DATASET= as given to `features`, or a dataset's name in the store.")
+    dataset: str = option("sample", "The dataset as `features` was given it, or a dataset's name in the store.")
     data_dir: Path | None = option(
-        None, "folder / csv: DATA_DIR= as given to `features`, which names the set in the store.", shown="none"
+        None, "folder / csv: the --data-dir `features` was given, which names the set in the store."
     )
-    name: str | None = option(None, "NAME= as given to `features`: the dataset's name in the store.", shown="none")
+    name: str | None = option(None, "The --name `features` was given: the dataset's name in the store.")
     features: str | None = option(
         None,
         "Feature-set id, unique prefix or directory; several, comma-separated, one per modality.",
@@ -52,7 +52,7 @@ class TrainConfig:
         "Several modalities, in training: the chance that a video loses one of its modalities for a step "
         "(never its last), so the model copes with either stream missing.",
     )
-    split: str = option("1", "Official split 1, 2 or 3, or all: train and report each, then their mean.")
+    split: str = option("1", "Official split 1, 2 or 3, or all: each split, then their mean.")
     epochs: int = option(30, "Most passes over the training part; early stopping may end sooner.")
     lr: float = option(1e-3, "AdamW's peak learning rate, reached after the warmup.")
     batch: int = option(0, "Videos per step.", shown="auto: 256, fewer on small sets (at least 8 steps an epoch)")

@@ -115,7 +115,7 @@ class BufferPool:
                 self.free.setdefault((tuple(t.shape), t.dtype, t.device), []).append(t)
 
     def clear(self) -> None:
-        """Drop every pooled buffer (after a run: a UCF101-sized LSTM pools ~0.3 GB)."""
+        """Drop every pooled buffer (after a run: a UCF101-sized LSTM pools hundreds of MB)."""
         with self.lock:
             self.free.clear()
 
