@@ -277,11 +277,6 @@ def load_manifest(set_dir: Path) -> dict:
     return Manifest.read(set_dir).to_json()
 
 
-def all_failures(manifest: Manifest) -> list[dict]:
-    """Every failure of a set: those of its committed shards, then the listing's own."""
-    return manifest.failures()
-
-
 def write_manifest(set_dir: Path, manifest: Manifest | dict) -> None:
     """Atomically replace the manifest, then regenerate failures.jsonl from it.
 
