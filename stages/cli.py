@@ -294,7 +294,13 @@ def predict_command(video: Path, run_dir: Path, top: int, device: str) -> None:
     make="TEMPLATES",
     help="CLIP's prompt templates for UCF101 (48) or Kinetics-700 (28).",
 )
-@config_options(TrainConfig, "out", "device")
+@config_option(
+    TrainConfig,
+    "out",
+    help="The run directory (<model> is zeroshot): config, metrics, predictions, the confusion matrix; "
+    "a failed run leaves a FAILED file there.",
+)
+@config_options(TrainConfig, "device")
 @user_errors_as_messages
 def zeroshot_command(templates: str, **kw) -> None:
     """Classify an OpenCLIP set's test videos with its checkpoint's text tower, no training; write a run's reports."""
