@@ -42,7 +42,7 @@ class Record:
     """A JSON object as a dataclass: read with every key checked against its field's type, and
     written back in the key order it was read with. Keys no field names are kept as they were."""
 
-    _keys: tuple[str, ...] | None = None  # the keys as read, in order; None: a new record
+    _keys: tuple[str, ...] | None = None  # the keys as read, in order; None: a new record, none read
     _extra: dict[str, Any] = {}  # values of keys no field names, as read
 
     @classmethod
@@ -76,9 +76,8 @@ class Record:
             f, value = fields[name], getattr(self, name)
             if f.metadata.get("omit_none") and value is None:
                 continue
-            if f.metadata.get("optional") and self._keys is not None and name not in self._keys:
-                if value == default_of(f):
-                    continue  # read without the key and still the default: written without it
+            if f.metadata.get("optional") and name not in keys and value == default_of(f):
+                continue  # read (or made) without the key and still the default: written without it
             out[name] = (
                 [v.to_json() if isinstance(v, Record) else v for v in value] if isinstance(value, list) else value
             )
@@ -204,6 +203,15 @@ class Manifest(Record):
         return [f for s in self.shards for f in s.failures] + self.unlisted_failures
 
 
+# The keys a new manifest is written with, in order; write_manifest adds updated_at, num_stored
+# and num_failed, mark_complete completed_at.
+NEW_KEYS = tuple(
+    f.name
+    for f in dataclasses.fields(Manifest)
+    if f.name not in ("updated_at", "num_stored", "num_failed", "completed_at")
+)
+
+
 def new_manifest(
     feature_set_id: str,
     dataset: str,
@@ -228,7 +236,7 @@ def new_manifest(
     listing named but that cannot be opened at all; default_settings: the set was made
     with stage one's default extraction settings (stage two prefers such a set).
     """
-    return Manifest(
+    manifest = Manifest(
         schema_version=SCHEMA_VERSION,
         feature_set_id=feature_set_id,
         dataset=dataset,
@@ -249,6 +257,8 @@ def new_manifest(
         complete=False,
         created_at=now_iso(),
     )
+    manifest._keys = NEW_KEYS  # every key, defaults included: a new manifest says its modality
+    return manifest
 
 
 def create(set_dir: Path, manifest: Manifest) -> Manifest:
