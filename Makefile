@@ -15,25 +15,8 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 opt = $(if $($(1)),--$(2) "$($(1))")
 flag = $(if $(filter 1 yes true,$($(1))),--$(2))
 
-EXTRACT_OPTS = $(call opt,DATASET,dataset) $(call opt,DATA_DIR,data-dir) \
-  $(call opt,FEATURES_ROOT,features-root) $(call opt,FRAMES,frames) $(call opt,FPS,fps) \
-  $(call opt,BACKBONE,backbone) $(call opt,SIZE,size) $(call opt,RESIZE,resize) $(call opt,WEIGHTS,weights) \
-  $(call opt,PRECISION,precision) $(call opt,WORKERS,workers) $(call opt,GPU_BATCH,gpu-batch) $(call opt,DEVICE,device) \
-  $(call opt,DEVICES,devices) $(call opt,SCHEDULER,scheduler) $(call opt,SHARD_SIZE,shard-size) \
-  $(call opt,TIMEOUT,timeout) $(call opt,DECODER,decoder) $(call flag,COMPILE,compile) $(call opt,MODALITY,modality) \
-  $(call opt,AUDIO_FEATURES,audio-features) $(call opt,AUDIO_WEIGHTS,audio-weights) $(call opt,AUDIO_WINDOW,audio-window) \
-  $(call opt,NAME,name) $(call opt,SEED,seed)
-# DATASET= and DATA_DIR= name a folder or csv set the same way for `features` and `train`.
-TRAIN_OPTS = $(call opt,DATASET,dataset) $(call opt,DATA_DIR,data-dir) $(call opt,NAME,name) $(call opt,FEATURES_ROOT,features-root) \
-  $(call opt,FEATURES,features) $(call opt,MODALITIES,modalities) $(call opt,MODEL,model) \
-  $(call opt,FUSION,fusion) $(call opt,SPLIT,split) \
-  $(call opt,EPOCHS,epochs) $(call opt,LR,lr) $(call opt,BATCH,batch) $(call opt,SEED,seed) \
-  $(call opt,OUT,out) $(call opt,DEVICE,device) $(call opt,VAL_FRACTION,val-fraction) \
-  $(call opt,TEST_FRACTION,test-fraction) $(call opt,MODALITY_DROPOUT,modality-dropout) $(call flag,NO_PROGRESS,no-progress)
-# `make zeroshot`: the same words find the set and its test part as for `train`, plus the prompts.
-ZEROSHOT_OPTS = $(call opt,FEATURES,features) $(call opt,DATASET,dataset) $(call opt,DATA_DIR,data-dir) \
-  $(call opt,NAME,name) $(call opt,FEATURES_ROOT,features-root) $(call opt,SPLIT,split) $(call opt,SEED,seed) \
-  $(call opt,TEST_FRACTION,test-fraction) $(call opt,TEMPLATES,templates) $(call opt,OUT,out) $(call opt,DEVICE,device)
+# Each target's options (FEATURES_OPTS, TRAIN_OPTS, ...): generated from the options' fields.
+include $(dir $(lastword $(MAKEFILE_LIST)))options.mk
 
 .PHONY: setup features train evaluate zeroshot compare predict demo test test-all test-gpu gpu-check gpu-wheels bench store-list store-info store-verify store-gc clean-venv
 
@@ -61,27 +44,27 @@ $(VENV)/.installed: pyproject.toml
 	@touch $@
 
 features: setup
-	$(CLI) features $(EXTRACT_OPTS) $(call flag,RETRY_FAILURES,retry-failures)
+	$(CLI) features $(FEATURES_OPTS)
 
 train: setup
 	$(CLI) train $(TRAIN_OPTS)
 
 evaluate: setup
-	$(CLI) evaluate $(call opt,RUN,run) $(call opt,DEVICE,device)
+	$(CLI) evaluate $(EVALUATE_OPTS)
 
 # An OpenCLIP set's test videos scored by its checkpoint's text tower (docs/zeroshot.md).
 zeroshot: setup
 	$(CLI) zeroshot $(ZEROSHOT_OPTS)
 
 compare: setup
-	$(CLI) compare $(TRAIN_OPTS)
+	$(CLI) compare $(COMPARE_OPTS)
 
 predict: setup
-	$(CLI) predict "$(VIDEO)" $(call opt,RUN,run) $(call opt,TOP,top) $(call opt,DEVICE,device)
+	$(CLI) predict "$(VIDEO)" $(PREDICT_OPTS)
 
 # The main job end to end on the embedded sample: generate it, extract, train, evaluate.
 demo: setup
-	$(CLI) demo $(EXTRACT_OPTS) $(call opt,EPOCHS,epochs)
+	$(CLI) demo $(DEMO_OPTS)
 
 # Quick suite: lint and the type checker first (they fail in seconds), then every test but
 # those marked slow or gpu; the acceptance tier (tests/acceptance/, docs/testing.md) is in.
@@ -124,12 +107,7 @@ gpu-wheels: setup
 # Stage one (BACKBONE=, seeded random WEIGHTS= by default) vs the decode ceiling and the seed method,
 # stage two's 50 epochs: bench/results.json (docs/bench.md). Small on a CPU (8 clips, 112 px), UCF101-scale on CUDA.
 bench: setup $(VENV)/.bench-installed
-	$(CLI) bench $(call opt,CLIPS,clips) $(call opt,SECONDS,seconds) $(call opt,WORKERS,workers) \
-	  $(call opt,DEVICE,device) $(call opt,BACKBONE,backbone) $(call opt,WEIGHTS,weights) $(call opt,SIZE,size) \
-	  $(call opt,FRAMES,frames) $(call flag,COMPILE,compile) \
-	  $(call opt,GPU_BATCH,gpu-batch) $(call opt,PRECISION,precision) $(call opt,BASELINE_CLIPS,baseline-clips) \
-	  $(call opt,ROUNDS,rounds) $(call opt,AUDIO_CLIPS,audio-clips) $(call opt,TRAIN_EPOCHS,train-epochs) $(call flag,SKIP_TRAIN,skip-train) \
-	  $(call opt,BENCH_DEVICES,devices) $(call opt,DECODER,decoder)
+	$(CLI) bench $(BENCH_OPTS)
 
 # The bench extra: OpenCV for the seed method's reader, imageio-ffmpeg for machines without ffmpeg.
 $(VENV)/.bench-installed: $(VENV)/.installed
@@ -137,18 +115,18 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	@touch $@
 
 store-list: setup
-	$(CLI) store list $(call opt,FEATURES_ROOT,features-root)
+	$(CLI) store list $(STORE_LIST_OPTS)
 
 # ID= a feature-set id (or a unique prefix, or dataset/id); store-verify/store-gc: all sets without it;
 # store-info without it: the only set, or the list.
 store-info: setup
-	$(CLI) store info $(ID) $(call opt,FEATURES_ROOT,features-root)
+	$(CLI) store info $(ID) $(STORE_INFO_OPTS)
 
 store-verify: setup
-	$(CLI) store verify $(ID) $(call opt,FEATURES_ROOT,features-root) $(call flag,REPAIR,repair)
+	$(CLI) store verify $(ID) $(STORE_VERIFY_OPTS)
 
 store-gc: setup
-	$(CLI) store gc $(ID) $(call opt,FEATURES_ROOT,features-root) $(call flag,DRY_RUN,dry-run)
+	$(CLI) store gc $(ID) $(STORE_GC_OPTS)
 
 clean-venv:
 	rm -rf $(VENV)

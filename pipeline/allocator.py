@@ -16,7 +16,7 @@ environment. Where the library is not installed, nothing changes, silently.
 VIDSTORE_ALLOCATOR: auto (default: jemalloc where installed, else glibc as it is) | jemalloc |
 tcmalloc | glibc (glibc with the tunables below) | system (glibc as it is) | a path to a malloc
 library to preload. tcmalloc and the glibc tunables are choices, not defaults: the tunables
-removed only a third of the page faults (docs/allocator.md) and tcmalloc was not measured.
+removed far fewer page faults than jemalloc (docs/allocator.md) and tcmalloc was not measured.
 """
 
 from __future__ import annotations

@@ -89,8 +89,8 @@ class FeatureSetView:
     def __init__(self, dirs: Sequence[str | Path]):
         by_modality: dict[str, list[Path]] = {}
         for d in dirs:
-            fs = FeatureSet(Path(d), store.load_manifest(Path(d)))
-            by_modality.setdefault(store.modality_of(fs.manifest), []).append(fs.set_dir)
+            fs = FeatureSet(Path(d), store.read_manifest(Path(d)))
+            by_modality.setdefault(fs.manifest.modality, []).append(fs.set_dir)
         order = {m: k for k, m in enumerate(MODALITY_ORDER)}
         self.modalities = sorted(by_modality, key=lambda m: (order.get(m, len(order)), m))
         self.sets = {m: store.open_feature_sets(by_modality[m]) for m in self.modalities}
@@ -123,7 +123,8 @@ class FeatureSetView:
 
     # -------------------------------------------------------------- what it holds
     @property
-    def manifest(self) -> dict:
+    def manifest(self) -> store.Manifest:
+        """The first set's manifest (of the first modality)."""
         return self.sets[self.modalities[0]][0].manifest
 
     @property
@@ -132,11 +133,11 @@ class FeatureSetView:
 
     @property
     def classes(self) -> list[str]:
-        return list(self.manifest["classes"])
+        return list(self.manifest.classes)
 
     @property
     def frames(self) -> int:
-        return int(self.manifest["frames"])
+        return self.manifest.frames
 
     @property
     def dims(self) -> dict[str, int]:
@@ -154,7 +155,7 @@ class FeatureSetView:
 
     @property
     def complete(self) -> bool:
-        return all(fs.manifest.get("complete") for m in self.modalities for fs in self.sets[m])
+        return all(fs.manifest.complete for m in self.modalities for fs in self.sets[m])
 
     def __repr__(self) -> str:
         return (
@@ -165,7 +166,7 @@ class FeatureSetView:
     # -------------------------------------------------------------- splits
     def split_names(self, split: str | int = "all") -> list[str]:
         """SPLIT= resolved: "all" is every official split; a dataset with one split serves it for 1."""
-        return store.split_names(self.manifest, str(split))
+        return store.split_names(self.manifest.splits, str(split))
 
     def split(self, name: str | int = 1, seed: int = 0, test_fraction: float = 0.2) -> store.Split:
         """Train and test rows of one split (test carved by group, seeded, where the dataset has none)."""
@@ -363,7 +364,7 @@ class FeatureDataset(torch.utils.data.Dataset):
             digest = hashlib.sha256()
             while block := handle.read(1 << 20):
                 digest.update(block)
-            if digest.hexdigest() != entry["sha256"]:
+            if digest.hexdigest() != entry.sha256:
                 handle.close()
                 raise IntegrityError(
                     f"{fs.set_dir / file}: sha256 does not match the manifest; the shard is corrupt "

@@ -15,12 +15,38 @@ from typing import Any
 SCHEMA_VERSION = 1
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 MODALITIES = ("rgb", "audio")
+# --device of every command: one help text for the option each config has.
+DEVICE_HELP = "Where the model runs: auto (CUDA when there is one), cpu, cuda or cuda:N."
 
 
-def choice(default: str, choices: tuple[str, ...]) -> Any:
-    """A config field whose value is one of `choices`: the command line offers exactly these
+def option(
+    default: Any,
+    help: str,
+    *,
+    make: str | None = None,
+    flag: str | None = None,
+    name: str | None = None,
+    shown: str | None = None,
+    choices: tuple[str, ...] | None = None,
+) -> Any:
+    """A config field that is one command-line option, with everything said about it written
+    here once: the command line's help, the docs' option tables and the Makefile's variable list
+    are made from it (stages/cli.py, stages/cli_docs.py).
+
+    help: what it does, one sentence or two, without the default; make: its Make variable
+    (default: the field's name in capitals); flag: a boolean's off switch (`--no-compile`),
+    or "" for a plain flag that is only turned on; name: the option when it is not the
+    field's name (`--size` for image_size); shown: the default in words where the value is
+    a stand-in (0 or None for "the model's own"); choices: every value it takes.
+    """
+    meta = {"help": help, "make": make, "flag": flag, "name": name, "shown": shown, "choices": choices}
+    return dataclasses.field(default=default, metadata={k: v for k, v in meta.items() if v is not None})
+
+
+def choice(default: str, choices: tuple[str, ...], help: str, **kw: Any) -> Any:
+    """A config option whose value is one of `choices`: the command line offers exactly these
     (and shows `default`), so each list is written once, beside its field."""
-    return dataclasses.field(default=default, metadata={"choices": choices})
+    return option(default, help, choices=choices, **kw)
 
 
 def repo_root() -> Path:

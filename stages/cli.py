@@ -40,9 +40,8 @@ USER_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 # Each stage is imported inside the command that runs it: importing all of them (torchvision,
-# the models, the benchmark) doubles the start of `vidstore --help` and of the store commands
-# (3.6 s -> 7.9 s measured on the 2-core development machine). Their configs and errors,
-# imported above, load no torch.
+# the models, the benchmark) would make `vidstore --help` and the store commands wait for torch
+# and every model library (docs/bench.md, "Figures behind the code"). Their configs and errors, imported above, load no torch.
 
 
 def user_facing(*also: type[BaseException]):
@@ -103,141 +102,88 @@ user_errors_as_messages = user_facing()
 missing_files_as_messages = user_facing(FileNotFoundError)
 
 
-DEVICE_HELP = "auto | cpu | cuda | cuda:N (DEVICE=)."
+class MakeOption(click.Option):
+    """A click option that knows its Make variable: the Makefile passes `VAR=value` as this
+    option (options.mk is generated from these, stages/cli_docs.py)."""
+
+    def __init__(self, *args, make_var: str, **kw):
+        super().__init__(*args, **kw)
+        self.make_var = make_var
+
+    @property
+    def make_switch(self) -> str | None:
+        """For a boolean option, the switch its Make variable turns on (`--no-progress`); None for a value."""
+        if not self.is_flag:
+            return None
+        return (self.secondary_opts if self.default is True else self.opts)[0]
 
 
-def config_option(cls: type, *decls: str, **kw):
-    """A click option for a field of the config dataclass `cls`, named by the option (`--shard-size`:
-    shard_size) or by the name given after it (`"--size", "image_size"`). Its default, and its
-    choices where the field lists some (pipeline.config.choice), are the dataclass's: each is
-    written once, beside its field. A tuple field (--devices) is typed as one comma-separated
-    string and keeps the default the call gives."""
-    name = next((d for d in decls if not d.startswith("-")), None)
-    name = name or decls[0].split("/")[0].lstrip("-").replace("-", "_")
+def make_option(*decls: str, make: str, help: str, **kw):
+    """A command's own option (not a config field), with its Make variable: `(VAR=)` ends its help."""
+    kw.setdefault("show_default", "default" in kw and kw["default"] not in (None, "", 0, False))
+    return click.option(
+        *decls, cls=MakeOption, make_var=make, help=f"{help} ({make}{'=1' if kw.get('is_flag') else '='})", **kw
+    )
+
+
+def config_option(cls: type, name: str, **kw):
+    """The click option of field `name` of the config dataclass `cls`: its help, Make variable,
+    default (or the words that stand for it) and choices are the field's (pipeline.config.option),
+    written once there; `help` replaces the field's where a command gives the option another
+    meaning (zeroshot's --features names one set). A tuple field (--devices) is typed as one
+    comma-separated string."""
     field = {f.name: f for f in dataclasses.fields(cls)}[name]
-    if "choices" in field.metadata:
-        kw["type"] = click.Choice(field.metadata["choices"])
-    if not isinstance(field.default, tuple):
-        kw |= {"default": field.default, "show_default": field.default not in (None, "", 0, False)}
-    return click.option(*decls, **kw)
+    meta = field.metadata
+    make = meta.get("make", name.upper())
+    switch = "--" + meta.get("name", name).replace("_", "-")
+    decls = [f"{switch}/{meta['flag']}" if meta.get("flag") else switch, name]
+    annotation = str(field.type)  # a string: the configs' modules postpone annotations
+    if annotation == "bool":
+        kw |= {"is_flag": True} if not meta.get("flag") else {}
+        make_help = f"{make}=1"
+    else:
+        make_help = f"{make}="
+        kw["type"] = click.Choice(meta["choices"]) if "choices" in meta else option_type(annotation)
+    text = kw.pop("help", None) or meta["help"]
+    default = "" if isinstance(field.default, tuple) else field.default
+    shown = meta.get("shown") or (default not in (None, "") and (annotation != "bool" or bool(meta.get("flag"))))
+    return click.option(
+        *decls,
+        cls=MakeOption,
+        make_var=make,
+        default=default,
+        show_default=shown,
+        help=f"{text} ({make_help})",
+        **kw,
+    )
 
 
-def extract_options(fn):
-    """Options of ExtractConfig, shared by `features` and `demo`."""
-    options = [
-        config_option(ExtractConfig, "--dataset", help="Dataset adapter (DATASET=)."),
-        config_option(
-            ExtractConfig,
-            "--data-dir",
-            type=click.Path(path_type=Path),
-            help="Dataset root; csv: the .csv file. Default data/<dataset> (DATA_DIR=).",
-        ),
-        config_option(
-            ExtractConfig,
-            "--features-root",
-            type=click.Path(path_type=Path),
-            help="Feature store root, default data/features (FEATURES_ROOT=).",
-        ),
-        config_option(ExtractConfig, "--frames", type=int, help="T frames per video; the cap with --fps (FRAMES=)."),
-        config_option(
-            ExtractConfig,
-            "--fps",
-            type=float,
-            help="Sample at a fixed rate instead of T uniform segment centres (FPS=).",
-        ),
-        config_option(
-            ExtractConfig,
-            "--backbone",
-            help="resnet50 | torchvision:NAME (an image model, or a video model: one vector per clip, "
-            "torchvision:r2plus1d_18) | timm:NAME[.TAG] (timm:vit_small_patch14_dinov2.lvd142m) | "
-            "open_clip:ARCH:PRETRAINED (open_clip:ViT-B-16:openai), as its library names it (BACKBONE=).",
-        ),
-        config_option(
-            ExtractConfig,
-            "--size",
-            "image_size",
-            type=int,
-            help="Centre-crop size fed to the backbone, px; default the model's own (ResNet-50: 224) (SIZE=).",
-        ),
-        config_option(
-            ExtractConfig,
-            "--resize",
-            type=int,
-            help="Shorter side before the crop, px; default the model's ratio (ResNet-50: size*256/224; "
-            "R(2+1)D: frames scaled to 128 x 171 at its 112) (RESIZE=).",
-        ),
-        config_option(
-            ExtractConfig,
-            "--weights",
-            help="imagenet/pretrained (the published ones, from the library's cache) | random | "
-            "/path/to/state_dict.pth or .safetensors (WEIGHTS=).",
-        ),
-        config_option(ExtractConfig, "--seed", type=int, help="Seed of --weights random (SEED=)."),
-        config_option(ExtractConfig, "--precision", help="Backbone precision (PRECISION=)."),
-        decoder_option(ExtractConfig, "In-process PyAV, or an ffmpeg process per video; part of the feature-set id"),
-        config_option(ExtractConfig, "--device", help=DEVICE_HELP),
-        config_option(
-            ExtractConfig,
-            "--devices",
-            default="",
-            help="One backbone process per device, e.g. cuda:0,cuda:1 (DEVICES=).",
-        ),
-        config_option(ExtractConfig, "--workers", type=int, help="Parallel decoders, default all cores (WORKERS=)."),
-        config_option(
-            ExtractConfig,
-            "--gpu-batch",
-            type=int,
-            help="Frames (a video model's: clips) per backbone batch, default 512 on CUDA, 32 on CPU "
-            "(a video model's: as many clips as hold that many 224 px frames) (GPU_BATCH=).",
-        ),
-        config_option(ExtractConfig, "--shard-size", type=int, help="Videos per shard (SHARD_SIZE=)."),
-        config_option(
-            ExtractConfig,
-            "--timeout",
-            type=float,
-            help="Seconds allowed to one video (pyav) or to one ffmpeg call (ffmpeg-cli) (TIMEOUT=).",
-        ),
-        config_option(
-            ExtractConfig,
-            "--compile/--no-compile",
-            help="torch.compile the backbone; pays off only on large sets (COMPILE=1).",
-        ),
-        config_option(ExtractConfig, "--scheduler", help="Run on Dask: local:N or tcp://host:8786 (SCHEDULER=)."),
-        config_option(
-            ExtractConfig,
-            "--name",
-            help="Dataset name in the store (default: derived from --dataset/--data-dir) (NAME=).",
-        ),
-        config_option(
-            ExtractConfig,
-            "--modality",
-            help="rgb: ResNet-50 on the pictures; audio: the sound around each sampled frame (MODALITY=).",
-        ),
-        config_option(
-            ExtractConfig,
-            "--audio-features",
-            help="Audio: logmel (per-band mean and std of a log-mel window, no weights) or vggish (AUDIO_FEATURES=).",
-        ),
-        config_option(
-            ExtractConfig,
-            "--audio-weights",
-            help="Audio with vggish: vggish | random | /path/to/vggish.pth (AUDIO_WEIGHTS=).",
-        ),
-        config_option(
-            ExtractConfig,
-            "--audio-window",
-            type=float,
-            help="Audio: seconds of sound centred on each sampled frame (AUDIO_WINDOW=).",
-        ),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
+def option_type(annotation: str):
+    """The click type of a config field from its annotation (the dataclasses' annotations are strings)."""
+    if "Path" in annotation:
+        return click.Path(path_type=Path)
+    if annotation.startswith("int"):
+        return int
+    if annotation.startswith("float"):
+        return float
+    return str
 
 
-def decoder_option(cls: type, what: str):
-    """--decoder, shared by `features`, `demo` (ExtractConfig) and `bench` (BenchConfig)."""
-    return config_option(cls, "--decoder", help=f"{what} (DECODER=).")
+def config_options(cls: type, *names: str):
+    """A decorator adding the options of `cls`'s fields `names`, in that order."""
+
+    def decorate(fn):
+        for name in reversed(names):
+            fn = config_option(cls, name)(fn)
+        return fn
+
+    return decorate
+
+
+# Every field of ExtractConfig but retry_failures (features only), in --help's order.
+EXTRACT_OPTIONS = tuple(f.name for f in dataclasses.fields(ExtractConfig) if f.name != "retry_failures")
+# Every field of TrainConfig, in --help's order.
+TRAIN_OPTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig))
 
 
 def make_extract_config(**kw) -> ExtractConfig:
@@ -255,111 +201,18 @@ def main(verbose: bool) -> None:
 
 
 @main.command()
-@extract_options
-@click.option(
-    "--retry-failures",
-    is_flag=True,
-    help="Decode again the videos the set lists as failed (fixed files, a timeout under load); "
-    "their shards are rewritten with the other videos copied (RETRY_FAILURES=1).",
-)
+@config_options(ExtractConfig, *EXTRACT_OPTIONS, "retry_failures")
 @user_errors_as_messages
 @on_interrupt(STAGE_ONE_INTERRUPTED)
 def features(**kw) -> None:
-    """Stage one: decode, embed with ResNet-50 and store (N, T, 2048) shards."""
+    """Stage one: decode, embed with the backbone and store (N, T, D) float16 shards."""
     from stages.extract import extract_features
 
     extract_features(make_extract_config(**kw))
 
 
 @main.command()
-@config_option(
-    BenchConfig,
-    "--clips",
-    type=int,
-    help="Clips timed end to end and by the decode ceiling; default 8 on CPU, 2048 on CUDA (CLIPS=).",
-)
-@config_option(BenchConfig, "--seconds", type=float, help="Length of each generated clip, s (SECONDS=).")
-@config_option(BenchConfig, "--workers", type=int, help="Stage one's decoders, default all cores (WORKERS=).")
-@decoder_option(BenchConfig, "Stage one's decoder end to end; every decoder is timed alone")
-@config_option(BenchConfig, "--device", help=DEVICE_HELP)
-@config_option(
-    BenchConfig,
-    "--backbone",
-    help="Stage one's backbone, as `features` takes it: resnet50 | torchvision:NAME | timm:NAME | "
-    "open_clip:ARCH:PRETRAINED (BACKBONE=).",
-)
-@config_option(
-    BenchConfig,
-    "--weights",
-    help="random (seeded, nothing downloads) | pretrained | /path/to/state_dict (WEIGHTS=).",
-)
-@config_option(
-    BenchConfig,
-    "--size",
-    type=int,
-    help="Crop fed to the backbone, px; default 112 on CPU (to finish in minutes), the model's own "
-    "(ResNet-50: 224) on CUDA (SIZE=).",
-)
-@config_option(BenchConfig, "--frames", type=int, help="T frames sampled per video (FRAMES=).")
-@config_option(
-    BenchConfig,
-    "--gpu-batch",
-    type=int,
-    help="Items per backbone batch (frames; a clip model's clips), default stage one's for the backbone: "
-    "ResNet-50 32 on CPU, 512 on CUDA (GPU_BATCH=).",
-)
-@config_option(BenchConfig, "--precision", help="Backbone precision (PRECISION=).")
-@config_option(
-    BenchConfig,
-    "--compile/--no-compile",
-    help="Also measure torch.compile: compile time, speed-up, break-even (COMPILE=1).",
-)
-@config_option(
-    BenchConfig,
-    "--baseline-clips",
-    type=int,
-    help="Clips run through the seed method; default 2 on CPU, 16 on CUDA (BASELINE_CLIPS=).",
-)
-@config_option(
-    BenchConfig, "--baseline-reader", help="How the seed method reads every frame; auto: OpenCV if installed."
-)
-@config_option(
-    BenchConfig,
-    "--backbone-seconds",
-    type=float,
-    help="How long to time the backbone alone; default 6 s on CPU, 10 s on CUDA.",
-)
-@config_option(
-    BenchConfig,
-    "--rounds",
-    type=int,
-    help="Alternating rounds of ceiling, end to end and baseline; the best of each counts (ROUNDS=).",
-)
-@config_option(
-    BenchConfig,
-    "--train-epochs",
-    type=int,
-    help="LSTM epochs timed for stage two; fewer are scaled to 50 and labelled EXTRAPOLATED (TRAIN_EPOCHS=).",
-)
-@config_option(
-    BenchConfig,
-    "--audio-clips",
-    type=int,
-    help="Clips with a sound track timed as an audio set (AUDIO_CLIPS=). [default: all of --clips on a CPU, 256 on CUDA]",
-)
-@config_option(BenchConfig, "--skip-train", is_flag=True, help="Do not time stage two (SKIP_TRAIN=1).")
-@config_option(
-    BenchConfig,
-    "--devices",
-    help="Also time end to end with one backbone process per device, e.g. cuda:0,cuda:0 (BENCH_DEVICES=).",
-)
-@config_option(
-    BenchConfig,
-    "--clips-dir",
-    type=click.Path(path_type=Path),
-    help="Where clips are generated and reused, default bench/clips.",
-)
-@config_option(BenchConfig, "--out", type=click.Path(path_type=Path), help="Results file, default bench/results.json.")
+@config_options(BenchConfig, *(f.name for f in dataclasses.fields(BenchConfig)))
 @user_errors_as_messages
 def bench(**kw) -> None:
     """Stage one (BACKBONE=) against every decoder alone and the seed method; stage two's 50 epochs. Writes bench/results.json."""
@@ -369,115 +222,8 @@ def bench(**kw) -> None:
 
 
 # ================================================================ stage two: train, evaluate, compare, predict
-# (options map one to one onto stages.train.config.TrainConfig fields)
-def train_options(fn):
-    """Options of TrainConfig, shared by `train` and `compare`."""
-    options = [
-        config_option(
-            TrainConfig,
-            "--dataset",
-            help="DATASET= as given to `features` (or a dataset name in the store) (DATASET=).",
-        ),
-        config_option(
-            TrainConfig,
-            "--data-dir",
-            type=click.Path(path_type=Path),
-            help="folder / csv: DATA_DIR= as given to `features`, which names the set in the store (DATA_DIR=).",
-        ),
-        config_option(
-            TrainConfig, "--name", help="NAME= as given to `features`: the dataset's name in the store (NAME=)."
-        ),
-        config_option(
-            TrainConfig,
-            "--features",
-            help="Feature-set id(s) or path(s), comma-separated; default: the dataset's set (FEATURES=).",
-        ),
-        config_option(
-            TrainConfig,
-            "--features-root",
-            type=click.Path(path_type=Path),
-            help="Store root, default data/features (FEATURES_ROOT=).",
-        ),
-        config_option(
-            TrainConfig,
-            "--modalities",
-            default="",
-            help="Each modality's default set for --dataset, comma-separated: rgb, audio or rgb,audio; "
-            "default rgb, or with --features the sets' own (MODALITIES=).",
-        ),
-        config_option(TrainConfig, "--model", help="Temporal head (MODEL=)."),
-        config_option(
-            TrainConfig,
-            "--fusion",
-            help="Several modalities: early (concatenated per step), late (an encoder per modality) or gated "
-            "(late, through context gating); lstm, gru, attention; other heads read the early input (FUSION=).",
-        ),
-        config_option(
-            TrainConfig,
-            "--modality-dropout",
-            type=float,
-            help="Several modalities, in training: chance that a video loses one of its modalities (never all) "
-            "(MODALITY_DROPOUT=).",
-        ),
-        config_option(TrainConfig, "--split", help="Official split 1|2|3, or all: each split and the mean (SPLIT=)."),
-        config_option(TrainConfig, "--epochs", type=int, help="Most epochs; early stopping may end sooner (EPOCHS=)."),
-        config_option(TrainConfig, "--lr", type=float, help="AdamW peak learning rate (LR=)."),
-        config_option(
-            TrainConfig, "--batch", type=int, help="Videos per step; 0 = auto, 256 or fewer on small sets (BATCH=)."
-        ),
-        config_option(TrainConfig, "--seed", type=int, help="Seeds init, carving, shuffling, dropout (SEED=)."),
-        config_option(
-            TrainConfig,
-            "--out",
-            type=click.Path(path_type=Path),
-            help="Run directory, default runs/<time>-<model>-split<split> (OUT=).",
-        ),
-        config_option(TrainConfig, "--device", help=DEVICE_HELP),
-        config_option(TrainConfig, "--hidden", type=int, help="Recurrent state / TCN channels / transformer width."),
-        config_option(TrainConfig, "--layers", type=int, help="Recurrent layers / TCN blocks / transformer layers."),
-        config_option(TrainConfig, "--bidirectional/--unidirectional", help="Recurrent heads read both ways."),
-        config_option(TrainConfig, "--dropout", type=float, help="Before the classifier and between layers."),
-        config_option(
-            TrainConfig, "--proj", type=int, help="Recurrent heads: learned D -> PROJ input projection; 0 = none."
-        ),
-        config_option(TrainConfig, "--weight-decay", type=float, help="AdamW weight decay (matrices only)."),
-        config_option(TrainConfig, "--warmup-epochs", type=float, help="Linear warmup, then cosine decay."),
-        config_option(TrainConfig, "--label-smoothing", type=float, help="Cross-entropy label smoothing."),
-        config_option(TrainConfig, "--clip-grad", type=float, help="Max gradient norm; 0 = off."),
-        config_option(
-            TrainConfig,
-            "--val-fraction",
-            type=float,
-            help="Validation share of the training split, carved by group (VAL_FRACTION=).",
-        ),
-        config_option(
-            TrainConfig,
-            "--test-fraction",
-            type=float,
-            help="Test share carved by group when the dataset has no test split (TEST_FRACTION=).",
-        ),
-        config_option(
-            TrainConfig, "--patience", type=int, help="Epochs without validation gain before stopping; 0 = never."
-        ),
-        config_option(
-            TrainConfig,
-            "--precision",
-            help="auto: fp16 AMP on CUDA, bf16 autocast on CPUs with native bf16, else fp32.",
-        ),
-        config_option(
-            TrainConfig,
-            "--load",
-            help="Whole in memory (on the GPU if any) or shard by shard; auto: memory when it fits.",
-        ),
-        config_option(TrainConfig, "--progress/--no-progress", help="A progress bar per epoch (NO_PROGRESS=1)."),
-    ]
-    for option in reversed(options):
-        fn = option(fn)
-    return fn
-
-
 @main.command("train")
-@train_options
+@config_options(TrainConfig, *TRAIN_OPTIONS)
 @user_errors_as_messages
 @on_interrupt(STAGE_TWO_INTERRUPTED)
 def train_command(**kw) -> None:
@@ -487,11 +233,19 @@ def train_command(**kw) -> None:
     train(TrainConfig(**kw))
 
 
-@main.command("evaluate")
-@click.option(
-    "--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory `train` printed (RUN=)."
+RUN_OPTION = make_option(
+    "--run",
+    "run_dir",
+    required=True,
+    type=click.Path(path_type=Path),
+    make="RUN",
+    help="Run directory `train` printed.",
 )
-@config_option(TrainConfig, "--device", help=DEVICE_HELP)
+
+
+@main.command("evaluate")
+@RUN_OPTION
+@config_options(TrainConfig, "device")
 @missing_files_as_messages
 def evaluate_command(run_dir: Path, device: str) -> None:
     """Re-evaluate a run's checkpoint(s) on its test split; rewrite its reports."""
@@ -501,7 +255,7 @@ def evaluate_command(run_dir: Path, device: str) -> None:
 
 
 @main.command("compare")
-@train_options
+@config_options(TrainConfig, *TRAIN_OPTIONS)
 @user_errors_as_messages
 @on_interrupt(f"Heads trained so far keep their run directories. {STAGE_TWO_INTERRUPTED}")
 def compare_command(**kw) -> None:
@@ -513,11 +267,9 @@ def compare_command(**kw) -> None:
 
 @main.command("predict")
 @click.argument("video", type=click.Path(path_type=Path))
-@click.option(
-    "--run", "run_dir", required=True, type=click.Path(path_type=Path), help="Run directory `train` printed (RUN=)."
-)
-@click.option("--top", type=int, default=5, show_default=True, help="How many classes to print (TOP=).")
-@config_option(TrainConfig, "--device", help=DEVICE_HELP)
+@RUN_OPTION
+@make_option("--top", type=int, default=5, make="TOP", help="How many classes to print.")
+@config_options(TrainConfig, "device")
 @missing_files_as_messages
 def predict_command(video: Path, run_dir: Path, top: int, device: str) -> None:
     """Stage one on one video file with the run's extraction settings, then the top classes."""
@@ -529,31 +281,26 @@ def predict_command(video: Path, run_dir: Path, top: int, device: str) -> None:
 @main.command("zeroshot")
 @config_option(
     TrainConfig,
-    "--features",
-    help="The OpenCLIP feature set: id, unique prefix or directory; default: the dataset's set (FEATURES=).",
+    "features",
+    help="The OpenCLIP feature set: id, unique prefix or directory (`store list` shows each set's backbone).",
 )
-@config_option(TrainConfig, "--dataset", help="DATASET= as given to `features` (DATASET=).")
-@config_option(TrainConfig, "--data-dir", type=click.Path(path_type=Path), help="DATA_DIR= as given to `features`.")
-@config_option(TrainConfig, "--name", help="NAME= as given to `features` (NAME=).")
-@config_option(
-    TrainConfig, "--features-root", type=click.Path(path_type=Path), help="Store root, default data/features."
-)
-@config_option(TrainConfig, "--split", help="Official split 1|2|3, or all: each split and the mean (SPLIT=).")
-@config_option(TrainConfig, "--seed", type=int, help="Seeds the test part carved where the dataset has none (SEED=).")
-@config_option(
-    TrainConfig, "--test-fraction", type=float, help="Test share carved by group where the dataset has no test split."
-)
-@click.option(
+@config_options(TrainConfig, "dataset", "data_dir", "name", "features_root", "split")
+@config_option(TrainConfig, "seed", help="Seeds the test part carved by group where the dataset has none.")
+@config_options(TrainConfig, "test_fraction")
+@make_option(
     "--templates",
     type=click.Choice(list(TEMPLATE_SETS)),
     default=next(iter(TEMPLATE_SETS)),
-    show_default=True,
-    help="CLIP's prompt templates for UCF101 (48) or Kinetics-700 (28) (TEMPLATES=).",
+    make="TEMPLATES",
+    help="CLIP's prompt templates for UCF101 (48) or Kinetics-700 (28).",
 )
 @config_option(
-    TrainConfig, "--out", type=click.Path(path_type=Path), help="Run directory, default runs/<time>-zeroshot-split<k>."
+    TrainConfig,
+    "out",
+    help="The run directory (<model> is zeroshot): config, metrics, predictions, the confusion matrix; "
+    "a failed run leaves a FAILED file there.",
 )
-@config_option(TrainConfig, "--device", help=DEVICE_HELP)
+@config_options(TrainConfig, "device")
 @user_errors_as_messages
 def zeroshot_command(templates: str, **kw) -> None:
     """Classify an OpenCLIP set's test videos with its checkpoint's text tower, no training; write a run's reports."""
@@ -566,8 +313,8 @@ def zeroshot_command(templates: str, **kw) -> None:
 
 
 @main.command()
-@extract_options
-@config_option(TrainConfig, "--epochs", type=int, help="Stage two epochs (EPOCHS=).")
+@config_options(ExtractConfig, *EXTRACT_OPTIONS)
+@config_options(TrainConfig, "epochs")
 @user_errors_as_messages
 @on_interrupt(f"Stage one: {STAGE_ONE_INTERRUPTED} Stage two: {STAGE_TWO_INTERRUPTED}")
 def demo(epochs: int, **kw) -> None:
@@ -590,24 +337,18 @@ def store_group() -> None:
 
 
 def store_root_option(fn):
-    return click.option(
-        "--features-root", type=click.Path(path_type=Path), help="Store root (FEATURES_ROOT=), default data/features."
-    )(fn)
-
-
-def find_set(features_root: Path | None, ref: str) -> Path:
-    """A feature set by id (or unique id prefix), dataset/id, or directory path."""
-    return store.find_feature_set(ref, store_root(features_root))
+    return config_option(TrainConfig, "features_root")(fn)
 
 
 def selected_sets(features_root: Path | None, ref: str | None) -> list[Path]:
     """The set REF names, or every set under the root when there is no REF."""
-    return [find_set(features_root, ref)] if ref else list(store.feature_sets(store_root(features_root)))
+    root = store_root(features_root)
+    return [store.find_feature_set(ref, root)] if ref else list(store.feature_sets(root))
 
 
 @store_group.command("list")
 @store_root_option
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per feature set, for scripts.")
+@make_option("--json", "as_json", is_flag=True, make="JSON", help="One JSON object per feature set, for scripts.")
 @user_errors_as_messages
 def store_list(features_root: Path | None, as_json: bool) -> None:
     """Every feature set under the store root, one line each."""
@@ -619,7 +360,7 @@ def store_list(features_root: Path | None, as_json: bool) -> None:
     if not records:
         console.result(f"no feature sets under {store_root(features_root)}")
         return
-    console.result(format_table([store.row(r) for r in records]))
+    console.result(store.table(records))
     console.result(
         f"\n{len(records)} feature set(s) under {store_root(features_root)}; `store info ID` for one of them"
     )
@@ -631,24 +372,17 @@ def store_list(features_root: Path | None, as_json: bool) -> None:
 @user_errors_as_messages
 def store_info(ref: str | None, features_root: Path | None) -> None:
     """Full extraction config and split sizes of one feature set (the only one if no REF)."""
-    root = store_root(features_root)
-    sets = [] if ref else list(store.feature_sets(root))
-    if not ref and not sets:
-        raise click.ClickException(f"no feature sets under {root}; `make features` makes one")
-    if not ref and len(sets) > 1:
-        table = format_table([store.row(r) for r in store.list_sets(root)])
-        raise click.UsageError(
-            f"{len(sets)} feature sets under {root}; pass one's id (ID= for `make store-info`), a unique "
-            f"prefix of it, or dataset/id:\n{table}"
-        )
-    console.result(store.describe(find_set(features_root, ref) if ref else sets[0]))
+    console.result(store.describe(store.the_set(store_root(features_root), ref)))
 
 
 @store_group.command("verify")
 @click.argument("ref", required=False)
 @store_root_option
-@click.option(
-    "--repair", is_flag=True, help="Drop bad shards from the manifest (and disk) so the next run recomputes only them."
+@make_option(
+    "--repair",
+    is_flag=True,
+    make="REPAIR",
+    help="Drop bad shards from the manifest (and disk) so the next run recomputes only them.",
 )
 @user_errors_as_messages
 def store_verify(ref: str | None, features_root: Path | None, repair: bool) -> None:
@@ -656,40 +390,20 @@ def store_verify(ref: str | None, features_root: Path | None, repair: bool) -> N
     sets = selected_sets(features_root, ref)
     if not sets:
         console.result(f"no feature sets under {store_root(features_root)}")
-    bad = 0
+    checks = []
     for d in sets:
-        try:  # one unreadable manifest must not hide the state of the other sets
-            problems, n = store.bad_shards(d), len(store.load_manifest(d)["shards"])
-        except store.StoreError as e:
-            problems, n = {"manifest": str(e)}, 0
-        console.result(
-            f"{d.parent.name}/{d.name}: {'OK' if not problems else 'CORRUPT'} ({console.plural(n, 'shard')} checked)"
-        )
-        for file, problem in problems.items():
-            console.result(f"  {file}: {problem}")
-        if repair and problems and "manifest" not in problems:
-            store.drop_shards(d, list(problems))
-            console.result(
-                f"  repaired: dropped {len(problems)} shard(s); `make features` with the same settings recomputes just those"
-            )
-            problems = {}  # repaired: the set is consistent again, only smaller until the rerun
-        bad += bool(problems)
-    if bad:
-        console.result(
-            f"{bad} of {len(sets)} feature set(s) have problems"
-            + (
-                ": an unreadable manifest cannot be repaired; remove the set's directory and extract it again"
-                if repair
-                else ": `store verify --repair` drops the bad shards so that a rerun recomputes only them"
-            )
-        )
-    sys.exit(1 if bad else 0)
+        checks.append(store.check_set(d, repair))
+        console.result("\n".join(checks[-1].lines()))
+    advice = store.verify_advice(checks, repair)
+    if advice:
+        console.result(advice)
+    sys.exit(1 if any(c.bad for c in checks) else 0)
 
 
 @store_group.command("gc")
 @click.argument("ref", required=False)
 @store_root_option
-@click.option("--dry-run", is_flag=True, help="Only list what would be removed.")
+@make_option("--dry-run", is_flag=True, make="DRY_RUN", help="Only list what would be removed.")
 @user_errors_as_messages
 def store_gc(ref: str | None, features_root: Path | None, dry_run: bool) -> None:
     """Remove temp files and unlisted shards left by crashed runs (all sets if no REF).
@@ -706,13 +420,6 @@ def store_gc(ref: str | None, features_root: Path | None, dry_run: bool) -> None
     console.result(
         f"{'would free' if dry_run else 'freed'} {store.human_bytes(total)} in {files} file(s) of {len(sets)} feature set(s)"
     )
-
-
-def format_table(rows: list[dict]) -> str:
-    cols = list(rows[0])
-    widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
-    line = lambda r: "  ".join(str(r[c]).ljust(widths[c]) for c in cols)
-    return "\n".join([line({c: c for c in cols}), "  ".join("-" * widths[c] for c in cols), *map(line, rows)])
 
 
 if __name__ == "__main__":

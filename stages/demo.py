@@ -28,7 +28,7 @@ def run_demo(cfg: ExtractConfig, epochs: int = 30, runs_root: Path | None = None
     """Stage one, stage two (lstm and mean), one prediction. Returns {model: RunResult}."""
     say(f"stage one on the {cfg.dataset} dataset ({cfg.root})")
     summary = extract_features(cfg)
-    manifest = store.load_manifest(summary.set_dir)
+    manifest = store.read_manifest(summary.set_dir)
     runs = {}
     for model in ("lstm", "mean"):
         say(f"stage two: {model} on split 1")
@@ -44,7 +44,7 @@ def run_demo(cfg: ExtractConfig, epochs: int = 30, runs_root: Path | None = None
             progress=sys.stderr.isatty(),
         )
         runs[model] = train(tcfg).runs[0]  # train() itself prints the result line
-    clip = manifest["splits"]["1"]["test"][0]
+    clip = manifest.splits["1"]["test"][0]
     say(f"predict: held-out clip {clip} with the lstm run")
-    predict(Path(manifest["video_root"]) / clip, runs["lstm"].run_dir)
+    predict(Path(manifest.video_root or cfg.root) / clip, runs["lstm"].run_dir)
     return runs

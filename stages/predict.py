@@ -27,9 +27,10 @@ def stage_one(run_config: dict, device: torch.device) -> Callable[[Path], tuple[
     fp32, within fp16 noise of the stored features either way."""
     extractors = []
     for fs in run_config["feature_sets"]:
-        manifest = {"config": fs["config"], "identity": fs["identity"], "modality": fs.get("modality", "rgb")}
         precision = fs["identity"].get("precision", "fp32") if device.type == "cuda" else "fp32"
-        extractors.append(extract.config_from_manifest(manifest, device=str(device), precision=precision))
+        extractors.append(
+            extract.config_from_manifest(fs["config"], fs["identity"], device=str(device), precision=precision)
+        )
 
     def run(path: Path) -> tuple[np.ndarray, int, list[bool]]:
         outs = [extract.extract_video(path, cfg, spec) for cfg, spec in extractors]

@@ -161,6 +161,7 @@ def write_feature_set(
         "num_videos": n,
         "num_stored": n,
         "num_failed": 0,
+        "shard_size": shard_size,
         "num_shards": len(shards),
         "complete": complete,
         "created_at": "2025-01-01T00:00:00+00:00",

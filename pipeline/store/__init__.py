@@ -10,11 +10,12 @@ Layout of one feature set (docs/store.md):
         .claims/00000      flock'd by the process computing shard 0
 
     shards.py       the shard file format: write (tmp + fsync + rename), read (sha256-checked)
-    manifest.py     the only code that builds or rewrites a manifest
+    manifest.py     the typed manifest (Manifest, ShardEntry), its checked reader and only writer
     claims.py       flocks: who computes which shard, who rewrites the manifest
-    maintenance.py  verify (checksums) and gc (leftovers of crashed runs)
-    catalog.py      which sets exist under a root; `store list` / `store info`
-    sets.py         opening sets, their index and splits, verified feature reads
+    maintenance.py  verify (checksums, and --repair's policy) and gc (leftovers of crashed runs)
+    catalog.py      which sets exist under a root; `store list`'s records and table, `store info`
+    sets.py         which set a reference or a dataset names, opening sets, their index and
+                    splits, verified feature reads
     reuse.py        the store's reuse index (.index/reuse.sqlite under the root, a cache):
                     video fingerprints, and which stored row holds a video under given settings
 
@@ -22,19 +23,21 @@ Everything a caller needs is importable from here: `from pipeline import store`.
 """
 
 from ..errors import IntegrityError, ReaderError, StoreError
-from .catalog import describe, feature_sets, human_bytes, list_sets, row
+from .catalog import describe, feature_sets, human_bytes, list_sets, row, table
 from .claims import Claim, locked, wait_for
-from .maintenance import bad_shards, garbage, remove_garbage, verify
+from .maintenance import SetCheck, bad_shards, check_set, garbage, remove_garbage, verify, verify_advice
 from .manifest import (
     FAILURES,
     MANIFEST,
-    all_failures,
+    Manifest,
+    ShardEntry,
     commit_shard,
     create,
     drop_shards,
     load_manifest,
     mark_complete,
     new_manifest,
+    read_manifest,
     replace_shard,
     write_manifest,
 )
@@ -46,7 +49,6 @@ from .sets import (
     carve_by_group,
     feature_stats,
     find_feature_set,
-    modality_of,
     open_feature_sets,
     read_features,
     read_index,
@@ -54,6 +56,7 @@ from .sets import (
     select_split,
     split_names,
     standardize,
+    the_set,
 )
 from .shards import SHARD_FIELDS, SHARD_NAME, read_shard, shard_name, write_shard
 
@@ -66,22 +69,28 @@ __all__ = [
     "human_bytes",
     "list_sets",
     "row",
+    "table",
     "Claim",
     "locked",
     "wait_for",
+    "SetCheck",
     "bad_shards",
+    "check_set",
     "garbage",
     "remove_garbage",
     "verify",
+    "verify_advice",
     "FAILURES",
     "MANIFEST",
-    "all_failures",
+    "Manifest",
+    "ShardEntry",
     "commit_shard",
     "create",
     "drop_shards",
     "load_manifest",
     "mark_complete",
     "new_manifest",
+    "read_manifest",
     "replace_shard",
     "write_manifest",
     "ReuseIndex",
@@ -96,7 +105,6 @@ __all__ = [
     "carve_by_group",
     "feature_stats",
     "find_feature_set",
-    "modality_of",
     "open_feature_sets",
     "read_features",
     "read_index",
@@ -104,6 +112,7 @@ __all__ = [
     "select_split",
     "split_names",
     "standardize",
+    "the_set",
     "SHARD_FIELDS",
     "SHARD_NAME",
     "read_shard",

@@ -15,7 +15,7 @@ import h5py
 
 from ..errors import StoreError
 from .claims import Claim
-from .manifest import FAILURES, MANIFEST, all_failures, load_manifest
+from .manifest import FAILURES, MANIFEST, Manifest
 
 COLUMNS = ("dataset", "id", "modality", "model/weights", "T", "videos", "failures", "size", "state", "created")
 
@@ -36,32 +36,34 @@ def match_feature_sets(features_root: Path, ref: str) -> list[Path]:
     return [d for d in matches if ref in (d.name, f"{d.parent.name}/{d.name}")] or matches
 
 
-def record(set_dir: Path, m: dict | None = None) -> dict:
+def record(set_dir: Path, m: Manifest | None = None) -> dict:
     """Machine-readable facts of one feature set (what `store list --json` prints); m: its manifest, if read already."""
-    m = m or load_manifest(set_dir)
-    ident = m["identity"]
+    m = m or Manifest.read(set_dir)
+    ident = m.identity
+    if "weights" not in ident or "sampling" not in ident:
+        raise StoreError(f"{Path(set_dir) / MANIFEST}: its identity records no weights or sampling")
     return {
-        "dataset": m["dataset"],
-        "id": m["feature_set_id"],
+        "dataset": m.dataset,
+        "id": m.feature_set_id,
         "path": str(set_dir),
-        "modality": m.get("modality", "rgb"),
+        "modality": m.modality,
         # the visual sets' backbone, or the audio sets' feature kind (logmel, vggish)
         "backbone": ident.get("backbone") or ident.get("features"),
         "weights": ident["weights"],
         "sampling": ident["sampling"],
         "image_size": ident.get("image_size"),
         "precision": ident.get("precision"),
-        "feature_dim": m["feature_dim"],
-        "videos": m["num_videos"],
-        "stored": m["num_stored"],
-        "failed": m["num_failed"],
-        "bytes": sum(s["bytes"] for s in m["shards"]),  # committed shards only, as readers see them
-        "shards": len(m["shards"]),
-        "num_shards": m["num_shards"],
-        "complete": bool(m["complete"]),
+        "feature_dim": m.feature_dim,
+        "videos": m.num_videos,
+        "stored": m.num_stored,
+        "failed": m.num_failed,
+        "bytes": sum(s.bytes for s in m.shards),  # committed shards only, as readers see them
+        "shards": len(m.shards),
+        "num_shards": m.num_shards,
+        "complete": m.complete,
         "running": run_in_progress(set_dir),
-        "created_at": m["created_at"],
-        "completed_at": m.get("completed_at"),
+        "created_at": m.created_at,
+        "completed_at": m.completed_at,
     }
 
 
@@ -105,9 +107,17 @@ def list_sets(features_root: Path) -> list[dict]:
     for d in feature_sets(features_root):
         try:
             out.append(record(d))
-        except (StoreError, KeyError) as e:
+        except StoreError as e:
             out.append({"dataset": d.parent.name, "id": d.name, "path": str(d), "created_at": "", "unreadable": str(e)})
     return sorted(out, key=lambda r: (r["dataset"], r["created_at"], r["id"]))
+
+
+def table(records: list[dict]) -> str:
+    """`store list`'s table: a header, a rule, and one row() per record, in aligned columns."""
+    rows = [row(r) for r in records]
+    widths = {c: max(len(c), *(len(r[c]) for r in rows)) for c in COLUMNS}
+    line = lambda r: "  ".join(r[c].ljust(widths[c]) for c in COLUMNS)
+    return "\n".join([line({c: c for c in COLUMNS}), "  ".join("-" * widths[c] for c in COLUMNS), *map(line, rows)])
 
 
 def human_bytes(n: float) -> str:
@@ -121,59 +131,59 @@ def human_bytes(n: float) -> str:
     return f"{n / 1000:.1f} TB"
 
 
-def stored_ids(set_dir: Path, manifest: dict) -> tuple[set[str], list[str]]:
+def stored_ids(set_dir: Path, manifest: Manifest) -> tuple[set[str], list[str]]:
     """Video ids in the committed shards (reading only `video_ids`), and unreadable shards."""
     ids, bad = set(), []
-    for s in manifest["shards"]:
+    for s in manifest.shards:
         try:
-            with h5py.File(Path(set_dir) / s["file"], "r") as f:
+            with h5py.File(Path(set_dir) / s.file, "r") as f:
                 ids.update(f["video_ids"].asstr()[()].tolist())
         except (OSError, KeyError) as e:
-            bad.append(f"{s['file']} ({type(e).__name__})")
+            bad.append(f"{s.file} ({type(e).__name__})")
     return ids, bad
 
 
 def describe(set_dir: Path, max_failures: int = 5) -> str:
     """`store info`: identity, full extraction config, split sizes, failures."""
-    m = load_manifest(set_dir)
+    m = Manifest.read(set_dir)
     r = record(set_dir, m)
     stored, bad = stored_ids(set_dir, m)
     state = (
         "complete"
-        if m["complete"]
+        if m.complete
         else "running"
         if r["running"]
         else "partial (rerun `make features` with the same settings to resume)"
     )
     lines = [
-        f"feature set {m['feature_set_id']}",
+        f"feature set {m.feature_set_id}",
         f"  directory:  {set_dir}",
-        f"  dataset:    {m['dataset']}, {len(m['classes'])} classes, videos under {m['video_root']}",
-        f"  modality:   {r['modality']}",
+        f"  dataset:    {m.dataset}, {len(m.classes)} classes, videos under {m.video_root}",
+        f"  modality:   {m.modality}",
         f"  state:      {state}",
-        f"  videos:     {m['num_stored']} of {m['num_videos']} stored, {m['num_failed']} failed; "
-        f"{len(m['shards'])}/{m['num_shards']} shards, {human_bytes(r['bytes'])}",
-        f"  per shard:  features (n, {m['frames']}, {m['feature_dim']}) float16 with n <= {m['shard_size']}, "
-        f"lengths, labels, video_ids, groups, frame_indices{clip_shape(m['identity'])}, timestamps"
-        + (", has_audio" if r["modality"] == "audio" else ""),
-        f"  created:    {m['created_at']}   completed: {m.get('completed_at') or '-'}   updated: {m.get('updated_at')}",
+        f"  videos:     {m.num_stored} of {m.num_videos} stored, {m.num_failed} failed; "
+        f"{len(m.shards)}/{m.num_shards} shards, {human_bytes(r['bytes'])}",
+        f"  per shard:  features (n, {m.frames}, {m.feature_dim}) float16 with n <= {m.shard_size}, "
+        f"lengths, labels, video_ids, groups, frame_indices{clip_shape(m.identity)}, timestamps"
+        + (", has_audio" if m.modality == "audio" else ""),
+        f"  created:    {m.created_at}   completed: {m.completed_at or '-'}   updated: {m.updated_at}",
         "  identity (hashed into the id: the same identity is the same feature set):",
-        *(f"    {k}: {json.dumps(v)}" for k, v in m["identity"].items()),
+        *(f"    {k}: {json.dumps(v)}" for k, v in m.identity.items()),
         "  extraction config (workers, batch, devices, scheduler only change the speed):",
-        *(f"    {k}: {json.dumps(v)}" for k, v in m["config"].items()),
+        *(f"    {k}: {json.dumps(v)}" for k, v in m.config.items()),
         "  splits (videos listed / stored):",
     ]
-    for name, parts in m["splits"].items():
+    for name, parts in m.splits.items():
         lines.append(
             f"    {name}: "
             + ", ".join(f"{part} {len(ids)}/{len(stored.intersection(ids))}" for part, ids in parts.items())
         )
-    if not m["splits"]:
+    if not m.splits:
         lines.append("    none: the dataset has no official splits")
     lines += copied_lines(m)
     if bad:
         lines.append(f"  UNREADABLE shards: {', '.join(bad)}; run `store verify`")
-    failures = all_failures(m)
+    failures = m.failures()
     if failures:
         lines.append(f"  failures ({len(failures)}, all in {Path(set_dir) / FAILURES}):")
         lines += [f"    {f['video_id']}: {f['reason']}" for f in failures[:max_failures]]
@@ -188,14 +198,14 @@ def clip_shape(identity: dict) -> str:
     return f" (n, T, {clip['frames']})" if clip else ""
 
 
-def copied_lines(m: dict) -> list[str]:
+def copied_lines(m: Manifest) -> list[str]:
     """`store info`'s account of the rows copied from other sets instead of computed."""
     copied: dict[str, int] = {}
-    for s in m["shards"]:
-        for set_id, n in s.get("copied", {}).items():
+    for s in m.shards:
+        for set_id, n in s.copied.items():
             copied[set_id] = copied.get(set_id, 0) + n
     if not copied:
         return []
-    return [f"  copied:     {sum(copied.values())} of {m['num_stored']} stored rows (the same video and settings)"] + [
+    return [f"  copied:     {sum(copied.values())} of {m.num_stored} stored rows (the same video and settings)"] + [
         f"    copied from {set_id}: {n}" for set_id, n in sorted(copied.items())
     ]

@@ -7,12 +7,14 @@ touches a committed shard, the manifest, or a file whose shard a live run has cl
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..console import plural
 from ..errors import StoreError
 from ..files import TMP_MARK, file_sha256
 from .claims import Claim, lock_held, locked
-from .manifest import FAILURES, MANIFEST, load_manifest
+from .manifest import FAILURES, MANIFEST, Manifest, drop_shards
 from .shards import shard_index
 
 
@@ -21,18 +23,79 @@ def verify(set_dir: Path) -> list[str]:
     return [f"{file}: {problem}" for file, problem in bad_shards(set_dir).items()]
 
 
-def bad_shards(set_dir: Path) -> dict[str, str]:
-    """{shard file: what is wrong} for every committed shard whose bytes are not the recorded ones."""
+def bad_shards(set_dir: Path, manifest: Manifest | None = None) -> dict[str, str]:
+    """{shard file: what is wrong} for every committed shard whose bytes are not the recorded ones
+    (manifest: the set's, if read already)."""
     bad = {}
-    for s in load_manifest(set_dir)["shards"]:
-        path = Path(set_dir) / s["file"]
+    for s in (manifest or Manifest.read(set_dir)).shards:
+        path = Path(set_dir) / s.file
         if not path.exists():
-            bad[s["file"]] = "listed in the manifest but missing"
-        elif path.stat().st_size != s["bytes"]:
-            bad[s["file"]] = f"size {path.stat().st_size} != manifest {s['bytes']} (truncated or replaced)"
-        elif (digest := file_sha256(path)) != s["sha256"]:  # streamed: a shard may not fit in memory twice
-            bad[s["file"]] = f"sha256 {digest[:12]}… != manifest {s['sha256'][:12]}… (corrupt)"
+            bad[s.file] = "listed in the manifest but missing"
+        elif path.stat().st_size != s.bytes:
+            bad[s.file] = f"size {path.stat().st_size} != manifest {s.bytes} (truncated or replaced)"
+        elif (digest := file_sha256(path)) != s.sha256:  # streamed: a shard may not fit in memory twice
+            bad[s.file] = f"sha256 {digest[:12]}… != manifest {s.sha256[:12]}… (corrupt)"
     return bad
+
+
+@dataclass
+class SetCheck:
+    """What `store verify` found in one feature set, and what --repair did about it."""
+
+    set_dir: Path
+    shards: int = 0  # committed shards checked
+    problems: dict[str, str] = field(default_factory=dict)  # shard file -> what is wrong
+    unreadable: str | None = None  # why the manifest could not be read (nothing else was checked)
+    repaired: list[str] = field(default_factory=list)  # shard files dropped by --repair
+
+    @property
+    def bad(self) -> bool:
+        """Still inconsistent: an unreadable manifest, or a bad shard not repaired."""
+        return self.unreadable is not None or len(self.problems) > len(self.repaired)
+
+    def lines(self) -> list[str]:
+        """`store verify`'s report of this set: a state line, one line per problem, the repair."""
+        name = f"{self.set_dir.parent.name}/{self.set_dir.name}"
+        state = "OK" if not (self.problems or self.unreadable) else "CORRUPT"
+        out = [f"{name}: {state} ({plural(self.shards, 'shard')} checked)"]
+        out += [f"  manifest: {self.unreadable}"] if self.unreadable else []
+        out += [f"  {file}: {problem}" for file, problem in self.problems.items()]
+        if self.repaired:
+            out.append(
+                f"  repaired: dropped {len(self.repaired)} shard(s); `make features` with the same settings "
+                f"recomputes just those"
+            )
+        return out
+
+
+def check_set(set_dir: Path, repair: bool = False) -> SetCheck:
+    """Recompute a set's checksums; with `repair`, drop its bad shards from the manifest (and the
+    disk) so that the set is consistent again, only smaller until a rerun recomputes them. An
+    unreadable manifest is reported, never repaired: nothing says what the set held."""
+    check = SetCheck(Path(set_dir))
+    try:
+        manifest = Manifest.read(set_dir)
+        check.shards, check.problems = len(manifest.shards), bad_shards(set_dir, manifest)
+    except StoreError as e:  # one unreadable manifest must not hide the state of the other sets
+        check.unreadable = str(e)
+        return check
+    if repair and check.problems:
+        drop_shards(set_dir, list(check.problems))
+        check.repaired = list(check.problems)
+    return check
+
+
+def verify_advice(checks: list[SetCheck], repair: bool) -> str | None:
+    """`store verify`'s closing line when some set is still bad (None when all are sound)."""
+    bad = sum(c.bad for c in checks)
+    if not bad:
+        return None
+    advice = (
+        "an unreadable manifest cannot be repaired; remove the set's directory and extract it again"
+        if repair
+        else "`store verify --repair` drops the bad shards so that a rerun recomputes only them"
+    )
+    return f"{bad} of {len(checks)} feature set(s) have problems: {advice}"
 
 
 def garbage(set_dir: Path) -> list[Path]:
@@ -94,6 +157,6 @@ def remove_garbage(set_dir: Path, dry_run: bool = False) -> list[tuple[Path, int
 def listed_files(set_dir: Path) -> set[str]:
     """Names of the shards the manifest lists (empty when there is no readable manifest)."""
     try:
-        return {s["file"] for s in load_manifest(set_dir)["shards"]}
+        return {s.file for s in Manifest.read(set_dir).shards}
     except StoreError:
         return set()

@@ -23,7 +23,7 @@ import h5py
 from ..errors import StoreError
 from ..files import digest, file_sha256
 from .catalog import feature_sets
-from .manifest import load_manifest
+from .manifest import Manifest
 
 INDEX_DIR = ".index"
 INDEX_FILE = "reuse.sqlite"
@@ -129,15 +129,13 @@ class ReuseIndex:
         added = 0
         for set_dir in feature_sets(self.root):
             try:
-                m = load_manifest(set_dir)
+                m = Manifest.read(set_dir)
             except (StoreError, OSError):  # a set made unreadable meanwhile: it has nothing to offer
                 continue
             rel = self.rel(set_dir)
-            new = {
-                s["file"]: shard_fingerprints(set_dir / s["file"]) for s in m["shards"] if (rel, s["file"]) not in seen
-            }
+            new = {s.file: shard_fingerprints(set_dir / s.file) for s in m.shards if (rel, s.file) not in seen}
             if new:
-                self.add_shards(set_dir, settings_key(m["identity"]), new)
+                self.add_shards(set_dir, settings_key(m.identity), new)
                 added += len(new)
         return added
 

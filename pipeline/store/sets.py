@@ -4,7 +4,7 @@
                                                                       a dataset's default set
     open_feature_sets(dirs) -> [FeatureSet]                           refuses to mix unlike sets
     read_index(sets) -> Index                                         ids, labels, groups, lengths, presence
-    split_names(manifest, "all") / select_split(...) -> Split         the official splits
+    split_names(splits, "all") / select_split(...) -> Split         the official splits
     carve_by_group(rows, index, fraction, seed) -> (kept, held)       validation / a missing test side
     read_features(sets, index, rows) / verified_shard(...)            features, checksummed
     feature_stats(...) / standardize(...)                             training-split statistics
@@ -31,8 +31,8 @@ import torch
 from .. import console
 from ..config import store_dataset_name, store_root
 from ..errors import ConfigError, IntegrityError, ReaderError, StoreError
-from .catalog import feature_sets, match_feature_sets
-from .manifest import MANIFEST, load_manifest
+from .catalog import feature_sets, list_sets, match_feature_sets, table
+from .manifest import MANIFEST, Manifest, ShardEntry
 from .shards import read_shard
 
 # Identity fields that may differ between sets that can still be mixed: which videos and
@@ -48,13 +48,13 @@ def describe_candidates(dirs: Iterable[Path]) -> str:
     lines = []
     for d in dirs:
         try:
-            m = load_manifest(d)
-            state = "complete" if m.get("complete") else f"partial {len(m['shards'])}/{m.get('num_shards', '?')} shards"
+            m = Manifest.read(d)
+            state = "complete" if m.complete else f"partial {len(m.shards)}/{m.num_shards} shards"
             lines.append(
-                f"  {d}  (T={m['frames']}, weights {m['identity'].get('weights', '?')}, "
-                f"{m['num_stored']} videos, {state}, created {m.get('created_at', '?')})"
+                f"  {d}  (T={m.frames}, weights {m.identity.get('weights', '?')}, "
+                f"{m.num_stored} videos, {state}, created {m.created_at})"
             )
-        except (StoreError, KeyError) as e:
+        except StoreError as e:
             lines.append(f"  {d}  (unreadable: {e})")
     return "\n".join(lines) or "  none"
 
@@ -75,9 +75,21 @@ def find_feature_set(ref: str, root: Path, dataset: str | None = None) -> Path:
     )
 
 
-def modality_of(manifest: dict) -> str:
-    """A set's modality as its manifest records it ("rgb", "audio"); a manifest without the key is rgb."""
-    return manifest.get("modality", "rgb")
+def the_set(features_root: Path, ref: str | None = None) -> Path:
+    """The set `store info` describes: the one `ref` names (an id, a unique prefix of one,
+    dataset/id, or a directory), or without `ref` the only set under the root. Several sets and
+    no `ref` is a ConfigError listing them; no set at all a StoreError."""
+    if ref:
+        return find_feature_set(ref, features_root)
+    sets = list(feature_sets(features_root))
+    if not sets:
+        raise StoreError(f"no feature sets under {features_root}; `make features` makes one")
+    if len(sets) > 1:
+        raise ConfigError(
+            f"{len(sets)} feature sets under {features_root}; pass one's id (ID= for `make store-info`), a unique "
+            f"prefix of it, or dataset/id:\n{table(list_sets(features_root))}"
+        )
+    return sets[0]
 
 
 def resolve_feature_sets(
@@ -101,13 +113,13 @@ def resolve_feature_sets(
     if features:
         return [find_feature_set(ref.strip(), root, dataset) for ref in features.split(",") if ref.strip()]
     in_dataset = [d for d in feature_sets(root) if d.parent.name == dataset]
-    manifests = {d: load_manifest(d) for d in in_dataset}  # one read each: a UCF101 manifest lists every split
-    candidates = [d for d in in_dataset if modality in (None, modality_of(manifests[d]))]
+    manifests = {d: Manifest.read(d) for d in in_dataset}  # one read each: a UCF101 manifest lists every split
+    candidates = [d for d in in_dataset if modality in (None, manifests[d].modality)]
     if not candidates:
-        held = sorted({modality_of(m) for m in manifests.values()})
+        held = sorted({m.modality for m in manifests.values()})
         raise ReaderError(no_set_message(dataset, root, modality, held, words or f"DATASET={dataset}"))
-    newest_first = lambda dirs: sorted(dirs, key=lambda d: manifests[d].get("created_at", ""), reverse=True)
-    complete = newest_first(d for d in candidates if manifests[d].get("complete"))
+    newest_first = lambda dirs: sorted(dirs, key=lambda d: manifests[d].created_at, reverse=True)
+    complete = newest_first(d for d in candidates if manifests[d].complete)
     kind = f"{modality} " if modality else ""
     if not complete:
         raise ReaderError(
@@ -117,7 +129,7 @@ def resolve_feature_sets(
         )
     if len(complete) == 1:
         return complete
-    defaults = [d for d in complete if manifests[d].get("default_settings")]
+    defaults = [d for d in complete if manifests[d].default_settings]
     chosen = (defaults or complete)[0]
     console.say(
         f"note: {len(complete)} complete {kind}feature sets for {dataset!r}; using the newest"
@@ -149,7 +161,7 @@ def no_set_message(dataset: str, root: Path, modality: str | None, held: list[st
 def made_with(set_dir: Path) -> str:
     """The Make variables that name a set's dataset, as `features` was given them (from its manifest)."""
     try:
-        config = load_manifest(set_dir).get("config", {})
+        config = Manifest.read(set_dir).config
     except StoreError:
         return f"DATASET={set_dir.parent.name}"
     dataset, data_dir, name = config.get("dataset", ""), config.get("data_dir"), config.get("name")
@@ -169,29 +181,29 @@ class FeatureSet:
     """One feature set on disk and its manifest (the only record of what is committed)."""
 
     set_dir: Path
-    manifest: dict
+    manifest: Manifest
 
     @property
     def id(self) -> str:
-        return self.manifest["feature_set_id"]
+        return self.manifest.feature_set_id
 
     @property
     def frames(self) -> int:
-        return int(self.manifest["frames"])
+        return self.manifest.frames
 
     @property
     def feature_dim(self) -> int:
-        return int(self.manifest["feature_dim"])
+        return self.manifest.feature_dim
 
     @property
     def classes(self) -> list[str]:
-        return list(self.manifest["classes"])
+        return list(self.manifest.classes)
 
-    def shard_entry(self, file: str) -> dict:
+    def shard_entry(self, file: str) -> ShardEntry:
         """The manifest entry of shard `file`; a file the manifest does not list is refused."""
-        for s in self.manifest["shards"]:
-            if s["file"] == file:
-                return s
+        entry = self.manifest.shard(file)
+        if entry is not None:
+            return entry
         raise IntegrityError(
             f"{self.set_dir / file}: not listed in {self.set_dir / MANIFEST}; "
             f"an uncommitted or foreign shard is never read"
@@ -205,12 +217,12 @@ class FeatureSet:
         set); timestamps (n, T) float32.
         """
         entry = self.shard_entry(file)
-        data = read_shard(self.set_dir / file, entry["sha256"])
+        data = read_shard(self.set_dir / file, entry.sha256)
         n, t, d = data["features"].shape
-        if (t, d) != (self.frames, self.feature_dim) or n != entry["videos"]:
+        if (t, d) != (self.frames, self.feature_dim) or n != entry.videos:
             raise IntegrityError(
                 f"{self.set_dir / file}: holds {n} x {t} x {d} features, the manifest says "
-                f"{entry['videos']} x {self.frames} x {self.feature_dim}"
+                f"{entry.videos} x {self.frames} x {self.feature_dim}"
             )
         shard_set = data["attrs"].get("feature_set_id")
         if shard_set not in (None, self.id):
@@ -222,9 +234,9 @@ def open_feature_sets(dirs: list[Path]) -> list[FeatureSet]:
     """Load the manifests and refuse to mix sets that would not give comparable numbers."""
     if not dirs:
         raise ReaderError("no feature set given")
-    sets = [FeatureSet(Path(d), load_manifest(d)) for d in dirs]
+    sets = [FeatureSet(Path(d), Manifest.read(d)) for d in dirs]
     for fs in sets:
-        if not fs.manifest["shards"]:
+        if not fs.manifest.shards:
             raise ReaderError(f"feature set {fs.set_dir} has no committed shard yet; run `make features` first")
     for other in sets[1:]:
         check_compatible(sets[0], other)
@@ -234,9 +246,9 @@ def open_feature_sets(dirs: list[Path]) -> list[FeatureSet]:
 def extraction_settings(fs: FeatureSet) -> dict:
     """The settings that change the numbers: the identity minus which videos were listed,
     or, for a set written by another tool without an identity, the numeric config fields."""
-    if fs.manifest.get("identity"):
-        return {k: v for k, v in fs.manifest["identity"].items() if k not in MIXABLE_IDENTITY}
-    config = fs.manifest.get("config", {})
+    if fs.manifest.identity:
+        return {k: v for k, v in fs.manifest.identity.items() if k not in MIXABLE_IDENTITY}
+    config = fs.manifest.config
     return {k: config.get(k) for k in NUMERIC_CONFIG}
 
 
@@ -311,8 +323,8 @@ def read_index(sets: list[FeatureSet]) -> Index:
     cols: dict[str, list] = {k: [] for k in columns}
     shards: list[ShardRef] = []
     for k, fs in enumerate(sets):
-        for entry in fs.manifest["shards"]:
-            with h5py.File(fs.set_dir / entry["file"], "r") as f:
+        for entry in fs.manifest.shards:
+            with h5py.File(fs.set_dir / entry.file, "r") as f:
                 ids = f["video_ids"].asstr()[()]
                 cols["groups"].append(f["groups"].asstr()[()])
                 cols["labels"].append(f["labels"][()].astype(np.int64))
@@ -321,7 +333,7 @@ def read_index(sets: list[FeatureSet]) -> Index:
             cols["video_ids"].append(ids)
             cols["shard"].append(np.full(len(ids), len(shards), np.int64))
             cols["row"].append(np.arange(len(ids), dtype=np.int64))
-            shards.append(ShardRef(k, entry["file"], len(ids)))
+            shards.append(ShardRef(k, entry.file, len(ids)))
     cat = {k: np.concatenate(cols[k]) for k in columns}
     index = Index(
         cat["video_ids"], cat["groups"], cat["labels"], cat["lengths"], cat["shard"], cat["row"], cat["present"], shards
@@ -348,13 +360,13 @@ class Split:
     missing: int  # listed videos with no stored features (failed extraction)
 
 
-def split_names(manifest: dict, split: str) -> list[str]:
-    """SPLIT= resolved against the manifest: "all" means every official split.
+def split_names(splits: dict[str, Any], split: str) -> list[str]:
+    """SPLIT= resolved against a manifest's `splits`: "all" means every official split.
 
     A dataset with a single split (folder/csv: "1"; sets made before it was so named call it
     "all" or "csv") serves it for SPLIT=1 and SPLIT=all alike, since there is nothing else to choose.
     """
-    available = sorted(manifest["splits"], key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
+    available = sorted(splits, key=lambda k: (not k.isdigit(), int(k) if k.isdigit() else 0, k))
     numbered = [k for k in available if k.isdigit()]
     if split == "all":
         return numbered or available
@@ -375,8 +387,8 @@ def select_split(sets: list[FeatureSet], index: Index, name: str, seed: int = 0,
     carved from its training side by group, `test_fraction` of each class, seeded: clips
     of one group never sit on both sides.
     """
-    train_ids = [v for fs in sets for v in fs.manifest["splits"].get(name, {}).get("train", [])]
-    test_ids = [v for fs in sets for v in fs.manifest["splits"].get(name, {}).get("test", [])]
+    train_ids = [v for fs in sets for v in fs.manifest.splits.get(name, {}).get("train", [])]
+    test_ids = [v for fs in sets for v in fs.manifest.splits.get(name, {}).get("test", [])]
     train, missing_train = index.rows_of(train_ids)
     test, missing_test = index.rows_of(test_ids)
     labelled = lambda rows: rows[index.labels[rows] >= 0]

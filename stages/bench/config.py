@@ -7,9 +7,9 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import PRECISIONS, choice, repo_root
+from pipeline.config import DEVICE_HELP, PRECISIONS, choice, option, repo_root
 from pipeline.errors import ConfigError
-from stages.extract.config import DECODERS, ExtractConfig
+from stages.extract.config import BACKBONE_FORMS, DECODERS, ExtractConfig
 
 READERS = ("auto", "opencv", "ffmpeg")
 CPU_SIZE = 112  # the bench's crop on a CPU, px, where the backbone takes it
@@ -23,31 +23,49 @@ class BenchError(RuntimeError):
 class BenchConfig:
     """Benchmark settings; 0 means "the default for this device" (CPU / CUDA)."""
 
-    clips: int = 0  # clips measured end to end and by the ceiling: 8 / 2048
-    seconds: float = 7.0  # length of each clip, s (UCF101: ~7 s)
-    workers: int = 0  # stage one's decoders, and the threads each decoder is timed with: all cores
-    decoder: str = choice(DECODERS[0], DECODERS)  # stage one's decoder end to end (every decoder is also timed alone)
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    # stage one's --backbone: resnet50 | torchvision:NAME | timm:NAME | open_clip:ARCH:PRETRAINED
-    backbone: str = "resnet50"
-    # its --weights: random (seeded; speed does not depend on their values, and nothing downloads),
-    # pretrained (the published ones, from the library's cache), or a local state-dict file
-    weights: str = "random"
-    size: int = 0  # crop fed to the backbone, px: 112 / ResNet-50's 224 or another backbone's own
-    frames: int = 16  # T, frames sampled per video
-    gpu_batch: int = 0  # items (frames; a clip model's clips) per backbone batch: stage one's default
-    precision: str = choice("auto", PRECISIONS)  # stage one's: fp32 on CPU, fp16 on CUDA
-    compile: bool = False  # also measure torch.compile: compile time, images/s, break-even
-    baseline_clips: int = 0  # clips run through the seed method: 2 / 16
-    audio_clips: int = 0  # clips with a sound track for the audio set: all of `clips` / 256 (it is CPU work)
-    baseline_reader: str = choice("auto", READERS)  # auto: OpenCV if installed, else ffmpeg
-    backbone_seconds: float = 0.0  # how long to time the backbone alone: 6 / 10 s
-    rounds: int = 2  # rounds of ceiling, end to end and baseline, alternating; the best of each counts
-    train_epochs: int = 50  # LSTM epochs timed; fewer are scaled to 50 and labelled so
-    skip_train: bool = False
-    devices: str = ""  # also end to end with DEVICES= (one backbone process per entry), e.g. cuda:0,cuda:0
-    clips_dir: Path | None = None  # default bench/clips
-    out: Path | None = None  # default bench/results.json
+    clips: int = option(0, "Clips timed end to end and by the decode ceiling.", shown="8 on a CPU, 2048 on CUDA")
+    seconds: float = option(7.0, "Length of each generated clip, s (UCF101's are about 7 s).")
+    workers: int = option(0, "Stage one's decoders, and the threads each decoder is timed with.", shown="all cores")
+    decoder: str = choice(DECODERS[0], DECODERS, "Stage one's decoder end to end; every decoder is also timed alone.")
+    device: str = option("auto", DEVICE_HELP)
+    backbone: str = option("resnet50", f"Stage one's backbone, as `features` takes it: {BACKBONE_FORMS}.")
+    weights: str = option(
+        "random",
+        "Its weights: random (seeded: speed does not depend on their values, and nothing downloads), "
+        "pretrained (the published ones, from the library's cache), or a local state-dict file.",
+    )
+    size: int = option(
+        0,
+        "Crop fed to the backbone, px.",
+        shown="112 on a CPU where the model takes it (to finish in minutes), else the model's own",
+    )
+    frames: int = option(16, "T, frames sampled per video.")
+    gpu_batch: int = option(
+        0, "Items per backbone forward (frames; a clip model's clips).", shown="stage one's for the backbone"
+    )
+    precision: str = choice("auto", PRECISIONS, "Stage one's precision; auto: fp16 on CUDA, fp32 on a CPU.")
+    compile: bool = option(
+        False, "Also measure torch.compile: compile time, speed-up, break-even.", flag="--no-compile"
+    )
+    baseline_clips: int = option(0, "Clips run through the seed method.", shown="2 on a CPU, 16 on CUDA")
+    audio_clips: int = option(
+        0, "Clips with a sound track timed as an audio set.", shown="all of --clips on a CPU, 256 on CUDA"
+    )
+    baseline_reader: str = choice(
+        "auto", READERS, "How the seed method reads every frame; auto: OpenCV if installed, else ffmpeg."
+    )
+    backbone_seconds: float = option(0.0, "How long to time the backbone alone, s.", shown="6 on a CPU, 10 on CUDA")
+    rounds: int = option(2, "Alternating rounds of ceiling, end to end and baseline; the best of each counts.")
+    train_epochs: int = option(50, "LSTM epochs timed for stage two; fewer are scaled to 50 and labelled EXTRAPOLATED.")
+    skip_train: bool = option(False, "Do not time stage two.", flag="")
+    devices: str = option(
+        "",
+        "Also time end to end with one backbone process per device, comma-separated (cuda:0,cuda:0).",
+        make="BENCH_DEVICES",
+        shown="off",
+    )
+    clips_dir: Path | None = option(None, "Where the clips are generated and reused.", shown="bench/clips")
+    out: Path | None = option(None, "The results file.", make="BENCH_OUT", shown="bench/results.json")
 
     def __post_init__(self) -> None:
         if self.rounds < 1:

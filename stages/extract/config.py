@@ -11,7 +11,17 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.config import MODALITIES, PRECISIONS, choice, config_json, repo_root, store_dataset_name, store_root
+from pipeline.config import (
+    DEVICE_HELP,
+    MODALITIES,
+    PRECISIONS,
+    choice,
+    config_json,
+    option,
+    repo_root,
+    store_dataset_name,
+    store_root,
+)
 from pipeline.errors import ConfigError
 from pipeline.files import digest
 
@@ -34,37 +44,92 @@ BACKBONE_FORMS = (
 
 @dataclass(frozen=True)
 class ExtractConfig:
-    """Stage one settings. Fields above the line change the numbers; below, only speed."""
+    """Stage one settings, one field per option of `features` (and `demo`). Fields above the
+    line change the numbers; below, only speed."""
 
-    dataset: str = choice("sample", DATASETS)  # the adapter
-    data_dir: Path | None = None  # dataset root (csv: the .csv file); default data/<dataset>
-    features_root: Path | None = None  # store root; default data/features
-    frames: int = 16  # T, frames per video (the cap in fps mode)
-    fps: float | None = None  # sample at this rate (s^-1) instead of T uniform segment centres
-    image_size: int | None = (
-        None  # square centre crop fed to the backbone, pixels; default the model's (ResNet-50: 224)
+    dataset: str = choice(
+        "sample",
+        DATASETS,
+        "The dataset's layout: sample (generated with ffmpeg on first use), ucf101, hmdb51, "
+        "folder (root/<class>/<video>) or csv (lines path,label[,split][,group]).",
     )
-    resize: int | None = None  # shorter side before the crop, pixels; default the model's ratio (ResNet-50: 256/224)
-    backbone: str = "resnet50"  # resnet50 | torchvision:NAME (image/video) | timm:NAME | open_clip:ARCH:PRETRAINED
-    weights: str = "imagenet"  # imagenet/pretrained (published) | random | a .pth/.safetensors state dict
-    seed: int = 0  # seed of random weights
-    precision: str = choice("auto", PRECISIONS)  # auto: fp16 on CUDA, fp32 on CPU
-    modality: str = choice("rgb", MODALITIES)  # rgb: the pictures | audio: the sound around each sampled frame
-    audio_features: str = choice("logmel", AUDIO_FEATURES)  # audio: log-mel summary (no weights) | VGGish
-    audio_weights: str = "vggish"  # audio_features=vggish: vggish (the published checkpoint) | random | a .pth
-    audio_window: float = 0.96  # audio: seconds of sound around each frame's timestamp
-    decoder: str = choice(DECODERS[0], DECODERS)  # PyAV, or an ffmpeg process per video; pixels may differ
+    data_dir: Path | None = option(
+        None,
+        "The dataset's root; for csv, the .csv file; for sample, an empty or new folder, or one holding the sample.",
+        shown="data/<dataset>",
+    )
+    features_root: Path | None = option(
+        None, "The feature store's root; share it between teams.", shown="$FEATURES_ROOT, else data/features"
+    )
+    frames: int = option(16, "T: the centres of T equal segments of each video; with --fps, the most frames.")
+    fps: float | None = option(None, "Sample at this rate (frames per second) instead, at most --frames.", shown="off")
+    image_size: int | None = option(
+        None,
+        "Side of the square centre crop fed to the backbone, px.",
+        name="size",
+        make="SIZE",
+        shown="the model's own (ResNet-50: 224)",
+    )
+    resize: int | None = option(
+        None,
+        "Shorter side the frames are scaled to before the crop, px.",
+        shown="the model's ratio (ResNet-50: size*256/224; a video model's own H x W, R(2+1)D: 128 x 171 at 112)",
+    )
+    backbone: str = option("resnet50", f"The picture model, as its library names it: {BACKBONE_FORMS}.")
+    weights: str = option(
+        "imagenet",
+        "The backbone's weights: imagenet or pretrained (the published ones, from the library's cache, "
+        "downloaded once), random (seeded, named in the id), or a local .pth/.safetensors state dict.",
+    )
+    seed: int = option(0, "Seed of random weights (--weights random, --audio-weights random).")
+    precision: str = choice("auto", PRECISIONS, "The backbone's precision; auto: fp16 on CUDA, fp32 on a CPU.")
+    modality: str = choice(
+        "rgb",
+        MODALITIES,
+        "rgb: the pictures, through --backbone; audio: the sound around each sampled frame, through --audio-features.",
+    )
+    audio_features: str = choice(
+        "logmel",
+        AUDIO_FEATURES,
+        "Audio sets: logmel (per-band mean and std of a log-mel window, no weights) or vggish (an AudioSet embedding).",
+    )
+    audio_weights: str = option(
+        "vggish", "Audio sets with vggish: vggish (the published checkpoint), random, or a local .pth state dict."
+    )
+    audio_window: float = option(0.96, "Audio sets: seconds of sound centred on each sampled frame (vggish: 0.96).")
+    decoder: str = choice(
+        DECODERS[0],
+        DECODERS,
+        "pyav: PyAV in a decoder process per decoding thread; ffmpeg-cli: an ffmpeg process per video. "
+        "Part of the feature-set id: another FFmpeg build may give other pixels.",
+    )
     # ---- speed only: never part of the identity ----
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    devices: tuple[str, ...] = ()  # one backbone worker per device, e.g. ("cuda:0", "cuda:1")
-    workers: int = 0  # parallel decoders; 0 = all cores
-    gpu_batch: int = 0  # frames (a video model's: clips) per backbone batch; 0 = the family's default
-    shard_size: int = 256  # videos per shard
-    timeout: float = 60.0  # seconds allowed to one video (pyav) or to one ffmpeg/ffprobe call (ffmpeg-cli)
-    compile: bool = False  # torch.compile the backbone (pays off only for large datasets)
-    scheduler: str | None = None  # None (this machine) | local:N | tcp://host:port (Dask)
-    name: str | None = None  # dataset name in the store; default derived from dataset/data_dir
-    retry_failures: bool = False  # decode again the videos committed shards list as failed
+    device: str = option("auto", DEVICE_HELP)
+    devices: tuple[str, ...] = option(
+        (), "One backbone process per device, comma-separated (cuda:0,cuda:1).", shown="off"
+    )
+    workers: int = option(0, "Parallel decoders.", shown="all cores")
+    gpu_batch: int = option(
+        0,
+        "Items per backbone forward: frames, or a video model's clips.",
+        shown="the backbone's: 32 on a CPU; on CUDA ResNet-50 512, other image models 256; a video model "
+        "as many clips as hold ResNet-50's batch of 224 px frames",
+    )
+    shard_size: int = option(256, "Videos per shard file.")
+    timeout: float = option(60.0, "Seconds allowed to one video (pyav) or to one ffmpeg/ffprobe call (ffmpeg-cli).")
+    compile: bool = option(False, "torch.compile the backbone; pays off only on large sets.", flag="--no-compile")
+    scheduler: str | None = option(
+        None, "Run on Dask: local:N (N worker processes) or tcp://host:8786.", shown="off (this process)"
+    )
+    name: str | None = option(
+        None, "The dataset's name in the store.", shown="from --dataset and --data-dir (folder-<dir>, csv-<file>)"
+    )
+    retry_failures: bool = option(
+        False,
+        "Decode again the videos the set lists as failed (fixed files, a timeout under load); their shards "
+        "are rewritten with the other videos copied.",
+        flag="",
+    )
 
     def __post_init__(self) -> None:
         validate_extract(self)
@@ -114,7 +179,7 @@ def validate_extract(cfg: ExtractConfig) -> None:
     if cfg.modality == "audio" and (cfg.scheduler or len(cfg.devices) > 1):
         raise ConfigError(
             "--scheduler / --devices (SCHEDULER=, DEVICES=) spread the picture modality's backbone; "
-            "MODALITY=audio runs in one process with WORKERS= decoder threads (about 45 CPU ms a video)"
+            "MODALITY=audio runs in one process with WORKERS= decoder threads"
         )
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"--dataset: unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")

@@ -113,11 +113,11 @@ class RowCopier:
         """Read a source shard only while its manifest lists it under the same settings."""
         set_dir = self.root / src.set_dir
         try:
-            m = store.load_manifest(set_dir)
-            entry = next((s for s in m["shards"] if s["file"] == src.shard_file), None)
-            if entry is None or store.settings_key(m["identity"]) != self.key:
+            m = store.read_manifest(set_dir)
+            entry = m.shard(src.shard_file)
+            if entry is None or store.settings_key(m.identity) != self.key:
                 return None
-            return store.read_shard(set_dir / entry["file"], entry["sha256"]), m["feature_set_id"]
+            return store.read_shard(set_dir / entry.file, entry.sha256), m.feature_set_id
         except (StoreError, IntegrityError, OSError):
             return None  # gc, verify --repair or a retry removed it meanwhile: compute instead
 

@@ -3,7 +3,7 @@
 extract_features(cfg) -> Summary     computes only what the store does not hold yet, on this
                                      machine, one process per device, or a Dask cluster
 extract_video(path, cfg, spec)       one file, exactly as its feature set was computed
-config_from_manifest(manifest)       the settings and weights a feature set was made with
+config_from_manifest(config, identity) the settings and weights a feature set was made with
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ def extract_features(cfg: ExtractConfig, quiet: bool = False) -> Summary:
     with console.silenced(quiet):
         summary = run(cfg)
         if not summary.reused_set or cfg.retry_failures:  # a plain reuse said all there is to say
-            print_summary(summary, store.load_manifest(summary.set_dir))
+            print_summary(summary, store.read_manifest(summary.set_dir))
     return summary
 
 
@@ -47,9 +47,9 @@ def run(cfg: ExtractConfig) -> Summary:
     manifest = open_feature_set(plan)
     summary = Summary(plan.identity.id, plan.set_dir, total=len(plan.listing.records))
     # --retry-failures retries what earlier runs recorded, not what this run just saw fail.
-    earlier_failures = {s["index"] for s in manifest["shards"] if s.get("failures")}
+    earlier_failures = {s.index for s in manifest.shards if s.failures}
     plan = adopt_shard_size(plan, manifest)
-    if manifest["complete"]:
+    if manifest.complete:
         reuse(plan, manifest, summary, earlier_failures)
     else:
         # Under the claim or lock that guards each file: a plain unlink could race a live run
@@ -57,34 +57,34 @@ def run(cfg: ExtractConfig) -> Summary:
         removed = store.remove_garbage(plan.set_dir)
         if removed:
             console.say(f"removed {len(removed)} temp file(s) or uncommitted shard(s) left by an interrupted run")
-        summary.reused = manifest["num_stored"]
+        summary.reused = manifest.num_stored
         compute(plan, summary)
-        if store.mark_complete(plan.set_dir)["complete"] and cfg.retry_failures:
+        if store.mark_complete(plan.set_dir).complete and cfg.retry_failures:
             retry_failed(plan, summary, earlier_failures)
     summary.elapsed = time.perf_counter() - t_start
     return summary
 
 
-def adopt_shard_size(plan: ExtractionPlan, manifest: dict) -> ExtractionPlan:
+def adopt_shard_size(plan: ExtractionPlan, manifest: store.Manifest) -> ExtractionPlan:
     """Shard i must hold the same videos for every run that works on this set, and the shard
     size is not part of its identity (it changes no number): the set's own size wins."""
-    if manifest["shard_size"] == plan.cfg.shard_size:
+    if manifest.shard_size == plan.cfg.shard_size:
         return plan
-    if not manifest["complete"]:
+    if not manifest.complete:
         console.say(
-            f"feature set {plan.identity.id} was started with --shard-size {manifest['shard_size']}; "
+            f"feature set {plan.identity.id} was started with --shard-size {manifest.shard_size}; "
             f"continuing with that (not {plan.cfg.shard_size})"
         )
-    return plan.with_config(shard_size=manifest["shard_size"])
+    return plan.with_config(shard_size=manifest.shard_size)
 
 
-def reuse(plan: ExtractionPlan, manifest: dict, summary: Summary, earlier_failures: set[int]) -> None:
+def reuse(plan: ExtractionPlan, manifest: store.Manifest, summary: Summary, earlier_failures: set[int]) -> None:
     """The set is complete: nothing to compute (but --retry-failures)."""
-    summary.reused, summary.reused_set = manifest["num_stored"], True
-    failed = manifest["num_failed"]
+    summary.reused, summary.reused_set = manifest.num_stored, True
+    failed = manifest.num_failed
     console.say(
-        f"reusing feature set {plan.identity.id}: complete, {manifest['num_stored']} videos "
-        f"(computed {manifest.get('completed_at', manifest['created_at'])}); nothing to compute"
+        f"reusing feature set {plan.identity.id}: complete, {manifest.num_stored} videos "
+        f"(computed {manifest.completed_at or manifest.created_at}); nothing to compute"
         + (
             f"; {failed} failed video(s) listed in {plan.set_dir / store.FAILURES} (rerun with "
             f"--retry-failures / RETRY_FAILURES=1 to try them again)"
@@ -106,29 +106,30 @@ def compute(plan: ExtractionPlan, summary: Summary) -> None:
         extract_in_process(plan, summary)
 
 
-def print_summary(s: Summary, manifest: dict) -> None:
+def print_summary(s: Summary, manifest: store.Manifest) -> None:
     t = s.timings
     where = ", ".join(f"{k} {t[k]:.1f}s" for k in ("decode", "backbone", "write", "wait") if k in t)
     console.say(
-        f"\nstage one {'complete' if manifest['complete'] else 'INCOMPLETE'}: {s.feature_set_id}\n"
+        f"\nstage one {'complete' if manifest.complete else 'INCOMPLETE'}: {s.feature_set_id}\n"
         f"  computed {s.computed}, copied {s.copied}"
         + (f" (from {', '.join(sorted(s.copied_from))})" if s.copied_from else "")
-        + f", reused {s.reused}, failed {s.failed} (this run) / {manifest['num_failed']} (set), "
+        + f", reused {s.reused}, failed {s.failed} (this run) / {manifest.num_failed} (set), "
         f"total {s.total} videos\n"
         f"  elapsed {s.elapsed:.1f} s, {s.videos_per_s:.2f} videos/s" + (f"  [{where}]" if where else "") + "\n"
-        f"  features: {s.set_dir}" + (f"\n  failures: {s.set_dir / store.FAILURES}" if manifest["num_failed"] else "")
+        f"  features: {s.set_dir}" + (f"\n  failures: {s.set_dir / store.FAILURES}" if manifest.num_failed else "")
     )
 
 
-def config_from_manifest(manifest: dict, **overrides) -> tuple[ExtractConfig, WeightsSpec | None]:
+def config_from_manifest(config: dict, identity: dict, **overrides) -> tuple[ExtractConfig, WeightsSpec | None]:
     """The extraction settings and the exact weights a feature set was computed with (None: an
-    audio set of log-mel summaries, which needs none)."""
+    audio set of log-mel summaries, which needs none), from its manifest's `config` and `identity`
+    (or a run's record of them)."""
     fields = set(ExtractConfig.__dataclass_fields__)
-    raw = {k: v for k, v in manifest["config"].items() if k in fields}
+    raw = {k: v for k, v in config.items() if k in fields}
     raw.setdefault("decoder", "ffmpeg-cli")  # a set made before the decoder was a setting: ffmpeg processes
     cfg = ExtractConfig(**(raw | {"scheduler": None, "devices": ()} | overrides))
     family = family_for(cfg)
-    weights_id = manifest["identity"]["weights"]
+    weights_id = identity["weights"]
     if weights_id is None:
         return cfg, None
     if weights_id.startswith("random:"):  # includes a sample set made when ImageNet was unreachable

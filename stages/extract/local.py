@@ -124,7 +124,7 @@ def follow_manifest(plan: ExtractionPlan, poll: float = 1.0) -> Iterator[None]:
     """A progress bar over videos (stored or failed) that other processes commit."""
 
     def settled() -> int:
-        return sum(s["videos"] + len(s.get("failures", [])) for s in store.load_manifest(plan.set_dir)["shards"])
+        return sum(s.videos + len(s.failures) for s in store.read_manifest(plan.set_dir).shards)
 
     todo = sum(len(plan.shards[i]) for i in uncommitted(plan))
     start, stop = settled(), threading.Event()

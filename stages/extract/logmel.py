@@ -98,7 +98,8 @@ def log_mel(x: torch.Tensor) -> torch.Tensor:
     if frames.numel() == 0:  # no steps (MKL's FFT refuses an empty batch)
         return torch.empty(*frames.shape[:-1], MEL_BANDS, dtype=x.dtype, device=x.device)
     spectrum = torch.fft.rfft(frames, n=FFT)  # zero-padded to 512 points -> 257 bins
-    # |z| as sqrt(re^2 + im^2): 3x faster than complex abs() on a CPU, the same values to ~1e-6.
+    # |z| as sqrt(re^2 + im^2): faster than complex abs() on a CPU, the same values to float32
+    # rounding (docs/bench.md, "Figures behind the code").
     magnitude = (spectrum.real.square() + spectrum.imag.square()).sqrt()
     return torch.log(magnitude @ mel + LOG_OFFSET)
 

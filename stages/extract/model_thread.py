@@ -38,7 +38,7 @@ class ModelThread:
     `embed(x)`: x (B, *item_shape) already on the device -> (B, D) on the device, in the
     compute dtype, without waiting for the GPU (stage one's batcher overlaps it).
     With `compile`, every batch must have the same size (batching.py pads the last one):
-    a new shape would compile again, and on an H100 one compile took 277 s.
+    a new shape would compile again, and one compile takes minutes (docs/bench.md).
 
     background: return at once while the thread builds the model (weights, copy to the
     device, compile), so stage one's decoders start meanwhile; embed/extract wait for it
@@ -96,7 +96,7 @@ class ModelThread:
         loaded = self.family.load(spec, self.device, self.dtype)
         self.model, self.prepare = loaded.model, loaded.prepare
         if self.compiled:
-            # max-autotune searches kernels for the GPU (21,700 vs 13,900 images/s on the H100);
+            # max-autotune searches kernels for the GPU (the gain: docs/bench.md, "Figures behind the code");
             # on a CPU it would only lengthen the compile. No CUDA graphs: the batcher's stream
             # and pinned buffers are ours, and the gain was measured without.
             # torch.compile returns a callable wrapping the module, typed as a plain function

@@ -110,11 +110,11 @@ def has_default_settings(cfg: ExtractConfig) -> bool:
     return all(getattr(cfg, k) == getattr(defaults, k) for k in family_for(cfg).numeric_fields)
 
 
-def open_feature_set(plan: ExtractionPlan) -> dict:
+def open_feature_set(plan: ExtractionPlan) -> store.Manifest:
     """Create the set directory and its manifest if absent; return the manifest."""
     try:  # a complete set needs no lock (its manifest is replaced atomically): read-only users reuse it too
-        manifest = store.load_manifest(plan.set_dir)
-        if manifest["complete"]:
+        manifest = store.read_manifest(plan.set_dir)
+        if manifest.complete:
             return manifest
     except (StoreError, OSError):  # none yet (or an unusable path, reported just below)
         pass
@@ -152,4 +152,4 @@ def open_feature_set(plan: ExtractionPlan) -> dict:
 
 
 def committed_indices(set_dir: Path) -> set[int]:
-    return {s["index"] for s in store.load_manifest(set_dir)["shards"]}
+    return {s.index for s in store.read_manifest(set_dir).shards}

@@ -28,24 +28,24 @@ class RewriteShard:
 
     def __init__(self, plan: ExtractionPlan, summary: Summary):
         self.plan, self.summary = plan, summary
-        self.entries: dict[int, dict] = {}  # the committed entry (latest revision) of each claimed shard
+        self.entries: dict[int, store.ShardEntry] = {}  # the committed entry (latest revision) of each claimed shard
 
     def path(self, index: int) -> Path:
-        return self.plan.set_dir / store.shard_name(index, self.entries[index].get("revision", 0) + 1)
+        return self.plan.set_dir / store.shard_name(index, self.entries[index].revision + 1)
 
     def rows_to_copy(self, index: int) -> dict | None:
         entry = self.entries[index]
-        return store.read_shard(self.plan.set_dir / entry["file"], entry["sha256"])
+        return store.read_shard(self.plan.set_dir / entry.file, entry.sha256)
 
     def written(self, shard: ShardBuffer, entry: dict) -> None:
         before = self.entries[shard.index]
-        recovered = len(before["failures"]) - len(shard.failures)
+        recovered = len(before.failures) - len(shard.failures)
         try:
             if recovered > 0:
                 # The rows kept from the old revision keep their provenance.
                 copied = {
-                    k: before.get("copied", {}).get(k, 0) + entry.get("copied", {}).get(k, 0)
-                    for k in {*before.get("copied", {}), *entry.get("copied", {})}
+                    k: before.copied.get(k, 0) + entry.get("copied", {}).get(k, 0)
+                    for k in {*before.copied, *entry.get("copied", {})}
                 }
                 store.replace_shard(
                     self.plan.set_dir, shard.index, entry | ({"copied": copied} if copied else {}), shard.failures
@@ -53,7 +53,7 @@ class RewriteShard:
                 index_committed(self.plan, entry["file"])
                 console.say(
                     f"retry: shard {shard.index}: {recovered} video(s) recovered -> {entry['file']} "
-                    f"(replaces {before['file']}; `store gc` removes the old file)"
+                    f"(replaces {before.file}; `store gc` removes the old file)"
                 )
             else:
                 (self.plan.set_dir / entry["file"]).unlink(
@@ -74,8 +74,8 @@ class RewriteShard:
                     f"leaving it to that run"
                 )
                 continue
-            entry = next(s for s in store.load_manifest(self.plan.set_dir)["shards"] if s["index"] == i)
-            if not entry.get("failures"):  # another retry fixed it meanwhile
+            entry = next(s for s in store.read_manifest(self.plan.set_dir).shards if s.index == i)
+            if not entry.failures:  # another retry fixed it meanwhile
                 claim.release()
                 continue
             self.entries[i] = entry
@@ -91,9 +91,7 @@ def retry_failed(plan: ExtractionPlan, summary: Summary, shards: set[int]) -> No
     SCHEDULER= or DEVICES=.
     """
     failed = {
-        s["index"]: len(s["failures"])
-        for s in store.load_manifest(plan.set_dir)["shards"]
-        if s.get("failures") and s["index"] in shards
+        s.index: len(s.failures) for s in store.read_manifest(plan.set_dir).shards if s.failures and s.index in shards
     }
     if not failed:
         console.say("retry: no failed video was listed before this run; nothing to retry")

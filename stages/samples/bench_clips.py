@@ -10,8 +10,8 @@ from typing import Any
 from .clips import make_clips
 from .sound_clips import jittered_tones, run_all
 
-# Not life, automaton or static: pixel-level randomness needs 2-3x UCF101's bitrate, so
-# those clips would cost more to decode than real ones do.
+# Not life, automaton or static: pixel-level randomness needs several times UCF101's bitrate
+# (docs/bench.md, "Figures behind the code"), so those clips would cost more to decode than real ones do.
 BENCH_SCENES = ("testcard", "fractal", "plasma", "rings", "checker", "sunset", "stripes", "box", "bars")
 
 

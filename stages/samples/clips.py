@@ -198,9 +198,9 @@ def scene_automaton(w, h, fps, rng):
 def geq_scene(w, h, fps, r: str, g: str, b: str):
     """A pattern painted by geq from expressions of u = X/W, v = Y/H (0..1) and T (s).
 
-    geq evaluates its expressions per pixel (~1 us each), so it paints at a quarter of the
-    size and the segment's scale filter enlarges it: 16x cheaper, and these patterns are
-    smooth or coarse enough to look the same.
+    geq evaluates its expressions per pixel, slowly, so it paints at a quarter of the width
+    and height and the segment's scale filter enlarges it: 16 times fewer pixels to evaluate,
+    and these patterns are smooth or coarse enough to look the same.
     """
     sw, sh = max(16, w // 4), max(12, h // 4)
     expr = lambda e: re.sub(r"\bv\b", "(Y/H)", re.sub(r"\bu\b", "(X/W)", e))

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from pipeline.config import MODALITIES, PRECISIONS, choice, config_json, store_dataset_name
+from pipeline.config import DEVICE_HELP, MODALITIES, PRECISIONS, choice, config_json, option, store_dataset_name
 from pipeline.errors import ConfigError
 
 
@@ -22,48 +22,74 @@ class TrainConfig:
     FUSIONS = ("early", "late", "gated")
     LOADS = ("auto", "memory", "stream")
 
-    dataset: str = "sample"  # DATASET= as given to `features`, or a dataset name in the store
-    # folder / csv: DATA_DIR= as given to `features`, which names the set in the store (store_dataset_name)
-    data_dir: Path | None = None
-    name: str | None = None  # NAME= as given to `features`: the dataset's name in the store
-    features: str | None = None  # feature-set id(s) or path(s), comma-separated; default: the dataset's set
-    features_root: Path | None = None  # store root; default data/features
-    # Each modality's default set for DATASET= ("rgb,audio" is accepted too); () = rgb, or with
-    # FEATURES= the modalities of the sets it names.
-    modalities: tuple[str, ...] = ()
-    model: str = choice("lstm", HEADS)
-    # Several modalities: early (per-step concatenation, one encoder) | late (one encoder per
-    # modality, representations concatenated) | gated (late, through context gating). lstm, gru and
-    # attention only; the other heads read the early input. The default had the best test top-1
-    # on the fusion test set (tests/train/test_fusion.py), mean of 10 runs: gated 0.978, late
-    # 0.966, early 0.963 (each modality alone: rgb 0.44, audio 0.48; chance 0.25).
-    fusion: str = choice("gated", FUSIONS)
-    # Several modalities, training only: the chance that a video loses one of its modalities
-    # (never its last) for a step, so the model copes with either stream missing.
-    modality_dropout: float = 0.15
-    split: str = "1"  # official split 1 | 2 | 3, or all: train and report each, and their mean
-    epochs: int = 30  # most passes over the training part (early stopping may end sooner)
-    lr: float = 1e-3  # AdamW peak learning rate, reached after the warmup
-    batch: int = 0  # videos per step; 0 = auto: 256, fewer on small sets (at least 8 steps an epoch)
-    weight_decay: float = 1e-2  # AdamW decoupled weight decay, on weight matrices only
-    warmup_epochs: float = 1.0  # linear warmup, then cosine decay to 0 over the remaining epochs
-    label_smoothing: float = 0.1  # cross-entropy target smoothing
-    dropout: float = 0.5  # before the classifier, and between recurrent / conv / attention layers
-    clip_grad: float = 1.0  # max global gradient norm; 0 = no clipping
-    hidden: int = 512  # recurrent state size / TCN channels / transformer width
-    layers: int = 2  # recurrent layers / TCN blocks / transformer layers
-    bidirectional: bool = False  # lstm, gru, attention, fusion: read the sequence both ways
-    proj: int = 256  # recurrent heads: learned linear projection D -> proj before the first layer; 0 = none
-    val_fraction: float = 0.1  # share of the training split carved by group for early stopping; 0 = none
-    test_fraction: float = 0.2  # share carved by group as the test part when the dataset has no test split
-    patience: int = 10  # epochs without validation improvement before stopping; 0 = never stop early
-    seed: int = 0  # seeds initialisation, carving, shuffling and dropout
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
-    # auto: fp16 AMP on CUDA, bf16 autocast on CPUs with native bf16, else fp32
-    precision: str = choice("auto", PRECISIONS)
-    load: str = choice("auto", LOADS)  # auto: whole in memory (on the GPU if any) when it fits, else stream
-    out: Path | None = None  # run directory; default runs/<YYYYmmdd-HHMMSS>-<model>-split<split>
-    progress: bool = True  # a tqdm bar per epoch with loss and accuracy
+    dataset: str = option("sample", "The dataset as `features` was given it, or a dataset's name in the store.")
+    data_dir: Path | None = option(
+        None, "folder / csv: the --data-dir `features` was given, which names the set in the store."
+    )
+    name: str | None = option(None, "The --name `features` was given: the dataset's name in the store.")
+    features: str | None = option(
+        None,
+        "Feature-set id, unique prefix or directory; several, comma-separated, one per modality.",
+        shown="the dataset's set (docs/store.md)",
+    )
+    features_root: Path | None = option(None, "The feature store's root.", shown="$FEATURES_ROOT, else data/features")
+    # () is rgb, or with FEATURES= the modalities of the sets it names.
+    modalities: tuple[str, ...] = option(
+        (),
+        "Each modality's default set for --dataset, comma-separated: rgb, audio or rgb,audio.",
+        shown="rgb (with --features: the sets' own)",
+    )
+    model: str = choice("lstm", HEADS, "The temporal head (docs/training.md).")
+    # The default is the kind with the best mean test top-1 on the fusion test set (docs/modalities.md).
+    fusion: str = choice(
+        "gated",
+        FUSIONS,
+        "Several modalities: early (concatenated per step), late (an encoder per modality) or gated (late, "
+        "through context gating); lstm, gru and attention, the other heads read the early input.",
+    )
+    modality_dropout: float = option(
+        0.15,
+        "Several modalities, in training: the chance that a video loses one of its modalities for a step "
+        "(never its last), so the model copes with either stream missing.",
+    )
+    split: str = option("1", "Official split 1, 2 or 3, or all: each split, then their mean.")
+    epochs: int = option(30, "Most passes over the training part; early stopping may end sooner.")
+    lr: float = option(1e-3, "AdamW's peak learning rate, reached after the warmup.")
+    batch: int = option(0, "Videos per step.", shown="auto: 256, fewer on small sets (at least 8 steps an epoch)")
+    weight_decay: float = option(1e-2, "AdamW's decoupled weight decay, on weight matrices only.")
+    warmup_epochs: float = option(1.0, "Linear warmup, then cosine decay to 0 over the remaining epochs.")
+    label_smoothing: float = option(0.1, "Cross-entropy target smoothing.")
+    dropout: float = option(0.5, "Before the classifier, and between recurrent, conv and attention layers.")
+    clip_grad: float = option(1.0, "Largest global gradient norm; 0: no clipping.")
+    hidden: int = option(512, "Recurrent state size, TCN channels or transformer width.")
+    layers: int = option(2, "Recurrent layers, TCN blocks or transformer layers.")
+    bidirectional: bool = option(
+        False, "lstm, gru, attention, fusion: read the sequence both ways.", flag="--unidirectional"
+    )
+    proj: int = option(256, "Recurrent heads: a learned D -> PROJ projection before the first layer; 0: none.")
+    val_fraction: float = option(
+        0.1, "Share of the training split carved by group as the validation part (early stopping); 0: none."
+    )
+    test_fraction: float = option(0.2, "Share carved by group as the test part where the dataset has no test split.")
+    patience: int = option(10, "Epochs without a validation gain before stopping; 0: never stop early.")
+    seed: int = option(0, "Seeds initialisation, carving, shuffling and dropout.")
+    device: str = option("auto", DEVICE_HELP)
+    precision: str = choice(
+        "auto", PRECISIONS, "auto: fp16 AMP on CUDA, bf16 autocast on CPUs with native bf16, else fp32."
+    )
+    load: str = choice(
+        "auto",
+        LOADS,
+        "memory: the part whole in memory (on the GPU if any); stream: shard by shard; auto: memory when it fits.",
+    )
+    out: Path | None = option(
+        None,
+        "The run directory: config, metrics, predictions, plots, checkpoint; a failed run leaves a FAILED file there.",
+        shown="runs/<time>-<model>-split<k>",
+    )
+    progress: bool = option(
+        True, "A progress bar per epoch with loss and accuracy.", make="NO_PROGRESS", flag="--no-progress"
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.modalities, str):  # "rgb,audio", as MODALITIES= and --modalities give it

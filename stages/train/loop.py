@@ -51,7 +51,7 @@ def cpu_threads(device: torch.device, batch: int, width: int) -> int:
 
     Tiny steps run on one thread: each element-wise kernel of a few thousand values then
     costs microseconds, while a parallel region costs a barrier, and on a busy machine a
-    barrier waits for a descheduled peer (seen: 15x slower epochs on a shared 2-core box).
+    barrier waits for a descheduled peer (docs/bench.md, "Figures behind the code").
     """
     if device.type != "cpu" or batch * width > SMALL_STEP:
         return torch.get_num_threads()
@@ -64,7 +64,7 @@ def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.devic
     decay = [p for p in params if p.ndim >= 2 and p.shape[0] > 1]
     no_decay = [p for p in params if not (p.ndim >= 2 and p.shape[0] > 1)]
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    # fused: one kernel for all parameters; on CPU 8x cheaper than the per-tensor loop (~3% of an LSTM step)
+    # fused: one kernel for all parameters, far cheaper on CPU than the per-tensor loop (docs/bench.md, "Figures behind the code")
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=device.type in ("cpu", "cuda"))
 
 

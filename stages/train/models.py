@@ -93,7 +93,7 @@ class BufferPool:
     """Reusable buffers for lstm_layer, keyed by (shape, dtype, device).
 
     A fresh 64 MB tensor costs more in page faults (the kernel zeroes every page) than
-    the arithmetic done on it: on the 2-core CI machine that was ~20% of an LSTM step.
+    the arithmetic done on it (docs/bench.md, "Figures behind the code").
     A buffer goes back to the pool only when nothing can read it any more: the saved
     activations when their autograd graph is freed (see SavedBuffers), the rest on return.
     """
@@ -115,7 +115,7 @@ class BufferPool:
                 self.free.setdefault((tuple(t.shape), t.dtype, t.device), []).append(t)
 
     def clear(self) -> None:
-        """Drop every pooled buffer (after a run: a UCF101-sized LSTM pools ~0.3 GB)."""
+        """Drop every pooled buffer (after a run: a UCF101-sized LSTM pools hundreds of MB)."""
         with self.lock:
             self.free.clear()
 
@@ -165,7 +165,7 @@ class LSTMLayerFunction(torch.autograd.Function):
             train = any(ctx.needs_input_grad)
             w_ih_c, w_hh_c = w_ih.to(cd), w_hh.to(cd)
             # tanh(z) = 2 sigmoid(2z) - 1: with the g rows doubled, one sigmoid covers all four
-            # gates. torch's tanh is a slow path on CPU (6x sigmoid), and multiplying by 2 is exact.
+            # gates. torch's tanh is a slow path on CPU (docs/bench.md, "Figures behind the code"), and multiplying by 2 is exact.
             scale = torch.ones(G, 1, dtype=cd, device=dev)
             scale[2 * H : 3 * H] = 2
             w_hh_t = (w_hh_c * scale).t()
@@ -256,7 +256,7 @@ def locked_dropout(x: torch.Tensor, p: float, training: bool, time_dim: int) -> 
     """Dropout with one mask per sequence and channel, shared over time (variational dropout).
 
     The recommended dropout between recurrent layers (Gal & Ghahramani, 2016), and on CPU
-    16x cheaper than per-element masks: torch's bernoulli_ was 7% of an LSTM step.
+    far cheaper than per-element masks, T times fewer random draws (docs/bench.md, "Figures behind the code").
     x (T, B, F) with time_dim 0, or (B, T, F) with time_dim 1.
     """
     if not training or p <= 0:

@@ -78,10 +78,10 @@ def load_data(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> Loa
     t0 = time.perf_counter()
     view = open_view(cfg)
     for fs in (fs for m in view.modalities for fs in view.sets[m]):
-        if not fs.manifest.get("complete"):
+        if not fs.manifest.complete:
             console.say(
-                f"warning: feature set {fs.set_dir} is incomplete ({fs.manifest['num_stored']} of "
-                f"{fs.manifest['num_videos']} videos committed); training on what is there"
+                f"warning: feature set {fs.set_dir} is incomplete ({fs.manifest.num_stored} of "
+                f"{fs.manifest.num_videos} videos committed); training on what is there"
             )
     splits = {n: view.split(n, cfg.seed, cfg.test_fraction) for n in view.split_names(cfg.split)}
     rows = np.unique(np.concatenate([np.concatenate([s.train, s.test]) for s in splits.values()]))
@@ -217,12 +217,12 @@ def feature_sets_record(view: FeatureSetView) -> list[dict]:
         {
             "dir": str(s.set_dir.resolve()),
             "id": s.id,
-            "dataset": s.manifest["dataset"],
+            "dataset": s.manifest.dataset,
             "modality": m,
             "frames": s.frames,
             "feature_dim": s.feature_dim,
-            "config": s.manifest["config"],
-            "identity": s.manifest["identity"],
+            "config": s.manifest.config,
+            "identity": s.manifest.identity,
         }
         for m in view.modalities
         for s in view.sets[m]

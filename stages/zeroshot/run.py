@@ -54,7 +54,7 @@ def open_clip_set(view: FeatureSetView) -> str:
     if len(view.ids) != 1:
         raise ConfigError(f"--features (FEATURES=): zero-shot scores one OpenCLIP set, got {', '.join(view.ids)}")
     manifest = view.manifest
-    backbone = manifest["identity"].get("backbone")
+    backbone = manifest.identity.get("backbone")
     if not (backbone or "").startswith(OPEN_CLIP):
         made = f"BACKBONE={backbone}" if backbone else f"MODALITY={view.modalities[0]}"
         raise ConfigError(
@@ -69,7 +69,9 @@ def open_clip_set(view: FeatureSetView) -> str:
 def load_clip(view: FeatureSetView, device: torch.device) -> tuple[Any, Any]:
     """The set's whole CLIP model (eval, fp32, on `device`) and its tokenizer, through stage one's
     weights policy: weights that are no longer the set's are refused (StoreError)."""
-    cfg, spec = extract.config_from_manifest(view.manifest, device=str(device), precision="fp32")
+    cfg, spec = extract.config_from_manifest(
+        view.manifest.config, view.manifest.identity, device=str(device), precision="fp32"
+    )
     family = extract.family_for(cfg)
     return family.build_clip(spec).to(device), family.tokenizer()
 

@@ -219,11 +219,11 @@ def test_devices_cpu_cpu_equal_the_single_process_result(base_cfg, reference, tm
 
 def test_a_second_commit_of_the_same_shard_is_ignored(tmp_path):
     """A retried task (or a duplicate attempt) never lists a shard, or a video, twice."""
-    store.write_manifest(tmp_path, {"schema_version": 1, "shards": [], "num_shards": 2, "complete": False})
+    store.create(tmp_path, store.new_manifest("x", "d", {}, {}, 4, 2048, ["c"], {}, 4, 2, 2))
     first = {"file": "shard-00000.h5", "videos": 2, "bytes": 10, "sha256": "a" * 64}
     store.commit_shard(tmp_path, 0, first, [])
     m = store.commit_shard(tmp_path, 0, first | {"sha256": "b" * 64}, [{"video_id": "x", "reason": "r"}])
-    assert [s["sha256"] for s in m["shards"]] == ["a" * 64] and m["num_stored"] == 2 and m["num_failed"] == 0
+    assert [s.sha256 for s in m.shards] == ["a" * 64] and m.num_stored == 2 and m.num_failed == 0
 
 
 def test_jobs_and_configs_pickle_and_carry_one_shard(base_cfg, tmp_path):

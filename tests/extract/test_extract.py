@@ -85,9 +85,9 @@ def test_the_decoder_is_in_the_id_and_its_libraries_in_the_manifest(ucf_cfg, ucf
     assert versions["pyav"] and versions["ffmpeg"] and versions["libavcodec"], versions
     other = make_plan(ucf_cfg.replace(decoder="ffmpeg-cli"))  # another FFmpeg build may give other pixels
     assert other.identity.decoder == "ffmpeg-cli" and other.identity.id != m["feature_set_id"]
-    assert config_from_manifest(m)[0].decoder == "pyav"
-    made_before_the_option = m | {"config": {k: v for k, v in m["config"].items() if k != "decoder"}}
-    assert config_from_manifest(made_before_the_option)[0].decoder == "ffmpeg-cli"
+    assert config_from_manifest(m["config"], m["identity"])[0].decoder == "pyav"
+    made_before_the_option = {k: v for k, v in m["config"].items() if k != "decoder"}
+    assert config_from_manifest(made_before_the_option, m["identity"])[0].decoder == "ffmpeg-cli"
 
 
 def test_features_equal_direct_torchvision_forward_of_the_same_frames(ucf_set, ucf_cfg, weights_file):

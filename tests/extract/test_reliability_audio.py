@@ -49,9 +49,9 @@ def test_a_bad_sound_track_fails_with_its_reason_and_the_rest_is_stored(tmp_path
         ),
         quiet=True,
     )
-    m = store.load_manifest(s.set_dir)
-    assert m["complete"] and m["num_stored"] == 4 and m["num_failed"] == 1
-    (failure,) = store.all_failures(m)
+    m = store.read_manifest(s.set_dir)
+    assert m.complete and m.num_stored == 4 and m.num_failed == 1
+    (failure,) = m.failures()
     assert failure["video_id"] == "clips/corrupt_sound.avi" and failure["reason"].startswith("audio: not decodable")
     a = shard_arrays(s.set_dir)
     assert dict(zip(a["video_ids"], a["has_audio"].tolist())) == {

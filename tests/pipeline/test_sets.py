@@ -52,17 +52,17 @@ def test_an_unlisted_shard_is_never_read(tmp_path):
 
 
 def test_split_names():
-    m = {"splits": {"1": {}, "2": {}, "3": {}}}
+    m = {"1": {}, "2": {}, "3": {}}
     assert store.split_names(m, "all") == ["1", "2", "3"]
     assert store.split_names(m, "2") == ["2"]
     with pytest.raises(ConfigError, match="SPLIT=.*'4'.*choose one of 1, 2, 3, all$"):
         store.split_names(m, "4")
     for single in ("1", "all", "csv"):  # a folder/csv set; before it was named 1: all, or csv
         with pytest.raises(ConfigError, match="SPLIT=.*'4'.*choose one of 1, all$"):
-            store.split_names({"splits": {single: {}}}, "4")
-    assert store.split_names({"splits": {"all": {}}}, "1") == ["all"]
-    assert store.split_names({"splits": {"all": {}}}, "all") == ["all"]
-    assert store.split_names({"splits": {"csv": {}}}, "all") == ["csv"]
+            store.split_names({single: {}}, "4")
+    assert store.split_names({"all": {}}, "1") == ["all"]
+    assert store.split_names({"all": {}}, "all") == ["all"]
+    assert store.split_names({"csv": {}}, "all") == ["csv"]
 
 
 def test_missing_test_side_is_carved_by_group(tmp_path):

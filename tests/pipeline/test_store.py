@@ -10,7 +10,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline import files, store
+from pipeline import store
 
 
 def arrays(n=3, t=4, d=2048, seed=0):
@@ -28,17 +28,7 @@ def arrays(n=3, t=4, d=2048, seed=0):
 
 def empty_manifest(set_dir, num_shards=2):
     set_dir.mkdir(parents=True, exist_ok=True)
-    store.write_manifest(
-        set_dir,
-        {
-            "schema_version": 1,
-            "shards": [],
-            "num_shards": num_shards,
-            "complete": False,
-            "created_at": files.now_iso(),
-            "unlisted_failures": [],
-        },
-    )
+    store.create(set_dir, store.new_manifest("x", "d", {}, {}, 4, 2048, ["c"], {}, 3, 3, num_shards))
 
 
 def test_shard_round_trip_with_plain_h5py(tmp_path):
@@ -73,9 +63,9 @@ def test_commit_is_idempotent_and_failures_log_is_derived(tmp_path):
     m = store.load_manifest(tmp_path)
     assert [s["index"] for s in m["shards"]] == [1] and m["num_stored"] == 3 and m["num_failed"] == 1
     assert [json.loads(x) for x in (tmp_path / store.FAILURES).read_text().splitlines()] == fails
-    assert not store.mark_complete(tmp_path)["complete"]
+    assert not store.mark_complete(tmp_path).complete
     store.commit_shard(tmp_path, 0, store.write_shard(tmp_path / store.shard_name(0), arrays(1), {}), [])
-    assert store.mark_complete(tmp_path)["complete"]
+    assert store.mark_complete(tmp_path).complete
     assert store.verify(tmp_path) == []
 
 

@@ -265,9 +265,9 @@ def test_predict_runs_stage_one_on_the_clip_and_prints_the_top_classes(temporal_
     # here: predict hands it the run's recorded extraction settings and the file.
     asked = {}
 
-    def fake_config_from_manifest(manifest, **overrides):
+    def fake_config_from_manifest(config, identity, **overrides):
         asked.update(overrides)
-        return manifest["config"], "weights-spec"
+        return config, "weights-spec"
 
     monkeypatch.setattr(extract, "config_from_manifest", fake_config_from_manifest)
 
