@@ -9,8 +9,7 @@ what ffprobe would say (UCF101 and HMDB51 are AVI): a second process per video (
 costs about as much as the decode itself. Other files are probed with ffprobe, or, where
 only an ffmpeg binary exists (imageio-ffmpeg ships no ffprobe), with ffmpeg itself.
 Each ffmpeg runs with one decoding thread when there are as many decoders as cores: that
-gives the most videos per second (237 vs 155 videos/s on the 16 cores of an H100 machine,
-in an earlier sweep).
+gives the most videos per second on a many-core machine (docs/bench.md).
 
 This is the reference the benchmark compares the in-process decoder with, and what a
 feature set made before PyAV became the default was computed with. Every call has a time
@@ -300,7 +299,7 @@ def build_decode_args(
     stream = stream.filter("scale", w=width, h=height, flags=scaler(job.interpolation))
     stream = stream.filter("crop", job.size, job.size)
     if showinfo:
-        # The checksums showinfo computes by default cost ~5% of a select-decode; we only want pts.
+        # The checksums showinfo computes by default are measurable work in a select-decode; we only want pts.
         stream = stream.filter("showinfo", **({"checksum": 0} if showinfo_has_checksum(binary) else {}))
     # -frames:v stops decoding after the last kept frame instead of reading to the end.
     options = {"frames:v": len(indices), **({"filter_threads": threads} if threads else {})}

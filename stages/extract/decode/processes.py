@@ -4,11 +4,9 @@
         procs.decode(path, job, out=slot)   # a DecodeJob, on any of `workers` threads
 
 Why processes: PyAV releases the GIL inside libav's calls but takes it back for every
-frame it hands out (every decoded frame, kept or not, is a Python object). Measured with
-`make bench` on a 16-core Xeon with an H100 (2048 UCF101-like clips, T=16, 224 px): 16
-threads of one process decoding with PyAV reached 70.9 videos/s at 57 CPU ms per video,
-about 4 cores' worth, while 16 ffmpeg processes reached 218. On 2 cores the GIL hardly
-binds (threads gave 1.65x over one), so the difference only shows on many cores.
+frame it hands out (every decoded frame, kept or not, is a Python object), so threads of one
+process fill only a few of many cores, while processes fill them all (docs/bench.md has the
+16-core figures); on 2 cores the GIL hardly binds, so the difference only shows on many cores.
 
 So each decoding thread of stage one drives one long-lived Python process (started once
 per run, importing only PyAV and numpy, never torch) that runs pyav.decode_video_pyav,
@@ -24,7 +22,7 @@ decoder process can be started at all (Python cannot be run again: a sandbox, a 
 user), the pool says so once and decodes in the calling threads, as PyAV allows.
 
 The same processes decode the sound of an audio set (sound.decode_audio), which PyAV's
-GIL binds the same way (16.8 videos/s at 140 CPU ms per video in threads on the H100 machine).
+GIL binds the same way.
 
 The protocol, on the child's stdin/stdout: each request is a 4-byte little-endian length and
 that many bytes of a pickled request (a VideoRequest: the path and the DecodeJob as it is; a

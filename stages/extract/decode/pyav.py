@@ -22,7 +22,7 @@ work is redone where it changes the result:
 Why it is faster: no process per video (starting Debian's dynamically linked ffmpeg alone
 costs more CPU than decoding a UCF101 clip), and only the T kept frames are converted.
 PyAV releases the GIL inside libav's calls but takes it back several times per frame, so
-threads of one process do not fill many cores (4 of 16 on the H100 machine): stage one runs
+threads of one process do not fill many cores (docs/bench.md): stage one runs
 this function in one long-lived process per decoding thread (processes.py), and in a
 thread only where no process can be started.
 

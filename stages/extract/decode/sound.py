@@ -134,7 +134,7 @@ def resample(mono: np.ndarray, rate: int) -> np.ndarray:
     """(n,) float32 at `rate` -> (m,) float32 at SAMPLE_RATE, with one av.AudioResampler (libswresample).
 
     Mono and in few large calls: the resampler's cost is per channel and per call, so
-    downmixing first and resampling whole runs is ~4x cheaper than resampling each frame.
+    downmixing first and resampling whole runs costs a fraction of resampling each frame.
     """
     if rate == SAMPLE_RATE or len(mono) == 0:
         return mono
