@@ -106,20 +106,32 @@ missing_files_as_messages = user_facing(FileNotFoundError)
 DEVICE_HELP = "auto | cpu | cuda | cuda:N (DEVICE=)."
 
 
-def config_option(cls: type, *decls: str, **kw):
-    """A click option for a field of the config dataclass `cls`, named by the option (`--shard-size`:
+def config_option(config: type, *decls: str, **kw):
+    """A click option for a field of the config dataclass `config`, named by the option (`--shard-size`:
     shard_size) or by the name given after it (`"--size", "image_size"`). Its default, and its
     choices where the field lists some (pipeline.config.choice), are the dataclass's: each is
     written once, beside its field. A tuple field (--devices) is typed as one comma-separated
     string and keeps the default the call gives."""
     name = next((d for d in decls if not d.startswith("-")), None)
     name = name or decls[0].split("/")[0].lstrip("-").replace("-", "_")
-    field = {f.name: f for f in dataclasses.fields(cls)}[name]
+    field = {f.name: f for f in dataclasses.fields(config)}[name]
     if "choices" in field.metadata:
         kw["type"] = click.Choice(field.metadata["choices"])
     if not isinstance(field.default, tuple):
         kw |= {"default": field.default, "show_default": field.default not in (None, "", 0, False)}
     return click.option(*decls, **kw)
+
+
+class BackboneOption(click.Option):
+    """--backbone, whose help lists the registered families (stages/extract/families.py). It is
+    read when the help is shown: finding the families imports the model libraries, which the
+    command line's start does not."""
+
+    def get_help_record(self, ctx: click.Context):
+        from .extract.families import backbone_help
+
+        self.help = backbone_help()
+        return super().get_help_record(ctx)
 
 
 def extract_options(fn):
@@ -145,13 +157,7 @@ def extract_options(fn):
             type=float,
             help="Sample at a fixed rate instead of T uniform segment centres (FPS=).",
         ),
-        config_option(
-            ExtractConfig,
-            "--backbone",
-            help="resnet50 | torchvision:NAME (an image model, or a video model: one vector per clip, "
-            "torchvision:r2plus1d_18) | timm:NAME[.TAG] (timm:vit_small_patch14_dinov2.lvd142m) | "
-            "open_clip:ARCH:PRETRAINED (open_clip:ViT-B-16:openai), as its library names it (BACKBONE=).",
-        ),
+        config_option(ExtractConfig, "--backbone", cls=BackboneOption),
         config_option(
             ExtractConfig,
             "--size",
@@ -282,12 +288,7 @@ def features(**kw) -> None:
 @config_option(BenchConfig, "--workers", type=int, help="Stage one's decoders, default all cores (WORKERS=).")
 @decoder_option(BenchConfig, "Stage one's decoder end to end; every decoder is timed alone")
 @config_option(BenchConfig, "--device", help=DEVICE_HELP)
-@config_option(
-    BenchConfig,
-    "--backbone",
-    help="Stage one's backbone, as `features` takes it: resnet50 | torchvision:NAME | timm:NAME | "
-    "open_clip:ARCH:PRETRAINED (BACKBONE=).",
-)
+@config_option(BenchConfig, "--backbone", cls=BackboneOption)
 @config_option(
     BenchConfig,
     "--weights",
@@ -575,6 +576,20 @@ def demo(epochs: int, **kw) -> None:
     from stages.demo import run_demo
 
     run_demo(make_extract_config(**kw), epochs=epochs)
+
+
+@main.command("backbones")
+@click.option(
+    "--markdown",
+    type=click.Choice(["readme", "extraction", "architecture"]),
+    help="Print that document's table of the families instead, in Markdown (tests/extract/test_families.py "
+    "checks the documents hold them).",
+)
+def backbones_command(markdown: str | None) -> None:
+    """The --backbone families: how each names its models, examples, what a set of it stores."""
+    from .extract.families import doc_tables, listing
+
+    click.echo(doc_tables()[markdown] if markdown else listing())
 
 
 @main.command("allocator")

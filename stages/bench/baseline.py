@@ -11,12 +11,20 @@ import numpy as np
 import torch
 
 from pipeline.ffmpeg_tools import ffmpeg_binary
-from stages.extract.config import IMAGENET_MEAN, IMAGENET_STD
+from stages.extract.config import ExtractConfig
 
-from ..extract import video_info
+from ..extract import Preprocessing, family_for, video_info
 from .config import BenchConfig
 
 CLIP_SIZE = (320, 240)  # UCF101's frame size, px
+SEED_BACKBONE = "resnet50"  # the seed method's model, whatever BACKBONE= the bench times
+
+
+def seed_preprocessing(size: int) -> Preprocessing:
+    """The seed method's resize, crop and mean/std at a `size` px crop: ResNet-50's."""
+    pre = family_for(ExtractConfig(backbone=SEED_BACKBONE, image_size=size)).preprocessing()
+    assert pre is not None, "a picture family has a preprocessing"
+    return pre
 
 
 def seed_preprocess(frame: np.ndarray, size: int, resize: int, device: torch.device) -> torch.Tensor:
@@ -32,7 +40,8 @@ def seed_preprocess(frame: np.ndarray, size: int, resize: int, device: torch.dev
     )
     top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
     x = x[..., top : top + size, left : left + size]
-    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    pre = seed_preprocessing(size)
+    mean, std = torch.tensor(pre.mean).view(1, 3, 1, 1), torch.tensor(pre.std).view(1, 3, 1, 1)
     return ((x - mean) / std).to(device)
 
 

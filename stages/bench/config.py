@@ -28,8 +28,8 @@ class BenchConfig:
     workers: int = 0  # stage one's decoders, and the threads each decoder is timed with: all cores
     decoder: str = choice(DECODERS[0], DECODERS)  # stage one's decoder end to end (every decoder is also timed alone)
     device: str = "auto"  # auto | cpu | cuda | cuda:N
-    # stage one's --backbone: resnet50 | torchvision:NAME | timm:NAME | open_clip:ARCH:PRETRAINED
-    backbone: str = "resnet50"
+    # stage one's --backbone, as a registered family writes it (`vidstore backbones`)
+    backbone: str = ExtractConfig.backbone
     # its --weights: random (seeded; speed does not depend on their values, and nothing downloads),
     # pretrained (the published ones, from the library's cache), or a local state-dict file
     weights: str = "random"
@@ -107,7 +107,11 @@ class BenchConfig:
     @property
     def resize(self) -> int:
         """The shorter side the decoders alone and the seed method scale to: ResNet-50's ratio at `size`."""
-        return ExtractConfig(image_size=self.size).resize_to
+        from .baseline import seed_preprocessing  # torch: not loaded by the command line's start
+
+        resize = seed_preprocessing(self.size).resize
+        assert isinstance(resize, int), "ResNet-50 scales the shorter side"
+        return resize
 
 
 def own_size(backbone: str) -> int:

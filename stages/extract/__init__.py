@@ -35,6 +35,7 @@ PUBLIC = {
     "config_from_manifest": "entry_points",
     "family_for": "extractors",
     "Extractor": "extractors",
+    "Preprocessing": "extractors",
     "ModelThread": "model_thread",
     "WeightsSpec": "weights",
     "build_resnet50": "extractors.resnet50",
