@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from PIL import Image
 from family_reference import stored_and_reference
+from PIL import Image
 
 from pipeline.config import SCHEMA_VERSION
 from pipeline.errors import ConfigError
