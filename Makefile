@@ -35,7 +35,7 @@ ZEROSHOT_OPTS = $(call opt,FEATURES,features) $(call opt,DATASET,dataset) $(call
   $(call opt,NAME,name) $(call opt,FEATURES_ROOT,features-root) $(call opt,SPLIT,split) $(call opt,SEED,seed) \
   $(call opt,TEST_FRACTION,test-fraction) $(call opt,TEMPLATES,templates) $(call opt,OUT,out) $(call opt,DEVICE,device)
 
-.PHONY: setup features train evaluate zeroshot compare predict demo test test-all test-gpu gpu-check gpu-wheels bench store-list store-info store-verify store-gc clean-venv
+.PHONY: setup features train evaluate zeroshot compare predict demo test test-all test-gpu gpu-check gpu-wheels bench backbones store-list store-info store-verify store-gc clean-venv
 
 setup: $(VENV)/.installed
 
@@ -135,6 +135,10 @@ bench: setup $(VENV)/.bench-installed
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[bench]'
 	@touch $@
+
+# The model families BACKBONE= takes; MARKDOWN=readme|extraction|architecture: that document's table.
+backbones: setup
+	$(CLI) backbones $(call opt,MARKDOWN,markdown)
 
 store-list: setup
 	$(CLI) store list $(call opt,FEATURES_ROOT,features-root)

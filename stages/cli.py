@@ -123,12 +123,12 @@ def config_option(config: type, *decls: str, **kw):
 
 
 class BackboneOption(click.Option):
-    """--backbone, whose help lists the registered families (stages/extract/families.py). It is
+    """--backbone, whose help lists the registered families (stages/extract/family_listing.py). It is
     read when the help is shown: finding the families imports the model libraries, which the
     command line's start does not."""
 
     def get_help_record(self, ctx: click.Context):
-        from .extract.families import backbone_help
+        from .extract.family_listing import backbone_help
 
         self.help = backbone_help()
         return super().get_help_record(ctx)
@@ -587,7 +587,7 @@ def demo(epochs: int, **kw) -> None:
 )
 def backbones_command(markdown: str | None) -> None:
     """The --backbone families: how each names its models, examples, what a set of it stores."""
-    from .extract.families import doc_tables, listing
+    from .extract.family_listing import doc_tables, listing
 
     click.echo(doc_tables()[markdown] if markdown else listing())
 

@@ -11,20 +11,11 @@ import numpy as np
 import torch
 
 from pipeline.ffmpeg_tools import ffmpeg_binary
-from stages.extract.config import ExtractConfig
 
-from ..extract import Preprocessing, family_for, video_info
-from .config import BenchConfig
+from ..extract import video_info
+from .config import BenchConfig, seed_preprocessing
 
 CLIP_SIZE = (320, 240)  # UCF101's frame size, px
-SEED_BACKBONE = "resnet50"  # the seed method's model, whatever BACKBONE= the bench times
-
-
-def seed_preprocessing(size: int) -> Preprocessing:
-    """The seed method's resize, crop and mean/std at a `size` px crop: ResNet-50's."""
-    pre = family_for(ExtractConfig(backbone=SEED_BACKBONE, image_size=size)).preprocessing()
-    assert pre is not None, "a picture family has a preprocessing"
-    return pre
 
 
 def seed_preprocess(frame: np.ndarray, size: int, resize: int, device: torch.device) -> torch.Tensor:

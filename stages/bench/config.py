@@ -6,13 +6,18 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.config import PRECISIONS, choice, repo_root
 from pipeline.errors import ConfigError
 from stages.extract.config import DECODERS, ExtractConfig
 
+if TYPE_CHECKING:
+    from stages.extract.extractors import Preprocessing
+
 READERS = ("auto", "opencv", "ffmpeg")
 CPU_SIZE = 112  # the bench's crop on a CPU, px, where the backbone takes it
+SEED_BACKBONE = "resnet50"  # the seed method's model (baseline.py), whatever BACKBONE= the bench times
 
 
 class BenchError(RuntimeError):
@@ -107,11 +112,19 @@ class BenchConfig:
     @property
     def resize(self) -> int:
         """The shorter side the decoders alone and the seed method scale to: ResNet-50's ratio at `size`."""
-        from .baseline import seed_preprocessing  # torch: not loaded by the command line's start
-
         resize = seed_preprocessing(self.size).resize
         assert isinstance(resize, int), "ResNet-50 scales the shorter side"
         return resize
+
+
+def seed_preprocessing(size: int) -> Preprocessing:
+    """The seed method's resize, crop and mean/std at a `size` px crop: ResNet-50's, whatever
+    BACKBONE= the bench times."""
+    from stages.extract.extractors import family_for  # the model libraries: not loaded by the command line's start
+
+    pre = family_for(ExtractConfig(backbone=SEED_BACKBONE, image_size=size)).preprocessing()
+    assert pre is not None, "a picture family has a preprocessing"
+    return pre
 
 
 def own_size(backbone: str) -> int:

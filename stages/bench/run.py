@@ -12,8 +12,8 @@ from pipeline.files import atomic_write_bytes
 
 from ..extract import build_resnet50
 from ..samples import make_bench_clips
-from .baseline import SEED_BACKBONE, measure_baseline
-from .config import BenchConfig, BenchError, own_size
+from .baseline import measure_baseline
+from .config import SEED_BACKBONE, BenchConfig, BenchError, own_size
 from .decoders import TIMED_DECODERS, best_of_decoders, ceiling_of, measure_decoder
 from .model import RANDOM_WEIGHTS, measure_backbone, measure_compile
 from .report import describe_machine, format_report, headline, settings_of, train_line

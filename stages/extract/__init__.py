@@ -5,9 +5,9 @@ errors.py       the errors only stage one raises
 entry_points.py extract_features (a dataset), extract_video (one file), config_from_manifest
 plan.py         the extraction plan: the family, weights, identity, which videos each shard holds
 datasets.py     dataset adapters: UCF101, HMDB51, folder-per-class, CSV, the generated sample
-extractors/     the model families behind one interface (base.py): resnet50, torchvision,
-                timm and open_clip (frames), logmel_summary and vggish (sound windows);
-                family_for(cfg) picks one
+families.py     the registry of model families (each family module registers itself)
+family_listing.py --backbone's help, `vidstore backbones` and the docs' family tables, from the registry
+extractors/     the model families behind one interface (base.py); family_for(cfg) picks one
 inputs.py       what the decoders hand a family: frames, or the log-mel windows of the sound track
 decode.py       the picture decoders behind one call: probe, choose frame indices, decode only those frames
 decode_pyav.py  the default decoder: PyAV (its wheel bundles FFmpeg), the CLI's filter graph
@@ -16,7 +16,8 @@ decode_ffmpeg_cli.py  DECODER=ffmpeg-cli: an ffmpeg process per video (the bench
 decode_common.py what both share: preflight checks, the AVI header, sampling, the result types
 decode_sound.py the first audio stream of a file as 16 kHz mono
 logmel.py       the log-mel front end (VGGish's) and its time alignment
-weights.py      the one weights policy: published (cached), a local file, or seeded random
+weights.py      the one weights policy: published (cached), a local file, or seeded random,
+                built through each family's hooks
 model_thread.py a family's model on one device, on a thread of its own
 batching.py     frame slots and the inference loop: items of many videos per batch
 runner.py       the shard runner (every family), and the sink a local run commits through

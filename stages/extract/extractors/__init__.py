@@ -4,7 +4,7 @@ Each module here holds one family and registers it (families.py's `@register(Fam
 how its option value is written, its default batch, its help and what it stores.
 Importing this package imports every module in it, so a new family is one new module;
 `vidstore backbones` lists the --backbone families, and docs/architecture.md's table of
-modules is generated from the registry (families.module_table).
+modules is generated from the registry (family_listing.module_table).
 
 image_model.py holds what the library families share, hub.py where their published files are,
 sound_windows.py what the sound families share.
