@@ -42,7 +42,7 @@ class ImageModel(Extractor):
     A subclass says how its library names, describes and builds a model: `check_name`,
     `published` (the preprocessing at the model's own size), `feature_dim`, `checkpoint`
     (weights.py's view of its published weights and shape check), `builders` (the hooks
-    weights.build calls for random, file and published weights) and `features_of` (the
+    weights.build_model calls for random, file and published weights) and `features_of` (the
     library's model -> the module that returns the stored vector).
     """
 
