@@ -582,8 +582,8 @@ def demo(epochs: int, **kw) -> None:
 @click.option(
     "--markdown",
     type=click.Choice(["readme", "extraction", "architecture"]),
-    help="Print that document's table of the families instead, in Markdown (tests/extract/test_families.py "
-    "checks the documents hold them).",
+    help="Print instead the family table of that document (README.md, docs/extraction.md, docs/architecture.md), "
+    "in Markdown (MARKDOWN=).",
 )
 def backbones_command(markdown: str | None) -> None:
     """The --backbone families: how each names its models, examples, what a set of it stores."""
