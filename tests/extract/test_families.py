@@ -50,7 +50,9 @@ def test_every_example_names_its_own_family():
             assert family_for(ExtractConfig(**option)).family == f.name, example
 
 
-@pytest.mark.parametrize("backbone", ["resnet", "resnet50:x", "timm:", "open_clip:ViT-B-32", "keras:resnet50"])
+@pytest.mark.parametrize(
+    "backbone", ["resnet", "resnet50:x", "timm:", "timm:vit.a.b", "open_clip:ViT-B-32", "keras:resnet50"]
+)
 def test_a_value_of_no_familys_form_is_refused_with_every_form(backbone):
     with pytest.raises(ConfigError, match=r"^--backbone \(BACKBONE=\): .* is not a model name") as refused:
         ExtractConfig(backbone=backbone)

@@ -3,6 +3,8 @@ frames, its names, and its weights policy. Random weights, a small input size: n
 
 from __future__ import annotations
 
+import importlib.util
+
 import open_clip
 import pytest
 import torch
@@ -52,6 +54,11 @@ def test_preprocessing_is_the_checkpoints():
         ("open_clip:ViT-B-3:openai", "did you mean ViT-B-32"),
         ("open_clip:ViT-B-32:laion2b_s34b", "did you mean laion2b_s34b_b79k"),
         ("open_clip:ViT-B-32", "names are written"),
+        pytest.param(
+            "open_clip:roberta-ViT-B-32:laion2b_s12b_b32k",
+            r"Hugging Face's roberta-base, which OpenCLIP builds with the transformers package: `.venv/bin/pip",
+            marks=pytest.mark.skipif(importlib.util.find_spec("transformers") is not None, reason="transformers"),
+        ),
     ],
 )
 def test_a_wrong_name_is_an_option_error(backbone, match):

@@ -11,6 +11,7 @@ model's shapes. The pretrained tag also says how the model is built (QuickGELU).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import posixpath
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,13 @@ class OpenClipImage(ImageModel):
         tags = open_clip.list_pretrained_tags_by_model(self.arch)
         if self.tag not in tags:
             raise unknown_name(f"open_clip {self.arch}", self.tag, tags, f"open_clip:{self.arch}:{(tags or ['?'])[0]}")
+        hf_text = open_clip.get_model_config(self.arch).get("text_cfg", {}).get("hf_model_name")
+        if hf_text and importlib.util.find_spec("transformers") is None:
+            raise ConfigError(
+                f"--backbone open_clip:{self.name}: its text tower is Hugging Face's {hf_text}, which OpenCLIP builds "
+                "with the transformers package: `.venv/bin/pip install transformers`, or choose an architecture "
+                "whose towers are OpenCLIP's own (open_clip:ViT-B-16:openai)"
+            )
 
     def pretrained_cfg(self) -> dict:
         import open_clip

@@ -10,6 +10,7 @@ them (e.g. position embeddings to --size); a local file must fit the model as bu
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -71,6 +72,7 @@ def skeleton(name: str, size: int | None) -> Any:
         weights="Hugging Face hub cache",
         preprocessing="timm's resolved data config (input size, `crop_pct`, mean/std, interpolation)",
         batch=(256, 32),
+        check=lambda value: re.fullmatch(r"timm:\w+(\.\w+)?", value) is not None,  # timm's names and tags
     )
 )
 class TimmImage(ImageModel):
