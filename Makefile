@@ -136,7 +136,7 @@ $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[bench]'
 	@touch $@
 
-# The model families BACKBONE= takes; MARKDOWN=readme|extraction|architecture: that document's table.
+# The model families BACKBONE= and AUDIO_FEATURES= name; MARKDOWN=readme|extraction|architecture: that document's table.
 backbones: setup
 	$(CLI) backbones $(call opt,MARKDOWN,markdown)
 

@@ -586,7 +586,7 @@ def demo(epochs: int, **kw) -> None:
     "in Markdown (MARKDOWN=).",
 )
 def backbones_command(markdown: str | None) -> None:
-    """The --backbone families: how each names its models, examples, what a set of it stores."""
+    """The model families BACKBONE= and AUDIO_FEATURES= name: how each is written, examples, what its sets store."""
     from .extract.family_listing import doc_tables, listing
 
     click.echo(doc_tables()[markdown] if markdown else listing())

@@ -79,12 +79,24 @@ def markdown(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join("| " + " | ".join(cells) + " |" for cells in lines)
 
 
+# What `vidstore backbones` says before the families each option names.
+SECTIONS = {
+    "backbone": "BACKBONE= (--backbone), the pictures:",
+    "audio_features": "AUDIO_FEATURES= (--audio-features), the sound, with MODALITY=audio:",
+}
+
+
 def listing() -> str:
-    """`vidstore backbones`: each --backbone family, how it is written, examples, what it stores."""
-    blocks = []
-    for f in ordered("backbone"):
-        blocks.append(
-            f"{f.title}: {f.form}\n  {f.help}\n  e.g. {', '.join(f.examples)}\n  stores {stored(f)}"
-            + (f"\n  published weights: {f.weights}" if f.weights else "")
-        )
-    return "\n\n".join(blocks)
+    """`vidstore backbones`: each family, by the option that names it: how it is written,
+    examples, what a set of it stores, where its published weights come from."""
+    sections = []
+    for option, heading in SECTIONS.items():
+        blocks = [heading]
+        for f in ordered(option):
+            default = " (the default)" if default_of(option) == f.form else ""
+            blocks.append(
+                f"{f.title}: {f.form}{default}\n  {f.help}\n  e.g. {', '.join(f.examples)}\n  stores {stored(f)}"
+                + (f"\n  published weights: {f.weights}" if f.weights else "")
+            )
+        sections.append("\n\n".join(blocks))
+    return "\n\n\n".join(sections)

@@ -71,6 +71,7 @@ def test_help_and_listing_read_the_registry():
     assert helped.exit_code == 0 and listed.exit_code == 0, (helped.output, listed.output)
     for f in families.families("backbone"):
         assert f.form in helped.output and f.examples[0] in helped.output, f.name
+    for f in families.families():
         assert f"{f.title}: {f.form}" in listed.output and all(e in listed.output for e in f.examples), f.name
     assert runner.invoke(main, ["backbones", "--markdown", "readme"]).output.strip() == doc_tables()["readme"]
 
