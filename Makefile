@@ -18,7 +18,7 @@ flag = $(if $(filter 1 yes true,$($(1))),--$(2))
 # Each target's options (FEATURES_OPTS, TRAIN_OPTS, ...): generated from the options' fields.
 include $(dir $(lastword $(MAKEFILE_LIST)))options.mk
 
-.PHONY: setup features train evaluate zeroshot compare predict demo test test-all test-gpu gpu-check gpu-wheels bench store-list store-info store-verify store-gc clean-venv
+.PHONY: setup features train evaluate zeroshot compare predict demo test test-all test-gpu gpu-check gpu-wheels bench backbones store-list store-info store-verify store-gc clean-venv
 
 setup: $(VENV)/.installed
 
@@ -113,6 +113,10 @@ bench: setup $(VENV)/.bench-installed
 $(VENV)/.bench-installed: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[bench]'
 	@touch $@
+
+# The model families BACKBONE= and AUDIO_FEATURES= name; MARKDOWN=readme|extraction|architecture: that document's table.
+backbones: setup
+	$(CLI) backbones $(BACKBONES_OPTS)
 
 store-list: setup
 	$(CLI) store list $(STORE_LIST_OPTS)

@@ -152,6 +152,7 @@ BENCH_OPTS = $(call opt,CLIPS,clips) \
   $(call opt,BENCH_DEVICES,devices) \
   $(call opt,CLIPS_DIR,clips-dir) \
   $(call opt,BENCH_OUT,out)
+BACKBONES_OPTS = $(call opt,MARKDOWN,markdown)
 STORE_LIST_OPTS = $(call opt,FEATURES_ROOT,features-root) \
   $(call flag,JSON,json)
 STORE_INFO_OPTS = $(call opt,FEATURES_ROOT,features-root)

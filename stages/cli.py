@@ -118,6 +118,22 @@ class MakeOption(click.Option):
         return (self.secondary_opts if self.default is True else self.opts)[0]
 
 
+class BackboneOption(MakeOption):
+    """--backbone, whose --help also lists the registered families' forms (stages/extract/family_listing.py).
+    They are read only when the help is shown: finding the families imports the model libraries,
+    which the command line's start does not."""
+
+    def get_help_record(self, ctx: click.Context):
+        from .extract.family_listing import backbone_help
+
+        self.help = backbone_help()
+        return super().get_help_record(ctx)
+
+
+# Fields whose option needs more than MakeOption; every other field's option is a MakeOption.
+OPTION_CLASSES: dict[str, type[MakeOption]] = {"backbone": BackboneOption}
+
+
 def make_option(*decls: str, make: str, help: str, **kw):
     """A command's own option (not a config field), with its Make variable: `(VAR=)` ends its help."""
     kw.setdefault("show_default", "default" in kw and kw["default"] not in (None, "", 0, False))
@@ -149,7 +165,7 @@ def config_option(cls: type, name: str, **kw):
     shown = meta.get("shown") or (default not in (None, "") and (annotation != "bool" or bool(meta.get("flag"))))
     return click.option(
         *decls,
-        cls=MakeOption,
+        cls=OPTION_CLASSES.get(name, MakeOption),
         make_var=make,
         default=default,
         show_default=shown,
@@ -322,6 +338,21 @@ def demo(epochs: int, **kw) -> None:
     from stages.demo import run_demo
 
     run_demo(make_extract_config(**kw), epochs=epochs)
+
+
+@main.command("backbones")
+@make_option(
+    "--markdown",
+    make="MARKDOWN",
+    type=click.Choice(["readme", "extraction", "architecture"]),
+    help="Print instead the family table of that document (README.md, docs/extraction.md, docs/architecture.md), "
+    "in Markdown.",
+)
+def backbones_command(markdown: str | None) -> None:
+    """The model families BACKBONE= and AUDIO_FEATURES= name: how each is written, examples, what its sets store."""
+    from .extract.family_listing import doc_tables, listing
+
+    click.echo(doc_tables()[markdown] if markdown else listing())
 
 
 @main.command("allocator")

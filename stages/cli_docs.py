@@ -34,6 +34,7 @@ MAKE_TARGETS = {
     "predict": ("predict",),
     "zeroshot": ("zeroshot",),
     "bench": ("bench",),
+    "backbones": ("backbones",),
     "store-list": ("store", "list"),
     "store-info": ("store", "info"),
     "store-verify": ("store", "verify"),

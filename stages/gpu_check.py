@@ -11,7 +11,8 @@ and runs, each in a process of its own, within what is left of `--budget`:
 
     1. bench          `python -m stages bench` with the CUDA defaults, plus DEVICES=cuda:0,cuda:0:
                       end to end, decode ceiling, backbone, baseline, stage two's 50 epochs
-    1b. backbones     each of BACKBONES alone as the bench times ResNet-50's (stages/bench/model.py
+    1b. backbones     the first example of each family registered with gpu_check=True (ResNet-50,
+                      OpenCLIP, a torchvision video model), alone as the bench times ResNet-50's (stages/bench/model.py
                       measure_backbones: random weights, its own size, fp16, stage one's batch: 512
                       frames for ResNet-50, 256 for the other image models, 128 clips for R(2+1)D)
     2. train_profile  stage two's training step profiled (stages/train/profile.py profile_steps), at
@@ -57,13 +58,14 @@ STEPS = (
     ("gpu_tests", 240, 60),
     ("cpu_tests", 300, 90),
 )
-# The backbones timed alone side by side: ResNet-50 (stage one's default) and the shapes of other
+# The backbones timed alone side by side, read from the family registry in the step's process
+# (this module imports no stage): ResNet-50 (stage one's default) and the shapes of other
 # families' usual models, with random weights (the speed does not depend on their values).
-BACKBONES = ("resnet50", "open_clip:ViT-B-16:openai", "torchvision:r2plus1d_18")
 MEASURE_BACKBONES = """
 import json, sys
 from stages.bench.model import measure_backbones
-out = measure_backbones(sys.argv[2], tuple(sys.argv[3].split(",")))
+from stages.extract.families import families
+out = measure_backbones(sys.argv[2], tuple(f.examples[0] for f in families("backbone") if f.gpu_check))
 json.dump(out, open(sys.argv[1], "w"), indent=1)
 for name, figures in out.items():
     print(name, figures, flush=True)
@@ -277,7 +279,7 @@ def step_backbones(env: dict[str, str], out_dir: Path, timeout: float, device: s
     call brings back at most 8 files (see step_pytest)."""
     results = Path(env["VIDSTORE_GPU_CHECK_SCRATCH"]) / "gpu-check-backbones.json"
     code, wall = run_logged(
-        [sys.executable, "-c", MEASURE_BACKBONES, str(results), device, ",".join(BACKBONES)],
+        [sys.executable, "-c", MEASURE_BACKBONES, str(results), device],
         env,
         timeout,
         out_dir / "gpu-check-backbones.log",

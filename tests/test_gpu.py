@@ -16,7 +16,7 @@ import torch
 from helpers import FakeExtractor, assert_fp16_close, audio_visual_sets, random_set, reference_features, stored
 
 from pipeline import store
-from stages.extract import extract_features, model_thread
+from stages.extract import extract_features, family_for, model_thread
 from stages.extract.batching import Batcher
 from stages.extract.config import ExtractConfig
 from stages.extract.decode import DecodeJob, decode_video
@@ -59,8 +59,9 @@ def cpu_reference(gpu_cfg, weights_file) -> dict:
     from stages.extract.datasets import load_dataset
 
     frames = {}
+    resize = family_for(gpu_cfg).preprocessing().resize  # ResNet-50's: the shorter side
     for rec in load_dataset(gpu_cfg).records:
-        dec = decode_video(rec.path, DecodeJob(T, SIZE, gpu_cfg.resize_to, decoder=gpu_cfg.decoder))
+        dec = decode_video(rec.path, DecodeJob(T, SIZE, resize, decoder=gpu_cfg.decoder))
         assert not dec.error, dec.error
         frames[rec.video_id] = np.ascontiguousarray(dec.frames)
     feats = reference_features(weights_file, np.concatenate(list(frames.values())))  # one forward for all

@@ -11,10 +11,9 @@ import numpy as np
 import torch
 
 from pipeline.ffmpeg_tools import ffmpeg_binary
-from stages.extract.config import IMAGENET_MEAN, IMAGENET_STD
 
 from ..extract import video_info
-from .config import BenchConfig
+from .config import BenchConfig, seed_preprocessing
 
 CLIP_SIZE = (320, 240)  # UCF101's frame size, px
 
@@ -32,7 +31,8 @@ def seed_preprocess(frame: np.ndarray, size: int, resize: int, device: torch.dev
     )
     top, left = (x.shape[-2] - size) // 2, (x.shape[-1] - size) // 2
     x = x[..., top : top + size, left : left + size]
-    mean, std = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1), torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    pre = seed_preprocessing(size)
+    mean, std = torch.tensor(pre.mean).view(1, 3, 1, 1), torch.tensor(pre.std).view(1, 3, 1, 1)
     return ((x - mean) / std).to(device)
 
 

@@ -6,13 +6,18 @@ import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pipeline.config import DEVICE_HELP, PRECISIONS, choice, option, repo_root
 from pipeline.errors import ConfigError
-from stages.extract.config import BACKBONE_FORMS, DECODERS, ExtractConfig
+from stages.extract.config import DECODERS, ExtractConfig
+
+if TYPE_CHECKING:
+    from stages.extract.extractors import Preprocessing
 
 READERS = ("auto", "opencv", "ffmpeg")
 CPU_SIZE = 112  # the bench's crop on a CPU, px, where the backbone takes it
+SEED_BACKBONE = "resnet50"  # the seed method's model (baseline.py), whatever BACKBONE= the bench times
 
 
 class BenchError(RuntimeError):
@@ -28,7 +33,9 @@ class BenchConfig:
     workers: int = option(0, "Stage one's decoders, and the threads each decoder is timed with.", shown="all cores")
     decoder: str = choice(DECODERS[0], DECODERS, "Stage one's decoder end to end; every decoder is also timed alone.")
     device: str = option("auto", DEVICE_HELP)
-    backbone: str = option("resnet50", f"Stage one's backbone, as `features` takes it: {BACKBONE_FORMS}.")
+    backbone: str = option(
+        ExtractConfig.backbone, "Stage one's backbone, as `features` takes it, in a registered family (`vidstore backbones`)."
+    )
     weights: str = option(
         "random",
         "Its weights: random (seeded: speed does not depend on their values, and nothing downloads), "
@@ -125,7 +132,19 @@ class BenchConfig:
     @property
     def resize(self) -> int:
         """The shorter side the decoders alone and the seed method scale to: ResNet-50's ratio at `size`."""
-        return ExtractConfig(image_size=self.size).resize_to
+        resize = seed_preprocessing(self.size).resize
+        assert isinstance(resize, int), "ResNet-50 scales the shorter side"
+        return resize
+
+
+def seed_preprocessing(size: int) -> Preprocessing:
+    """The seed method's resize, crop and mean/std at a `size` px crop: ResNet-50's, whatever
+    BACKBONE= the bench times."""
+    from stages.extract.extractors import family_for  # the model libraries: not loaded by the command line's start
+
+    pre = family_for(ExtractConfig(backbone=SEED_BACKBONE, image_size=size)).preprocessing()
+    assert pre is not None, "a picture family has a preprocessing"
+    return pre
 
 
 def own_size(backbone: str) -> int:

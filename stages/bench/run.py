@@ -13,7 +13,7 @@ from pipeline.files import atomic_write_bytes
 from ..extract import build_resnet50
 from ..samples import make_bench_clips
 from .baseline import measure_baseline
-from .config import BenchConfig, BenchError, own_size
+from .config import SEED_BACKBONE, BenchConfig, BenchError, own_size
 from .decoders import TIMED_DECODERS, best_of_decoders, ceiling_of, measure_decoder
 from .model import RANDOM_WEIGHTS, measure_backbone, measure_compile
 from .report import describe_machine, format_report, headline, settings_of, train_line
@@ -41,7 +41,7 @@ def run_bench(cfg: BenchConfig) -> dict:
         "decoders: CPU ms per video counts every thread of this process, every ffmpeg process it waited for and "
         "the PyAV decoder processes",
     ]
-    if cfg.backbone != "resnet50":
+    if cfg.backbone != SEED_BACKBONE:
         notes.append(
             "baseline: the seed method is ResNet-50's, whatever BACKBONE= says; the decoders alone scale to "
             "ResNet-50's ratio (size x 256/224), end to end to the backbone's own"

@@ -25,21 +25,13 @@ from pipeline.config import (
 from pipeline.errors import ConfigError
 from pipeline.files import digest
 
+from . import families
+
 DATASETS = ("sample", "ucf101", "hmdb51", "folder", "csv")
 AUDIO_FEATURES = ("logmel", "vggish")
 AUDIO_DIM = 128  # both audio feature kinds: the log-mel summary (64 means + 64 stds) and a VGGish embedding
 # Stage one's decoders, the default first: in-process PyAV, or an ffmpeg process per video.
 DECODERS = ("pyav", "ffmpeg-cli")
-# ImageNet statistics, applied on the device to uint8 frames.
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-FEATURE_DIM = 2048
-# How --backbone (BACKBONE=) names a model: as its library does, after the library's name.
-BACKBONE_LIBRARIES = ("torchvision", "timm", "open_clip")
-BACKBONE_FORMS = (
-    "resnet50 (the default), torchvision:NAME (torchvision:convnext_tiny, or a video model: torchvision:r2plus1d_18), "
-    "timm:NAME[.TAG] (timm:vit_small_patch14_dinov2.lvd142m) or open_clip:ARCH:PRETRAINED (open_clip:ViT-B-16:openai)"
-)
 
 
 @dataclass(frozen=True)
@@ -75,7 +67,9 @@ class ExtractConfig:
         "Shorter side the frames are scaled to before the crop, px.",
         shown="the model's ratio (ResNet-50: size*256/224; a video model's own H x W, R(2+1)D: 128 x 171 at 112)",
     )
-    backbone: str = option("resnet50", f"The picture model, as its library names it: {BACKBONE_FORMS}.")
+    backbone: str = option(
+        "resnet50", "The picture model, as its library names it, in a registered family (`vidstore backbones`)."
+    )
     weights: str = option(
         "imagenet",
         "The backbone's weights: imagenet or pretrained (the published ones, from the library's cache, "
@@ -144,15 +138,6 @@ class ExtractConfig:
         return store_root(self.features_root)
 
     @property
-    def resize_to(self) -> int:
-        return self.resize or round(self.crop_size * 256 / 224)
-
-    @property
-    def crop_size(self) -> int:
-        """ResNet-50's crop: --size, default 224."""
-        return self.image_size or 224
-
-    @property
     def dataset_name(self) -> str:
         """Directory name of the dataset in the store (folder/csv: from the path)."""
         return store_dataset_name(self.dataset, self.data_dir, self.name)
@@ -191,7 +176,7 @@ def validate_extract(cfg: ExtractConfig) -> None:
         raise ConfigError(f"--size (SIZE=): the backbones need at least 32 px, got {cfg.image_size!r}")
     if cfg.resize is not None and cfg.image_size is not None and cfg.resize < cfg.image_size:
         raise ConfigError(f"--resize: shorter side {cfg.resize} is smaller than the crop {cfg.image_size}")
-    validate_backbone(cfg.backbone)
+    families.validate("backbone", cfg.backbone)
     if cfg.precision not in PRECISIONS:
         raise ConfigError(f"--precision (PRECISION=): choose one of {', '.join(PRECISIONS)}, got {cfg.precision!r}")
     if cfg.decoder not in DECODERS:
@@ -224,19 +209,6 @@ def validate_extract(cfg: ExtractConfig) -> None:
         raise ConfigError(
             f"--devices (DEVICES=) {','.join(cfg.devices)} cannot be combined with --scheduler: on Dask, run one worker "
             f"per GPU instead (`dask cuda worker`, or CUDA_VISIBLE_DEVICES=k dask worker ... --resources GPU=1)"
-        )
-
-
-def validate_backbone(backbone: str) -> None:
-    """The name's form (the library knows the model: checked by its family, which imports it)."""
-    library, _, name = backbone.partition(":")
-    parts = name.split(":")
-    ok = backbone == "resnet50" or (
-        library in BACKBONE_LIBRARIES and all(parts) and len(parts) == (2 if library == "open_clip" else 1)
-    )
-    if not ok:
-        raise ConfigError(
-            f"--backbone (BACKBONE=): {backbone!r} is not a model name; names are written {BACKBONE_FORMS}"
         )
 
 

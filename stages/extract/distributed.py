@@ -53,7 +53,7 @@ from .extractors import Extractor
 from .model_thread import ModelThread
 from .plan import ExtractionPlan, committed_indices
 from .runner import ShardBuffer, ShardRunner, Summary, claim_uncommitted
-from .weights import WeightsSpec, file_identity
+from .weights import WeightsSpec, on_worker
 
 RETRIES = 2  # re-runs of a task that raised (a worker's death is rescheduled by Dask on top)
 CONNECT_TIMEOUT = 30.0  # seconds to reach a scheduler
@@ -169,31 +169,9 @@ def cached_model(
 
 
 def weights_here(family: Extractor, spec: WeightsSpec) -> WeightsSpec:
-    """The driver's weights on this worker: same file, or this worker's own ImageNet cache.
-
-    Checked against the identity the feature set records, so a worker with a different
-    file at the same path cannot slip other numbers into the set.
-    """
-    if spec.kind == "random":
-        return spec
-    if spec.kind not in ("file", "random") and not (spec.path and Path(spec.path).is_file()):
-        local = family.resolve_weights()  # the published weights from this machine's cache; downloads once
-        if local is None or local.identity != spec.identity:
-            raise WeightsError(
-                f"worker {socket.gethostname()}: {family.family} weights here are {local and local.identity}, "
-                f"the run uses {spec.identity}"
-            )
-        return local
-    if not (spec.path and Path(spec.path).is_file()):
-        raise WeightsError(
-            f"--weights {spec.path}: not found on worker {socket.gethostname()}; "
-            f"put the file where every worker sees it at the same path"
-        )
-    if spec.kind == "file" and file_identity(Path(spec.path)) != spec.identity:
-        raise WeightsError(
-            f"--weights {spec.path}: the file on worker {socket.gethostname()} differs from the driver's ({spec.identity})"
-        )
-    return spec
+    """The driver's weights on this worker (weights.on_worker: the same file, or this worker's
+    own cache of the published ones)."""
+    return on_worker(spec, family.resolve_weights, socket.gethostname(), family.family)
 
 
 # ---------------------------------------------------------------- the cluster

@@ -9,7 +9,9 @@
                  feature-set id so such features are never mistaken for real ones
 
 Checkpoints are loaded with `weights_only=True`: a file that would run code when unpickled
-is refused.
+is refused. `resolve` turns the option into a WeightsSpec, `build_model` turns a spec into a model
+through the three hooks a family supplies (`Builders`), and `on_worker` checks a spec where a
+Dask worker builds it: the only places that look at which of the three kinds a spec is.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import urllib.error
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -37,6 +40,11 @@ class WeightsSpec:
     identity: str  # recorded in the feature-set identity
     path: Path | None = None  # local file (cached download or user file)
     seed: int = 0
+
+    @property
+    def published(self) -> bool:
+        """The library's published checkpoint (not a user's file, not random)."""
+        return self.kind not in ("file", "random")
 
     @property
     def file(self) -> Path:
@@ -103,6 +111,61 @@ def resolve(
             warn_random(msg, ckpt.what)
             return WeightsSpec("random", f"random:seed{seed}", None, seed)
     return WeightsSpec(ckpt.pretrained, ckpt.identity, cached)
+
+
+@dataclass(frozen=True)
+class Builders:
+    """How a family builds its model (on the CPU, in eval mode or not) from each kind of weights.
+
+    random      () -> the model, freshly initialised (`build_model` seeds torch first)
+    from_state  a state dict already checked against the model (Checkpoint.check) -> the model
+    published   the cached published file -> the model, as its library loads it; None: the
+                file is a state dict like a user's (read, checked and given to `from_state`)
+    """
+
+    random: Callable[[], Any]
+    from_state: Callable[[dict], Any]
+    published: Callable[[Path], Any] | None = None
+
+
+def build_model(spec: WeightsSpec, ckpt: Checkpoint, builders: Builders) -> Any:
+    """The model `spec` names, built by the family's hooks: seeded random, a user's state dict
+    (checked against the model's shapes first) or the published checkpoint."""
+    if spec.kind == "random":
+        torch.manual_seed(spec.seed)  # the same seed builds the same model
+        return builders.random()
+    if spec.published and builders.published is not None:
+        return builders.published(spec.file)
+    state = load_state_dict(spec.file, ckpt.option)
+    if any(v.is_meta for v in state.values()):
+        raise WeightsError(f"{ckpt.option} {spec.file}: its tensors hold no data (saved from the meta device)")
+    ckpt.check(state, spec.file)
+    return builders.from_state(state)
+
+
+def on_worker(spec: WeightsSpec, resolve_here: Callable[[], WeightsSpec | None], host: str, what: str) -> WeightsSpec:
+    """The driver's weights as a Dask worker on `host` will build them: random as they are, a
+    file at the same path with the same content, published ones from this machine's own cache
+    (`resolve_here`, which downloads once). Checked against the identity the feature set
+    records, so a worker with another file at the same path cannot slip other numbers in."""
+    if spec.kind == "random":
+        return spec
+    if spec.published and not (spec.path and Path(spec.path).is_file()):
+        local = resolve_here()
+        if local is None or local.identity != spec.identity:
+            raise WeightsError(
+                f"worker {host}: {what} weights here are {local and local.identity}, the run uses {spec.identity}"
+            )
+        return local
+    if not (spec.path and Path(spec.path).is_file()):
+        raise WeightsError(
+            f"--weights {spec.path}: not found on worker {host}; put the file where every worker sees it at the same path"
+        )
+    if spec.kind == "file" and file_identity(Path(spec.path)) != spec.identity:
+        raise WeightsError(
+            f"--weights {spec.path}: the file on worker {host} differs from the driver's ({spec.identity})"
+        )
+    return spec
 
 
 class socket_timeout:

@@ -1,5 +1,6 @@
 """The ResNet-50 family: weights resolution, and its numbers against a plain torchvision forward."""
 
+import shutil
 import sys
 import threading
 
@@ -13,7 +14,7 @@ from pipeline.errors import ConfigError
 from stages.extract import extract_features
 from stages.extract.config import ExtractConfig
 from stages.extract.errors import WeightsError
-from stages.extract.extractors.resnet50 import ResNet50, resolve_weights
+from stages.extract.extractors.resnet50 import ResNet50, imagenet_cache_path, resolve_weights
 from stages.extract.model_thread import ModelThread
 
 RESNET50 = ResNet50(ExtractConfig())
@@ -25,6 +26,20 @@ def test_features_equal_a_direct_torchvision_forward(weights_file):
     spec = resolve_weights(str(weights_file))
     ours = ModelThread(RESNET50, spec, device="cpu").extract(torch.from_numpy(frames))
     assert ours.shape == (3, 2048) and ours.dtype == np.float16
+    np.testing.assert_allclose(ours.astype(np.float32), reference_features(weights_file, frames), rtol=2e-3, atol=2e-3)
+
+
+def test_the_cached_imagenet_file_is_what_resnet50_loads(weights_file, monkeypatch, tmp_path):
+    """WEIGHTS=imagenet with the checkpoint in torch hub's cache (no network): named by torchvision's
+    weights, built by torchvision's own loader from that file."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    cached = imagenet_cache_path()
+    cached.parent.mkdir(parents=True)
+    shutil.copy(weights_file, cached)
+    spec = resolve_weights("imagenet")
+    assert (spec.kind, spec.identity, spec.path) == ("imagenet", "torchvision:IMAGENET1K_V2", cached)
+    frames = np.random.default_rng(1).integers(0, 256, (2, 64, 64, 3), dtype=np.uint8)
+    ours = ModelThread(RESNET50, spec, device="cpu").extract(torch.from_numpy(frames))
     np.testing.assert_allclose(ours.astype(np.float32), reference_features(weights_file, frames), rtol=2e-3, atol=2e-3)
 
 

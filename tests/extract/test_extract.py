@@ -19,7 +19,7 @@ from helpers import stored
 
 from pipeline import files, store
 from pipeline.files import file_sha256
-from stages.extract import config_from_manifest, extract_features
+from stages.extract import config_from_manifest, extract_features, family_for
 from stages.extract.config import ExtractConfig
 from stages.extract.datasets import load_ucf101
 from stages.extract.decode import DecodeJob, decode_video
@@ -95,7 +95,8 @@ def test_features_equal_direct_torchvision_forward_of_the_same_frames(ucf_set, u
     frames that decoder gives, within fp16 noise."""
     summary, m = ucf_set
     vid, (x, n, _) = sorted(stored(summary.set_dir).items())[3]
-    dec = decode_video(Path(m["video_root"]) / vid, DecodeJob(16, SIZE, ucf_cfg.resize_to, decoder=ucf_cfg.decoder))
+    resize = family_for(ucf_cfg).preprocessing().resize  # ResNet-50's: the shorter side
+    dec = decode_video(Path(m["video_root"]) / vid, DecodeJob(16, SIZE, resize, decoder=ucf_cfg.decoder))
     model = torchvision.models.resnet50()
     model.load_state_dict(torch.load(weights_file, weights_only=True))
     model.fc = torch.nn.Identity()

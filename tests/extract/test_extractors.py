@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from stages.extract.config import ExtractConfig
-from stages.extract.extractors import CLIPS, FAMILIES, FRAMES, SOUND, family_for
+from stages.extract.extractors import CLIPS, FRAMES, SOUND, family_for
+from stages.extract.families import families
 from stages.extract.logmel import summarize
 from stages.extract.model_thread import ModelThread
 from stages.extract.plan import make_plan
@@ -38,7 +39,7 @@ def test_each_option_value_names_one_family():
     assert all(family_for(ExtractConfig(backbone=b)).family == f for f, b in EXAMPLE_BACKBONES.items())
     assert family_for(ExtractConfig(modality="audio")).family == "logmel"
     assert family_for(ExtractConfig(modality="audio", audio_features="vggish")).family == "vggish"
-    assert {f.decodes for f in FAMILIES.values()} == {FRAMES, CLIPS, SOUND}
+    assert {f.extractor.decodes for f in families()} == {FRAMES, CLIPS, SOUND}
 
 
 # A small model of each family that names its models after a library's (--backbone LIBRARY:NAME).
@@ -48,6 +49,9 @@ EXAMPLE_BACKBONES = {
     "torchvision-video": "torchvision:r2plus1d_18",  # torchvision's video models are the clip family's
     "open_clip": "open_clip:ViT-B-32:openai",
 }
+
+
+FAMILIES = {f.name: f.extractor for f in families()}
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))

@@ -1,53 +1,42 @@
 """Stage one's model families behind one interface (base.py); `family_for(cfg)` picks one.
 
-resnet50.py           FRAMES  ResNet-50 (torchvision), 2048-d            --backbone resnet50
-torchvision_image.py  FRAMES  image classifiers: final Linear's input    --backbone torchvision:NAME
-torchvision_video.py  CLIPS   video classifiers: the same, per clip       --backbone torchvision:NAME (a video model)
-timm_image.py         FRAMES  any timm model: its pre-logits             --backbone timm:NAME[.TAG]
-open_clip_image.py    FRAMES  OpenCLIP image towers: encode_image        --backbone open_clip:ARCH:PRETRAINED
-logmel_summary.py     SOUND   log-mel summary, 128-d, no weights         --modality audio --audio-features logmel
-vggish.py             SOUND   VGGish embedding, 128-d                    --modality audio --audio-features vggish
+Each module here holds one family and registers it (families.py's `@register(Family(...))`):
+how its option value is written, its default batch, its help and what it stores.
+Importing this package imports every module in it, so a new family is one new module;
+`vidstore backbones` lists the --backbone families, and docs/architecture.md's table of
+modules is generated from the registry (family_listing.module_table).
 
-image_model.py holds what the three library families share, hub.py where their published files are.
+image_model.py holds what the library families share, hub.py where their published files are,
+sound_windows.py what the sound families share.
 """
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
+
 from pipeline.errors import ConfigError
 
+from .. import families
 from ..config import ExtractConfig
 from .base import CLIPS, FRAMES, SOUND, Extractor, Loaded, Preprocessing
-from .logmel_summary import LogMelSummary
-from .open_clip_image import OpenClipImage
-from .resnet50 import ResNet50
-from .timm_image import TimmImage
-from .torchvision_image import TorchvisionImage
-from .torchvision_video import TorchvisionVideo, video_models
-from .vggish import VGGishFamily
 
-# The option value that names a family -> its class: --backbone for pictures (up to the
-# colon: timm:NAME is the timm family's), --audio-features for sound.
-FAMILIES: dict[str, type[Extractor]] = {
-    f.family: f
-    for f in (ResNet50, TorchvisionImage, TorchvisionVideo, TimmImage, OpenClipImage, LogMelSummary, VGGishFamily)
-}
-
-
-def family_name(cfg: ExtractConfig) -> str:
-    """The FAMILIES key of `cfg`'s set: the option's value, up to the colon for a backbone;
-    torchvision's video models (torchvision:r2plus1d_18) are the clip family's."""
-    if cfg.modality == "audio":
-        return cfg.audio_features
-    library, _, model = cfg.backbone.partition(":")
-    return TorchvisionVideo.family if library == "torchvision" and model in video_models() else library
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")  # each family module registers itself
 
 
 def family_for(cfg: ExtractConfig) -> Extractor:
-    """The family that computes the features of `cfg`'s feature set."""
-    name = family_name(cfg)
-    if name not in FAMILIES:
-        raise ConfigError(f"--backbone (BACKBONE=): the {name} family is not available in this version")
-    return FAMILIES[name](cfg)
+    """The family that computes the features of `cfg`'s feature set (its library checks the name)."""
+    option = "audio_features" if cfg.modality == "audio" else "backbone"
+    cls = families.family_named(option, getattr(cfg, option)).extractor
+    if not isinstance(cls, type) or not issubclass(cls, Extractor):
+        raise ConfigError(f"the {getattr(cfg, option)} family has no extractor in this version")
+    return cls(cfg)
 
 
-__all__ = ["CLIPS", "FAMILIES", "FRAMES", "SOUND", "Extractor", "Loaded", "Preprocessing", "family_for"]
+def family_class(name: str) -> type[Extractor]:
+    """A registered family's Extractor subclass, by its registry name (e.g. "vggish")."""
+    return families.REGISTRY[name].extractor
+
+
+__all__ = ["CLIPS", "FRAMES", "SOUND", "Extractor", "Loaded", "Preprocessing", "family_class", "family_for"]

@@ -15,11 +15,13 @@ batcher, the plan and the store only talk to this interface:
     identity()       the fields that change the numbers; their hash is the feature-set id
     load()           the model on a device: `Loaded(model, prepare)`, where `prepare` maps a
                      batch as decoded, already on the device, to the model's input
-    batch_size()     items per forward; `one_video_per_batch` keeps a video's rows together
+    batch_size()     items per forward (GPU_BATCH=, else its registered default per device);
+                     `one_video_per_batch` keeps a video's rows together
 
-Adding a family: a module here with its subclass, its entry in FAMILIES (__init__.py), its
-option values in the config, and tests that compare its stored features with an
-independent forward of the same model.
+Adding a family: a module here with its subclass, registered with `@register(Family(...))`
+(families.py: how its option value is written, its default batch, help, what it stores),
+and tests that compare its stored features with an independent forward of the same model.
+The package imports every module in it, so nothing else names the new one.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from torch import nn
 from pipeline.devices import inference_precision, resolve_device
 from pipeline.errors import ConfigError
 
+from .. import families
 from ..config import ExtractConfig
 from ..decode.common import ClipSpec
 from ..weights import WeightsSpec
@@ -71,7 +74,7 @@ class Loaded:
 class Extractor(ABC):
     """One model family under one stage-one config (see the module docstring)."""
 
-    family: ClassVar[str]  # the option value that names it, e.g. "resnet50", "vggish"
+    family: ClassVar[str]  # its registry name (set by families.register), e.g. "resnet50", "vggish"
     modality: ClassVar[str]  # the store modality of its sets: "rgb" | "audio"
     decodes: ClassVar[str]  # FRAMES | SOUND
     dim: int  # a class constant, or set per model by a family whose models differ
@@ -88,6 +91,11 @@ class Extractor(ABC):
 
     def __init__(self, cfg: ExtractConfig):
         self.cfg = cfg
+
+    @classmethod
+    def registered(cls) -> families.Family:
+        """Its registry record (families.py)."""
+        return families.REGISTRY[cls.family]
 
     @abstractmethod
     def item_shape(self) -> tuple[int, ...]:
@@ -121,8 +129,12 @@ class Extractor(ABC):
         return torch.device("cpu")
 
     def batch_size(self, device: torch.device) -> int:
-        """Items per forward."""
-        return self.cfg.frames
+        """Items per forward: GPU_BATCH=, else the registered default for the device's type;
+        a family registered without one takes a video's steps per forward."""
+        batch = self.registered().batch
+        if batch is None:
+            return self.cfg.frames
+        return self.cfg.gpu_batch or (batch[0] if device.type == "cuda" else batch[1])
 
     def describe(self, weights: WeightsSpec | None, device: torch.device, precision: str) -> str:
         """How a run says what computes its features (its first progress line)."""

@@ -19,22 +19,21 @@ from pipeline.config import SCHEMA_VERSION
 from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError
 
-from ..config import BACKBONE_FORMS, FeatureIdentity
+from ..config import FeatureIdentity
 from ..decode.common import scaler
-from ..weights import Checkpoint, WeightsSpec, resolve
+from ..families import forms
+from ..weights import Builders, Checkpoint, WeightsSpec, build_model, resolve
 from .base import FRAMES, Extractor, Loaded, Preprocessing, picture_model, picture_precision, required
 
-# The word that asks for a library's published weights; ResNet-50's default word is accepted too.
-PRETRAINED = "pretrained"
+# The words that ask for a library's published weights: the option's default and the general one.
+PUBLISHED_WORDS = ("imagenet", "pretrained")
 
 
 def unknown_name(kind: str, name: str, known: list[str], example: str) -> ConfigError:
     """The option error for a model name its library does not know, with the closest it does."""
     close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
     hint = f"; did you mean {', '.join(close)}?" if close else f" (e.g. {example})"
-    return ConfigError(
-        f"--backbone (BACKBONE=): {kind} has no model {name!r}{hint}. Names are written {BACKBONE_FORMS}"
-    )
+    return ConfigError(f"--backbone (BACKBONE=): {kind} has no model {name!r}{hint}. Names are written {forms()}")
 
 
 class ImageModel(Extractor):
@@ -42,7 +41,9 @@ class ImageModel(Extractor):
 
     A subclass says how its library names, describes and builds a model: `check_name`,
     `published` (the preprocessing at the model's own size), `feature_dim`, `checkpoint`
-    (weights.py's view of its published weights and shape check) and `build`.
+    (weights.py's view of its published weights and shape check), `builders` (the hooks
+    weights.build_model calls for random, file and published weights) and `features_of` (the
+    library's model -> the module that returns the stored vector).
     """
 
     modality = "rgb"
@@ -53,9 +54,13 @@ class ImageModel(Extractor):
 
     def __init__(self, cfg):
         super().__init__(cfg)
-        self.name = cfg.backbone.split(":", 1)[1]
+        self.name = self.model_name()
         self.check_name()
         self.dim = self.feature_dim()
+
+    def model_name(self) -> str:
+        """The model as its library names it: the option value after the library's prefix."""
+        return self.cfg.backbone.split(":", 1)[1]
 
     @abstractmethod
     def check_name(self) -> None:
@@ -74,8 +79,16 @@ class ImageModel(Extractor):
         """Its published weights (cache file, download) and the shape check of a local file."""
 
     @abstractmethod
+    def builders(self) -> Builders:
+        """The library's model from random weights, a checked state dict, the published file."""
+
+    @abstractmethod
+    def features_of(self, model: torch.nn.Module) -> torch.nn.Module:
+        """The library's model -> a module (B, 3, S, S) normalised -> (B, D)."""
+
     def build(self, weights: WeightsSpec) -> torch.nn.Module:
         """The model in eval mode on the CPU, (B, 3, S, S) normalised -> (B, D)."""
+        return self.features_of(build_model(weights, self.checkpoint(), self.builders())).eval()
 
     def item_shape(self) -> tuple[int, ...]:
         size = self.preprocessing().size
@@ -96,8 +109,9 @@ class ImageModel(Extractor):
         return Preprocessing(size, resize, pub.crop, pub.mean, pub.std, pub.interpolation)
 
     def resolve_weights(self, download_timeout: float = 20.0, fallback_to_random: bool = False) -> WeightsSpec:
-        weights = PRETRAINED if self.cfg.weights == "imagenet" else self.cfg.weights
-        return resolve(self.checkpoint(), weights, self.cfg.seed, fallback_to_random, download_timeout)
+        ckpt = self.checkpoint()
+        weights = ckpt.pretrained if self.cfg.weights in PUBLISHED_WORDS else self.cfg.weights
+        return resolve(ckpt, weights, self.cfg.seed, fallback_to_random, download_timeout)
 
     def identity(
         self, dataset: str, videos_sha256: str, sampling: dict, weights: WeightsSpec | None, precision: str
@@ -114,16 +128,20 @@ class ImageModel(Extractor):
             image_size=pre.size,
             resize=pre.resize,
             crop=pre.crop,
-            # scaler: the FFmpeg filter the decoders resize with, the model's own interpolation
-            normalisation={
-                "mean": pre.mean,
-                "std": pre.std,
-                "interpolation": pre.interpolation,
-                "scaler": scaler(pre.interpolation),
-            },
+            normalisation=self.normalisation(pre),
             precision=precision,
             decoder=self.cfg.decoder,
         )
+
+    def normalisation(self, pre: Preprocessing) -> dict:
+        """The identity's normalisation field: mean/std, the interpolation and the FFmpeg filter
+        (`scaler`) the decoders resize with."""
+        return {
+            "mean": pre.mean,
+            "std": pre.std,
+            "interpolation": pre.interpolation,
+            "scaler": scaler(pre.interpolation),
+        }
 
     def precision(self) -> str:
         return picture_precision(self.cfg)
@@ -131,18 +149,9 @@ class ImageModel(Extractor):
     def device(self) -> torch.device:
         return resolve_device(self.cfg.devices[0] if self.cfg.devices else self.cfg.device)
 
-    def batch_size(self, device: torch.device) -> int:
-        """GPU_BATCH=, else 256 on CUDA and 32 on a CPU (ResNet-50's CPU batch)."""
-        return self.cfg.gpu_batch or (256 if device.type == "cuda" else 32)
-
     def describe(self, weights: WeightsSpec | None, device: torch.device, precision: str) -> str:
         return f"{self.cfg.backbone} on {device} ({precision})"
 
     def load(self, weights: WeightsSpec | None, device: torch.device, dtype: torch.dtype) -> Loaded:
         model = self.build(required(weights, self.family)).to(device).to(memory_format=torch.channels_last)
         return picture_model(model, self.preprocessing(), device, dtype)
-
-
-def random_init(seed: int) -> None:
-    """Seeded random weights: the same seed builds the same model."""
-    torch.manual_seed(seed)

@@ -12,6 +12,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..config import AUDIO_DIM
+from ..families import Family, register
 from ..logmel import summarize
 from ..weights import WeightsSpec
 from .base import Loaded
@@ -25,9 +27,22 @@ class Summary(nn.Module):
         return summarize(x)
 
 
+@register(
+    Family(
+        name="logmel",
+        title="log-mel summary",
+        form="logmel",
+        examples=("logmel",),
+        help="per mel band, the mean and the std over the window; no weights",
+        stores="64 band means, then 64 band stds",
+        weights="",
+        preprocessing="VGGish's log-mel front end",
+        batch=None,
+        dim=AUDIO_DIM,
+        option="audio_features",
+    )
+)
 class LogMelSummary(SoundWindows):
-    family = "logmel"
-
     def resolve_weights(self, download_timeout: float = 20.0, fallback_to_random: bool = False) -> None:
         return None
 

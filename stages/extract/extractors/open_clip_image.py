@@ -11,6 +11,7 @@ model's shapes. The pretrained tag also says how the model is built (QuickGELU).
 from __future__ import annotations
 
 import functools
+import importlib.util
 import posixpath
 from pathlib import Path
 from typing import Any
@@ -20,10 +21,11 @@ import torch
 from pipeline.errors import ConfigError
 
 from ..errors import WeightsError
-from ..weights import Checkpoint, WeightsSpec, check_shapes, load_state_dict
+from ..families import Family, register
+from ..weights import Builders, Checkpoint, WeightsSpec, build_model, check_shapes
 from .base import Preprocessing
 from .hub import hf_cached, hf_download, url_cached, url_download
-from .image_model import ImageModel, random_init, unknown_name
+from .image_model import ImageModel, unknown_name
 
 
 class ImageTower(torch.nn.Module):
@@ -39,15 +41,31 @@ class ImageTower(torch.nn.Module):
 
 @functools.lru_cache(maxsize=8)
 def skeleton(arch: str, quick_gelu: bool, size: int | None) -> Any:
-    """The whole CLIP model on the meta device: shapes only."""
+    """The whole CLIP model on the meta device: shapes only. create_model ends by moving the model
+    to its `device` argument (the CPU by default), which a meta tensor cannot be copied to."""
     import open_clip
 
     with torch.device("meta"):
-        return open_clip.create_model(arch, pretrained=None, force_quick_gelu=quick_gelu, force_image_size=size)
+        return open_clip.create_model(
+            arch, pretrained=None, force_quick_gelu=quick_gelu, force_image_size=size, device="meta"
+        )
 
 
+@register(
+    Family(
+        name="open_clip",
+        title="OpenCLIP",
+        form="open_clip:ARCH:PRETRAINED",
+        examples=("open_clip:ViT-B-16:openai", "open_clip:ViT-B-32:laion2b_s34b_b79k"),
+        help="an OpenCLIP image tower, as open_clip.list_pretrained() names it",
+        stores="`encode_image(x)`, not normalised (the image tower only)",
+        weights="Hugging Face hub cache",
+        preprocessing="the checkpoint's preprocess config (tower size, mean/std, interpolation; `shortest` resize)",
+        batch=(256, 32),
+        gpu_check=True,
+    )
+)
 class OpenClipImage(ImageModel):
-    family = "open_clip"
     library = "open_clip"
 
     @property
@@ -66,6 +84,13 @@ class OpenClipImage(ImageModel):
         tags = open_clip.list_pretrained_tags_by_model(self.arch)
         if self.tag not in tags:
             raise unknown_name(f"open_clip {self.arch}", self.tag, tags, f"open_clip:{self.arch}:{(tags or ['?'])[0]}")
+        hf_text = open_clip.get_model_config(self.arch).get("text_cfg", {}).get("hf_model_name")
+        if hf_text and importlib.util.find_spec("transformers") is None:
+            raise ConfigError(
+                f"--backbone open_clip:{self.name}: its text tower is Hugging Face's {hf_text}, which OpenCLIP builds "
+                "with the transformers package: `.venv/bin/pip install transformers`, or choose an architecture "
+                "whose towers are OpenCLIP's own (open_clip:ViT-B-16:openai)"
+            )
 
     def pretrained_cfg(self) -> dict:
         import open_clip
@@ -123,27 +148,32 @@ class OpenClipImage(ImageModel):
         expected = {k: v.shape for k, v in model.state_dict().items()}
         check_shapes(expected, state, path, "--weights (WEIGHTS=)", f"open_clip:{self.name}")
 
-    def build(self, weights: WeightsSpec) -> torch.nn.Module:
-        return ImageTower(self.build_clip(weights)).eval()
+    def builders(self) -> Builders:
+        import open_clip
+
+        kw = dict(force_quick_gelu=self.quick_gelu(), force_image_size=self.built_size())
+
+        def random() -> Any:
+            return open_clip.create_model(self.arch, pretrained=None, **kw)
+
+        def from_state(state: dict) -> Any:  # a whole CLIP state dict: both towers
+            model = random()
+            model.load_state_dict(state)
+            return model
+
+        def published(path: Path) -> Any:  # OpenCLIP loads its own file (a local path as `pretrained`)
+            return open_clip.create_model(self.arch, pretrained=str(path), **kw)
+
+        return Builders(random, from_state, published)
+
+    def features_of(self, model: torch.nn.Module) -> torch.nn.Module:
+        return ImageTower(model)
 
     def build_clip(self, weights: WeightsSpec) -> Any:
         """The whole CLIP model (both towers) on the CPU, in eval mode: the image tower stage one
         runs, and the text tower `make zeroshot` names the classes with. `random` weights seed
         both towers as one model, so the same seed gives the same pair."""
-        import open_clip
-
-        kw = dict(force_quick_gelu=self.quick_gelu(), force_image_size=self.built_size())
-        if weights.kind == "random":
-            random_init(weights.seed)
-            model = open_clip.create_model(self.arch, pretrained=None, **kw)
-        elif weights.kind == "file":
-            model = open_clip.create_model(self.arch, pretrained=None, **kw)
-            state = load_state_dict(weights.file, "--weights (WEIGHTS=)")
-            self.check_fits(state, weights.file)
-            model.load_state_dict(state)
-        else:  # OpenCLIP loads its own published file (a local path as `pretrained`)
-            model = open_clip.create_model(self.arch, pretrained=str(weights.file), **kw)
-        return model.eval()
+        return build_model(weights, self.checkpoint(), self.builders()).eval()
 
     def tokenizer(self) -> Any:
         """OpenCLIP's tokenizer of the architecture: list[str] -> (n, context) token ids. Most ship

@@ -10,6 +10,7 @@ them (e.g. position embeddings to --size); a local file must fit the model as bu
 from __future__ import annotations
 
 import functools
+import re
 from pathlib import Path
 from typing import Any
 
@@ -17,10 +18,11 @@ import torch
 
 from pipeline.errors import ConfigError
 
-from ..weights import Checkpoint, WeightsSpec, check_shapes, load_state_dict
+from ..families import Family, register
+from ..weights import Builders, Checkpoint, check_shapes
 from .base import Preprocessing
 from .hub import hf_cached, hf_download, url_cached, url_download
-from .image_model import ImageModel, random_init, unknown_name
+from .image_model import ImageModel, unknown_name
 
 HF_FILES = ("model.safetensors", "pytorch_model.bin")
 
@@ -59,8 +61,21 @@ def skeleton(name: str, size: int | None) -> Any:
         return timm.create_model(name, pretrained=False, **size_kwargs(name, size))
 
 
+@register(
+    Family(
+        name="timm",
+        title="timm",
+        form="timm:NAME[.TAG]",
+        examples=("timm:vit_small_patch14_dinov2.lvd142m", "timm:convnext_tiny.fb_in22k"),
+        help="any timm model, its pretrained tag included, as timm writes it",
+        stores="`forward_head(forward_features(x), pre_logits=True)`",
+        weights="Hugging Face hub cache",
+        preprocessing="timm's resolved data config (input size, `crop_pct`, mean/std, interpolation)",
+        batch=(256, 32),
+        check=lambda value: re.fullmatch(r"timm:\w+(\.\w+)?", value) is not None,  # timm's names and tags
+    )
+)
 class TimmImage(ImageModel):
-    family = "timm"
     library = "timm"
 
     def check_name(self) -> None:
@@ -139,20 +154,24 @@ class TimmImage(ImageModel):
         optional = tuple(k for k in expected if k.startswith(tuple(f"{h}." for h in heads)))
         check_shapes(expected, state, path, "--weights (WEIGHTS=)", f"timm:{self.name}", optional)
 
-    def build(self, weights: WeightsSpec) -> torch.nn.Module:
+    def builders(self) -> Builders:
         import timm
 
         kw = size_kwargs(self.name, self.built_size())
-        if weights.kind == "random":
-            random_init(weights.seed)
-            model = timm.create_model(self.name, pretrained=False, **kw)
-        elif weights.kind == "file":
-            model = timm.create_model(self.name, pretrained=False, **kw)
-            state = load_state_dict(weights.file, "--weights (WEIGHTS=)")
-            self.check_fits(state, weights.file)
+
+        def random() -> torch.nn.Module:
+            return timm.create_model(self.name, pretrained=False, **kw)
+
+        def from_state(state: dict) -> torch.nn.Module:
+            model = random()
             model.load_state_dict(state, strict=False)
-        else:  # timm loads its own published file, adapting it to the size it is built at
-            model = timm.create_model(
-                self.name, pretrained=True, pretrained_cfg_overlay={"file": str(weights.file)}, **kw
-            )
-        return PreLogits(model).eval()
+            return model
+
+        def published(path: Path) -> torch.nn.Module:
+            # timm loads its own published file, adapting it to the size it is built at
+            return timm.create_model(self.name, pretrained=True, pretrained_cfg_overlay={"file": str(path)}, **kw)
+
+        return Builders(random, from_state, published)
+
+    def features_of(self, model: torch.nn.Module) -> torch.nn.Module:
+        return PreLogits(model)

@@ -18,10 +18,11 @@ import torchvision
 
 from pipeline.errors import ConfigError
 
-from ..weights import Checkpoint, WeightsSpec, check_shapes, load_state_dict
+from ..families import Family, register
+from ..weights import Builders, Checkpoint, check_shapes
 from .base import Preprocessing
 from .hub import url_cached
-from .image_model import ImageModel, random_init, unknown_name
+from .image_model import ImageModel, unknown_name
 
 
 def image_models() -> list[str]:
@@ -63,8 +64,20 @@ def skeleton(name: str, size: int | None) -> Any:
         return torchvision.models.get_model(name, weights=None, **size_kwargs(name, size))
 
 
+@register(
+    Family(
+        name="torchvision",
+        title="torchvision",
+        form="torchvision:NAME",
+        examples=("torchvision:convnext_tiny", "torchvision:vit_b_16"),
+        help="an image classifier of torchvision.models.list_models()",
+        stores="the input of the final `Linear`",
+        weights="torch hub cache",
+        preprocessing="its default weights' `transforms()`",
+        batch=(256, 32),
+    )
+)
 class TorchvisionImage(ImageModel):
-    family = "torchvision"
     library = "torchvision"
 
     def check_name(self) -> None:
@@ -124,19 +137,29 @@ class TorchvisionImage(ImageModel):
         head = self.head(model)
         expected = {k: v.shape for k, v in model.state_dict().items() if not k.startswith(head)}
         state = {k: v for k, v in state.items() if not k.startswith(head)}
-        check_shapes(expected, state, path, "--weights (WEIGHTS=)", f"torchvision:{self.name}")
+        check_shapes(expected, state, path, "--weights (WEIGHTS=)", self.label())
 
-    def build(self, weights: WeightsSpec) -> torch.nn.Module:
+    def label(self) -> str:
+        """The model in messages."""
+        return f"torchvision:{self.name}"
+
+    def builders(self) -> Builders:
         kw = self.size_kwargs()
-        if weights.kind == "random":
-            random_init(weights.seed)
-            model = torchvision.models.get_model(self.name, weights=None, **kw)
-        elif weights.kind == "file":
-            model = torchvision.models.get_model(self.name, weights=None, **kw)
-            state = load_state_dict(weights.file, "--weights (WEIGHTS=)")
-            self.check_fits(state, weights.file)
+
+        def random() -> torch.nn.Module:
+            return torchvision.models.get_model(self.name, weights=None, **kw)
+
+        def from_state(state: dict) -> torch.nn.Module:
+            model = random()
             head = self.head(model)
             model.load_state_dict({k: v for k, v in state.items() if not k.startswith(head)}, strict=False)
-        else:  # torchvision's builder: the file is in its cache, and it sets the options the weights need
-            model = torchvision.models.get_model(self.name, weights=self.default_weights(), **kw)
-        return self.trunk(model).eval()
+            return model
+
+        def published(path: Path) -> torch.nn.Module:
+            # torchvision's builder: the file is in its cache, and it sets the options the weights need
+            return torchvision.models.get_model(self.name, weights=self.default_weights(), **kw)
+
+        return Builders(random, from_state, published)
+
+    def features_of(self, model: torch.nn.Module) -> torch.nn.Module:
+        return self.trunk(model)

@@ -31,12 +31,10 @@ from pipeline.errors import ConfigError
 
 from ..config import FeatureIdentity
 from ..decode.common import ClipSpec
+from ..families import Family, register
 from ..weights import WeightsSpec
 from .base import CLIPS, Loaded, Preprocessing, picture_model, required
 from .torchvision_image import TorchvisionImage, final_linear, without_classifier
-
-# Frames per step a batch may hold, in 224 px frames: ResNet-50's batch on CUDA and on a CPU.
-CUDA_FRAMES, CPU_FRAMES = 512, 32
 
 
 def video_models() -> list[str]:
@@ -102,12 +100,27 @@ def clip_width(name: str, size: int, length: int) -> int:
         ) from None
 
 
+# torchvision names image and video models alike (torchvision:NAME): the registry picks this
+# family for the models of torchvision.models.video (`selects`), the image family for the rest.
+# Its batch is in 224 px frames (ResNet-50's batch on CUDA and on a CPU), turned into clips.
+@register(
+    Family(
+        name="torchvision-video",
+        title="torchvision video",
+        form="torchvision:NAME",
+        examples=("torchvision:r2plus1d_18", "torchvision:s3d", "torchvision:mvit_v2_s", "torchvision:swin3d_t"),
+        help="a video classifier of torchvision.models.video: one vector per clip of K frames",
+        stores="the input of the final `Linear`, for the K frames around each step",
+        weights="torch hub cache",
+        preprocessing="its default weights' `transforms()` (`VideoClassification`: resize to its `resize_size`)",
+        batch=(512, 32),
+        selects=lambda value: value.partition(":")[2] in video_models(),
+        gpu_check=True,
+    )
+)
 class TorchvisionVideo(TorchvisionImage):
     """uint8 clips (B, K, S, S, 3) -> (B, D), the vector the model's classifier reads."""
 
-    # torchvision names image and video models alike (torchvision:NAME): family_for picks
-    # this family by the model's module, so its key is not an option value of its own.
-    family = "torchvision-video"
     decodes = CLIPS
 
     def check_name(self) -> None:
@@ -150,9 +163,10 @@ class TorchvisionVideo(TorchvisionImage):
         return super().identity(dataset, videos_sha256, sampling, weights, precision)
 
     def batch_size(self, device: torch.device) -> int:
-        """GPU_BATCH= clips, else as many as hold ResNet-50's batch of 224 px frames (512 on
-        CUDA, 32 on a CPU; at least one): R(2+1)D's 16 x 112 px clips 128 and 8."""
-        frames = CUDA_FRAMES if device.type == "cuda" else CPU_FRAMES
+        """GPU_BATCH= clips, else as many as hold its registered batch of 224 px frames (at least
+        one): R(2+1)D's 16 x 112 px clips 128 on CUDA and 8 on a CPU."""
+        cuda, cpu = self.registered().batch or (1, 1)
+        frames = cuda if device.type == "cuda" else cpu
         size = self.preprocessing().size
         return self.cfg.gpu_batch or max(1, frames * 224 * 224 // (self.clip().length * size * size))
 

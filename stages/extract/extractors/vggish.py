@@ -34,8 +34,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..errors import WeightsError
-from ..weights import Checkpoint, WeightsSpec, check_shapes, load_state_dict, resolve
+from ..config import AUDIO_DIM
+from ..families import Family, register
+from ..weights import Builders, Checkpoint, WeightsSpec, build_model, check_shapes, resolve
 from .base import Loaded, required
 from .sound_windows import SoundWindows
 
@@ -142,23 +143,34 @@ def resolve_audio_weights(
 
 def build_vggish(spec: WeightsSpec) -> VGGish:
     """The model in eval mode on the CPU, its weights from spec (PCA used when the file has it)."""
-    if spec.kind == "random":
-        torch.manual_seed(spec.seed)
-        return VGGish().eval()
-    state = load_state_dict(spec.file, VGGISH.option)
-    if any(v.is_meta for v in state.values()):
-        raise WeightsError(f"{VGGISH.option} {spec.path}: its tensors hold no data (saved from the meta device)")
-    check_fits_vggish(state, spec.file)
+    return build_model(spec, VGGISH, Builders(VGGish, from_state)).eval()
+
+
+def from_state(state: dict) -> VGGish:
+    """VGGish holding a checked state dict, with the PCA postprocessor where the state has it."""
     with torch.device("meta"):  # no random init of 72M parameters only to overwrite them
         model = VGGish(postprocess=all(k in state for k in PCA_KEYS))
     model.load_state_dict(state, assign=True)
-    return model.eval()
+    return model
 
 
+@register(
+    Family(
+        name="vggish",
+        title="VGGish",
+        form="vggish",
+        examples=("vggish",),
+        help="the AudioSet VGGish embedding of each 0.96 s window",
+        stores="the VGGish embedding (PCA-quantised when the checkpoint has the PCA)",
+        weights="torch hub cache (`AUDIO_WEIGHTS=vggish`)",
+        preprocessing="VGGish's log-mel front end (96 x 64 examples)",
+        batch=None,
+        dim=AUDIO_DIM,
+        option="audio_features",
+    )
+)
 class VGGishFamily(SoundWindows):
     """(B, 96, 64) float32 log-mel examples -> (B, 128) float32 embeddings, on the CPU."""
-
-    family = "vggish"
 
     def resolve_weights(self, download_timeout: float = 20.0, fallback_to_random: bool = False) -> WeightsSpec:
         return resolve_audio_weights(self.cfg.audio_weights, self.cfg.seed, fallback_to_random, download_timeout)
