@@ -1,7 +1,7 @@
 """The `ffmpeg-cli` decoder: an ffmpeg process per video (DECODER=ffmpeg-cli; the default is PyAV).
 
 One video costs one short-lived ffmpeg process, whose filter graph is
-`select(the T indices) -> scale shorter side -> centre crop -> showinfo`, so frames are
+`select(the T indices) -> scale shorter side -> centre crop (decode_common.scale_filters) -> showinfo`, so frames are
 decoded up to the last one kept (`-frames:v T` stops it there) but only the kept ones are
 scaled and copied out, straight into the caller's buffer (`out=`, pinned memory in stage
 one) with `readinto`. The frame count comes from the AVI header when that gives exactly
@@ -48,8 +48,7 @@ from .decode_common import (
     preflight,
     read_avi_header,
     sample_indices,
-    scale_size,
-    scaler,
+    scale_filters,
     stderr_text_tail,
 )
 
@@ -302,10 +301,8 @@ def build_decode_args(
     expr = "+".join(f"eq(n,{int(i)})" for i in indices)
     stream = ffmpeg.input(str(path), **({"threads": threads} if threads else {}))
     stream = stream.filter("select", expr)
-    # Shorter side to `resize`, the other keeping the aspect ratio (even-rounded); or exactly (H, W).
-    width, height = scale_size(resize)
-    stream = stream.filter("scale", w=width, h=height, flags=scaler(interpolation))
-    stream = stream.filter("crop", size, size)
+    for name, scaling in scale_filters(size, resize, interpolation):
+        stream = stream.filter(name, **scaling)
     if showinfo:
         # The checksums showinfo computes by default cost ~5% of a select-decode; we only want pts.
         stream = stream.filter("showinfo", **({"checksum": 0} if showinfo_has_checksum(binary) else {}))

@@ -53,7 +53,7 @@ def decode_items(
         dec = decode_video(
             path, cfg.frames, pre.size, pre.resize, cfg.fps, cfg.timeout,
             out=out, decoder=cfg.decoder, workers=workers, procs=procs, clip=family.clip(),
-            interpolation=pre.interpolation,
+            interpolation=pre.scaling,
         )  # fmt: skip
         return dec, {}
     return decode_sound_windows(family, path, out, workers, procs)

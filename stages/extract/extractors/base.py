@@ -36,7 +36,7 @@ from pipeline.devices import inference_precision, resolve_device
 from pipeline.errors import ConfigError
 
 from ..config import ExtractConfig
-from ..decode_common import ClipSpec
+from ..decode_common import RGB_FIRST, ClipSpec
 from ..weights import WeightsSpec
 
 FRAMES = "frames"  # one RGB picture per sampled step
@@ -49,7 +49,9 @@ class Preprocessing:
     """What happens to a picture before the model: the decoder scales the shorter side to
     `resize` (or the picture to exactly (H, W), as torchvision's video models publish it) with
     `interpolation` and crops `size` x `size` (`crop`); the device then subtracts `mean` and
-    divides by `std` (both per RGB channel, on 0..1 values)."""
+    divides by `std` (both per RGB channel, on 0..1 values). `rgb_first`: scaled the
+    libraries' way, the frame made RGB at full size first and torchvision's rounding of the
+    longer side and crop offsets (decode_common.scale_filters); ResNet-50's sets are not."""
 
     size: int
     resize: int | tuple[int, int]
@@ -57,6 +59,12 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str
+    rgb_first: bool = False
+
+    @property
+    def scaling(self) -> str:
+        """The interpolation as the decoders take it: with decode_common.RGB_FIRST where rgb_first."""
+        return (RGB_FIRST if self.rgb_first else "") + self.interpolation
 
 
 @dataclass
