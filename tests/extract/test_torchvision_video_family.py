@@ -173,9 +173,9 @@ def test_a_size_the_model_cannot_take_is_an_option_error():
         family_for(ExtractConfig(backbone="torchvision:mvit_v2_s", image_size=64))
 
 
-def test_the_id_names_the_clip(picture_csv, tmp_path):
+def test_the_id_names_the_clip(cut_csv, tmp_path):
     """Another clip is another set: the clip is part of the sampling the id hashes."""
-    base = dict(dataset="csv", data_dir=picture_csv, features_root=tmp_path, frames=2, weights="random")
+    base = dict(dataset="csv", data_dir=cut_csv, features_root=tmp_path, frames=2, weights="random")
     r2 = make_plan(ExtractConfig(**base, backbone="torchvision:r2plus1d_18"), download=False).identity
     r3 = make_plan(ExtractConfig(**base, backbone="torchvision:r3d_18"), download=False).identity
     assert r2.id.startswith("torchvision-r2plus1d_18-random-t2-112px-") and r2.sampling["clip"]["frames"] == 16
