@@ -19,7 +19,7 @@ from pipeline import store
 from stages.extract import extract_features, model_thread
 from stages.extract.batching import Batcher
 from stages.extract.config import ExtractConfig
-from stages.extract.decode import decode_video
+from stages.extract.decode import DecodeJob, decode_video
 from stages.extract.extractors.resnet50 import ResNet50, resolve_weights
 from stages.extract.model_thread import ModelThread
 from stages.train.config import TrainConfig
@@ -60,7 +60,7 @@ def cpu_reference(gpu_cfg, weights_file) -> dict:
 
     frames = {}
     for rec in load_dataset(gpu_cfg).records:
-        dec = decode_video(rec.path, T, SIZE, gpu_cfg.resize_to, None, 60.0, decoder=gpu_cfg.decoder)
+        dec = decode_video(rec.path, DecodeJob(T, SIZE, gpu_cfg.resize_to, decoder=gpu_cfg.decoder))
         assert not dec.error, dec.error
         frames[rec.video_id] = np.ascontiguousarray(dec.frames)
     feats = reference_features(weights_file, np.concatenate(list(frames.values())))  # one forward for all

@@ -13,7 +13,7 @@ import numpy as np
 
 from stages.extract.config import DECODERS
 
-from ..extract import decode_video, decoder_processes
+from ..extract import DecodeJob, decode_video, decoder_processes
 from .config import BenchConfig
 
 # Videos each decoder decodes per round, at least (the clips, as many times over as needed):
@@ -22,7 +22,7 @@ DECODE_VIDEOS = 64
 
 
 # Timed alone: every decoder as stage one runs it, and PyAV on threads of this process
-# (how stage one ran it first: its price on many cores is the GIL, see decode_procs.py).
+# (how stage one ran it first: its price on many cores is the GIL, see extract/decode/processes.py).
 TIMED_DECODERS = (*DECODERS, "pyav-threads")
 
 
@@ -38,14 +38,12 @@ def measure_decoder(name: str, paths: list[Path], cfg: BenchConfig) -> dict:
     """
     jobs = paths * -(-DECODE_VIDEOS // len(paths))
     buffers = threading.local()
-    decoder = "pyav" if name == "pyav-threads" else name
+    job = DecodeJob(cfg.frames, cfg.size, cfg.resize, decoder="pyav" if name == "pyav-threads" else name)
 
     def one(path: Path) -> None:
         if not hasattr(buffers, "out"):  # one buffer per thread, as stage one gives each decoder a slot
-            buffers.out = np.empty((cfg.frames, cfg.size, cfg.size, 3), np.uint8)
-        dec = decode_video(
-            path, cfg.frames, cfg.size, cfg.resize, out=buffers.out, decoder=decoder, workers=cfg.workers, procs=procs
-        )
+            buffers.out = np.empty(job.shape(), np.uint8)
+        dec = decode_video(path, job, out=buffers.out, workers=cfg.workers, procs=procs)
         if dec.error:
             raise RuntimeError(f"decoder {name} failed on bench clip {path.name}: {dec.error}")
 

@@ -9,12 +9,10 @@ extractors/     the model families behind one interface (base.py): resnet50, tor
                 timm and open_clip (frames), logmel_summary and vggish (sound windows);
                 family_for(cfg) picks one
 inputs.py       what the decoders hand a family: frames, or the log-mel windows of the sound track
-decode.py       the picture decoders behind one call: probe, choose frame indices, decode only those frames
-decode_pyav.py  the default decoder: PyAV (its wheel bundles FFmpeg), the CLI's filter graph
-decode_procs.py how stage one runs it on every core: one long-lived PyAV process per decoding thread
-decode_ffmpeg_cli.py  DECODER=ffmpeg-cli: an ffmpeg process per video (the benchmark's reference)
-decode_common.py what both share: preflight checks, the AVI header, sampling, the result types
-decode_sound.py the first audio stream of a file as 16 kHz mono
+decode/         the decoders behind one call, decode_video(path, DecodeJob): common.py (the job,
+                sampling, the result types), pyav.py (the default: PyAV, the CLI's filter graph),
+                processes.py (PyAV in one long-lived process per decoding thread), ffmpeg_cli.py
+                (DECODER=ffmpeg-cli: an ffmpeg process per video), sound.py (the audio track)
 logmel.py       the log-mel front end (VGGish's) and its time alignment
 weights.py      the one weights policy: published (cached), a local file, or seeded random
 model_thread.py a family's model on one device, on a thread of its own
@@ -39,6 +37,7 @@ PUBLIC = {
     "WeightsSpec": "weights",
     "build_resnet50": "extractors.resnet50",
     "decode_video": "decode",
+    "DecodeJob": "decode",
     "decoder_processes": "decode",
     "decoder_versions": "decode",
     "ffmpeg_version": "decode",

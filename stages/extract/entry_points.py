@@ -22,7 +22,7 @@ from .decode import require_decoder
 from .distributed import extract_on_dask
 from .errors import VideoError
 from .extractors import SOUND, family_for
-from .inputs import decode_items
+from .inputs import decode_items, decode_job
 from .local import extract_in_process, extract_on_devices
 from .model_thread import ModelThread
 from .plan import ExtractionPlan, make_plan, open_feature_set
@@ -151,7 +151,7 @@ def extract_video(
     require_decoder(cfg.decoder)
     family = model.family if model is not None else family_for(cfg)
     items = torch.zeros((cfg.frames, *family.item_shape()), dtype=family.item_dtype)
-    dec, flags = decode_items(family, Path(path), items.numpy(), cfg.workers, procs=None)
+    dec, flags = decode_items(family, decode_job(family), Path(path), items.numpy(), cfg.workers, procs=None)
     if dec.error:
         doing = "read the sound of" if family.decodes == SOUND else "decode"
         raise VideoError(f"VIDEO: cannot {doing} {path}: {dec.error}")

@@ -11,7 +11,9 @@
             gets silence windows and has_audio 0, so an audio set lists the videos its
             visual set lists
 
-Failures are values, as the decoders': a `Decoded` whose `error` says why.
+What a run decodes from each video is one `DecodeJob`, built once by decode_job() from the
+family's preprocessing and the config. Failures are values, as the decoders': a `Decoded`
+whose `error` says why.
 """
 
 from __future__ import annotations
@@ -22,10 +24,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .decode import decode_video, decoder_processes
-from .decode_common import Decoded
-from .decode_procs import DecoderProcesses
-from .decode_sound import decode_audio
+from .decode import Decoded, DecodeJob, DecoderProcesses, decode_video, decoder_processes
+from .decode.sound import decode_audio
 from .extractors import SOUND, Extractor
 from .logmel import log_mel_examples
 
@@ -41,34 +41,42 @@ def input_processes(family: Extractor, workers: int) -> contextlib.AbstractConte
     return DecoderProcesses(workers)
 
 
-def decode_items(
-    family: Extractor, path: Path, out: np.ndarray, workers: int, procs: DecoderProcesses | None
-) -> tuple[Decoded, dict[str, int]]:
-    """One video's items into `out` (T, *item_shape): (Decoded with `frames` = out[:k], the
-    video's flags, e.g. {"has_audio": 1}), or (Decoded with its error, {})."""
+def decode_job(family: Extractor) -> DecodeJob:
+    """What a run of `family` decodes from each video: its config's steps (T, FPS=), decoder and
+    timeout; its preprocessing's crop, resize and filter, and its clip. A family that decodes
+    sound gets the picture decode that only gives the frame times (TIMES_SIZE)."""
     cfg = family.cfg
+    pre = family.preprocessing() if family.decodes != SOUND else None
+    resize: int | tuple[int, int]
+    if pre is None:
+        assert family.decodes == SOUND, "a family that decodes pictures says how they are scaled and cropped"
+        size, resize, interpolation = TIMES_SIZE, TIMES_RESIZE, "bilinear"
+    else:
+        size, resize, interpolation = pre.size, pre.resize, pre.scaling
+    return DecodeJob(
+        frames=cfg.frames, size=size, resize=resize, fps=cfg.fps, clip=family.clip(),
+        interpolation=interpolation, timeout=cfg.timeout, decoder=cfg.decoder,
+    )  # fmt: skip
+
+
+def decode_items(
+    family: Extractor, job: DecodeJob, path: Path, out: np.ndarray, workers: int, procs: DecoderProcesses | None
+) -> tuple[Decoded, dict[str, int]]:
+    """One video's items into `out` (T, *item_shape), decoded as `job` (decode_job(family))
+    says: (Decoded with `frames` = out[:k], the video's flags, e.g. {"has_audio": 1}), or
+    (Decoded with its error, {})."""
     if family.decodes != SOUND:  # frames or clips
-        pre = family.preprocessing()
-        assert pre is not None, "a family that decodes pictures says how they are scaled and cropped"
-        dec = decode_video(
-            path, cfg.frames, pre.size, pre.resize, cfg.fps, cfg.timeout,
-            out=out, decoder=cfg.decoder, workers=workers, procs=procs, clip=family.clip(),
-            interpolation=pre.scaling,
-        )  # fmt: skip
-        return dec, {}
-    return decode_sound_windows(family, path, out, workers, procs)
+        return decode_video(path, job, out=out, workers=workers, procs=procs), {}
+    return decode_sound_windows(family, job, path, out, workers, procs)
 
 
 def decode_sound_windows(
-    family: Extractor, path: Path, out: np.ndarray, workers: int, procs: DecoderProcesses | None
+    family: Extractor, job: DecodeJob, path: Path, out: np.ndarray, workers: int, procs: DecoderProcesses | None
 ) -> tuple[Decoded, dict[str, int]]:
-    """The picture times, the sound track, the log-mel window at each time (or why not)."""
+    """The picture times (`job`: their decode), the sound track, the log-mel window at each time (or why not)."""
     cfg = family.cfg
     t0 = time.perf_counter()
-    times = decode_video(
-        path, cfg.frames, TIMES_SIZE, TIMES_RESIZE, cfg.fps, cfg.timeout,
-        decoder=cfg.decoder, workers=workers, procs=procs,
-    )  # fmt: skip
+    times = decode_video(path, job, workers=workers, procs=procs)
     if times.error:
         return times, {}
     track = procs.decode_sound(path, cfg.timeout) if procs is not None else decode_audio(path, cfg.timeout)

@@ -9,7 +9,7 @@
 What a decode thread hands the model (frames, or sound windows) is the family's
 (extractors/, inputs.py); the runner is the same for every family. Each decode thread
 drives a process and waits on its pipe with the GIL released: its own
-long-lived PyAV process (decode_procs.py; PyAV in threads of this process is bound by the
+long-lived PyAV process (decode/processes.py; PyAV in threads of this process is bound by the
 GIL on many cores), or, with DECODER=ffmpeg-cli, an ffmpeg process per video. Either way
 the frames are read straight into the slot the backbone's copy reads from: no pickling, no
 intermediate copy. The main thread only routes: decode, copies, inference
@@ -39,8 +39,8 @@ from pipeline import console, store
 from .batching import Batcher, FrameSlots
 from .copying import RowCopier, index_committed
 from .datasets import VideoRecord
-from .decode_common import Decoded
-from .inputs import decode_items, input_processes
+from .decode import Decoded
+from .inputs import decode_items, decode_job, input_processes
 from .model_thread import ModelThread
 from .plan import ExtractionPlan, committed_indices
 
@@ -230,6 +230,7 @@ class ShardRunner:
     def __init__(self, plan: ExtractionPlan, model: ModelThread, sink: ShardSink, bar: tqdm | None = None):
         self.plan, self.model, self.sink, self.bar = plan, model, sink, bar
         self.family = model.family
+        self.job = decode_job(self.family)  # what every video of the run is decoded as
         self.workers = plan.cfg.workers or os.cpu_count() or 1
         self.timings = {"decode": 0.0, "write": 0.0, "wait": 0.0}
         self.writes: list[cf.Future] = []
@@ -333,7 +334,7 @@ class ShardRunner:
         """Decode one video into a free slot; (decoded, slot, flags), or (decoded with error, None, {})."""
         slot = slots.acquire()
         try:
-            dec, flags = decode_items(self.family, rec.path, slots.arrays[slot], self.workers, self.procs)
+            dec, flags = decode_items(self.family, self.job, rec.path, slots.arrays[slot], self.workers, self.procs)
         except BaseException:
             slots.release(slot)
             raise

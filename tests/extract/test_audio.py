@@ -1,4 +1,4 @@
-"""The sound track as a modality: decoding (stages/extract/decode_sound.py), the log-mel front end and its
+"""The sound track as a modality: decoding (stages/extract/decode/sound.py), the log-mel front end and its
 time alignment (stages/extract/logmel.py), VGGish and its weights policy
 (stages/extract/extractors/vggish.py), and the generated clips with sound.
 
@@ -22,8 +22,8 @@ import synth
 import torch
 
 from pipeline.errors import ConfigError
-from stages.extract import decode_sound as audio_mod
-from stages.extract.decode_sound import SAMPLE_RATE, decode_audio
+from stages.extract.decode import sound as audio_mod
+from stages.extract.decode.sound import SAMPLE_RATE, decode_audio
 from stages.extract.errors import WeightsError
 from stages.extract.extractors import vggish as vggish_mod
 from stages.extract.extractors.vggish import VGGish, build_vggish, prepare, resolve_audio_weights, vggish_cache_path
@@ -541,9 +541,9 @@ def test_jittered_tones_fill_the_clip_in_order():
 
 # ---------------------------------------------------------------- in decoder processes
 def test_a_decoder_process_gives_the_sound_this_process_decodes(corpus, tmp_path):
-    """Stage one decodes sound in its PyAV decoder processes (decode_procs.py): the same
+    """Stage one decodes sound in its PyAV decoder processes (decode/processes.py): the same
     samples, flags and reasons as decode_audio here, for every container, codec and fault."""
-    from stages.extract.decode_procs import DecoderProcesses
+    from stages.extract.decode.processes import DecoderProcesses
 
     (tmp_path / "not_a_file").mkdir()
     paths = [clip.path for clip in corpus.values()] + [tmp_path / "missing.avi", tmp_path / "not_a_file"]

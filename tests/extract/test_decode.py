@@ -5,7 +5,9 @@ decoder's own machinery (argument lists, probing with or without ffprobe) is tes
 own. The PyAV decoder against the CLI, file by file, is in test_decode_pyav.py.
 """
 
+import dataclasses
 import os
+import pickle
 import socket
 import subprocess
 import time
@@ -15,9 +17,9 @@ import pytest
 import synth
 from helpers import skip_where_ffmpeg_crashes_on
 
-from stages.extract.config import DECODERS
-from stages.extract.decode import decode_video
-from stages.extract.decode_common import (
+from stages.extract.config import DECODERS, ExtractConfig
+from stages.extract.decode import DecodeJob, decode_video
+from stages.extract.decode.common import (
     ClipSpec,
     DecodeError,
     clip_indices,
@@ -26,8 +28,10 @@ from stages.extract.decode_common import (
     read_avi_header,
     uniform_indices,
 )
-from stages.extract.decode_ffmpeg_cli import build_decode_args, decode_video_cli, first_count, probe
-from stages.extract.decode_procs import DecoderProcesses
+from stages.extract.decode.ffmpeg_cli import build_decode_args, decode_video_cli, first_count, probe
+from stages.extract.decode.processes import DecoderProcesses
+from stages.extract.extractors import family_for
+from stages.extract.inputs import TIMES_RESIZE, TIMES_SIZE, decode_job
 
 
 @pytest.fixture(params=DECODERS)
@@ -86,7 +90,7 @@ def test_probe_reads_count_rate_and_size(numbered_clip):
 
 
 def test_decode_returns_the_sampled_frames_in_order(numbered_clip, decoder):
-    dec = decode_video(numbered_clip, frames=6, size=32, resize=48, decoder=decoder)
+    dec = decode_video(numbered_clip, DecodeJob(6, 32, 48, decoder=decoder))
     assert dec.error is None
     assert dec.frames.shape == (6, 32, 32, 3) and dec.frames.dtype == np.uint8
     assert dec.indices.tolist() == uniform_indices(48, 6).tolist()
@@ -97,7 +101,7 @@ def test_decode_returns_the_sampled_frames_in_order(numbered_clip, decoder):
 
 
 def test_decode_pads_nothing_and_reports_true_length_for_short_video(numbered_clip, decoder):
-    dec = decode_video(numbered_clip, frames=100, size=32, resize=48, decoder=decoder)
+    dec = decode_video(numbered_clip, DecodeJob(100, 32, 48, decoder=decoder))
     assert len(dec.frames) == 48 and dec.indices.tolist() == list(range(48))
 
 
@@ -121,7 +125,7 @@ def test_clips_hold_every_frame_of_every_clip_in_place(numbered_clip, decoder, f
     two clips share is decoded once, stored in both), the first and last are clamped."""
     clip = ClipSpec(6, 6.0)
     out = np.zeros((4, 6, 32, 32, 3), np.uint8)  # a slot: T steps of K frames
-    dec = decode_video(numbered_clip, frames=4, size=32, resize=48, fps=fps, out=out, decoder=decoder, clip=clip)
+    dec = decode_video(numbered_clip, DecodeJob(4, 32, 48, fps=fps, clip=clip, decoder=decoder), out=out)
     assert dec.error is None and dec.frames.shape == (4, 6, 32, 32, 3) and np.shares_memory(dec.frames, out)
     steps = fps_indices(48, 12.0, fps, 4) if fps else uniform_indices(48, 4)
     assert dec.indices.tolist() == clip_indices(steps, 48, 12.0, clip).tolist()
@@ -132,9 +136,9 @@ def test_clips_hold_every_frame_of_every_clip_in_place(numbered_clip, decoder, f
 
 def test_decoder_processes_give_the_same_clips(numbered_clip):
     clip = ClipSpec(4, 4.0)  # stride 3
-    here = decode_video(numbered_clip, frames=3, size=32, resize=(40, 56), clip=clip)
+    here = decode_video(numbered_clip, DecodeJob(3, 32, (40, 56), clip=clip))
     with DecoderProcesses(1) as procs:
-        there = decode_video(numbered_clip, frames=3, size=32, resize=(40, 56), clip=clip, procs=procs)
+        there = decode_video(numbered_clip, DecodeJob(3, 32, (40, 56), clip=clip), procs=procs)
     assert there.error is None and there.frames.shape == (3, 4, 32, 32, 3)
     np.testing.assert_array_equal(there.frames, here.frames)
     np.testing.assert_array_equal(there.indices, here.indices)
@@ -143,14 +147,14 @@ def test_decoder_processes_give_the_same_clips(numbered_clip):
 
 def test_a_fixed_resize_scales_to_exactly_that_size(numbered_clip, decoder):
     """(H, W) = (32, 80) from 96x64, then the 32 px centre crop: the whole height is kept."""
-    dec = decode_video(numbered_clip, frames=2, size=32, resize=(32, 80), decoder=decoder)
+    dec = decode_video(numbered_clip, DecodeJob(2, 32, (32, 80), decoder=decoder))
     assert dec.error is None and dec.frames.shape == (2, 32, 32, 3)
-    args = build_decode_args(numbered_clip, np.array([1]), 32, (32, 80))
+    args = build_decode_args(numbered_clip, np.array([1]), DecodeJob(1, 32, (32, 80)))
     assert "scale=flags=bilinear:h=32:w=80" in args[args.index("-filter_complex") + 1]
 
 
 def test_decode_args_are_an_argument_list_with_one_thread(numbered_clip):
-    args = build_decode_args(numbered_clip, np.array([1, 5]), 32, 48)
+    args = build_decode_args(numbered_clip, np.array([1, 5]), DecodeJob(2, 32, 48))
     assert isinstance(args, list) and all(isinstance(a, str) for a in args)
     assert args[args.index("-threads") + 1] == "1"
     assert str(numbered_clip) in args
@@ -173,19 +177,19 @@ def test_portrait_video_is_scaled_on_its_shorter_side(tmp_path, decoder):
         ],
         check=True,
     )
-    dec = decode_video(path, frames=3, size=32, resize=40, decoder=decoder)
+    dec = decode_video(path, DecodeJob(3, 32, 40, decoder=decoder))
     assert dec.error is None and dec.frames.shape == (3, 32, 32, 3)
 
 
 def test_an_unknown_decoder_is_a_programming_error(numbered_clip):
     with pytest.raises(ValueError, match="unknown decoder 'opencv'; choose one of pyav, ffmpeg-cli"):
-        decode_video(numbered_clip, 4, 32, 40, decoder="opencv")
+        decode_video(numbered_clip, DecodeJob(4, 32, 40, decoder="opencv"))
 
 
 def test_garbage_file_is_a_reason_not_an_exception(tmp_path, decoder):
     bad = tmp_path / "bad.avi"
     bad.write_text("this is not a video")
-    dec = decode_video(bad, 4, 32, 40, decoder=decoder)
+    dec = decode_video(bad, DecodeJob(4, 32, 40, decoder=decoder))
     assert dec.frames is None and dec.error.startswith("not a readable video")
 
 
@@ -237,15 +241,16 @@ def test_probe_and_decode_work_without_ffprobe(numbered_clip, bad_corpus, no_ffp
     assert find_binary("ffprobe") is None
     info = probe(numbered_clip)  # Matroska: no frame count in the header, packets are counted
     assert (info.frames, info.width, info.height) == (48, 96, 64) and info.fps == pytest.approx(12.0)
-    dec = decode_video_cli(numbered_clip, frames=6, size=32, resize=48)
+    dec = decode_video_cli(numbered_clip, DecodeJob(6, 32, 48))
     assert dec.error is None and dec.indices.tolist() == uniform_indices(48, 6).tolist()
     np.testing.assert_allclose(dec.frames.reshape(6, -1).mean(axis=1), 5 * dec.indices, atol=2.5)
     assert probe(bad_corpus.root / "must_fail/truncated.avi").frames == 40  # the header's count, as ffprobe's
-    assert decode_video_cli(bad_corpus.root / "must_fail/truncated.avi", 16, 32, 40).error.startswith("truncated")
-    assert decode_video_cli(bad_corpus.root / "must_fail/audio_only.avi", 4, 32, 40).error.startswith("no video stream")
+    corpus = bad_corpus.root / "must_fail"
+    assert decode_video_cli(corpus / "truncated.avi", DecodeJob(16, 32, 40)).error.startswith("truncated")
+    assert decode_video_cli(corpus / "audio_only.avi", DecodeJob(4, 32, 40)).error.startswith("no video stream")
     bad = tmp_path / "bad.avi"
     bad.write_text("this is not a video")
-    assert decode_video_cli(bad, 4, 32, 40).error.startswith("not a readable video")
+    assert decode_video_cli(bad, DecodeJob(4, 32, 40)).error.startswith("not a readable video")
 
 
 def test_imageio_ffmpeg_is_found_when_ffmpeg_is_not_on_path(tmp_path, monkeypatch):
@@ -260,15 +265,15 @@ def test_imageio_ffmpeg_is_found_when_ffmpeg_is_not_on_path(tmp_path, monkeypatc
 
 def test_frames_are_read_into_the_callers_buffer(numbered_clip, decoder):
     out = np.zeros((8, 32, 32, 3), np.uint8)
-    dec = decode_video(numbered_clip, frames=6, size=32, resize=48, out=out, decoder=decoder)
+    dec = decode_video(numbered_clip, DecodeJob(6, 32, 48, decoder=decoder), out=out)
     assert dec.error is None and np.shares_memory(dec.frames, out) and dec.frames.shape == (6, 32, 32, 3)
     assert (out[6:] == 0).all()  # nothing past the frames asked for
 
 
 def test_decode_args_stop_after_the_last_kept_frame(numbered_clip):
-    args = build_decode_args(numbered_clip, np.array([1, 5, 9]), 32, 48)
+    args = build_decode_args(numbered_clip, np.array([1, 5, 9]), DecodeJob(3, 32, 48))
     assert args[args.index("-frames:v") + 1] == "3"
-    default = build_decode_args(numbered_clip, np.array([1]), 32, 48, threads=None)
+    default = build_decode_args(numbered_clip, np.array([1]), DecodeJob(1, 32, 48), threads=None)
     assert "-threads" not in default
 
 
@@ -282,7 +287,7 @@ def test_mpeg_ts_is_counted_and_starts_at_zero(tmp_path, decoder):
     )
     if decoder == "ffmpeg-cli":
         skip_where_ffmpeg_crashes_on(path)
-    dec = decode_video(path, 8, 32, 40, decoder=decoder)
+    dec = decode_video(path, DecodeJob(8, 32, 40, decoder=decoder))
     assert dec.error is None and dec.num_frames == 75, dec.error
     assert dec.indices.tolist() == uniform_indices(75, 8).tolist()
     assert 0 <= dec.timestamps[0] < 1.0  # the file starts at 1.4 s; its start time is subtracted
@@ -314,9 +319,9 @@ def test_a_fifo_a_device_or_a_socket_fails_at_once(not_regular_files, decoder):
     reason comes from the shared preflight, long before the timeout."""
     for reason, path in not_regular_files.items():
         t0 = time.monotonic()
-        dec = decode_video(path, 4, 32, 37, timeout=30, decoder=decoder)
+        dec = decode_video(path, DecodeJob(4, 32, 37, timeout=30, decoder=decoder))
         assert dec.error == reason and time.monotonic() - t0 < 5, (path, dec.error)
-        assert decode_video(path, 4, 32, 37, fps=2.0, timeout=30, decoder=decoder).error == reason
+        assert decode_video(path, DecodeJob(4, 32, 37, fps=2.0, timeout=30, decoder=decoder)).error == reason
         with pytest.raises(DecodeError, match="not a regular file"):
             preflight(path)
         assert read_avi_header(path) is None
@@ -337,7 +342,35 @@ def long_clip(tmp_path_factory):
 def test_a_decode_that_outlasts_the_timeout_ends_there(long_clip, decoder):
     """pyav checks the deadline for every packet (and every read); ffmpeg-cli kills its process."""
     t0 = time.monotonic()
-    dec = decode_video(long_clip, 8, 32, 37, timeout=0.01, decoder=decoder)
+    dec = decode_video(long_clip, DecodeJob(8, 32, 37, timeout=0.01, decoder=decoder))
     assert dec.error is not None and dec.error.startswith("timeout after 0.01 s ("), dec.error
     assert time.monotonic() - t0 < 5
-    assert decode_video(long_clip, 8, 32, 37, timeout=30, decoder=decoder).error is None
+    assert decode_video(long_clip, DecodeJob(8, 32, 37, timeout=30, decoder=decoder)).error is None
+
+
+# ---------------------------------------------------------------- the job
+def test_the_job_is_built_from_the_familys_preprocessing_and_the_config():
+    """A clip model's job: its crop, (H, W) and clip, the config's steps, timeout and decoder;
+    a frame model's: its preprocessing, no clip; a sound family's: the picture decode that only
+    gives the times. Frozen, and the same value once pickled (as a decoder process gets it)."""
+    cfg = ExtractConfig(backbone="torchvision:r2plus1d_18", frames=4, fps=2.0, timeout=30, decoder="ffmpeg-cli")
+    job = decode_job(family_for(cfg))
+    assert job == DecodeJob(
+        4, 112, (128, 171), fps=2.0, clip=ClipSpec(16, 15.0), interpolation="rgb24:bilinear", timeout=30,
+        decoder="ffmpeg-cli",
+    )  # fmt: skip
+    assert pickle.loads(pickle.dumps(job)) == job and job.shape() == (4, 16, 112, 112, 3)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.frames = 8
+    resnet = family_for(ExtractConfig(image_size=64, frames=8))
+    pre, frames = resnet.preprocessing(), decode_job(resnet)
+    assert (frames.size, frames.resize, frames.interpolation, frames.clip) == (64, pre.resize, "bilinear", None)
+    assert frames.shape() == (8, 64, 64, 3) and frames.decoder == "pyav" and frames.fps is None
+    sound = decode_job(family_for(ExtractConfig(modality="audio", frames=8)))
+    assert (sound.frames, sound.size, sound.resize, sound.clip) == (8, TIMES_SIZE, TIMES_RESIZE, None)
+
+
+def test_a_job_the_decoders_cannot_do_is_refused_before_any_video():
+    with pytest.raises(ValueError, match="no FFmpeg scaler for the interpolation 'hamming'"):
+        DecodeJob(4, 32, 40, interpolation="hamming")
+    assert DecodeJob(4, 32, [40, 56]).resize == (40, 56)  # an (H, W) read back from JSON

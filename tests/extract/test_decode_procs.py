@@ -1,4 +1,4 @@
-"""PyAV in decoder processes (decode_procs.py), as stage one runs the default decoder.
+"""PyAV in decoder processes (decode/processes.py), as stage one runs the default decoder.
 
 The processes must give exactly what decode_video_pyav gives in this process (frames,
 indices, timestamps, reasons) for good, bad and odd files, uniform and FPS= sampling; a
@@ -8,6 +8,7 @@ and a decoder process never imports torch (sixteen of them would each load it).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import signal
 import subprocess
@@ -19,11 +20,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import stages.extract.decode_procs as decode_procs
-from stages.extract.decode_procs import DecoderProcesses
-from stages.extract.decode_pyav import decode_video_pyav
+import stages.extract.decode.processes as decode_procs
+from stages.extract.decode.common import ClipSpec, DecodeJob
+from stages.extract.decode.processes import DecoderProcesses
+from stages.extract.decode.pyav import decode_video_pyav
 
 T, SIZE, RESIZE = 8, 32, 37
+JOB = DecodeJob(T, SIZE, RESIZE)
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -40,12 +43,13 @@ def assert_same(a, b, what: str) -> None:
 @pytest.mark.parametrize("fps", [None, 5.0], ids=["uniform", "fps5"])
 def test_processes_give_what_this_process_gives(bad_corpus, ucf_tree, fps):
     paths = sorted(bad_corpus.root.rglob("*.*")) + sorted(ucf_tree.rglob("*.avi"))[:4]
+    job = DecodeJob(T, SIZE, RESIZE, fps=fps, timeout=3)
     with DecoderProcesses(2) as procs, ThreadPoolExecutor(2) as pool:
         buffers = [np.empty((T, SIZE, SIZE, 3), np.uint8) for _ in paths]
-        got = list(pool.map(lambda p, out: procs.decode(p, T, SIZE, RESIZE, fps, 3, out), paths, buffers))
+        got = list(pool.map(lambda p, out: procs.decode(p, job, out=out), paths, buffers))
         assert len(procs.all) <= 2
     for path, out, dec in zip(paths, buffers, got):
-        assert_same(decode_video_pyav(path, T, SIZE, RESIZE, fps, 3), dec, path.name)
+        assert_same(decode_video_pyav(path, job), dec, path.name)
         if dec.error is None:
             assert np.shares_memory(dec.frames, out), "the frames must land in the caller's buffer"
 
@@ -54,7 +58,7 @@ def test_a_relative_path_is_the_callers(ucf_tree, monkeypatch):
     clip = sorted(ucf_tree.rglob("*.avi"))[0]
     monkeypatch.chdir(clip.parent)
     with DecoderProcesses(1) as procs:
-        dec = procs.decode(Path(clip.name), T, SIZE, RESIZE)
+        dec = procs.decode(Path(clip.name), JOB)
     assert dec.error is None, dec.error
 
 
@@ -62,33 +66,33 @@ def test_a_process_that_stops_answering_is_killed_and_replaced(ucf_tree, monkeyp
     monkeypatch.setattr(decode_procs, "GRACE_S", 0.5)
     clip = sorted(ucf_tree.rglob("*.avi"))[0]
     with DecoderProcesses(1) as procs:
-        assert procs.decode(clip, T, SIZE, RESIZE).error is None
+        assert procs.decode(clip, JOB).error is None
         stuck = procs.all[0]
         os.kill(stuck.proc.pid, signal.SIGSTOP)  # as a read hung in the kernel would
         t0 = time.monotonic()
-        dec = procs.decode(clip, T, SIZE, RESIZE, timeout=0.5)
+        dec = procs.decode(clip, DecodeJob(T, SIZE, RESIZE, timeout=0.5))
         assert time.monotonic() - t0 < 5
         assert dec.error == "timeout after 0.5 s (PyAV did not finish decoding; its process was killed)"
         assert stuck.proc.poll() is not None and stuck not in procs.all
-        again = procs.decode(clip, T, SIZE, RESIZE)
+        again = procs.decode(clip, JOB)
         assert again.error is None and procs.all and procs.all[0] is not stuck
 
 
 def test_a_process_that_dies_fails_its_video_only(ucf_tree):
     clips = sorted(ucf_tree.rglob("*.avi"))[:2]
     with DecoderProcesses(1) as procs:
-        assert procs.decode(clips[0], T, SIZE, RESIZE).error is None
+        assert procs.decode(clips[0], JOB).error is None
         procs.all[0].proc.kill()  # as a crash inside libav would
         procs.all[0].proc.wait()
-        dec = procs.decode(clips[1], T, SIZE, RESIZE)
+        dec = procs.decode(clips[1], JOB)
         assert dec.error == "the PyAV decoder process died on this file (killed by signal 9)"
-        assert_same(decode_video_pyav(clips[1], T, SIZE, RESIZE), procs.decode(clips[1], T, SIZE, RESIZE), "after")
+        assert_same(decode_video_pyav(clips[1], JOB), procs.decode(clips[1], JOB), "after")
 
 
 def test_no_process_outlives_the_pool_and_cpu_is_counted(ucf_tree):
     clips = sorted(ucf_tree.rglob("*.avi"))[:6]
     with DecoderProcesses(3) as procs, ThreadPoolExecutor(3) as pool:
-        list(pool.map(lambda p: procs.decode(p, T, SIZE, RESIZE), clips))
+        list(pool.map(lambda p: procs.decode(p, JOB), clips))
         children = [c.proc for c in procs.all]
         assert 1 <= len(children) <= 3
         assert procs.cpu_seconds() > 0
@@ -96,8 +100,9 @@ def test_no_process_outlives_the_pool_and_cpu_is_counted(ucf_tree):
 
 
 def test_a_decoder_process_does_not_import_torch():
-    code = "import sys, stages.extract.decode_procs, stages.extract.decode_pyav; print('torch' in sys.modules)"
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    """What a decoder process runs (its requests end at once here), then whether torch was imported."""
+    code = decode_procs.CHILD + "; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True, input="")
     assert out.stdout.strip() == "False"
 
 
@@ -108,9 +113,24 @@ def test_where_no_process_can_start_it_decodes_in_this_process_and_says_so(ucf_t
     monkeypatch.setattr(decode_procs.subprocess, "Popen", refuse)
     clip = sorted(ucf_tree.rglob("*.avi"))[0]
     with DecoderProcesses(2) as procs:
-        dec = procs.decode(clip, T, SIZE, RESIZE)
-        again = procs.decode(clip, T, SIZE, RESIZE)
-    assert_same(decode_video_pyav(clip, T, SIZE, RESIZE), dec, clip.name)
+        dec = procs.decode(clip, JOB)
+        again = procs.decode(clip, JOB)
+    assert_same(decode_video_pyav(clip, JOB), dec, clip.name)
     assert again.error is None and not procs.all
     warned = [r.getMessage() for r in caplog.records if "cannot start a PyAV decoder process" in r.getMessage()]
     assert len(warned) == 1 and "Permission denied" in warned[0], warned
+
+
+def test_the_job_reaches_the_process_as_it_is(ucf_tree):
+    """Every field of the job counts in the process as here: FPS= steps, a clip, an (H, W)
+    resize, the model's filter (bicubic, whose frames are not the bilinear ones)."""
+    clip = sorted(ucf_tree.rglob("*.avi"))[0]
+    job = DecodeJob(3, 32, (40, 56), fps=4.0, clip=ClipSpec(3, 5.0), interpolation="bicubic", timeout=30)
+    with DecoderProcesses(1) as procs:
+        there = procs.decode(clip, job)
+        assert procs.all, "decoded in a process"
+    here = decode_video_pyav(clip, job)
+    assert_same(here, there, clip.name)
+    assert there.frames.shape == (3, 3, 32, 32, 3)
+    bilinear = decode_video_pyav(clip, dataclasses.replace(job, interpolation="bilinear"))
+    assert not np.array_equal(bilinear.frames, there.frames)

@@ -1,4 +1,4 @@
-"""The PyAV decoder (stage one's default, decode_pyav.py) against the ffmpeg-cli decoder (decode_ffmpeg_cli.py).
+"""The PyAV decoder (stage one's default, decode/pyav.py) against the ffmpeg-cli decoder (decode/ffmpeg_cli.py).
 
 For every file of the bad-input corpus and for odd inputs (rotated phone videos, a
 non-zero start time, B-frames, full-range MJPEG, BT.709 and 10-bit H.264, VP9, cut and
@@ -23,11 +23,10 @@ import pytest
 import synth
 from helpers import skip_where_ffmpeg_crashes_on
 
-import stages.extract.decode_pyav as decode_pyav
-from stages.extract.decode_common import Decoded, DecodeError
-from stages.extract.decode_ffmpeg_cli import decode_frames
-from stages.extract.decode_ffmpeg_cli import decode_video_cli as decode_video
-from stages.extract.decode_pyav import DeadlineReader, PtsGuess, SourceTimeout, autorotate_filters, decode_video_pyav
+import stages.extract.decode.pyav as decode_pyav
+from stages.extract.decode.common import Decoded, DecodeError, DecodeJob
+from stages.extract.decode.ffmpeg_cli import decode_frames, decode_video_cli
+from stages.extract.decode.pyav import DeadlineReader, PtsGuess, SourceTimeout, autorotate_filters, decode_video_pyav
 
 T, SIZE, RESIZE = 8, 32, 37  # the reliability tests' settings: T above the short clips' lengths
 TIMEOUT = 3
@@ -55,8 +54,9 @@ def assert_same_outcome(cli: Decoded, pyav: Decoded, what: str, ts_atol: float =
 
 
 def both(path: Path, **kwargs) -> tuple[Decoded, Decoded]:
-    kwargs = {"frames": T, "size": SIZE, "resize": RESIZE, "timeout": TIMEOUT} | kwargs
-    return decode_video(path, **kwargs), decode_video_pyav(path, **kwargs)
+    """The CLI's and PyAV's decode of `path` with the same job (T, SIZE, RESIZE, TIMEOUT, unless `kwargs` say)."""
+    job = DecodeJob(**({"frames": T, "size": SIZE, "resize": RESIZE, "timeout": TIMEOUT} | kwargs))
+    return decode_video_cli(path, job), decode_video_pyav(path, job)
 
 
 # ---------------------------------------------------------------- the bad-input corpus
@@ -71,9 +71,9 @@ def test_every_corpus_file_has_the_cli_outcome(bad_corpus, fps):
 
 
 def test_truncated_file_reports_what_really_decodes(bad_corpus):
-    dec = decode_video_pyav(bad_corpus.root / "must_fail/truncated.avi", 16, SIZE, RESIZE)
+    dec = decode_video_pyav(bad_corpus.root / "must_fail/truncated.avi", DecodeJob(16, SIZE, RESIZE))
     assert re.match(r"truncated: decoded \d+ of ~40 frames \(needed frame \d+\)$", dec.error), dec.error
-    assert dec.error == decode_video(bad_corpus.root / "must_fail/truncated.avi", 16, SIZE, RESIZE).error
+    assert dec.error == decode_video_cli(bad_corpus.root / "must_fail/truncated.avi", DecodeJob(16, SIZE, RESIZE)).error
 
 
 # ---------------------------------------------------------------- odd inputs
@@ -186,9 +186,9 @@ def test_odd_inputs_have_the_cli_outcome(odd_inputs):
 
 
 def test_rotated_videos_are_turned_as_the_cli_turns_them(odd_inputs):
-    plain = decode_video_pyav(odd_inputs["vflip.mp4"].with_name("plain.mp4"), T, SIZE, RESIZE)
+    plain = decode_video_pyav(odd_inputs["vflip.mp4"].with_name("plain.mp4"), DecodeJob(T, SIZE, RESIZE))
     for name in ("rot90.mp4", "rot180.mp4", "rot270_hflip.mp4", "rot30.mp4", "vflip.mp4"):
-        turned = decode_video_pyav(odd_inputs[name], T, SIZE, RESIZE)
+        turned = decode_video_pyav(odd_inputs[name], DecodeJob(T, SIZE, RESIZE))
         assert turned.error is None and not np.array_equal(turned.frames, plain.frames), name
     assert autorotate_filters(None) == []
     assert autorotate_filters((0, -65536, 0, 65536, 0, 0, 0, 0, 1 << 30)) == [("transpose", "cclock")]
@@ -208,7 +208,7 @@ def test_a_damaged_file_decodes_as_the_cli_decodes_it(odd_inputs, monkeypatch):
     assert all(identical[:3]), identical  # the damage starts a third of the way in: after the third kept frame
     imageio_ffmpeg = pytest.importorskip("imageio_ffmpeg")
     monkeypatch.setenv("FFMPEG_BINARY", imageio_ffmpeg.get_ffmpeg_exe())  # a static ffmpeg 7
-    frames, times = decode_frames(path, pyav.indices, SIZE, RESIZE, TIMEOUT)
+    frames, times = decode_frames(path, pyav.indices, DecodeJob(T, SIZE, RESIZE, timeout=TIMEOUT))
     assert np.abs(pyav.frames.astype(np.int16) - frames).max() <= 2
     np.testing.assert_array_equal(pyav.timestamps, times)
 
@@ -248,11 +248,11 @@ def test_pixels_match_the_cli_on_the_dataset_trees(ucf_tree, folder_tree):
 # ---------------------------------------------------------------- buffers, timeouts, threads
 def test_frames_land_in_the_callers_buffer(bad_corpus):
     out = np.zeros((10, SIZE, SIZE, 3), np.uint8)
-    dec = decode_video_pyav(bad_corpus.root / "must_succeed/normal.avi", T, SIZE, RESIZE, out=out)
+    dec = decode_video_pyav(bad_corpus.root / "must_succeed/normal.avi", DecodeJob(T, SIZE, RESIZE), out=out)
     assert dec.error is None and dec.frames.shape == (T, SIZE, SIZE, 3) and np.shares_memory(dec.frames, out)
     assert out[:T].any() and not out[T:].any()  # nothing past the frames asked for
     with pytest.raises(ValueError, match="C-contiguous uint8"):
-        decode_video_pyav(bad_corpus.root / "must_succeed/normal.avi", T, SIZE, RESIZE, out=out[:, ::2])
+        decode_video_pyav(bad_corpus.root / "must_succeed/normal.avi", DecodeJob(T, SIZE, RESIZE), out=out[:, ::2])
 
 
 def test_the_reader_gives_up_after_its_deadline(bad_corpus):
@@ -275,7 +275,7 @@ def test_a_slow_source_ends_at_the_timeout(bad_corpus, monkeypatch):
 
     monkeypatch.setattr(DeadlineReader, "read", slow_read)
     t0 = time.monotonic()
-    dec = decode_video_pyav(bad_corpus.root / "must_succeed/normal.avi", T, SIZE, RESIZE, timeout=0.5)
+    dec = decode_video_pyav(bad_corpus.root / "must_succeed/normal.avi", DecodeJob(T, SIZE, RESIZE, timeout=0.5))
     assert dec.error == "timeout after 0.5 s (PyAV did not finish reading; stopped)", dec.error
     assert time.monotonic() - t0 < 2
 
@@ -290,16 +290,17 @@ def test_a_slow_decode_ends_at_the_timeout(bad_corpus, monkeypatch):
 
     monkeypatch.setattr(decode_pyav.FrameConverter, "into", slow)
     t0 = time.monotonic()
-    dec = decode_video_pyav(bad_corpus.root / "must_succeed/normal.avi", T, SIZE, RESIZE, timeout=0.6)
+    dec = decode_video_pyav(bad_corpus.root / "must_succeed/normal.avi", DecodeJob(T, SIZE, RESIZE, timeout=0.6))
     assert dec.error == "timeout after 0.6 s (PyAV did not finish decoding; stopped)", dec.error
     assert time.monotonic() - t0 < 2
 
 
 def test_decoders_in_threads_give_what_one_thread_gives(ucf_tree):
     clips = sorted((ucf_tree / "UCF-101").rglob("*.avi"))[:6]
-    serial = [decode_video_pyav(p, 16, 112, 128) for p in clips]
+    job = DecodeJob(16, 112, 128)
+    serial = [decode_video_pyav(p, job) for p in clips]
     with ThreadPoolExecutor(3) as pool:
-        threaded = list(pool.map(lambda p: decode_video_pyav(p, 16, 112, 128), clips))
+        threaded = list(pool.map(lambda p: decode_video_pyav(p, job), clips))
     for path, a, b in zip(clips, serial, threaded):
         assert a.error is None and b.error is None, path
         assert_same_outcome(a, b, path.name)
@@ -324,4 +325,4 @@ def test_the_models_interpolation_is_the_scaler_of_both_decoders(ucf_tree):
     _, bilinear = both(path)
     assert np.abs(pyav.frames.astype(np.int16) - bilinear.frames).max() > 2
     with pytest.raises(ValueError, match="no FFmpeg scaler for the interpolation 'hamming'"):
-        decode_video_pyav(path, T, SIZE, RESIZE, interpolation="hamming")
+        DecodeJob(T, SIZE, RESIZE, interpolation="hamming")

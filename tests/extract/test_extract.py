@@ -22,7 +22,7 @@ from pipeline.files import file_sha256
 from stages.extract import config_from_manifest, extract_features
 from stages.extract.config import ExtractConfig
 from stages.extract.datasets import load_ucf101
-from stages.extract.decode import decode_video
+from stages.extract.decode import DecodeJob, decode_video
 from stages.extract.plan import make_plan
 
 # Small frames keep ResNet-50 cheap on a 2-core CPU; T stays the product default (16).
@@ -95,7 +95,7 @@ def test_features_equal_direct_torchvision_forward_of_the_same_frames(ucf_set, u
     frames that decoder gives, within fp16 noise."""
     summary, m = ucf_set
     vid, (x, n, _) = sorted(stored(summary.set_dir).items())[3]
-    dec = decode_video(Path(m["video_root"]) / vid, 16, SIZE, ucf_cfg.resize_to, decoder=ucf_cfg.decoder)
+    dec = decode_video(Path(m["video_root"]) / vid, DecodeJob(16, SIZE, ucf_cfg.resize_to, decoder=ucf_cfg.decoder))
     model = torchvision.models.resnet50()
     model.load_state_dict(torch.load(weights_file, weights_only=True))
     model.fc = torch.nn.Identity()

@@ -1,4 +1,4 @@
-"""The decoders scale the libraries' way where a family asks (decode_common.RGB_FIRST): both
+"""The decoders scale the libraries' way where a family asks (decode.common.RGB_FIRST): both
 decoders' frames are the crops torchvision's Resize and CenterCrop make of the PIL frames a
 user decodes, on every size of the cut footage (portrait and odd long sides included); and
 ResNet-50's graph is the one its sets were made with."""
@@ -11,7 +11,7 @@ import torchvision.transforms as T
 from family_reference import ffmpeg_pictures
 
 from stages.extract.decode import decode_video
-from stages.extract.decode_common import RGB_FIRST, scale_filters
+from stages.extract.decode.common import RGB_FIRST, DecodeJob, scale_filters
 
 # (resize, crop, interpolation): convnext_tiny's, timm test_vit's (crop_pct 0.95) and OpenCLIP's.
 LIBRARY_SIZES = [(236, 224, "bilinear"), (168, 160, "bicubic"), (224, 224, "bicubic")]
@@ -24,7 +24,8 @@ def test_frames_scaled_rgb_first_are_torchvisions_crops(cut_csv, decoder, resize
     resampling are not the same code); scaled as ResNet-50's frames are, 0.8 to 4 levels."""
     library = T.Compose([T.Resize(resize, T.InterpolationMode(interpolation)), T.CenterCrop(size)])
     for video in sorted((cut_csv.parent / "videos").iterdir()):
-        decoded = decode_video(video, 4, size, resize, decoder=decoder, interpolation=RGB_FIRST + interpolation)
+        job = DecodeJob(frames=4, size=size, resize=resize, interpolation=RGB_FIRST + interpolation, decoder=decoder)
+        decoded = decode_video(video, job)
         frames, indices, _ = decoded.picture()
         theirs = np.stack([np.asarray(library(p)) for p in ffmpeg_pictures(video, indices)])
         difference = np.abs(frames.astype(np.float32) - theirs).mean()

@@ -26,13 +26,13 @@ import pytest
 import synth
 from reliability_harness import REPO, run_cli_as_nobody
 
-import stages.extract.decode_ffmpeg_cli
+import stages.extract.decode.ffmpeg_cli
 import stages.extract.inputs
 from pipeline import store
 from stages.extract import extract_features
 from stages.extract.config import DECODERS, ExtractConfig
-from stages.extract.decode import decode_video
-from stages.extract.decode_ffmpeg_cli import decode_video_cli
+from stages.extract.decode import DecodeJob, decode_video
+from stages.extract.decode.ffmpeg_cli import decode_video_cli
 
 T = 8  # > the short clips' 1, 3 and 5 frames, < every other clip's 20+
 TIMEOUT = 3  # s; no file of the corpus may cost this (the FIFO fails at once)
@@ -232,7 +232,7 @@ def test_a_file_only_ffmpeg_cannot_read_also_says_permission_denied(unreadable_t
         pytest.skip("needs root, to run ffmpeg as another user")
     for key, value in unreadable_tree.env.items():
         monkeypatch.setenv(key, value)
-    dec = decode_video_cli(unreadable_tree.path, 2, 32, 37, timeout=30)
+    dec = decode_video_cli(unreadable_tree.path, DecodeJob(2, 32, 37, timeout=30))
     assert dec.error is not None and dec.error.startswith("unreadable: permission denied"), dec.error
 
 
@@ -256,15 +256,16 @@ def test_ffmpeg_only_ever_gets_argument_lists_even_for_hostile_names(bad_corpus,
         check(args, kw)
         return real_popen(args, *a, **kw)
 
-    monkeypatch.setattr(stages.extract.decode_ffmpeg_cli.subprocess, "run", run)
-    monkeypatch.setattr(stages.extract.decode_ffmpeg_cli.subprocess, "Popen", popen)
-    for cached in (getattr(stages.extract.decode_ffmpeg_cli, n, None) for n in dir(stages.extract.decode_ffmpeg_cli)):
+    cli = stages.extract.decode.ffmpeg_cli
+    monkeypatch.setattr(cli.subprocess, "run", run)
+    monkeypatch.setattr(cli.subprocess, "Popen", popen)
+    for cached in (getattr(cli, n, None) for n in dir(cli)):
         if hasattr(cached, "cache_clear"):
             cached.cache_clear()  # so the one-off capability probes run (and are checked) too
     monkeypatch.chdir(tmp_path)
     for kw in ({}, {"fps": 5.0}):  # the AVI-header path and the ffprobe path
         for decoder in DECODERS:  # pyav starts no process: the name reaches FFmpeg as a file object's
-            dec = decode_video(hostile, 4, 32, 37, timeout=30, decoder=decoder, **kw)
+            dec = decode_video(hostile, DecodeJob(4, 32, 37, timeout=30, decoder=decoder, **kw))
             assert dec.error is None and len(dec.frames) == 4, (decoder, dec.error)
     assert dec.error is None and any(str(hostile) in c for c in calls)
     assert not list(tmp_path.glob("PWNED*")) and not list(REPO.glob("PWNED*"))
@@ -284,6 +285,6 @@ def test_the_fifo_is_refused_at_once_by_every_decoder(bad_corpus):
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)
     for decoder in DECODERS:
         t0 = time.monotonic()
-        dec = decode_video(fifo, 4, 32, 37, timeout=60, decoder=decoder)
+        dec = decode_video(fifo, DecodeJob(4, 32, 37, timeout=60, decoder=decoder))
         assert dec.error == "not a regular file: it is a FIFO (named pipe)", (decoder, dec.error)
         assert time.monotonic() - t0 < 5, decoder

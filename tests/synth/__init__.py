@@ -4,6 +4,7 @@ test-only ones here, under one name (`import synth`).
     layouts.py  the temporal-order set, HMDB51, folder-per-class and CSV trees
     corpus.py   the bad-input corpus, unreadable and missing files
     sound.py    the UCF101 tree with sound in some classes, the audio-visual set, the sound corpus
+    stamped.py  footage whose every frame draws its own index, with hard cuts (import synth.stamped)
 """
 
 from stages.samples.bench_clips import make_bench_clips

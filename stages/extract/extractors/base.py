@@ -36,7 +36,7 @@ from pipeline.devices import inference_precision, resolve_device
 from pipeline.errors import ConfigError
 
 from ..config import ExtractConfig
-from ..decode_common import RGB_FIRST, ClipSpec
+from ..decode.common import RGB_FIRST, ClipSpec
 from ..weights import WeightsSpec
 
 FRAMES = "frames"  # one RGB picture per sampled step
@@ -51,7 +51,7 @@ class Preprocessing:
     `interpolation` and crops `size` x `size` (`crop`); the device then subtracts `mean` and
     divides by `std` (both per RGB channel, on 0..1 values). `rgb_first`: scaled the
     libraries' way, the frame made RGB at full size first and torchvision's rounding of the
-    longer side and crop offsets (decode_common.scale_filters); ResNet-50's sets are not."""
+    longer side and crop offsets (decode.common.scale_filters); ResNet-50's sets are not."""
 
     size: int
     resize: int | tuple[int, int]
@@ -63,7 +63,7 @@ class Preprocessing:
 
     @property
     def scaling(self) -> str:
-        """The interpolation as the decoders take it: with decode_common.RGB_FIRST where rgb_first."""
+        """The interpolation as the decoders take it: with decode.common.RGB_FIRST where rgb_first."""
         return (RGB_FIRST if self.rgb_first else "") + self.interpolation
 
 

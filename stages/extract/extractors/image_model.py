@@ -21,7 +21,7 @@ from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError
 
 from ..config import BACKBONE_FORMS, FeatureIdentity
-from ..decode_common import scaler
+from ..decode.common import scaler
 from ..weights import Checkpoint, WeightsSpec, resolve
 from .base import FRAMES, Extractor, Loaded, Preprocessing, picture_model, picture_precision, required
 

@@ -6,7 +6,7 @@ model's classifier reads.
 A clip is what the weights were trained on: K frames (`clip_len`) at their frame rate,
 as torchvision documents each checkpoint ("frame_rate=15 ... clip_len=16"), so in a video
 of F frames/s a clip takes every round(F / rate)-th frame (at least every one), centred on
-the step's frame and clamped to the video (decode_common.clip_indices). The vector is the
+the step's frame and clamped to the video (decode/common.py's clip_indices). The vector is the
 input of the final Linear (the pooled features; MViT's class token), or, for S3D, whose
 classifier is a 1x1x1 convolution averaged over time and space, the average of the
 features that convolution reads (the same average, before a linear map).
@@ -30,7 +30,7 @@ import torchvision
 from pipeline.errors import ConfigError
 
 from ..config import FeatureIdentity
-from ..decode_common import ClipSpec
+from ..decode.common import ClipSpec
 from ..weights import WeightsSpec
 from .base import CLIPS, Loaded, Preprocessing, picture_model, required
 from .torchvision_image import TorchvisionImage, final_linear, without_classifier

@@ -1,7 +1,7 @@
 """The `ffmpeg-cli` decoder: an ffmpeg process per video (DECODER=ffmpeg-cli; the default is PyAV).
 
-One video costs one short-lived ffmpeg process, whose filter graph is
-`select(the T indices) -> scale shorter side -> centre crop (decode_common.scale_filters) -> showinfo`, so frames are
+One video costs one short-lived ffmpeg process, whose filter graph is `select(the T
+indices) -> scale shorter side -> centre crop (common.scale_filters) -> showinfo`, so frames are
 decoded up to the last one kept (`-frames:v T` stops it there) but only the kept ones are
 scaled and copied out, straight into the caller's buffer (`out=`, pinned memory in stage
 one) with `readinto`. The frame count comes from the AVI header when that gives exactly
@@ -38,16 +38,15 @@ import numpy as np
 
 from pipeline.ffmpeg_tools import ffmpeg_binary, find_binary
 
-from .decode_common import (
-    ClipSpec,
+from .common import (
     Decoded,
     DecodeError,
+    DecodeJob,
     FramePlan,
     VideoInfo,
     frame_buffer,
     preflight,
     read_avi_header,
-    sample_indices,
     scale_filters,
     stderr_text_tail,
 )
@@ -284,15 +283,9 @@ def probe_with_ffmpeg(path: Path, timeout: float) -> VideoInfo:
 
 # ---------------------------------------------------------------- decoding
 def build_decode_args(
-    path: Path,
-    indices: np.ndarray,
-    size: int,
-    resize: int | tuple[int, int],
-    threads: int | None = 1,
-    showinfo: bool = True,
-    interpolation: str = "bilinear",
+    path: Path, indices: np.ndarray, job: DecodeJob, threads: int | None = 1, showinfo: bool = True
 ) -> list[str]:
-    """ffmpeg argument list that emits exactly `indices`, scaled and cropped, as RGB24.
+    """ffmpeg argument list that emits exactly `indices`, scaled and cropped as `job` says, as RGB24.
 
     threads: ffmpeg's decoding (and filter) threads; None leaves ffmpeg's default (one
     per core). showinfo: print each kept frame's pts on stderr (the timestamps we store).
@@ -301,7 +294,7 @@ def build_decode_args(
     expr = "+".join(f"eq(n,{int(i)})" for i in indices)
     stream = ffmpeg.input(str(path), **({"threads": threads} if threads else {}))
     stream = stream.filter("select", expr)
-    for name, scaling in scale_filters(size, resize, interpolation):
+    for name, scaling in scale_filters(job.size, job.resize, job.interpolation):
         stream = stream.filter(name, **scaling)
     if showinfo:
         # The checksums showinfo computes by default cost ~5% of a select-decode; we only want pts.
@@ -319,26 +312,21 @@ PTS_TIME = re.compile(rb"pts_time:\s*([-0-9.e]+)")
 
 
 def decode_frames(
-    path: Path,
-    indices: np.ndarray,
-    size: int,
-    resize: int | tuple[int, int],
-    timeout: float,
-    out: np.ndarray | None = None,
-    threads: int | None = 1,
-    interpolation: str = "bilinear",
+    path: Path, indices: np.ndarray, job: DecodeJob, out: np.ndarray | None = None, threads: int | None = 1
 ) -> tuple[np.ndarray, np.ndarray]:
-    """frames (k, size, size, 3) uint8 and timestamps (k,) float32 s, k <= len(indices).
+    """frames (k, S, S, 3) uint8 and timestamps (k,) float32 s, k <= len(indices), scaled and
+    cropped as `job` says, within job.timeout.
 
-    out: where the frames go, (>= len(indices), size, size, 3) uint8 C-contiguous (stage
-    one passes a pinned slot); the frames returned are a view of it. ffmpeg's stdout is
+    out: where the frames go, (>= len(indices), S, S, 3) uint8 C-contiguous (stage one passes
+    a pinned slot); the frames returned are a view of it. ffmpeg's stdout is
     read straight into it (readinto, no intermediate bytes); stderr goes to a temp file,
     so a chatty decoder can never fill a pipe and stall while we wait on stdout.
     """
-    n, frame_bytes = len(indices), size * size * 3
+    n, size, timeout = len(indices), job.size, job.timeout
+    frame_bytes = size * size * 3
     out = frame_buffer(out, n, size)
     view = memoryview(out).cast("B")[: n * frame_bytes]  # type: ignore[arg-type]  # numpy's stubs lack __buffer__
-    args = build_decode_args(path, indices, size, resize, threads, interpolation=interpolation)
+    args = build_decode_args(path, indices, job, threads)
     deadline = time.monotonic() + timeout
     with tempfile.TemporaryFile() as err:
         proc = popen_reader(args, err)
@@ -424,39 +412,29 @@ def read_until(proc: subprocess.Popen, view: memoryview, deadline: float) -> int
             return got
 
 
-def decode_video_cli(
-    path: Path,
-    frames: int,
-    size: int,
-    resize: int | tuple[int, int],
-    fps: float | None = None,
-    timeout: float = 60.0,
-    out: np.ndarray | None = None,
-    threads: int | None = 1,
-    clip: ClipSpec | None = None,
-    interpolation: str = "bilinear",
-) -> Decoded:
-    """Probe, sample and decode one video with ffmpeg processes. Never raises for a bad video: see `.error`.
+def decode_video_cli(path: Path, job: DecodeJob, out: np.ndarray | None = None, threads: int | None = 1) -> Decoded:
+    """Probe, sample and decode one video with ffmpeg processes as `job` says. Never raises for
+    a bad video: see `.error`.
 
-    out: optional (>= frames, size, size, 3) uint8 buffer the frames are decoded into
-    (Decoded.frames is then a view of it); timeout: seconds allowed to each ffprobe/ffmpeg
-    call; threads: ffmpeg threads (decode_threads()); clip: each step is the clip of K frames
-    around its frame (Decoded's clip shapes; `out` (>= frames, K, size, size, 3)).
+    out: optional job.shape() (or longer) uint8 buffer the frames are decoded into
+    (Decoded.frames is then a view of it; with a clip, (k, K, S, S, 3)); job.timeout: seconds
+    allowed to each ffprobe/ffmpeg call; threads: ffmpeg threads (decode_threads()).
     """
     t0 = time.perf_counter()
+    timeout = job.timeout
     path = Path(path)
     try:
         # Uniform sampling needs only the frame count, which an AVI header gives exactly
         # as ffprobe would; FPS= sampling also needs ffprobe's rate, so it always probes.
         # A file the header reader cannot open (missing, empty, a directory, no permission)
         # reaches probe(), whose preflight() gives the reason.
-        info = read_avi_header(path) if fps is None else None
+        info = read_avi_header(path) if job.fps is None else None
         from_header = info is not None
         info = info or probe(path, timeout)
-        plan = FramePlan(sample_indices(info, frames, fps), info.frames, info.fps, clip)
-        buffer = frame_buffer(plan.flat(out), plan.slots, size)
+        plan = FramePlan.of(job, info)
+        buffer = frame_buffer(plan.flat(out), plan.slots, job.size)
         try:
-            pixels, times = decode_frames(path, plan.frames, size, resize, timeout, buffer, threads, interpolation)
+            pixels, times = decode_frames(path, plan.frames, job, buffer, threads)
         except DecodeError:
             if from_header:
                 probe(path, timeout)  # a file ffprobe rejects fails with ffprobe's reason, as without the shortcut

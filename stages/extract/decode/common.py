@@ -1,6 +1,8 @@
-"""What every decoder shares: the result types, the checks before a file is opened, the AVI
-header, and which frames to keep.
+"""What every decoder shares: the job, the result types, the checks before a file is opened, the
+AVI header, and which frames to keep.
 
+    DecodeJob                what a run decodes from each video (T, FPS=, crop, resize, filter,
+                             clip, timeout, decoder): one frozen value for every decoder
     preflight(path)          missing, empty, unreadable, a directory, not a regular file: a reason at once
     DeadlineReader           a file object for PyAV whose reads give up at a deadline (pictures and sound)
     read_avi_header(path)    an AVI's frame count, rate and size from its own header (no process, no decoder)
@@ -12,9 +14,9 @@ header, and which frames to keep.
                              ResNet-50's (YUV scaled) or the libraries' way (RGB first, torchvision's rounding)
     frame_buffer(out, n, S)  the caller's (pinned) buffer, checked, or a new one
 
-Both decoders (decode_ffmpeg_cli.py: an ffmpeg process per video; decode_pyav.py: in-process with
-PyAV) return a `Decoded` and report a bad video with a `DecodeError` whose text is the
-reason recorded in failures.jsonl.
+Both decoders (ffmpeg_cli.py: an ffmpeg process per video; pyav.py: in-process with PyAV, also
+in decoder processes, processes.py) take a `DecodeJob`, return a `Decoded`, and report a bad
+video with a `DecodeError` whose text is the reason recorded in failures.jsonl.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..config import DECODERS
 
 AVI_HEADER_BYTES = 1 << 16  # the AVI header lists sit at the start of the file (UCF101's: ~8 KB)
 
@@ -280,6 +284,42 @@ class ClipSpec:
         return max(1, math.floor(video_fps / self.frame_rate + 0.5))
 
 
+@dataclass(frozen=True)
+class DecodeJob:
+    """What a run decodes from each of its videos, the same for every video: built once from the
+    family's preprocessing and the config (inputs.decode_job), handed to either decoder as it is,
+    and pickled as it is to a decoder process.
+
+    frames: T, the steps (the cap with fps). size: the square crop, px. resize: the shorter side
+    before it, px, or the (H, W) the picture is scaled to. fps: sample at this rate instead of T
+    uniform segment centres. clip: each step is the clip of K frames around it (a clip model's).
+    interpolation: the resize's filter, the model's published one (a key of SCALER), after
+    RGB_FIRST where the frame is scaled the libraries' way (scale_filters). timeout: seconds
+    (pyav: for the whole video; ffmpeg-cli: for each process). decoder: one of DECODERS.
+    """
+
+    frames: int
+    size: int
+    resize: int | tuple[int, int]
+    fps: float | None = None
+    clip: ClipSpec | None = None
+    interpolation: str = "bilinear"
+    timeout: float = 60.0
+    decoder: str = DECODERS[0]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.resize, int):  # an (H, W) read back from JSON is a list
+            object.__setattr__(self, "resize", tuple(self.resize))
+        if self.decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {self.decoder!r}; choose one of {', '.join(DECODERS)}")
+        scaler(self.interpolation)  # ValueError for a filter FFmpeg lacks, before any video
+
+    def shape(self) -> tuple[int, ...]:
+        """The buffer one video's steps fill: (T, S, S, 3), or (T, K, S, S, 3) with a clip (uint8)."""
+        step = (self.clip.length,) if self.clip else ()
+        return (self.frames, *step, self.size, self.size, 3)
+
+
 def clip_indices(steps: np.ndarray, num_frames: int, video_fps: float, clip: ClipSpec) -> np.ndarray:
     """Each step's clip: K frames `stride` apart, centred on the step (frame K // 2 is the step
     itself), clamped to the video: (T,) -> (T, K) int32.
@@ -299,6 +339,11 @@ class FramePlan:
     select in one pass); `finish` then lays them out clip by clip, a frame that two clips
     share copied into both.
     """
+
+    @classmethod
+    def of(cls, job: DecodeJob, info: VideoInfo) -> FramePlan:
+        """The plan of `job`'s steps (T uniform, or at FPS=; clips or not) in the video `info` describes."""
+        return cls(sample_indices(info, job.frames, job.fps), info.frames, info.fps, job.clip)
 
     def __init__(self, steps: np.ndarray, num_frames: int, video_fps: float, clip: ClipSpec | None):
         self.steps, self.clip = steps, clip

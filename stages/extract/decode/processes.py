@@ -1,7 +1,7 @@
 """The `pyav` decoder in worker processes: how stage one runs it on every core.
 
     with DecoderProcesses(workers) as procs:
-        procs.decode(path, T, S, resize, fps, timeout, out=slot)   # on any of `workers` threads
+        procs.decode(path, job, out=slot)   # a DecodeJob, on any of `workers` threads
 
 Why processes: PyAV releases the GIL inside libav's calls but takes it back for every
 frame it hands out (every decoded frame, kept or not, is a Python object). Measured with
@@ -11,7 +11,7 @@ about 4 cores' worth, while 16 ffmpeg processes reached 218. On 2 cores the GIL 
 binds (threads gave 1.65x over one), so the difference only shows on many cores.
 
 So each decoding thread of stage one drives one long-lived Python process (started once
-per run, importing only PyAV and numpy, never torch) that runs decode_pyav.decode_video_pyav,
+per run, importing only PyAV and numpy, never torch) that runs pyav.decode_video_pyav,
 the very function a thread would run, and sends the result back over a pipe. The thread
 reads the frames straight into its slot (readinto, GIL released while it waits), as the
 ffmpeg-cli decoder reads ffmpeg's output. The bytes are the in-process decoder's: the same
@@ -26,13 +26,13 @@ user), the pool says so once and decodes in the calling threads, as PyAV allows.
 The same processes decode the sound of an audio set (sound.decode_audio), which PyAV's
 GIL binds the same way (16.8 videos/s at 140 CPU ms per video in threads on the H100 machine).
 
-The protocol, on the child's stdin/stdout: one JSON line per job, {kind: "video", path,
-frames, size, resize, fps, clip, timeout} or {kind: "sound", path, timeout}; the answer is a
-4-byte little-endian length, that many bytes of JSON, then the array it announces: for a
-video {frames: k, indices, timestamps, num_frames, error, seconds} and k*size*size*3 bytes
-of frames (k, size, size, 3) uint8 (with a clip [K, rate] in the job: k*K frames, the
-indices (k, K)); for a sound {samples: n, has_audio, error, ...} and n
-float32 samples.
+The protocol, on the child's stdin/stdout: each request is a 4-byte little-endian length and
+that many bytes of a pickled request (a VideoRequest: the path and the DecodeJob as it is; a
+SoundRequest: the path and the timeout); the answer is a 4-byte length, that many bytes of
+JSON, then the array it announces: for a video {frames: k, indices, timestamps, num_frames,
+error, seconds} and the k steps' frames, k x job.shape()[1:] uint8 (the indices (k, K) with a
+clip); for a sound {samples: n, has_audio, error, ...} and n float32 samples. The child
+trusts its requests: only the pool that started it writes to its stdin.
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ import dataclasses
 import json
 import logging
 import os
+import pickle
 import queue
 import select
 import struct
@@ -48,18 +49,39 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
-from .decode_common import ClipSpec, Decoded
-from .decode_pyav import decode_video_pyav
-from .decode_sound import AudioTrack, decode_audio
+from .common import Decoded, DecodeJob
+from .pyav import decode_video_pyav
+from .sound import AudioTrack, decode_audio
 
 GRACE_S = 5.0  # past the video's own timeout, which the child enforces itself, before it is killed
 HEADER = struct.Struct("<I")
-ROOT = Path(__file__).resolve().parents[2]  # the repository, on the child's sys.path
+ROOT = Path(__file__).resolve().parents[3]  # the repository, on the child's sys.path
+# What a decoder process runs: serve() on its pipes (not `-m`: runpy would import this module
+# twice, once as the package's and once as __main__, and warn).
+CHILD = "import sys; from stages.extract.decode.processes import serve; serve(sys.stdin.buffer, sys.stdout.buffer)"
+
+
+class VideoRequest(NamedTuple):
+    """Decode the pictures of `path` (absolute) as `job` says: what a decoder process is sent, pickled."""
+
+    path: str
+    job: DecodeJob
+
+
+class SoundRequest(NamedTuple):
+    """Read the sound track of `path` (absolute) within `timeout` s."""
+
+    path: str
+    timeout: float
+
+
+Request = VideoRequest | SoundRequest
 
 
 class ChildGone(Exception):
@@ -72,7 +94,7 @@ class DecoderProcess:
     def __init__(self) -> None:
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "stages.extract.decode_procs"],
+            [sys.executable, "-c", CHILD],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             bufsize=0,
@@ -82,11 +104,12 @@ class DecoderProcess:
         assert self.proc.stdin is not None and self.proc.stdout is not None  # both are pipes
         self.stdin, self.stdout = self.proc.stdin, self.proc.stdout
 
-    def ask(self, job: dict, timeout: float) -> tuple[dict, float]:
-        """Send one job; (its answer's JSON header, the deadline for reading the rest).
+    def ask(self, request: Request, timeout: float) -> tuple[dict, float]:
+        """Send one request; (its answer's JSON header, the deadline for reading the rest).
         Raises TimeoutError or ChildGone."""
+        data = pickle.dumps(request)
         try:
-            self.stdin.write(json.dumps(job).encode() + b"\n")
+            self.stdin.write(HEADER.pack(len(data)) + data)
         except OSError:  # BrokenPipeError: the child is gone
             raise ChildGone(self.gone()) from None
         deadline = time.monotonic() + timeout + GRACE_S
@@ -149,26 +172,10 @@ class DecoderProcesses:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def decode(
-        self,
-        path: Path,
-        frames: int,
-        size: int,
-        resize: int | tuple[int, int],
-        fps: float | None = None,
-        timeout: float = 60.0,
-        out: np.ndarray | None = None,
-        clip: ClipSpec | None = None,
-        interpolation: str = "bilinear",
-    ) -> Decoded:
+    def decode(self, path: Path, job: DecodeJob, out: np.ndarray | None = None) -> Decoded:
         """decode_video_pyav's contract, run in a decoder process: the frames land in `out`
-        ((>= frames, size, size, 3) uint8, or (>= frames, K, size, size, 3) with a clip;
-        C-contiguous). Never raises for a bad video."""
-        step = (clip.length,) if clip else ()
-        out = np.empty((frames, *step, size, size, 3), np.uint8) if out is None else out
-        job = dict(kind="video", path=str(Path(path).absolute()), frames=frames, size=size, resize=resize, fps=fps)
-        job["clip"] = [clip.length, clip.frame_rate] if clip else None
-        job["interpolation"] = interpolation
+        (job.shape() or longer, uint8, C-contiguous). Never raises for a bad video."""
+        out = np.empty(job.shape(), np.uint8) if out is None else out
 
         def answer(child: DecoderProcess, head: dict, deadline: float) -> Decoded:
             k = head["frames"]
@@ -185,9 +192,10 @@ class DecoderProcesses:
             )
 
         return self.run(
-            job | {"timeout": timeout},
+            VideoRequest(str(Path(path).absolute()), job),
+            job.timeout,
             answer,
-            in_thread=lambda: decode_video_pyav(path, frames, size, resize, fps, timeout, out, clip, interpolation),
+            in_thread=lambda: decode_video_pyav(path, job, out),
             failed=lambda why, seconds: Decoded(error=why, seconds=seconds),
             doing="decoding",
         )
@@ -203,27 +211,30 @@ class DecoderProcesses:
             return AudioTrack(samples=samples, **head)
 
         return self.run(
-            {"kind": "sound", "path": str(Path(path).absolute()), "timeout": timeout},
+            SoundRequest(str(Path(path).absolute()), timeout),
+            timeout,
             answer,
             in_thread=lambda: decode_audio(path, timeout),
             failed=lambda why, seconds: AudioTrack(error=f"audio: {why}", seconds=seconds),
             doing="reading the sound",
         )
 
-    def run(self, job: dict, answer: Callable, in_thread: Callable, failed: Callable, doing: str):
-        """`job` in a decoder process, its answer read by answer(child, head, deadline); in this
-        thread where no process can be started; failed(reason, seconds) where the process did
-        not answer in time (it is killed) or died."""
+    def run(
+        self, request: Request, timeout: float, answer: Callable, in_thread: Callable, failed: Callable, doing: str
+    ):
+        """`request` in a decoder process, its answer read by answer(child, head, deadline); in
+        this thread where no process can be started; failed(reason, seconds) where the process
+        did not answer within `timeout` (s) and its grace (it is killed) or died."""
         t0 = time.perf_counter()
         child = self.take()
         if child is None:
             return in_thread()
         try:
-            head, deadline = child.ask(job, job["timeout"])
+            head, deadline = child.ask(request, timeout)
             result = answer(child, head, deadline)
         except TimeoutError:
             self.retire(child)
-            why = f"timeout after {job['timeout']:g} s (PyAV did not finish {doing}; its process was killed)"
+            why = f"timeout after {timeout:g} s (PyAV did not finish {doing}; its process was killed)"
             return failed(why, time.perf_counter() - t0)
         except ChildGone as e:
             self.retire(child)
@@ -280,18 +291,12 @@ class DecoderProcesses:
 
 
 # ---------------------------------------------------------------- in the child
-def video_answer(job: dict, buffers: dict) -> tuple[dict, np.ndarray | None]:
-    clip = ClipSpec(*job["clip"]) if job.get("clip") else None
-    shape = (job["frames"], *((clip.length,) if clip else ()), job["size"], job["size"], 3)
+def video_answer(path: str, job: DecodeJob, buffers: dict) -> tuple[dict, np.ndarray | None]:
+    shape = job.shape()
     out = buffers.get(shape)
     if out is None:  # one buffer per shape, reused: not a fresh allocation per video
         out = buffers[shape] = np.empty(shape, np.uint8)
-    # JSON has no tuples: an (H, W) resize comes as a list
-    resize = job["resize"] if isinstance(job["resize"], int) else tuple(job["resize"])
-    dec = decode_video_pyav(
-        Path(job["path"]), job["frames"], job["size"], resize, job["fps"], job["timeout"], out, clip,
-        job.get("interpolation", "bilinear"),
-    )  # fmt: skip
+    dec = decode_video_pyav(Path(path), job, out)
     head: dict[str, object] = {"frames": 0, "indices": None, "timestamps": None}
     head |= {"num_frames": dec.num_frames, "error": dec.error, "seconds": dec.seconds}
     if dec.error or dec.frames is None or not len(dec.frames):
@@ -300,24 +305,29 @@ def video_answer(job: dict, buffers: dict) -> tuple[dict, np.ndarray | None]:
     return head | {"frames": len(frames), "indices": indices.tolist(), "timestamps": timestamps.tolist()}, frames
 
 
-def sound_answer(job: dict, buffers: dict) -> tuple[dict, np.ndarray | None]:
-    track = decode_audio(job["path"], job["timeout"])
+def sound_answer(path: str, timeout: float) -> tuple[dict, np.ndarray | None]:
+    track = decode_audio(Path(path), timeout)
     head = {f.name: getattr(track, f.name) for f in dataclasses.fields(track) if f.name != "samples"}
     return head | {"samples": len(track.samples)}, track.samples.astype(np.float32, copy=False)
 
 
-def serve(jobs, answers) -> None:
-    """Answer each job line of `jobs` on `answers`: a length, a JSON header, then the array's bytes."""
+def requests(source) -> Iterator[Request]:
+    """Each Request on `source` (a binary stream), until it ends."""
+    while len(size := source.read(HEADER.size)) == HEADER.size:
+        (length,) = HEADER.unpack(size)
+        yield pickle.loads(source.read(length))
+
+
+def serve(source, answers) -> None:
+    """Answer each request on `source` on `answers`: a length, a JSON header, then the array's bytes."""
     buffers: dict[tuple, np.ndarray] = {}
-    for line in jobs:
-        job = json.loads(line)
-        head, data = (sound_answer if job.get("kind") == "sound" else video_answer)(job, buffers)
+    for request in requests(source):
+        if isinstance(request, VideoRequest):
+            head, data = video_answer(request.path, request.job, buffers)
+        else:
+            head, data = sound_answer(request.path, request.timeout)
         text = json.dumps(head).encode()
         answers.write(HEADER.pack(len(text)) + text)
         if data is not None and data.size:
             answers.write(memoryview(np.ascontiguousarray(data)).cast("B"))  # type: ignore[arg-type]  # numpy's stubs lack __buffer__
         answers.flush()
-
-
-if __name__ == "__main__":
-    serve(sys.stdin.buffer, sys.stdout.buffer)

@@ -3,7 +3,7 @@
 `decode_audio(path, timeout)` reads the first audio stream of any container PyAV's
 FFmpeg opens (MP3 in AVI, AAC in MP4, Vorbis or Opus in Matroska/WebM, PCM, ...), at any
 sample rate and channel count, and returns an `AudioTrack`. Failures are values, as in
-stages/decode.py: `.error` says why, prefixed "audio: ", in words a user can act on.
+stages/extract/decode/: `.error` says why, prefixed "audio: ", in words a user can act on.
 
 - No audio stream (or one with no packets): `has_audio` False, no error, no samples.
   Such a video is stored with silence features and the flag, never failed.
@@ -13,7 +13,7 @@ stages/decode.py: `.error` says why, prefixed "audio: ", in words a user can act
 - Not a regular file (a FIFO, a socket, a device): an error at once, nothing opened,
   because a read of such a file can block forever.
 - A read or a decode that runs past `timeout`: an error at the timeout. Every read goes
-  through decode_common.DeadlineReader (the file opened by us, non-blocking, handed to av.open), and
+  through common.DeadlineReader (the file opened by us, non-blocking, handed to av.open), and
   the decode loop checks the same deadline per packet; the whole decode runs on a
   thread of its own, so even a read the kernel never returns (a dead network mount)
   costs the caller no more than the timeout.
@@ -36,8 +36,8 @@ from pathlib import Path
 import av
 import numpy as np
 
-from . import decode_common
-from .decode_common import DeadlineReader, DecodeError, SourceTimeout
+from . import common
+from .common import DeadlineReader, DecodeError, SourceTimeout
 
 SAMPLE_RATE = 16000  # Hz: VGGish's rate, and plenty for 64 mel bands up to 7.5 kHz
 # A few lost frames are a glitch the ffmpeg command line would also skip; more than this
@@ -76,9 +76,9 @@ class AudioDecodeError(Exception):
 
 
 def preflight(path: Path) -> None:
-    """The pictures' checks (decode_common.preflight): missing, empty, unreadable, not a regular file."""
+    """The pictures' checks (common.preflight): missing, empty, unreadable, not a regular file."""
     try:
-        decode_common.preflight(path)
+        common.preflight(path)
     except DecodeError as e:
         raise AudioDecodeError(str(e)) from None
 

@@ -1,6 +1,6 @@
 """The `pyav` decoder, stage one's default: in-process decoding with PyAV (its wheel bundles FFmpeg).
 
-`decode_video_pyav` keeps the ffmpeg-cli decoder's contract (decode_ffmpeg_cli.py): the same frame
+`decode_video_pyav` keeps the ffmpeg-cli decoder's contract (ffmpeg_cli.py): the same frame
 count (an AVI's own header, else what ffprobe reports), the same indices, the frames that
 the CLI's `select(eq(n,i)) -> scale -> crop -> rgb24` graph gives, the same timestamps, and
 a failure reason of the same kind for every bad input. The same libavfilter chain runs here,
@@ -23,7 +23,7 @@ Why it is faster: no process per video (starting Debian's dynamically linked ffm
 costs more CPU than decoding a UCF101 clip), and only the T kept frames are converted.
 PyAV releases the GIL inside libav's calls but takes it back several times per frame, so
 threads of one process do not fill many cores (4 of 16 on the H100 machine): stage one runs
-this function in one long-lived process per decoding thread (decode_procs.py), and in a
+this function in one long-lived process per decoding thread (processes.py), and in a
 thread only where no process can be started.
 
 Time limits: only regular files are opened (preflight() refuses FIFOs, devices and sockets
@@ -45,20 +45,18 @@ from pathlib import Path
 import av
 import numpy as np
 
-from .decode_common import (
-    ClipSpec,
+from .common import (
     DeadlineReader,
     Decoded,
     DecodeError,
+    DecodeJob,
     FramePlan,
     SourceTimeout,
     VideoInfo,
     frame_buffer,
     preflight,
     read_avi_header,
-    sample_indices,
     scale_filters,
-    scaler,
     stderr_text_tail,
 )
 
@@ -140,12 +138,12 @@ def decode_timeout(timeout: float) -> str:
 
 
 def rate_of(rate: Fraction | None) -> float:
-    """A stream rate as frames/s; 0.0 when unknown (0/0) or not finite, as decode_ffmpeg_cli.parse_rate."""
+    """A stream rate as frames/s; 0.0 when unknown (0/0) or not finite, as ffmpeg_cli.parse_rate."""
     return float(rate) if rate and rate.denominator and rate > 0 else 0.0
 
 
 def stream_info(src: Input, frames: int | None = None) -> VideoInfo:
-    """What decode_ffmpeg_cli.probe() gets from ffprobe, from the opened container.
+    """What ffmpeg_cli.probe() gets from ffprobe, from the opened container.
 
     frames: the count to use instead of the container's (packets counted by the caller);
     the fallback rate, frames / duration (else 25 frames/s), is computed from it, as in probe().
@@ -192,7 +190,7 @@ def count_packets(src: Input, deadline: float) -> int:
 
 
 def probe_input(path: Path, deadline: float, timeout: float) -> tuple[Input, VideoInfo]:
-    """The opened input and decode_ffmpeg_cli.probe()'s VideoInfo for it.
+    """The opened input and ffmpeg_cli.probe()'s VideoInfo for it.
 
     Where the container has no frame count (Matroska, WebM), its packets are counted in a
     first pass and the file is opened again for decoding, as probe() counts them with a
@@ -309,21 +307,19 @@ def autorotate_filters(matrix: tuple[int, ...] | None) -> list[tuple[str, str | 
 
 
 class FrameConverter:
-    """Decoded frame -> (size, size, 3) uint8 RGB, through the CLI's filter chain.
+    """Decoded frame -> (size, size, 3) uint8 RGB, through the CLI's filter chain, as `job` says.
 
     The graph is `buffer -> [autorotation] -> scale_filters (scale: shorter side to `resize`,
     or exactly (H, W); flags: the model's scaler; crop size x size, centre) -> format=rgb24 ->
     buffersink`, with scale's own expressions, so libavfilter does the rounding and picks
-    the same swscale path (YUV -> RGB and resize in one call, or RGB first) as the CLI: `frame.reformat()` would not give the same bytes. One graph thread. The graph is
-    built for the first frame and again whenever a frame's size, pixel format, colours or
+    the same swscale path (YUV -> RGB and resize in one call, or RGB first) as the CLI:
+    `frame.reformat()` would not give the same bytes. One graph thread. The graph is built
+    for the first frame and again whenever a frame's size, pixel format, colours or
     orientation change, as the CLI reconfigures its graph.
     """
 
-    def __init__(
-        self, size: int, resize: int | tuple[int, int], time_base: Fraction | None, interpolation: str = "bilinear"
-    ):
-        self.size, self.resize, self.interpolation = size, resize, interpolation
-        scaler(interpolation)  # one FFmpeg lacks fails here, before any frame
+    def __init__(self, job: DecodeJob, time_base: Fraction | None):
+        self.size, self.resize, self.interpolation = job.size, job.resize, job.interpolation
         self.time_base = time_base or Fraction(1, AV_TIME_BASE)
         self.key: tuple | None = None
         self.graph: av.filter.Graph | None = None
@@ -397,19 +393,12 @@ def decoded_frames(src: Input, deadline: float, sel: Selection) -> Iterator[av.V
             return
 
 
-def decode_selected(
-    src: Input,
-    indices: np.ndarray,
-    size: int,
-    resize: int | tuple[int, int],
-    out: np.ndarray,
-    deadline: float,
-    interpolation: str = "bilinear",
-) -> Selection:
-    """Decode in order, converting the frames whose ordinal is in `indices` into out[k].
+def decode_selected(src: Input, indices: np.ndarray, job: DecodeJob, out: np.ndarray, deadline: float) -> Selection:
+    """Decode in order, converting the frames whose ordinal is in `indices` into out[k],
+    scaled and cropped as `job` says.
 
-    indices: (T,) int32, increasing. out: (>= T, size, size, 3) uint8. Stops after the
-    last index; sel.decoded is then the file's full count when the file ran out first.
+    indices: (n,) int32, increasing. out: (>= n, S, S, 3) uint8. Stops after the last index;
+    sel.decoded is then the file's full count when the file ran out first.
     """
     codec = src.stream.codec_context
     if codec is None:
@@ -417,7 +406,7 @@ def decode_selected(
     codec.thread_type = "NONE"  # one thread per decoder: decoders in parallel threads fill the cores
     codec.thread_count = 1
     tb, offset = src.stream.time_base, start_offset(src)
-    convert, guess = FrameConverter(size, resize, tb, interpolation), PtsGuess()
+    convert, guess = FrameConverter(job, tb), PtsGuess()
     want, sel = indices.tolist(), Selection(len(indices))
     if not want:
         return sel
@@ -438,44 +427,34 @@ def decode_selected(
     return sel
 
 
-def decode_video_pyav(
-    path: Path,
-    frames: int,
-    size: int,
-    resize: int | tuple[int, int],
-    fps: float | None = None,
-    timeout: float = 60.0,
-    out: np.ndarray | None = None,
-    clip: ClipSpec | None = None,
-    interpolation: str = "bilinear",
-) -> Decoded:
-    """Probe, sample and decode one video in this process. Never raises for a bad video: see `.error`.
+def decode_video_pyav(path: Path, job: DecodeJob, out: np.ndarray | None = None) -> Decoded:
+    """Probe, sample and decode one video in this process as `job` says. Never raises for a bad
+    video: see `.error`.
 
-    The same contract as decode_ffmpeg_cli.decode_video_cli: Decoded.frames (k, size, size, 3) uint8 (a
-    view of `out` when given: (>= frames, size, size, 3) uint8, C-contiguous), indices
-    (k,) int32, timestamps (k,) float32 s, num_frames, and an error reason of the same
-    kind for a bad video. fps: sample at this rate (at most `frames`) instead of T
-    uniform frames. timeout: seconds for the whole video (open, probe and decode), after
-    which it fails with "timeout after N s (...)". Uses one decoding thread. clip: each step
-    is the clip of K frames around its frame (Decoded's clip shapes; `out` (>= frames, K, size,
-    size, 3)), every frame decoded once.
+    The same contract as ffmpeg_cli.decode_video_cli: Decoded.frames (k, S, S, 3) uint8, or
+    with a clip (k, K, S, S, 3), every frame decoded once (a view of `out` when given: job.shape()
+    or longer, uint8, C-contiguous), indices (k,) or (k, K) int32, timestamps (k,) float32 s,
+    num_frames, and an error reason of the same kind for a bad video. job.timeout: seconds for
+    the whole video (open, probe and decode), after which it fails with "timeout after N s
+    (...)". Uses one decoding thread.
     """
     t0 = time.perf_counter()
+    timeout = job.timeout
     deadline = time.monotonic() + timeout
     path = Path(path)
     try:
         # The same checks and the same count as the CLI path: for uniform sampling, an
         # AVI's own header; otherwise the container's count, or its packets counted.
         preflight(path)
-        info = read_avi_header(path) if fps is None else None
+        info = read_avi_header(path) if job.fps is None else None
         if info is None:
             src, info = probe_input(path, deadline, timeout)
         else:
             src = Input(path, deadline, timeout)
         with src:
-            plan = FramePlan(sample_indices(info, frames, fps), info.frames, info.fps, clip)
-            buffer = frame_buffer(plan.flat(out), plan.slots, size)
-            sel = decode_selected(src, plan.frames, size, resize, buffer, deadline, interpolation)
+            plan = FramePlan.of(job, info)
+            buffer = frame_buffer(plan.flat(out), plan.slots, job.size)
+            sel = decode_selected(src, plan.frames, job, buffer, deadline)
         if sel.kept < len(plan.frames):
             raise DecodeError(
                 f"truncated: decoded {sel.decoded} of ~{info.frames} frames (needed frame {int(plan.frames[sel.kept])})"
