@@ -52,7 +52,7 @@ def decode_job(family: Extractor) -> DecodeJob:
         assert family.decodes == SOUND, "a family that decodes pictures says how they are scaled and cropped"
         size, resize, interpolation = TIMES_SIZE, TIMES_RESIZE, "bilinear"
     else:
-        size, resize, interpolation = pre.size, pre.resize, pre.interpolation
+        size, resize, interpolation = pre.size, pre.resize, pre.scaling
     return DecodeJob(
         frames=cfg.frames, size=size, resize=resize, fps=cfg.fps, clip=family.clip(),
         interpolation=interpolation, timeout=cfg.timeout, decoder=cfg.decoder,

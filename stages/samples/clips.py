@@ -136,10 +136,15 @@ def lavfi(source: str, **params):
     return ffmpeg.input(f"{source}=" + ":".join(f"{k}={v}" for k, v in params.items()), format="lavfi")
 
 
-def encoder_options(codec: str, quality: int | None = None, bitrate: str | None = None) -> dict:
-    """Encoder settings: one thread (deterministic output, and the pool already fills the cores)."""
+def encoder_options(
+    codec: str, quality: int | None = None, bitrate: str | None = None, bframes: int | None = None
+) -> dict:
+    """Encoder settings: one thread (deterministic output, and the pool already fills the cores);
+    bframes: B-frames between reference frames (None: the encoder's default, none for mpeg4)."""
     # MJPEG wants full-range ("j") YUV; every other encoder here takes plain 4:2:0.
     kw = {"vcodec": codec, "pix_fmt": "yuvj420p" if codec == "mjpeg" else "yuv420p", "threads": 1}
+    if bframes is not None:
+        kw["bf"] = bframes
     if bitrate:
         kw["video_bitrate"] = bitrate
     elif codec in ("mpeg4", "mjpeg", "msmpeg4"):
@@ -316,6 +321,7 @@ def build_clip(
     look: random.Random,
     codec: str = "mpeg4",
     bitrate: str | None = None,
+    bframes: int | None = None,
 ):
     """The ffmpeg-python output node of one clip (see make_clip); consumes rng and look."""
     unknown = [s for s in scenes if s not in SCENES]
@@ -340,7 +346,7 @@ def build_clip(
         y=bounce(h - side, rng.uniform(15, 45) * h / 120, rng),
         shortest=1,
     )
-    return output(video, dest, r=fps, **encoder_options(codec, bitrate=bitrate))
+    return output(video, dest, r=fps, **encoder_options(codec, bitrate=bitrate, bframes=bframes))
 
 
 def make_clip(
@@ -356,6 +362,7 @@ def make_clip(
     scene_frames: Sequence[int] | None = None,
     look_seed: int | str | None = None,
     bitrate: str | None = None,
+    bframes: int | None = None,
     timeout: float = 120.0,
 ) -> Clip:
     """Write one clip made of `scenes` (names from SCENES), in that order, with one ffmpeg call.
@@ -367,7 +374,8 @@ def make_clip(
     seed: picks scene lengths, start offsets and motion; look_seed (default: seed) picks hue,
     saturation and noise, so clips of one group can share a look.
     codec: an ffmpeg encoder name (mpeg4 as in UCF101, libx264, mjpeg, ffv1...); bitrate
-    (e.g. "500k", bits/s) replaces the default constant quality.
+    (e.g. "500k", bits/s) replaces the default constant quality; bframes, B-frames between
+    reference frames (None: the encoder's default: none for mpeg4, up to 3 for libx264).
     Returns the Clip with its frames per scene; the file holds exactly sum(scene_frames) frames.
     """
     path = Path(path)
@@ -379,7 +387,7 @@ def make_clip(
         if len(scene_frames) != len(scenes) or min(scene_frames) < 1:
             raise ValueError(f"scene_frames {list(scene_frames)} must give >= 1 frame to each of {len(scenes)} scenes")
         frames = list(scene_frames)
-    run_ffmpeg(build_clip(path, scenes, frames, fps, size, rng, look, codec, bitrate), path, timeout)
+    run_ffmpeg(build_clip(path, scenes, frames, fps, size, rng, look, codec, bitrate, bframes), path, timeout)
     return Clip(path, tuple(scenes), tuple(frames), float(fps), (size[0], size[1]))
 
 

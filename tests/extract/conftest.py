@@ -1,6 +1,7 @@
 """Fixtures of the stage-one tests that need sets with sound: a UCF101-layout tree where some
-classes have a sound track, and a visual and an audio set of it (made once per session); a small
-set of picture clips for the image families."""
+classes have a sound track, and a visual and an audio set of it (made once per session); and
+footage with hard cuts in both containers for the families' agreement with their libraries
+(family_reference.py)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import synth
+from family_reference import make_cut_footage
 from helpers import audio_cfg, file_hashes
 
 from stages.extract import extract_features
@@ -32,14 +34,7 @@ def both(sound_tree, tmp_path_factory):
     return root, visual, before, audio
 
 
-# Pictures rather than pixel noise (no 'static', no 'life'): FFmpeg's scaler and PIL's resample
-# differ most on single-pixel detail, and a video's frames are not noise.
-PICTURE_CLASSES = {"dusk": ("sunset", "plasma"), "shapes": ("box", "rings"), "card": ("testcard", "checker")}
-
-
 @pytest.fixture(scope="session")
-def picture_csv(tmp_path_factory) -> Path:
-    """list.csv of 6 clips of 96x72 px."""
-    return synth.make_csv_dataset(
-        tmp_path_factory.mktemp("pictures"), PICTURE_CLASSES, clips_per_class=2, size=(96, 72)
-    )
+def cut_csv(tmp_path_factory) -> Path:
+    """list.csv of family_reference.FOOTAGE: four clips of three scenes, .avi and .mp4, one portrait each."""
+    return make_cut_footage(tmp_path_factory.mktemp("cuts"))

@@ -355,7 +355,10 @@ def test_the_job_is_built_from_the_familys_preprocessing_and_the_config():
     gives the times. Frozen, and the same value once pickled (as a decoder process gets it)."""
     cfg = ExtractConfig(backbone="torchvision:r2plus1d_18", frames=4, fps=2.0, timeout=30, decoder="ffmpeg-cli")
     job = decode_job(family_for(cfg))
-    assert job == DecodeJob(4, 112, (128, 171), fps=2.0, clip=ClipSpec(16, 15.0), timeout=30, decoder="ffmpeg-cli")
+    assert job == DecodeJob(
+        4, 112, (128, 171), fps=2.0, clip=ClipSpec(16, 15.0), interpolation="rgb24:bilinear", timeout=30,
+        decoder="ffmpeg-cli",
+    )  # fmt: skip
     assert pickle.loads(pickle.dumps(job)) == job and job.shape() == (4, 16, 112, 112, 3)
     with pytest.raises(dataclasses.FrozenInstanceError):
         job.frames = 8

@@ -1,5 +1,6 @@
-"""The OpenCLIP family: its stored features against OpenCLIP's own model and preprocess on PIL
-frames, its names, and its weights policy. Random weights, a small input size: nothing downloads."""
+"""The OpenCLIP family: its stored features against OpenCLIP's own model and preprocess on
+frames decoded independently (family_reference.py), its names, and its weights policy. Seeded
+random weights: nothing downloads."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import importlib.util
 import open_clip
 import pytest
 import torch
-from family_reference import assert_same_features, extract, stored_and_reference
+from family_reference import SCALED_AS_THE_LIBRARY, assert_agrees, extract, stored_and_reference
 from safetensors.torch import save_file
 
 from pipeline.errors import ConfigError
@@ -16,7 +17,8 @@ from stages.extract.config import ExtractConfig
 from stages.extract.errors import WeightsError
 from stages.extract.extractors import family_for
 
-ARCH, TAG, SIZE, SEED = "ViT-B-32", "openai", 128, 5  # 4 x 4 patches; the 72 px frames are scaled up
+ARCH, TAG, SEED = "ViT-B-32", "openai", 5  # at its own 224 px: resize 224 bicubic, crop 224
+FILE_SIZE = 128  # the weights-file test's crop (4 x 4 patches): the file is saved from a model built at it
 
 
 @pytest.fixture(autouse=True)
@@ -28,19 +30,27 @@ def open_clip_reference():
     """What an OpenCLIP user writes: create_model_and_transforms with the same seed and options
     (the openai tag's QuickGELU), encode_image on the preprocess of PIL images."""
     torch.manual_seed(SEED)
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        ARCH, pretrained=None, force_quick_gelu=True, force_image_size=SIZE
-    )
+    model, _, preprocess = open_clip.create_model_and_transforms(ARCH, pretrained=None, force_quick_gelu=True)
     model.eval()
     return lambda pictures: model.encode_image(torch.stack([preprocess(p) for p in pictures])).numpy()
 
 
-def test_an_open_clip_image_tower_stores_encode_image(picture_csv, tmp_path):
-    set_dir = extract(picture_csv, tmp_path, f"open_clip:{ARCH}:{TAG}", "random", image_size=SIZE, seed=SEED)
-    assert set_dir.name.startswith(f"open_clip-{ARCH}-{TAG}-random-t2-{SIZE}px-")
-    ours, theirs = stored_and_reference(set_dir, lambda vid: picture_csv.parent / vid, open_clip_reference())
-    assert ours.shape[1] == 512
-    assert_same_features(ours, theirs)
+@pytest.fixture(scope="module")
+def clip_agreement(cut_csv, tmp_path_factory):
+    """(set dir, Agreement): stage one on the cut footage (T=4, seeded random weights, as the
+    reference builds them) and OpenCLIP's encode_image of every row."""
+    tmp = tmp_path_factory.mktemp("open_clip")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("HF_HUB_OFFLINE", "1")
+        set_dir = extract(cut_csv, tmp, f"open_clip:{ARCH}:{TAG}", "random", frames=4, seed=SEED)
+    return set_dir, stored_and_reference(set_dir, lambda v: cut_csv.parent / v, open_clip_reference())
+
+
+def test_an_open_clip_image_tower_stores_encode_image_on_an_independent_decode(clip_agreement):
+    set_dir, agreement = clip_agreement
+    assert set_dir.name.startswith(f"open_clip-{ARCH}-{TAG}-random-t4-224px-")
+    assert agreement.ours.shape == (16, 512)
+    assert_agrees(agreement, SCALED_AS_THE_LIBRARY)
 
 
 def test_preprocessing_is_the_checkpoints():
@@ -75,21 +85,20 @@ def test_offline_and_uncached_says_where_the_file_goes(tmp_path, monkeypatch):
         family.resolve_weights()
 
 
-def test_a_whole_clip_state_dict_file_is_the_model_it_holds(picture_csv, tmp_path):
+def test_a_whole_clip_state_dict_file_is_the_model_it_holds(cut_csv, tmp_path):
     """WEIGHTS=clip.safetensors (both towers, saved from an OpenCLIP model at SIZE): checked on the
     meta device, loaded, and the stored rows are that model's encode_image on OpenCLIP's preprocess."""
     torch.manual_seed(SEED + 1)
     model, _, preprocess = open_clip.create_model_and_transforms(
-        ARCH, pretrained=None, force_quick_gelu=True, force_image_size=SIZE
+        ARCH, pretrained=None, force_quick_gelu=True, force_image_size=FILE_SIZE
     )
     path = tmp_path / "clip.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
-    set_dir = extract(picture_csv, tmp_path, f"open_clip:{ARCH}:{TAG}", path, image_size=SIZE)
-    assert set_dir.name.startswith(f"open_clip-{ARCH}-{TAG}-sha256-t2-{SIZE}px-")
+    set_dir = extract(cut_csv, tmp_path, f"open_clip:{ARCH}:{TAG}", path, image_size=FILE_SIZE)
+    assert set_dir.name.startswith(f"open_clip-{ARCH}-{TAG}-sha256-t2-{FILE_SIZE}px-")
     model.eval()
     reference = lambda pictures: model.encode_image(torch.stack([preprocess(p) for p in pictures])).numpy()
-    ours, theirs = stored_and_reference(set_dir, lambda vid: picture_csv.parent / vid, reference)
-    assert_same_features(ours, theirs)
+    assert_agrees(stored_and_reference(set_dir, lambda vid: cut_csv.parent / vid, reference), SCALED_AS_THE_LIBRARY)
 
 
 # One checkpoint of each kind of tower: OpenAI's ViT and ModifiedResNet, timm image towers

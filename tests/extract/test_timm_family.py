@@ -1,5 +1,6 @@
-"""The timm family: its stored features against timm's own model and preprocessing on PIL
-frames, its names, and its weights policy. Small models and written weights: nothing downloads."""
+"""The timm family: its stored features against timm's own model and preprocessing on frames
+decoded independently (family_reference.py), its names, and its weights policy. Small models
+and written weights: nothing downloads."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from family_reference import assert_same_features, extract, stored_and_reference
+from family_reference import SCALED_AS_THE_LIBRARY, assert_agrees, extract, stored_and_reference
 from safetensors.torch import save_file
 
 from pipeline.errors import ConfigError
@@ -35,14 +36,16 @@ def write_weights(path, name: str, seed: int, **kw):
 
 
 def timm_reference(name: str, weights_path, **kw):
-    """timm's own model with those weights and its own eval transform on PIL images (at
-    img_size where the model is built at another size than its own, as a timm user says it)."""
+    """timm's own model with those weights and its own eval transform on PIL images
+    (resolve_model_data_config + create_transform; at img_size where the model is built at
+    another size than its own, as a timm user says it)."""
     from safetensors.torch import load_file
 
     model = timm.create_model(name, pretrained=False, **kw).eval()
     model.load_state_dict(load_file(str(weights_path)))
     size = {"input_size": (3, kw["img_size"], kw["img_size"])} if "img_size" in kw else {}
-    transform = timm.data.create_transform(**timm.data.resolve_data_config(size, model=model), is_training=False)
+    config = timm.data.resolve_model_data_config(model, args=size)
+    transform = timm.data.create_transform(**config, is_training=False)
 
     def forward(pictures):
         x = torch.stack([transform(p) for p in pictures])
@@ -51,29 +54,34 @@ def timm_reference(name: str, weights_path, **kw):
     return forward
 
 
-def test_a_timm_vit_stores_what_timm_computes_with_its_own_preprocessing(picture_csv, tmp_path):
-    """test_vit: timm's data config (160 px, crop_pct 0.95, bicubic, mean/std 0.5) is the default."""
-    weights = write_weights(tmp_path / "test_vit.safetensors", "test_vit", seed=1)
-    set_dir = extract(picture_csv, tmp_path, "timm:test_vit", weights)
-    ours, theirs = stored_and_reference(
-        set_dir, lambda vid: picture_csv.parent / vid, timm_reference("test_vit", weights)
-    )
-    assert ours.shape[1] == 64
-    assert_same_features(ours, theirs)
+# (timm name, stage one's --size, what it is): test_vit at its own 160 px with crop_pct 0.95
+# (resize 168); the ViT-S/14 DINOv2 architecture built at 112 px (its own is 518).
+VITS = {"test_vit": (None, 64), "vit_small_patch14_dinov2.lvd142m": (112, 384)}
 
 
-def test_a_dinov2_vit_at_a_smaller_size(picture_csv, tmp_path):
-    """The ViT-S/14 DINOv2 architecture built at --size 112 (its own is 518 px): the stored rows
-    are timm's at that size; the id names the backbone, the size and the weights file."""
-    name = "vit_small_patch14_dinov2.lvd142m"
-    weights = write_weights(tmp_path / "dinov2.safetensors", name, seed=2, img_size=112)
-    set_dir = extract(picture_csv, tmp_path, f"timm:{name}", weights, image_size=112)
-    assert set_dir.name.startswith(f"timm-{name}-sha256-t2-112px-")
-    ours, theirs = stored_and_reference(
-        set_dir, lambda vid: picture_csv.parent / vid, timm_reference(name, weights, img_size=112)
+@pytest.fixture(scope="module", params=list(VITS))
+def vit_agreement(request, cut_csv, tmp_path_factory):
+    """(set dir, Agreement): stage one on the cut footage (T=4) and timm's own forward of every row."""
+    name, (size, _) = request.param, VITS[request.param]
+    tmp = tmp_path_factory.mktemp("timm")
+    kw = {"img_size": size} if size else {}
+    weights = write_weights(tmp / "vit.safetensors", name, seed=1, **kw)
+    set_dir = extract(cut_csv, tmp, f"timm:{name}", weights, frames=4, **({"image_size": size} if size else {}))
+    return (
+        name,
+        set_dir,
+        stored_and_reference(set_dir, lambda v: cut_csv.parent / v, timm_reference(name, weights, **kw)),
     )
-    assert ours.shape[1] == 384
-    assert_same_features(ours, theirs)
+
+
+def test_a_timm_vit_stores_what_timm_computes_on_an_independent_decode(vit_agreement):
+    """Every row against ffmpeg's decode of its frame, timm's transform and model: at the bar
+    in both containers and every size, portrait included; the id names backbone, size, weights."""
+    name, set_dir, agreement = vit_agreement
+    size, dim = VITS[name]
+    assert set_dir.name.startswith(f"timm-{name}-sha256-t4-{size or 160}px-")
+    assert agreement.ours.shape == (16, dim)
+    assert_agrees(agreement, SCALED_AS_THE_LIBRARY)
 
 
 def test_preprocessing_is_timms_data_config_and_size_overrides_it():

@@ -1,12 +1,12 @@
 """The torchvision image family: its stored features against torchvision's own model and
-`weights.transforms()` on PIL frames, its names, and its weights policy. Nothing downloads."""
+`weights.transforms()` on frames decoded independently (family_reference.py), its names, and its weights policy. Nothing downloads."""
 
 from __future__ import annotations
 
 import pytest
 import torch
 import torchvision
-from family_reference import assert_same_features, extract, stored_and_reference
+from family_reference import SCALED_AS_THE_LIBRARY, assert_agrees, extract, stored_and_reference
 
 from pipeline.errors import ConfigError
 from stages.extract.config import ExtractConfig
@@ -17,8 +17,11 @@ NAME = "convnext_tiny"  # classifier: LayerNorm2d, Flatten, Linear(768, 1000)
 
 
 def write_weights(path, name: str, seed: int):
+    """A randomly initialised model's weights; ConvNeXt's LayerScale set to 1 (initialised at
+    1e-6, it would leave the blocks' output out of the features, as trained weights do not)."""
     torch.manual_seed(seed)
-    torch.save(torchvision.models.get_model(name, weights=None).state_dict(), path)
+    state = torchvision.models.get_model(name, weights=None).state_dict()
+    torch.save({k: torch.ones_like(v) if k.endswith(".layer_scale") else v for k, v in state.items()}, path)
     return path
 
 
@@ -33,16 +36,23 @@ def torchvision_reference(name: str, weights_path):
     return lambda pictures: model(torch.stack([transform(p) for p in pictures])).numpy()
 
 
-def test_a_torchvision_model_stores_the_input_of_its_final_linear(picture_csv, tmp_path):
-    """Its own preprocessing (resize 236, crop 224, bilinear, ImageNet mean/std) by default."""
-    weights = write_weights(tmp_path / f"{NAME}.pth", NAME, seed=1)
-    set_dir = extract(picture_csv, tmp_path, f"torchvision:{NAME}", weights)
-    assert set_dir.name.startswith(f"torchvision-{NAME}-sha256-t2-224px-")
-    ours, theirs = stored_and_reference(
-        set_dir, lambda vid: picture_csv.parent / vid, torchvision_reference(NAME, weights)
-    )
-    assert ours.shape[1] == 768
-    assert_same_features(ours, theirs)
+@pytest.fixture(scope="module")
+def convnext(cut_csv, tmp_path_factory):
+    """(set dir, Agreement): stage one on the cut footage (T=4) and torchvision's forward of every row."""
+    tmp = tmp_path_factory.mktemp("torchvision")
+    weights = write_weights(tmp / f"{NAME}.pth", NAME, seed=1)
+    set_dir = extract(cut_csv, tmp, f"torchvision:{NAME}", weights, frames=4)
+    return set_dir, stored_and_reference(set_dir, lambda v: cut_csv.parent / v, torchvision_reference(NAME, weights))
+
+
+def test_a_torchvision_model_stores_what_torchvision_computes_on_an_independent_decode(convnext):
+    """The input of its final Linear, with its own preprocessing (resize 236, crop 224, bilinear,
+    ImageNet mean/std), against ffmpeg's decode of each row's frame: at the bar in both
+    containers and every size, portrait included."""
+    set_dir, agreement = convnext
+    assert set_dir.name.startswith(f"torchvision-{NAME}-sha256-t4-224px-")
+    assert agreement.ours.shape == (16, 768)
+    assert_agrees(agreement, SCALED_AS_THE_LIBRARY)
 
 
 def test_preprocessing_is_the_weights_transforms():

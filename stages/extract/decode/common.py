@@ -9,8 +9,9 @@ AVI header, and which frames to keep.
     sample_indices(info, T)  the frame indices to keep: T segment centres, or FPS= sampling
     FramePlan                which frames to decode for those steps: the steps themselves, or
                              each step's clip of K frames (a clip model's), and how they are laid out
-    scale_size(resize)       FFmpeg's scale expressions for a resize: the shorter side, or (H, W)
     scaler(interpolation)    FFmpeg's scale flags for a model's interpolation (bilinear, bicubic, ...)
+    scale_filters(S, resize, interpolation)  the scale and crop filters of both decoders' graphs:
+                             ResNet-50's (YUV scaled) or the libraries' way (RGB first, torchvision's rounding)
     frame_buffer(out, n, S)  the caller's (pinned) buffer, checked, or a new one
 
 Both decoders (ffmpeg_cli.py: an ffmpeg process per video; pyav.py: in-process with PyAV, also
@@ -292,8 +293,9 @@ class DecodeJob:
     frames: T, the steps (the cap with fps). size: the square crop, px. resize: the shorter side
     before it, px, or the (H, W) the picture is scaled to. fps: sample at this rate instead of T
     uniform segment centres. clip: each step is the clip of K frames around it (a clip model's).
-    interpolation: the resize's filter, the model's published one (a key of SCALER). timeout:
-    seconds (pyav: for the whole video; ffmpeg-cli: for each process). decoder: one of DECODERS.
+    interpolation: the resize's filter, the model's published one (a key of SCALER), after
+    RGB_FIRST where the frame is scaled the libraries' way (scale_filters). timeout: seconds
+    (pyav: for the whole video; ffmpeg-cli: for each process). decoder: one of DECODERS.
     """
 
     frames: int
@@ -389,12 +391,17 @@ SCALER = {
     "box": "area",
     "area": "area",
 }
+# The prefix of an interpolation scaled the libraries' way: the frame converted to RGB at its
+# full size first, then scaled, as PIL and torchvision scale the RGB pictures a user decodes.
+RGB_FIRST = "rgb24:"
 
 
 def scaler(interpolation: str) -> str:
-    """FFmpeg scale's `flags` for a model's interpolation; ValueError for one FFmpeg lacks."""
+    """FFmpeg scale's `flags` for a model's interpolation, with the RGB_FIRST prefix kept where
+    it has one (the scaler a set's id records); ValueError for one FFmpeg lacks."""
+    prefix = RGB_FIRST if interpolation.startswith(RGB_FIRST) else ""
     try:
-        return SCALER[interpolation]
+        return prefix + SCALER[interpolation.removeprefix(prefix)]
     except KeyError:
         raise ValueError(
             f"no FFmpeg scaler for the interpolation {interpolation!r}; one of {', '.join(SCALER)}"
@@ -409,6 +416,42 @@ def scale_size(resize: int | tuple[int, int]) -> tuple[str, str]:
         return f"if(lte(iw,ih),{resize},-2)", f"if(lte(iw,ih),-2,{resize})"
     height, width = resize
     return str(width), str(height)
+
+
+def library_scale_size(resize: int | tuple[int, int]) -> tuple[str, str]:
+    """scale_size as torchvision's resize computes it: the longer side int(resize * long / short)
+    (truncated, any parity: the picture is RGB by then), or exactly (H, W)."""
+    if isinstance(resize, int):
+        return f"if(lte(iw,ih),{resize},trunc({resize}*iw/ih))", f"if(lte(iw,ih),trunc({resize}*ih/iw),{resize})"
+    return scale_size(resize)
+
+
+# torchvision's centre crop offset, int(round((in - out) / 2)): Python's round, halves to even.
+HALF_EVEN = "trunc(({i}-{o})/2)+mod(trunc(({i}-{o})/2),2)*mod({i}-{o},2)"
+
+
+def scale_filters(size: int, resize: int | tuple[int, int], interpolation: str) -> list[tuple[str, dict[str, str]]]:
+    """The (filter, options) that scale a decoded picture and crop its centre size x size, in
+    order, for both decoders' graphs (the rgb24 output format follows them).
+
+    ResNet-50's way (a plain interpolation): FFmpeg scales the decoded YUV picture and converts
+    it to RGB in one call (scale_size's even rounding, crop offsets floored). The libraries' way
+    (RGB_FIRST): the picture becomes RGB at full size, then is scaled and cropped with
+    torchvision's rounding, as Resize and CenterCrop treat the PIL image a user decodes.
+    """
+    flags = scaler(interpolation)
+    if not flags.startswith(RGB_FIRST):
+        width, height = scale_size(resize)
+        return [("scale", {"w": width, "h": height, "flags": flags}), ("crop", {"w": str(size), "h": str(size)})]
+    width, height = library_scale_size(resize)
+    return [
+        ("format", {"pix_fmts": "rgb24"}),
+        ("scale", {"w": width, "h": height, "flags": flags.removeprefix(RGB_FIRST)}),
+        ("crop", {
+            "w": str(size), "h": str(size),
+            "x": HALF_EVEN.format(i="iw", o="ow"), "y": HALF_EVEN.format(i="ih", o="oh"),
+        }),
+    ]  # fmt: skip
 
 
 def frame_buffer(out: np.ndarray | None, count: int, size: int) -> np.ndarray:

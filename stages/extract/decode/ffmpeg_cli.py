@@ -1,7 +1,7 @@
 """The `ffmpeg-cli` decoder: an ffmpeg process per video (DECODER=ffmpeg-cli; the default is PyAV).
 
-One video costs one short-lived ffmpeg process, whose filter graph is
-`select(the T indices) -> scale shorter side -> centre crop -> showinfo`, so frames are
+One video costs one short-lived ffmpeg process, whose filter graph is `select(the T
+indices) -> scale shorter side -> centre crop (common.scale_filters) -> showinfo`, so frames are
 decoded up to the last one kept (`-frames:v T` stops it there) but only the kept ones are
 scaled and copied out, straight into the caller's buffer (`out=`, pinned memory in stage
 one) with `readinto`. The frame count comes from the AVI header when that gives exactly
@@ -46,8 +46,7 @@ from .common import (
     frame_buffer,
     preflight,
     read_avi_header,
-    scale_size,
-    scaler,
+    scale_filters,
     stderr_text_tail,
 )
 
@@ -294,10 +293,8 @@ def build_decode_args(
     expr = "+".join(f"eq(n,{int(i)})" for i in indices)
     stream = ffmpeg.input(str(path), **({"threads": threads} if threads else {}))
     stream = stream.filter("select", expr)
-    # Shorter side to `resize`, the other keeping the aspect ratio (even-rounded); or exactly (H, W).
-    width, height = scale_size(job.resize)
-    stream = stream.filter("scale", w=width, h=height, flags=scaler(job.interpolation))
-    stream = stream.filter("crop", job.size, job.size)
+    for name, scaling in scale_filters(job.size, job.resize, job.interpolation):
+        stream = stream.filter(name, **scaling)
     if showinfo:
         # The checksums showinfo computes by default are measurable work in a select-decode; we only want pts.
         stream = stream.filter("showinfo", **({"checksum": 0} if showinfo_has_checksum(binary) else {}))

@@ -56,8 +56,7 @@ from .common import (
     frame_buffer,
     preflight,
     read_avi_header,
-    scale_size,
-    scaler,
+    scale_filters,
     stderr_text_tail,
 )
 
@@ -310,17 +309,17 @@ def autorotate_filters(matrix: tuple[int, ...] | None) -> list[tuple[str, str | 
 class FrameConverter:
     """Decoded frame -> (size, size, 3) uint8 RGB, through the CLI's filter chain, as `job` says.
 
-    The graph is `buffer -> [autorotation] -> scale (shorter side to `resize`, the other
-    keeping the aspect ratio, rounded to even; or to exactly (H, W); flags: the model's scaler) -> crop size x size (centre)
-    -> format=rgb24 -> buffersink`, with scale's own expressions, so libavfilter does the
-    rounding and picks the same swscale path (YUV -> RGB and resize in one call) as the
-    CLI: `frame.reformat()` would not give the same bytes. One graph thread. The graph is
-    built for the first frame and again whenever a frame's size, pixel format, colours or
+    The graph is `buffer -> [autorotation] -> scale_filters (scale: shorter side to `resize`,
+    or exactly (H, W); flags: the model's scaler; crop size x size, centre) -> format=rgb24 ->
+    buffersink`, with scale's own expressions, so libavfilter does the rounding and picks
+    the same swscale path (YUV -> RGB and resize in one call, or RGB first) as the CLI:
+    `frame.reformat()` would not give the same bytes. One graph thread. The graph is built
+    for the first frame and again whenever a frame's size, pixel format, colours or
     orientation change, as the CLI reconfigures its graph.
     """
 
     def __init__(self, job: DecodeJob, time_base: Fraction | None):
-        self.size, self.resize, self.flags = job.size, job.resize, scaler(job.interpolation)
+        self.size, self.resize, self.interpolation = job.size, job.resize, job.interpolation
         self.time_base = time_base or Fraction(1, AV_TIME_BASE)
         self.key: tuple | None = None
         self.graph: av.filter.Graph | None = None
@@ -350,10 +349,9 @@ class FrameConverter:
             range=str(frame.color_range),
         )
         chain = [source, *(graph.add(name, args) for name, args in autorotate_filters(matrix))]
-        width, height = scale_size(self.resize)
+        scaled = [graph.add(name, **opts) for name, opts in scale_filters(self.size, self.resize, self.interpolation)]
         chain += [
-            graph.add("scale", w=width, h=height, flags=self.flags),
-            graph.add("crop", w=str(self.size), h=str(self.size)),
+            *scaled,
             graph.add("format", pix_fmts="rgb24"),
             graph.add("buffersink"),
         ]

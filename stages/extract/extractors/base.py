@@ -39,7 +39,7 @@ from pipeline.errors import ConfigError
 
 from .. import families
 from ..config import ExtractConfig
-from ..decode.common import ClipSpec
+from ..decode.common import RGB_FIRST, ClipSpec
 from ..weights import WeightsSpec
 
 FRAMES = "frames"  # one RGB picture per sampled step
@@ -52,7 +52,9 @@ class Preprocessing:
     """What happens to a picture before the model: the decoder scales the shorter side to
     `resize` (or the picture to exactly (H, W), as torchvision's video models publish it) with
     `interpolation` and crops `size` x `size` (`crop`); the device then subtracts `mean` and
-    divides by `std` (both per RGB channel, on 0..1 values)."""
+    divides by `std` (both per RGB channel, on 0..1 values). `rgb_first`: scaled the
+    libraries' way, the frame made RGB at full size first and torchvision's rounding of the
+    longer side and crop offsets (decode.common.scale_filters); ResNet-50's sets are not."""
 
     size: int
     resize: int | tuple[int, int]
@@ -60,6 +62,12 @@ class Preprocessing:
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
     interpolation: str
+    rgb_first: bool = False
+
+    @property
+    def scaling(self) -> str:
+        """The interpolation as the decoders take it: with decode.common.RGB_FIRST where rgb_first."""
+        return (RGB_FIRST if self.rgb_first else "") + self.interpolation
 
 
 @dataclass

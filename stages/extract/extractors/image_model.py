@@ -2,7 +2,8 @@
 
 A family names a model as its library does (`--backbone LIBRARY:NAME`), takes its
 preprocessing from what the library publishes for it (resize of the shorter side, centre
-crop, mean/std, interpolation; `--size`/`--resize` override the sizes), and stores per
+crop, mean/std, interpolation; `--size`/`--resize` override the sizes), scales frames as
+the library does (RGB first, its rounding: docs/extraction.md), and stores per
 sampled frame the vector the model's classifier reads. Frames travel as uint8 and are
 normalised on the device, as ResNet-50's are; the weights follow weights.py's one policy.
 """
@@ -106,7 +107,7 @@ class ImageModel(Extractor):
             resize = round(size * pub.resize / pub.size)
         else:  # a published (H, W), scaled as the crop is
             resize = (round(size * pub.resize[0] / pub.size), round(size * pub.resize[1] / pub.size))
-        return Preprocessing(size, resize, pub.crop, pub.mean, pub.std, pub.interpolation)
+        return Preprocessing(size, resize, pub.crop, pub.mean, pub.std, pub.interpolation, rgb_first=True)
 
     def resolve_weights(self, download_timeout: float = 20.0, fallback_to_random: bool = False) -> WeightsSpec:
         ckpt = self.checkpoint()
@@ -134,13 +135,14 @@ class ImageModel(Extractor):
         )
 
     def normalisation(self, pre: Preprocessing) -> dict:
-        """The identity's normalisation field: mean/std, the interpolation and the FFmpeg filter
-        (`scaler`) the decoders resize with."""
+        """The identity's normalisation field: mean/std, the interpolation, and `scaler`: the
+        FFmpeg filter the decoders resize with and how (RGB first, the libraries' way), since
+        frames scaled otherwise are other numbers."""
         return {
             "mean": pre.mean,
             "std": pre.std,
             "interpolation": pre.interpolation,
-            "scaler": scaler(pre.interpolation),
+            "scaler": scaler(pre.scaling),
         }
 
     def precision(self) -> str:

@@ -65,6 +65,11 @@ class ResNet50(TorchvisionImage):
         pub = super().published()  # 224 px, ImageNet mean/std, bilinear
         return dataclasses.replace(pub, resize=round(pub.size * RESIZE_RATIO))
 
+    def preprocessing(self) -> Preprocessing:
+        """The torchvision family's, scaled as its sets always were: FFmpeg's one-pass YUV scale,
+        not RGB first (rgb_first False keeps every ResNet-50 id and byte)."""
+        return dataclasses.replace(super().preprocessing(), rgb_first=False)
+
     def normalisation(self, pre: Preprocessing) -> dict:
         """Mean/std only: its sets were identified before the interpolation and scaler were."""
         return {"mean": pre.mean, "std": pre.std}
