@@ -132,7 +132,6 @@ def test_any_backbone_is_timed_alone_and_end_to_end(tmp_path, monkeypatch, backb
     from stages.bench.run import prepare_clips
     from stages.bench.stage_one import measure_end_to_end
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     cfg = dataclasses.replace(tiny(tmp_path, tmp_path / "results.json"), backbone=backbone).resolved()
     alone = measure_backbone(cfg, torch.device("cpu"), "fp32")
     assert alone["images_per_s"] > 0 and alone["backbone"] == backbone and alone["dim"] == dim
@@ -150,7 +149,6 @@ def test_published_weights_that_are_not_cached_stop_the_bench_with_where_to_put_
     from stages.bench.model import measure_backbone
     from stages.extract.errors import WeightsError
 
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     cfg = BenchConfig(backbone="timm:test_vit", weights="pretrained", size=64, device="cpu").resolved()
     with pytest.raises(WeightsError, match="not cached at .*WEIGHTS=/path/to/"):

@@ -16,11 +16,6 @@ from stages.extract.extractors import family_for
 ARCH, TAG, SIZE, SEED = "ViT-B-32", "openai", 128, 5  # 4 x 4 patches; the 72 px frames are scaled up
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 def open_clip_reference():
     """What an OpenCLIP user writes: create_model_and_transforms with the same seed and options
     (the openai tag's QuickGELU), encode_image on the preprocess of PIL images."""
