@@ -24,12 +24,14 @@ code under test caught the refusal.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import socketserver
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -68,9 +70,41 @@ class RecordingProxy(socketserver.StreamRequestHandler):
             request = self.rfile.readline(2048).decode("latin-1").strip()
         except OSError:
             request = "(no request line)"
-        with open(SOCKET_LOG, "a", encoding="utf-8") as f:
-            f.write(f"a request through the HTTP proxy: {request!r}\n")
+        if request_host(request) in expected_hosts:
+            expected_requests.append(request)
+        else:
+            with open(SOCKET_LOG, "a", encoding="utf-8") as f:
+                f.write(f"a request through the HTTP proxy: {request!r}\n")
         self.wfile.write(b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+
+
+# Hosts whose requests a test expects to see refused (refusing_downloads_from), and those requests.
+expected_hosts: set[str] = set()
+expected_requests: list[str] = []
+
+
+def request_host(request: str) -> str:
+    """The host of a proxy request line: 'CONNECT host:443 HTTP/1.1' or 'GET http://host/... HTTP/1.1'."""
+    parts = request.split()
+    if len(parts) < 2:
+        return ""
+    target = parts[1].split("://", 1)[-1]
+    return target.split("/", 1)[0].rsplit(":", 1)[0].lower()
+
+
+@contextlib.contextmanager
+def refusing_downloads_from(*hosts: str) -> Iterator[list[str]]:
+    """Within the block, requests through the proxy to `hosts` are refused as ever but expected:
+    they do not fail the test, and the yielded list collects them. For a test of what a command
+    does offline when its default is to download (the README's `make features` on a fresh machine)."""
+    expected_hosts.update(hosts)
+    seen: list[str] = []
+    start = len(expected_requests)
+    try:
+        yield seen
+    finally:
+        expected_hosts.difference_update(hosts)
+        seen += expected_requests[start:]
 
 
 _proxy = socketserver.ThreadingTCPServer(("127.0.0.1", 0), RecordingProxy)
