@@ -23,7 +23,9 @@ from pipeline import store
 
 pytestmark = pytest.mark.acceptance
 
-SAMPLE_VIDEOS, SAMPLE_CLASSES, SAMPLE_TEST = 48, 6, 12  # the embedded sample: 6 classes x 4 groups x 2 clips
+# the embedded sample: 6 classes x 4 groups x 2 clips
+SAMPLE_VIDEOS = 48
+SAMPLE_CLASSES = 6
 IMAGENET_HOST = "download.pytorch.org"
 
 
