@@ -85,13 +85,14 @@ demo: setup
 
 # Quick suite: lint and the type checker first (they fail in seconds), then every test but
 # those marked slow or gpu; the acceptance tier (tests/acceptance/, docs/testing.md) is in.
+# Offline from the start (tests/offline.py); the 15 slowest tests are listed at the end.
 test: setup
 	$(PY) -m ruff check pipeline stages tests
 	$(PY) -m mypy
-	$(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow and not gpu" --durations=15 $(PYTEST_ARGS)
 
 test-all: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q --durations=15 $(PYTEST_ARGS)
 
 test-gpu: setup
 	$(PY) -m pytest -q -m gpu $(PYTEST_ARGS)

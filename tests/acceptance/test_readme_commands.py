@@ -1,7 +1,7 @@
 """Each command of the README, through `make` as the README writes it, with stderr a terminal.
 
 One UCF101-layout set with a validation part and one stage-one run (conftest.ucf_home) serve
-every command but `make demo`, which makes its own sample in a home of its own. Each test
+these commands; the README's defaults, `make demo` included, are test_readme_defaults.py's. Each test
 checks what a user looks at: the exit status, the result lines on stdout, the progress on
 the terminal, the files a run leaves.
 """
@@ -181,15 +181,6 @@ def test_make_store_gc(ucf_home):
     out = run_make(ucf_home.root, "store-gc")
     succeeded(out)
     assert "in 0 file(s) of 1 feature set(s)" in out.stdout, f"gc removed from a clean store:\n{out}"
-
-
-def test_make_demo_on_a_terminal(tmp_path):
-    """`make demo` in a fresh home: the sample is generated, both heads train every epoch, one clip is ranked."""
-    out = run_make(tmp_path, "demo", *SMALL)
-    runs = {model: assert_trained(out, model, early_stop=False) for model in ("lstm", "mean")}
-    assert all(d.parent == tmp_path / "runs" for d in runs.values())
-    assert "no validation part" in out.stderr  # the sample's 4 groups per class: all 30 epochs run
-    assert re.search(r"^  1\. \w+ +\d\.\d{4}$", out.stdout, re.M), f"no ranking on stdout:\n{out}"
 
 
 @pytest.mark.slow

@@ -84,8 +84,10 @@ def test_make_store_info_without_an_id_describes_the_only_set(project, sample_se
 def test_make_demo_with_stderr_discarded_prints_only_results(project, sample_set):
     """`make demo 2>/dev/null`: stdout holds the two result lines, the clip's header and its
     ranking, nothing else; the demo reuses the set `make features` made."""
-    out = run_make(None, "demo", project=project, terminal=False)
+    with offline.refusing_downloads_from(IMAGENET_HOST) as refused:
+        out = run_make(None, "demo", project=project, terminal=False)
     succeeded(out)
+    assert refused, "the demo's stage one did not look for the ImageNet weights"
     lines = out.stdout.splitlines()
     result = re.compile(rf"^(lstm|mean) split 1: {HEADLINE}  \(best epoch 30/30, [\d.]+ s\)  -> (?P<dir>\S+)$")
     header = re.compile(r"^(?P<clip>\S+\.avi) \(16 of 16 frames; run (?P<run>\S+)\):$")
@@ -104,3 +106,15 @@ def test_make_demo_with_stderr_discarded_prints_only_results(project, sample_set
     assert sum(float(r[3]) for r in ranks) <= 1.0 + 5e-4
     (set_dir,) = store.feature_sets(project / "data" / "features")
     assert set_dir == sample_set, "the demo made another set than `make features`"
+
+
+def test_make_demo_on_a_terminal(project, sample_set):
+    """`make demo` as the README shows it: the stage-one banner and reuse, both heads trained
+    through all 30 epochs with their progress on the terminal, a ranking on stdout."""
+    with offline.refusing_downloads_from(IMAGENET_HOST):
+        out = run_make(None, "demo", project=project)
+    runs = {model: assert_trained(out, model, early_stop=False) for model in ("lstm", "mean")}
+    assert all(d.parent == project / "runs" for d in runs.values())
+    assert "==> stage one on the sample dataset" in out.stderr and f"reusing feature set {sample_set.name}" in out.stderr
+    assert "no validation part" in out.stderr  # the sample's 4 groups per class: all 30 epochs run
+    assert re.search(r"^  1\. \w+ +\d\.\d{4}$", out.stdout, re.M), f"no ranking on stdout:\n{out}"
