@@ -1,6 +1,8 @@
 """`make bench` at a tiny size (1 clip of 1 s, 64 px): every figure is there and positive."""
 
+import contextlib
 import dataclasses
+import io
 import json
 import os
 from pathlib import Path
@@ -53,11 +55,30 @@ def tiny(tmp_path, out) -> BenchConfig:
     )
 
 
-def test_bench_reports_every_figure(tmp_path, capsys):
-    out = tmp_path / "results.json"
-    cfg = tiny(tmp_path, out)
-    returned = run_bench(cfg)
-    results = json.loads(out.read_text())
+# The bench's measurements, by the names stages.bench.run looks them up under.
+MEASUREMENTS = ("measure_decoder", "measure_end_to_end", "measure_baseline", "measure_backbone")
+
+
+@pytest.fixture(scope="module")
+def tiny_bench(tmp_path_factory) -> tuple[dict, dict, str, dict[str, list]]:
+    """One tiny bench, shared: (what run_bench returned, results.json, its report on stderr, each
+    measurement's return values in call order)."""
+    tmp_path = tmp_path_factory.mktemp("bench")
+    measured: dict[str, list] = {name: [] for name in MEASUREMENTS}
+
+    def recording(name: str):
+        real = getattr(stages.bench.run, name)
+        return lambda *a, **kw: measured[name].append(real(*a, **kw)) or measured[name][-1]
+
+    with pytest.MonkeyPatch.context() as mp, contextlib.redirect_stderr(io.StringIO()) as err:
+        for name in MEASUREMENTS:
+            mp.setattr(stages.bench.run, name, recording(name))
+        returned = run_bench(tiny(tmp_path, tmp_path / "results.json"))
+    return returned, json.loads((tmp_path / "results.json").read_text()), err.getvalue(), measured
+
+
+def test_bench_reports_every_figure(tiny_bench):
+    returned, results, report, _ = tiny_bench
     assert results.keys() == returned.keys()
     for key in FIGURES:
         assert results[key] > 0, key
@@ -88,7 +109,6 @@ def test_bench_reports_every_figure(tmp_path, capsys):
     cli = results["decoders"]["ffmpeg-cli"]
     assert vs["cpu_ms_per_video"] == results["decoders"]["pyav"]["cpu_ms_per_video"] / cli["cpu_ms_per_video"]
     assert len(vs["videos_per_s_by_round"]) == 1
-    report = capsys.readouterr().err
     assert (
         "end to end / baseline" in report
         and "where stage one's" in report
@@ -125,13 +145,22 @@ def test_fewer_epochs_are_scaled_to_50_and_labelled(monkeypatch):
     assert full["train_50_epochs_s"] == 3.0 and "extrapolated" not in full
 
 
-def test_a_part_that_fails_is_reported_and_the_others_are_kept(tmp_path, monkeypatch, capsys):
+def test_a_part_that_fails_is_reported_and_the_others_are_kept(tiny_bench, tmp_path, monkeypatch, capsys):
     """A bench that cannot measure one part (here the audio set) still writes every other
-    figure, names the part and why, and ends with an error."""
+    figure, names the part and why, and ends with an error. The other parts replay the shared
+    tiny bench's measurements (each measured for real there): what is under test is the run's
+    handling of a failed part."""
+    measured = tiny_bench[3]
 
     def broken(cfg):
         raise RuntimeError("no sound today")
 
+    def replay(name: str):
+        figures = iter(measured[name])
+        return lambda *a, **kw: next(figures)
+
+    for name in MEASUREMENTS:
+        monkeypatch.setattr(stages.bench.run, name, replay(name))
     monkeypatch.setattr(stages.bench.run, "measure_audio", broken)  # where the run looks it up
     out = tmp_path / "results.json"
     cfg = tiny(tmp_path, out)
