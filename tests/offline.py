@@ -51,7 +51,15 @@ if early:
     )
 
 HOME = Path(tempfile.mkdtemp(prefix="vidstore-tests-home-"))
-atexit.register(shutil.rmtree, HOME, ignore_errors=True)
+_SESSION_PID = os.getpid()
+
+
+@atexit.register
+def _remove_home() -> None:
+    if os.getpid() == _SESSION_PID:  # not in a forked child that exits through atexit
+        shutil.rmtree(HOME, ignore_errors=True)
+
+
 SOCKET_LOG = HOME / "refused-connections.log"
 SOCKET_LOG.touch()
 SOCKET_LOG.chmod(0o666)  # children that drop to nobody write to it too
