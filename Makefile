@@ -68,13 +68,17 @@ demo: setup
 
 # Quick suite: lint and the type checker first (they fail in seconds), then every test but
 # those marked slow or gpu; the acceptance tier (tests/acceptance/, docs/testing.md) is in.
+# Offline from the start (tests/offline.py); the 15 slowest tests are listed at the end.
+# TEST_WORKERS test processes (pytest-xdist), each given whole test files (their shared fixtures).
+TEST_WORKERS ?= 2
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile
 test: setup
 	$(PY) -m ruff check pipeline stages tests
 	$(PY) -m mypy
-	$(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_ARGS)
+	$(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_PARALLEL) --durations=15 $(PYTEST_ARGS)
 
 test-all: setup
-	$(PY) -m pytest -q $(PYTEST_ARGS)
+	$(PY) -m pytest -q $(PYTEST_PARALLEL) --durations=15 $(PYTEST_ARGS)
 
 test-gpu: setup
 	$(PY) -m pytest -q -m gpu $(PYTEST_ARGS)

@@ -5,7 +5,7 @@ tmp dir; together they take about 15 s on 2 cores, and only the ones a run asks 
 built. Treat them as read-only: copy a tree before changing it (except `bad_corpus`, whose
 FIFO would block a copy).
 
-Also here: ffmpeg must be installed (a missing one fails every test with the install hint,
+Also here: the session is offline (tests/offline.py, imported before anything else); ffmpeg must be installed (a missing one fails every test with the install hint,
 it never skips them), and tests marked `gpu` are skipped where CUDA is not available.
 """
 
@@ -19,9 +19,16 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import offline  # first of all: the session offline before any library reads its switches
 import pytest
 import synth
 from helpers import UCF_TREE_CLASSES, UCF_TREE_SETTINGS, without_ffprobe
+
+pytest_plugins = ["pytester"]  # tests/test_offline.py runs a session of its own
+
+
+def pytest_configure(config):
+    config.pluginmanager.register(offline, "offline")  # its checks after each test phase
 
 
 def pytest_collection_modifyitems(config, items):

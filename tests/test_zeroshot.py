@@ -31,11 +31,6 @@ TINY = "tiny"  # a test-only template set: the first 4 of CLIP's UCF101 template
 CLASSES = {"ApplyEyeMakeup": ("bars", "static"), "YoYo": ("fractal", "life"), "shoot_gun": ("box", "sunset")}
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 @pytest.fixture(scope="module")
 def clip_set(tmp_path_factory):
     """(store root, set dir) of 6 clips (2 per class; the last of each is the test part)."""

@@ -1,7 +1,8 @@
 """`make` as a user runs it, for the acceptance tier: stderr on a pseudo-terminal, stdout a pipe.
 
-Every command runs in the repository (so `make` finds the Makefile and the venv) with
-VIDSTORE_HOME pointing at a temporary home: the datasets under `data/`, the store under
+Every command runs in the repository (so `make` finds the Makefile and the venv), or in a
+throwaway copy of it (copy_project: the README's defaults, the project's own data/ and runs/), the
+former with VIDSTORE_HOME pointing at a temporary home: the datasets under `data/`, the store under
 `data/features` and the run directories under `runs/` all land there, never in the
 repository's own data/ or runs/. The environment is a minimal one (no Make variable of
 the caller's shell leaks in), and stderr is a pseudo-terminal, as in a user's shell, so
@@ -15,12 +16,15 @@ import errno
 import fcntl
 import os
 import pty
+import shutil
 import struct
 import subprocess
 import termios
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+
+import offline
 
 REPO = Path(__file__).resolve().parents[2]
 # 3 classes x 8 groups x 1 clip of 64x48 px: split 1 tests 2 groups per class and trains on
@@ -62,10 +66,29 @@ def read_terminal(fd: int, chunks: list[bytes]) -> None:
         chunks.append(data)
 
 
-def run_make(home: Path, *args: str, timeout: float = 600) -> Outcome:
-    """`make ARGS` in the repository, with VIDSTORE_HOME=home, stderr on a 120x40 pseudo-terminal."""
-    env = {k: os.environ[k] for k in KEEP_ENV if k in os.environ}
-    env.update(VIDSTORE_HOME=str(home), TERM="xterm", COLUMNS="120")
+def run_make(home: Path | None, *args: str, timeout: float = 600, project: Path = REPO, terminal: bool = True) -> Outcome:
+    """`make ARGS` in `project` (the repository, or a copy of it), with VIDSTORE_HOME=home (none:
+    the project's own data/ and runs/, as the README's defaults), stderr on a 120x40
+    pseudo-terminal, or on /dev/null where `terminal` is False (`make demo 2>/dev/null`).
+
+    The environment is the caller's KEEP_ENV plus the test session's offline one (tests/offline.py:
+    the offline switches, the refusing proxy, the socket guard of every Python process)."""
+    env = {k: os.environ[k] for k in KEEP_ENV if k in os.environ} | offline.CHILD_ENV
+    env.update(TERM="xterm", COLUMNS="120")
+    if home is not None:
+        env["VIDSTORE_HOME"] = str(home)
+    command = " ".join(["make", *args]) + ("" if terminal else " 2>/dev/null")
+    if not terminal:
+        proc = subprocess.run(
+            ["make", "--no-print-directory", *args],
+            cwd=project,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            timeout=timeout,
+        )
+        return Outcome(command, proc.returncode, proc.stdout.decode("utf-8", "replace"), "")
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     chunks: list[bytes] = []
@@ -74,7 +97,7 @@ def run_make(home: Path, *args: str, timeout: float = 600) -> Outcome:
     try:
         proc = subprocess.run(
             ["make", "--no-print-directory", *args],
-            cwd=REPO,
+            cwd=project,
             env=env,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.PIPE,
@@ -87,4 +110,18 @@ def run_make(home: Path, *args: str, timeout: float = 600) -> Outcome:
         os.close(master)
     # the terminal turns "\n" into "\r\n"; tqdm redraws its bar with "\r"
     stderr = b"".join(chunks).decode("utf-8", "replace").replace("\r\n", "\n")
-    return Outcome(" ".join(["make", *args]), proc.returncode, proc.stdout.decode("utf-8", "replace"), stderr)
+    return Outcome(command, proc.returncode, proc.stdout.decode("utf-8", "replace"), stderr)
+
+
+def copy_project(dest: Path) -> Path:
+    """The repository's tracked files (as they are in the work tree, times kept, so that `make`
+    sees the venv as up to date) copied to `dest`, with `.venv` a link to the repository's: a
+    throwaway project root whose data/ and runs/ the README's defaults may fill."""
+    listed = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, check=True).stdout
+    for rel in filter(None, listed.decode().split("\0")):
+        src = REPO / rel
+        if src.is_file():  # a file deleted in the work tree but not yet from the index is left out
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    (dest / ".venv").symlink_to(REPO / ".venv")
+    return dest

@@ -1,7 +1,7 @@
 """Each command of the README, through `make` as the README writes it, with stderr a terminal.
 
 One UCF101-layout set with a validation part and one stage-one run (conftest.ucf_home) serve
-every command but `make demo`, which makes its own sample in a home of its own. Each test
+these commands; the README's defaults, `make demo` included, are test_readme_defaults.py's. Each test
 checks what a user looks at: the exit status, the result lines on stdout, the progress on
 the terminal, the files a run leaves.
 """
@@ -40,8 +40,11 @@ def result_line(outcome: Outcome, model: str) -> re.Match:
     return found[0]
 
 
-def assert_trained(outcome: Outcome, model: str, epochs: int = 30) -> Path:
-    """Exit 0, the result line, every epoch's progress line on the terminal, the run's files. Returns the run dir."""
+def assert_trained(outcome: Outcome, model: str, epochs: int = 30, early_stop: bool = True) -> Path:
+    """Exit 0, the result line, every epoch's progress line on the terminal, the run's files. Returns the run dir.
+
+    early_stop: the run has a validation part, so it may stop after its patience (10 epochs);
+    without one (the sample's 4 groups per class), every epoch runs."""
     succeeded(outcome)
     line = result_line(outcome, model)
     run_dir = Path(line["dir"])
@@ -50,8 +53,10 @@ def assert_trained(outcome: Outcome, model: str, epochs: int = 30) -> Path:
     metrics = json.loads((run_dir / METRICS).read_text())
     ran = metrics["epochs_run"]
     assert ran == int(line["run"]) and len(metrics["history"]) == ran
-    # early stopping may end a run with a validation part sooner, never before its patience (10)
-    assert 10 < ran <= epochs, f"{model}: {ran} of {epochs} epochs:\n{outcome}"
+    if early_stop:  # early stopping may end a run with a validation part sooner, never before its patience (10)
+        assert 10 < ran <= epochs, f"{model}: {ran} of {epochs} epochs:\n{outcome}"
+    else:
+        assert ran == epochs, f"{model}: {ran} of {epochs} epochs, with no validation part to stop early on:\n{outcome}"
     for k in range(1, ran + 1):
         assert f"{model} split 1 epoch {k}/{epochs}: loss " in outcome.stderr, (
             f"no progress line for epoch {k}:\n{outcome}"
@@ -142,10 +147,28 @@ def test_make_store_list(ucf_home):
 
 
 def test_make_store_info(ucf_home):
-    out = run_make(ucf_home.root, "store-info", f"ID={set_id(ucf_home)}")
+    set_dir = ucf_home.store / "ucf101" / set_id(ucf_home)
+    out = run_make(ucf_home.root, "store-info", f"ID={set_dir.name}")
     succeeded(out)
-    assert set_id(ucf_home) in out.stdout, out
-    assert "more than one" not in out.stdout + out.stderr and "no feature set" not in out.stdout + out.stderr
+    assert_describes(out, set_dir, dataset="ucf101", classes=3, videos=3 * UCF_GROUPS, frames=8)
+
+
+def assert_describes(out: Outcome, set_dir: Path, dataset: str, classes: int, videos: int, frames: int) -> None:
+    """`store info`'s description of set_dir, its figures as the manifest has them."""
+    m = store.load_manifest(set_dir)
+    expected = [
+        f"feature set {set_dir.name}",
+        f"  directory:  {set_dir}",
+        f"  dataset:    {dataset}, {classes} classes, videos under {m['video_root']}",
+        "  state:      complete",
+        f"  videos:     {videos} of {videos} stored, 0 failed; {len(m['shards'])}/{len(m['shards'])} shards",
+        f"  per shard:  features (n, {frames}, 2048) float16",
+    ]
+    for line in expected:
+        assert line in out.stdout, f"no {line!r} in store info:\n{out}"
+    for name, parts in m["splits"].items():
+        sizes = ", ".join(f"{part} {len(ids)}/{len(ids)}" for part, ids in parts.items())
+        assert f"    {name}: {sizes}" in out.stdout, f"split {name} not described as {sizes}:\n{out}"
 
 
 def test_make_store_verify(ucf_home):
@@ -158,15 +181,6 @@ def test_make_store_gc(ucf_home):
     out = run_make(ucf_home.root, "store-gc")
     succeeded(out)
     assert "in 0 file(s) of 1 feature set(s)" in out.stdout, f"gc removed from a clean store:\n{out}"
-
-
-def test_make_demo_on_a_terminal(tmp_path):
-    """`make demo` in a fresh home: the sample is generated, both heads train every epoch, one clip is ranked."""
-    out = run_make(tmp_path, "demo", *SMALL)
-    runs = {model: assert_trained(out, model) for model in ("lstm", "mean")}
-    assert all(d.parent == tmp_path / "runs" for d in runs.values())
-    assert "no validation part" in out.stderr  # the sample's 4 groups per class: all 30 epochs run
-    assert re.search(r"^  1\. \w+ +\d\.\d{4}$", out.stdout, re.M), f"no ranking on stdout:\n{out}"
 
 
 @pytest.mark.slow

@@ -21,11 +21,6 @@ ARCH, TAG, SEED = "ViT-B-32", "openai", 5  # at its own 224 px: resize 224 bicub
 FILE_SIZE = 128  # the weights-file test's crop (4 x 4 patches): the file is saved from a model built at it
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 def open_clip_reference():
     """What an OpenCLIP user writes: create_model_and_transforms with the same seed and options
     (the openai tag's QuickGELU), encode_image on the preprocess of PIL images."""
@@ -40,9 +35,7 @@ def clip_agreement(cut_csv, tmp_path_factory):
     """(set dir, Agreement): stage one on the cut footage (T=4, seeded random weights, as the
     reference builds them) and OpenCLIP's encode_image of every row."""
     tmp = tmp_path_factory.mktemp("open_clip")
-    with pytest.MonkeyPatch.context() as env:
-        env.setenv("HF_HUB_OFFLINE", "1")
-        set_dir = extract(cut_csv, tmp, f"open_clip:{ARCH}:{TAG}", "random", frames=4, seed=SEED)
+    set_dir = extract(cut_csv, tmp, f"open_clip:{ARCH}:{TAG}", "random", frames=4, seed=SEED)
     return set_dir, stored_and_reference(set_dir, lambda v: cut_csv.parent / v, open_clip_reference())
 
 

@@ -8,8 +8,10 @@ holder dies, so a SIGKILLed run never blocks the next one.
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -20,6 +22,7 @@ from pathlib import Path
 import pytest
 from reliability_harness import (
     REPO,
+    Run,
     check_feature_set,
     features_cmd,
     make_tiny_tree,
@@ -31,6 +34,7 @@ from reliability_harness import (
 )
 
 from pipeline import store
+from pipeline.store.claims import lock_held
 from stages.extract import extract_features
 from stages.extract.config import ExtractConfig
 from stages.extract.plan import make_plan, open_feature_set
@@ -68,6 +72,25 @@ class Reader(threading.Thread):
             time.sleep(0.005)
 
 
+def pause_outside_the_manifest_lock(run: Run, set_dir: Path) -> None:
+    """SIGSTOP the run's process group at a moment it does not hold the set's manifest lock
+    (paused inside it, it would block every other run)."""
+    for _ in range(500):
+        os.killpg(run.proc.pid, signal.SIGSTOP)
+        if not lock_held(set_dir):
+            return
+        os.killpg(run.proc.pid, signal.SIGCONT)
+        time.sleep(0.01)
+    raise AssertionError(f"{run.proc.pid} kept the manifest lock of {set_dir}")
+
+
+def holds_a_claim(run: Run, set_dir: Path) -> bool:
+    """True once `run` has claimed a shard (.claims/NNNNN says 'host pid time')."""
+    return any(
+        f" {run.proc.pid} " in p.read_text(errors="replace") for p in (set_dir / ".claims").glob("[0-9]*")
+    )
+
+
 def done_count(stdout: str) -> int:
     m = re.search(r"computed (\d+), copied", stdout)
     return int(m.group(1)) if m else 0
@@ -78,14 +101,30 @@ def test_two_runs_at_once_share_the_work_while_a_reader_sees_only_committed_shar
     features_root = tmp_path / "store"
     reader = Reader(features_root, ids)
     reader.start()
-    cmd = features_cmd(root, features_root, shard_size=SHARD_SIZE, workers=1)
+    # a batch of one video (T=4): a run claims only the shards it is decoding or embedding, not
+    # the 8 a default batch of 32 frames would gather before its first forward pass
+    cmd = features_cmd(root, features_root, shard_size=SHARD_SIZE, workers=1, gpu_batch=4)
+
+    def committed() -> int:
+        set_dir = only_set_dir(features_root)
+        return len(store.load_manifest(set_dir)["shards"]) if set_dir and (set_dir / store.MANIFEST).exists() else 0
+
+    # Each run computes at least one shard whatever the machine's load: a is paused (SIGSTOP, its
+    # decoder with it) once it has committed one, outside the manifest's lock; b starts and takes
+    # a shard of its own (a claim file with its pid); then a goes on and both share what is left.
     a = start(cmd, tmp_path, "a")
-    time.sleep(0.3)
-    b = start(cmd, tmp_path, "b")
     try:
+        assert wait_until(lambda: committed() >= 1 or not a.running(), 120) and a.running(), a.stderr[-3000:]
+        set_dir = only_set_dir(features_root)
+        pause_outside_the_manifest_lock(a, set_dir)
+        b = start(cmd, tmp_path, "b")
+        assert wait_until(lambda: holds_a_claim(b, set_dir) or not b.running(), 120), b.stderr[-3000:]
+        os.killpg(a.proc.pid, signal.SIGCONT)
         assert a.wait(180) == 0, a.stderr[-3000:]
         assert b.wait(180) == 0, b.stderr[-3000:]
     finally:
+        if a.running():
+            os.killpg(a.proc.pid, signal.SIGCONT)
         reader.stop.set()
         reader.join(30)
     if reader.error is not None:
@@ -99,8 +138,9 @@ def test_two_runs_at_once_share_the_work_while_a_reader_sees_only_committed_shar
     stored = check_feature_set(set_dir, plan(ids))
     assert sorted(stored) == ids and store.load_manifest(set_dir)["complete"]
     assert read_set(set_dir)[0] == ids  # every video once, in order
-    # No video was computed twice, and a run that did not compute everything says why.
+    # No video was computed twice, both runs computed some, and a run that did not compute everything says why.
     assert done_count(a.stderr) + done_count(b.stderr) == len(ids), (a.stderr[-2000:], b.stderr[-2000:])
+    assert done_count(a.stderr) > 0 and done_count(b.stderr) > 0, (a.stderr[-2000:], b.stderr[-2000:])
     for run in (a, b):
         if done_count(run.stderr) < len(ids):
             # a note while it ran, or (when the other run committed every shard before this one
@@ -130,6 +170,7 @@ HOLDER = """
 import sys, time
 from pathlib import Path
 from pipeline import store
+from pipeline.store.claims import lock_held
 claim = store.Claim(Path(sys.argv[1]), int(sys.argv[2]))
 assert claim.acquire(), "claim already taken"
 print("held", flush=True)

@@ -84,6 +84,7 @@ def reference(tmp_path_factory) -> Reference:
 class KillLog:
     kills: int = 0
     mid_write: int = 0  # kills after which a temp file was left behind
+    with_data: int = 0  # kills that found committed rows of an unfinished set: data the rerun must keep
     rounds: int = 0  # feature sets driven to completion through kills
     events: list[str] = field(default_factory=list)
 
@@ -100,21 +101,34 @@ def assert_final(ref: Reference, set_dir: Path) -> None:
     assert temp_files(set_dir) == [] and store.garbage(set_dir) == []
 
 
-def kill_and_rerun(ref: Reference, base: Path, kills: int, seed: int) -> KillLog:
+def assert_kept(kept: dict[str, np.ndarray], set_dir: Path) -> None:
+    """Every row an interrupted run had committed is in the completed set, bit for bit."""
+    final = check_feature_set(set_dir)
+    lost = sorted(vid for vid, x in kept.items() if vid not in final or not np.array_equal(final[vid], x))
+    assert not lost, f"rows committed before a kill were lost or changed by the reruns: {lost}"
+
+
+def kill_and_rerun(ref: Reference, base: Path, kills: int, seed: int, modes: tuple[str, ...] = ()) -> KillLog:
     """Start stage one, SIGKILL it at a seeded random moment, check the store, rerun; `kills` times.
 
-    A run that completes the set before its kill ends a round: the set is compared with
-    the reference and the next round starts on an empty store.
+    The moment of each kill is of a kind drawn at random, or the next of `modes` while any are
+    left: "startup", "work" (after the set is opened), "write" (a temp file of this run open),
+    "committed" (once the set holds a committed shard). A run that completes the set before its
+    kill ends a round: the set is compared with the reference, every row committed before a
+    kill of the round must be in it unchanged, and the next round starts on an empty store.
     """
     rng, log = random.Random(seed), KillLog()
     features_root = base / "round0"
+    kept: dict[str, np.ndarray] = {}  # rows committed before a kill in this round
     attempt = 0
     while log.kills < kills:
         attempt += 1
         assert attempt < 4 * kills + 10, f"too few kills landed: {log.events}"
         run = start(ref.cmd(features_root), base / "logs", f"run{attempt}")
-        mode = rng.choice(["startup", "work", "work", "write"])
-        if mode == "startup":
+        mode = modes[attempt - 1] if attempt <= len(modes) else rng.choice(["startup", "work", "work", "write"])
+        if mode == "committed":
+            wait_until(lambda: len(check_feature_set(only_set_dir(features_root))) > len(kept) or not run.running(), 120)
+        elif mode == "startup":
             time.sleep(rng.uniform(0, ref.startup))
         elif mode == "work":  # once the run has opened the set and built the backbone
             wait_until(lambda: "shards to compute" in run.stderr or not run.running(), 120)
@@ -141,23 +155,30 @@ def kill_and_rerun(ref: Reference, base: Path, kills: int, seed: int) -> KillLog
         stored = check_feature_set(set_dir, ref.plan())  # the contract holds after every kill
         if stored and store.load_manifest(set_dir)["complete"]:
             assert_final(ref, set_dir)
+            assert_kept(kept, set_dir)
+            kept = {}
             log.rounds += 1
             features_root = base / f"round{log.rounds}"
         else:  # killed before the set was marked complete (perhaps after its last commit)
             assert len(stored) <= len(ref.ids)
+            log.with_data += bool(killed and stored)
+            kept |= stored
     # Finish the round in progress with a run that is not killed.
     run = run_to_end(ref.cmd(features_root), base / "logs", "final")
     set_dir = only_set_dir(features_root)
     assert_final(ref, set_dir)
+    assert_kept(kept, set_dir)
     log.rounds += 1
     print(f"\n{log.kills} kills ({log.mid_write} left temp files), {log.rounds} round(s): " + "; ".join(log.events))
     return log
 
 
 def test_a_few_kills_never_cost_data(reference, tmp_path):
-    """The default-suite version of the kill-9 harness: 3 kills."""
-    log = kill_and_rerun(reference, tmp_path, kills=3, seed=5)
+    """The default-suite version of the kill-9 harness: 3 kills, one of each kind that can cost
+    data (after a commit, mid-write, during start-up); the rows committed before them survive."""
+    log = kill_and_rerun(reference, tmp_path, kills=3, seed=5, modes=("committed", "write", "startup"))
     assert log.kills >= 3
+    assert log.with_data >= 1, f"no kill found committed rows, so none could cost data: {log.events}"
 
 
 @pytest.mark.slow

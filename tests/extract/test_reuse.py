@@ -211,11 +211,16 @@ def copied_videos(set_dir: Path, from_set: str) -> list[str]:
 
 
 def test_kill_9_while_copying_then_the_rerun_completes_the_same_rows(tmp_path):
+    """Every other video is in the source set, so copies and computations alternate shard by
+    shard: a kill after two commits lands while copies are still to come, which the killed set
+    shows (some rows copied, not all), and the rerun copies the rest."""
     tree = tmp_path / "tree"
     ids = make_tiny_tree(tree, clips_per_class=4, classes=3)
     root = tmp_path / "store"
-    (tree / "part.csv").write_text("path,label\n" + "".join(f"{v},{v.split('/')[0]}\n" for v in ids[::2]))
+    in_source = ids[::2]
+    (tree / "part.csv").write_text("path,label\n" + "".join(f"{v},{v.split('/')[0]}\n" for v in in_source))
     run_to_end(features_cmd(tree / "part.csv", root, dataset="csv", shard_size=1), tmp_path, "source")
+    (source_dir,) = [d for d in store.feature_sets(root) if d.parent.name == "csv-part"]
     cmd = features_cmd(tree, root, shard_size=1, workers=1)
     run = start(cmd, tmp_path, "killed")
 
@@ -225,9 +230,18 @@ def test_kill_9_while_copying_then_the_rerun_completes_the_same_rows(tmp_path):
 
     assert wait_until(lambda: committed() >= 2, 120), run.stderr[-3000:]
     assert run.kill(), "the run ended before it could be killed"
-    run_to_end(cmd, tmp_path, "rerun")
     (set_dir,) = [d for d in store.feature_sets(root) if d.parent.name == "folder-tree"]
+    check_feature_set(set_dir, [[v] for v in ids])
+    copied_before = copied_videos(set_dir, source_dir.name)
+    kept = len(store.load_manifest(set_dir)["shards"])
+    assert 0 < len(copied_before) < len(in_source), (
+        f"the kill did not land while copying: {len(copied_before)} of {len(in_source)} rows copied"
+    )
+    rerun = run_to_end(cmd, tmp_path, "rerun")
+    counts = re.search(r"computed (\d+), copied (\d+)(?: \(from \S+\))?, reused (\d+)", rerun.stderr)
+    assert counts, rerun.stderr[-3000:]
+    assert int(counts[2]) == len(in_source) - len(copied_before) and int(counts[3]) == kept, rerun.stderr[-3000:]
     rows = check_feature_set(set_dir, [[v] for v in ids])
     assert sorted(rows) == ids and store.load_manifest(set_dir)["complete"]
-    source = by_video(next(d for d in store.feature_sets(root) if d.parent.name == "csv-part"))
-    assert_same_rows({v: by_video(set_dir)[v] for v in source}, source)
+    assert sorted(copied_videos(set_dir, source_dir.name)) == in_source
+    assert_same_rows({v: by_video(set_dir)[v] for v in in_source}, by_video(source_dir))

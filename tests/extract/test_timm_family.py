@@ -17,11 +17,6 @@ from stages.extract.errors import WeightsError
 from stages.extract.extractors import family_for
 
 
-@pytest.fixture(autouse=True)
-def offline(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-
-
 def write_weights(path, name: str, seed: int, **kw):
     """A randomly initialised timm model's weights as .safetensors; LayerScale gammas set to 1
     (initialised near zero, they would leave a random ViT blind to its input)."""
