@@ -78,16 +78,17 @@ def run_make(home: Path | None, *args: str, timeout: float = 600, project: Path 
     if home is not None:
         env["VIDSTORE_HOME"] = str(home)
     command = " ".join(["make", *args]) + ("" if terminal else " 2>/dev/null")
+    run = lambda stderr: subprocess.run(
+        ["make", "--no-print-directory", *args],
+        cwd=project,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=stderr,
+        timeout=timeout,
+    )
     if not terminal:
-        proc = subprocess.run(
-            ["make", "--no-print-directory", *args],
-            cwd=project,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            timeout=timeout,
-        )
+        proc = run(subprocess.DEVNULL)
         return Outcome(command, proc.returncode, proc.stdout.decode("utf-8", "replace"), "")
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
@@ -95,15 +96,7 @@ def run_make(home: Path | None, *args: str, timeout: float = 600, project: Path 
     reader = threading.Thread(target=read_terminal, args=(master, chunks), daemon=True)
     reader.start()
     try:
-        proc = subprocess.run(
-            ["make", "--no-print-directory", *args],
-            cwd=project,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=slave,
-            timeout=timeout,
-        )
+        proc = run(slave)
     finally:
         os.close(slave)
         reader.join(timeout=10)
