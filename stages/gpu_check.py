@@ -61,11 +61,15 @@ STEPS = (
 # The backbones timed alone side by side, read from the family registry in the step's process
 # (this module imports no stage): ResNet-50 (stage one's default) and the shapes of other
 # families' usual models, with random weights (the speed does not depend on their values).
+# The backbones to time instead of the registry's (comma-separated on the step's command line);
+# empty: the registry's.
+BACKBONES: tuple[str, ...] = ()
 MEASURE_BACKBONES = """
 import json, sys
 from stages.bench.model import measure_backbones
 from stages.extract.families import families
-out = measure_backbones(sys.argv[2], tuple(f.examples[0] for f in families("backbone") if f.gpu_check))
+names = sys.argv[3].split(",") if len(sys.argv) > 3 else [f.examples[0] for f in families("backbone") if f.gpu_check]
+out = measure_backbones(sys.argv[2], tuple(names))
 json.dump(out, open(sys.argv[1], "w"), indent=1)
 for name, figures in out.items():
     print(name, figures, flush=True)
@@ -279,7 +283,7 @@ def step_backbones(env: dict[str, str], out_dir: Path, timeout: float, device: s
     call brings back at most 8 files (see step_pytest)."""
     results = Path(env["VIDSTORE_GPU_CHECK_SCRATCH"]) / "gpu-check-backbones.json"
     code, wall = run_logged(
-        [sys.executable, "-c", MEASURE_BACKBONES, str(results), device],
+        [sys.executable, "-c", MEASURE_BACKBONES, str(results), device, *([",".join(BACKBONES)] if BACKBONES else [])],
         env,
         timeout,
         out_dir / "gpu-check-backbones.log",

@@ -4,6 +4,7 @@ import contextlib
 import dataclasses
 import io
 import json
+import mmap
 import os
 from pathlib import Path
 
@@ -128,11 +129,15 @@ def test_fewer_epochs_are_scaled_to_50_and_labelled(monkeypatch):
     calls = []
 
     def timed(**kw) -> float:
-        """Stands in for the epochs: writes 64 MiB of fresh pages (above glibc's largest mmap
-        threshold, so mapped anew): at least 32 page faults for the measurement to count, one per
-        2 MiB huge page (numpy asks for them), 16,384 in 4 KiB pages."""
+        """Stands in for the epochs: writes 64 MiB of fresh pages, a new anonymous mapping of its
+        own (whatever memory malloc keeps from earlier tests in this process): at least 32 page
+        faults for the measurement to count, one per 2 MiB huge page, 16,384 in 4 KiB pages."""
         calls.append(kw)
-        np.ones(64 << 20, np.uint8)
+        pages = mmap.mmap(-1, 64 << 20)
+        view = np.frombuffer(pages, np.uint8)
+        view[:] = 1
+        del view
+        pages.close()
         return 3.0
 
     monkeypatch.setattr(training, "time_training", timed)

@@ -19,7 +19,7 @@ import torchvision
 from make_runs import run_make
 from safetensors.torch import save_file
 
-from pipeline.store.manifest import all_failures
+from pipeline import store
 from stages.extract.weights import file_identity
 
 pytestmark = pytest.mark.acceptance
@@ -83,7 +83,7 @@ def test_make_features_takes_each_familys_weights_file(home, family):
     (set_dir,) = (home / "data" / "features").glob(f"*/{prefix}*")
     manifest = json.loads((set_dir / "manifest.json").read_text())
     assert manifest["identity"]["weights"] == file_identity(path) and manifest["feature_dim"] == dim, manifest
-    assert manifest["complete"] and all_failures(manifest) == [], manifest
+    assert manifest["complete"] and store.read_manifest(set_dir).failures() == [], manifest
     if family == "open_clip":
         zeroshot = run_make(home, "zeroshot", f"FEATURES={set_dir.name}", *where)
         assert zeroshot.returncode == 0, zeroshot

@@ -7,7 +7,6 @@ own. The PyAV decoder against the CLI, file by file, is in test_decode_pyav.py.
 
 import dataclasses
 import os
-import pickle
 import socket
 import subprocess
 import time
@@ -29,7 +28,13 @@ from stages.extract.decode.common import (
     uniform_indices,
 )
 from stages.extract.decode.ffmpeg_cli import build_decode_args, decode_video_cli, first_count, probe
-from stages.extract.decode.processes import DecoderProcesses
+from stages.extract.decode.processes import (
+    DecoderProcesses,
+    SoundRequest,
+    VideoRequest,
+    decode_request,
+    encode_request,
+)
 from stages.extract.extractors import family_for
 from stages.extract.inputs import TIMES_RESIZE, TIMES_SIZE, decode_job
 
@@ -352,14 +357,16 @@ def test_a_decode_that_outlasts_the_timeout_ends_there(long_clip, decoder):
 def test_the_job_is_built_from_the_familys_preprocessing_and_the_config():
     """A clip model's job: its crop, (H, W) and clip, the config's steps, timeout and decoder;
     a frame model's: its preprocessing, no clip; a sound family's: the picture decode that only
-    gives the times. Frozen, and the same value once pickled (as a decoder process gets it)."""
+    gives the times. Frozen, and the same value after the JSON round trip a decoder process's request makes."""
     cfg = ExtractConfig(backbone="torchvision:r2plus1d_18", frames=4, fps=2.0, timeout=30, decoder="ffmpeg-cli")
     job = decode_job(family_for(cfg))
     assert job == DecodeJob(
         4, 112, (128, 171), fps=2.0, clip=ClipSpec(16, 15.0), interpolation="rgb24:bilinear", timeout=30,
         decoder="ffmpeg-cli",
     )  # fmt: skip
-    assert pickle.loads(pickle.dumps(job)) == job and job.shape() == (4, 16, 112, 112, 3)
+    sent = decode_request(encode_request(VideoRequest("/v.avi", job)))
+    assert sent == VideoRequest("/v.avi", job) and job.shape() == (4, 16, 112, 112, 3)
+    assert decode_request(encode_request(SoundRequest("/v.avi", 30.0))) == SoundRequest("/v.avi", 30.0)
     with pytest.raises(dataclasses.FrozenInstanceError):
         job.frames = 8
     resnet = family_for(ExtractConfig(image_size=64, frames=8))

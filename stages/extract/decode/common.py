@@ -288,7 +288,7 @@ class ClipSpec:
 class DecodeJob:
     """What a run decodes from each of its videos, the same for every video: built once from the
     family's preprocessing and the config (inputs.decode_job), handed to either decoder as it is,
-    and pickled as it is to a decoder process.
+    and to a decoder process as its fields in JSON (from_fields rebuilds it there).
 
     frames: T, the steps (the cap with fps). size: the square crop, px. resize: the shorter side
     before it, px, or the (H, W) the picture is scaled to. fps: sample at this rate instead of T
@@ -313,6 +313,13 @@ class DecodeJob:
         if self.decoder not in DECODERS:
             raise ValueError(f"unknown decoder {self.decoder!r}; choose one of {', '.join(DECODERS)}")
         scaler(self.interpolation)  # ValueError for a filter FFmpeg lacks, before any video
+
+    @classmethod
+    def from_fields(cls, fields: dict) -> DecodeJob:
+        """The job whose dataclasses.asdict() is `fields`, e.g. after a JSON round trip (a decoder
+        process's request)."""
+        clip = fields.get("clip")
+        return cls(**(fields | {"clip": ClipSpec(**clip) if clip else None}))
 
     def shape(self) -> tuple[int, ...]:
         """The buffer one video's steps fill: (T, S, S, 3), or (T, K, S, S, 3) with a clip (uint8)."""

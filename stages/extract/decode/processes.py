@@ -25,12 +25,13 @@ The same processes decode the sound of an audio set (sound.decode_audio), which 
 GIL binds the same way.
 
 The protocol, on the child's stdin/stdout: each request is a 4-byte little-endian length and
-that many bytes of a pickled request (a VideoRequest: the path and the DecodeJob as it is; a
-SoundRequest: the path and the timeout); the answer is a 4-byte length, that many bytes of
-JSON, then the array it announces: for a video {frames: k, indices, timestamps, num_frames,
-error, seconds} and the k steps' frames, k x job.shape()[1:] uint8 (the indices (k, K) with a
-clip); for a sound {samples: n, has_audio, error, ...} and n float32 samples. The child
-trusts its requests: only the pool that started it writes to its stdin.
+that many bytes of JSON (a VideoRequest: the path and the DecodeJob's fields; a SoundRequest:
+the path and the timeout; JSON, not pickle, so that nothing the child reads can run code); the
+answer is a 4-byte length, that many bytes of JSON, then the array it announces: for a video
+{frames: k, indices, timestamps, num_frames, error, seconds} and the k steps' frames,
+k x job.shape()[1:] uint8 (the indices (k, K) with a clip); for a sound {samples: n,
+has_audio, error, ...} and n float32 samples. Only the pool that started the child writes to
+its stdin.
 """
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ import dataclasses
 import json
 import logging
 import os
-import pickle
 import queue
 import select
 import struct
@@ -66,7 +66,7 @@ CHILD = "import sys; from stages.extract.decode.processes import serve; serve(sy
 
 
 class VideoRequest(NamedTuple):
-    """Decode the pictures of `path` (absolute) as `job` says: what a decoder process is sent, pickled."""
+    """Decode the pictures of `path` (absolute) as `job` says: what a decoder process is sent."""
 
     path: str
     job: DecodeJob
@@ -80,6 +80,20 @@ class SoundRequest(NamedTuple):
 
 
 Request = VideoRequest | SoundRequest
+
+
+def encode_request(request: Request) -> bytes:
+    """The request in JSON: its kind and its fields (a DecodeJob as its dataclass fields)."""
+    fields = request._asdict() | ({"job": dataclasses.asdict(request.job)} if isinstance(request, VideoRequest) else {})
+    return json.dumps({"kind": type(request).__name__} | fields).encode()
+
+
+def decode_request(data: bytes) -> Request:
+    """encode_request's inverse."""
+    fields = json.loads(data)
+    if fields.pop("kind") == VideoRequest.__name__:
+        return VideoRequest(fields["path"], DecodeJob.from_fields(fields["job"]))
+    return SoundRequest(**fields)
 
 
 class ChildGone(Exception):
@@ -105,7 +119,7 @@ class DecoderProcess:
     def ask(self, request: Request, timeout: float) -> tuple[dict, float]:
         """Send one request; (its answer's JSON header, the deadline for reading the rest).
         Raises TimeoutError or ChildGone."""
-        data = pickle.dumps(request)
+        data = encode_request(request)
         try:
             self.stdin.write(HEADER.pack(len(data)) + data)
         except OSError:  # BrokenPipeError: the child is gone
@@ -313,7 +327,7 @@ def requests(source) -> Iterator[Request]:
     """Each Request on `source` (a binary stream), until it ends."""
     while len(size := source.read(HEADER.size)) == HEADER.size:
         (length,) = HEADER.unpack(size)
-        yield pickle.loads(source.read(length))
+        yield decode_request(source.read(length))
 
 
 def serve(source, answers) -> None:
