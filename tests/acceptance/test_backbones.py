@@ -12,7 +12,7 @@ import pytest
 import synth
 import timm
 import torch
-from make_runs import run_make
+from make_runs import REPO, run_make
 from safetensors.torch import save_file
 
 pytestmark = pytest.mark.acceptance
@@ -82,3 +82,16 @@ def test_a_torchvision_video_model_then_an_lstm_and_a_prediction(tmp_path, venv_
     predict = run_make(tmp_path, "predict", f"VIDEO={clip}", f"RUN={run}", "TOP=3")
     assert predict.returncode == 0, predict.stderr[-3000:]
     assert len(re.findall(r"^  \d\. \w+ +\d\.\d{4}$", predict.stdout, re.M)) == 3, predict.stdout
+
+
+def test_make_backbones_lists_every_family_and_prints_the_readme_table(tmp_path, venv_ready):
+    """`make backbones`: each family with how it is written and what it stores, on stdout;
+    `MARKDOWN=readme`: the README's own family table, as it stands in README.md."""
+    listed = run_make(tmp_path, "backbones")
+    assert listed.returncode == 0, listed
+    for words in ("ResNet-50: resnet50 (the default)", "timm: timm:NAME[.TAG]", "OpenCLIP: open_clip:ARCH:PRETRAINED",
+                  "torchvision video: torchvision:NAME", "stores per clip", "AUDIO_FEATURES="):  # fmt: skip
+        assert words in listed.stdout, listed
+    table = run_make(tmp_path, "backbones", "MARKDOWN=readme")
+    assert table.returncode == 0, table
+    assert table.stdout.strip() and table.stdout.strip() in (REPO / "README.md").read_text(), table
