@@ -128,7 +128,7 @@ def test_cuda_device_without_cuda_is_rejected_before_any_work(tree, tmp_path):
         ),
         ("hmdb51", ["HMDB51 not found at", "<class>/<clip>.avi", "_test_split1.txt", "Download"]),
         ("folder", ["no class folders under", "<class>/<video file>", "DATA_DIR="]),
-        ("csv", ["CSV list not found at", "path,label[,split]", "DATA_DIR="]),
+        ("csv", ["CSV list not found at", "path[,label][,split][,group]", "DATA_DIR="]),
     ],
 )
 def test_a_data_dir_that_does_not_exist_says_where_and_what_layout(tmp_path, dataset, expect):
@@ -250,3 +250,16 @@ def test_a_missing_run_or_video_says_what_is_missing_without_a_usage_banner(tmp_
     )
     assert result.exit_code == 1 and "Usage:" not in result.output, result.output
     assert f"{tmp_path / 'no.avi'}" in result.output and "no-run" not in result.output, result.output
+
+
+def test_a_csv_whose_videos_are_all_unusable_says_why_not_just_where(tmp_path):
+    listing = tmp_path / "list.csv"
+    listing.write_text("path\n/nowhere/long.mp4\n../up.mp4\n")
+    result, root = run_features(tmp_path, dataset="csv", data_dir=listing)
+    assert_rejected(
+        result,
+        root,
+        f"no videos found under {tmp_path}; 2 listed but unusable, the first: ",
+        "list.csv:2: listed but missing: no file at /nowhere/long.mp4",
+        status=1,
+    )
