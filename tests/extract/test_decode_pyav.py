@@ -328,18 +328,6 @@ def test_the_models_interpolation_is_the_scaler_of_both_decoders(ucf_tree):
         DecodeJob(T, SIZE, RESIZE, interpolation="hamming")
 
 
-def dropped_frames_avi(path: Path, drop: tuple[int, int] = (40, 44), frames: int = 95) -> Path:
-    """An mpeg4 AVI of `frames` 25-fps frames with frames drop[0]..drop[1] dropped and their
-    timestamps kept: the AVI muxer fills the gap with empty chunks, which its header counts."""
-    subprocess.run(
-        ["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", f"testsrc=size=64x48:rate=25:duration={frames / 25}"]
-        + ["-vf", f"select='not(between(n,{drop[0]},{drop[1]}))'", "-fps_mode", "passthrough", "-c:v", "mpeg4"]
-        + [str(path)],
-        check=True,
-    )
-    return path
-
-
 def ffprobe_counts(path: Path) -> tuple[int, int]:
     """(the header's nb_frames, ffprobe -count_packets) of the first video stream."""
     out = subprocess.run(
@@ -357,7 +345,7 @@ def ffprobe_counts(path: Path) -> tuple[int, int]:
 def test_an_avi_whose_header_counts_dropped_frames_gets_every_frame_it_has(tmp_path, fps):
     """The header says 95, 90 decode: both decoders sample the 90 (FRAMES=16's last centre, 92,
     is past them), with the same indices, the frames' own timestamps (the gap included) and bytes."""
-    path = dropped_frames_avi(tmp_path / "drops.avi")
+    path = synth.make_dropped_frames_avi(tmp_path / "drops.avi")
     assert ffprobe_counts(path) == (95, 90)
     with av.open(str(path)) as c:  # an independent decode: every frame's timestamp, in order
         times = np.array([float(f.time) for f in c.decode(video=0)], np.float32)
@@ -376,7 +364,7 @@ def test_an_avi_whose_header_counts_dropped_frames_gets_every_frame_it_has(tmp_p
 def test_a_cut_avi_is_still_truncated_not_short_of_empty_chunks(tmp_path):
     """A file cut short decodes fewer frames than its header says too, but stops early in time:
     it keeps failing as truncated, in both decoders."""
-    whole = dropped_frames_avi(tmp_path / "drops.avi")
+    whole = synth.make_dropped_frames_avi(tmp_path / "drops.avi")
     cut = tmp_path / "cut.avi"
     cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
     job = DecodeJob(16, SIZE, RESIZE)
