@@ -170,7 +170,7 @@ def decoded_extent(path: Path, timeout: float) -> tuple[int, float | None]:
             timeout,
             "ffprobe -show_frames",
             "-show_entries",
-            "frame=best_effort_timestamp_time:stream=start_time",
+            "frame=best_effort_timestamp_time:format=start_time",
             "-of",
             "csv",
         )
@@ -182,7 +182,7 @@ def decoded_extent(path: Path, timeout: float) -> tuple[int, float | None]:
         value = value.split(",")[0]
         if kind == "frame":
             times.append(value)
-        elif kind == "stream" and value not in ("", "N/A"):
+        elif kind == "format" and value not in ("", "N/A"):  # the container's start, as pts_time subtracts
             start = float(value)
     last = times[-1] if times else "N/A"
     return len(times), (float(last) - start if last not in ("", "N/A") else None)
