@@ -263,3 +263,19 @@ def test_a_csv_whose_videos_are_all_unusable_says_why_not_just_where(tmp_path):
         "list.csv:2: listed but missing: no file at /nowhere/long.mp4",
         status=1,
     )
+
+
+@pytest.mark.parametrize("command", ["train", "zeroshot"])
+def test_train_and_zeroshot_refuse_an_unlabelled_set_naming_it_and_the_fix(tree, tmp_path, command):
+    """A CSV without a label column makes an unlabelled set: nothing to fit or score classes on."""
+    clip = sorted(tree.rglob("*.avi"))[0]
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"path\n{clip}\n")
+    made, root = run_features(tmp_path, dataset="csv", data_dir=listing)
+    assert made.exit_code == 0, made.output
+    (set_dir,) = root.glob("csv-list/*")
+    args = [command, "--features", str(set_dir), "--features-root", str(root), "--device", "cpu"]
+    result = CliRunner().invoke(cli, args + (["--out", str(tmp_path / "run")] if command == "zeroshot" else []))
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert f"{set_dir.as_posix()}: the feature set has no labels" in result.output, result.output
+    assert "Add a label column to the CSV" in result.output and not (tmp_path / "run").exists()
