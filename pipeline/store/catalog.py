@@ -158,7 +158,8 @@ def describe(set_dir: Path, max_failures: int = 5) -> str:
     lines = [
         f"feature set {m.feature_set_id}",
         f"  directory:  {set_dir}",
-        f"  dataset:    {m.dataset}, {len(m.classes)} classes, videos under {m.video_root}",
+        f"  dataset:    {m.dataset}, {f'{len(m.classes)} classes' if m.classes else 'unlabelled (labels -1)'}, "
+        f"videos under {m.video_root}",
         f"  modality:   {m.modality}",
         f"  state:      {state}",
         f"  videos:     {m.num_stored} of {m.num_videos} stored, {m.num_failed} failed; "

@@ -385,12 +385,20 @@ def select_split(sets: list[FeatureSet], index: Index, name: str, seed: int = 0,
 
     A split with no test side (a folder or csv dataset without a split column) gets one
     carved from its training side by group, `test_fraction` of each class, seeded: clips
-    of one group never sit on both sides.
+    of one group never sit on both sides. An unlabelled set (no classes) keeps its listed
+    sides, every stored video, nothing carved.
     """
     train_ids = [v for fs in sets for v in fs.manifest.splits.get(name, {}).get("train", [])]
     test_ids = [v for fs in sets for v in fs.manifest.splits.get(name, {}).get("test", [])]
     train, missing_train = index.rows_of(train_ids)
     test, missing_test = index.rows_of(test_ids)
+    missing = len(missing_train) + len(missing_test)
+    if not any(fs.manifest.classes for fs in sets):
+        # An unlabelled set (a CSV of untrimmed videos without labels): its listed sides as they
+        # are; a test side is carved for scoring a classifier, and nothing here can be scored.
+        if len(train) + len(test) == 0:
+            raise ReaderError(f"--split (SPLIT=): split {name!r} has no videos with stored features")
+        return Split(name, train, test, False, missing)
     labelled = lambda rows: rows[index.labels[rows] >= 0]
     train, test = labelled(train), labelled(test)
     carved = False
@@ -408,7 +416,7 @@ def select_split(sets: list[FeatureSet], index: Index, name: str, seed: int = 0,
             f"--split (SPLIT=): split {name!r} has {len(train)} training and {len(test)} test videos with "
             f"stored features; both sides need at least one{advice}"
         )
-    return Split(name, train, test, carved, len(missing_train) + len(missing_test))
+    return Split(name, train, test, carved, missing)
 
 
 def carve_by_group(rows: np.ndarray, index: Index, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:

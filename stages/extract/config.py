@@ -43,7 +43,7 @@ class ExtractConfig:
         "sample",
         DATASETS,
         "The dataset's layout: sample (generated with ffmpeg on first use), ucf101, hmdb51, "
-        "folder (root/<class>/<video>) or csv (lines path,label[,split][,group]).",
+        "folder (root/<class>/<video>) or csv (lines path[,label][,split][,group]; no label: unlabelled).",
     )
     data_dir: Path | None = option(
         None,

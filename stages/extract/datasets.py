@@ -1,7 +1,8 @@
 """Dataset adapters: each turns a dataset root into a sorted list of VideoRecords.
 
 Every adapter returns the same `Dataset`: class names, one record per video found
-on disk (video_id = path relative to the video root, POSIX style), the split
+on disk (video_id = path relative to the video root, POSIX style; a CSV may also list
+absolute paths, whose id is the path itself), the split
 memberships, and `problems` for entries that were listed (in a split or CSV file)
 but cannot be used. A problem becomes a line in failures.jsonl; it is never opened.
 """
@@ -46,7 +47,7 @@ HMDB51_URL = "https://serre-lab.clps.brown.edu/resource/hmdb-a-large-human-motio
 
 @dataclass(frozen=True)
 class VideoRecord:
-    video_id: str  # path relative to the video root, POSIX separators
+    video_id: str  # path relative to the video root, POSIX separators (a CSV's absolute path: itself)
     path: Path  # absolute path on this machine
     label: int  # 0-based class index; -1 when unknown
     group: str  # videos of one group never straddle train/validation (UCF101: Class/gXX)
@@ -56,11 +57,11 @@ class VideoRecord:
 class Dataset:
     name: str
     video_root: Path
-    classes: list[str]
+    classes: list[str]  # [] for an unlabelled set (a CSV without a label column): every label -1
     records: list[VideoRecord]  # sorted by video_id
     splits: dict[str, dict[str, list[str]]]  # {"1": {"train": [ids], "test": [ids]}, ...}
     problems: list[dict] = field(default_factory=list)  # [{"video_id", "reason"}]
-    version: str = ""  # content version where names alone don't tell (the generated sample)
+    version: str = ""  # what names alone don't tell: the generated sample's version, an unlabelled CSV
 
     @property
     def listing_sha256(self) -> str:
@@ -251,20 +252,31 @@ def load_folder(root: Path, name: str) -> Dataset:
     return Dataset(name, root, classes, records, {"1": {"train": [r.video_id for r in records], "test": []}})
 
 
+CSV_COLUMNS = "path[,label][,split][,group]"
+
+
 def load_csv(csv_path: Path, name: str) -> Dataset:
-    """A CSV with columns path,label[,split][,group]; paths are relative to the CSV's folder. Rows
-    with the same group are kept on one side of a carved split; a row without one is its own group."""
+    """A CSV with columns path[,label][,split][,group].
+
+    path: relative to the CSV's folder (the video id is that path, normalised), or absolute
+    (the video id is the absolute path, normalised: no relative id starts with '/', so the two
+    never collide). label: a class name or number; without the column the set is unlabelled
+    (untrimmed videos have no single label): classes [] and every label -1. Rows with the same
+    group are kept on one side of a carved split; a row without one is its own group.
+    """
     if not csv_path.is_file():
         raise DatasetError(
-            f"CSV list not found at {csv_path}. Expected a file with a header 'path,label[,split][,group]', "
-            f"paths relative to its folder, split = train|test (optional); pass DATA_DIR=/path/to/list.csv"
+            f"CSV list not found at {csv_path}. Expected a file with a header '{CSV_COLUMNS}', "
+            f"paths relative to its folder or absolute, split = train|test (optional), no label column "
+            f"for unlabelled videos; pass DATA_DIR=/path/to/list.csv"
         )
     root = csv_path.parent
     with open(csv_path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    if not rows or not {"path", "label"} <= set(rows[0]):
-        raise DatasetError(f"{csv_path}: the header must name the columns path,label[,split][,group]")
-    labels = [r["label"].strip() for r in rows]
+    if not rows or "path" not in rows[0]:
+        raise DatasetError(f"{csv_path}: the header must name the columns {CSV_COLUMNS} (path at least)")
+    labelled = "label" in rows[0]
+    labels = [r["label"].strip() for r in rows] if labelled else []
     # Integer labels keep their numeric order; names are sorted.
     classes = sorted(set(labels), key=lambda s: (0, int(s), "") if s.lstrip("-").isdigit() else (1, 0, s))
     index = {c: i for i, c in enumerate(classes)}
@@ -272,30 +284,44 @@ def load_csv(csv_path: Path, name: str) -> Dataset:
     problems: list[dict] = []
     splits: dict[str, dict[str, list[str]]] = {"1": {"train": [], "test": []}}
     for line_no, row in enumerate(rows, start=2):
-        rel = safe_relative(row["path"])
-        if rel is None:
+        vid, path = csv_video(row["path"] or "", root)
+        where = f"{csv_path.name}:{line_no}"
+        if path is None:
             problems.append(
                 {
-                    "video_id": row["path"],
-                    "reason": f"{csv_path.name}:{line_no}: path escapes the dataset root; not opened",
+                    "video_id": vid,
+                    "reason": f"{where}: path escapes the dataset root; not opened (list it by its absolute path)",
                 }
             )
             continue
-        if not (root / rel).exists() and not (root / rel).is_symlink():
-            problems.append(
-                {"video_id": rel, "reason": f"{csv_path.name}:{line_no}: listed but missing: no file at {root / rel}"}
-            )
+        if not path.exists() and not path.is_symlink():
+            problems.append({"video_id": vid, "reason": f"{where}: listed but missing: no file at {path}"})
             continue
         group = (row.get("group") or "").strip()
-        records[rel] = VideoRecord(rel, root / rel, index[row["label"].strip()], group or rel)
+        records[vid] = VideoRecord(vid, path, index[row["label"].strip()] if labelled else -1, group or vid)
         part = (row.get("split") or "").strip().lower()
         if part:
             if part not in ("train", "test", "val"):
                 raise DatasetError(f"{csv_path}:{line_no}: split must be train, val or test, got {part!r}")
-            splits["1"]["test" if part == "test" else "train"].append(rel)
+            splits["1"]["test" if part == "test" else "train"].append(vid)
     if not splits["1"]["train"] and not splits["1"]["test"]:
         splits = {"1": {"train": sorted(records), "test": []}}
-    return Dataset(name, root, classes, [records[k] for k in sorted(records)], splits, problems)
+    # An unlabelled listing is another set than a labelled one of the same paths (whose labels a
+    # reused set would otherwise lack); a labelled CSV's identity stays its ids alone.
+    version = "" if labelled else "unlabelled"
+    return Dataset(name, root, classes, [records[k] for k in sorted(records)], splits, problems, version)
+
+
+def csv_video(listed: str, root: Path) -> tuple[str, Path | None]:
+    """(video id, file) of a CSV row's path: an absolute path as given (normalised), a relative
+    one under `root`; the file is None for a relative path that climbs out of `root` (or a drive
+    path), which is never opened."""
+    text = listed.strip()
+    if text.startswith("/") and "\x00" not in text:
+        vid = PurePosixPath(os.path.normpath(text)).as_posix()
+        return vid, Path(vid)
+    rel = safe_relative(text)
+    return (listed, None) if rel is None else (rel, root / rel)
 
 
 def dedupe(problems: list[dict]) -> list[dict]:

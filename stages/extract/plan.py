@@ -99,7 +99,10 @@ def make_plan(cfg: ExtractConfig, download: bool = True) -> ExtractionPlan:
 def listed(cfg: ExtractConfig) -> Dataset:
     ds = load_dataset(cfg)
     if not ds.records:
-        raise StoreError(f"no videos found under {ds.video_root}")
+        unusable = (
+            f"; {len(ds.problems)} listed but unusable, the first: {ds.problems[0]['reason']}" if ds.problems else ""
+        )
+        raise StoreError(f"no videos found under {ds.video_root}{unusable}")
     return ds
 
 

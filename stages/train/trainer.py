@@ -63,8 +63,16 @@ def feature_dirs(cfg: TrainConfig) -> list[Path]:
 
 
 def open_view(cfg: TrainConfig) -> FeatureSetView:
-    """The set(s) a run reads, joined on video id; MODALITIES= beside FEATURES= must name the sets' modalities."""
+    """The set(s) a run reads, joined on video id; MODALITIES= beside FEATURES= must name the sets' modalities.
+    An unlabelled set (no classes) is refused: stage two's runs are classifiers."""
     view = FeatureSetView(feature_dirs(cfg))
+    if not view.classes:
+        raise ConfigError(
+            f"{', '.join(fs.set_dir.as_posix() for m in view.modalities for fs in view.sets[m])}: the feature set "
+            f"has no labels (its CSV list has no label column), so no classifier can be trained or scored on it. "
+            f"Add a label column to the CSV (path,label[,split][,group]) and run make features again for a "
+            f"labelled set, or read these features from your own code (pipeline.FeatureStore, docs/api.md)"
+        )
     if cfg.features and cfg.modalities and sorted(cfg.modalities) != sorted(view.modalities):
         raise ConfigError(
             f"--modalities (MODALITIES=) {','.join(cfg.modalities)}: the sets FEATURES= names hold "

@@ -127,7 +127,7 @@ def test_csv_adapter_labels_splits_and_path_safety(tmp_path):
     for rel in ("v/a.avi", "v/b.avi", "v/c.avi"):
         touch(tmp_path / rel)
     (tmp_path / "list.csv").write_text(
-        "path,label,split\nv/a.avi,jump,train\nv/b.avi,sit,test\nv/c.avi,jump,train\n/etc/passwd,sit,train\nv/gone.avi,sit,train\n"
+        "path,label,split\nv/a.avi,jump,train\nv/b.avi,sit,test\nv/c.avi,jump,train\n../up.avi,sit,train\nv/gone.avi,sit,train\n"
     )
     ds = load_csv(tmp_path / "list.csv", "csv-list")
     assert ds.classes == ["jump", "sit"]
@@ -135,6 +135,39 @@ def test_csv_adapter_labels_splits_and_path_safety(tmp_path):
     assert ds.splits == {"1": {"train": ["v/a.avi", "v/c.avi"], "test": ["v/b.avi"]}}
     reasons = [p["reason"] for p in ds.problems]
     assert any("escapes the dataset root" in r for r in reasons) and any("listed but missing" in r for r in reasons)
+
+
+def test_a_path_only_csv_is_an_unlabelled_set_with_relative_and_absolute_paths(tmp_path):
+    """Untrimmed videos have no single label: no label column, classes [] and every label -1.
+    An absolute path is its own video id (a relative id never starts with '/')."""
+    for rel in ("list/a.avi", "list/sub/b.avi", "elsewhere/c.avi"):
+        touch(tmp_path / rel)
+    far = (tmp_path / "elsewhere" / "c.avi").as_posix()
+    (tmp_path / "list" / "l.csv").write_text(
+        f"path,split\na.avi,train\nsub/b.avi,test\n{far},train\n/gone/d.avi,train\n"
+    )
+    ds = load_csv(tmp_path / "list" / "l.csv", "csv-l")
+    assert ds.classes == []
+    assert [(r.video_id, r.label, r.group) for r in ds.records] == [
+        (far, -1, far),
+        ("a.avi", -1, "a.avi"),
+        ("sub/b.avi", -1, "sub/b.avi"),
+    ]
+    assert [r.path for r in ds.records] == [Path(far), tmp_path / "list/a.avi", tmp_path / "list/sub/b.avi"]
+    assert ds.splits == {"1": {"train": ["a.avi", far], "test": ["sub/b.avi"]}}
+    assert ds.problems == [{"video_id": "/gone/d.avi", "reason": "l.csv:5: listed but missing: no file at /gone/d.avi"}]
+    (tmp_path / "list" / "l.csv").write_text(f"path,label,split\na.avi,x,train\nsub/b.avi,x,test\n{far},x,train\n")
+    assert load_csv(tmp_path / "list" / "l.csv", "csv-l").listing_sha256 != ds.listing_sha256  # another set
+
+
+def test_a_labelled_csv_keeps_its_ids_and_listing(tmp_path):
+    """The listing hash of a labelled CSV of relative paths is the one it always had."""
+    for rel in ("v/a.avi", "v/b.avi"):
+        touch(tmp_path / rel)
+    (tmp_path / "l.csv").write_text("path,label\nv/b.avi,x\nv/a.avi,y\n")
+    ds = load_csv(tmp_path / "l.csv", "x")
+    assert [(r.video_id, r.label) for r in ds.records] == [("v/a.avi", 1), ("v/b.avi", 0)]
+    assert ds.listing_sha256 == "d0535078fcd21220558414755c92a436cc39b7399eeb7f068427173c0023e7f0"
 
 
 def test_csv_integer_labels_keep_numeric_order(tmp_path):

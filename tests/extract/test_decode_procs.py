@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import synth
 
 import stages.extract.decode.processes as decode_procs
 from stages.extract.decode.common import ClipSpec, DecodeJob
@@ -134,3 +135,13 @@ def test_the_job_reaches_the_process_as_it_is(ucf_tree):
     assert there.frames.shape == (3, 3, 32, 32, 3)
     bilinear = decode_video_pyav(clip, dataclasses.replace(job, interpolation="bilinear"))
     assert not np.array_equal(bilinear.frames, there.frames)
+
+
+def test_a_decoder_process_samples_an_avi_whose_header_counts_dropped_frames(tmp_path):
+    """Its header says 95 frames, 90 decode: the process samples the 90, as this process does."""
+    path = synth.make_dropped_frames_avi(tmp_path / "drops.avi")
+    job = DecodeJob(16, SIZE, RESIZE)
+    with DecoderProcesses(1) as procs:
+        dec = procs.decode(path, job, out=np.empty(job.shape(), np.uint8))
+    assert dec.error is None and dec.num_frames == 90, dec.error
+    assert_same(decode_video_pyav(path, job), dec, path.name)

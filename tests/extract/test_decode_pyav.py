@@ -326,3 +326,48 @@ def test_the_models_interpolation_is_the_scaler_of_both_decoders(ucf_tree):
     assert np.abs(pyav.frames.astype(np.int16) - bilinear.frames).max() > 2
     with pytest.raises(ValueError, match="no FFmpeg scaler for the interpolation 'hamming'"):
         DecodeJob(T, SIZE, RESIZE, interpolation="hamming")
+
+
+def ffprobe_counts(path: Path) -> tuple[int, int]:
+    """(the header's nb_frames, ffprobe -count_packets) of the first video stream."""
+    out = subprocess.run(
+        ["ffprobe", "-v", "error", "-select_streams", "v:0", "-count_packets"]
+        + ["-show_entries", "stream=nb_frames,nb_read_packets", "-of", "csv=p=0", str(path)],
+        capture_output=True,
+        check=True,
+        text=True,
+    ).stdout
+    header, packets = out.strip().split(",")
+    return int(header), int(packets)
+
+
+@pytest.mark.parametrize("fps", [None, 5.0])
+def test_an_avi_whose_header_counts_dropped_frames_gets_every_frame_it_has(tmp_path, fps):
+    """The header says 95, 90 decode: both decoders sample the 90 (FRAMES=16's last centre, 92,
+    is past them), with the same indices, the frames' own timestamps (the gap included) and bytes."""
+    path = synth.make_dropped_frames_avi(tmp_path / "drops.avi")
+    assert ffprobe_counts(path) == (95, 90)
+    with av.open(str(path)) as c:  # an independent decode: every frame's timestamp, in order
+        times = np.array([float(f.time) for f in c.decode(video=0)], np.float32)
+    assert len(times) == 90 and times[-1] == pytest.approx(94 / 25)
+    job = DecodeJob(40 if fps else 16, SIZE, RESIZE, fps=fps)  # FPS=5: the header's last step, 90, is past them
+    cli, lib = decode_video_cli(path, job), decode_video_pyav(path, job)
+    assert cli.error is None and lib.error is None, (cli.error, lib.error)
+    assert cli.num_frames == lib.num_frames == 90
+    np.testing.assert_array_equal(lib.indices, cli.indices)
+    assert lib.indices[-1] < 90 and len(lib.indices) == (18 if fps else 16)
+    np.testing.assert_allclose(lib.timestamps, times[lib.indices], atol=1e-6)
+    np.testing.assert_allclose(cli.timestamps, times[cli.indices], atol=1e-6)
+    np.testing.assert_array_equal(lib.frames, cli.frames)
+
+
+def test_a_cut_avi_is_still_truncated_not_short_of_empty_chunks(tmp_path):
+    """A file cut short decodes fewer frames than its header says too, but stops early in time:
+    it keeps failing as truncated, in both decoders."""
+    whole = synth.make_dropped_frames_avi(tmp_path / "drops.avi")
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(whole.read_bytes()[: whole.stat().st_size // 2])
+    job = DecodeJob(16, SIZE, RESIZE)
+    cli, lib = decode_video_cli(cut, job), decode_video_pyav(cut, job)
+    assert re.match(r"truncated: decoded \d+ of ~95 frames \(needed frame \d+\)$", lib.error or ""), lib.error
+    assert lib.error == cli.error

@@ -128,7 +128,7 @@ def test_cuda_device_without_cuda_is_rejected_before_any_work(tree, tmp_path):
         ),
         ("hmdb51", ["HMDB51 not found at", "<class>/<clip>.avi", "_test_split1.txt", "Download"]),
         ("folder", ["no class folders under", "<class>/<video file>", "DATA_DIR="]),
-        ("csv", ["CSV list not found at", "path,label[,split]", "DATA_DIR="]),
+        ("csv", ["CSV list not found at", "path[,label][,split][,group]", "DATA_DIR="]),
     ],
 )
 def test_a_data_dir_that_does_not_exist_says_where_and_what_layout(tmp_path, dataset, expect):
@@ -250,3 +250,32 @@ def test_a_missing_run_or_video_says_what_is_missing_without_a_usage_banner(tmp_
     )
     assert result.exit_code == 1 and "Usage:" not in result.output, result.output
     assert f"{tmp_path / 'no.avi'}" in result.output and "no-run" not in result.output, result.output
+
+
+def test_a_csv_whose_videos_are_all_unusable_says_why_not_just_where(tmp_path):
+    listing = tmp_path / "list.csv"
+    listing.write_text("path\n/nowhere/long.mp4\n../up.mp4\n")
+    result, root = run_features(tmp_path, dataset="csv", data_dir=listing)
+    assert_rejected(
+        result,
+        root,
+        f"no videos found under {tmp_path}; 2 listed but unusable, the first: ",
+        "list.csv:2: listed but missing: no file at /nowhere/long.mp4",
+        status=1,
+    )
+
+
+@pytest.mark.parametrize("command", ["train", "zeroshot"])
+def test_train_and_zeroshot_refuse_an_unlabelled_set_naming_it_and_the_fix(tree, tmp_path, command):
+    """A CSV without a label column makes an unlabelled set: nothing to fit or score classes on."""
+    clip = sorted(tree.rglob("*.avi"))[0]
+    listing = tmp_path / "list.csv"
+    listing.write_text(f"path\n{clip}\n")
+    made, root = run_features(tmp_path, dataset="csv", data_dir=listing)
+    assert made.exit_code == 0, made.output
+    (set_dir,) = root.glob("csv-list/*")
+    args = [command, "--features", str(set_dir), "--features-root", str(root), "--device", "cpu"]
+    result = CliRunner().invoke(cli, args + (["--out", str(tmp_path / "run")] if command == "zeroshot" else []))
+    assert result.exit_code == 2 and isinstance(result.exception, SystemExit), result.output
+    assert f"{set_dir.as_posix()}: the feature set has no labels" in result.output, result.output
+    assert "Add a label column to the CSV" in result.output and not (tmp_path / "run").exists()

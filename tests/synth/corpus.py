@@ -48,6 +48,19 @@ def make_vfr_clip(path: Path, fast_after: int = 10, frames: int = 20, size: tupl
     return path
 
 
+def make_dropped_frames_avi(path: Path, drop: tuple[int, int] = (40, 44), frames: int = 95) -> Path:
+    """An mpeg4 AVI of `frames` 25-fps frames (64x48) with frames drop[0]..drop[1] dropped and their
+    timestamps kept (passthrough): the AVI muxer fills the gap with empty chunks, which its header
+    counts (nb_frames `frames`) while only `frames - (drop[1] - drop[0] + 1)` packets decode."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    passthrough = {k: "passthrough" for k in vfr_output_options()}  # -fps_mode, or -vsync before 5.1
+    video = lavfi("testsrc", size="64x48", rate=25).trim(end_frame=frames)
+    video = video.filter("select", f"not(between(n,{drop[0]},{drop[1]}))")
+    run_ffmpeg(output(video, path, vcodec="mpeg4", threads=1, **passthrough), path)
+    return path
+
+
 def make_audio_only(path: Path, seconds: float = 1.0) -> Path:
     """A file with one audio stream (a 440 Hz sine, PCM) and no video stream."""
     path = Path(path)

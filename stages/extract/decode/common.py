@@ -248,6 +248,21 @@ def riff_chunks(buf: bytes, start: int, end: int):
         pos += 8 + size + (size & 1)
 
 
+def counts_empty_chunks(info: VideoInfo, decoded: int, last_time: float | None) -> bool:
+    """Whether a video that ran out after `decoded` of its declared info.frames frames is whole,
+    its container's count including chunks that hold no frame: an AVI written from footage with
+    dropped frames stores an empty chunk per missing frame, counted in its header (ffprobe's
+    nb_frames) though nothing decodes from it. Such a file's last frame still sits at the declared
+    end (its timestamp counts the gaps); a file cut short stops early in time as well as in count.
+
+    last_time: the last decoded frame's timestamp (s, from the file's start); None when unknown,
+    which counts as cut short.
+    """
+    if last_time is None or not 0 < decoded < info.frames:
+        return False
+    return round(last_time * info.fps) >= info.frames - 1
+
+
 # ---------------------------------------------------------------- sampling
 def uniform_indices(num_frames: int, frames: int) -> np.ndarray:
     """Centres of T equal segments: (T,) int32. A video shorter than T gives all its frames.

@@ -29,6 +29,7 @@ import signal
 import subprocess
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import av
@@ -43,6 +44,7 @@ from .common import (
     DecodeJob,
     FramePlan,
     VideoInfo,
+    counts_empty_chunks,
     frame_buffer,
     preflight,
     read_avi_header,
@@ -154,27 +156,36 @@ def count_packets(path: Path, timeout: float) -> int:
     return max(0, first_count(proc.stdout))
 
 
-def count_frames(path: Path, timeout: float) -> int:
-    """Frames that really decode (a full decode; used only to explain a shortfall); -1 if unknown."""
+def decoded_extent(path: Path, timeout: float) -> tuple[int, float | None]:
+    """(frames that really decode, the last one's timestamp in s from the file's start, None if
+    unknown): a full decode, used only where a video ran out early. (-1, None) if unknown."""
     if not find_binary("ffprobe"):
         try:
-            return ffmpeg_frame_count(path, timeout, decode=True)[0]
+            return ffmpeg_decoded_extent(path, timeout)
         except DecodeError:
-            return -1
+            return -1, None
     try:
         proc = run_ffprobe(
             path,
             timeout,
-            "ffprobe -count_frames",
-            "-count_frames",
+            "ffprobe -show_frames",
             "-show_entries",
-            "stream=nb_read_frames",
+            "frame=best_effort_timestamp_time:format=start_time",
             "-of",
-            "csv=p=0",
+            "csv",
         )
     except DecodeError:
-        return -1
-    return first_count(proc.stdout)
+        return -1, None
+    times, start = [], 0.0
+    for line in proc.stdout.decode("utf-8", "replace").splitlines():
+        kind, _, value = line.strip().partition(",")
+        value = value.split(",")[0]
+        if kind == "frame":
+            times.append(value)
+        elif kind == "format" and value not in ("", "N/A"):  # the container's start, as pts_time subtracts
+            start = float(value)
+    last = times[-1] if times else "N/A"
+    return len(times), (float(last) - start if last not in ("", "N/A") else None)
 
 
 def first_count(stdout: bytes) -> int:
@@ -216,6 +227,23 @@ def ffmpeg_frame_count(path: Path, timeout: float, decode: bool) -> tuple[int, s
     proc = run_tool(args, timeout, "ffmpeg probing")
     count = sum(1 for line in proc.stdout.splitlines() if line and not line.startswith(b"#"))
     return count, proc.stderr.decode("utf-8", "replace"), proc.returncode
+
+
+FRAMECRC_TB = re.compile(rb"^#tb 0: (\d+)/(\d+)", re.M)
+
+
+def ffmpeg_decoded_extent(path: Path, timeout: float) -> tuple[int, float | None]:
+    """decoded_extent() with ffmpeg alone: the framecrc lines of a full decode, the last
+    one's pts (its third field) in the time base its header names. framecrc writes frames as
+    they come (variable rate), so no frame is duplicated into a gap."""
+    args = [ffmpeg_binary(), "-nostdin", "-hide_banner", "-nostats", "-i", str(path), "-map", "0:v:0"]
+    proc = run_tool([*args, "-f", "framecrc", "-"], timeout, "ffmpeg counting frames")
+    lines = [ln for ln in proc.stdout.splitlines() if ln and not ln.startswith(b"#")]
+    tb = FRAMECRC_TB.search(proc.stdout)
+    if not lines or not tb:
+        return len(lines), None
+    pts = int(lines[-1].split(b",")[2])
+    return len(lines), pts * int(tb.group(1)) / int(tb.group(2))
 
 
 FFMPEG_INPUT = re.compile(r"^Input #0, ([^\n]+?), from", re.M)
@@ -411,6 +439,23 @@ def read_until(proc: subprocess.Popen, view: memoryview, deadline: float) -> int
             return got
 
 
+def decode_plan(
+    path: Path, job: DecodeJob, info: VideoInfo, out: np.ndarray | None, threads: int | None, from_header: bool
+) -> tuple[FramePlan, np.ndarray, np.ndarray, np.ndarray]:
+    """One ffmpeg pass: the plan of `job`'s steps in the video `info` describes, the frame buffer
+    (a view of `out` when given), and the frames (k, S, S, 3) and timestamps (k,) it decoded.
+    from_header: `info` came from the AVI header reader, so a failing ffmpeg is explained by ffprobe."""
+    plan = FramePlan.of(job, info)
+    buffer = frame_buffer(plan.flat(out), plan.slots, job.size)
+    try:
+        pixels, times = decode_frames(path, plan.frames, job, buffer, threads)
+    except DecodeError:
+        if from_header:  # a file ffprobe rejects fails with ffprobe's reason, as without the shortcut
+            probe(path, job.timeout)
+        raise
+    return plan, buffer, pixels, times
+
+
 def decode_video_cli(path: Path, job: DecodeJob, out: np.ndarray | None = None, threads: int | None = 1) -> Decoded:
     """Probe, sample and decode one video with ffmpeg processes as `job` says. Never raises for
     a bad video: see `.error`.
@@ -430,16 +475,14 @@ def decode_video_cli(path: Path, job: DecodeJob, out: np.ndarray | None = None, 
         info = read_avi_header(path) if job.fps is None else None
         from_header = info is not None
         info = info or probe(path, timeout)
-        plan = FramePlan.of(job, info)
-        buffer = frame_buffer(plan.flat(out), plan.slots, job.size)
-        try:
-            pixels, times = decode_frames(path, plan.frames, job, buffer, threads)
-        except DecodeError:
-            if from_header:
-                probe(path, timeout)  # a file ffprobe rejects fails with ffprobe's reason, as without the shortcut
-            raise
+        plan, buffer, pixels, times = decode_plan(path, job, info, out, threads, from_header)
         if len(pixels) < len(plan.frames):
-            real = count_frames(path, timeout)
+            real, last_time = decoded_extent(path, timeout)
+            if counts_empty_chunks(info, real, last_time):
+                # The container counts empty chunks (dropped frames): sample the frames that decode.
+                info = replace(info, frames=real)
+                plan, buffer, pixels, times = decode_plan(path, job, info, out, threads, False)
+        if len(pixels) < len(plan.frames):
             got = f"{real}" if real >= 0 else "fewer"
             raise DecodeError(
                 f"truncated: decoded {got} of ~{info.frames} frames (needed frame {int(plan.frames[len(pixels)])})"
