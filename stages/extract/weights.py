@@ -60,8 +60,6 @@ class Checkpoint:
     to check that a state dict fits it (raising WeightsError with what does not)."""
 
     name: str  # e.g. "ImageNet"
-    flag: str  # the command-line option, e.g. "--weights"
-    variable: str  # its Make variable, e.g. "WEIGHTS"
     file_hint: str  # the file a user would pass, e.g. "resnet50.pth"
     pretrained: str  # the word that asks for the published weights, e.g. "imagenet"
     identity: str  # the published weights' identity, e.g. "torchvision:IMAGENET1K_V2"
@@ -69,6 +67,8 @@ class Checkpoint:
     download: Callable[[], None]  # into cache_path(); may raise OSError / URLError / RuntimeError
     check: Callable[[dict, Path], None]  # state dict (on the meta device) fits the model, else WeightsError
     what: str  # e.g. "ImageNet features", for the random-weights banner
+    flag: str = "--weights"  # the command-line option (a sound family's: --audio-weights)
+    variable: str = "WEIGHTS"  # its Make variable
 
     @property
     def option(self) -> str:

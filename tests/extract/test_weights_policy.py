@@ -25,7 +25,7 @@ def check_fits(state: dict, path: Path) -> None:
 
 
 TINY = Checkpoint(
-    name="tiny", flag="--weights", variable="WEIGHTS", file_hint="tiny.pth", pretrained="pretrained",
+    name="tiny", file_hint="tiny.pth", pretrained="pretrained",
     identity="tiny:v1", cache_path=lambda: Path("/nonexistent"), download=lambda: None, check=check_fits,
     what="tiny features",
 )  # fmt: skip

@@ -132,8 +132,6 @@ class OpenClipImage(ImageModel):
         files = (filename,) if filename else (oc.HF_SAFE_WEIGHTS_NAME, oc.HF_WEIGHTS_NAME)
         return Checkpoint(
             name=f"OpenCLIP {self.name}",
-            flag="--weights",
-            variable="WEIGHTS",
             file_hint=files[-1],
             pretrained="pretrained",
             identity=f"open_clip:{self.arch}:{self.tag}",

@@ -77,8 +77,6 @@ class ResNet50(TorchvisionImage):
     def checkpoint(self) -> Checkpoint:
         return Checkpoint(
             name="ImageNet",
-            flag="--weights",
-            variable="WEIGHTS",
             file_hint="resnet50.pth",
             pretrained="imagenet",
             identity=f"torchvision:{IMAGENET_WEIGHTS.name}",

@@ -134,8 +134,6 @@ class TimmImage(ImageModel):
 
         return Checkpoint(
             name=f"timm {self.name}",
-            flag="--weights",
-            variable="WEIGHTS",
             file_hint="model.safetensors",
             pretrained="pretrained",
             identity=f"timm:{repo or url}",

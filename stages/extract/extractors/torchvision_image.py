@@ -120,8 +120,6 @@ class TorchvisionImage(ImageModel):
         weights = self.default_weights()
         return Checkpoint(
             name=f"torchvision {weights}",
-            flag="--weights",
-            variable="WEIGHTS",
             file_hint=f"{self.name}.pth",
             pretrained="pretrained",
             identity=f"torchvision:{weights}",
