@@ -3,6 +3,7 @@ files, and an export stopped midway that leaves no half-written file and complet
 
 from __future__ import annotations
 
+import io
 import json
 import os
 
@@ -85,25 +86,31 @@ def test_actionformer_reads_the_export_as_its_thumos_loader_does(sets, tmp_path)
 
 
 def test_a_stopped_export_leaves_whole_files_and_a_rerun_completes_it(sets, tmp_path, monkeypatch):
+    """Stopped in the middle of writing its fourth array (half of its bytes out): no file under a final
+    name is partial, no index; the rerun removes a killed write's temporary file and completes."""
     root, ragged, _, _ = sets
-    real, written = export_run.write_array, []
+    real_save, saved = np.save, []
 
-    def stop_after_three(path, features):
-        if len(written) == 3:
-            (path.parent / f"{path.name}.tmp-123").write_bytes(b"half")  # as a killed write leaves it
+    def stop_in_the_fourth(file, arr, *args, **kw):
+        if len(saved) == 3:
+            blob = io.BytesIO()
+            real_save(blob, arr)
+            (file.write if hasattr(file, "write") else open(file, "wb").write)(
+                blob.getvalue()[: len(blob.getvalue()) // 2]
+            )
             raise KeyboardInterrupt
-        real(path, features)
-        written.append(path)
+        real_save(file, arr, *args, **kw)
+        saved.append(arr)
 
-    monkeypatch.setattr(export_run, "write_array", stop_after_three)
+    monkeypatch.setattr(export_run.np, "save", stop_in_the_fourth)
     cfg = ExportConfig(features=ragged.name, out=tmp_path, features_root=root)
     with pytest.raises(KeyboardInterrupt):
         export_run.export(cfg)
+    monkeypatch.setattr(export_run.np, "save", real_save)
     assert not (tmp_path / "videos.json").exists()
     arrays = sorted(tmp_path.rglob("*.npy"))
-    assert arrays == sorted(written) and len(arrays) == 3  # whole ones only, under their final names
-    assert len(list(tmp_path.rglob("*.tmp-*"))) == 1
-    monkeypatch.setattr(export_run, "write_array", real)
+    assert len(arrays) == 3 and all(np.load(a).shape[1] == 8 for a in arrays)  # whole ones only
+    (arrays[0].parent / f"{arrays[0].name}.tmp-4242").write_bytes(b"half")  # as a killed write leaves it
     export_run.export(cfg)
     index = json.loads((tmp_path / "videos.json").read_text())
     assert len(index["videos"]) == len(DURATIONS) and not list(tmp_path.rglob("*.tmp-*"))

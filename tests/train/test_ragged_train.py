@@ -3,12 +3,13 @@ only to their longest, the rows held flat (never (N, T_max, D)), memory and stre
 
 from __future__ import annotations
 
+import csv
 import json
 
 import numpy as np
 import pytest
 import torch
-from ragged_sets import ragged_set
+from ragged_sets import CLASSES, ragged_set
 
 from pipeline import FeatureSetView
 from pipeline.errors import ConfigError
@@ -57,10 +58,13 @@ def cfg(set_dir, out, **kw) -> TrainConfig:
 
 @pytest.mark.parametrize("load", ["memory", "stream"])
 def test_a_head_trains_on_a_ragged_set_with_per_video_labels(ragged, tmp_path, load):
-    set_dir, _ = ragged
+    set_dir, truth = ragged
     result = train(cfg(set_dir, tmp_path / "run", load=load))
     (run,) = result.runs
     assert run.metrics["top1"] == 1.0, run.metrics  # the classes differ in their mean: an easy set
+    with open(tmp_path / "run" / "predictions.csv") as f:  # each test video scored against its own label
+        scored = {r["video_id"]: r for r in csv.DictReader(f)}
+    assert scored and all(r["label"] == CLASSES[truth[v].label] == r["predicted"] for v, r in scored.items())
     config = json.loads((tmp_path / "run" / "config.json").read_text())
     assert config["load"] == load and config["model"]["layout"] == "ragged"
     assert config["model"]["frames"] == max(len(np.arange(0, int(d * 25), 25)) for d in DURATIONS)
