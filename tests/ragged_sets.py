@@ -120,6 +120,7 @@ def write_set(
     frames: int | None,
     shard_size: int,
     labelled: bool,
+    modality: str = "rgb",
 ) -> Path:
     """The set through the store's writer: a manifest, shards committed one by one, marked complete."""
     fsid = f"{prefix}-{hashlib.sha256(json.dumps(ident, sort_keys=True).encode()).hexdigest()[:12]}"
@@ -139,6 +140,7 @@ def write_set(
         shard_size,
         len(shards),
         layout="ragged" if frames is None else "fixed",
+        modality=modality,
     )
     store.create(set_dir, manifest)
     for k, part in enumerate(shards):
@@ -192,16 +194,19 @@ def ragged_set(
     dataset: str = "csv-long",
     labelled: bool = True,
     seed: int = 0,
+    modality: str = "rgb",
 ) -> tuple[Path, dict[str, Video]]:
     """A dense set of videos of `durations` seconds at 25 fps: FPS=`rate`, else STRIDE=`stride`
-    (a clip model's K=`clip` frames per row). Returns (set directory, {video id: Video})."""
+    (a clip model's K=`clip` frames per row), of `modality` (an audio set: the same rows, other
+    numbers with another seed). Returns (set directory, {video id: Video})."""
     videos = make_videos(durations, dim, rate, None if rate else stride, clip, seed=seed, labelled=labelled)
     sampling: dict = {"mode": "dense", **({"fps": rate} if rate else {"stride": stride})}
     if clip:
         sampling["clip"] = {"frames": clip, "frame_rate": 25.0}
-    ident = identity(dataset, sampling, dim, [v.video_id for v in videos])
+    ident = identity(dataset, sampling, dim, [v.video_id for v in videos]) | {"modality": modality}
     steps = f"{rate:g}fps" if rate else f"s{stride}"
-    set_dir = write_set(root, dataset, videos, ident, f"toy-random-all-{steps}", None, shard_size, labelled)
+    prefix = f"{'toy' if modality == 'rgb' else 'audio-toy'}-random-all-{steps}"
+    set_dir = write_set(root, dataset, videos, ident, prefix, None, shard_size, labelled, modality)
     return set_dir, {v.video_id: v for v in videos}
 
 

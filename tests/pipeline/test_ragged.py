@@ -127,7 +127,10 @@ def test_store_info_shows_rows_per_video_and_list_the_sampling(sets):
     out = CliRunner().invoke(cli, ["store", "info", ragged.name, "--features-root", str(root)])
     assert out.exit_code == 0, out.output
     lengths = sorted(len(v.features) for v in truth.values())
-    assert f"rows:       {sum(lengths):,} in all, per video min {lengths[0]} / median {np.median(lengths):g} / max {lengths[-1]}" in out.output
+    assert (
+        f"rows:       {sum(lengths):,} in all, per video min {lengths[0]} / median {np.median(lengths):g} / max {lengths[-1]}"
+        in out.output
+    )
     assert "layout:     ragged, all/s25" in out.output
     listed = CliRunner().invoke(cli, ["store", "list", "--features-root", str(root)])
     assert listed.exit_code == 0 and "all/s25" in listed.output and " 8 " in listed.output
@@ -155,3 +158,18 @@ def test_verify_catches_an_inconsistent_ragged_shard_with_a_valid_checksum(tmp_p
     assert "inconsistent ragged shard: sum(lengths) = 7 != 6 rows of features" in out.output
     with pytest.raises(IntegrityError, match="sum\\(lengths\\) = 7"):
         FeatureStore(tmp_path).open(str(set_dir)).video("Calm/v_Calm_g00_c00.avi")
+
+
+def test_a_picture_and_a_sound_set_of_the_same_rows_join_side_by_side(tmp_path):
+    rgb, truth = ragged_set(tmp_path, DURATIONS[:6], stride=25)
+    audio, sound = ragged_set(tmp_path, DURATIONS[:6], dim=4, stride=25, modality="audio", seed=1)
+    fs = FeatureStore(tmp_path).open([str(rgb), str(audio)])
+    assert fs.ragged and fs.modalities == ["rgb", "audio"] and fs.feature_dim == 12
+    for vid in truth:
+        want = np.concatenate([truth[vid].features, sound[vid].features], axis=1).astype(np.float32)
+        np.testing.assert_array_equal(fs.video(vid)["features"], want)
+    item = fs.dataset(split=1, part="train")[0]
+    assert item["features"]["audio"].shape == (item["length"], 4)
+    other, _ = ragged_set(tmp_path / "other", DURATIONS[:6], dim=4, rate=2.0, modality="audio")
+    with pytest.raises(ReaderError, match="has another number of rows in each"):
+        FeatureStore(tmp_path).open([str(rgb), str(other)])
