@@ -412,7 +412,7 @@ class FeatureSetView:
 def video_record(data: dict, local: int, start: int, length: int, ragged: bool, sampling: dict) -> dict:
     """Where a video's rows come from, from its shard (FeatureSet.read_shard's dict): timestamps (T,)
     float32, spans (T, 2) float32, frame_indices (T,) or (T, K) int32, fps, duration. local: the video
-    in the shard; start: its first row (ragged) ; length: its rows (T).
+    in the shard; start: its first row (ragged); length: its rows (T).
 
     A ragged shard records all of it. A fixed-T shard records times and frame indices only: fps is
     measured from them (None for a single row), duration is None, and each row's span is what its
