@@ -108,6 +108,8 @@ class FeatureSetView:
         self.rows_in = {m: self.join(m) for m in self.modalities}
         self.presence = np.stack([self.indexes[m].present[self.rows_in[m]] for m in self.modalities], axis=1)
         self._stats: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._row_of: dict[str, int] | None = None  # video id -> index row, built on video()'s first call
+        self._last_shard: dict[str, tuple[int, dict]] = {}  # modality -> (shard, its verified data): video()'s
 
     def join(self, modality: str) -> np.ndarray:
         """Row of each video of the index in `modality`'s own index; a video missing on either side is an error."""
@@ -345,14 +347,15 @@ class FeatureSetView:
         (T_i,) or (T_i, K) int32, label (int, -1 if none), fps, duration (s), video_id. A fixed-T set's
         rows up to its length; its shards record neither frame rate nor duration, so fps is measured
         from the rows' frame indices and times and duration is None (spans: module video_record)."""
-        found, missing = self.index.rows_of([video_id])
-        if missing:
-            near = [v for v in self.index.video_ids if Path(v).stem == Path(video_id).stem][:3]
+        if self._row_of is None:
+            self._row_of = {str(v): i for i, v in enumerate(self.index.video_ids)}
+        if video_id not in self._row_of:
+            near = [v for v in self._row_of if Path(v).stem == Path(video_id).stem][:3]
             raise ReaderError(
                 f"no video {video_id!r} in {', '.join(self.ids)} ({self.num_videos} videos stored"
                 f"{'; did you mean ' + ', '.join(map(repr, near)) if near else ''})"
             )
-        return next(self.videos(found))
+        return next(self.videos(np.array([self._row_of[video_id]])))
 
     def videos(self, rows: np.ndarray | None = None) -> Iterator[dict]:
         """video() of every row of `rows` (default: every stored video), a verified shard at a time,
@@ -365,9 +368,13 @@ class FeatureSetView:
                 yield self.video_of(r, data)
 
     def shard_of(self, modality: str, r: int) -> dict:
-        """The verified shard holding row r of `modality`'s own index (store.verified_shard)."""
+        """The verified shard holding row r of `modality`'s own index (store.verified_shard); the last one
+        read is kept, so video() over the videos of one shard reads and checks it once."""
         index = self.indexes[modality]
-        return store.verified_shard(self.sets[modality], index, int(index.shard[r]))
+        k = int(index.shard[r])
+        if self._last_shard.get(modality, (None,))[0] != k:
+            self._last_shard[modality] = (k, store.verified_shard(self.sets[modality], index, k))
+        return self._last_shard[modality][1]
 
     def video_of(self, row: int, data: dict[str, dict]) -> dict:
         """video()'s dict of index row `row` from its shard per modality (FeatureSet.read_shard's dicts)."""

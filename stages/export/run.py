@@ -50,6 +50,11 @@ def export(cfg: ExportConfig) -> Path:
         f"D={view.feature_dim}) to {out} as {cfg.format}"
         + (f"; removed {stale} temporary file(s) a stopped export left" if stale else "")
     )
+    if not view.complete:
+        console.say(
+            f"warning: {', '.join(view.ids)} is incomplete; exporting the {view.num_videos} videos committed so far "
+            f"(finish it with `make features`, then export again)"
+        )
     entries: dict[str, dict] = {}
     bar = console.progress(view.num_videos, "video", "export")
     for video in view.videos():
