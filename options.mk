@@ -130,6 +130,11 @@ ZEROSHOT_OPTS = $(call opt,FEATURES,features) \
   $(call opt,TEMPLATES,templates) \
   $(call opt,OUT,out) \
   $(call opt,DEVICE,device)
+EXPORT_OPTS = $(call opt,FEATURES,features) \
+  $(call opt,OUT,out) \
+  $(call opt,FORMAT,format) \
+  $(call opt,SPLIT,split) \
+  $(call opt,FEATURES_ROOT,features-root)
 BENCH_OPTS = $(call opt,CLIPS,clips) \
   $(call opt,SECONDS,seconds) \
   $(call opt,WORKERS,workers) \

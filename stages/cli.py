@@ -20,6 +20,7 @@ from pipeline.config import store_root
 from pipeline.errors import ConfigError, FFmpegMissing, StoreError
 
 from .bench.config import BenchConfig, BenchError
+from .export.config import ExportConfig
 from .extract.config import ExtractConfig
 from .extract.errors import ClusterError, DatasetError, VideoError, WeightsError
 from .samples.clips import SynthError
@@ -326,6 +327,20 @@ def zeroshot_command(templates: str, **kw) -> None:
 
 
 # ================================================================ end of stage two
+
+
+@main.command("export")
+@config_options(ExportConfig, *(f.name for f in dataclasses.fields(ExportConfig)))
+@user_errors_as_messages
+@on_interrupt(
+    "Every array written so far is whole under its final name; the index is written last. Run the same "
+    "command again to complete the export."
+)
+def export_command(**kw) -> None:
+    """A feature set as one float32 (T_i, D) .npy per video plus a JSON index (FORMAT=npy|actionformer)."""
+    from stages.export import export
+
+    export(ExportConfig(**kw))
 
 
 @main.command()

@@ -159,8 +159,10 @@ class Manifest(Record):
     modality: str = field(default="rgb", metadata=OPTIONAL)  # rgb | audio
     identity: dict[str, Any] = field(default_factory=dict, metadata=OPTIONAL)  # hashed into the id
     config: dict[str, Any] = field(default_factory=dict, metadata=OPTIONAL)  # the full extraction config
-    frames: int  # T
+    frames: int | None  # T; None for a ragged set (each video's rows are its shard's `lengths`)
     feature_dim: int  # D
+    # "ragged" for a dense set (docs/store.md); "fixed" (every set before dense ones) is written without the key
+    layout: str = field(default="fixed", metadata=OPTIONAL)
     video_root: str | None = field(default=None, metadata=OPTIONAL)  # where the videos were read
     classes: list[str]  # index = label
     splits: dict[str, dict[str, list[str]]]  # {"1": {"train": [video ids], "test": [...]}, ...}
@@ -194,6 +196,11 @@ class Manifest(Record):
             raise StoreError(f"{path}: schema version {data.get('schema_version')} is not {SCHEMA_VERSION}")
         return cls.from_json(data, str(path))
 
+    @property
+    def ragged(self) -> bool:
+        """Each video keeps its own number of rows (a dense set), not T."""
+        return self.layout == "ragged"
+
     def shard(self, file: str) -> ShardEntry | None:
         """The entry of the committed shard named `file`, None when the manifest does not list it."""
         return next((s for s in self.shards if s.file == file), None)
@@ -217,7 +224,7 @@ def new_manifest(
     dataset: str,
     identity: dict,
     config: dict,
-    frames: int,
+    frames: int | None,
     feature_dim: int,
     classes: list[str],
     splits: dict,
@@ -229,12 +236,14 @@ def new_manifest(
     unlisted_failures: list[dict] | None = None,
     modality: str = "rgb",
     default_settings: bool = False,
+    layout: str = "fixed",
 ) -> Manifest:
     """A new, empty manifest (no shard committed yet).
 
     splits: {"1": {"train": [ids], "test": [ids]}, ...}; unlisted_failures: videos the
     listing named but that cannot be opened at all; default_settings: the set was made
-    with stage one's default extraction settings (stage two prefers such a set).
+    with stage one's default extraction settings (stage two prefers such a set); layout:
+    "ragged" for a dense set (frames None), whose manifest alone has the key.
     """
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
@@ -245,6 +254,7 @@ def new_manifest(
         config=config,
         frames=frames,
         feature_dim=feature_dim,
+        layout=layout,
         video_root=video_root,
         classes=classes,
         splits=splits,
@@ -257,7 +267,9 @@ def new_manifest(
         complete=False,
         created_at=now_iso(),
     )
-    manifest._keys = NEW_KEYS  # every key, defaults included: a new manifest says its modality
+    # every key, defaults included (a new manifest says its modality), but a fixed-T set's layout:
+    # its bytes stay those of every set made before ragged ones
+    manifest._keys = tuple(k for k in NEW_KEYS if k != "layout" or layout != "fixed")
     return manifest
 
 
