@@ -137,7 +137,8 @@ class FeatureSetView:
 
     @property
     def frames(self) -> int:
-        return self.manifest.frames
+        """T of a fixed-T set (a ragged set has none: store.FeatureSet.frames says so)."""
+        return self.sets[self.modalities[0]][0].frames
 
     @property
     def dims(self) -> dict[str, int]:

@@ -189,6 +189,9 @@ class FeatureSet:
 
     @property
     def frames(self) -> int:
+        """T of a fixed-T set; a ragged set's videos have their own row counts (its shards' lengths)."""
+        if self.manifest.frames is None:
+            raise ReaderError(f"{self.id} is a ragged set: each video has its own number of rows, there is no T")
         return self.manifest.frames
 
     @property

@@ -54,7 +54,7 @@ def decode_job(family: Extractor) -> DecodeJob:
     else:
         size, resize, interpolation = pre.size, pre.resize, pre.scaling
     return DecodeJob(
-        frames=cfg.frames, size=size, resize=resize, fps=cfg.fps, clip=family.clip(),
+        frames=cfg.steps, size=size, resize=resize, fps=cfg.fps, clip=family.clip(),
         interpolation=interpolation, timeout=cfg.timeout, decoder=cfg.decoder,
     )  # fmt: skip
 

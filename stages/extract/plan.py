@@ -76,7 +76,10 @@ def chunk(records: list[VideoRecord], size: int) -> dict[int, list[VideoRecord]]
 
 
 def sampling_of(cfg: ExtractConfig) -> dict:
-    """Which frames a video gives: T uniform segment centres, or a fixed rate capped at T."""
+    """Which frames a video gives: T uniform segment centres, a fixed rate capped at T, or (FRAMES=all)
+    every step of a rate or a stride over the whole video."""
+    if cfg.dense:
+        return {"mode": "dense", "fps": cfg.fps} if cfg.fps else {"mode": "dense", "stride": cfg.stride}
     return (
         {"mode": "fps", "fps": cfg.fps, "max_frames": cfg.frames}
         if cfg.fps
@@ -139,7 +142,7 @@ def open_feature_set(plan: ExtractionPlan) -> store.Manifest:
         cfg.dataset_name,
         json.loads(json.dumps(plan.identity.__dict__)),
         config,
-        cfg.frames,
+        None if cfg.dense else cfg.steps,
         plan.family.dim,
         ds.classes,
         ds.splits,
@@ -150,6 +153,7 @@ def open_feature_set(plan: ExtractionPlan) -> store.Manifest:
         unlisted_failures=ds.problems,
         modality=cfg.modality,
         default_settings=has_default_settings(cfg),
+        layout="ragged" if cfg.dense else "fixed",
     )
     return store.create(plan.set_dir, manifest)
 

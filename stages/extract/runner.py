@@ -251,7 +251,7 @@ class ShardRunner:
             releasing_claims(self.opened),
             contextlib.closing(RowCopier(self.plan)) as self.copier,
             cf.ThreadPoolExecutor(1, thread_name_prefix="write") as self.writer,
-            Batcher(self.model, batch, cfg.frames, self.workers, self.take_features) as batcher,
+            Batcher(self.model, batch, cfg.steps, self.workers, self.take_features) as batcher,
             input_processes(self.family, self.workers) as self.procs,  # ended after the threads using them
             cf.ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool,
         ):
@@ -280,7 +280,7 @@ class ShardRunner:
             records = self.plan.shards[index]
             clip = self.family.clip()
             shard = ShardBuffer(
-                index, records, self.plan.cfg.frames, claim, self.family.dim, self.family.flags,
+                index, records, self.plan.cfg.steps, claim, self.family.dim, self.family.flags,
                 clip.length if clip else None,
             )  # fmt: skip
             self.opened.append(shard)
