@@ -29,6 +29,9 @@ SHARD_FIELDS = ("features", "lengths", "labels", "video_ids", "groups", "frame_i
 # Datasets some shards hold: has_audio (n,) uint8 in audio sets (0: the video has no sound track);
 # fingerprints (n,) str, the sha256 of each video file's bytes (what reuse across sets keys on).
 OPTIONAL_FIELDS = ("has_audio", "fingerprints")
+# Datasets only a ragged shard (a dense set's, attribute layout = "ragged") holds: spans (R, 2)
+# float32, [start, end) s each row stands for; durations and video_fps (n,) float32 per video.
+RAGGED_FIELDS = ("spans", "durations", "video_fps")
 STR_FIELDS = ("video_ids", "groups", "fingerprints")
 SHARD_NAME = re.compile(r"shard-(\d{5,})(?:\.r\d+)?\.h5")
 
@@ -51,13 +54,15 @@ def write_shard(path: Path, arrays: Mapping[str, np.ndarray | list[str]], attrs:
     video_ids (n,) str; groups (n,) str; frame_indices (n, T) int32, or (n, T, K) in a set
     of a clip model (every frame of each step's clip) (-1 = padding);
     timestamps (n, T) float32 seconds (NaN = padding); optionally has_audio (n,) uint8
-    and fingerprints (n,) str.
+    and fingerprints (n,) str. A ragged shard (a dense set's, attrs layout "ragged"): features
+    (R, D), frame_indices (R,) or (R, K), timestamps (R,) over the R rows of its n videos,
+    concatenated in video order (lengths says each video's rows), and RAGGED_FIELDS.
     Returns the manifest entry: {"file", "videos", "bytes", "sha256"}.
     """
     # Built in memory first: the sha256 is then taken over exactly the bytes written.
     buf = io.BytesIO()
     with h5py.File(buf, "w", libver="latest") as f:
-        for name in SHARD_FIELDS + tuple(k for k in OPTIONAL_FIELDS if k in arrays):
+        for name in SHARD_FIELDS + tuple(k for k in OPTIONAL_FIELDS + RAGGED_FIELDS if k in arrays):
             data = arrays[name]
             if name in STR_FIELDS:
                 f.create_dataset(name, data=np.asarray(data, dtype=object), dtype=STR)
@@ -88,7 +93,7 @@ def read_shard(path: Path, sha256: str | None = None) -> dict[str, Any]:
         raise IntegrityError(f"{path}: sha256 does not match the manifest; the shard is corrupt (run `store verify`)")
     out: dict = {}
     with h5py.File(io.BytesIO(data), "r") as f:
-        for name in SHARD_FIELDS + tuple(k for k in OPTIONAL_FIELDS if k in f):
+        for name in SHARD_FIELDS + tuple(k for k in OPTIONAL_FIELDS + RAGGED_FIELDS if k in f):
             ds = f[name]
             out[name] = ds.asstr()[()] if name in STR_FIELDS else ds[()]
         out["attrs"] = {k: (v.item() if hasattr(v, "item") else v) for k, v in f.attrs.items()}

@@ -262,6 +262,11 @@ def validate_sampling(cfg: ExtractConfig) -> None:
             f"--stride (STRIDE=) {cfg.stride} samples the whole video: it needs --frames all (FRAMES=all), "
             f"got FRAMES={cfg.frames}"
         )
+    if cfg.dense and cfg.decoder != "pyav":
+        raise ConfigError(
+            f"--frames all (FRAMES=all) decodes with --decoder pyav (DECODER=pyav); DECODER={cfg.decoder} "
+            "decodes fixed-T sets"
+        )
     if cfg.dense and (cfg.fps is None) == (cfg.stride is None):
         given = "both" if cfg.fps is not None else "neither"
         raise ConfigError(

@@ -6,10 +6,20 @@ Shards are read with h5py directly: the readers are changed elsewhere at the sam
 
 from __future__ import annotations
 
+import json
+import subprocess
+from pathlib import Path
+
+import h5py
+import numpy as np
 import pytest
+import torch
+import torchvision
 
 from pipeline.errors import ConfigError
+from stages.extract import extract_features
 from stages.extract.config import ExtractConfig
+from stages.extract.extractors import family_for
 from stages.extract.plan import make_plan
 
 
@@ -54,3 +64,175 @@ def test_a_dense_set_says_all_and_its_rate_or_stride_in_its_id_and_keeps_fixed_i
     assert ident(fps=1.0).id.startswith("resnet50-random-t16-64px-1fps-")
     audio = ident(frames="all", fps=2.0, modality="audio")
     assert audio.id.startswith("audio-logmel-all-2fps-")
+
+
+# ---------------------------------------------------------------- footage
+def lavfi_video(path: Path, fps: int, seconds: float, colour: str) -> Path:
+    """A changing picture (the game of life: every second differs from the last), 64x48: .avi as
+    UCF101's MPEG-4 with B-frames, .mp4 H.264."""
+    codec = ["-c:v", "mpeg4", "-bf", "2"] if path.suffix == ".avi" else ["-c:v", "libx264"]
+    source = f"life=s=64x48:mold=10:r={fps}:ratio=0.3:death_color={colour}:life_color=#00ff00,format=yuv420p"
+    subprocess.run(
+        ["ffmpeg", "-y", "-v", "error", "-f", "lavfi", "-i", source, "-t", str(seconds), *codec, str(path)], check=True
+    )
+    return path
+
+
+def zero_second_avi(path: Path) -> Path:
+    """An AVI with a video stream and no frame in it."""
+    subprocess.run(
+        ["ffmpeg", "-y", "-v", "error", "-f", "lavfi", "-i", "color=s=64x48:r=25", "-frames:v", "0", "-c:v", "mpeg4",
+         str(path)],
+        check=True,
+    )  # fmt: skip
+    return path
+
+
+def understated_avi(source: Path, path: Path) -> Path:
+    """A copy of an AVI whose headers claim a third of its frames (a container that misreports
+    its length): the stream header's dwLength and the main header's dwTotalFrames."""
+    data = bytearray(source.read_bytes())
+    for tag, at in ((b"strh", 32), (b"avih", 16)):  # offsets in the chunk's body
+        body = data.index(tag) + 8
+        frames = int.from_bytes(data[body + at : body + at + 4], "little")
+        data[body + at : body + at + 4] = (frames // 3).to_bytes(4, "little")
+    path.write_bytes(bytes(data))
+    return path
+
+
+FOOTAGE = (("life25.avi", 25, 8.4, "#C83232"), ("life30.mp4", 30, 7.6, "#3232C8"))
+
+
+@pytest.fixture(scope="module")
+def footage(tmp_path_factory) -> tuple[Path, dict[str, float]]:
+    """(list.csv, each listed video's true duration): the two changing clips, a copy of the .avi
+    whose header understates it, and a 0-second video."""
+    root = tmp_path_factory.mktemp("dense-footage")
+    durations = {}
+    for name, fps, seconds, colour in FOOTAGE:
+        lavfi_video(root / name, fps, seconds, colour)
+        durations[name] = round(seconds * fps) / fps
+    understated_avi(root / "life25.avi", root / "understated.avi")
+    durations["understated.avi"] = durations["life25.avi"]
+    zero_second_avi(root / "zero.avi")
+    (root / "list.csv").write_text("path\n" + "".join(f"{n}\n" for n in [*durations, "zero.avi"]))
+    return root / "list.csv", durations
+
+
+def shard_arrays(set_dir: Path) -> list[dict]:
+    """Every shard of a set, read with h5py: {name: array} plus its attrs under "attrs"."""
+    manifest = json.loads((set_dir / "manifest.json").read_text())
+    shards = []
+    for entry in manifest["shards"]:
+        with h5py.File(set_dir / entry["file"], "r") as f:
+            arrays = {k: (f[k].asstr()[()] if f[k].dtype == object else f[k][()]) for k in f}
+            shards.append(arrays | {"attrs": dict(f.attrs)})
+    return shards
+
+
+def rows_by_video(set_dir: Path) -> dict[str, dict]:
+    """Each stored video's rows: features (T_i, D), frame_indices, timestamps, spans, duration, fps."""
+    out = {}
+    for s in shard_arrays(set_dir):
+        ends = np.cumsum(s["lengths"])
+        for k, vid in enumerate(s["video_ids"]):
+            rows = slice(int(ends[k] - s["lengths"][k]), int(ends[k]))
+            out[vid] = {name: s[name][rows] for name in ("features", "frame_indices", "timestamps", "spans")}
+            out[vid] |= {"duration": float(s["durations"][k]), "fps": float(s["video_fps"][k])}
+    return out
+
+
+def resnet50(weights_file: Path):
+    """torchvision's ResNet-50 with those weights, fc dropped: (n, S, S, 3) uint8 -> (n, 2048) float32."""
+    model = torchvision.models.resnet50()
+    model.load_state_dict(torch.load(weights_file, weights_only=True))
+    model.fc = torch.nn.Identity()
+    model.eval()
+
+    def forward(pictures: np.ndarray) -> np.ndarray:
+        x = torch.from_numpy(pictures.copy()).permute(0, 3, 1, 2).float() / 255
+        x = torchvision.transforms.functional.normalize(x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
+        with torch.no_grad():
+            return model(x).numpy()
+
+    return forward
+
+
+def ffmpeg_crops(path: Path, indices: np.ndarray, size: int, resize: int) -> np.ndarray:
+    """The frames numbered `indices` (decoder output order, from 0) as the ffmpeg command decodes
+    them, scaled and cropped as ResNet-50's sets are (shorter side `resize`, bilinear, centre
+    crop): (n,) -> (n, size, size, 3) uint8, in the order of `indices`."""
+    wanted = sorted(set(int(i) for i in indices))
+    select = "+".join(f"eq(n\\,{i})" for i in wanted)
+    scale = f"scale=w='if(lte(iw,ih),{resize},-2)':h='if(lte(iw,ih),-2,{resize})':flags=bilinear,crop={size}:{size}"
+    raw = subprocess.run(
+        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-vf", f"select={select},{scale}",
+         "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+        capture_output=True, check=True,
+    ).stdout  # fmt: skip
+    frames = np.frombuffer(raw, np.uint8).reshape(-1, size, size, 3)
+    assert len(frames) == len(wanted), f"{path}: ffmpeg gave {len(frames)} of the frames {wanted}"
+    return frames[[wanted.index(int(i)) for i in indices]]
+
+
+@pytest.fixture(scope="module")
+def per_second(footage, weights_file, tmp_path_factory):
+    """A dense set at FPS=1 of the footage: (set dir, summary, rows by video)."""
+    csv, _ = footage
+    cfg = ExtractConfig(
+        dataset="csv", data_dir=csv, features_root=tmp_path_factory.mktemp("dense-store"), device="cpu",
+        weights=str(weights_file), precision="fp32", image_size=SIZE, frames="all", fps=1.0, workers=2,
+    )  # fmt: skip
+    summary = extract_features(cfg, quiet=True)
+    return summary.set_dir, summary, rows_by_video(summary.set_dir)
+
+
+SIZE = 32
+
+
+def test_fps1_stores_a_row_per_second_spanning_the_whole_video(footage, per_second):
+    _, durations = footage
+    set_dir, _, videos = per_second
+    assert sorted(videos) == sorted(durations)  # the 0-second video is not stored
+    for vid, duration in durations.items():
+        v = videos[vid]
+        assert abs(len(v["features"]) - round(duration)) <= 1, (vid, len(v["features"]), duration)
+        spans = v["spans"]
+        np.testing.assert_allclose(spans[:, 0], np.arange(len(spans)), atol=1e-6)  # 1 s apart, from 0
+        np.testing.assert_allclose(spans[:-1, 1], spans[1:, 0], atol=1e-6)  # no gap, no overlap
+        assert spans[-1, 1] == pytest.approx(duration, abs=1e-3) and v["duration"] == pytest.approx(duration, abs=1e-3)
+        # the decoder's timestamps: an AVI with B-frames stamps its frames a frame late, as the CLI does
+        np.testing.assert_allclose(v["timestamps"], v["frame_indices"] / v["fps"], atol=1.01 / v["fps"])
+        assert (np.diff(v["frame_indices"]) == round(v["fps"])).all()
+    manifest = json.loads((set_dir / "manifest.json").read_text())
+    assert manifest["frames"] is None and manifest["layout"] == "ragged"
+    assert all(s["attrs"]["layout"] == "ragged" for s in shard_arrays(set_dir))
+
+
+def test_a_video_whose_header_understates_it_gets_every_row_it_has(per_second):
+    _, _, videos = per_second
+    ours, true = videos["understated.avi"], videos["life25.avi"]
+    assert len(ours["features"]) == len(true["features"]) == 9  # 210 frames at 25/s: rows at 0, 1, ..., 8 s
+    np.testing.assert_array_equal(ours["features"], true["features"])
+
+
+def test_a_zero_second_video_is_a_failure_with_its_reason(per_second):
+    set_dir, summary, _ = per_second
+    failures = [json.loads(line) for line in (set_dir / "failures.jsonl").read_text().splitlines()]
+    assert [f["video_id"] for f in failures] == ["zero.avi"]
+    assert "no decodable frames" in failures[0]["reason"] and "0 s" in failures[0]["reason"]
+    assert summary.failed == 1 and summary.computed == 3
+
+
+def test_each_row_is_resnet50_on_an_independent_decode_of_its_frame(footage, per_second, weights_file):
+    """Every stored row against torchvision's ResNet-50 on the ffmpeg command's own decode of the
+    frame the row records, scaled as ResNet-50's sets are, in both containers: the fixed-T
+    sets' distance (test_extract.py)."""
+    _, _, videos = per_second
+    forward = resnet50(weights_file)
+    resize = family_for(ExtractConfig(image_size=SIZE)).preprocessing().resize
+    assert isinstance(resize, int)
+    for vid in ("life25.avi", "life30.mp4"):
+        v = videos[vid]
+        pictures = ffmpeg_crops(footage[0].parent / vid, v["frame_indices"], SIZE, resize)
+        np.testing.assert_allclose(v["features"].astype(np.float32), forward(pictures), rtol=5e-3, atol=5e-3)
