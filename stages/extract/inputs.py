@@ -97,14 +97,13 @@ def dense_items(
         yield from decode_dense(path, job, next_slot, procs)
         return
     cfg = family.cfg
-    track = None
+    # The sound track first: the picture decode holds its decoder process until the video's end.
+    track = procs.decode_sound(path, cfg.timeout) if procs is not None else decode_audio(path, cfg.timeout)
     times = np.empty(job.shape(), np.uint8)  # the times decode's pixels, dropped
     for chunk in decode_dense(path, job, lambda: times, procs):
-        if track is None:  # after the first chunk: a file that is no video fails as one, not as a sound track
-            track = procs.decode_sound(path, cfg.timeout) if procs is not None else decode_audio(path, cfg.timeout)
-            if track.error:
-                raise DecodeError(track.error)
-            flags["has_audio"] = int(track.has_audio)
+        if track.error:  # raised after the first chunk: a file that is no video fails as one, not as a sound track
+            raise DecodeError(track.error)
+        flags["has_audio"] = int(track.has_audio)
         k = len(chunk.timestamps)
         if k:
             items = next_slot()

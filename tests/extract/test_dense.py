@@ -103,6 +103,16 @@ def understated_avi(source: Path, path: Path) -> Path:
 FOOTAGE = (("life25.avi", 25, 8.4, "#C83232"), ("life30.mp4", 30, 7.6, "#3232C8"))
 
 
+def with_sound(path: Path, out: Path) -> Path:
+    """A copy of a video with a 440 Hz tone as its sound track (AAC)."""
+    subprocess.run(
+        ["ffmpeg", "-y", "-v", "error", "-i", str(path), "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=16000",
+         "-map", "0:v", "-map", "1:a", "-c:v", "copy", "-c:a", "aac", "-shortest", str(out)],
+        check=True,
+    )  # fmt: skip
+    return out
+
+
 @pytest.fixture(scope="module")
 def footage(tmp_path_factory) -> tuple[Path, dict[str, float]]:
     """(list.csv, each listed video's true duration): the two changing clips, a copy of the .avi
@@ -114,6 +124,8 @@ def footage(tmp_path_factory) -> tuple[Path, dict[str, float]]:
         durations[name] = round(seconds * fps) / fps
     understated_avi(root / "life25.avi", root / "understated.avi")
     durations["understated.avi"] = durations["life25.avi"]
+    with_sound(root / "life30.mp4", root / "sound30.mp4")
+    durations["sound30.mp4"] = durations["life30.mp4"]
     zero_second_avi(root / "zero.avi")
     (root / "list.csv").write_text("path\n" + "".join(f"{n}\n" for n in [*durations, "zero.avi"]))
     return root / "list.csv", durations
@@ -175,14 +187,17 @@ def ffmpeg_crops(path: Path, indices: np.ndarray, size: int, resize: int) -> np.
     return frames[[wanted.index(int(i)) for i in indices]]
 
 
+def dense_cfg(csv: Path, root: Path, **kw) -> ExtractConfig:
+    """FRAMES=all on the csv set, fp32 on the CPU, two decoders; kw overrides."""
+    base = dict(dataset="csv", data_dir=csv, features_root=root, device="cpu", precision="fp32", frames="all")
+    return ExtractConfig(**(base | dict(workers=2) | kw))
+
+
 @pytest.fixture(scope="module")
 def per_second(footage, weights_file, tmp_path_factory):
     """A dense set at FPS=1 of the footage: (set dir, summary, rows by video)."""
     csv, _ = footage
-    cfg = ExtractConfig(
-        dataset="csv", data_dir=csv, features_root=tmp_path_factory.mktemp("dense-store"), device="cpu",
-        weights=str(weights_file), precision="fp32", image_size=SIZE, frames="all", fps=1.0, workers=2,
-    )  # fmt: skip
+    cfg = dense_cfg(csv, tmp_path_factory.mktemp("dense-store"), weights=str(weights_file), image_size=SIZE, fps=1.0)
     summary = extract_features(cfg, quiet=True)
     return summary.set_dir, summary, rows_by_video(summary.set_dir)
 
@@ -221,7 +236,7 @@ def test_a_zero_second_video_is_a_failure_with_its_reason(per_second):
     failures = [json.loads(line) for line in (set_dir / "failures.jsonl").read_text().splitlines()]
     assert [f["video_id"] for f in failures] == ["zero.avi"]
     assert "no decodable frames" in failures[0]["reason"] and "0 s" in failures[0]["reason"]
-    assert summary.failed == 1 and summary.computed == 3
+    assert summary.failed == 1 and summary.computed == 4
 
 
 def test_each_row_is_resnet50_on_an_independent_decode_of_its_frame(footage, per_second, weights_file):
@@ -236,3 +251,44 @@ def test_each_row_is_resnet50_on_an_independent_decode_of_its_frame(footage, per
         v = videos[vid]
         pictures = ffmpeg_crops(footage[0].parent / vid, v["frame_indices"], SIZE, resize)
         np.testing.assert_allclose(v["features"].astype(np.float32), forward(pictures), rtol=5e-3, atol=5e-3)
+
+
+def test_an_audio_set_has_the_rows_of_the_picture_set_of_the_same_videos(footage, per_second):
+    """MODALITY=audio with the same FRAMES=all FPS= and decoder: row for row the picture set's
+    frame indices, times and spans; the sound track where there is one (has_audio)."""
+    csv, _ = footage
+    set_dir, _, pictures = per_second
+    audio = extract_features(dense_cfg(csv, set_dir.parents[2], modality="audio", fps=1.0), quiet=True)
+    assert audio.set_dir.name.startswith("audio-logmel-all-1fps-")
+    sounds = rows_by_video(audio.set_dir)
+    assert sorted(sounds) == sorted(pictures)
+    for vid, rows in sounds.items():
+        assert rows["features"].shape == (len(pictures[vid]["features"]), 128), vid
+        for name in ("frame_indices", "timestamps", "spans"):
+            np.testing.assert_array_equal(rows[name], pictures[vid][name], err_msg=f"{vid}: {name}")
+    (shard,) = shard_arrays(audio.set_dir)
+    has_audio = dict(zip(shard["video_ids"], shard["has_audio"]))
+    assert has_audio["sound30.mp4"] == 1 and has_audio["life30.mp4"] == 0
+    tone, silent = sounds["sound30.mp4"]["features"], sounds["life30.mp4"]["features"]
+    assert not np.array_equal(tone, silent)
+
+
+def test_stride_with_a_clip_model_stores_a_clip_of_k_frames_every_s_frames(footage, tmp_path):
+    """STRIDE=S with a clip model: clip i is K frames a clip stride apart from frame i*S
+    (ActionFormer's clips), clamped to the last frame; its time the centre frame's, its span from
+    its first frame to after its last."""
+    csv, _ = footage
+    cfg = dense_cfg(csv, tmp_path, backbone="torchvision:r2plus1d_18", weights="random", image_size=32, stride=48)
+    videos = rows_by_video(extract_features(cfg, quiet=True).set_dir)
+    v = videos["life25.avi"]  # 210 frames at 25/s; R(2+1)D's clips: 16 frames at 15/s, every 2nd frame here
+    starts = np.arange(0, 210, 48)
+    np.testing.assert_array_equal(v["frame_indices"], np.minimum(starts[:, None] + 2 * np.arange(16), 209))
+    assert v["features"].shape == (len(starts), 512) and np.isfinite(v["features"]).all()
+    assert len(np.unique(v["features"], axis=0)) == len(starts)  # each clip its own
+    times = v["frame_indices"] / 25
+    # the decoder's timestamps (an AVI with B-frames stamps a frame late), within a frame
+    np.testing.assert_allclose(v["timestamps"], times[:, 8], atol=1.01 / 25)
+    np.testing.assert_allclose(v["spans"][:, 0], times[:, 0], atol=1.01 / 25)
+    widths = v["spans"][:, 1] - v["spans"][:, 0]
+    np.testing.assert_allclose(widths[:-1], 15 * 2 / 25 + 1 / 25, atol=1e-4)  # the first frame to after the 16th
+    assert v["spans"][-1, 1] == pytest.approx(v["duration"])  # the last clip, clamped, ends with the video
