@@ -148,6 +148,7 @@ BENCH_OPTS = $(call opt,CLIPS,clips) \
   $(call flag,COMPILE,compile) \
   $(call opt,BASELINE_CLIPS,baseline-clips) \
   $(call opt,AUDIO_CLIPS,audio-clips) \
+  $(call opt,DENSE_SECONDS,dense-seconds) \
   $(call opt,BASELINE_READER,baseline-reader) \
   $(call opt,BACKBONE_SECONDS,backbone-seconds) \
   $(call opt,ROUNDS,rounds) \

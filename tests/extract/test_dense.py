@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 from pathlib import Path
 
 import h5py
@@ -292,3 +293,41 @@ def test_stride_with_a_clip_model_stores_a_clip_of_k_frames_every_s_frames(foota
     widths = v["spans"][:, 1] - v["spans"][:, 0]
     np.testing.assert_allclose(widths[:-1], 15 * 2 / 25 + 1 / 25, atol=1e-4)  # the first frame to after the 16th
     assert v["spans"][-1, 1] == pytest.approx(v["duration"])  # the last clip, clamped, ends with the video
+
+
+# ---------------------------------------------------------------- memory
+PEAK_RSS = """
+import resource, sys
+from stages.cli import main
+try:
+    main(sys.argv[1:], standalone_mode=False)
+finally:
+    print("peak", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+          resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
+"""
+
+
+def peak_memory(video: Path, root: Path) -> tuple[int, int]:
+    """(this run's peak RSS, its decoder processes' largest), KiB: `vidstore features` FRAMES=all
+    FPS=1 on one video at 224 px through a small backbone, in a process of its own."""
+    csv = root / f"{video.stem}.csv"
+    csv.write_text(f"path\n{video}\n")
+    args = ["features", "--dataset", "csv", "--data-dir", str(csv), "--features-root", str(root / "store"),
+            "--frames", "all", "--fps", "1", "--backbone", "torchvision:mobilenet_v3_small", "--weights", "random",
+            "--workers", "1", "--device", "cpu"]  # fmt: skip
+    run = subprocess.run([sys.executable, "-c", PEAK_RSS, *args], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    own, children = run.stderr.rsplit("peak ", 1)[1].split()
+    return int(own), int(children)
+
+
+@pytest.mark.slow
+def test_peak_memory_of_a_30_minute_video_is_within_1_3x_of_a_3_minute_one(tmp_path):
+    """Chunks stream through the batcher: neither the run nor its decoder process holds a
+    video's frames, so ten times the video costs the same memory (its rows, 1800 x 576 float16,
+    are what grows)."""
+    short = lavfi_video(tmp_path / "short.mp4", 25, 180, "#C83232")
+    long = lavfi_video(tmp_path / "long.mp4", 25, 1800, "#C83232")
+    (short_own, short_decoder), (long_own, long_decoder) = peak_memory(short, tmp_path), peak_memory(long, tmp_path)
+    print(f"peak RSS KiB: 3 min {short_own} (decoder {short_decoder}), 30 min {long_own} (decoder {long_decoder})")
+    assert long_own <= 1.3 * short_own and long_decoder <= 1.3 * short_decoder
