@@ -37,7 +37,7 @@ def test_make_features_fps1_frames_all_stores_a_row_per_second(tmp_path, venv_re
     with h5py.File(set_dir / shard["file"]) as f:
         assert f.attrs["layout"] == "ragged"
         assert [v.decode() if isinstance(v, bytes) else v for v in f["video_ids"][()]] == ["a.avi", "b.mp4"]
-        assert f["lengths"][()].tolist() == [6, 4]  # 125 frames at 25/s: 0..5 s; 114 at 30/s: 0..3 s
-        assert f["features"].shape == (10, 2048) and np.isfinite(f["features"][()]).all()
-        np.testing.assert_allclose(f["spans"][()][:, 0], [0, 1, 2, 3, 4, 5, 0, 1, 2, 3])
+        assert f["lengths"][()].tolist() == [5, 4]  # 125 frames at 25/s: rows at 0..4 s; 114 at 30/s: 0..3 s
+        assert f["features"].shape == (9, 2048) and np.isfinite(f["features"][()]).all()
+        np.testing.assert_allclose(f["spans"][()][:, 0], [0, 1, 2, 3, 4, 0, 1, 2, 3])
         np.testing.assert_allclose(f["durations"][()], [5.0, 3.8], atol=1e-6)

@@ -259,7 +259,7 @@ def test_an_audio_set_has_the_rows_of_the_picture_set_of_the_same_videos(footage
     frame indices, times and spans; the sound track where there is one (has_audio)."""
     csv, _ = footage
     set_dir, _, pictures = per_second
-    audio = extract_features(dense_cfg(csv, set_dir.parents[2], modality="audio", fps=1.0), quiet=True)
+    audio = extract_features(dense_cfg(csv, set_dir.parents[1], modality="audio", fps=1.0), quiet=True)
     assert audio.set_dir.name.startswith("audio-logmel-all-1fps-")
     sounds = rows_by_video(audio.set_dir)
     assert sorted(sounds) == sorted(pictures)
@@ -331,3 +331,37 @@ def test_peak_memory_of_a_30_minute_video_is_within_1_3x_of_a_3_minute_one(tmp_p
     (short_own, short_decoder), (long_own, long_decoder) = peak_memory(short, tmp_path), peak_memory(long, tmp_path)
     print(f"peak RSS KiB: 3 min {short_own} (decoder {short_decoder}), 30 min {long_own} (decoder {long_decoder})")
     assert long_own <= 1.3 * short_own and long_decoder <= 1.3 * short_decoder
+
+
+# ---------------------------------------------------------------- shards, reuse
+def test_dense_shards_end_before_shard_rows_rows_from_each_videos_header(footage, tmp_path):
+    """Rows per video estimated from its header (the understated .avi claims a third of its
+    frames, the 0-second one none), shards cut before SHARD_ROWS rows and at SHARD_SIZE videos."""
+    csv, _ = footage
+    plan = make_plan(dense_cfg(csv, tmp_path, weights="random", fps=1.0, shard_rows=10), download=False)
+    shards = {i: [r.video_id for r in recs] for i, recs in plan.shards.items()}
+    assert shards == {
+        0: ["life25.avi"],  # 9 rows: with the next 8, over 10
+        1: ["life30.mp4"],
+        2: ["sound30.mp4"],  # 8 + the understated .avi's 3: over 10
+        3: ["understated.avi", "zero.avi"],
+    }
+    fewer = make_plan(dense_cfg(csv, tmp_path, weights="random", fps=1.0, shard_size=1), download=False)
+    assert len(fewer.shards) == 5
+
+
+def test_another_listing_of_the_same_videos_copies_their_rows(footage, per_second, weights_file, tmp_path):
+    """Per-video reuse (reuse.md) on a dense set: a listing of two of the videos, same settings,
+    copies their ragged rows bit for bit from the first set and computes nothing."""
+    csv, _ = footage
+    set_dir, _, videos = per_second
+    subset = csv.parent / "subset.csv"
+    subset.write_text("path\nlife25.avi\nlife30.mp4\n")
+    again = extract_features(
+        dense_cfg(subset, set_dir.parents[1], weights=str(weights_file), image_size=SIZE, fps=1.0), quiet=True
+    )
+    assert again.copied == 2 and again.computed == 0, again
+    copied = rows_by_video(again.set_dir)
+    for vid in ("life25.avi", "life30.mp4"):
+        for name, value in copied[vid].items():
+            np.testing.assert_array_equal(value, videos[vid][name], err_msg=f"{vid}: {name}")
