@@ -365,3 +365,33 @@ def test_another_listing_of_the_same_videos_copies_their_rows(footage, per_secon
     for vid in ("life25.avi", "life30.mp4"):
         for name, value in copied[vid].items():
             np.testing.assert_array_equal(value, videos[vid][name], err_msg=f"{vid}: {name}")
+
+
+def test_retry_failures_on_a_dense_set_keeps_the_other_videos_rows(footage, per_second, weights_file, tmp_path):
+    """--retry-failures rewrites the shard of a failed video with its other videos' ragged rows
+    copied, not decoded again; the 0-second video fails again with its reason."""
+    csv, _ = footage
+    set_dir, _, videos = per_second
+    cfg = dense_cfg(csv, set_dir.parents[1], weights=str(weights_file), image_size=SIZE, fps=1.0)
+    retried = extract_features(cfg.replace(retry_failures=True), quiet=True)
+    assert retried.computed == 0 and retried.failed == 1, retried
+    assert "no decodable frames" in retried.failures[0]["reason"]
+    again = rows_by_video(set_dir)
+    for vid, rows in videos.items():
+        for name, value in rows.items():
+            np.testing.assert_array_equal(again[vid][name], value, err_msg=f"{vid}: {name}")
+
+
+@pytest.mark.slow
+def test_a_dask_run_of_a_dense_set_stores_what_this_process_stores(footage, per_second, weights_file, tmp_path):
+    """SCHEDULER=local:1: the same id and, video for video, the same ragged rows."""
+    csv, _ = footage
+    set_dir, _, videos = per_second
+    cfg = dense_cfg(csv, tmp_path, weights=str(weights_file), image_size=SIZE, fps=1.0, scheduler="local:1")
+    on_dask = extract_features(cfg, quiet=True)
+    assert on_dask.set_dir.name == set_dir.name
+    remote = rows_by_video(on_dask.set_dir)
+    assert sorted(remote) == sorted(videos)
+    for vid, rows in videos.items():
+        for name, value in rows.items():
+            np.testing.assert_array_equal(remote[vid][name], value, err_msg=f"{vid}: {name}")
