@@ -133,7 +133,11 @@ class ExtractConfig:
         "Dense sets (--frames all): most rows per shard file, as well as --shard-size videos (a longer video "
         "gets a shard of its own).",
     )
-    timeout: float = option(60.0, "Seconds allowed to one video (pyav) or to one ffmpeg/ffprobe call (ffmpeg-cli).")
+    timeout: float = option(
+        60.0,
+        "Seconds allowed to one video (pyav; with --frames all, to each chunk of its steps) or to one "
+        "ffmpeg/ffprobe call (ffmpeg-cli).",
+    )
     compile: bool = option(False, "torch.compile the backbone; pays off only on large sets.", flag="--no-compile")
     scheduler: str | None = option(
         None, "Run on Dask: local:N (N worker processes) or tcp://host:8786.", shown="off (this process)"
