@@ -20,6 +20,7 @@ import torchvision
 from pipeline.errors import ConfigError
 from stages.extract import extract_features
 from stages.extract.config import ExtractConfig
+from stages.extract.decode.common import Chunk, ChunkWriter, ClipSpec, DecodeJob, DenseSteps
 from stages.extract.extractors import family_for
 from stages.extract.plan import make_plan
 
@@ -274,6 +275,38 @@ def test_an_audio_set_has_the_rows_of_the_picture_set_of_the_same_videos(footage
     assert not np.array_equal(tone, silent)
 
 
+def test_dense_steps_lay_out_clips_every_s_frames_from_the_frames_that_decode():
+    """The plan alone (no model): STRIDE=S clips start at frames 0, S, 2S, ... and run K frames a
+    clip stride apart, clamped to the last frame that decoded; FPS= clips are centred; chunks of
+    job.frames steps."""
+    buffers: list[np.ndarray] = []
+    job = DecodeJob(3, 8, 8, clip=ClipSpec(4, 12.5), dense=True, stride=10)  # 25 fps: every 2nd frame
+
+    def chunks(job: DecodeJob, frames: int) -> list[Chunk]:
+        steps, writer = (
+            DenseSteps(job, 25.0),
+            ChunkWriter(job, lambda: buffers.append(np.zeros(job.shape(), np.uint8)) or buffers[-1]),
+        )
+        out = []
+        for n in range(frames):
+            if steps.wants(n):
+                out += writer.put(steps.add(n, np.full((8, 8, 3), n % 256, np.uint8), n / 25))
+        out += writer.put(steps.end(frames - 1, lambda: (np.full((8, 8, 3), 255, np.uint8), (frames - 1) / 25)))
+        return out + [writer.chunk(last=True)]
+
+    got = chunks(job, 33)
+    assert [len(c.timestamps) for c in got] == [3, 1]  # steps at 0, 10, 20, 30: a chunk of 3, the last of 1
+    indices = np.concatenate([c.indices for c in got if len(c.timestamps)])
+    np.testing.assert_array_equal(indices, [[0, 2, 4, 6], [10, 12, 14, 16], [20, 22, 24, 26], [30, 32, 32, 32]])
+    assert got[1].frames[0, 1, 0, 0, 0] == 32  # the clamped frames are the last one's picture
+    np.testing.assert_allclose(np.concatenate([c.spans for c in got if len(c.timestamps)])[:, 0], [0, 0.4, 0.8, 1.2])
+    centred = np.concatenate(
+        [c.indices for c in chunks(DecodeJob(3, 8, 8, clip=ClipSpec(4, 12.5), dense=True, fps=1.0), 60)]
+    )
+    np.testing.assert_array_equal(centred, [[0, 0, 0, 2], [21, 23, 25, 27], [46, 48, 50, 52]])
+
+
+@pytest.mark.slow
 def test_stride_with_a_clip_model_stores_a_clip_of_k_frames_every_s_frames(footage, tmp_path):
     """STRIDE=S with a clip model: clip i is K frames a clip stride apart from frame i*S
     (ActionFormer's clips), clamped to the last frame; its time the centre frame's, its span from

@@ -455,6 +455,7 @@ class ChunkWriter:
 
     def __init__(self, job: DecodeJob, next_buffer: Callable[[], np.ndarray]):
         self.size, self.next_buffer = job.frames, next_buffer
+        self.step = (job.clip.length,) if job.clip else ()  # a row's frames: K for a clip, else one
         self.buffer: np.ndarray | None = None
         self.rows: list[tuple] = []
 
@@ -476,11 +477,10 @@ class ChunkWriter:
     def chunk(self, **end) -> Chunk:
         """The rows written so far as a Chunk; the writer starts a new one."""
         k, rows, buffer = len(self.rows), self.rows, self.buffer
-        clip = buffer is not None and buffer.ndim == 5
-        indices = np.array([f if clip else f[0] for f, _, _ in rows], np.int32).reshape(k, -1 if clip else 1)
+        indices = np.array([f if self.step else f[0] for f, _, _ in rows], np.int32).reshape(k, *self.step)
         chunk = Chunk(
             buffer[:k] if buffer is not None else np.empty((0,), np.uint8),
-            indices if clip else indices.reshape(k),
+            indices,
             np.array([t for _, t, _ in rows], np.float32),
             np.array([s for _, _, s in rows], np.float32).reshape(k, 2),
             **end,

@@ -507,7 +507,7 @@ def decode_dense_pyav(path: Path, job: DecodeJob, next_buffer: Callable[[], np.n
 
     The rows follow the frames that decode, not the container's count (DenseSteps); only the
     frames a step needs are converted. job.timeout: seconds for each chunk (waiting for a
-    buffer not counted). Raises DecodeError with the reason (no frame at all, a timeout, too
+    buffer not counted); the last chunk's `seconds`: the decoding time, waits left out. Raises DecodeError with the reason (no frame at all, a timeout, too
     many decoding errors), possibly after some chunks.
     """
     t0 = time.perf_counter()
@@ -527,15 +527,23 @@ def decode_dense_pyav(path: Path, job: DecodeJob, next_buffer: Callable[[], np.n
             nonlocal deadline
             deadline = src.reader.deadline = time.monotonic() + job.timeout
 
-        waited = 0.0  # seconds spent waiting for buffers: the consumer's, not decoding
+        idle = 0.0  # seconds waiting for a buffer or for the consumer to take a chunk: not decoding
 
         def buffer() -> np.ndarray:
-            nonlocal waited
+            nonlocal idle
             w0 = time.perf_counter()
             out = next_buffer()
-            waited += time.perf_counter() - w0
+            idle += time.perf_counter() - w0
             restart_clock()
             return out
+
+        def handed(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+            """The chunks, the time until the consumer asks for more counted as idle."""
+            nonlocal idle
+            for chunk in chunks:
+                w0 = time.perf_counter()
+                yield chunk
+                idle += time.perf_counter() - w0
 
         steps, writer = DenseSteps(job, fps), ChunkWriter(job, buffer)
         convert, guess, sel = FrameConverter(job, tb), PtsGuess(), Selection(0)
@@ -554,13 +562,13 @@ def decode_dense_pyav(path: Path, job: DecodeJob, next_buffer: Callable[[], np.n
             when = n / fps if pts is None or not tb else (pts - offset) * tb.numerator / tb.denominator
             last = (frame, when)
             if steps.wants(n):
-                yield from writer.put(steps.add(n, picture(frame), when))
+                yield from handed(writer.put(steps.add(n, picture(frame), when)))
         if sel.errors > (n + 1 + sel.errors) * MAX_ERROR_RATE:
             raise DecodeError(f"ffmpeg failed: {stderr_text_tail(sel.last_error)!r}")
         if n < 0:
             raise DecodeError("no decodable frames: the video stream is empty (0 s)")
         assert last is not None, "a frame decoded"
         final = last
-        yield from writer.put(steps.end(n, lambda: (picture(final[0]), final[1])))
-        seconds = time.perf_counter() - t0 - waited
+        yield from handed(writer.put(steps.end(n, lambda: (picture(final[0]), final[1]))))
+        seconds = time.perf_counter() - t0 - idle
         yield writer.chunk(last=True, num_frames=n + 1, duration=(n + 1) / fps, fps=fps, seconds=seconds)
