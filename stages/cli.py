@@ -21,7 +21,7 @@ from pipeline.errors import ConfigError, FFmpegMissing, StoreError
 
 from .bench.config import BenchConfig, BenchError
 from .export.config import ExportConfig
-from .extract.config import ExtractConfig
+from .extract.config import FRAMES_ALL, ExtractConfig
 from .extract.errors import ClusterError, DatasetError, VideoError, WeightsError
 from .samples.clips import SynthError
 from .train.config import TrainConfig
@@ -175,8 +175,24 @@ def config_option(cls: type, name: str, **kw):
     )
 
 
+class CountOrAll(click.ParamType):
+    """A whole number, or the word `all` (FRAMES=all: a dense set)."""
+
+    name = "N|all"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == FRAMES_ALL:
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a whole number nor {FRAMES_ALL!r}", param, ctx)
+
+
 def option_type(annotation: str):
     """The click type of a config field from its annotation (the dataclasses' annotations are strings)."""
+    if annotation == "int | str":
+        return CountOrAll()
     if "Path" in annotation:
         return click.Path(path_type=Path)
     if annotation.startswith("int"):

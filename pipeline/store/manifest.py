@@ -159,10 +159,11 @@ class Manifest(Record):
     modality: str = field(default="rgb", metadata=OPTIONAL)  # rgb | audio
     identity: dict[str, Any] = field(default_factory=dict, metadata=OPTIONAL)  # hashed into the id
     config: dict[str, Any] = field(default_factory=dict, metadata=OPTIONAL)  # the full extraction config
-    frames: int | None  # T; None for a ragged set (each video's rows are its shard's `lengths`)
-    feature_dim: int  # D
-    # "ragged" for a dense set (docs/store.md); "fixed" (every set before dense ones) is written without the key
+    frames: int | None  # T; None in a ragged set (each video's rows: its shard's `lengths`)
+    # "fixed": (n, T, D) shards; "ragged": every video its own row count (docs/store.md). Written
+    # only when not "fixed", so a fixed-T manifest's bytes are what they were before the key existed.
     layout: str = field(default="fixed", metadata=OPTIONAL)
+    feature_dim: int  # D
     video_root: str | None = field(default=None, metadata=OPTIONAL)  # where the videos were read
     classes: list[str]  # index = label
     splits: dict[str, dict[str, list[str]]]  # {"1": {"train": [video ids], "test": [...]}, ...}
@@ -215,7 +216,7 @@ class Manifest(Record):
 NEW_KEYS = tuple(
     f.name
     for f in dataclasses.fields(Manifest)
-    if f.name not in ("updated_at", "num_stored", "num_failed", "completed_at")
+    if f.name not in ("updated_at", "num_stored", "num_failed", "completed_at", "layout")
 )
 
 
@@ -243,7 +244,7 @@ def new_manifest(
     splits: {"1": {"train": [ids], "test": [ids]}, ...}; unlisted_failures: videos the
     listing named but that cannot be opened at all; default_settings: the set was made
     with stage one's default extraction settings (stage two prefers such a set); layout:
-    "ragged" for a dense set (frames None), whose manifest alone has the key.
+    "ragged" for a dense set (frames None), whose manifest says so after its other keys.
     """
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
@@ -253,8 +254,8 @@ def new_manifest(
         identity=identity,
         config=config,
         frames=frames,
-        feature_dim=feature_dim,
         layout=layout,
+        feature_dim=feature_dim,
         video_root=video_root,
         classes=classes,
         splits=splits,
