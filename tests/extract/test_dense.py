@@ -34,6 +34,7 @@ from stages.extract.plan import make_plan
         (dict(frames="every"), ("--frames", "'all'")),
         (dict(frames="all", stride=0), ("--stride",)),
         (dict(frames="all", fps=1.0, shard_rows=0), ("--shard-rows",)),
+        (dict(frames="all", fps=1.0, decoder="ffmpeg-cli"), ("--decoder pyav", "DECODER=ffmpeg-cli")),
     ],
 )
 def test_dense_options_that_do_not_fit_are_config_errors_naming_them(settings, names):
