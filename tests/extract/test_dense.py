@@ -34,6 +34,7 @@ from stages.extract.plan import make_plan
         (dict(frames="every"), ("--frames", "'all'")),
         (dict(frames="all", stride=0), ("--stride",)),
         (dict(frames="all", fps=1.0, shard_rows=0), ("--shard-rows",)),
+        (dict(frames="all", fps=1.0, decoder="ffmpeg-cli"), ("--decoder pyav", "DECODER=ffmpeg-cli")),
     ],
 )
 def test_dense_options_that_do_not_fit_are_config_errors_naming_them(settings, names):
@@ -335,23 +336,38 @@ from stages.cli import main
 try:
     main(sys.argv[1:], standalone_mode=False)
 finally:
-    print("peak", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-          resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss, file=sys.stderr)
+    print("peak", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)
+"""
+# The decoder alone, as a decoder process runs it: every chunk of the video decoded and dropped; the
+# largest resident size seen at a chunk (the imports' own peak, before decoding, left out).
+DECODER_RSS = """
+import sys
+import numpy as np
+from stages.extract.decode.common import DecodeJob
+from stages.extract.decode.pyav import decode_dense_pyav
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * 4
+job = DecodeJob(64, 224, 256, fps=1.0, dense=True)
+out = np.empty(job.shape(), np.uint8)
+print("peak", max(rss() for _ in decode_dense_pyav(sys.argv[1], job, lambda: out)), file=sys.stderr)
 """
 
 
+def peak_rss(code: str, *args: str) -> int:
+    """The peak RSS (KiB) of `code` run with `args` in a Python process of its own."""
+    run = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-2000:]
+    return int(run.stderr.rsplit("peak ", 1)[1].split()[0])
+
+
 def peak_memory(video: Path, root: Path) -> tuple[int, int]:
-    """(this run's peak RSS, its decoder processes' largest), KiB: `vidstore features` FRAMES=all
-    FPS=1 on one video at 224 px through a small backbone, in a process of its own."""
+    """(a run's peak RSS, the decoder's alone), KiB: `vidstore features` FRAMES=all FPS=1 on one
+    video at 224 px through a small backbone, and its decode at the same settings."""
     csv = root / f"{video.stem}.csv"
     csv.write_text(f"path\n{video}\n")
     args = ["features", "--dataset", "csv", "--data-dir", str(csv), "--features-root", str(root / "store"),
             "--frames", "all", "--fps", "1", "--backbone", "torchvision:mobilenet_v3_small", "--weights", "random",
             "--workers", "1", "--device", "cpu"]  # fmt: skip
-    run = subprocess.run([sys.executable, "-c", PEAK_RSS, *args], capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-2000:]
-    own, children = run.stderr.rsplit("peak ", 1)[1].split()
-    return int(own), int(children)
+    return peak_rss(PEAK_RSS, *args), peak_rss(DECODER_RSS, str(video))
 
 
 @pytest.mark.slow
