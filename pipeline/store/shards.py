@@ -3,7 +3,9 @@
 A shard holds `features (n, T, D) float16` and the per-video datasets of SHARD_FIELDS
 (docs/store.md). It is built in memory, so its sha256 is taken over exactly
 the bytes written, then written under a temp name, fsync'd and renamed into place; a
-reader reads it whole and checks the sha256 over the very bytes it returns.
+reader reads it whole and checks the sha256 over the very bytes it returns. In a bucket
+the whole file is one PUT whose sha256 the server checks on arrival, and a reader gets it
+from the local shard cache (cache.py), fetched on a miss (roots.py).
 """
 
 from __future__ import annotations
@@ -21,7 +23,8 @@ import numpy as np
 
 from ..config import SCHEMA_VERSION
 from ..errors import IntegrityError
-from ..files import TMP_MARK, atomic_write_bytes
+from ..files import TMP_MARK
+from .roots import display, root_of
 
 STR = h5py.string_dtype(encoding="utf-8")
 # Datasets every shard holds, in the order docs/store.md documents them.
@@ -45,7 +48,7 @@ def shard_index(name: str) -> int | None:
 
 
 def write_shard(path: Path, arrays: Mapping[str, np.ndarray | list[str]], attrs: dict) -> dict:
-    """Write one shard to a temp name, fsync, and rename it to `path`.
+    """Write one shard to a temp name, fsync, and rename it to `path` (in a bucket: one checked PUT).
 
     arrays: features (n, T, D) float16; lengths (n,) int32; labels (n,) int32;
     video_ids (n,) str; groups (n,) str; frame_indices (n, T) int32, or (n, T, K) in a set
@@ -67,7 +70,7 @@ def write_shard(path: Path, arrays: Mapping[str, np.ndarray | list[str]], attrs:
         for k, v in attrs.items():
             f.attrs[k] = v if isinstance(v, (int, float, str)) else json.dumps(v, sort_keys=True)
     blob = buf.getvalue()
-    atomic_write_bytes(path, blob)
+    root_of(path).write(path, blob)
     return {
         "file": path.name,
         "videos": int(len(arrays["lengths"])),
@@ -83,9 +86,11 @@ def read_shard(path: Path, sha256: str | None = None) -> dict[str, Any]:
     checksum covers exactly the data returned (no window between verify and read).
     Returns the SHARD_FIELDS arrays (video_ids/groups as str arrays) plus "attrs" (dict).
     """
-    data = Path(path).read_bytes()
+    data = root_of(path).shard_bytes(Path(path), sha256)
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise IntegrityError(f"{path}: sha256 does not match the manifest; the shard is corrupt (run `store verify`)")
+        raise IntegrityError(
+            f"{display(path)}: sha256 does not match the manifest; the shard is corrupt (run `store verify`)"
+        )
     out: dict = {}
     with h5py.File(io.BytesIO(data), "r") as f:
         for name in SHARD_FIELDS + tuple(k for k in OPTIONAL_FIELDS if k in f):

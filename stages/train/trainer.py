@@ -223,7 +223,7 @@ def feature_sets_record(view: FeatureSetView) -> list[dict]:
     (what evaluate, predict and `make zeroshot` rebuild from)."""
     return [
         {
-            "dir": str(s.set_dir.resolve()),
+            "dir": store.display(store.absolute(s.set_dir)),
             "id": s.id,
             "dataset": s.manifest.dataset,
             "modality": m,
