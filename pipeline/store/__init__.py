@@ -64,6 +64,7 @@ from .sets import (
     the_set,
 )
 from .shards import SHARD_FIELDS, SHARD_NAME, read_shard, shard_name, write_shard
+from .transfer import Copied, copy_set
 
 __all__ = [
     "IntegrityError",
@@ -122,6 +123,8 @@ __all__ = [
     "split_names",
     "standardize",
     "the_set",
+    "Copied",
+    "copy_set",
     "SHARD_FIELDS",
     "SHARD_NAME",
     "read_shard",

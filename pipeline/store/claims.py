@@ -30,7 +30,7 @@ class Claim:
     def __init__(self, set_dir: Path, index: int):
         self.index = index
         self.handle = root_of(set_dir).claim(Path(set_dir), index)
-        self.path = self.handle.path  # type: ignore[attr-defined]
+        self.path = self.handle.path
 
     def acquire(self) -> bool:
         return self.handle.acquire()

@@ -75,10 +75,13 @@ def root_of(path: Path | str) -> Root:
     bucket = Path(path).parts[1] if len(Path(path).parts) > 1 else ""
     if not bucket:
         raise ConfigError(f"--features-root (FEATURES_ROOT=): {display(path)} names no bucket; write s3://bucket/prefix")
+    # one client per bucket and the settings that reach it: a process that changes its endpoint,
+    # credentials or cache gets a root of its own, never a client made for the others
+    key = (bucket, *(os.environ.get(name, "") for name in CLIENT_SETTINGS))
     with _BUCKETS_LOCK:
-        if bucket not in _BUCKETS:
-            _BUCKETS[bucket] = S3Root(bucket)
-        return _BUCKETS[bucket]
+        if key not in _BUCKETS:
+            _BUCKETS[key] = S3Root(bucket)
+        return _BUCKETS[key]
 
 
 class Root:
@@ -152,6 +155,8 @@ class Root:
 
 class ClaimHandle:
     """Who computes shard `index` of a set: exclusive, and dropped when its holder dies."""
+
+    path: Path  # the claim file or object
 
     def acquire(self) -> bool:
         raise NotImplementedError
@@ -304,8 +309,31 @@ LOCAL = LocalRoot()
 
 
 # ---------------------------------------------------------------- a bucket
-_BUCKETS: dict[str, S3Root] = {}
+_BUCKETS: dict[tuple[str, ...], S3Root] = {}
 _BUCKETS_LOCK = threading.Lock()
+
+
+def _forget_buckets_in_child() -> None:
+    """A forked process (a DataLoader worker, a decoder) makes its own clients: a connection pool
+    is not to be shared with the parent."""
+    global _BUCKETS_LOCK
+    _BUCKETS.clear()
+    _BUCKETS_LOCK = threading.Lock()
+
+
+os.register_at_fork(after_in_child=_forget_buckets_in_child)
+# The environment that decides which endpoint, credentials and cache a bucket's client has.
+CLIENT_SETTINGS = (
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_PROFILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_CONFIG_FILE",
+    "AWS_SHARED_CREDENTIALS_FILE",
+    "VIDSTORE_CACHE",
+    "VIDSTORE_CACHE_SIZE",
+)
 
 
 class S3Root(Root):

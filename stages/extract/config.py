@@ -51,7 +51,9 @@ class ExtractConfig:
         shown="data/<dataset>",
     )
     features_root: Path | None = option(
-        None, "The feature store's root; share it between teams.", shown="$FEATURES_ROOT, else data/features"
+        None,
+        "The feature store's root: a directory, or s3://bucket/prefix (docs/store.md); share it between teams.",
+        shown="$FEATURES_ROOT, else data/features",
     )
     frames: int = option(16, "T: the centres of T equal segments of each video; with --fps, the most frames.")
     fps: float | None = option(None, "Sample at this rate (frames per second) instead, at most --frames.", shown="off")

@@ -116,7 +116,8 @@ def print_summary(s: Summary, manifest: store.Manifest) -> None:
         + f", reused {s.reused}, failed {s.failed} (this run) / {manifest.num_failed} (set), "
         f"total {s.total} videos\n"
         f"  elapsed {s.elapsed:.1f} s, {s.videos_per_s:.2f} videos/s" + (f"  [{where}]" if where else "") + "\n"
-        f"  features: {s.set_dir}" + (f"\n  failures: {s.set_dir / store.FAILURES}" if manifest.num_failed else "")
+        f"  features: {store.display(s.set_dir)}"
+        + (f"\n  failures: {store.display(s.set_dir / store.FAILURES)}" if manifest.num_failed else "")
     )
 
 

@@ -88,7 +88,7 @@ def load_data(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> Loa
     for fs in (fs for m in view.modalities for fs in view.sets[m]):
         if not fs.manifest.complete:
             console.say(
-                f"warning: feature set {fs.set_dir} is incomplete ({fs.manifest.num_stored} of "
+                f"warning: feature set {store.display(fs.set_dir)} is incomplete ({fs.manifest.num_stored} of "
                 f"{fs.manifest.num_videos} videos committed); training on what is there"
             )
     splits = {n: view.split(n, cfg.seed, cfg.test_fraction) for n in view.split_names(cfg.split)}
