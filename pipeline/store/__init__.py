@@ -46,7 +46,7 @@ from .manifest import (
     write_manifest,
 )
 from .reuse import ReuseIndex, StoredRow, index_path, open_index, settings_key, shard_fingerprints
-from .roots import absolute, display, is_remote, root_of
+from .roots import absolute, as_path, display, is_remote, root_of
 from .sets import (
     FeatureSet,
     Index,
@@ -100,6 +100,7 @@ __all__ = [
     "replace_shard",
     "write_manifest",
     "absolute",
+    "as_path",
     "display",
     "is_remote",
     "root_of",

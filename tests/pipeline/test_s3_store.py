@@ -1,7 +1,7 @@
 """A store in an S3-compatible bucket (FEATURES_ROOT=s3://bucket/prefix), against a real S3 server
 on loopback (tests/s3server.py: moto's server mode), never a mocked client.
 
-One server for the module; each test uses a bucket (or a prefix) of its own.
+One server for the module (the `s3` fixture, tests/conftest.py); each test uses a bucket of its own.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers import random_set
-from s3server import S3Server, environment, s3_env
+from s3server import environment
 
 from pipeline import FeatureStore, store
 from pipeline.errors import IntegrityError
@@ -31,16 +31,6 @@ from stages.extract import extract_features
 from stages.extract.config import ExtractConfig
 from stages.train import trainer
 from stages.train.config import TrainConfig
-
-
-@pytest.fixture(scope="module")
-def s3(tmp_path_factory):
-    """The server, with this process's environment pointed at it for the module."""
-    server = S3Server()
-    cache = tmp_path_factory.mktemp("s3-cache")
-    with environment(s3_env(server, cache)):
-        yield server
-    server.stop()
 
 
 def bucket_root(s3, name: str, prefix: str = "store") -> Path:
