@@ -190,7 +190,9 @@ def test_two_writers_of_one_manifest_lose_nothing(s3, tmp_path):
     assert [p.exitcode for p in procs] == [0, 0]
     assert [s.index for s in store.read_manifest(set_dir).shards] == list(range(40))
     manifest, tag = store.Manifest.read_tagged(set_dir)
+    manifest.unlisted_failures = [{"video_id": "a.avi", "reason": "one writer's change"}]
     assert store.write_manifest(set_dir, manifest, expect=tag)
+    manifest.unlisted_failures = [{"video_id": "a.avi", "reason": "another's, from the same read"}]
     assert not store.write_manifest(set_dir, manifest, expect=tag)  # the ETag it read is stale now
 
 
@@ -303,6 +305,7 @@ def test_a_bucket_that_cannot_be_used_is_one_clear_error_with_exit_2(s3, ucf_tre
     assert result.exit_code == 2, result.output
     assert f"FEATURES_ROOT=): s3://{bucket} at " in result.output and words in result.output
     assert result.output.count("Error:") == 1 and "Traceback" not in result.output
+    assert "RANDOM WEIGHTS" not in result.output  # stopped before anything else: no model was built
     assert elapsed < 30
     if bucket == "refusing":
         assert keys(s3, bucket) == []  # nothing written
