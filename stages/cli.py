@@ -224,7 +224,9 @@ def features(**kw) -> None:
     """Stage one: decode, embed with the backbone and store (N, T, D) float16 shards."""
     from stages.extract import extract_features
 
-    extract_features(make_extract_config(**kw))
+    cfg = make_extract_config(**kw)
+    store.root_of(cfg.store_root).check()  # a bucket that cannot be used stops now, before any model is built
+    extract_features(cfg)
 
 
 @main.command()
@@ -337,7 +339,9 @@ def demo(epochs: int, **kw) -> None:
     """The main job end to end on the embedded sample: stage one, stage two, a prediction."""
     from stages.demo import run_demo
 
-    run_demo(make_extract_config(**kw), epochs=epochs)
+    cfg = make_extract_config(**kw)
+    store.root_of(cfg.store_root).check()
+    run_demo(cfg, epochs=epochs)
 
 
 @main.command("backbones")

@@ -138,6 +138,9 @@ class Root:
         """Make `set_dir` ready to be written; a ConfigError/StoreError naming FEATURES_ROOT if it cannot be."""
         raise NotImplementedError
 
+    def check(self) -> None:
+        """Reach the root now: a bucket that cannot be used is a ConfigError here (a directory is made when written)."""
+
     def rename(self, src: Path, dst: Path) -> None:
         """Move `src` to `dst` (a staged Dask shard into its final name)."""
         raise NotImplementedError
@@ -556,7 +559,10 @@ class S3Root(Root):
         return self.cache.put(sha256, data)
 
     def prepare(self, set_dir: Path) -> None:
-        self.client  # the bucket checked: a wrong one stops here, before anything is written
+        self.check()  # a wrong bucket stops here, before anything is written
+
+    def check(self) -> None:
+        self.client  # made on first use, with the bucket checked
 
     def rename(self, src: Path, dst: Path) -> None:
         with self.calls():
