@@ -106,6 +106,22 @@ def timeless(value):
     return [timeless(v) for v in value] if isinstance(value, list) else value
 
 
+def test_another_set_in_the_bucket_copies_the_rows_it_holds(both_roots, ucf_tree):
+    """Per-video reuse within a bucket: the same videos under another name are copied, not computed
+    (the bucket's reuse index lives in the local cache directory)."""
+    cfg = ExtractConfig(
+        dataset="ucf101", data_dir=ucf_tree, name="ucf-again", features_root=both_roots["s3"].parent.parent,
+        weights="random", image_size=32, frames=4, shard_size=10, device="cpu", workers=2,
+    )  # fmt: skip
+    summary = extract_features(cfg, quiet=True)
+    assert (summary.copied, summary.computed) == (18, 0)
+    assert store.index_path(cfg.store_root).is_file() and not store.is_remote(store.index_path(cfg.store_root))
+    again = FeatureStore(str(cfg.store_root)).open(summary.set_dir.name)
+    first = FeatureStore(str(cfg.store_root)).open(both_roots["s3"].name)
+    rows, _ = first.index.rows_of(again.index.video_ids)
+    np.testing.assert_array_equal(again.read(np.arange(again.num_videos)), first.read(rows))
+
+
 def test_store_commands_on_a_bucket_list_verify_and_gc(both_roots, s3):
     remote = both_roots["s3"]
     root = "s3://same/store"
@@ -150,6 +166,8 @@ def test_shards_are_read_from_the_cache_the_second_time(s3, tmp_path, monkeypatc
     second = FeatureStore(str(root)).open("set").arrays(split=1, part="train")["features"]
     assert not [n for n in fetched if n.startswith("shard-")]  # local files: only the manifest was read
     np.testing.assert_array_equal(first, second)
+    streamed = list(FeatureStore(str(root)).open("set").stream(split=1, part="train", shuffle=False))
+    np.testing.assert_array_equal(np.stack([item["features"].numpy() for item in streamed]), first.astype(np.float32))
     entry = store.read_manifest(root / "synthetic" / "set").shards[0]
     cached = shard_cache.shard_cache().get(entry.sha256)
     data = bytearray(cached.read_bytes())
