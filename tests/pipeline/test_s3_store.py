@@ -95,8 +95,11 @@ def test_a_bucket_set_has_the_local_sets_bytes_and_trains_the_same_run(both_root
             dataset="ucf101", features_root=set_dir.parent.parent, model="mean", epochs=3,
             out=tmp_path / name, progress=False, device="cpu",
         )  # fmt: skip
-        metrics[name] = trainer.train(cfg).runs[0].metrics
+        run = trainer.train(cfg).runs[0]
+        metrics[name] = run.metrics
     assert timeless(metrics["s3"]) == timeless(metrics["local"])
+    evaluated = CliRunner().invoke(cli, ["evaluate", "--run", str(run.run_dir)])  # the bucket's run, re-read from it
+    assert evaluated.exit_code == 0 and f"top1 {metrics['s3']['top1']:.4f}" in evaluated.output, evaluated.output
 
 
 def timeless(value):
@@ -128,6 +131,8 @@ def test_store_commands_on_a_bucket_list_verify_and_gc(both_roots, s3):
     c, prefix = s3.client(), f"store/ucf101/{remote.name}"
     listed = CliRunner().invoke(cli, ["store", "list", "--features-root", root])
     assert listed.exit_code == 0 and remote.name in listed.output and "complete" in listed.output
+    info = CliRunner().invoke(cli, ["store", "info", remote.name, "--features-root", root])
+    assert info.exit_code == 0 and f"directory:  s3://same/{prefix}" in info.output and "train 12/12" in info.output
     c.put_object(Bucket="same", Key=f"{prefix}/shard-00009.h5", Body=b"left by a killed run")
     gc = CliRunner().invoke(cli, ["store", "gc", "--features-root", root])
     assert gc.exit_code == 0, gc.output
