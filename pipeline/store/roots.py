@@ -347,6 +347,7 @@ class S3Root(Root):
         self._client: Any = None
         self._lock = threading.Lock()
         self.cache: ShardCache = shard_cache()
+        self.endpoint = "the endpoint"  # its URL once the client is made
 
     # -------------------------------------------------------------- the client and its errors
     @property
@@ -383,7 +384,7 @@ class S3Root(Root):
         the endpoint; other errors as they are."""
         from botocore import exceptions as bx
 
-        where = f"--features-root (FEATURES_ROOT=): s3://{self.bucket} at {getattr(self, 'endpoint', 'the endpoint')}"
+        where = f"--features-root (FEATURES_ROOT=): s3://{self.bucket} at {self.endpoint}"
         if isinstance(e, bx.NoCredentialsError):
             return ConfigError(
                 f"{where}: no S3 credentials; set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or AWS_PROFILE"
@@ -395,7 +396,7 @@ class S3Root(Root):
         if isinstance(e, bx.ClientError):
             code = str(e.response.get("Error", {}).get("Code", ""))
             status = e.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-            if code in ("404", "NoSuchBucket") or status == 404:
+            if code == "NoSuchBucket" or (code == "404" and "Bucket" in e.operation_name):  # not a missing key
                 return ConfigError(f"{where}: the bucket {self.bucket!r} does not exist; create it or fix the name")
             if code in ("403", "AccessDenied", "InvalidAccessKeyId", "SignatureDoesNotMatch") or status == 403:
                 return ConfigError(
