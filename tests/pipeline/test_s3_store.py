@@ -15,12 +15,11 @@ import socket
 import time
 from pathlib import Path
 
-import botocore.exceptions
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from helpers import random_set
-from s3server import environment
+from s3server import ClientError, environment
 
 from pipeline import FeatureStore, store
 from pipeline.errors import IntegrityError
@@ -48,7 +47,7 @@ def test_the_server_refuses_stale_conditional_writes(s3):
     s3.bucket("conditional")
     etag = c.put_object(Bucket="conditional", Key="m", Body=b"1", IfNoneMatch="*")["ETag"]
     for condition in ({"IfNoneMatch": "*"}, {"IfMatch": '"0123"'}):
-        with pytest.raises(botocore.exceptions.ClientError) as e:
+        with pytest.raises(ClientError) as e:
             c.put_object(Bucket="conditional", Key="m", Body=b"2", **condition)
         assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 412
     c.put_object(Bucket="conditional", Key="m", Body=b"3", IfMatch=etag)
