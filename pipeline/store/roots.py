@@ -538,7 +538,10 @@ class S3Root(Root):
     def shard_bytes(self, path: Path, sha256: str | None) -> bytes:
         if sha256 is None:
             return self.read_bytes(path)
-        return self.cached(path, sha256).read_bytes()
+        try:
+            return self.cached(path, sha256).read_bytes()
+        except FileNotFoundError:  # evicted by another reader between the lookup and the read: fetched again
+            return self.cached(path, sha256).read_bytes()
 
     def local_file(self, path: Path, sha256: str | None = None) -> Path:
         if sha256 is None:  # not known to the caller: fetched, and cached under the sha256 of what arrived
