@@ -86,7 +86,7 @@ def reuse(plan: ExtractionPlan, manifest: store.Manifest, summary: Summary, earl
         f"reusing feature set {plan.identity.id}: complete, {manifest.num_stored} videos "
         f"(computed {manifest.completed_at or manifest.created_at}); nothing to compute"
         + (
-            f"; {failed} failed video(s) listed in {plan.set_dir / store.FAILURES} (rerun with "
+            f"; {failed} failed video(s) listed in {store.display(plan.set_dir / store.FAILURES)} (rerun with "
             f"--retry-failures / RETRY_FAILURES=1 to try them again)"
             if failed and not plan.cfg.retry_failures
             else ""

@@ -68,7 +68,7 @@ def open_view(cfg: TrainConfig) -> FeatureSetView:
     view = FeatureSetView(feature_dirs(cfg))
     if not view.classes:
         raise ConfigError(
-            f"{', '.join(fs.set_dir.as_posix() for m in view.modalities for fs in view.sets[m])}: the feature set "
+            f"{', '.join(store.display(fs.set_dir) for m in view.modalities for fs in view.sets[m])}: the feature set "
             f"has no labels (its CSV list has no label column), so no classifier can be trained or scored on it. "
             f"Add a label column to the CSV (path,label[,split][,group]) and run make features again for a "
             f"labelled set, or read these features from your own code (pipeline.FeatureStore, docs/api.md)"
