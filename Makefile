@@ -18,7 +18,7 @@ flag = $(if $(filter 1 yes true,$($(1))),--$(2))
 # Each target's options (FEATURES_OPTS, TRAIN_OPTS, ...): generated from the options' fields.
 include $(dir $(lastword $(MAKEFILE_LIST)))options.mk
 
-.PHONY: setup features train evaluate zeroshot compare predict export demo test test-all test-gpu gpu-check gpu-wheels bench backbones store-list store-info store-verify store-gc clean-venv
+.PHONY: setup features train evaluate zeroshot compare predict export demo test test-all test-gpu gpu-check gpu-wheels bench backbones store-list store-info store-verify store-gc store-push store-pull clean-venv
 
 setup: $(VENV)/.installed
 
@@ -139,6 +139,13 @@ store-verify: setup
 
 store-gc: setup
 	$(CLI) store gc $(ID) $(STORE_GC_OPTS)
+
+# A set copied between two roots (a directory, s3://bucket/prefix): TO= or FROM= the other root.
+store-push: setup
+	$(CLI) store push $(ID) $(STORE_PUSH_OPTS)
+
+store-pull: setup
+	$(CLI) store pull $(ID) $(STORE_PULL_OPTS)
 
 clean-venv:
 	rm -rf $(VENV)

@@ -170,3 +170,7 @@ STORE_VERIFY_OPTS = $(call opt,FEATURES_ROOT,features-root) \
   $(call flag,REPAIR,repair)
 STORE_GC_OPTS = $(call opt,FEATURES_ROOT,features-root) \
   $(call flag,DRY_RUN,dry-run)
+STORE_PUSH_OPTS = $(call opt,FEATURES_ROOT,features-root) \
+  $(call opt,TO,to)
+STORE_PULL_OPTS = $(call opt,FEATURES_ROOT,features-root) \
+  $(call opt,FROM,from)

@@ -1,7 +1,8 @@
 """Reading the store from your own code: a feature set as PyTorch datasets, or as arrays.
 
     from pipeline import FeatureStore
-    store = FeatureStore()                       # $FEATURES_ROOT, else data/features; or FeatureStore(path)
+    store = FeatureStore()                       # $FEATURES_ROOT, else data/features; or FeatureStore(path),
+                                                 # FeatureStore("s3://bucket/prefix") (shards cached locally)
     store.list()                                 # the catalog, as records (`store list --json`)
     fs = store.open("ucf101")                    # a dataset's set, an id, an id prefix, dataset/id or a directory;
                                                  # several (a list, or "a,b") of one dataset: one per modality
@@ -64,7 +65,7 @@ class FeatureStore:
         self.root = store_root(root)
 
     def __repr__(self) -> str:
-        return f"FeatureStore({str(self.root)!r})"
+        return f"FeatureStore({store.display(self.root)!r})"
 
     def list(self) -> list[dict]:
         """One record per feature set (dataset, id, path, modality, settings, videos, state), as `store list --json`."""
@@ -582,14 +583,15 @@ class FeatureDataset(torch.utils.data.Dataset):
         key = (str(fs.set_dir), file)
         if key not in self._files:
             entry = fs.shard_entry(file)
-            handle = open(fs.set_dir / file, "rb")  # kept open: h5py reads through it
+            # kept open: h5py reads through it (a bucket's shard: its cached copy)
+            handle = open(store.root_of(fs.set_dir).local_file(fs.set_dir / file, entry.sha256), "rb")
             digest = hashlib.sha256()
             while block := handle.read(1 << 20):
                 digest.update(block)
             if digest.hexdigest() != entry.sha256:
                 handle.close()
                 raise IntegrityError(
-                    f"{fs.set_dir / file}: sha256 does not match the manifest; the shard is corrupt "
+                    f"{store.display(fs.set_dir / file)}: sha256 does not match the manifest; the shard is corrupt "
                     f"(run `store verify`)"
                 )
             handle.seek(0)

@@ -241,7 +241,9 @@ def features(**kw) -> None:
     """Stage one: decode, embed with the backbone and store (N, T, D) float16 shards."""
     from stages.extract import extract_features
 
-    extract_features(make_extract_config(**kw))
+    cfg = make_extract_config(**kw)
+    store.root_of(cfg.store_root).check()  # a bucket that cannot be used stops now, before any model is built
+    extract_features(cfg)
 
 
 @main.command()
@@ -368,7 +370,9 @@ def demo(epochs: int, **kw) -> None:
     """The main job end to end on the embedded sample: stage one, stage two, a prediction."""
     from stages.demo import run_demo
 
-    run_demo(make_extract_config(**kw), epochs=epochs)
+    cfg = make_extract_config(**kw)
+    store.root_of(cfg.store_root).check()
+    run_demo(cfg, epochs=epochs)
 
 
 @main.command("backbones")
@@ -420,11 +424,11 @@ def store_list(features_root: Path | None, as_json: bool) -> None:
             console.result(json.dumps(r))
         return
     if not records:
-        console.result(f"no feature sets under {store_root(features_root)}")
+        console.result(f"no feature sets under {store.display(store_root(features_root))}")
         return
     console.result(store.table(records))
     console.result(
-        f"\n{len(records)} feature set(s) under {store_root(features_root)}; `store info ID` for one of them"
+        f"\n{len(records)} feature set(s) under {store.display(store_root(features_root))}; `store info ID` for one of them"
     )
 
 
@@ -451,7 +455,7 @@ def store_verify(ref: str | None, features_root: Path | None, repair: bool) -> N
     """Recompute checksums; exit 1 if any shard is corrupt or missing and not repaired (all sets if no REF)."""
     sets = selected_sets(features_root, ref)
     if not sets:
-        console.result(f"no feature sets under {store_root(features_root)}")
+        console.result(f"no feature sets under {store.display(store_root(features_root))}")
     checks = []
     for d in sets:
         checks.append(store.check_set(d, repair))
@@ -477,11 +481,56 @@ def store_gc(ref: str | None, features_root: Path | None, dry_run: bool) -> None
     total = files = 0
     for d in sets:
         for path, size in store.remove_garbage(d, dry_run=dry_run):
-            console.result(f"{'would remove' if dry_run else 'removed'} {path} ({store.human_bytes(size)})")
+            console.result(f"{'would remove' if dry_run else 'removed'} {store.display(path)} ({store.human_bytes(size)})")
             total, files = total + size, files + 1
     console.result(
         f"{'would free' if dry_run else 'freed'} {store.human_bytes(total)} in {files} file(s) of {len(sets)} feature set(s)"
     )
+
+
+def copy_between(ref: str, source_root: Path, dest_root: Path) -> None:
+    """`store push` and `store pull`: the set REF names under `source_root`, copied to `dest_root`."""
+    src = store.find_feature_set(ref, source_root)
+    console.say(f"copying {store.display(src)} to {store.display(dest_root)} (shards first, the manifest last)")
+    done = store.copy_set(src, dest_root, progress=lambda name: console.say(f"  {name}"))
+    console.result(
+        f"{store.display(done.set_dir)}: {done.sent} shard(s) sent ({store.human_bytes(done.bytes)}), "
+        f"{done.present} already there, every one verified on arrival"
+    )
+
+
+@store_group.command("push")
+@click.argument("ref")
+@store_root_option
+@make_option(
+    "--to",
+    "to",
+    required=True,
+    type=click.Path(path_type=Path),
+    make="TO",
+    help="The root to copy the set to: a directory or s3://bucket/prefix.",
+)
+@user_errors_as_messages
+def store_push(ref: str, features_root: Path | None, to: Path) -> None:
+    """Copy a feature set from the store root to another root, verified; safe to rerun after an interruption."""
+    copy_between(ref, store_root(features_root), to)
+
+
+@store_group.command("pull")
+@click.argument("ref")
+@store_root_option
+@make_option(
+    "--from",
+    "source",
+    required=True,
+    type=click.Path(path_type=Path),
+    make="FROM",
+    help="The root to copy the set from: a directory or s3://bucket/prefix.",
+)
+@user_errors_as_messages
+def store_pull(ref: str, features_root: Path | None, source: Path) -> None:
+    """Copy a feature set from another root into the store root, verified; safe to rerun after an interruption."""
+    copy_between(ref, source, store_root(features_root))
 
 
 if __name__ == "__main__":

@@ -40,6 +40,8 @@ MAKE_TARGETS = {
     "store-info": ("store", "info"),
     "store-verify": ("store", "verify"),
     "store-gc": ("store", "gc"),
+    "store-push": ("store", "push"),
+    "store-pull": ("store", "pull"),
 }
 DOCS = (
     "README.md",

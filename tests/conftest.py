@@ -193,3 +193,16 @@ def weights_file(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("weights") / "resnet50.pth"
     torch.save(torchvision.models.resnet50().state_dict(), path)
     return path
+
+
+@pytest.fixture(scope="module")
+def s3(tmp_path_factory):
+    """A real S3 server on loopback (tests/s3server.py), with this process's environment pointed at
+    it (endpoint, keys, none of the user's ~/.aws, a shard cache of the module's own) for the module;
+    processes a test starts inherit it."""
+    from s3server import S3Server, environment, s3_env
+
+    server = S3Server()
+    with environment(s3_env(server, tmp_path_factory.mktemp("s3-cache"))):
+        yield server
+    server.stop()

@@ -16,6 +16,10 @@ Layout of one feature set (docs/store.md):
     catalog.py      which sets exist under a root; `store list`'s records and table, `store info`
     sets.py         which set a reference or a dataset names, opening sets, their index and
                     splits, verified feature reads
+    roots.py        where the bytes live: a directory (LocalRoot) or an S3 bucket (S3Root); every
+                    read, write, listing, conditional replace, claim and deletion goes through one
+    cache.py        the local cache of a bucket's shards, by sha256 (bounded, least recently used out)
+    transfer.py     push/pull: a set copied between two roots, shards first, verified, manifest last
     reuse.py        the store's reuse index (.index/reuse.sqlite under the root, a cache):
                     video fingerprints, and which stored row holds a video under given settings
 
@@ -42,6 +46,7 @@ from .manifest import (
     write_manifest,
 )
 from .reuse import ReuseIndex, StoredRow, index_path, open_index, settings_key, shard_fingerprints
+from .roots import absolute, as_path, display, is_remote, root_of
 from .sets import (
     FeatureSet,
     Index,
@@ -61,6 +66,7 @@ from .sets import (
     verified_shard,
 )
 from .shards import RAGGED, RAGGED_FIELDS, SHARD_FIELDS, SHARD_NAME, read_shard, shard_name, video_offsets, write_shard
+from .transfer import Copied, copy_set
 
 __all__ = [
     "IntegrityError",
@@ -95,6 +101,11 @@ __all__ = [
     "read_manifest",
     "replace_shard",
     "write_manifest",
+    "absolute",
+    "as_path",
+    "display",
+    "is_remote",
+    "root_of",
     "ReuseIndex",
     "StoredRow",
     "index_path",
@@ -117,8 +128,10 @@ __all__ = [
     "split_names",
     "standardize",
     "the_set",
+    "Copied",
     "RAGGED",
     "RAGGED_FIELDS",
+    "copy_set",
     "SHARD_FIELDS",
     "SHARD_NAME",
     "read_shard",

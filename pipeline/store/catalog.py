@@ -17,15 +17,14 @@ import numpy as np
 from ..errors import StoreError
 from .claims import Claim
 from .manifest import FAILURES, MANIFEST, Manifest
+from .roots import display, root_of
 
 COLUMNS = ("dataset", "id", "modality", "model/weights", "T", "videos", "failures", "size", "state", "created")
 
 
 def feature_sets(features_root: Path) -> Iterator[Path]:
     """Every feature-set directory (one with a manifest) under the store root."""
-    root = Path(features_root)
-    if root.is_dir():
-        yield from sorted(p.parent for p in root.glob(f"*/*/{MANIFEST}"))
+    yield from (p.parent for p in root_of(features_root).manifests(Path(features_root), MANIFEST))
 
 
 def match_feature_sets(features_root: Path, ref: str) -> list[Path]:
@@ -46,7 +45,7 @@ def record(set_dir: Path, m: Manifest | None = None) -> dict:
     return {
         "dataset": m.dataset,
         "id": m.feature_set_id,
-        "path": str(set_dir),
+        "path": display(set_dir),
         "modality": m.modality,
         # the visual sets' backbone, or the audio sets' feature kind (logmel, vggish)
         "backbone": ident.get("backbone") or ident.get("features"),
@@ -71,10 +70,8 @@ def record(set_dir: Path, m: Manifest | None = None) -> dict:
 
 def run_in_progress(set_dir: Path) -> bool:
     """True while some live process (anywhere that shares the store) holds a shard claim."""
-    claims = Path(set_dir) / ".claims"
-    if not claims.is_dir():
-        return False
-    return any(Claim(set_dir, int(c.name)).held_elsewhere() for c in claims.iterdir() if c.name.isdigit())
+    claims = root_of(set_dir).files(Path(set_dir) / ".claims")
+    return any(Claim(set_dir, int(name)).held_elsewhere() for name in claims if name.isdigit())
 
 
 def row(r: dict) -> dict:
@@ -119,7 +116,9 @@ def list_sets(features_root: Path) -> list[dict]:
         try:
             out.append(record(d))
         except StoreError as e:
-            out.append({"dataset": d.parent.name, "id": d.name, "path": str(d), "created_at": "", "unreadable": str(e)})
+            out.append(
+                {"dataset": d.parent.name, "id": d.name, "path": display(d), "created_at": "", "unreadable": str(e)}
+            )
     return sorted(out, key=lambda r: (r["dataset"], r["created_at"], r["id"]))
 
 
@@ -148,10 +147,10 @@ def stored_ids(set_dir: Path, manifest: Manifest) -> tuple[set[str], np.ndarray,
     ids, lengths, bad = set(), [np.zeros(0, np.int64)], []
     for s in manifest.shards:
         try:
-            with h5py.File(Path(set_dir) / s.file, "r") as f:
+            with h5py.File(root_of(set_dir).local_file(Path(set_dir) / s.file, s.sha256), "r") as f:
                 ids.update(f["video_ids"].asstr()[()].tolist())
                 lengths.append(f["lengths"][()].astype(np.int64))
-        except (OSError, KeyError) as e:
+        except (OSError, KeyError, StoreError) as e:
             bad.append(f"{s.file} ({type(e).__name__})")
     return ids, np.concatenate(lengths), bad
 
@@ -195,7 +194,7 @@ def describe(set_dir: Path, max_failures: int = 5) -> str:
     )
     lines = [
         f"feature set {m.feature_set_id}",
-        f"  directory:  {set_dir}",
+        f"  directory:  {display(set_dir)}",
         f"  dataset:    {m.dataset}, {f'{len(m.classes)} classes' if m.classes else 'unlabelled (labels -1)'}, "
         f"videos under {m.video_root}",
         f"  modality:   {m.modality}",
@@ -222,7 +221,7 @@ def describe(set_dir: Path, max_failures: int = 5) -> str:
         lines.append(f"  UNREADABLE shards: {', '.join(bad)}; run `store verify`")
     failures = m.failures()
     if failures:
-        lines.append(f"  failures ({len(failures)}, all in {Path(set_dir) / FAILURES}):")
+        lines.append(f"  failures ({len(failures)}, all in {display(Path(set_dir) / FAILURES)}):")
         lines += [f"    {f['video_id']}: {f['reason']}" for f in failures[:max_failures]]
         if len(failures) > max_failures:
             lines.append(f"    ... and {len(failures) - max_failures} more")

@@ -14,9 +14,10 @@ import h5py
 
 from ..console import plural
 from ..errors import StoreError
-from ..files import TMP_MARK, file_sha256
+from ..files import TMP_MARK
 from .claims import Claim, lock_held, locked
 from .manifest import FAILURES, MANIFEST, Manifest, drop_shards
+from .roots import root_of
 from .shards import ragged_problems, shard_index
 
 
@@ -31,15 +32,17 @@ def bad_shards(set_dir: Path, manifest: Manifest | None = None) -> dict[str, str
     written wrongly has the right checksum all the same); manifest: the set's, if read already."""
     bad = {}
     manifest = manifest or Manifest.read(set_dir)
+    root = root_of(set_dir)
     for s in manifest.shards:
         path = Path(set_dir) / s.file
-        if not path.exists():
+        size = root.size(path)  # the stored file or object itself, never a cached copy
+        if size is None:
             bad[s.file] = "listed in the manifest but missing"
-        elif path.stat().st_size != s.bytes:
-            bad[s.file] = f"size {path.stat().st_size} != manifest {s.bytes} (truncated or replaced)"
-        elif (digest := file_sha256(path)) != s.sha256:  # streamed: a shard may not fit in memory twice
+        elif size != s.bytes:
+            bad[s.file] = f"size {size} != manifest {s.bytes} (truncated or replaced)"
+        elif (digest := root.sha256(path)) != s.sha256:  # streamed: a shard may not fit in memory twice
             bad[s.file] = f"sha256 {digest[:12]}… != manifest {s.sha256[:12]}… (corrupt)"
-        elif manifest.ragged and (problems := ragged_layout_problems(path, s.videos)):
+        elif manifest.ragged and (problems := ragged_layout_problems(root.local_file(path, s.sha256), s.videos)):
             bad[s.file] = f"inconsistent ragged shard: {'; '.join(problems)}"
     return bad
 
@@ -122,9 +125,9 @@ def garbage(set_dir: Path) -> list[Path]:
     set_dir = Path(set_dir)
     listed = listed_files(set_dir)
     out = []
-    for p in sorted(set_dir.iterdir()):
-        if not p.is_file():
-            continue  # .claims/ is never garbage: deleting a held claim file would split the lock
+    # files directly in the set: .claims/ is never garbage (deleting a held claim would split the lock)
+    for name in root_of(set_dir).files(set_dir):
+        p = set_dir / name
         index = shard_index(p.name)
         if TMP_MARK in p.name:
             if index is not None and Claim(set_dir, index).held_elsewhere():
@@ -156,12 +159,11 @@ def remove_garbage(set_dir: Path, dry_run: bool = False) -> list[tuple[Path, int
             with locked(set_dir) if index is None and not dry_run else contextlib.nullcontext():
                 if path.name in listed_files(set_dir):
                     continue  # committed since we looked
-                try:
-                    size = path.stat().st_size
-                    if not dry_run:
-                        path.unlink()
-                except FileNotFoundError:
+                size = root_of(path).size(path)
+                if size is None:
                     continue
+                if not dry_run:
+                    root_of(path).delete(path)
                 removed.append((path, size))
         finally:
             if claim is not None:

@@ -1,8 +1,10 @@
 """The manifest: the only record of what a feature set has committed, and its only writer.
 
-`manifest.json` is replaced atomically, always under the set's `.lock`, and lists only
-shards that were renamed into place (after fsync) before it mentions them; readers take
-no lock and trust nothing else. `failures.jsonl` is derived from it on every write.
+`manifest.json` is replaced atomically, and lists only shards that were renamed into place
+(after fsync), or uploaded whole, before it mentions them; readers take no lock and trust
+nothing else. Every change is a read-modify-write (`update`): on a filesystem under the set's
+`.lock`; in a bucket as a conditional replace on the ETag it read, read again and redone when
+another writer got there first (roots.py). `failures.jsonl` is derived from it on every write.
 Nothing outside this module builds or rewrites a manifest.
 
 In memory a manifest is a `Manifest` (its shards `ShardEntry`s), checked key by key when it
@@ -17,14 +19,16 @@ import dataclasses
 import json
 import types
 import typing
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from ..config import SCHEMA_VERSION
 from ..errors import StoreError
-from ..files import atomic_write_bytes, now_iso
+from ..files import now_iso
 from .claims import locked
+from .roots import display, root_of
 
 MANIFEST = "manifest.json"
 FAILURES = "failures.jsonl"
@@ -184,18 +188,27 @@ class Manifest(Record):
     def read(cls, set_dir: Path) -> Manifest:
         """The committed state of the feature set in `set_dir`; a StoreError when there is none
         or it is not a manifest (naming the file and the key)."""
+        return cls.read_tagged(set_dir)[0]
+
+    @classmethod
+    def read_tagged(cls, set_dir: Path) -> tuple[Manifest, Any]:
+        """The manifest and the tag a conditional write compares (the object's ETag in a bucket)."""
         path = Path(set_dir) / MANIFEST
         try:
-            data = json.loads(path.read_text())
+            raw, tag = root_of(path).read_tagged(path)
         except FileNotFoundError:
-            raise StoreError(f"no feature set at {set_dir} (no {MANIFEST}); run `make features` first") from None
-        except json.JSONDecodeError as e:
             raise StoreError(
-                f"{path} is not valid JSON ({e}); the manifest is written atomically, so this file was edited by hand or by another tool"
+                f"no feature set at {display(set_dir)} (no {MANIFEST}); run `make features` first"
+            ) from None
+        try:
+            data = json.loads(raw.decode())
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise StoreError(
+                f"{display(path)} is not valid JSON ({e}); the manifest is written atomically, so this file was edited by hand or by another tool"
             ) from None
         if isinstance(data, dict) and data.get("schema_version") != SCHEMA_VERSION:
-            raise StoreError(f"{path}: schema version {data.get('schema_version')} is not {SCHEMA_VERSION}")
-        return cls.from_json(data, str(path))
+            raise StoreError(f"{display(path)}: schema version {data.get('schema_version')} is not {SCHEMA_VERSION}")
+        return cls.from_json(data, display(path)), tag
 
     @property
     def ragged(self) -> bool:
@@ -283,10 +296,11 @@ def create(set_dir: Path, manifest: Manifest) -> Manifest:
         try:
             return Manifest.read(set_dir)
         except StoreError:
-            if (Path(set_dir) / MANIFEST).exists():
+            if root_of(set_dir).exists(Path(set_dir) / MANIFEST):
                 raise  # there, but unreadable: never overwrite it
-        write_manifest(set_dir, manifest)
-        return manifest
+        if write_manifest(set_dir, manifest, expect=None):
+            return manifest
+    return Manifest.read(set_dir)  # a bucket: another run created it between our look and our write
 
 
 def read_manifest(set_dir: Path) -> Manifest:
@@ -300,10 +314,16 @@ def load_manifest(set_dir: Path) -> dict:
     return Manifest.read(set_dir).to_json()
 
 
-def write_manifest(set_dir: Path, manifest: Manifest | dict) -> None:
+ANY = object()  # write_manifest's `expect`: replace whatever is there
+
+
+def write_manifest(set_dir: Path, manifest: Manifest | dict, expect: Any = ANY) -> bool:
     """Atomically replace the manifest, then regenerate failures.jsonl from it.
 
     A JSON object (a manifest edited by hand or by a script) is checked as a read one is first.
+    expect: the tag the manifest was read with (None: there is none yet); where the root
+    compares it (a bucket), the write is refused, False returned, when the manifest changed.
+    On a filesystem the caller's `.lock` makes it so.
     """
     if isinstance(manifest, dict):
         manifest = Manifest.from_json(manifest, str(Path(set_dir) / MANIFEST))
@@ -314,9 +334,25 @@ def write_manifest(set_dir: Path, manifest: Manifest | dict) -> None:
     # failures.jsonl first: it is derived, and a crash between the two leaves the older,
     # still-consistent manifest in charge.
     lines = "".join(json.dumps(f, ensure_ascii=False) + "\n" for f in failures)
-    atomic_write_bytes(Path(set_dir) / FAILURES, lines.encode())
-    text = json.dumps(manifest.to_json(), indent=1, ensure_ascii=False)
-    atomic_write_bytes(Path(set_dir) / MANIFEST, text.encode())
+    root = root_of(set_dir)
+    root.write(Path(set_dir) / FAILURES, lines.encode())
+    text = json.dumps(manifest.to_json(), indent=1, ensure_ascii=False).encode()
+    if expect is ANY:
+        root.write(Path(set_dir) / MANIFEST, text)
+        return True
+    return root.replace_if(Path(set_dir) / MANIFEST, text, expect)
+
+
+def update(set_dir: Path, change: Callable[[Manifest], bool]) -> Manifest:
+    """Read the manifest, apply `change` (in place; False: nothing to write) and write it back, so
+    that no concurrent writer's change is lost: under the set's lock, or, in a bucket, written on
+    the condition that it is still the manifest read, and redone from a fresh read when not.
+    Returns the manifest as written (or as read, when `change` wrote nothing)."""
+    with locked(set_dir):
+        while True:
+            manifest, tag = Manifest.read_tagged(set_dir)
+            if not change(manifest) or write_manifest(set_dir, manifest, expect=tag):
+                return manifest
 
 
 def shard_entry(set_dir: Path, index: int, entry: dict, failures: list[dict], **more: Any) -> ShardEntry:
@@ -332,14 +368,15 @@ def commit_shard(set_dir: Path, index: int, entry: dict, failures: list[dict]) -
     video is never listed twice.
     """
     new = shard_entry(set_dir, index, entry, failures)
-    with locked(set_dir):
-        manifest = Manifest.read(set_dir)
+
+    def add(manifest: Manifest) -> bool:
         if any(s.index == index for s in manifest.shards):
-            return manifest
+            return False
         manifest.shards.append(new)
         manifest.shards.sort(key=lambda s: s.index)
-        write_manifest(set_dir, manifest)
-        return manifest
+        return True
+
+    return update(set_dir, add)
 
 
 def replace_shard(set_dir: Path, index: int, entry: dict, failures: list[dict]) -> Manifest:
@@ -349,29 +386,30 @@ def replace_shard(set_dir: Path, index: int, entry: dict, failures: list[dict]) 
     never touched: a reader that listed the old entry still reads the old, consistent
     bytes, and the superseded file is ordinary garbage for `store gc` afterwards.
     """
-    with locked(set_dir):
-        manifest = Manifest.read(set_dir)
+
+    def swap(manifest: Manifest) -> bool:
         old = [s for s in manifest.shards if s.index == index]
         if not old:
-            raise StoreError(f"{set_dir}: shard {index} is not committed; nothing to replace")
+            raise StoreError(f"{display(set_dir)}: shard {index} is not committed; nothing to replace")
         manifest.shards = [s for s in manifest.shards if s.index != index]
         manifest.shards.append(
             shard_entry(set_dir, index, entry, failures, revision=old[0].revision + 1, replaces=old[0].file)
         )
         manifest.shards.sort(key=lambda s: s.index)
-        write_manifest(set_dir, manifest)
-        return manifest
+        return True
+
+    return update(set_dir, swap)
 
 
 def mark_complete(set_dir: Path) -> Manifest:
-    with locked(set_dir):
-        manifest = Manifest.read(set_dir)
+    def check(manifest: Manifest) -> bool:
         done = {s.index for s in manifest.shards}
         manifest.complete = done >= set(range(manifest.num_shards))
         if manifest.complete and manifest.completed_at is None:
             manifest.completed_at = now_iso()
-        write_manifest(set_dir, manifest)
-        return manifest
+        return True
+
+    return update(set_dir, check)
 
 
 def drop_shards(set_dir: Path, files: list[str]) -> Manifest:
@@ -380,12 +418,14 @@ def drop_shards(set_dir: Path, files: list[str]) -> Manifest:
     The manifest stops listing them first, atomically and under the lock, and the set
     becomes incomplete; only then are the files deleted. Returns the new manifest.
     """
-    with locked(set_dir):
-        manifest = Manifest.read(set_dir)
+
+    def forget(manifest: Manifest) -> bool:
         manifest.shards = [s for s in manifest.shards if s.file not in files]
         manifest.complete = False
         manifest.completed_at = None
-        write_manifest(set_dir, manifest)
+        return True
+
+    manifest = update(set_dir, forget)
     for name in files:
-        (Path(set_dir) / name).unlink(missing_ok=True)
+        root_of(set_dir).delete(Path(set_dir) / name)
     return manifest

@@ -5,7 +5,8 @@
     ReuseIndex.lookup(key, fp) -> [StoredRow]        O(1): one indexed SQLite query
 
 Both live in one SQLite file under the store root (`.index/reuse.sqlite`, WAL mode, so
-concurrent runs read and write it safely). It is a cache and nothing else: the manifests
+concurrent runs read and write it safely); a bucket's index is kept on local disk, in the
+shard cache's directory (`index/<bucket>/<prefix>/reuse.sqlite`): SQLite needs a filesystem. It is a cache and nothing else: the manifests
 and the shards' `fingerprints` datasets are the truth, `sync` adds the committed shards it
 has not seen, and the caller checks every hit against the source set's manifest and shard
 before copying (a stale entry is dropped, never trusted). Deleting the file loses nothing.
@@ -22,8 +23,10 @@ import h5py
 
 from ..errors import StoreError
 from ..files import digest, file_sha256
+from .cache import cache_dir
 from .catalog import feature_sets
 from .manifest import Manifest
+from .roots import absolute, is_remote, root_of
 
 INDEX_DIR = ".index"
 INDEX_FILE = "reuse.sqlite"
@@ -62,7 +65,7 @@ class ReuseIndex:
 
     def __init__(self, features_root: Path):
         self.root = Path(features_root)
-        path = self.root / INDEX_DIR / INDEX_FILE
+        path = index_path(self.root)
         path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: each statement commits at once (a kill -9 loses at most one).
         self.db = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
@@ -133,23 +136,26 @@ class ReuseIndex:
             except (StoreError, OSError):  # a set made unreadable meanwhile: it has nothing to offer
                 continue
             rel = self.rel(set_dir)
-            new = {s.file: shard_fingerprints(set_dir / s.file) for s in m.shards if (rel, s.file) not in seen}
+            new = {
+                s.file: shard_fingerprints(set_dir / s.file, s.sha256) for s in m.shards if (rel, s.file) not in seen
+            }
             if new:
                 self.add_shards(set_dir, settings_key(m.identity), new)
                 added += len(new)
         return added
 
     def rel(self, set_dir: Path) -> str:
-        return Path(set_dir).resolve().relative_to(self.root.resolve()).as_posix()
+        return absolute(Path(set_dir)).relative_to(absolute(self.root)).as_posix()
 
 
-def shard_fingerprints(path: Path) -> list[str]:
+def shard_fingerprints(path: Path, sha256: str | None = None) -> list[str]:
     """A shard's `fingerprints` dataset, [] when it has none or cannot be read (not verified:
-    the index only points; the copy reads the shard through its checksum)."""
+    the index only points; the copy reads the shard through its checksum). sha256: the
+    manifest's, where known (a bucket's shard is then read from the cache)."""
     try:
-        with h5py.File(path, "r") as f:
+        with h5py.File(root_of(path).local_file(Path(path), sha256), "r") as f:
             return list(f["fingerprints"].asstr()[()]) if "fingerprints" in f else []
-    except OSError:
+    except (OSError, StoreError):
         return []
 
 
@@ -168,6 +174,9 @@ def open_index(features_root: Path) -> ReuseIndex:
 
 
 def index_path(features_root: Path) -> Path:
+    """The index file: under the root, or for a bucket under the local cache directory."""
+    if is_remote(features_root):
+        return cache_dir() / "index" / Path(*Path(features_root).parts[1:]) / INDEX_FILE
     return Path(features_root) / INDEX_DIR / INDEX_FILE
 
 

@@ -35,6 +35,7 @@ from ..config import store_dataset_name, store_root
 from ..errors import ConfigError, IntegrityError, ReaderError, StoreError
 from .catalog import feature_sets, list_sets, match_feature_sets, table
 from .manifest import MANIFEST, Manifest, ShardEntry
+from .roots import display, root_of
 from .shards import ragged_problems, read_shard, video_offsets
 
 # Identity fields that may differ between sets that can still be mixed: which videos and
@@ -53,26 +54,26 @@ def describe_candidates(dirs: Iterable[Path]) -> str:
             m = Manifest.read(d)
             state = "complete" if m.complete else f"partial {len(m.shards)}/{m.num_shards} shards"
             lines.append(
-                f"  {d}  (T={m.frames or 'per video'}, weights {m.identity.get('weights', '?')}, "
+                f"  {display(d)}  (T={m.frames or 'per video'}, weights {m.identity.get('weights', '?')}, "
                 f"{m.num_stored} videos, {state}, created {m.created_at})"
             )
         except StoreError as e:
-            lines.append(f"  {d}  (unreadable: {e})")
+            lines.append(f"  {display(d)}  (unreadable: {e})")
     return "\n".join(lines) or "  none"
 
 
 def find_feature_set(ref: str, root: Path, dataset: str | None = None) -> Path:
     """A set by directory path, by id under root/<dataset>/, or by unique id (or dataset/id) prefix."""
-    if (Path(ref) / MANIFEST).is_file():
+    if Path(ref).parts and root_of(ref).exists(Path(ref) / MANIFEST):
         return Path(ref)
-    if dataset and (root / dataset / ref / MANIFEST).is_file():
+    if dataset and root_of(root).exists(root / dataset / ref / MANIFEST):
         return root / dataset / ref
     matches = match_feature_sets(root, ref)
     if len(matches) == 1:
         return matches[0]
     what = "more than one feature set matches" if matches else "no feature set matches"
     raise ReaderError(
-        f"--features (FEATURES=): {what} {ref!r} under {root}; known sets:\n"
+        f"--features (FEATURES=): {what} {ref!r} under {display(root)}; known sets:\n"
         f"{describe_candidates(list(feature_sets(root)))}"
     )
 
@@ -85,10 +86,10 @@ def the_set(features_root: Path, ref: str | None = None) -> Path:
         return find_feature_set(ref, features_root)
     sets = list(feature_sets(features_root))
     if not sets:
-        raise StoreError(f"no feature sets under {features_root}; `make features` makes one")
+        raise StoreError(f"no feature sets under {display(features_root)}; `make features` makes one")
     if len(sets) > 1:
         raise ConfigError(
-            f"{len(sets)} feature sets under {features_root}; pass one's id (ID= for `make store-info`), a unique "
+            f"{len(sets)} feature sets under {display(features_root)}; pass one's id (ID= for `make store-info`), a unique "
             f"prefix of it, or dataset/id:\n{table(list_sets(features_root))}"
         )
     return sets[0]
@@ -125,7 +126,7 @@ def resolve_feature_sets(
     kind = f"{modality} " if modality else ""
     if not complete:
         raise ReaderError(
-            f"--features (FEATURES=): none of the {len(candidates)} {kind}feature set(s) for {dataset!r} under {root} "
+            f"--features (FEATURES=): none of the {len(candidates)} {kind}feature set(s) for {dataset!r} under {display(root)} "
             f"is complete:\n{describe_candidates(candidates)}\nfinish one with `make features`, or pass "
             f"FEATURES=<id or path> to train on a partial set"
         )
@@ -144,17 +145,17 @@ def resolve_feature_sets(
 def no_set_message(dataset: str, root: Path, modality: str | None, held: list[str], words: str) -> str:
     """Why DATASET= (and MODALITIES=) found no set, and what to type; held: the modalities the dataset's
     sets hold; words: the Make variables the user gave that name the dataset."""
-    where = "" if Path(root) == store_root(None) else f" FEATURES_ROOT={root}"  # the root the user named
+    where = "" if Path(root) == store_root(None) else f" FEATURES_ROOT={display(root)}"  # the root the user named
     if not held:
         made = {d.parent.name: d for d in feature_sets(root)}
         there = "".join(f"\n  `make train {made_with(d)}{where}`  ({name}/)" for name, d in sorted(made.items()))
         return (
-            f"--dataset (DATASET=): no feature set for {dataset!r} under {root}; "
+            f"--dataset (DATASET=): no feature set for {dataset!r} under {display(root)}; "
             f"run `make features {words}{where}` first, or pass FEATURES=<id or path>. "
             + (f"The sets there are trained with:{there}" if there else "The store holds no feature set yet.")
         )
     return (
-        f"--modalities (MODALITIES=): no {modality} feature set for {dataset!r} under {root} (its sets hold "
+        f"--modalities (MODALITIES=): no {modality} feature set for {dataset!r} under {display(root)} (its sets hold "
         f"{', '.join(held)}); run `make features {words} MODALITY={modality}{where}` first, or pass "
         f"FEATURES=<id or path>"
     )
@@ -212,7 +213,7 @@ class FeatureSet:
         if entry is not None:
             return entry
         raise IntegrityError(
-            f"{self.set_dir / file}: not listed in {self.set_dir / MANIFEST}; "
+            f"{display(self.set_dir / file)}: not listed in {display(self.set_dir / MANIFEST)}; "
             f"an uncommitted or foreign shard is never read"
         )
 
@@ -236,12 +237,12 @@ class FeatureSet:
                 raise IntegrityError(f"{self.set_dir / file}: an inconsistent ragged shard: {'; '.join(problems)}")
         elif len(shape) != 3 or shape[1:] != (self.frames, self.feature_dim) or shape[0] != entry.videos:
             raise IntegrityError(
-                f"{self.set_dir / file}: holds {' x '.join(map(str, shape))} features, the manifest says "
+                f"{display(self.set_dir / file)}: holds {' x '.join(map(str, shape))} features, the manifest says "
                 f"{entry.videos} x {self.frames} x {self.feature_dim}"
             )
         shard_set = data["attrs"].get("feature_set_id")
         if shard_set not in (None, self.id):
-            raise IntegrityError(f"{self.set_dir / file}: belongs to feature set {shard_set!r}, not {self.id!r}")
+            raise IntegrityError(f"{display(self.set_dir / file)}: belongs to feature set {shard_set!r}, not {self.id!r}")
         return data
 
 
@@ -252,7 +253,9 @@ def open_feature_sets(dirs: list[Path]) -> list[FeatureSet]:
     sets = [FeatureSet(Path(d), Manifest.read(d)) for d in dirs]
     for fs in sets:
         if not fs.manifest.shards:
-            raise ReaderError(f"feature set {fs.set_dir} has no committed shard yet; run `make features` first")
+            raise ReaderError(
+                f"feature set {display(fs.set_dir)} has no committed shard yet; run `make features` first"
+            )
     for other in sets[1:]:
         check_compatible(sets[0], other)
     return sets
@@ -274,7 +277,7 @@ def check_compatible(a: FeatureSet, b: FeatureSet) -> None:
     image size, crop, normalisation, precision): features computed differently live in
     different spaces and a model trained on one is meaningless on the other.
     """
-    name = f"feature sets {a.set_dir} and {b.set_dir}"
+    name = f"feature sets {display(a.set_dir)} and {display(b.set_dir)}"
     if a.ragged != b.ragged:
         raise ReaderError(f"refusing to mix {name}: one is ragged (rows per video), the other fixed-T")
     if a.frames != b.frames:
@@ -344,7 +347,7 @@ def read_index(sets: list[FeatureSet]) -> Index:
     shards: list[ShardRef] = []
     for k, fs in enumerate(sets):
         for entry in fs.manifest.shards:
-            with h5py.File(fs.set_dir / entry.file, "r") as f:
+            with h5py.File(root_of(fs.set_dir).local_file(fs.set_dir / entry.file, entry.sha256), "r") as f:
                 ids = f["video_ids"].asstr()[()]
                 cols["groups"].append(f["groups"].asstr()[()])
                 cols["labels"].append(f["labels"][()].astype(np.int64))
@@ -628,6 +631,6 @@ def verified_shard(sets: list[FeatureSet], index: Index, k: int) -> dict:
     expected = index.video_ids[index.shard == k]
     if len(data["video_ids"]) != len(expected) or (np.asarray(data["video_ids"]) != expected).any():
         raise IntegrityError(
-            f"{sets[ref.set_index].set_dir / ref.file}: its video ids changed since the index was read"
+            f"{display(sets[ref.set_index].set_dir / ref.file)}: its video ids changed since the index was read"
         )
     return data

@@ -5,7 +5,9 @@ a ragged shard (attribute `layout = "ragged"`, a dense set's) holds `features (R
 every video's rows one after another, with `lengths` saying how many are each video's, and
 the RAGGED_FIELDS besides (docs/store.md). It is built in memory, so its sha256 is taken over exactly
 the bytes written, then written under a temp name, fsync'd and renamed into place; a
-reader reads it whole and checks the sha256 over the very bytes it returns.
+reader reads it whole and checks the sha256 over the very bytes it returns. In a bucket
+the whole file is one PUT whose sha256 the server checks on arrival, and a reader gets it
+from the local shard cache (cache.py), fetched on a miss (roots.py).
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import numpy as np
 
 from ..config import SCHEMA_VERSION
 from ..errors import IntegrityError
-from ..files import TMP_MARK, atomic_write_bytes
+from ..files import TMP_MARK
+from .roots import display, root_of
 
 STR = h5py.string_dtype(encoding="utf-8")
 # Datasets every shard holds, in the order docs/store.md documents them.
@@ -51,7 +54,7 @@ def shard_index(name: str) -> int | None:
 
 
 def write_shard(path: Path, arrays: Mapping[str, np.ndarray | list[str]], attrs: dict) -> dict:
-    """Write one shard to a temp name, fsync, and rename it to `path`.
+    """Write one shard to a temp name, fsync, and rename it to `path` (in a bucket: one checked PUT).
 
     arrays: features (n, T, D) float16; lengths (n,) int32; labels (n,) int32;
     video_ids (n,) str; groups (n,) str; frame_indices (n, T) int32, or (n, T, K) in a set
@@ -75,7 +78,7 @@ def write_shard(path: Path, arrays: Mapping[str, np.ndarray | list[str]], attrs:
         for k, v in attrs.items():
             f.attrs[k] = v if isinstance(v, (int, float, str)) else json.dumps(v, sort_keys=True)
     blob = buf.getvalue()
-    atomic_write_bytes(path, blob)
+    root_of(path).write(path, blob)
     return {
         "file": path.name,
         "videos": int(len(arrays["lengths"])),
@@ -92,9 +95,11 @@ def read_shard(path: Path, sha256: str | None = None) -> dict[str, Any]:
     Returns the SHARD_FIELDS arrays (video_ids/groups as str arrays), the optional and ragged
     ones the shard has, plus "attrs" (dict).
     """
-    data = Path(path).read_bytes()
+    data = root_of(path).shard_bytes(Path(path), sha256)
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise IntegrityError(f"{path}: sha256 does not match the manifest; the shard is corrupt (run `store verify`)")
+        raise IntegrityError(
+            f"{display(path)}: sha256 does not match the manifest; the shard is corrupt (run `store verify`)"
+        )
     out: dict = {}
     with h5py.File(io.BytesIO(data), "r") as f:
         for name in SHARD_FIELDS + tuple(k for k in OPTIONAL_FIELDS + RAGGED_FIELDS if k in f):

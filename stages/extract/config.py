@@ -58,7 +58,9 @@ class ExtractConfig:
         shown="data/<dataset>",
     )
     features_root: Path | None = option(
-        None, "The feature store's root; share it between teams.", shown="$FEATURES_ROOT, else data/features"
+        None,
+        "The feature store's root: a directory, or s3://bucket/prefix (docs/store.md); share it between teams.",
+        shown="$FEATURES_ROOT, else data/features",
     )
     frames: int | str = option(
         16,

@@ -43,7 +43,7 @@ import torch
 
 from pipeline import console, store
 from pipeline.errors import ConfigError, StoreError
-from pipeline.files import TMP_MARK, fsync_dir
+from pipeline.files import TMP_MARK
 
 from .config import ExtractConfig
 from .copying import index_committed
@@ -409,13 +409,14 @@ class Driver:
         """Rename the staged shard into place and record it; we hold its claim throughout."""
         i, set_dir = result["index"], self.plan.set_dir
         staged, final = set_dir / result["staged"], set_dir / store.shard_name(result["index"])
+        root = store.root_of(set_dir)  # a shared directory, or a bucket every worker writes to
         try:
-            if staged.stat().st_size != result["entry"]["bytes"]:
+            size = root.size(staged)
+            if size != result["entry"]["bytes"]:
                 raise ClusterError(
-                    f"{staged.name}: {staged.stat().st_size} bytes on the shared store, the task wrote {result['entry']['bytes']}"
+                    f"{staged.name}: {size} bytes on the shared store, the task wrote {result['entry']['bytes']}"
                 )
-            os.replace(staged, final)
-            fsync_dir(set_dir)
+            root.rename(staged, final)
         except (OSError, ClusterError) as e:
             # The store the workers write to is not the one this driver sees, or the file
             # vanished: compute it again rather than commit something unchecked.

@@ -86,7 +86,7 @@ def reuse(plan: ExtractionPlan, manifest: store.Manifest, summary: Summary, earl
         f"reusing feature set {plan.identity.id}: complete, {manifest.num_stored} videos "
         f"(computed {manifest.completed_at or manifest.created_at}); nothing to compute"
         + (
-            f"; {failed} failed video(s) listed in {plan.set_dir / store.FAILURES} (rerun with "
+            f"; {failed} failed video(s) listed in {store.display(plan.set_dir / store.FAILURES)} (rerun with "
             f"--retry-failures / RETRY_FAILURES=1 to try them again)"
             if failed and not plan.cfg.retry_failures
             else ""
@@ -116,7 +116,8 @@ def print_summary(s: Summary, manifest: store.Manifest) -> None:
         + f", reused {s.reused}, failed {s.failed} (this run) / {manifest.num_failed} (set), "
         f"total {s.total} videos\n"
         f"  elapsed {s.elapsed:.1f} s, {s.videos_per_s:.2f} videos/s" + (f"  [{where}]" if where else "") + "\n"
-        f"  features: {s.set_dir}" + (f"\n  failures: {s.set_dir / store.FAILURES}" if manifest.num_failed else "")
+        f"  features: {store.display(s.set_dir)}"
+        + (f"\n  failures: {store.display(s.set_dir / store.FAILURES)}" if manifest.num_failed else "")
     )
 
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -152,14 +151,7 @@ def open_feature_set(plan: ExtractionPlan) -> store.Manifest:
             return manifest
     except (StoreError, OSError):  # none yet (or an unusable path, reported just below)
         pass
-    try:
-        plan.set_dir.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(plan.set_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o664))  # what store.locked needs
-    except OSError as e:
-        raise StoreError(
-            f"--features-root (FEATURES_ROOT=): cannot write the feature set at {plan.set_dir} "
-            f"({e.strerror or e}); point FEATURES_ROOT at a directory you can write"
-        ) from None
+    store.root_of(plan.set_dir).prepare(plan.set_dir)  # a directory and its .lock, or a checked bucket
     ds, cfg = plan.listing, plan.cfg
     # The decoder's libraries, for provenance only: the id names the decoder, not its build.
     config = cfg.to_json() | {"decoder_versions": decoder_versions(cfg.decoder)}

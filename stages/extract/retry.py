@@ -56,9 +56,8 @@ class RewriteShard:
                     f"(replaces {before.file}; `store gc` removes the old file)"
                 )
             else:
-                (self.plan.set_dir / entry["file"]).unlink(
-                    missing_ok=True
-                )  # nothing gained: keep the committed revision
+                # nothing gained: keep the committed revision
+                store.root_of(self.plan.set_dir).delete(self.plan.set_dir / entry["file"])
         finally:
             if shard.claim is not None:
                 shard.claim.release()

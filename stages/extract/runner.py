@@ -501,7 +501,7 @@ def claim_uncommitted(set_dir: Path, i: int) -> tuple[store.Claim | None, str]:
     run computes it; (None, "") when it was committed before we got the claim."""
     claim = store.Claim(set_dir, i)
     if not claim.acquire():
-        return None, claim.path.read_text().strip() or "a live run"
+        return None, claim.holder() or "a live run"
     if i in committed_indices(set_dir):  # committed between our look and our claim
         claim.release()
         return None, ""

@@ -78,7 +78,7 @@ def open_view(cfg: TrainConfig) -> FeatureSetView:
     view = FeatureSetView(feature_dirs(cfg))
     if not view.classes:
         raise ConfigError(
-            f"{', '.join(fs.set_dir.as_posix() for m in view.modalities for fs in view.sets[m])}: the feature set "
+            f"{', '.join(store.display(fs.set_dir) for m in view.modalities for fs in view.sets[m])}: the feature set "
             f"has no labels (its CSV list has no label column), so no classifier can be trained or scored on it. "
             f"Add a label column to the CSV (path,label[,split][,group]) and run make features again for a "
             f"labelled set, or read these features from your own code (pipeline.FeatureStore, docs/api.md)"
@@ -98,7 +98,7 @@ def load_data(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> Loa
     for fs in (fs for m in view.modalities for fs in view.sets[m]):
         if not fs.manifest.complete:
             console.say(
-                f"warning: feature set {fs.set_dir} is incomplete ({fs.manifest.num_stored} of "
+                f"warning: feature set {store.display(fs.set_dir)} is incomplete ({fs.manifest.num_stored} of "
                 f"{fs.manifest.num_videos} videos committed); training on what is there"
             )
     splits = {n: view.split(n, cfg.seed, cfg.test_fraction) for n in view.split_names(cfg.split)}
@@ -258,7 +258,7 @@ def feature_sets_record(view: FeatureSetView) -> list[dict]:
     (what evaluate, predict and `make zeroshot` rebuild from)."""
     return [
         {
-            "dir": str(s.set_dir.resolve()),
+            "dir": store.display(store.absolute(s.set_dir)),
             "id": s.id,
             "dataset": s.manifest.dataset,
             "modality": m,
