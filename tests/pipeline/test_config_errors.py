@@ -70,7 +70,7 @@ def assert_rejected(result, root: Path, *needles: str, status: int = 2) -> None:
         (["--bogus", "1"], ["No such option '--bogus'"]),
         (["--frames", "0"], ["--frames (FRAMES=)", "positive", "0"]),
         (["--frames", "-3"], ["--frames (FRAMES=)", "-3"]),
-        (["--frames", "many"], ["--frames", "'many' is not a valid integer"]),
+        (["--frames", "many"], ["--frames", "'many' is neither a whole number nor 'all'"]),
         (["--workers", "-1"], ["--workers", ">= 0", "-1"]),
         (["--shard-size", "0"], ["--shard-size", "0"]),
         (["--size", "8"], ["--size (SIZE=)", "at least 32 px", "8"]),
