@@ -4,6 +4,7 @@ the durations pytest's cache keeps, else by SLOWEST; each file's tests together,
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -78,11 +79,18 @@ def test_two_workers_start_with_the_two_longest_files_and_the_session_records_it
     assert set(recorded) == set(seconds) and recorded != seconds, recorded
 
 
-@pytest.mark.parametrize("option", ["--no-loadscope-reorder", "--dist loadfile"])
-def test_make_test_runs_whole_files_in_the_schedules_order(option):
-    makefile = (REPO / "Makefile").read_text()
-    (line,) = [ln for ln in makefile.splitlines() if ln.startswith("PYTEST_PARALLEL =")]
-    assert option in line, line
+def pytest_line(target: str) -> str:
+    """The pytest command line `make -n TARGET` prints (nothing run)."""
+    out = subprocess.run(["make", "-n", target], cwd=REPO, capture_output=True, text=True, check=True)
+    (line,) = [ln for ln in out.stdout.splitlines() if " -m pytest " in ln]
+    return line
+
+
+@pytest.mark.parametrize("target", ["test", "test-all"])
+def test_make_runs_whole_files_in_the_schedules_order_with_sleeping_idle_threads(target):
+    line = pytest_line(target)
+    assert "-n 2 --dist loadfile --no-loadscope-reorder" in line, line
+    assert line.startswith("OMP_WAIT_POLICY=PASSIVE "), line  # idle torch threads sleep: the same results
 
 
 def test_the_plugin_is_registered_by_the_suites_conftest(request):
