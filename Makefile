@@ -73,16 +73,20 @@ demo: setup
 # Quick suite: lint and the type checker first (they fail in seconds), then every test but
 # those marked slow or gpu; the acceptance tier (tests/acceptance/, docs/testing.md) is in.
 # Offline from the start (tests/offline.py); the 15 slowest tests are listed at the end.
-# TEST_WORKERS test processes (pytest-xdist), each given whole test files (their shared fixtures).
+# TEST_WORKERS test processes (pytest-xdist), each given whole test files (their shared fixtures),
+# the longest first (tests/schedule.py; docs/testing.md). Torch's idle OpenMP threads sleep instead
+# of spinning (OMP_WAIT_POLICY: the same threads and results), so a spinning thread does not take the
+# core another worker's thread needs.
 TEST_WORKERS ?= 2
-PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile
+PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
+PYTEST_ENV = OMP_WAIT_POLICY=PASSIVE
 test: setup
 	$(PY) -m ruff check pipeline stages tests
 	$(PY) -m mypy
-	$(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_PARALLEL) --durations=15 $(PYTEST_ARGS)
+	$(PYTEST_ENV) $(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_PARALLEL) --durations=15 $(PYTEST_ARGS)
 
 test-all: setup
-	$(PY) -m pytest -q $(PYTEST_PARALLEL) --durations=15 $(PYTEST_ARGS)
+	$(PYTEST_ENV) $(PY) -m pytest -q $(PYTEST_PARALLEL) --durations=15 $(PYTEST_ARGS)
 
 test-gpu: setup
 	$(PY) -m pytest -q -m gpu $(PYTEST_ARGS)

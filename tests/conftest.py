@@ -1,9 +1,8 @@
 """Shared fixtures: dataset trees in the official layouts, made of videos generated with ffmpeg.
 
-Every tree is built once per test session (tests/synth/, all cores) under the session's
-tmp dir; together they take about 15 s on 2 cores, and only the ones a run asks for are
-built. Treat them as read-only: copy a tree before changing it (except `bad_corpus`, whose
-FIFO would block a copy).
+Every tree is built once per test session (tests/synth/, all cores), for all of the session's
+worker processes (tests/once.py), and only the ones a run asks for are built. Treat them as
+read-only: copy a tree before changing it (except `bad_corpus`, whose FIFO would block a copy).
 
 Also here: the session is offline (tests/offline.py, imported before anything else); ffmpeg must be installed (a missing one fails every test with the install hint,
 it never skips them), and tests marked `gpu` are skipped where CUDA is not available.
@@ -23,12 +22,15 @@ import offline  # first of all: the session offline before any library reads its
 import pytest
 import synth
 from helpers import UCF_TREE_CLASSES, UCF_TREE_SETTINGS, without_ffprobe
+from once import once
+from schedule import Schedule
 
 pytest_plugins = ["pytester"]  # tests/test_offline.py runs a session of its own
 
 
 def pytest_configure(config):
     config.pluginmanager.register(offline, "offline")  # its checks after each test phase
+    config.pluginmanager.register(Schedule(config), "schedule")  # the longest files start first
 
 
 def pytest_collection_modifyitems(config, items):
@@ -62,55 +64,43 @@ def ffmpeg_installed():
 
 
 @pytest.fixture(scope="session")
-def synth_root(tmp_path_factory) -> Path:
-    return tmp_path_factory.mktemp("synth")
-
-
-@pytest.fixture(scope="session")
-def sample_tree(synth_root) -> Path:
+def sample_tree(tmp_path_factory) -> Path:
     """The embedded sample dataset (UCF101 layout, 6 classes, 48 clips), exactly as `make demo` makes it."""
-    return synth.make_sample_dataset(synth_root / "sample")
+    return once(tmp_path_factory, "sample", lambda root: str(synth.make_sample_dataset(root)))[0]
 
 
 @pytest.fixture(scope="session")
-def ucf_tree(synth_root) -> Path:
+def ucf_tree(tmp_path_factory) -> Path:
     """A UCF101-layout root (UCF-101/ + ucfTrainTestlist/, CRLF, 3 splits) of 18 clips; see UCF_TREE_CLASSES."""
-    root = synth_root / "ucf101"
-    synth.make_ucf101_tree(root, UCF_TREE_CLASSES, **UCF_TREE_SETTINGS)
-    return root
+    build = lambda root: synth.make_ucf101_tree(root, UCF_TREE_CLASSES, **UCF_TREE_SETTINGS)
+    return once(tmp_path_factory, "ucf101", build)[0]
 
 
 @pytest.fixture(scope="session")
-def hmdb_tree(synth_root) -> Path:
+def hmdb_tree(tmp_path_factory) -> Path:
     """An HMDB51-layout root: 3 classes x 3 films x 2 clips, testTrainMulti_7030_splits/ with marks 1/2/0."""
-    root = synth_root / "hmdb51"
-    synth.make_hmdb51_tree(root)
-    return root
+    return once(tmp_path_factory, "hmdb51", lambda root: list(synth.make_hmdb51_tree(root)))[0]
 
 
 @pytest.fixture(scope="session")
-def folder_tree(synth_root) -> Path:
+def folder_tree(tmp_path_factory) -> Path:
     """root/<class>/<video>: 2 classes x 3 clips in .avi, .mp4 and .mkv."""
-    root = synth_root / "folder"
-    synth.make_folder_tree(root)
-    return root
+    return once(tmp_path_factory, "folder", synth.make_folder_tree)[0]
 
 
 @pytest.fixture(scope="session")
-def csv_dataset(synth_root) -> Path:
+def csv_dataset(tmp_path_factory) -> Path:
     """Path of a list.csv ('path,label,split', paths relative to its folder) over 9 clips of 3 classes."""
-    return synth.make_csv_dataset(synth_root / "csv")
+    return Path(once(tmp_path_factory, "csv", lambda root: str(synth.make_csv_dataset(root)))[1])
 
 
 @pytest.fixture(scope="session")
-def temporal_tree(synth_root) -> Path:
+def temporal_tree(tmp_path_factory) -> Path:
     """UCF101-layout root whose 4 classes hold the same 3 scenes in different orders (48 clips, 128x96).
 
     The class -> scene order table is synth.order_classes(4).
     """
-    root = synth_root / "temporal"
-    synth.make_temporal_order_dataset(root)
-    return root
+    return once(tmp_path_factory, "temporal", lambda root: list(synth.make_temporal_order_dataset(root)))[0]
 
 
 @dataclass(frozen=True)
@@ -124,17 +114,15 @@ class BadCorpus:
 
 
 @pytest.fixture(scope="session")
-def bad_corpus(synth_root) -> BadCorpus:
+def bad_corpus(tmp_path_factory) -> BadCorpus:
     """The bad-input corpus of issue 5 (synth.make_bad_corpus). Holds a FIFO: never copytree it."""
-    root = synth_root / "bad"
-    return BadCorpus(root, synth.make_bad_corpus(root))
+    return BadCorpus(*once(tmp_path_factory, "bad", synth.make_bad_corpus))
 
 
 @pytest.fixture(scope="session")
-def missing_listed_tree(synth_root) -> tuple[Path, str]:
+def missing_listed_tree(tmp_path_factory) -> tuple[Path, str]:
     """(UCF101-layout root, relative path listed in its split files but absent from UCF-101/)."""
-    root = synth_root / "missing"
-    return root, synth.make_missing_listed_tree(root)
+    return once(tmp_path_factory, "missing", synth.make_missing_listed_tree)
 
 
 @dataclass(frozen=True)
@@ -189,10 +177,14 @@ def weights_file(tmp_path_factory) -> Path:
     import torch
     import torchvision
 
-    torch.manual_seed(123)
-    path = tmp_path_factory.mktemp("weights") / "resnet50.pth"
-    torch.save(torchvision.models.resnet50().state_dict(), path)
-    return path
+    def write(folder: Path) -> str:
+        torch.manual_seed(123)
+        folder.mkdir()
+        torch.save(torchvision.models.resnet50().state_dict(), folder / "resnet50.pth")
+        return str(folder / "resnet50.pth")
+
+    return Path(once(tmp_path_factory, "weights", write)[1])
+
 
 
 @pytest.fixture(scope="module")

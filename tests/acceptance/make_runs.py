@@ -36,7 +36,8 @@ UCF_SETTINGS = dict(groups=UCF_GROUPS, clips_per_group=1, fps=8, size=(64, 48), 
 SMALL = ("SIZE=64", "FRAMES=8")
 # The variables of the caller's environment that a command may keep; any other one
 # (DATASET, MODEL, FEATURES_ROOT, MAKEFLAGS from an outer `make test`...) would change the command.
-KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER")
+# OMP_WAIT_POLICY (`make test` sets it) changes how torch's idle threads wait, never a result.
+KEEP_ENV = ("PATH", "HOME", "LANG", "LC_ALL", "TMPDIR", "USER", "OMP_WAIT_POLICY")
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from PIL import Image
 
 from pipeline.config import SCHEMA_VERSION
 from pipeline.errors import ConfigError
+from stages import cli_docs
 from stages.cli import main
 from stages.extract import extract_features, families
 from stages.extract.config import AUDIO_FEATURES, ExtractConfig, FeatureIdentity
@@ -102,6 +103,15 @@ def mean_colours(pictures: list) -> np.ndarray:
         crop = p.resize((w, h), Image.BILINEAR).crop((left, top, left + 32, top + 32))
         rows.append(np.asarray(crop, np.float32).mean(axis=(0, 1)))
     return np.stack(rows)
+
+
+@pytest.fixture(autouse=True)
+def backbone_help_restored(monkeypatch):
+    """`features --help` writes the families' listing into the --backbone option's help (the
+    BackboneOption of stages/cli.py), which lives as long as the process: it is put back after each
+    test, so that a later test in this process (tests/test_options.py) reads the option's own help."""
+    (option,) = [o for o in cli_docs.options(("features",)) if o.name == "backbone"]
+    monkeypatch.setattr(option, "help", option.help)
 
 
 @pytest.fixture
