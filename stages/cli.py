@@ -127,8 +127,12 @@ class BackboneOption(MakeOption):
     def get_help_record(self, ctx: click.Context):
         from .extract.family_listing import backbone_help
 
+        own = self.help  # the option is shared by every invocation in a process: put its own help back
         self.help = backbone_help()
-        return super().get_help_record(ctx)
+        try:
+            return super().get_help_record(ctx)
+        finally:
+            self.help = own
 
 
 # Fields whose option needs more than MakeOption; every other field's option is a MakeOption.
