@@ -1,0 +1,75 @@
+"""The localization heads on synthetic rows (tests/localize/localize_rows.py): the ActionFormer-style head
+finds Rise and Fall, which look alike in every single row, the per-step tagger cannot; the run
+directory's files; soft-NMS and the GIoU loss by hand."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from localize_rows import synthetic_set
+
+from stages.localize.config import LocalizeConfig
+from stages.localize.heads import giou_1d, soft_nms
+from stages.localize.run import fit_and_score
+from stages.localize.scoring import localization_metrics, results_rows
+
+
+def run(tmp_path, model, **kw):
+    dense, matched = synthetic_set()
+    cfg = LocalizeConfig(
+        model=model, epochs=kw.pop("epochs", 30), hidden=64, levels=3, progress=False, device="cpu", **kw
+    )
+    out = tmp_path / model
+    out.mkdir()
+    return fit_and_score(cfg, dense, matched, out, torch.device("cpu")), matched
+
+
+@pytest.fixture(scope="module")
+def actionformer(tmp_path_factory):
+    return run(tmp_path_factory.mktemp("runs"), "actionformer")
+
+
+def test_the_pyramid_head_separates_orders_the_tagger_cannot(actionformer, tmp_path):
+    result, _ = actionformer
+    assert result.metrics["mAP@0.5"] >= 0.9
+    tagger, _ = run(tmp_path, "tagger")
+    assert tagger.metrics["per_class"]["Flash"]["AP@0.5"] >= 0.9  # a look of its own: one row tells it
+    assert tagger.metrics["mAP@0.5"] < 0.9
+
+
+def test_the_run_directory_and_its_results_file(actionformer):
+    result, matched = actionformer
+    d = result.run_dir
+    config = json.loads((d / "config.json").read_text())
+    assert config["kind"] == "localize" and config["classes"] == ["Fall", "Flash", "Rise"]
+    metrics = json.loads((d / "metrics.json").read_text())
+    for key in ("mAP@0.3", "mAP@0.4", "mAP@0.5", "mAP@0.6", "mAP@0.7", "mAP", "mAP@0.5:0.95"):
+        assert 0 <= metrics[key] <= 1
+    assert metrics["mAP"] == pytest.approx(np.mean([metrics[f"mAP@{t}"] for t in (0.3, 0.4, 0.5, 0.6, 0.7)]))
+    results = json.loads((d / "predictions.json").read_text())["results"]
+    held = matched.part("eval")
+    assert sorted(results) == sorted(v.entry for v in held)
+    for rows in results.values():
+        assert all(set(r) == {"label", "score", "segment"} and r["segment"][0] < r["segment"][1] for r in rows)
+    truth = [(v.entry, s.start, s.end, s.label) for v in held for s in v.segments]
+    assert localization_metrics(truth, results_rows(results))["mAP@0.5"] == pytest.approx(metrics["mAP@0.5"], abs=1e-9)
+    assert sorted(p.name for p in (d / "timelines").iterdir()) == sorted(f"{v.entry}.png" for v in held)
+    assert (d / "checkpoint.pt").is_file() and not (d / "FAILED").exists()
+
+
+def test_soft_nms_decays_overlaps_by_their_tiou():
+    rows = np.array([[0, 10, 0, 0.9], [0, 5, 0, 0.8], [20, 30, 0, 0.5]], np.float64)
+    kept = soft_nms(rows, 10)
+    # [0, 10] kept first; [0, 5] overlaps it by tIoU 0.5: 0.8 * exp(-0.25 / 0.5); [20, 30] untouched
+    assert [k[3] for k in kept] == pytest.approx([0.9, 0.5, 0.8 * np.exp(-0.5)])
+    assert len(soft_nms(rows, 1)) == 1
+
+
+def test_giou_of_distances():
+    pred = torch.tensor([[2.0, 3.0], [1.0, 1.0]])
+    target = torch.tensor([[2.0, 3.0], [2.0, 0.0]])
+    # the same segment: 1; [-1, 1] against [-2, 0]: intersection 1, union 3, hull 3 -> 1/3
+    assert giou_1d(pred, target).tolist() == pytest.approx([1.0, 1 / 3])
