@@ -21,6 +21,8 @@ PUBLIC = {
     "load_run": "run",
     "segments_of": "run",
     "thumos14_database": "annotations",
+    "read_dense": "data",
+    "LocalizeConfig": "config",
 }
 __all__ = sorted(PUBLIC)
 
