@@ -66,7 +66,9 @@ def test_the_untrimmed_samples_plan_keeps_events_inside_balanced_and_fixed():
             if event:
                 inside.setdefault(event[0], []).append(scene)
             t += frames / 10
-        assert [tuple(inside[k]) for k in range(len(v["events"]))] == [UNTRIMMED_CLASSES[e["label"]] for e in v["events"]]
+        assert [tuple(inside[k]) for k in range(len(v["events"]))] == [
+            UNTRIMMED_CLASSES[e["label"]] for e in v["events"]
+        ]
 
 
 def test_two_modalities_fuse_with_a_missing_stream(tmp_path):

@@ -1,5 +1,6 @@
 """Localization mAP as ActivityNet's eval_detection.py computes it: hand-worked cases, and an
-independent implementation (greedy matching, AP from the precision envelope) on random cases."""
+independent implementation (tests/anet_reference.py: greedy matching, AP from the precision
+envelope) on random cases."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import random
 
 import numpy as np
 import pytest
+from anet_reference import reference_map
 
 from stages.localize.scoring import ANET_KEY, THRESHOLDS, average_precision, localization_metrics, segment_iou
 
@@ -63,31 +65,6 @@ def test_metric_keys_are_flat_and_the_mean_is_over_the_five_thresholds():
     assert m[ANET_KEY] == pytest.approx(0.4)  # of 0.5:0.05:0.95, .5 .55 .6 .65 hit: 4 of 10
 
 
-def reference_ap(gt, preds, threshold):
-    """An independent AP: predictions by score, each takes the untaken ground truth of its video with the
-    largest tIoU >= threshold; AP = sum over hits of the best precision at that rank or later, / #gt."""
-    taken = set()
-    hits = []
-    for vid, s, e, score in sorted(preds, key=lambda p: -p[3]):
-        best, best_iou = None, -1.0
-        for k, (gv, gs, ge) in enumerate(gt):
-            if gv != vid or k in taken:
-                continue
-            inter = max(0.0, min(e, ge) - max(s, gs))
-            iou = inter / ((e - s) + (ge - gs) - inter)
-            if iou >= threshold and iou > best_iou:
-                best, best_iou = k, iou
-        if best is not None:
-            taken.add(best)
-        hits.append(best is not None)
-    precision = [sum(hits[: r + 1]) / (r + 1) for r in range(len(hits))]
-    total = 0.0
-    for r, hit in enumerate(hits):
-        if hit:
-            total += max(precision[r:])
-    return total / len(gt)
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_against_an_independent_implementation_on_random_cases(seed):
     rng = random.Random(seed)
@@ -105,14 +82,4 @@ def test_against_an_independent_implementation_on_random_cases(seed):
         preds.append((f"v{rng.randrange(5)}", s, s + rng.uniform(1, 20), rng.choice("ab"), rng.random()))
     m = localization_metrics(gt, preds)
     for t in THRESHOLDS:
-        want = np.mean(
-            [
-                reference_ap(
-                    [(g[0], g[1], g[2]) for g in gt if g[3] == c],
-                    [(p[0], p[1], p[2], p[4]) for p in preds if p[3] == c],
-                    t,
-                )
-                for c in sorted({g[3] for g in gt})
-            ]
-        )
-        assert m[f"mAP@{t:g}"] == pytest.approx(want, abs=1e-6)
+        assert m[f"mAP@{t:g}"] == pytest.approx(reference_map(gt, preds, t), abs=1e-6)
