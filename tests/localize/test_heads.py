@@ -1,4 +1,4 @@
-"""The localization heads on synthetic rows (tests/localize/localize_rows.py): the ActionFormer-style head
+"""The localization heads on synthetic rows (tests/localize_rows.py): the ActionFormer-style head
 finds Rise and Fall, which look alike in every single row, the per-step tagger cannot; the run
 directory's files; soft-NMS and the GIoU loss by hand."""
 
