@@ -82,6 +82,12 @@ class LocalizeConfig:
                 raise ConfigError(
                     f"--{name.replace('_', '-')} ({name.upper()}=): must be >= 0, got {getattr(self, name)!r}"
                 )
+        if bool(self.features) != bool(self.annotations):
+            given, lacking = ("features", "annotations") if self.features else ("annotations", "features")
+            raise ConfigError(
+                f"--{lacking} ({lacking.upper()}=): needed with --{given} ({given.upper()}=); "
+                f"give both, or neither for the generated untrimmed sample"
+            )
         if self.train_subset.lower() == self.eval_subset.lower():
             raise ConfigError(
                 f"--train-subset (TRAIN_SUBSET=) and --eval-subset (EVAL_SUBSET=) name the same subset "

@@ -257,7 +257,7 @@ def headline(model: str, metrics: dict, run_dir: Path) -> str:
 
 def localize(cfg: LocalizeConfig) -> LocalizeResult:
     """Read FEATURES= and ANNOTATIONS=, train and score; the run directory is marked FAILED until done."""
-    if not cfg.features or not cfg.annotations:
+    if not cfg.features or not cfg.annotations:  # neither: the CLI's sample path (stages/localize_sample.py)
         raise ConfigError("--features (FEATURES=) and --annotations (ANNOTATIONS=): both are needed here")
     device = resolve_device(cfg.device)
     dense = read_dense(store.resolve_feature_sets("", cfg.features, cfg.features_root))
