@@ -259,10 +259,12 @@ def localize(cfg: LocalizeConfig) -> LocalizeResult:
     """Read FEATURES= and ANNOTATIONS=, train and score; the run directory is marked FAILED until done."""
     if not cfg.features or not cfg.annotations:  # neither: the CLI's sample path (stages/localize_sample.py)
         raise ConfigError("--features (FEATURES=) and --annotations (ANNOTATIONS=): both are needed here")
+    annotations = Path(cfg.annotations).resolve()
+    cfg = cfg.replace(annotations=annotations)  # recorded whole: evaluate finds it from anywhere
     device = resolve_device(cfg.device)
     dense = read_dense(store.resolve_feature_sets("", cfg.features, cfg.features_root))
     ids = list(dense.videos)
-    matched = match(cfg.annotations, ids, [dense.videos[v].duration for v in ids], cfg.train_subset, cfg.eval_subset)
+    matched = match(annotations, ids, [dense.videos[v].duration for v in ids], cfg.train_subset, cfg.eval_subset)
     for note in matched.notes:
         console.say(f"note: {note}")
     run_dir = Path(cfg.out) if cfg.out else default_out(cfg.model)
