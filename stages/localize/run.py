@@ -100,6 +100,11 @@ def collate(
     return torch.from_numpy(x).to(device), lengths.to(device), present.to(device)
 
 
+def pad_multiple(model: Head) -> int:
+    """A batch's steps are padded to a multiple of this: the pyramid's coarsest stride, so every level halves exactly."""
+    return 2 ** (model.levels - 1) if isinstance(model, ActionFormerLite) else 1
+
+
 def length_batches(items: list[Example], batch: int, generator: torch.Generator) -> list[list[Example]]:
     """Batches of videos of similar length (sorted, cut), in a shuffled order; ties of length in a random order."""
     jitter = torch.rand(len(items), generator=generator).numpy()
@@ -116,7 +121,7 @@ def fit(model: Head, train: list[Example], cfg: LocalizeConfig, device: torch.de
         opt, lambda s: warmup_cosine(s, round(cfg.warmup_epochs * steps), cfg.epochs * steps)
     )
     generator = torch.Generator().manual_seed(cfg.seed)
-    multiple = 2 ** (model.levels - 1) if isinstance(model, ActionFormerLite) else 1
+    multiple = pad_multiple(model)
     history = []
     t0 = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
@@ -149,8 +154,7 @@ def fit(model: Head, train: list[Example], cfg: LocalizeConfig, device: torch.de
 def segments_of(model: Head, video: Video, classes: list[str], cfg: LocalizeConfig, device: torch.device) -> list[dict]:
     """One video's segments as ActivityNet's results list them ({"label", "score", "segment": [s, e]}), best first."""
     model.eval()
-    multiple = 2 ** (model.levels - 1) if isinstance(model, ActionFormerLite) else 1
-    x, lengths, present = collate([Example(video, video.video_id, [])], multiple, device)
+    x, lengths, present = collate([Example(video, video.video_id, [])], pad_multiple(model), device)
     found = model.decode(model(x, lengths, present), 0, video.length, cfg.tag_threshold, cfg.max_segments)
     out = []
     for start, end, c, score in found:
