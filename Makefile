@@ -18,7 +18,7 @@ flag = $(if $(filter 1 yes true,$($(1))),--$(2))
 # Each target's options (FEATURES_OPTS, TRAIN_OPTS, ...): generated from the options' fields.
 include $(dir $(lastword $(MAKEFILE_LIST)))options.mk
 
-.PHONY: setup features train evaluate zeroshot compare localize annotations-thumos14 predict demo test test-all test-gpu gpu-check gpu-wheels bench backbones store-list store-info store-verify store-gc clean-venv
+.PHONY: setup features train evaluate zeroshot compare localize annotations-thumos14 predict export demo test test-all test-gpu gpu-check gpu-wheels bench backbones store-list store-info store-verify store-gc clean-venv
 
 setup: $(VENV)/.installed
 
@@ -70,6 +70,10 @@ annotations-thumos14: setup
 
 predict: setup
 	$(CLI) predict "$(VIDEO)" $(PREDICT_OPTS)
+
+# A feature set as one float32 .npy per video plus a JSON index (FORMAT=npy|actionformer; docs/store.md).
+export: setup
+	$(CLI) export $(EXPORT_OPTS)
 
 # The main job end to end on the embedded sample: generate it, extract, train, evaluate.
 demo: setup

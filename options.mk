@@ -5,6 +5,7 @@ FEATURES_OPTS = $(call opt,DATASET,dataset) \
   $(call opt,FEATURES_ROOT,features-root) \
   $(call opt,FRAMES,frames) \
   $(call opt,FPS,fps) \
+  $(call opt,STRIDE,stride) \
   $(call opt,SIZE,size) \
   $(call opt,RESIZE,resize) \
   $(call opt,BACKBONE,backbone) \
@@ -21,6 +22,7 @@ FEATURES_OPTS = $(call opt,DATASET,dataset) \
   $(call opt,WORKERS,workers) \
   $(call opt,GPU_BATCH,gpu-batch) \
   $(call opt,SHARD_SIZE,shard-size) \
+  $(call opt,SHARD_ROWS,shard-rows) \
   $(call opt,TIMEOUT,timeout) \
   $(call flag,COMPILE,compile) \
   $(call opt,SCHEDULER,scheduler) \
@@ -31,6 +33,7 @@ DEMO_OPTS = $(call opt,DATASET,dataset) \
   $(call opt,FEATURES_ROOT,features-root) \
   $(call opt,FRAMES,frames) \
   $(call opt,FPS,fps) \
+  $(call opt,STRIDE,stride) \
   $(call opt,SIZE,size) \
   $(call opt,RESIZE,resize) \
   $(call opt,BACKBONE,backbone) \
@@ -47,6 +50,7 @@ DEMO_OPTS = $(call opt,DATASET,dataset) \
   $(call opt,WORKERS,workers) \
   $(call opt,GPU_BATCH,gpu-batch) \
   $(call opt,SHARD_SIZE,shard-size) \
+  $(call opt,SHARD_ROWS,shard-rows) \
   $(call opt,TIMEOUT,timeout) \
   $(call flag,COMPILE,compile) \
   $(call opt,SCHEDULER,scheduler) \
@@ -154,6 +158,11 @@ ZEROSHOT_OPTS = $(call opt,FEATURES,features) \
   $(call opt,TEMPLATES,templates) \
   $(call opt,OUT,out) \
   $(call opt,DEVICE,device)
+EXPORT_OPTS = $(call opt,FEATURES,features) \
+  $(call opt,OUT,out) \
+  $(call opt,FORMAT,format) \
+  $(call opt,SPLIT,split) \
+  $(call opt,FEATURES_ROOT,features-root)
 BENCH_OPTS = $(call opt,CLIPS,clips) \
   $(call opt,SECONDS,seconds) \
   $(call opt,WORKERS,workers) \
@@ -168,6 +177,7 @@ BENCH_OPTS = $(call opt,CLIPS,clips) \
   $(call flag,COMPILE,compile) \
   $(call opt,BASELINE_CLIPS,baseline-clips) \
   $(call opt,AUDIO_CLIPS,audio-clips) \
+  $(call opt,DENSE_SECONDS,dense-seconds) \
   $(call opt,BASELINE_READER,baseline-reader) \
   $(call opt,BACKBONE_SECONDS,backbone-seconds) \
   $(call opt,ROUNDS,rounds) \

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-__all__ = ["FeatureDataset", "FeatureSetView", "FeatureStore", "FeatureStream"]
+__all__ = ["FeatureDataset", "FeatureSetView", "FeatureStore", "FeatureStream", "LengthBatchSampler", "pad_collate"]
 
 
 def __getattr__(name: str):

@@ -10,6 +10,14 @@
     loader = torch.utils.data.DataLoader(train, batch_size=32, shuffle=True, num_workers=2)
     stream = fs.stream(split=1, part="train")    # IterableDataset: shard by shard, for sets larger than memory
     arrays = fs.arrays(split=1, part="test")     # numpy: features (n, T, D), lengths, labels, video_ids
+    fs.video("Class/clip.avi")                   # one video: features (T_i, D), timestamps, spans, frame_indices, ...
+
+A ragged set (a dense one, FRAMES=all: each video its own number of rows) reads the same way:
+`fs.ragged` is True, items carry their own (T_i, D) features and `length`, and `pad_collate`
+pads a batch to its longest video with a mask; `LengthBatchSampler` batches videos of similar
+length, so little is padded:
+
+    loader = DataLoader(train, batch_sampler=LengthBatchSampler(train, 16), collate_fn=pad_collate)
 
 Every read is verified like stage two's: a shard's bytes are checked against the sha256
 its manifest recorded before any number of it is used, and a shard the manifest does not
@@ -32,7 +40,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import h5py
@@ -43,6 +51,7 @@ from . import store
 from .config import MODALITIES, store_root
 from .errors import IntegrityError, ReaderError
 from .store import FeatureSet, Index
+from .store.sets import video_rows
 
 PARTS = ("train", "val", "test")
 MODALITY_ORDER = MODALITIES  # the order of a joined set's features along D
@@ -99,6 +108,8 @@ class FeatureSetView:
         self.rows_in = {m: self.join(m) for m in self.modalities}
         self.presence = np.stack([self.indexes[m].present[self.rows_in[m]] for m in self.modalities], axis=1)
         self._stats: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._row_of: dict[str, int] | None = None  # video id -> index row, built on video()'s first call
+        self._last_shard: dict[str, tuple[int, dict]] = {}  # modality -> (shard, its verified data): video()'s
 
     def join(self, modality: str) -> np.ndarray:
         """Row of each video of the index in `modality`'s own index; a video missing on either side is an error."""
@@ -106,10 +117,10 @@ class FeatureSetView:
         if modality == primary:
             return np.arange(len(self.index.video_ids))
         a, b = self.sets[primary][0], self.sets[modality][0]
-        if (a.frames, a.classes) != (b.frames, b.classes):
+        if (a.frames, a.ragged, a.classes) != (b.frames, b.ragged, b.classes):
             raise ReaderError(
                 f"cannot join {a.set_dir} ({primary}) and {b.set_dir} ({modality}): "
-                f"their frames per video or classes differ; make both with the same dataset and sampling"
+                f"their frames per video, layout or classes differ; make both with the same dataset and sampling"
             )
         rows, missing = other.rows_of(self.index.video_ids)
         extra = sorted(set(other.video_ids) - set(self.index.video_ids))
@@ -118,6 +129,12 @@ class FeatureSetView:
             raise ReaderError(
                 f"FEATURES=: video {vid!r} has no features in {where} ({len(missing) + len(extra)} "
                 f"video(s) differ); sets joined per modality must store the same videos"
+            )
+        if a.ragged and (other.lengths[rows] != self.index.lengths).any():
+            vid = self.index.video_ids[np.flatnonzero(other.lengths[rows] != self.index.lengths)[0]]
+            raise ReaderError(
+                f"cannot join {a.set_dir} ({primary}) and {b.set_dir} ({modality}): video {vid!r} has another "
+                f"number of rows in each; make both with the same FRAMES=all, FPS= or STRIDE= and decoder"
             )
         return rows
 
@@ -136,8 +153,14 @@ class FeatureSetView:
         return list(self.manifest.classes)
 
     @property
-    def frames(self) -> int:
+    def frames(self) -> int | None:
+        """T of a fixed-T set; None for a ragged one (each video's rows: index.lengths)."""
         return self.manifest.frames
+
+    @property
+    def ragged(self) -> bool:
+        """True for a dense set: each video keeps its own number of rows, nothing padded."""
+        return self.manifest.ragged
 
     @property
     def dims(self) -> dict[str, int]:
@@ -159,7 +182,8 @@ class FeatureSetView:
 
     def __repr__(self) -> str:
         return (
-            f"FeatureSetView({', '.join(self.ids)}: {self.num_videos} videos, T={self.frames}, "
+            f"FeatureSetView({', '.join(self.ids)}: {self.num_videos} videos, "
+            f"{'ragged' if self.ragged else f'T={self.frames}'}, "
             f"D={self.feature_dim}, {len(self.classes)} classes)"
         )
 
@@ -193,15 +217,23 @@ class FeatureSetView:
 
     # -------------------------------------------------------------- features, verified
     def read(self, rows: np.ndarray) -> np.ndarray:
-        """Features of `rows`: (n, T, D) float16, whole verified shards read (modalities side by side)."""
+        """Features of `rows`: (n, T, D) float16, whole verified shards read (modalities side by side).
+        A fixed-T set's only: a ragged set's videos are read_videos'."""
         parts = [store.read_features(self.sets[m], self.indexes[m], self.rows_in[m][rows]) for m in self.modalities]
         return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=-1)
 
+    def read_videos(self, rows: np.ndarray) -> list[np.ndarray]:
+        """Each video's own rows, either layout: [(T_i, D) float16] of `rows`, in that order (modalities
+        side by side); a shard at a time, verified."""
+        parts = [store.read_videos(self.sets[m], self.indexes[m], self.rows_in[m][rows]) for m in self.modalities]
+        return parts[0] if len(parts) == 1 else [np.concatenate(videos, axis=-1) for videos in zip(*parts)]
+
     def shards(
         self, rows: np.ndarray, shuffle: bool = False, generator: torch.Generator | None = None
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """(positions (k,) into `rows`, features (k, T, D) float16), one shard of the first modality at a
-        time, verified, the next one read by a thread while the caller uses this one."""
+    ) -> Iterator[tuple[np.ndarray, np.ndarray | list[np.ndarray]]]:
+        """(positions (k,) into `rows`, features), one shard of the first modality at a time, verified,
+        the next one read by a thread while the caller uses this one. features: (k, T, D) float16 of a
+        fixed-T set; a ragged set's k videos' own (T_i, D) float16 arrays, a list."""
         rows = np.asarray(rows, dtype=np.int64)
         shard_of = self.index.shard[rows]
         order = np.unique(shard_of)
@@ -210,19 +242,25 @@ class FeatureSetView:
         positions = [np.flatnonzero(shard_of == k) for k in order]
         if not positions:
             return
+        read: Callable[[np.ndarray], np.ndarray | list[np.ndarray]] = self.read_videos if self.ragged else self.read
         with cf.ThreadPoolExecutor(1, thread_name_prefix="shard-prefetch") as pool:
-            pending = pool.submit(self.read, rows[positions[0]])
+            pending = pool.submit(read, rows[positions[0]])
             for n, pos in enumerate(positions):
                 feats = pending.result()
                 if n + 1 < len(positions):
-                    pending = pool.submit(self.read, rows[positions[n + 1]])
+                    pending = pool.submit(read, rows[positions[n + 1]])
                 yield pos, feats
 
     def stats(self, rows: np.ndarray, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
         """Per-dimension mean and std (D,) float32 over the valid frames of `rows`, shard by shard; each
         modality's over the videos that have it."""
         lengths, presence = self.index.lengths, self.presence
-        chunks = ((feats, lengths[rows[pos]], presence[rows[pos]]) for pos, feats in self.shards(rows))
+        if self.ragged:  # every stored row counts: each is a "video" of one frame to feature_stats
+            rows_ = ((pos, list(videos)) for pos, videos in self.shards(rows))
+            return store.feature_stats(
+                (row_chunk(videos, presence[rows[pos]]) for pos, videos in rows_), device, list(self.dims.values())
+            )
+        chunks = ((np.asarray(feats), lengths[rows[pos]], presence[rows[pos]]) for pos, feats in self.shards(rows))
         return store.feature_stats(chunks, device, list(self.dims.values()))
 
     def training_stats(
@@ -276,10 +314,20 @@ class FeatureSetView:
     ) -> dict[str, np.ndarray]:
         """One part whole in memory: features (n, T, D) float16 (float32 when standardised, padded frames
         zero), lengths (n,) int64, labels (n,) int64, video_ids (n,) str, groups (n,) str, present (n, M)
-        bool (per modality, in `modalities` order)."""
+        bool (per modality, in `modalities` order). A ragged set's features are (R, D), the videos' rows
+        one after another (video i's from lengths[:i].sum()), nothing padded."""
         rows = self.rows(split, part, val_fraction, seed, test_fraction)
-        feats = self.read(rows)
-        if standardize:
+        if self.ragged:
+            videos = self.read_videos(rows)
+            flat = np.concatenate(videos) if videos else np.zeros((0, self.feature_dim), np.float16)
+            if standardize:
+                mean, std = self.training_stats(split, val_fraction, seed, test_fraction)
+                ones = torch.ones(len(flat), dtype=torch.int64)
+                flat = store.standardize(torch.from_numpy(flat)[:, None], ones, mean, std, torch.float32)[:, 0].numpy()
+            feats = flat
+        else:
+            feats = self.read(rows)
+        if standardize and not self.ragged:
             mean, std = self.training_stats(split, val_fraction, seed, test_fraction)
             lengths = torch.from_numpy(self.index.lengths[rows])
             feats = store.standardize(torch.from_numpy(feats), lengths, mean, std, torch.float32).numpy()
@@ -292,8 +340,60 @@ class FeatureSetView:
             "present": self.presence[rows],
         }
 
+    # -------------------------------------------------------------- one video at a time
+    def video(self, video_id: str) -> dict:
+        """One stored video, read through its shard's checksum: features (T_i, D) float32 (modalities
+        side by side), timestamps (T_i,) float32 s, spans (T_i, 2) float32 [start, end) s, frame_indices
+        (T_i,) or (T_i, K) int32, label (int, -1 if none), fps, duration (s), video_id. A fixed-T set's
+        rows up to its length; its shards record neither frame rate nor duration, so fps is measured
+        from the rows' frame indices and times and duration is None (spans: module video_record)."""
+        if self._row_of is None:
+            self._row_of = {str(v): i for i, v in enumerate(self.index.video_ids)}
+        if video_id not in self._row_of:
+            near = [v for v in self._row_of if Path(v).stem == Path(video_id).stem][:3]
+            raise ReaderError(
+                f"no video {video_id!r} in {', '.join(self.ids)} ({self.num_videos} videos stored"
+                f"{'; did you mean ' + ', '.join(map(repr, near)) if near else ''})"
+            )
+        return next(self.videos(np.array([self._row_of[video_id]])))
+
+    def videos(self, rows: np.ndarray | None = None) -> Iterator[dict]:
+        """video() of every row of `rows` (default: every stored video), a verified shard at a time,
+        in shard order (not the order of `rows`)."""
+        rows = np.arange(self.num_videos) if rows is None else np.asarray(rows, dtype=np.int64)
+        for k in np.unique(self.index.shard[rows]).tolist():
+            mine = rows[self.index.shard[rows] == k]
+            data = {m: self.shard_of(m, self.rows_in[m][mine[0]]) for m in self.modalities}
+            for r in mine.tolist():
+                yield self.video_of(r, data)
+
+    def shard_of(self, modality: str, r: int) -> dict:
+        """The verified shard holding row r of `modality`'s own index (store.verified_shard); the last one
+        read is kept, so video() over the videos of one shard reads and checks it once."""
+        index = self.indexes[modality]
+        k = int(index.shard[r])
+        if self._last_shard.get(modality, (None,))[0] != k:
+            self._last_shard[modality] = (k, store.verified_shard(self.sets[modality], index, k))
+        return self._last_shard[modality][1]
+
+    def video_of(self, row: int, data: dict[str, dict]) -> dict:
+        """video()'s dict of index row `row` from its shard per modality (FeatureSet.read_shard's dicts)."""
+        feats = []
+        for m in self.modalities:
+            index, r = self.indexes[m], int(self.rows_in[m][row])
+            feats.append(video_rows(data[m]["features"], int(index.offset[r]), int(index.lengths[r]), self.ragged))
+        primary = self.modalities[0]
+        local, start, length = int(self.index.row[row]), int(self.index.offset[row]), int(self.index.lengths[row])
+        sampling = (self.manifest.identity or {}).get("sampling") or {}
+        return {
+            "video_id": str(self.index.video_ids[row]),
+            "features": np.concatenate(feats, axis=-1).astype(np.float32),
+            "label": int(self.index.labels[row]),
+            **video_record(data[primary], local, start, length, self.ragged, sampling),
+        }
+
     def item(self, row: int, feats: dict[str, np.ndarray], stats: tuple | None) -> dict:
-        """The item of index row `row` from its features per modality (T, D_m) float16."""
+        """The item of index row `row` from its features per modality (T, D_m) float16 (a ragged set's: (T_i, D_m))."""
         length = int(self.index.lengths[row])
         out = {}
         start = 0
@@ -316,11 +416,129 @@ class FeatureSetView:
         return item
 
 
+def video_record(data: dict, local: int, start: int, length: int, ragged: bool, sampling: dict) -> dict:
+    """Where a video's rows come from, from its shard (FeatureSet.read_shard's dict): timestamps (T,)
+    float32, spans (T, 2) float32, frame_indices (T,) or (T, K) int32, fps, duration. local: the video
+    in the shard; start: its first row (ragged); length: its rows (T).
+
+    A ragged shard records all of it. A fixed-T shard records times and frame indices only: fps is
+    measured from them (None for a single row), duration is None, and each row's span is what its
+    sampling says it stands for: FPS=R's [t, t + 1/R); a clip's first frame to its last frame's end;
+    a uniform segment centre's segment, as wide as the rows are apart, centred on it.
+    """
+    if ragged:
+        rows = slice(start, start + length)
+        return {
+            "timestamps": data["timestamps"][rows].astype(np.float32),
+            "spans": data["spans"][rows].astype(np.float32),
+            "frame_indices": data["frame_indices"][rows].astype(np.int32),
+            "fps": float(data["video_fps"][local]),
+            "duration": float(data["durations"][local]),
+        }
+    times = data["timestamps"][local, :length].astype(np.float64)
+    index = data["frame_indices"][local, :length].astype(np.int32)
+    centre = index if index.ndim == 1 else index[:, index.shape[1] // 2]
+    fps = float((centre[-1] - centre[0]) / (times[-1] - times[0])) if length > 1 and times[-1] > times[0] else None
+    if index.ndim == 2 and fps:
+        spans = np.stack([times + (index[:, 0] - centre) / fps, times + (index[:, -1] - centre + 1) / fps], 1)
+    elif sampling.get("mode") == "fps":
+        spans = np.stack([times, times + 1 / sampling["fps"]], 1)
+    else:
+        width = float(np.median(np.diff(times))) if length > 1 else 1 / fps if fps else 0.0
+        spans = np.stack([np.maximum(times - width / 2, 0), times + width / 2], 1)
+    return {
+        "timestamps": times.astype(np.float32),
+        "spans": spans.astype(np.float32),
+        "frame_indices": index,
+        "fps": fps,
+        "duration": None,
+    }
+
+
+def row_chunk(videos: list[np.ndarray], present: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A ragged shard's videos as feature_stats' chunk: every row a "video" of one frame.
+    videos [(T_i, D)]; present (k, M) bool -> features (R, 1, D), lengths (R,) ones, present (R, M)."""
+    lengths = np.array([len(v) for v in videos], np.int64)
+    flat = np.concatenate(videos) if videos else np.zeros((0, 1), np.float16)
+    return flat[:, None], np.ones(len(flat), np.int64), np.repeat(present, lengths, axis=0)
+
+
+def pad_collate(items: Sequence[dict]) -> dict:
+    """A DataLoader's collate_fn for items of their own length (a ragged set's; fixed-T items too).
+
+    Returns features (B, T_max, D) float32 zero past each length (a joined view's: {modality: (B,
+    T_max, D_m)}), mask (B, T_max) bool (True on real rows), lengths (B,) int64, labels (B,) int64,
+    video_ids [B] str, and present {modality: (B,) bool} where the items have it.
+    """
+    lengths = torch.tensor([int(it["length"]) for it in items], dtype=torch.int64)
+    longest = int(lengths.max()) if len(items) else 0
+    mask = torch.arange(longest)[None, :] < lengths[:, None]
+
+    def pad(xs: list[torch.Tensor]) -> torch.Tensor:
+        out = xs[0].new_zeros((len(xs), longest, xs[0].shape[-1]))
+        for i, (x, n) in enumerate(zip(xs, lengths.tolist())):
+            out[i, :n] = x[:n]
+        return out
+
+    first = items[0]["features"]
+    feats = (
+        pad([it["features"] for it in items])
+        if not isinstance(first, dict)
+        else {m: pad([it["features"][m] for it in items]) for m in first}
+    )
+    batch: dict = {
+        "features": feats,
+        "mask": mask,
+        "lengths": lengths,
+        "labels": torch.tensor([int(it["label"]) for it in items], dtype=torch.int64),
+        "video_ids": [it["video_id"] for it in items],
+    }
+    if "present" in items[0]:
+        batch["present"] = {m: torch.tensor([it["present"][m] for it in items]) for m in items[0]["present"]}
+    return batch
+
+
+def length_batches(
+    lengths: np.ndarray, batch: int, shuffle: bool = True, generator: torch.Generator | None = None, pool: int = 50
+) -> list[np.ndarray]:
+    """Batches of positions into `lengths` (n,) whose videos have similar lengths, so padding each batch
+    to its longest wastes little: shuffled, then sorted by length within pools of `pool` batches, cut,
+    and the batches shuffled (in order of length without `shuffle`). Every position once; the last
+    batch of a pool may be short."""
+    n = len(lengths)
+    order = torch.randperm(n, generator=generator).numpy() if shuffle else np.arange(n)
+    out = []
+    for s in range(0, n, batch * pool):
+        chunk = order[s : s + batch * pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        out += [chunk[b : b + batch] for b in range(0, len(chunk), batch)]
+    if shuffle:
+        out = [out[i] for i in torch.randperm(len(out), generator=generator).tolist()]
+    return out
+
+
+class LengthBatchSampler(torch.utils.data.Sampler):
+    """A DataLoader batch_sampler over a FeatureDataset: batches of `batch` videos of similar length
+    (length_batches), reshuffled each pass; with pad_collate, each batch is padded only to its longest."""
+
+    def __init__(self, dataset: FeatureDataset, batch: int, shuffle: bool = True, seed: int = 0):
+        self.lengths = dataset.view.index.lengths[dataset.rows]
+        self.batch, self.shuffle = batch, shuffle
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        for b in length_batches(self.lengths, self.batch, self.shuffle, self.generator):
+            yield b.tolist()
+
+    def __len__(self) -> int:
+        return len(length_batches(self.lengths, self.batch, shuffle=False))
+
+
 class FeatureDataset(torch.utils.data.Dataset):
     """Map-style dataset of one part.
 
-    item i: {"features": float32 tensor (T, D) (a joined view: {modality: (T, D_m)}), "length": int
-    (valid frames; rows past it are zeros), "label": int (index into `classes`), "video_id": str},
+    item i: {"features": float32 tensor (T, D) (a joined view: {modality: (T, D_m)}; a ragged set's:
+    the video's own (T_i, D)), "length": int (valid frames; rows past it are zeros), "label": int (index into `classes`), "video_id": str},
     and for a joined view "present": {modality: bool} (False: the video has no such stream, and
     its features there are the stored stand-in, e.g. silence).
     A shard is verified once per process on first use; a corrupt one raises IntegrityError
@@ -349,7 +567,11 @@ class FeatureDataset(torch.utils.data.Dataset):
                     f"{fs.set_dir / index.shards[index.shard[r]].file}: row {local} is not "
                     f"{index.video_ids[r]!r}; the shard changed since the index was read"
                 )
-            feats[m] = f["features"][local]
+            if fs.ragged:  # the video's own rows of the shard's (R, D)
+                start = int(index.offset[r])
+                feats[m] = f["features"][start : start + int(index.lengths[r])]
+            else:
+                feats[m] = f["features"][local]
         return self.view.item(row, feats, self.stats)
 
     def verified_file(self, fs: FeatureSet, file: str) -> h5py.File:

@@ -20,7 +20,8 @@ from pipeline.config import store_root
 from pipeline.errors import ConfigError, FFmpegMissing, StoreError
 
 from .bench.config import BenchConfig, BenchError
-from .extract.config import ExtractConfig
+from .export.config import ExportConfig
+from .extract.config import FRAMES_ALL, ExtractConfig
 from .extract.errors import ClusterError, DatasetError, VideoError, WeightsError
 from .localize.config import LocalizeConfig
 from .samples.clips import SynthError
@@ -175,8 +176,24 @@ def config_option(cls: type, name: str, **kw):
     )
 
 
+class CountOrAll(click.ParamType):
+    """A whole number, or the word `all` (FRAMES=all: a dense set)."""
+
+    name = "N|all"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) or value == FRAMES_ALL:
+            return value
+        try:
+            return int(value)
+        except ValueError:
+            self.fail(f"{value!r} is neither a whole number nor {FRAMES_ALL!r}", param, ctx)
+
+
 def option_type(annotation: str):
     """The click type of a config field from its annotation (the dataclasses' annotations are strings)."""
+    if annotation == "int | str":
+        return CountOrAll()
     if "Path" in annotation:
         return click.Path(path_type=Path)
     if annotation.startswith("int"):
@@ -391,6 +408,20 @@ def annotations_thumos14(folder: Path, out: Path) -> None:
 
 
 # ================================================================ end of stage two
+
+
+@main.command("export")
+@config_options(ExportConfig, *(f.name for f in dataclasses.fields(ExportConfig)))
+@user_errors_as_messages
+@on_interrupt(
+    "Every array written so far is whole under its final name; the index is written last. Run the same "
+    "command again to complete the export."
+)
+def export_command(**kw) -> None:
+    """A feature set as one float32 (T_i, D) .npy per video plus a JSON index (FORMAT=npy|actionformer)."""
+    from stages.export import export
+
+    export(ExportConfig(**kw))
 
 
 @main.command()

@@ -19,6 +19,7 @@ import torch
 
 from pipeline import console
 from pipeline.devices import resolve_device
+from pipeline.errors import ConfigError
 
 from . import extract, localize, train
 
@@ -44,6 +45,18 @@ def stage_one(run_config: dict, device: torch.device) -> Callable[[Path], tuple[
     return run
 
 
+def refuse_ragged(config: dict, run_dir: Path) -> None:
+    """A run trained on a ragged (dense, FRAMES=all) set is refused with the reason: predict embeds one
+    clip with FRAMES=N's sampling, and the head learned from whole-video rows at a dense rate."""
+    dense = [fs["id"] for fs in config["feature_sets"] if fs.get("layout") == "ragged"]
+    if dense:
+        raise ConfigError(
+            f"--run (RUN=) {run_dir}: trained on the ragged (dense, FRAMES=all) set {dense[0]}; predict embeds a clip "
+            f"with a fixed-T set's sampling only. Make the video's dense features with `make features` (a CSV "
+            f"listing it) and read them with pipeline.FeatureStore, or train on a fixed-T set to predict"
+        )
+
+
 def predict(video_path: Path | str, run_dir: Path | str, top: int = 5, device: str = "auto") -> list[tuple[str, float]]:
     """Print and return the `top` classes of one video with their probabilities, best first.
 
@@ -58,6 +71,7 @@ def predict(video_path: Path | str, run_dir: Path | str, top: int = 5, device: s
     dev = resolve_device(device)
     loaded = [train.load_run(d, dev) for d in train.run_dirs(Path(run_dir))]
     config = loaded[0][1]
+    refuse_ragged(config, Path(run_dir))
     features, length, present = stage_one(config, dev)(video_path)
     want = (config["model"]["frames"], config["model"]["input_dim"])
     if features.shape != want:

@@ -24,6 +24,8 @@ FIGURES = (
     "decode_ceiling_videos_per_s",
     "baseline_videos_per_s",
     "backbone_images_per_s",
+    "dense_real_time_factor",
+    "dense_decode_s_per_video_minute",
 )
 
 
@@ -51,6 +53,7 @@ def tiny(tmp_path, out) -> BenchConfig:
         backbone_seconds=0.3,
         rounds=1,
         skip_train=True,
+        dense_seconds=6.0,
         clips_dir=tmp_path / "clips",
         out=out,
     )
@@ -91,6 +94,10 @@ def test_bench_reports_every_figure(tiny_bench):
     assert e2e["page_faults"] > 0 and e2e["page_faults_per_frame"] == e2e["page_faults"] / e2e["timings"]["images"]
     assert 0 <= e2e["system_cpu_share"] < 1 and e2e["cpu_user_s"] > 0
     assert results["baseline"]["frames"] == 25  # every frame of a 1 s clip at 25 fps
+    dense = results["dense"]  # FRAMES=all FPS=1 on one 6 s video
+    assert dense["rows"] == 6 and dense["real_time_factor"] == pytest.approx(6 / dense["seconds"])
+    assert dense["decode_s_per_video_minute"] == pytest.approx(dense["timings"]["decode"] / 0.1)
+    assert dense["end_to_end_vs_backbone"] >= 1 and "x real time" in report and "decoder s per video-minute" in report
     machine = results["machine"]
     assert (
         machine["cores"] >= 1 and machine["ram_gib"] > 0 and machine["torch"] and machine["ffmpeg_version"] != "unknown"

@@ -1,6 +1,6 @@
 """The import rule: imports point down only, and no module imports itself back.
 
-    {cli, predict, demo, bench, gpu_check, zeroshot, localize_sample}  ->  {stages.extract, stages.train}  ->  pipeline
+    {cli, predict, demo, bench, gpu_check, zeroshot, export, localize_sample}  ->  {stages.extract, stages.train}  ->  pipeline
                                          stages.samples (the sample dataset, bench clips)  ->  pipeline
 
 `pipeline` imports no stage, not even inside a function; `stages.extract` and
@@ -26,6 +26,7 @@ TOP = {
     "stages.bench",
     "stages.gpu_check",
     "stages.zeroshot",
+    "stages.export",
     "stages.localize_sample",
 }
 

@@ -52,13 +52,15 @@ from .sets import (
     open_feature_sets,
     read_features,
     read_index,
+    read_videos,
     resolve_feature_sets,
     select_split,
     split_names,
     standardize,
     the_set,
+    verified_shard,
 )
-from .shards import SHARD_FIELDS, SHARD_NAME, read_shard, shard_name, write_shard
+from .shards import RAGGED, RAGGED_FIELDS, SHARD_FIELDS, SHARD_NAME, read_shard, shard_name, video_offsets, write_shard
 
 __all__ = [
     "IntegrityError",
@@ -108,14 +110,19 @@ __all__ = [
     "open_feature_sets",
     "read_features",
     "read_index",
+    "read_videos",
     "resolve_feature_sets",
+    "verified_shard",
     "select_split",
     "split_names",
     "standardize",
     "the_set",
+    "RAGGED",
+    "RAGGED_FIELDS",
     "SHARD_FIELDS",
     "SHARD_NAME",
     "read_shard",
     "shard_name",
+    "video_offsets",
     "write_shard",
 ]

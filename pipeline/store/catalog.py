@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import h5py
+import numpy as np
 
 from ..errors import StoreError
 from .claims import Claim
@@ -54,6 +55,7 @@ def record(set_dir: Path, m: Manifest | None = None) -> dict:
         "image_size": ident.get("image_size"),
         "precision": ident.get("precision"),
         "feature_dim": m.feature_dim,
+        "layout": m.layout,
         "videos": m.num_videos,
         "stored": m.num_stored,
         "failed": m.num_failed,
@@ -79,8 +81,7 @@ def row(r: dict) -> dict:
     """One line of `store list`: the COLUMNS, formatted for people."""
     if r.get("unreadable"):
         return {c: r.get(c, "?") for c in COLUMNS} | {"state": f"unreadable: {r['unreadable']}"}
-    s = r["sampling"]
-    frames = str(s["frames"]) if s["mode"] == "uniform" else f"{s['max_frames']}@{s['fps']:g}fps"
+    frames = sampling_words(r["sampling"])
     progress = f"{r['shards']}/{r['num_shards']} shards"
     state = "complete" if r["complete"] else f"running ({progress})" if r["running"] else f"partial ({progress})"
     return {
@@ -95,6 +96,16 @@ def row(r: dict) -> dict:
         "state": state,
         "created": r["created_at"][:16].replace("T", " "),
     }
+
+
+def sampling_words(s: dict) -> str:
+    """The T column: `16` (uniform), `16@2fps` (at most 16 at 2 fps), `all@1fps`, `all/s4` (a dense
+    set's rows over the whole video, at 1 fps or every 4th frame)."""
+    if s["mode"] == "uniform":
+        return str(s["frames"])
+    if s["mode"] == "dense":
+        return f"all@{s['fps']:g}fps" if "fps" in s else f"all/s{s['stride']}"
+    return f"{s['max_frames']}@{s['fps']:g}fps"
 
 
 def list_sets(features_root: Path) -> list[dict]:
@@ -131,23 +142,50 @@ def human_bytes(n: float) -> str:
     return f"{n / 1000:.1f} TB"
 
 
-def stored_ids(set_dir: Path, manifest: Manifest) -> tuple[set[str], list[str]]:
-    """Video ids in the committed shards (reading only `video_ids`), and unreadable shards."""
-    ids, bad = set(), []
+def stored_ids(set_dir: Path, manifest: Manifest) -> tuple[set[str], np.ndarray, list[str]]:
+    """Video ids and rows per video (lengths (n,) int64) in the committed shards (reading only
+    `video_ids` and `lengths`), and unreadable shards."""
+    ids, lengths, bad = set(), [np.zeros(0, np.int64)], []
     for s in manifest.shards:
         try:
             with h5py.File(Path(set_dir) / s.file, "r") as f:
                 ids.update(f["video_ids"].asstr()[()].tolist())
+                lengths.append(f["lengths"][()].astype(np.int64))
         except (OSError, KeyError) as e:
             bad.append(f"{s.file} ({type(e).__name__})")
-    return ids, bad
+    return ids, np.concatenate(lengths), bad
+
+
+def shard_lines(m: Manifest, lengths: np.ndarray) -> list[str]:
+    """`store info`'s account of the shards' datasets; a ragged set's with its rows per video."""
+    clip = clip_shape(m.identity)
+    if not m.ragged:
+        return [
+            f"  per shard:  features (n, {m.frames}, {m.feature_dim}) float16 with n <= {m.shard_size}, "
+            f"lengths, labels, video_ids, groups, frame_indices{clip and f' (n, T, {clip})'}, timestamps"
+            + (", has_audio" if m.modality == "audio" else "")
+        ]
+    rows = (
+        f"{int(lengths.sum()):,} in all, per video min {int(lengths.min())} / median {float(np.median(lengths)):g} / "
+        f"max {int(lengths.max())}"
+        if len(lengths)
+        else "none stored yet"
+    )
+    return [
+        f"  layout:     ragged, {sampling_words(m.identity.get('sampling') or {'mode': 'dense', 'stride': '?'})} "
+        f"({json.dumps(m.identity.get('sampling'))}): each video its own rows, nothing padded",
+        f"  rows:       {rows}",
+        f"  per shard:  features (R, {m.feature_dim}) float16, every video's rows one after another; lengths (n,) "
+        f"rows per video; frame_indices (R{clip and f', {clip}'}), timestamps (R,), spans (R, 2); labels, video_ids, "
+        f"groups, durations, video_fps (n,)" + (", has_audio" if m.modality == "audio" else ""),
+    ]
 
 
 def describe(set_dir: Path, max_failures: int = 5) -> str:
     """`store info`: identity, full extraction config, split sizes, failures."""
     m = Manifest.read(set_dir)
     r = record(set_dir, m)
-    stored, bad = stored_ids(set_dir, m)
+    stored, lengths, bad = stored_ids(set_dir, m)
     state = (
         "complete"
         if m.complete
@@ -164,9 +202,7 @@ def describe(set_dir: Path, max_failures: int = 5) -> str:
         f"  state:      {state}",
         f"  videos:     {m.num_stored} of {m.num_videos} stored, {m.num_failed} failed; "
         f"{len(m.shards)}/{m.num_shards} shards, {human_bytes(r['bytes'])}",
-        f"  per shard:  features (n, {m.frames}, {m.feature_dim}) float16 with n <= {m.shard_size}, "
-        f"lengths, labels, video_ids, groups, frame_indices{clip_shape(m.identity)}, timestamps"
-        + (", has_audio" if m.modality == "audio" else ""),
+        *shard_lines(m, lengths),
         f"  created:    {m.created_at}   completed: {m.completed_at or '-'}   updated: {m.updated_at}",
         "  identity (hashed into the id: the same identity is the same feature set):",
         *(f"    {k}: {json.dumps(v)}" for k, v in m.identity.items()),
@@ -194,9 +230,9 @@ def describe(set_dir: Path, max_failures: int = 5) -> str:
 
 
 def clip_shape(identity: dict) -> str:
-    """' (n, T, K)' where each step is a clip of K frames (a video model's set), else ''."""
+    """'K' where each step is a clip of K frames (a video model's set), else ''."""
     clip = (identity.get("sampling") or {}).get("clip")
-    return f" (n, T, {clip['frames']})" if clip else ""
+    return str(clip["frames"]) if clip else ""
 
 
 def copied_lines(m: Manifest) -> list[str]:

@@ -10,12 +10,14 @@ import contextlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import h5py
+
 from ..console import plural
 from ..errors import StoreError
 from ..files import TMP_MARK, file_sha256
 from .claims import Claim, lock_held, locked
 from .manifest import FAILURES, MANIFEST, Manifest, drop_shards
-from .shards import shard_index
+from .shards import ragged_problems, shard_index
 
 
 def verify(set_dir: Path) -> list[str]:
@@ -24,10 +26,12 @@ def verify(set_dir: Path) -> list[str]:
 
 
 def bad_shards(set_dir: Path, manifest: Manifest | None = None) -> dict[str, str]:
-    """{shard file: what is wrong} for every committed shard whose bytes are not the recorded ones
-    (manifest: the set's, if read already)."""
+    """{shard file: what is wrong} for every committed shard whose bytes are not the recorded ones,
+    or, in a ragged set, whose datasets do not fit together (shards.ragged_problems: a shard
+    written wrongly has the right checksum all the same); manifest: the set's, if read already."""
     bad = {}
-    for s in (manifest or Manifest.read(set_dir)).shards:
+    manifest = manifest or Manifest.read(set_dir)
+    for s in manifest.shards:
         path = Path(set_dir) / s.file
         if not path.exists():
             bad[s.file] = "listed in the manifest but missing"
@@ -35,7 +39,18 @@ def bad_shards(set_dir: Path, manifest: Manifest | None = None) -> dict[str, str
             bad[s.file] = f"size {path.stat().st_size} != manifest {s.bytes} (truncated or replaced)"
         elif (digest := file_sha256(path)) != s.sha256:  # streamed: a shard may not fit in memory twice
             bad[s.file] = f"sha256 {digest[:12]}… != manifest {s.sha256[:12]}… (corrupt)"
+        elif manifest.ragged and (problems := ragged_layout_problems(path, s.videos)):
+            bad[s.file] = f"inconsistent ragged shard: {'; '.join(problems)}"
     return bad
+
+
+def ragged_layout_problems(path: Path, videos: int) -> list[str]:
+    """shards.ragged_problems of the shard at `path` (reading shapes and lengths only)."""
+    try:
+        with h5py.File(path, "r") as f:
+            return ragged_problems(f, videos)
+    except (OSError, KeyError) as e:
+        return [f"unreadable as HDF5 ({type(e).__name__}: {e})"]
 
 
 @dataclass

@@ -159,7 +159,10 @@ class Manifest(Record):
     modality: str = field(default="rgb", metadata=OPTIONAL)  # rgb | audio
     identity: dict[str, Any] = field(default_factory=dict, metadata=OPTIONAL)  # hashed into the id
     config: dict[str, Any] = field(default_factory=dict, metadata=OPTIONAL)  # the full extraction config
-    frames: int  # T
+    frames: int | None  # T; None in a ragged set (each video's rows: its shard's `lengths`)
+    # "fixed": (n, T, D) shards; "ragged": every video its own row count (docs/store.md). Written
+    # only when not "fixed", so a fixed-T manifest's bytes are what they were before the key existed.
+    layout: str = field(default="fixed", metadata=OPTIONAL)
     feature_dim: int  # D
     video_root: str | None = field(default=None, metadata=OPTIONAL)  # where the videos were read
     classes: list[str]  # index = label
@@ -194,6 +197,11 @@ class Manifest(Record):
             raise StoreError(f"{path}: schema version {data.get('schema_version')} is not {SCHEMA_VERSION}")
         return cls.from_json(data, str(path))
 
+    @property
+    def ragged(self) -> bool:
+        """Each video keeps its own number of rows (a dense set), not T."""
+        return self.layout == "ragged"
+
     def shard(self, file: str) -> ShardEntry | None:
         """The entry of the committed shard named `file`, None when the manifest does not list it."""
         return next((s for s in self.shards if s.file == file), None)
@@ -208,7 +216,7 @@ class Manifest(Record):
 NEW_KEYS = tuple(
     f.name
     for f in dataclasses.fields(Manifest)
-    if f.name not in ("updated_at", "num_stored", "num_failed", "completed_at")
+    if f.name not in ("updated_at", "num_stored", "num_failed", "completed_at", "layout")
 )
 
 
@@ -217,7 +225,7 @@ def new_manifest(
     dataset: str,
     identity: dict,
     config: dict,
-    frames: int,
+    frames: int | None,
     feature_dim: int,
     classes: list[str],
     splits: dict,
@@ -229,12 +237,14 @@ def new_manifest(
     unlisted_failures: list[dict] | None = None,
     modality: str = "rgb",
     default_settings: bool = False,
+    layout: str = "fixed",
 ) -> Manifest:
     """A new, empty manifest (no shard committed yet).
 
     splits: {"1": {"train": [ids], "test": [ids]}, ...}; unlisted_failures: videos the
     listing named but that cannot be opened at all; default_settings: the set was made
-    with stage one's default extraction settings (stage two prefers such a set).
+    with stage one's default extraction settings (stage two prefers such a set); layout:
+    "ragged" for a dense set (frames None), whose manifest says so after its other keys.
     """
     manifest = Manifest(
         schema_version=SCHEMA_VERSION,
@@ -244,6 +254,7 @@ def new_manifest(
         identity=identity,
         config=config,
         frames=frames,
+        layout=layout,
         feature_dim=feature_dim,
         video_root=video_root,
         classes=classes,
@@ -257,7 +268,9 @@ def new_manifest(
         complete=False,
         created_at=now_iso(),
     )
-    manifest._keys = NEW_KEYS  # every key, defaults included: a new manifest says its modality
+    # every key, defaults included (a new manifest says its modality), but a fixed-T set's layout:
+    # its bytes stay those of every set made before ragged ones
+    manifest._keys = tuple(k for k in NEW_KEYS if k != "layout" or layout != "fixed")
     return manifest
 
 

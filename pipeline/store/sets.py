@@ -3,10 +3,12 @@
     find_feature_set(ref, dataset, root) / resolve_feature_sets(...)   by id, prefix, path, or
                                                                       a dataset's default set
     open_feature_sets(dirs) -> [FeatureSet]                           refuses to mix unlike sets
-    read_index(sets) -> Index                                         ids, labels, groups, lengths, presence
+    read_index(sets) -> Index                                         ids, labels, groups, lengths, presence,
+                                                                      where each video's rows are
     split_names(splits, "all") / select_split(...) -> Split         the official splits
     carve_by_group(rows, index, fraction, seed) -> (kept, held)       validation / a missing test side
-    read_features(sets, index, rows) / verified_shard(...)            features, checksummed
+    read_features(sets, index, rows) / verified_shard(...)            features (n, T, D) of a fixed-T set, checksummed
+    read_videos(sets, index, rows)                                    each video's own rows (T_i, D), either layout
     feature_stats(...) / standardize(...)                             training-split statistics
 
 Only shards listed in a manifest are ever opened, and every feature read goes through
@@ -33,7 +35,7 @@ from ..config import store_dataset_name, store_root
 from ..errors import ConfigError, IntegrityError, ReaderError, StoreError
 from .catalog import feature_sets, list_sets, match_feature_sets, table
 from .manifest import MANIFEST, Manifest, ShardEntry
-from .shards import read_shard
+from .shards import ragged_problems, read_shard, video_offsets
 
 # Identity fields that may differ between sets that can still be mixed: which videos and
 # which dataset they came from. Everything else changes the numbers.
@@ -51,7 +53,7 @@ def describe_candidates(dirs: Iterable[Path]) -> str:
             m = Manifest.read(d)
             state = "complete" if m.complete else f"partial {len(m.shards)}/{m.num_shards} shards"
             lines.append(
-                f"  {d}  (T={m.frames}, weights {m.identity.get('weights', '?')}, "
+                f"  {d}  (T={m.frames or 'per video'}, weights {m.identity.get('weights', '?')}, "
                 f"{m.num_stored} videos, {state}, created {m.created_at})"
             )
         except StoreError as e:
@@ -188,8 +190,13 @@ class FeatureSet:
         return self.manifest.feature_set_id
 
     @property
-    def frames(self) -> int:
+    def frames(self) -> int | None:
+        """T of a fixed-T set; None for a ragged one."""
         return self.manifest.frames
+
+    @property
+    def ragged(self) -> bool:
+        return self.manifest.ragged
 
     @property
     def feature_dim(self) -> int:
@@ -212,16 +219,24 @@ class FeatureSet:
     def read_shard(self, file: str) -> dict[str, Any]:
         """A listed shard, verified against its manifest sha256 and checked against the set.
 
-        Returns features (n, T, D) float16; lengths (n,) int32; labels (n,) int32;
+        Returns, fixed-T: features (n, T, D) float16; lengths (n,) int32; labels (n,) int32;
         video_ids, groups (n,) str; frame_indices (n, T) int32 ((n, T, K) for a clip model's
-        set); timestamps (n, T) float32.
+        set); timestamps (n, T) float32. Ragged (docs/store.md): features (R, D) float16, the
+        per-row frame_indices (R,) or (R, K), timestamps (R,), spans (R, 2), and per video
+        lengths, labels, video_ids, groups, durations, video_fps (n,).
         """
         entry = self.shard_entry(file)
         data = read_shard(self.set_dir / file, entry.sha256)
-        n, t, d = data["features"].shape
-        if (t, d) != (self.frames, self.feature_dim) or n != entry.videos:
+        shape = data["features"].shape
+        if self.ragged:
+            problems = ragged_problems(data, entry.videos)
+            if shape[-1] != self.feature_dim:
+                problems.insert(0, f"features are {shape[-1]} wide, the manifest says D = {self.feature_dim}")
+            if problems:
+                raise IntegrityError(f"{self.set_dir / file}: an inconsistent ragged shard: {'; '.join(problems)}")
+        elif len(shape) != 3 or shape[1:] != (self.frames, self.feature_dim) or shape[0] != entry.videos:
             raise IntegrityError(
-                f"{self.set_dir / file}: holds {n} x {t} x {d} features, the manifest says "
+                f"{self.set_dir / file}: holds {' x '.join(map(str, shape))} features, the manifest says "
                 f"{entry.videos} x {self.frames} x {self.feature_dim}"
             )
         shard_set = data["attrs"].get("feature_set_id")
@@ -260,6 +275,8 @@ def check_compatible(a: FeatureSet, b: FeatureSet) -> None:
     different spaces and a model trained on one is meaningless on the other.
     """
     name = f"feature sets {a.set_dir} and {b.set_dir}"
+    if a.ragged != b.ragged:
+        raise ReaderError(f"refusing to mix {name}: one is ragged (rows per video), the other fixed-T")
     if a.frames != b.frames:
         raise ReaderError(f"refusing to mix {name}: T differs ({a.frames} vs {b.frames} frames per video)")
     if a.feature_dim != b.feature_dim:
@@ -288,10 +305,12 @@ class ShardRef:
 class Index:
     """Per-video metadata of every committed video, in (set, shard, row) order.
 
-    video_ids, groups (N,) str; labels (N,) int64; lengths (N,) int64 frames before padding;
-    shard (N,) int64 index into `shards`; row (N,) int64 row within that shard; present (N,)
-    bool: the set's stream exists for the video (an audio set's `has_audio`; True for every
-    video of a set whose shards carry no such flag).
+    video_ids, groups (N,) str; labels (N,) int64; lengths (N,) int64 frames before padding
+    (a ragged set's: the video's rows); shard (N,) int64 index into `shards`; row (N,) int64
+    video within that shard; offset (N,) int64 where its rows start in the shard's features (a
+    ragged shard's (R, D); a fixed-T shard's: row); present (N,) bool: the set's stream exists
+    for the video (an audio set's `has_audio`; True for every video of a set whose shards carry
+    no such flag).
     """
 
     video_ids: np.ndarray
@@ -302,6 +321,7 @@ class Index:
     row: np.ndarray
     present: np.ndarray
     shards: list[ShardRef]
+    offset: np.ndarray
 
     def rows_of(self, ids: Iterable[str]) -> tuple[np.ndarray, list[str]]:
         """(positions of the stored ids, ids that are not stored), in the order given."""
@@ -319,7 +339,7 @@ def read_index(sets: list[FeatureSet]) -> Index:
     These few small datasets are read with h5py directly and not checksummed here: every
     feature read later verifies the whole file and its ids against this index.
     """
-    columns = ("video_ids", "groups", "labels", "lengths", "shard", "row", "present")
+    columns = ("video_ids", "groups", "labels", "lengths", "shard", "row", "present", "offset")
     cols: dict[str, list] = {k: [] for k in columns}
     shards: list[ShardRef] = []
     for k, fs in enumerate(sets):
@@ -328,15 +348,25 @@ def read_index(sets: list[FeatureSet]) -> Index:
                 ids = f["video_ids"].asstr()[()]
                 cols["groups"].append(f["groups"].asstr()[()])
                 cols["labels"].append(f["labels"][()].astype(np.int64))
-                cols["lengths"].append(f["lengths"][()].astype(np.int64))
+                lengths = f["lengths"][()].astype(np.int64)
+                cols["lengths"].append(lengths)
                 cols["present"].append(f["has_audio"][()] != 0 if "has_audio" in f else np.ones(len(ids), bool))
             cols["video_ids"].append(ids)
             cols["shard"].append(np.full(len(ids), len(shards), np.int64))
             cols["row"].append(np.arange(len(ids), dtype=np.int64))
+            cols["offset"].append(video_offsets(lengths) if fs.ragged else cols["row"][-1])
             shards.append(ShardRef(k, entry.file, len(ids)))
     cat = {k: np.concatenate(cols[k]) for k in columns}
     index = Index(
-        cat["video_ids"], cat["groups"], cat["labels"], cat["lengths"], cat["shard"], cat["row"], cat["present"], shards
+        cat["video_ids"],
+        cat["groups"],
+        cat["labels"],
+        cat["lengths"],
+        cat["shard"],
+        cat["row"],
+        cat["present"],
+        shards,
+        cat["offset"],
     )
     seen, dupes = set(), []
     for v in index.video_ids:
@@ -545,9 +575,14 @@ def standardize(
 def read_features(sets: list[FeatureSet], index: Index, rows: np.ndarray) -> np.ndarray:
     """Features of `rows`, read whole shard by whole shard (contiguous reads), verified.
 
-    rows (n,) int64 into the index. Returns (n, T, D) float16 in the order of `rows`.
+    rows (n,) int64 into the index. Returns (n, T, D) float16 in the order of `rows`. A ragged
+    set has no T: read_videos reads its videos.
     """
     fs0 = sets[0]
+    if fs0.frames is None:
+        raise ReaderError(
+            f"{fs0.set_dir}: a ragged set (each video its own rows) has no (n, T, D) array; read its videos one by one"
+        )
     out = np.empty((len(rows), fs0.frames, fs0.feature_dim), np.float16)
     wanted = np.zeros(len(index.video_ids), dtype=np.int64) - 1
     wanted[rows] = np.arange(len(rows))
@@ -564,6 +599,26 @@ def read_features(sets: list[FeatureSet], index: Index, rows: np.ndarray) -> np.
     with cf.ThreadPoolExecutor(min(READ_THREADS, len(needed) or 1), thread_name_prefix="shard-read") as pool:
         list(pool.map(copy_shard, needed))  # re-raises a reader's error here
     return out
+
+
+def read_videos(sets: list[FeatureSet], index: Index, rows: np.ndarray) -> list[np.ndarray]:
+    """Each video's own rows, for either layout: features (T_i, D) float16 of every row in `rows`
+    (n,) int64 into the index, in that order; a fixed-T video's rows up to its length. Whole
+    shards are read (verified) one at a time, so memory holds one shard and the rows asked for."""
+    rows = np.asarray(rows, dtype=np.int64)
+    out: list[np.ndarray | None] = [None] * len(rows)
+    for k in np.unique(index.shard[rows]).tolist():
+        feats = verified_shard(sets, index, k)["features"]
+        for p in np.flatnonzero(index.shard[rows] == k).tolist():
+            r = rows[p]
+            out[p] = video_rows(feats, int(index.offset[r]), int(index.lengths[r]), sets[0].ragged)
+    return [x for x in out if x is not None]
+
+
+def video_rows(features: np.ndarray, start: int, length: int, ragged: bool) -> np.ndarray:
+    """One video's (length, D) rows of a shard's features: a ragged shard's (R, D) from row `start`,
+    a fixed-T shard's (n, T, D) video `start` up to its length. A copy: the shard can be freed."""
+    return (features[start : start + length] if ragged else features[start, :length]).copy()
 
 
 def verified_shard(sets: list[FeatureSet], index: Index, k: int) -> dict:

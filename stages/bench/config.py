@@ -58,6 +58,9 @@ class BenchConfig:
     audio_clips: int = option(
         0, "Clips with a sound track timed as an audio set.", shown="all of --clips on a CPU, 256 on CUDA"
     )
+    dense_seconds: float = option(
+        600.0, "Length of the long video timed as a dense set (FRAMES=all FPS=1), s; 0: not timed."
+    )
     baseline_reader: str = choice(
         "auto", READERS, "How the seed method reads every frame; auto: OpenCV if installed, else ffmpeg."
     )
@@ -86,6 +89,8 @@ class BenchConfig:
             raise ConfigError(f"--seconds: a clip needs at least 3 frames at 25 fps, got {self.seconds!r} s")
         if self.frames < 1:
             raise ConfigError(f"--frames: must be >= 1, got {self.frames!r}")
+        if self.dense_seconds < 0:
+            raise ConfigError(f"--dense-seconds: must be >= 0 (0: not timed), got {self.dense_seconds!r}")
         if self.decoder not in DECODERS:
             raise ConfigError(f"--decoder (DECODER=): choose one of {', '.join(DECODERS)}, got {self.decoder!r}")
         if self.baseline_reader not in READERS:

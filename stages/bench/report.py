@@ -33,6 +33,8 @@ def headline(r: dict, cfg: BenchConfig) -> dict:
         "backbone_images_per_s": r.get("backbone", {}).get("images_per_s"),
         "audio_videos_per_s": r.get("audio", {}).get("videos_per_s"),
         "audio_cpu_ms_per_video": r.get("audio", {}).get("cpu_ms_per_video"),
+        "dense_real_time_factor": r.get("dense", {}).get("real_time_factor"),
+        "dense_decode_s_per_video_minute": r.get("dense", {}).get("decode_s_per_video_minute"),
         "train_50_epochs_s": r.get("train", {}).get("train_50_epochs_s"),
         "ratios": {
             "end_to_end_vs_ceiling": e2e["videos_per_s"] / ceiling["videos_per_s"],
@@ -127,6 +129,7 @@ def format_report(r: dict) -> str:
                 f"with 44.1 kHz stereo MP3",
             )
         )
+    rows += dense_rows(r.get("dense"))
     if r.get("end_to_end_devices"):
         d = r["end_to_end_devices"]
         rows.append(
@@ -291,3 +294,20 @@ def describe_machine(device: torch.device) -> dict:
         props = torch.cuda.get_device_properties(device)
         out["gpu"], out["gpu_memory_gib"] = props.name, props.total_memory / 2**30
     return out
+
+
+def dense_rows(d: dict | None) -> list[tuple[str, str, str]]:
+    """The dense set's row of the table (none where it was not timed)."""
+    if not d:
+        return []
+    if d.get("error"):
+        return [("dense set, FRAMES=all FPS=1", "not measured", d["error"].splitlines()[0][:200])]
+    ratio = f"{d['end_to_end_vs_backbone']:.2f}x the backbone's time" if d.get("end_to_end_vs_backbone") else ""
+    return [
+        (
+            "dense set, FRAMES=all FPS=1",
+            f"{d['real_time_factor']:.3g}x real time",
+            f"{d['decode_s_per_video_minute']:.2f} decoder s per video-minute; {d['rows']} rows of one "
+            f"{d['video_seconds']:g} s 320x240 H.264 video in {d['seconds']:.1f} s, {ratio}",
+        )
+    ]

@@ -17,7 +17,7 @@ from .config import SEED_BACKBONE, BenchConfig, BenchError, own_size
 from .decoders import TIMED_DECODERS, best_of_decoders, ceiling_of, measure_decoder
 from .model import RANDOM_WEIGHTS, measure_backbone, measure_compile
 from .report import describe_machine, format_report, headline, settings_of, train_line
-from .stage_one import measure_audio, measure_end_to_end
+from .stage_one import measure_audio, measure_dense, measure_end_to_end
 from .training import measure_training
 
 
@@ -99,6 +99,14 @@ def run_bench(cfg: BenchConfig) -> dict:
     except Exception as e:  # reported, and the bench fails at the end; the other figures still count
         results["audio"] = {"error": f"{type(e).__name__}: {e}"[:3000]}
         console.say(f"bench: the audio set could not be measured: {results['audio']['error']}")
+    if cfg.dense_seconds:
+        console.say(f"    a dense set (FRAMES=all FPS=1) of one {cfg.dense_seconds:g} s video ...")
+        try:
+            results["dense"] = measure_dense(cfg)
+        except Exception as e:  # reported, and the bench fails at the end; the other figures still count
+            results["dense"] = {"error": f"{type(e).__name__}: {e}"[:3000]}
+            console.say(f"bench: the dense set could not be measured: {results['dense']['error']}")
+        write_results(results | headline(results, cfg), cfg.results_path)
     if cfg.compile:
         console.say("    torch.compile (this takes minutes) ...")
         results["compile"] = measure_compile(cfg, device, precision, results)

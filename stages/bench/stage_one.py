@@ -9,7 +9,7 @@ from pipeline.files import atomic_write_bytes
 from stages.extract.config import ExtractConfig
 
 from ..extract import extract_features
-from ..samples import make_sound_bench_clips
+from ..samples import make_dense_bench_video, make_sound_bench_clips
 from .config import BenchConfig
 from .decoders import cpu_seconds
 from .usage import process_usage, usage_since
@@ -78,4 +78,34 @@ def measure_end_to_end(cfg: BenchConfig, csv: Path, tmp: Path, devices: str = ""
         "timings": t,
         **usage,
         "page_faults_per_frame": usage["page_faults"] / max(1, t.get("images", 0)),
+    }
+
+
+def measure_dense(cfg: BenchConfig) -> dict:
+    """Stage one on one long video (cfg.dense_seconds, 320x240 H.264, a changing picture) as a
+    dense set, FRAMES=all FPS=1, with the bench's backbone and size, into a temporary store: the
+    real-time factor (video seconds per wall second), the decoders' seconds per video-minute,
+    and the end to end time against the backbone's own share of it."""
+    video = make_dense_bench_video(cfg.clips_path / "dense", cfg.dense_seconds)
+    with tempfile.TemporaryDirectory(prefix="vidstore-bench-") as tmp:
+        csv = Path(tmp) / "dense.csv"
+        atomic_write_bytes(csv, f"path\n{video}\n".encode())
+        ecfg = cfg.extract_config(
+            dataset="csv", data_dir=csv, features_root=Path(tmp) / "store", name="bench-dense", frames="all",
+            fps=1.0, device=cfg.device, workers=cfg.workers, gpu_batch=cfg.gpu_batch, precision=cfg.precision,
+        )  # fmt: skip
+        s = extract_features(ecfg, quiet=True)
+    if s.failed:
+        raise RuntimeError(f"the dense bench video failed: {s.failures[0]['reason']}")
+    t = dict(s.timings)
+    minutes = cfg.dense_seconds / 60
+    return {
+        "video_seconds": cfg.dense_seconds,
+        "rows": t.get("images", 0),
+        "seconds": s.elapsed,
+        "real_time_factor": cfg.dense_seconds / s.elapsed,
+        "decode_s_per_video_minute": t.get("decode", 0.0) / minutes,
+        "backbone_s": t.get("backbone", 0.0),
+        "end_to_end_vs_backbone": s.elapsed / t["backbone"] if t.get("backbone") else None,
+        "timings": t,
     }

@@ -119,6 +119,9 @@ class Batcher:
             self.allocate(workers, frames)
         self.pieces: list[tuple] = []
         self.fill = 0
+        # add() is called by the main thread (a fixed-T video) and by decode threads (a dense
+        # video's chunks); the batch being filled is theirs to share
+        self.adding = threading.Lock()
         self.jobs: queue.Queue[Job | None] = queue.Queue(maxsize=1)
         self.error: BaseException | None = None
         # seconds: H2D copies, backbone, scatter to shards; inference loop idle (starved:
@@ -147,7 +150,11 @@ class Batcher:
 
     # -------------------------------------------------------------- main thread
     def add(self, slot: int, k: int, owner: object) -> None:
-        """Queue frames [0, k) of `slot` (k >= 1) for the backbone; may span batches."""
+        """Queue frames [0, k) of `slot` (k >= 1) for the backbone; may span batches. Any thread."""
+        with self.adding:
+            self.add_locked(slot, k, owner)
+
+    def add_locked(self, slot: int, k: int, owner: object) -> None:
         t = 0
         while t < k:
             n = min(k - t, self.batch - self.fill)
@@ -179,7 +186,8 @@ class Batcher:
 
     def close(self) -> None:
         """Send the last partial batch, wait until every feature reached the sink."""
-        self.dispatch()
+        with self.adding:
+            self.dispatch()
         self.put(None)
         self.serving.result()
         self.check()

@@ -30,6 +30,13 @@ from . import families
 DATASETS = ("sample", "ucf101", "hmdb51", "folder", "csv")
 AUDIO_FEATURES = ("logmel", "vggish")
 AUDIO_DIM = 128  # both audio feature kinds: the log-mel summary (64 means + 64 stds) and a VGGish embedding
+# FRAMES=all: a dense set, every step of FPS= or STRIDE= over the whole video, each video its own row count.
+FRAMES_ALL = "all"
+# A dense set's rows per shard by default: 65536 ResNet-50 rows (2048 float16) are 256 MiB, so a
+# reader holds a shard whole, and an hour at STRIDE=1 of 25-fps footage still fits in two shards.
+DEFAULT_SHARD_ROWS = 65536
+# Steps of a dense video decoded and embedded at a time: what bounds its memory, whatever its length.
+DENSE_CHUNK = 64
 # Stage one's decoders, the default first: in-process PyAV, or an ffmpeg process per video.
 DECODERS = ("pyav", "ffmpeg-cli")
 
@@ -53,8 +60,19 @@ class ExtractConfig:
     features_root: Path | None = option(
         None, "The feature store's root; share it between teams.", shown="$FEATURES_ROOT, else data/features"
     )
-    frames: int = option(16, "T: the centres of T equal segments of each video; with --fps, the most frames.")
-    fps: float | None = option(None, "Sample at this rate (frames per second) instead, at most --frames.", shown="off")
+    frames: int | str = option(
+        16,
+        "T: the centres of T equal segments of each video; with --fps, the most frames; all: dense, every step "
+        "of --fps or --stride from the start to the end of each video (its own row count).",
+    )
+    fps: float | None = option(
+        None, "Sample at this rate (frames per second) instead, at most --frames (all: no cap).", shown="off"
+    )
+    stride: int | None = option(
+        None,
+        "With --frames all: one row every S source frames (a clip model: one clip of its K frames every S frames).",
+        shown="off",
+    )
     image_size: int | None = option(
         None,
         "Side of the square centre crop fed to the backbone, px.",
@@ -110,7 +128,16 @@ class ExtractConfig:
         "as many clips as hold ResNet-50's batch of 224 px frames",
     )
     shard_size: int = option(256, "Videos per shard file.")
-    timeout: float = option(60.0, "Seconds allowed to one video (pyav) or to one ffmpeg/ffprobe call (ffmpeg-cli).")
+    shard_rows: int = option(
+        DEFAULT_SHARD_ROWS,
+        "Dense sets (--frames all): most rows per shard file, as well as --shard-size videos (a longer video "
+        "gets a shard of its own).",
+    )
+    timeout: float = option(
+        60.0,
+        "Seconds allowed to one video (pyav; with --frames all, to each chunk of its steps) or to one "
+        "ffmpeg/ffprobe call (ffmpeg-cli).",
+    )
     compile: bool = option(False, "torch.compile the backbone; pays off only on large sets.", flag="--no-compile")
     scheduler: str | None = option(
         None, "Run on Dask: local:N (N worker processes) or tcp://host:8786.", shown="off (this process)"
@@ -132,6 +159,18 @@ class ExtractConfig:
     @property
     def root(self) -> Path:
         return Path(self.data_dir) if self.data_dir else repo_root() / "data" / self.dataset
+
+    @property
+    def dense(self) -> bool:
+        """FRAMES=all: every step of FPS= or STRIDE= over the whole video, stored ragged."""
+        return self.frames == FRAMES_ALL
+
+    @property
+    def steps(self) -> int:
+        """Steps one decode hands the model at most: T, or a chunk of DENSE_CHUNK steps of a dense video."""
+        if isinstance(self.frames, int):
+            return self.frames
+        return DENSE_CHUNK
 
     @property
     def store_root(self) -> Path:
@@ -168,10 +207,7 @@ def validate_extract(cfg: ExtractConfig) -> None:
         )
     if cfg.dataset not in DATASETS:
         raise ConfigError(f"--dataset: unknown dataset {cfg.dataset!r}; choose one of {', '.join(DATASETS)}")
-    if not isinstance(cfg.frames, int) or cfg.frames < 1:
-        raise ConfigError(f"--frames (FRAMES=): must be a positive whole number of frames, got {cfg.frames!r}")
-    if cfg.fps is not None and not cfg.fps > 0:
-        raise ConfigError(f"--fps (FPS=): must be a positive rate in frames per second, got {cfg.fps!r}")
+    validate_sampling(cfg)
     if cfg.image_size is not None and cfg.image_size < 32:
         raise ConfigError(f"--size (SIZE=): the backbones need at least 32 px, got {cfg.image_size!r}")
     if cfg.resize is not None and cfg.image_size is not None and cfg.resize < cfg.image_size:
@@ -191,6 +227,8 @@ def validate_extract(cfg: ExtractConfig) -> None:
             raise ConfigError(f"--{name.replace('_', '-')}: must be >= 0, got {getattr(cfg, name)!r}")
     if cfg.shard_size < 1:
         raise ConfigError(f"--shard-size: must be >= 1 video, got {cfg.shard_size!r}")
+    if not isinstance(cfg.shard_rows, int) or cfg.shard_rows < 1:
+        raise ConfigError(f"--shard-rows (SHARD_ROWS=): must be >= 1 row, got {cfg.shard_rows!r}")
     if not cfg.timeout > 0:
         raise ConfigError(f"--timeout: must be > 0 seconds, got {cfg.timeout!r}")
     if cfg.dataset == "csv" and not cfg.data_dir:
@@ -212,6 +250,49 @@ def validate_extract(cfg: ExtractConfig) -> None:
         )
 
 
+def validate_sampling(cfg: ExtractConfig) -> None:
+    """FRAMES= a positive whole number or all; FPS= positive; STRIDE= only with FRAMES=all, and
+    FRAMES=all with exactly one of FPS= and STRIDE=."""
+    if cfg.frames != FRAMES_ALL and (isinstance(cfg.frames, bool) or not isinstance(cfg.frames, int) or cfg.frames < 1):
+        raise ConfigError(
+            f"--frames (FRAMES=): must be a positive whole number of frames or {FRAMES_ALL!r}, got {cfg.frames!r}"
+        )
+    if cfg.fps is not None and not cfg.fps > 0:
+        raise ConfigError(f"--fps (FPS=): must be a positive rate in frames per second, got {cfg.fps!r}")
+    if cfg.stride is not None and (isinstance(cfg.stride, bool) or not isinstance(cfg.stride, int) or cfg.stride < 1):
+        raise ConfigError(f"--stride (STRIDE=): must be a positive whole number of source frames, got {cfg.stride!r}")
+    if cfg.stride is not None and not cfg.dense:
+        raise ConfigError(
+            f"--stride (STRIDE=) {cfg.stride} samples the whole video: it needs --frames all (FRAMES=all), "
+            f"got FRAMES={cfg.frames}"
+        )
+    if cfg.dense and cfg.decoder != "pyav":
+        raise ConfigError(
+            f"--frames all (FRAMES=all) decodes with --decoder pyav (DECODER=pyav); DECODER={cfg.decoder} "
+            "decodes fixed-T sets"
+        )
+    if cfg.dense and (cfg.fps is None) == (cfg.stride is None):
+        given = "both" if cfg.fps is not None else "neither"
+        raise ConfigError(
+            f"--frames all (FRAMES=all) needs exactly one of --fps (FPS=R: one row every 1/R s) and "
+            f"--stride (STRIDE=S: one row every S source frames); {given} given"
+        )
+
+
+def steps_tag(sampling: dict) -> str:
+    """How many steps an id says a video has: t16 (T, or FPS='s cap), or all (a dense set)."""
+    if sampling["mode"] == "dense":
+        return FRAMES_ALL
+    return f"t{sampling.get('frames') or sampling.get('max_frames')}"
+
+
+def rate_tag(sampling: dict) -> str:
+    """The id's rate suffix: -2fps (FPS=), -s4 (STRIDE=), or nothing (T uniform segments)."""
+    if sampling.get("fps"):
+        return f"-{sampling['fps']:g}fps"
+    return f"-s{sampling['stride']}" if sampling.get("stride") else ""
+
+
 @dataclass(frozen=True)
 class FeatureIdentity:
     """Everything that changes the stored numbers; its hash is the feature-set id."""
@@ -221,7 +302,9 @@ class FeatureIdentity:
     videos_sha256: str  # hash of the sorted video ids: another listing is another feature set
     backbone: str
     weights: str  # e.g. "torchvision:IMAGENET1K_V2", "sha256:<file hash>", "random:seed0"
-    sampling: dict  # {"mode": "uniform", "frames": 16} or {"mode": "fps", "fps": 2.0, "max_frames": 16}
+    # {"mode": "uniform", "frames": 16}, {"mode": "fps", "fps": 2.0, "max_frames": 16}, or a dense
+    # set's {"mode": "dense", "fps": 1.0} or {"mode": "dense", "stride": 4}
+    sampling: dict
     image_size: int
     resize: int | tuple[int, int]  # the shorter side, or the (H, W) a video model's frames are scaled to
     crop: str
@@ -233,10 +316,8 @@ class FeatureIdentity:
     @property
     def id(self) -> str:
         weights_tag = self.weights.split(":")[0].replace("torchvision", "imagenet")
-        t = self.sampling.get("frames") or self.sampling.get("max_frames")
-        prefix = f"{self.backbone.replace(':', '-')}-{weights_tag}-t{t}-{self.image_size}px"
-        if self.sampling["mode"] == "fps":
-            prefix += f"-{self.sampling['fps']:g}fps"
+        steps, rate = steps_tag(self.sampling), rate_tag(self.sampling)
+        prefix = f"{self.backbone.replace(':', '-')}-{weights_tag}-{steps}-{self.image_size}px{rate}"
         return f"{prefix}-{digest(dataclasses.asdict(self))[:12]}"
 
 
@@ -267,6 +348,5 @@ class AudioIdentity:
         if self.features != "logmel":
             assert self.weights is not None, "a learned audio embedding names its weights"
             kind = f"{self.features}-{self.weights.split(':')[0]}"
-        t = self.sampling.get("frames") or self.sampling.get("max_frames")
-        prefix = f"audio-{kind}-t{t}" + (f"-{self.sampling['fps']:g}fps" if self.sampling["mode"] == "fps" else "")
+        prefix = f"audio-{kind}-{steps_tag(self.sampling)}{rate_tag(self.sampling)}"
         return f"{prefix}-{digest(dataclasses.asdict(self))[:12]}"

@@ -52,7 +52,7 @@ from .errors import ClusterError, WeightsError
 from .extractors import Extractor
 from .model_thread import ModelThread
 from .plan import ExtractionPlan, committed_indices
-from .runner import ShardBuffer, ShardRunner, Summary, claim_uncommitted
+from .runner import AnyShard, ShardRunner, Summary, claim_uncommitted
 from .weights import WeightsSpec, on_worker
 
 RETRIES = 2  # re-runs of a task that raised (a worker's death is rescheduled by Dask on top)
@@ -83,7 +83,7 @@ class StagedForDriver:
     def rows_to_copy(self, index: int) -> dict | None:
         return None
 
-    def written(self, shard: ShardBuffer, entry: dict) -> None:
+    def written(self, shard: AnyShard, entry: dict) -> None:
         self.written_as = {"entry": entry, "failures": shard.failures}
 
 

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from pipeline import console, store
-from pipeline.errors import StoreError
+from pipeline.errors import ConfigError, StoreError
 
 from .config import ExtractConfig
 from .decode import require_decoder
@@ -150,14 +150,19 @@ def extract_video(
     """Stage one for one video file, as its feature set was computed: features (T, D) float16
     zero-padded, its valid length, and whether the modality is there (False: no sound track)."""
     require_decoder(cfg.decoder)
+    if cfg.dense:
+        raise ConfigError(
+            "--frames all (FRAMES=all): one file's dense rows are computed by `make features` on a csv listing it, "
+            "not by predict; predict takes a fixed-T set's run"
+        )
     family = model.family if model is not None else family_for(cfg)
-    items = torch.zeros((cfg.frames, *family.item_shape()), dtype=family.item_dtype)
+    items = torch.zeros((cfg.steps, *family.item_shape()), dtype=family.item_dtype)
     dec, flags = decode_items(family, decode_job(family), Path(path), items.numpy(), cfg.workers, procs=None)
     if dec.error:
         doing = "read the sound of" if family.decodes == SOUND else "decode"
         raise VideoError(f"VIDEO: cannot {doing} {path}: {dec.error}")
     model = model or ModelThread(family, spec, str(family.device()), family.precision())
     k = len(dec.picture()[0])
-    out = np.zeros((cfg.frames, family.dim), np.float16)
+    out = np.zeros((cfg.steps, family.dim), np.float16)
     out[:k] = model.extract(items[:k])
     return out, k, bool(flags.get("has_audio", 1))

@@ -20,11 +20,21 @@ from __future__ import annotations
 
 import contextlib
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
-from .decode import Decoded, DecodeJob, DecoderProcesses, decode_video, decoder_processes
+from .decode import (
+    Chunk,
+    Decoded,
+    DecodeError,
+    DecodeJob,
+    DecoderProcesses,
+    decode_dense,
+    decode_video,
+    decoder_processes,
+)
 from .decode.sound import decode_audio
 from .extractors import SOUND, Extractor
 from .logmel import log_mel_examples
@@ -54,8 +64,9 @@ def decode_job(family: Extractor) -> DecodeJob:
     else:
         size, resize, interpolation = pre.size, pre.resize, pre.scaling
     return DecodeJob(
-        frames=cfg.frames, size=size, resize=resize, fps=cfg.fps, clip=family.clip(),
+        frames=cfg.steps, size=size, resize=resize, fps=cfg.fps, clip=family.clip(),
         interpolation=interpolation, timeout=cfg.timeout, decoder=cfg.decoder,
+        dense=cfg.dense, stride=cfg.stride,
     )  # fmt: skip
 
 
@@ -68,6 +79,37 @@ def decode_items(
     if family.decodes != SOUND:  # frames or clips
         return decode_video(path, job, out=out, workers=workers, procs=procs), {}
     return decode_sound_windows(family, job, path, out, workers, procs)
+
+
+def dense_items(
+    family: Extractor,
+    job: DecodeJob,
+    path: Path,
+    next_slot: Callable[[], np.ndarray],
+    flags: dict[str, int],
+    procs: DecoderProcesses | None,
+) -> Iterator[Chunk]:
+    """A dense video's items chunk by chunk (decode.decode_dense), each chunk's `frames` its items
+    in a slot from next_slot() ((>= job.frames, *item_shape)). Sound: the picture times of each
+    chunk (decoded into a buffer of this call's own), then the log-mel window at each; the video's
+    flags (has_audio) go into `flags`. Raises DecodeError with the reason."""
+    if family.decodes != SOUND:
+        yield from decode_dense(path, job, next_slot, procs)
+        return
+    cfg = family.cfg
+    # The sound track first: the picture decode holds its decoder process until the video's end.
+    track = procs.decode_sound(path, cfg.timeout) if procs is not None else decode_audio(path, cfg.timeout)
+    times = np.empty(job.shape(), np.uint8)  # the times decode's pixels, dropped
+    for chunk in decode_dense(path, job, lambda: times, procs):
+        if track.error:  # raised after the first chunk: a file that is no video fails as one, not as a sound track
+            raise DecodeError(track.error)
+        flags["has_audio"] = int(track.has_audio)
+        k = len(chunk.timestamps)
+        if k:
+            items = next_slot()
+            items[:k] = log_mel_examples(track.samples, chunk.timestamps, cfg.audio_window).numpy()
+            chunk.frames = items[:k]
+        yield chunk
 
 
 def decode_sound_windows(

@@ -4,8 +4,8 @@
                                         derive the feature-set id and directory
     open_feature_set(plan) -> manifest  the set's manifest, created if this is its first run
 
-Work is planned as fixed chunks of the sorted video list (shard i = videos [i*S, (i+1)*S)),
-so a rerun, a second concurrent run, a Dask task or another GPU all agree on what shard i
+Work is planned as fixed chunks of the sorted video list (shard i = videos [i*S, (i+1)*S); a
+dense set's also bounded by rows, from each video's header), so a rerun, a second concurrent run, a Dask task or another GPU all agree on what shard i
 holds, and a claim (flock) decides who computes it.
 """
 
@@ -22,7 +22,7 @@ from pipeline.errors import StoreError
 
 from .config import AudioIdentity, ExtractConfig, FeatureIdentity
 from .datasets import Dataset, VideoRecord, load_dataset
-from .decode import decoder_versions
+from .decode import decoder_versions, expected_steps
 from .extractors import Extractor, family_for
 from .weights import WeightsSpec
 
@@ -66,7 +66,7 @@ class ExtractionPlan:
     def with_config(self, **changes) -> ExtractionPlan:
         """The same set with settings that only change the speed changed (devices, workers, shard size)."""
         cfg = self.cfg.replace(**changes)
-        shards = chunk(self.dataset.records, cfg.shard_size) if self.dataset else self.shards
+        shards = shards_of(cfg, self.dataset.records) if self.dataset else self.shards
         return dataclasses.replace(self, cfg=cfg, family=type(self.family)(cfg), shards=shards)
 
 
@@ -75,8 +75,39 @@ def chunk(records: list[VideoRecord], size: int) -> dict[int, list[VideoRecord]]
     return {i // size: records[i : i + size] for i in range(0, len(records), size)}
 
 
+def shards_of(cfg: ExtractConfig, records: list[VideoRecord]) -> dict[int, list[VideoRecord]]:
+    """Which videos each shard holds: fixed chunks of SHARD_SIZE videos; a dense set's shards
+    also end before SHARD_ROWS rows (each video's rows estimated from its header), a longer
+    video alone in its shard. The same listing and files give every run the same shards."""
+    if not cfg.dense:
+        return chunk(records, cfg.shard_size)
+    rows = [expected_steps(r.path, cfg.fps, cfg.stride) for r in records]
+    return chunk_by_rows(records, rows, cfg.shard_size, cfg.shard_rows)
+
+
+def chunk_by_rows(
+    records: list[VideoRecord], rows: list[int], size: int, max_rows: int
+) -> dict[int, list[VideoRecord]]:
+    """Consecutive runs of the sorted listing, each at most `size` videos and (unless one video
+    has more) `max_rows` rows; rows[i]: the rows expected of records[i]."""
+    shards: dict[int, list[VideoRecord]] = {}
+    current: list[VideoRecord] = []
+    held = 0
+    for rec, n in zip(records, rows):
+        if current and (len(current) == size or held + n > max_rows):
+            shards[len(shards)], current, held = current, [], 0
+        current.append(rec)
+        held += n
+    if current:
+        shards[len(shards)] = current
+    return shards
+
+
 def sampling_of(cfg: ExtractConfig) -> dict:
-    """Which frames a video gives: T uniform segment centres, or a fixed rate capped at T."""
+    """Which frames a video gives: T uniform segment centres, a fixed rate capped at T, or (FRAMES=all)
+    every step of a rate or a stride over the whole video."""
+    if cfg.dense:
+        return {"mode": "dense", "fps": cfg.fps} if cfg.fps else {"mode": "dense", "stride": cfg.stride}
     return (
         {"mode": "fps", "fps": cfg.fps, "max_frames": cfg.frames}
         if cfg.fps
@@ -93,7 +124,7 @@ def make_plan(cfg: ExtractConfig, download: bool = True) -> ExtractionPlan:
     weights = family.resolve_weights(20.0 if download else 0.001, fallback_to_random=cfg.dataset == "sample")
     identity = family.identity(cfg.dataset_name, ds.listing_sha256, sampling_of(cfg), weights, precision)
     set_dir = cfg.store_root / cfg.dataset_name / identity.id
-    return ExtractionPlan(cfg, family, precision, weights, identity, set_dir, chunk(ds.records, cfg.shard_size), ds)
+    return ExtractionPlan(cfg, family, precision, weights, identity, set_dir, shards_of(cfg, ds.records), ds)
 
 
 def listed(cfg: ExtractConfig) -> Dataset:
@@ -139,7 +170,7 @@ def open_feature_set(plan: ExtractionPlan) -> store.Manifest:
         cfg.dataset_name,
         json.loads(json.dumps(plan.identity.__dict__)),
         config,
-        cfg.frames,
+        None if cfg.dense else cfg.steps,
         plan.family.dim,
         ds.classes,
         ds.splits,
@@ -150,6 +181,7 @@ def open_feature_set(plan: ExtractionPlan) -> store.Manifest:
         unlisted_failures=ds.problems,
         modality=cfg.modality,
         default_settings=has_default_settings(cfg),
+        layout="ragged" if cfg.dense else "fixed",
     )
     return store.create(plan.set_dir, manifest)
 

@@ -19,7 +19,7 @@ from pipeline import console, store
 from .copying import index_committed
 from .local import start_model
 from .plan import ExtractionPlan
-from .runner import ShardBuffer, ShardRunner, Summary
+from .runner import AnyShard, ShardRunner, Summary
 
 
 class RewriteShard:
@@ -37,7 +37,7 @@ class RewriteShard:
         entry = self.entries[index]
         return store.read_shard(self.plan.set_dir / entry.file, entry.sha256)
 
-    def written(self, shard: ShardBuffer, entry: dict) -> None:
+    def written(self, shard: AnyShard, entry: dict) -> None:
         before = self.entries[shard.index]
         recovered = len(before.failures) - len(shard.failures)
         try:

@@ -39,10 +39,15 @@ from pipeline import console, store
 from .batching import Batcher, FrameSlots
 from .copying import RowCopier, index_committed
 from .datasets import VideoRecord
-from .decode import Decoded
-from .inputs import decode_items, decode_job, input_processes
+from .decode import Chunk, Decoded, DecodeError
+from .inputs import decode_items, decode_job, dense_items, input_processes
 from .model_thread import ModelThread
 from .plan import ExtractionPlan, committed_indices
+from .ragged import RaggedShardBuffer
+
+# What a dense video's decode task hands back: its last chunk (None: failed), the reason it
+# failed, its flags (has_audio) and the seconds its decoding took.
+DenseResult = tuple[Chunk | None, str | None, dict[str, int], float]
 
 
 @dataclass
@@ -184,6 +189,10 @@ class ShardBuffer:
         return arrays | {name: values[keep] for name, values in self.extras.items()}
 
 
+# A shard's rows while they are computed: (n, T, ...) arrays, or a dense set's ragged rows.
+AnyShard = ShardBuffer | RaggedShardBuffer
+
+
 class ShardSink(Protocol):
     """What one mode (local, Dask task, retry) does around the shards the runner computes."""
 
@@ -193,7 +202,7 @@ class ShardSink(Protocol):
     def rows_to_copy(self, index: int) -> dict | None:
         """A committed shard's arrays whose videos are copied, not decoded (None: decode all)."""
 
-    def written(self, shard: ShardBuffer, entry: dict) -> None:
+    def written(self, shard: AnyShard, entry: dict) -> None:
         """Shard written to path(index) (entry: file, videos, bytes, sha256); commit or hand it on."""
 
 
@@ -209,7 +218,7 @@ class CommitToManifest:
     def rows_to_copy(self, index: int) -> dict | None:
         return None
 
-    def written(self, shard: ShardBuffer, entry: dict) -> None:
+    def written(self, shard: AnyShard, entry: dict) -> None:
         store.commit_shard(self.plan.set_dir, shard.index, entry, shard.failures)
         if shard.claim is not None:
             shard.claim.release()
@@ -234,7 +243,7 @@ class ShardRunner:
         self.workers = plan.cfg.workers or os.cpu_count() or 1
         self.timings = {"decode": 0.0, "write": 0.0, "wait": 0.0}
         self.writes: list[cf.Future] = []
-        self.opened: list[ShardBuffer] = []
+        self.opened: list[AnyShard] = []
         # ShardBuffer.pending drops on the main thread (a failed video) and on the inference
         # thread (a video's last features): the lock makes "reached zero" happen exactly once.
         self.pending_lock = threading.Lock()
@@ -251,20 +260,24 @@ class ShardRunner:
             releasing_claims(self.opened),
             contextlib.closing(RowCopier(self.plan)) as self.copier,
             cf.ThreadPoolExecutor(1, thread_name_prefix="write") as self.writer,
-            Batcher(self.model, batch, cfg.frames, self.workers, self.take_features) as batcher,
+            Batcher(self.model, batch, cfg.steps, self.workers, self.take_features) as batcher,
             input_processes(self.family, self.workers) as self.procs,  # ended after the threads using them
             cf.ThreadPoolExecutor(self.workers, thread_name_prefix="decode") as pool,
         ):
             videos = self.videos_to_decode(claimed)
-            decoding: dict[cf.Future, tuple[ShardBuffer, int, VideoRecord]] = {}
-            self.keep_decoders_busy(videos, decoding, pool, batcher.slots)
+            decoding: dict[cf.Future, tuple[AnyShard, int, VideoRecord]] = {}
+            self.keep_decoders_busy(videos, decoding, pool, batcher)
             while decoding:
                 t0 = time.perf_counter()
                 ready, _ = cf.wait(decoding, return_when=cf.FIRST_COMPLETED)
                 self.timings["wait"] += time.perf_counter() - t0
                 for fut in ready:
-                    self.route(fut.result(), *decoding.pop(fut), batcher)
-                self.keep_decoders_busy(videos, decoding, pool, batcher.slots)
+                    shard, pos, rec = decoding.pop(fut)
+                    if isinstance(shard, RaggedShardBuffer):
+                        self.route_dense(fut.result(), shard, pos)
+                    else:
+                        self.route(fut.result(), shard, pos, rec, batcher)
+                self.keep_decoders_busy(videos, decoding, pool, batcher)
         # Leaving the with block flushed the batcher (every feature is in its shard) and
         # waited for the writer.
         for f in self.writes:
@@ -274,15 +287,10 @@ class ShardRunner:
 
     def videos_to_decode(
         self, claimed: Iterator[tuple[int, store.Claim | None]]
-    ) -> Iterator[tuple[ShardBuffer, int, VideoRecord]]:
+    ) -> Iterator[tuple[AnyShard, int, VideoRecord]]:
         """(shard, position, record) of every video to decode, shard after shard as claimed."""
         for index, claim in claimed:
-            records = self.plan.shards[index]
-            clip = self.family.clip()
-            shard = ShardBuffer(
-                index, records, self.plan.cfg.frames, claim, self.family.dim, self.family.flags,
-                clip.length if clip else None,
-            )  # fmt: skip
+            shard = self.open_shard(index, claim)
             self.opened.append(shard)
             stored = self.sink.rows_to_copy(index)
             if stored is not None:
@@ -296,7 +304,15 @@ class ShardRunner:
                 if not shard.ok[pos]:
                     yield shard, pos, rec
 
-    def keep_decoders_busy(self, videos: Iterator, decoding: dict, pool: cf.Executor, slots: FrameSlots) -> None:
+    def open_shard(self, index: int, claim: store.Claim | None) -> AnyShard:
+        """The buffer of shard `index`'s rows: ragged for a dense set, else (n, T, ...)."""
+        records, clip = self.plan.shards[index], self.family.clip()
+        length = clip.length if clip else None
+        if self.plan.cfg.dense:
+            return RaggedShardBuffer(index, records, claim, self.family.dim, self.family.flags, length)
+        return ShardBuffer(index, records, self.plan.cfg.steps, claim, self.family.dim, self.family.flags, length)
+
+    def keep_decoders_busy(self, videos: Iterator, decoding: dict, pool: cf.Executor, batcher: Batcher) -> None:
         """Start decodes until 2 x workers are in flight (or the listing is done)."""
         while len(decoding) < 2 * self.workers:
             if any(f.done() and f.exception() is not None for f in self.writes):
@@ -304,7 +320,11 @@ class ShardRunner:
             item = next(videos, None)
             if item is None:
                 return
-            decoding[pool.submit(self.decode, item[2], slots)] = item
+            shard, pos, rec = item
+            if isinstance(shard, RaggedShardBuffer):
+                decoding[pool.submit(self.decode_dense, shard, pos, rec, batcher)] = item
+            else:
+                decoding[pool.submit(self.decode, rec, batcher.slots)] = item
 
     def route(
         self,
@@ -329,6 +349,14 @@ class ShardRunner:
         if self.bar is not None:
             self.bar.update(1)
 
+    def route_dense(self, result: DenseResult, shard: RaggedShardBuffer, pos: int) -> None:
+        """A dense video's decoding ended (its chunks are with the batcher already): its end, or its failure."""
+        last, error, flags, seconds = result
+        self.timings["decode"] += seconds
+        self.count_down(shard, lambda: shard.ended(pos, last, flags, error))
+        if self.bar is not None:
+            self.bar.update(1)
+
     # -------------------------------------------------------------- on the decode threads
     def decode(self, rec: VideoRecord, slots: FrameSlots) -> tuple[Decoded, int | None, dict[str, int]]:
         """Decode one video into a free slot; (decoded, slot, flags), or (decoded with error, None, {})."""
@@ -343,16 +371,50 @@ class ShardRunner:
             return dec, None, {}
         return dec, slot, flags
 
+    def decode_dense(self, shard: RaggedShardBuffer, pos: int, rec: VideoRecord, batcher: Batcher) -> DenseResult:
+        """Decode a dense video chunk by chunk, each chunk into a free slot and on to the batcher
+        at once (its features come back to its rows in `shard`): memory does not grow with the
+        video. Returns its last chunk, or why it failed (rows queued before are dropped then)."""
+        t0 = time.perf_counter()
+        held: list[int] = []  # slots taken for chunks not yet handed to the batcher
+        flags: dict[str, int] = {}
+        slots = batcher.slots
+
+        def next_slot() -> np.ndarray:
+            slot = slots.acquire()
+            held.append(slot)
+            return slots.arrays[slot]
+
+        try:
+            for chunk in dense_items(self.family, self.job, rec.path, next_slot, flags, self.procs):
+                if len(chunk.timestamps):
+                    rows = shard.add_chunk(pos, chunk)
+                    batcher.add(held.pop(0), len(chunk.timestamps), (shard, pos, rows))
+                if chunk.last:
+                    return chunk, None, flags, chunk.seconds
+            raise DecodeError("the decoder stopped before the end of the video")
+        except DecodeError as e:
+            return None, str(e), {}, time.perf_counter() - t0
+        finally:
+            for slot in held:  # taken for a chunk that never came
+                slots.release(slot)
+
     # -------------------------------------------------------------- on the inference thread
-    def take_features(self, owner: tuple[ShardBuffer, int], first: int, feats: np.ndarray, last: bool) -> None:
-        """The batcher's sink: frames [first, first + k) of video `owner` are embedded."""
+    def take_features(self, owner: tuple, first: int, feats: np.ndarray, last: bool) -> None:
+        """The batcher's sink: items [first, first + k) of a slot are embedded; the owner is
+        (fixed-T shard, video) or (ragged shard, video, the chunk's rows)."""
+        if len(owner) == 3:
+            ragged, pos, rows = owner
+            rows[first : first + len(feats)] = feats
+            self.count_down(ragged, lambda: ragged.rows_embedded(pos, len(feats)))
+            return
         shard, pos = owner
         shard.features[pos, first : first + len(feats)] = feats
         if last:
             self.count_down(shard, shard.embedded)
 
     # -------------------------------------------------------------- shards
-    def count_down(self, shard: ShardBuffer, change: Callable[[], None]) -> None:
+    def count_down(self, shard: AnyShard, change: Callable[[], None]) -> None:
         """Apply a change that drops shard.pending; send the shard to the writer at zero."""
         with self.pending_lock:
             change()
@@ -360,24 +422,26 @@ class ShardRunner:
         if finished:
             self.send_to_writer(shard)
 
-    def send_to_writer(self, shard: ShardBuffer) -> None:
+    def send_to_writer(self, shard: AnyShard) -> None:
         self.writes.append(self.writer.submit(self.write, shard))
 
-    def write(self, shard: ShardBuffer) -> None:
+    def write(self, shard: AnyShard) -> None:
         """On the writer thread: the shard file (tmp, fsync, rename), then the sink."""
         t0 = time.perf_counter()
         write_shard(self.plan, self.sink, shard)
         self.timings["write"] += time.perf_counter() - t0
 
 
-def write_shard(plan: ExtractionPlan, sink: ShardSink, shard: ShardBuffer) -> None:
+def write_shard(plan: ExtractionPlan, sink: ShardSink, shard: AnyShard) -> None:
     """The shard's file (tmp, fsync, rename; its attributes name the set), then the sink."""
-    attrs = {
+    attrs: dict[str, str | int] = {
         "feature_set_id": plan.identity.id,
         "config": json.dumps(plan.cfg.to_json(), sort_keys=True),
         "shard_index": shard.index,
         "identity": json.dumps(plan.identity.__dict__, sort_keys=True),
     }
+    if isinstance(shard, RaggedShardBuffer):
+        attrs["layout"] = "ragged"  # fixed-T shards have no such attribute: their bytes stay as they were
     entry = store.write_shard(sink.path(shard.index), shard.arrays(), attrs)
     if shard.copied:  # recorded in the manifest: which rows came from which set
         entry["copied"] = dict(shard.copied)
@@ -397,7 +461,7 @@ def torch_threads(n: int | None) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def releasing_claims(shards: list[ShardBuffer]) -> Iterator[None]:
+def releasing_claims(shards: list[AnyShard]) -> Iterator[None]:
     """On the way out, release every claim still held (release is idempotent).
 
     A committed shard released its claim already; one a run could not finish (its write

@@ -11,13 +11,14 @@ The generators that only tests need (bad inputs, other layouts, the audio-visual
 under tests/synth/.
 """
 
-from .bench_clips import make_bench_clips, make_sound_bench_clips
+from .bench_clips import make_bench_clips, make_dense_bench_video, make_sound_bench_clips
 from .ucf101 import SAMPLE_VERSION, holds_only_sample, make_sample_dataset, sample_dataset_ready
 
 __all__ = [
     "SAMPLE_VERSION",
     "holds_only_sample",
     "make_bench_clips",
+    "make_dense_bench_video",
     "make_sample_dataset",
     "make_sound_bench_clips",
     "sample_dataset_ready",

@@ -86,3 +86,18 @@ def make_sound_bench_clips(
         )
     run_all([j for j in jobs if not Path(j["path"]).is_file()], workers)
     return [j["path"] for j in jobs]
+
+
+def make_dense_bench_video(dir: Path, seconds: float = 600.0, *, size: tuple[int, int] = (320, 240)) -> Path:
+    """A long video for timing a dense set: dir/dense_bench_<seconds>s.mp4, H.264 at `size` and
+    25 fps, a changing picture (BENCH_SCENES in turn, each once, a new one about every 30 s or
+    more, each moving, under noise and a moving square). Made once, then reused. Returns its path."""
+    path = Path(dir) / f"dense_bench_{seconds:g}s.mp4"
+    total = max(3, round(seconds * 25))
+    scenes = min(len(BENCH_SCENES), max(1, round(seconds / 30)))  # a scene appears once in a clip
+    frames = [total // scenes + (i < total % scenes) for i in range(scenes)]
+    names = list(BENCH_SCENES[:scenes])
+    job = dict(path=path, scenes=names, fps=25, size=size, scene_frames=frames, seed="dense-bench", codec="libx264")
+    job["timeout"] = max(120.0, 2 * seconds)  # the scenes' filters draw every pixel of every frame: minutes for 10 min
+    make_clips([job], workers=1, reuse=True)
+    return path

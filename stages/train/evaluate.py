@@ -24,7 +24,7 @@ from pipeline.files import atomic_write_json
 
 from .models import TemporalClassifier
 from .runs import CONFUSION, METRICS, PREDICTIONS, load_run, run_dirs
-from .sources import MemorySource, Source, StreamSource, choose_load
+from .sources import MemorySource, RaggedSource, Source, StreamSource, choose_load
 
 HEADLINE = ("top1", "top5", "mean_class_acc")
 
@@ -229,8 +229,12 @@ def test_source(
     std: torch.Tensor,
     device: torch.device,
     dtype: torch.dtype,
-) -> MemorySource | StreamSource:
-    """The test part of a split, whole in memory when it fits, else streamed."""
+) -> MemorySource | StreamSource | RaggedSource:
+    """The test part of a split, whole in memory when it fits, else streamed (a ragged set's: by length)."""
+    if view.ragged:
+        size = int(view.index.lengths[rows].sum())
+        mode = choose_load("auto", size, 1, view.feature_dim, dtype, device)
+        return RaggedSource(view, rows, mean, std, device, dtype, mode)
     if choose_load("auto", len(rows), view.frames, view.feature_dim, dtype, device) == "stream":
         return StreamSource(view, rows, mean, std, device, dtype)
     return MemorySource.of_rows(view, view.read(rows), np.arange(len(rows)), rows, mean, std, device, dtype)

@@ -5,6 +5,9 @@
     MemorySource        the whole part as one tensor on the device; batches are index lookups
     StreamSource        shard by shard on every pass, through the store's reader (pipeline.api), each
                         shard read whole (checksummed) by a prefetch thread while the previous one trains
+    RaggedSource        a ragged set's part (each video its own rows): the rows held flat (R, D), or
+                        streamed shard by shard; batches of videos of similar length, each padded
+                        only to its longest (pipeline.api.length_batches)
 
 Both yield Batch tuples: x (B, T, D) with the modalities side by side, lengths, labels,
 positions into the part, and present (B, M): which modalities each video has.
@@ -20,6 +23,7 @@ import numpy as np
 import torch
 
 from pipeline import FeatureSetView
+from pipeline.api import length_batches
 from pipeline.errors import ConfigError
 from pipeline.store import standardize
 
@@ -236,5 +240,113 @@ class StreamSource:
             carry.append(joined.cut(slice(full, None)))
 
 
-# What the training loop and evaluation read: either kind of part, the same batches.
-Source = MemorySource | StreamSource
+def flat_rows(videos: list[np.ndarray], dim: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Videos' rows one after another: [(T_i, D)] -> rows (R, D), starts (n,) int64, lengths (n,) int64."""
+    lengths = np.array([len(v) for v in videos], np.int64)
+    starts = np.concatenate([[0], np.cumsum(lengths)[:-1]]).astype(np.int64)
+    rows = np.concatenate(videos) if videos else np.zeros((0, dim), np.float16)
+    return rows, starts, lengths
+
+
+def ragged_chunks(
+    rows: np.ndarray, present: np.ndarray, lengths: np.ndarray, chunk: int = 65536
+) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """feature_stats' chunks of flat rows (R, D) float16: each row a "video" of one frame, so every
+    stored row counts once; present (n, M) per video, lengths (n,) its rows."""
+    per_row = np.repeat(present, lengths, axis=0)
+    for s in range(0, len(rows), chunk):
+        block = rows[s : s + chunk]
+        yield block[:, None], np.ones(len(block), np.int64), per_row[s : s + chunk]
+
+
+class RaggedSource:
+    """One part of a ragged set: videos of their own lengths, batched by length.
+
+    memory: the part's rows standardised once into one flat tensor (R, D) `dtype` on the device
+    (never an (n, T_max, D) array: a few long videos would make it mostly padding), with each
+    video's start and length; a batch gathers its videos' rows into (B, T_b, D), T_b the batch's
+    longest, zero past each length. stream: each pass reads the part shard by shard (verified,
+    prefetched), standardises that shard's rows and batches its videos the same way.
+    Batches hold videos of similar length (length_batches), in a shuffled order when training.
+    """
+
+    def __init__(
+        self,
+        view: FeatureSetView,
+        rows: np.ndarray,
+        mean: torch.Tensor,
+        std: torch.Tensor,
+        device: torch.device,
+        dtype: torch.dtype,
+        mode: str = "memory",
+        videos: list[np.ndarray] | None = None,
+    ):
+        """rows (n,) into view.index; mode "memory" or "stream"; videos: in memory, the part's videos
+        (T_i, D) float16 in the order of `rows`, if read already (else read here)."""
+        self.view, self.device, self.dtype, self.mode = view, device, dtype, mode
+        self.rows = np.asarray(rows, dtype=np.int64)
+        self.video_ids = view.index.video_ids[self.rows]
+        self.lengths_np = view.index.lengths[self.rows]
+        self.mean, self.std = mean.to(device), std.to(device)
+        if mode == "memory":
+            feats, starts, _ = flat_rows(view.read_videos(self.rows) if videos is None else videos, view.feature_dim)
+            self.features = self.standardized(feats)
+            self.starts = torch.from_numpy(starts).to(device)
+            self.lengths = torch.from_numpy(self.lengths_np).to(device)
+            self.labels = torch.from_numpy(view.index.labels[self.rows]).to(device)
+            self.present = torch.from_numpy(view.presence[self.rows]).to(device)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def standardized(self, feats: np.ndarray, chunk: int = 65536) -> torch.Tensor:
+        """Rows (R, D) float16 -> (R, D) `dtype` on the device, (x - mean) / std (a bounded float32 copy)."""
+        out = torch.empty((len(feats), feats.shape[1]), dtype=self.dtype, device=self.device)
+        for s in range(0, len(feats), chunk):
+            x = torch.from_numpy(feats[s : s + chunk]).to(self.device)
+            out[s : s + chunk] = ((x.float() - self.mean) / self.std).to(self.dtype)
+        return out
+
+    def batches(self, batch: int, shuffle: bool = False, generator: torch.Generator | None = None) -> Iterator[Batch]:
+        """Yield the part's Batches, `batch` videos of similar length each, padded to the batch's longest."""
+        if self.mode == "memory":
+            for pos in length_batches(self.lengths_np, batch, shuffle, generator):
+                yield self.gather(self.features, self.starts, self.lengths, self.labels, self.present, pos)
+            return
+        index = self.view.index
+        for pos, videos in self.view.shards(self.rows, shuffle, generator):
+            feats, starts, lengths = flat_rows(list(videos), self.view.feature_dim)
+            rows = self.rows[pos]
+            parts = (
+                self.standardized(feats),
+                torch.from_numpy(starts).to(self.device),
+                torch.from_numpy(lengths).to(self.device),
+                torch.from_numpy(index.labels[rows]).to(self.device),
+                torch.from_numpy(self.view.presence[rows]).to(self.device),
+            )
+            for local in length_batches(lengths, batch, shuffle, generator):
+                b = self.gather(*parts, local)
+                yield b._replace(positions=pos[local])
+
+    @staticmethod
+    def gather(
+        feats: torch.Tensor,
+        starts: torch.Tensor,
+        lengths: torch.Tensor,
+        labels: torch.Tensor,
+        present: torch.Tensor,
+        pos: np.ndarray,
+    ) -> Batch:
+        """The Batch of videos `pos` (positions into starts/lengths): x (B, T_b, D) zero past each length."""
+        idx = torch.from_numpy(pos).to(feats.device)
+        n = lengths[idx]
+        longest = int(n.max()) if len(pos) else 0
+        steps = torch.arange(longest, device=feats.device)
+        valid = steps[None, :] < n[:, None]
+        where = (starts[idx][:, None] + steps[None, :]).clamp(max=max(len(feats) - 1, 0))
+        x = feats[where] * valid[..., None].to(feats.dtype)
+        return Batch(x, n, labels[idx], pos, present[idx])
+
+
+# What the training loop and evaluation read: any kind of part, the same batches.
+Source = MemorySource | StreamSource | RaggedSource

@@ -23,7 +23,8 @@ def model_spec(cfg: TrainConfig, view: FeatureSetView) -> dict:
 
     input_dims: D of each modality, in the order their features sit side by side, named by
     modalities; fusion (the kind the head gets: fusion.effective_fusion) and
-    modality_dropout are None and 0 for one modality.
+    modality_dropout are None and 0 for one modality. frames: T, or for a ragged set its longest
+    video's rows (the transformer's position embedding covers them); layout: the set's.
     """
     several = len(view.modalities) > 1
     return {
@@ -33,7 +34,8 @@ def model_spec(cfg: TrainConfig, view: FeatureSetView) -> dict:
         "modalities": view.modalities,
         "fusion": effective_fusion(cfg.model, cfg.fusion) if several else None,
         "modality_dropout": cfg.modality_dropout if several else 0.0,
-        "frames": view.frames,
+        "frames": view.frames or int(view.index.lengths.max()),
+        "layout": "ragged" if view.ragged else "fixed",
         "num_classes": len(view.classes),
         "hidden": cfg.hidden,
         "layers": cfg.layers,

@@ -25,7 +25,16 @@ from .fusion import ENCODER_HEADS, effective_fusion
 from .loop import auto_batch, cpu_threads, fit, seed_everything
 from .models import LSTM_BUFFERS, TemporalClassifier, count_parameters
 from .runs import CHECKPOINT, CONFIG, CURVES, FAILED, mark_failed, split_dirs
-from .sources import MemorySource, Source, StreamSource, choose_load, memory_chunks
+from .sources import (
+    MemorySource,
+    RaggedSource,
+    Source,
+    StreamSource,
+    choose_load,
+    flat_rows,
+    memory_chunks,
+    ragged_chunks,
+)
 from .spec import build_from_spec, model_spec
 
 
@@ -35,14 +44,15 @@ class LoadedFeatures:
 
     view: the set(s), opened through the store's reader (pipeline.FeatureSetView);
     store_features (M, T, D) float16 holds every video of the selected splits when
-    mode == "memory" (None when streaming); position (N,) maps an index row to its
-    place in it (-1: not loaded).
+    mode == "memory" (None when streaming; a ragged set's are store_videos instead, M
+    arrays (T_i, D) float16); position (N,) maps an index row to its place in it (-1: not loaded).
     """
 
     view: FeatureSetView
     splits: dict[str, store.Split]
     mode: str
     store_features: np.ndarray | None = None
+    store_videos: list[np.ndarray] | None = None
     position: np.ndarray | None = None
     read_seconds: float = 0.0
 
@@ -93,10 +103,15 @@ def load_data(cfg: TrainConfig, device: torch.device, dtype: torch.dtype) -> Loa
             )
     splits = {n: view.split(n, cfg.seed, cfg.test_fraction) for n in view.split_names(cfg.split)}
     rows = np.unique(np.concatenate([np.concatenate([s.train, s.test]) for s in splits.values()]))
-    mode = choose_load(cfg.load, len(rows), view.frames, view.feature_dim, dtype, device)
+    # a ragged set's size is its rows: as many videos of one frame each
+    size = (int(view.index.lengths[rows].sum()), 1) if view.ragged else (len(rows), view.frames or 0)
+    mode = choose_load(cfg.load, *size, view.feature_dim, dtype, device)
     data = LoadedFeatures(view, splits, mode)
     if mode == "memory":
-        data.store_features = view.read(rows)
+        if view.ragged:
+            data.store_videos = view.read_videos(rows)
+        else:
+            data.store_features = view.read(rows)
         data.position = np.full(view.num_videos, -1, np.int64)
         data.position[rows] = np.arange(len(rows))
     data.read_seconds = time.perf_counter() - t0
@@ -123,7 +138,9 @@ def make_parts(
     idx = data.index
     presence = data.view.presence
     source: Callable[[np.ndarray], Source]
-    if data.mode == "memory":
+    if data.view.ragged:
+        mean, std, source = ragged_parts(data, train_rows, device, dtype)
+    elif data.mode == "memory":
         # load_data fills both in memory mode
         assert data.store_features is not None and data.position is not None
         features, position = data.store_features, data.position
@@ -147,6 +164,24 @@ def make_parts(
     return SplitSources(
         source(train_rows), source(val_rows) if len(val_rows) else None, source(split.test), mean, std, sizes
     )
+
+
+def ragged_parts(
+    data: LoadedFeatures, train_rows: np.ndarray, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor, Callable[[np.ndarray], Source]]:
+    """A ragged set's training statistics (every stored row of the training part counts once) and
+    its sources (RaggedSource: in memory from the videos read once, or streamed)."""
+    view, dims = data.view, list(data.view.dims.values())
+    if data.mode != "memory":
+        mean, std = view.stats(train_rows, device)
+        return mean, std, lambda rows: RaggedSource(view, rows, mean, std, device, dtype, "stream")
+    assert data.store_videos is not None and data.position is not None  # load_data fills both in memory mode
+    videos, position = data.store_videos, data.position
+    part = lambda rows: [videos[p] for p in position[rows]]
+    flat, _, lengths = flat_rows(part(train_rows), view.feature_dim)
+    mean, std = store.feature_stats(ragged_chunks(flat, view.presence[train_rows], lengths), device, dims)
+    del flat
+    return mean, std, lambda rows: RaggedSource(view, rows, mean, std, device, dtype, "memory", part(rows))
 
 
 @dataclass
@@ -228,6 +263,7 @@ def feature_sets_record(view: FeatureSetView) -> list[dict]:
             "dataset": s.manifest.dataset,
             "modality": m,
             "frames": s.frames,
+            "layout": s.manifest.layout,
             "feature_dim": s.feature_dim,
             "config": s.manifest.config,
             "identity": s.manifest.identity,

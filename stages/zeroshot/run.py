@@ -190,7 +190,11 @@ def score_and_report(
             "feature_sets": feature_sets_record(view),
         },
     )
-    videos = video_embeddings(view.read(rows), view.index.lengths[rows]).to(classes.device)
+    if view.ragged:  # each video's own rows, one at a time: no (N, T_max, D) array
+        each = [video_embeddings(v[None], np.array([len(v)])) for v in view.read_videos(rows)]
+        videos = torch.cat(each).to(classes.device)
+    else:
+        videos = video_embeddings(view.read(rows), view.index.lengths[rows]).to(classes.device)
     logits = score(videos, classes, scale)
     labels = view.index.labels[rows].astype(np.int64)
     loss = F.cross_entropy(logits, torch.from_numpy(labels).to(logits.device)).item()

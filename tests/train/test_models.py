@@ -45,6 +45,28 @@ def test_padded_frames_never_count(model):
             torch.testing.assert_close(alone, clean[b : b + 1], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("model", HEADS)
+def test_padding_a_batch_further_changes_no_output(model, bidirectional):
+    """A ragged set's batch is padded to its own longest video, whatever that is: steps past every
+    length change no head's logits, zeros (as the sources pad) or garbage, raw or standardised input."""
+    extra = 9
+    net = small(model, bidirectional=bidirectional)
+    net.head = build_model(
+        model, D, T + extra, C, hidden=16, layers=2, dropout=0.3, proj=0, bidirectional=bidirectional
+    ).head.eval()  # a position embedding wide enough for the longer batch
+    x, lengths = batch()
+    x = x * models.valid_mask(lengths, T)[..., None]
+    with torch.no_grad():
+        tight, tight_std = net(x, lengths), net.classify(net.norm(x, lengths), lengths)
+        for fill in (0.0, 1e4):
+            wide = torch.cat([x, torch.full((len(x), extra, D), fill)], dim=1)
+            torch.testing.assert_close(net(wide, lengths), tight, rtol=1e-5, atol=1e-5)
+            # the head itself honours the lengths, not only the zeros standardisation leaves
+            wide_std = torch.cat([net.norm(x, lengths), torch.full((len(x), extra, D), fill)], dim=1)
+            torch.testing.assert_close(net.classify(wide_std, lengths), tight_std, rtol=1e-5, atol=1e-5)
+
+
 @pytest.mark.parametrize("kind", ["lstm", "gru"])
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_recurrent_last_state_is_the_last_valid_frame(kind, bidirectional):

@@ -21,31 +21,36 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import math
 import os
 import subprocess
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.ffmpeg_tools import ffmpeg_binary, find_binary
 
-from .common import ClipSpec, Decoded, DecodeError, DecodeJob, VideoInfo, read_avi_header
+from .common import Chunk, ClipSpec, Decoded, DecodeError, DecodeJob, VideoInfo, read_avi_header
 from .ffmpeg_cli import decode_threads, decode_video_cli, probe
 from .processes import DecoderProcesses
-from .pyav import decode_video_pyav
+from .pyav import decode_dense_pyav, decode_video_pyav, header_info
 from .pyav import versions as pyav_versions
 
 __all__ = [
+    "Chunk",
     "ClipSpec",
     "DecodeError",
     "DecodeJob",
     "Decoded",
     "DecoderProcesses",
     "VideoInfo",
+    "decode_dense",
     "decode_threads",
     "decode_video",
     "decoder_processes",
     "decoder_versions",
+    "expected_steps",
     "ffmpeg_version",
     "require_decoder",
     "video_info",
@@ -67,6 +72,42 @@ def decode_video(
     if job.decoder == "pyav":
         return procs.decode(path, job, out) if procs is not None else decode_video_pyav(path, job, out)
     return decode_video_cli(path, job, out, decode_threads(workers or os.cpu_count() or 1))
+
+
+def decode_dense(
+    path: Path, job: DecodeJob, next_buffer: Callable[[], np.ndarray], procs: DecoderProcesses | None = None
+) -> Iterator[Chunk]:
+    """Every step of a dense job (FRAMES=all) over the whole video, job.frames steps at a time,
+    each chunk decoded into a buffer from next_buffer() and yielded before the next is decoded
+    (pyav.decode_dense_pyav); in a decoder process of `procs` where given. Raises DecodeError
+    with the reason, possibly after some chunks."""
+    if job.decoder != "pyav":
+        raise DecodeError(f"dense decoding (FRAMES=all) is PyAV's: DECODER={job.decoder} decodes fixed-T sets only")
+    return procs.decode_dense(path, job, next_buffer) if procs is not None else decode_dense_pyav(path, job, next_buffer)
+
+
+@functools.cache
+def header_length(path: str, mtime_ns: int, size: int) -> tuple[float, float]:
+    """(duration s, frame rate) the file's header says; (0, 0) for a file that opens as no video."""
+    try:
+        info = read_avi_header(Path(path)) or header_info(Path(path), 60.0)
+    except DecodeError:
+        return 0.0, 0.0
+    return info.duration or (info.frames / info.fps if info.fps else 0.0), info.fps
+
+
+def expected_steps(path: Path, fps: float | None, stride: int | None) -> int:
+    """About how many rows a dense job gives the video (FPS=: its duration x rate; STRIDE=: its
+    frames / S), from its header, without decoding: for planning shards by rows. 0 when the file
+    cannot be read (its decode says why)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return 0
+    duration, rate = header_length(str(path), st.st_mtime_ns, st.st_size)
+    if fps:
+        return math.ceil(duration * fps)
+    return math.ceil(duration * rate / stride) if stride else 0
 
 
 def video_info(path: Path) -> VideoInfo:

@@ -26,6 +26,7 @@ import math
 import os
 import stat
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -310,7 +311,9 @@ class DecodeJob:
     uniform segment centres. clip: each step is the clip of K frames around it (a clip model's).
     interpolation: the resize's filter, the model's published one (a key of SCALER), after
     RGB_FIRST where the frame is scaled the libraries' way (scale_filters). timeout: seconds
-    (pyav: for the whole video; ffmpeg-cli: for each process). decoder: one of DECODERS.
+    (pyav: for the whole video; ffmpeg-cli: for each process; a dense video: for each chunk).
+    decoder: one of DECODERS. dense (FRAMES=all): every step of `fps` or `stride` (source frames)
+    over the whole video, handed over `frames` steps at a time (DenseSteps).
     """
 
     frames: int
@@ -321,6 +324,8 @@ class DecodeJob:
     interpolation: str = "bilinear"
     timeout: float = 60.0
     decoder: str = DECODERS[0]
+    dense: bool = False
+    stride: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.resize, int):  # an (H, W) read back from JSON is a list
@@ -337,9 +342,151 @@ class DecodeJob:
         return cls(**(fields | {"clip": ClipSpec(**clip) if clip else None}))
 
     def shape(self) -> tuple[int, ...]:
-        """The buffer one video's steps fill: (T, S, S, 3), or (T, K, S, S, 3) with a clip (uint8)."""
+        """The buffer one video's steps fill: (T, S, S, 3), or (T, K, S, S, 3) with a clip (uint8);
+        a dense job's: one chunk's."""
         step = (self.clip.length,) if self.clip else ()
         return (self.frames, *step, self.size, self.size, 3)
+
+
+@dataclass
+class Chunk:
+    """Consecutive rows of a dense video, decoded: frames (k, S, S, 3) or a clip model's
+    (k, K, S, S, 3) uint8, a view of the buffer they were decoded into; indices (k,) or (k, K)
+    int32; timestamps (k,) float32 s (a clip's centre frame); spans (k, 2) float32 s, [start,
+    end) each row stands for, not yet cut at the video's end. The last chunk of a video (last)
+    may hold no rows; it says how many frames decoded and the video's duration (their count
+    over the frame rate), its rate and the time its decoding took.
+    """
+
+    frames: np.ndarray
+    indices: np.ndarray
+    timestamps: np.ndarray
+    spans: np.ndarray
+    last: bool = False
+    num_frames: int = 0
+    duration: float = 0.0
+    fps: float = 0.0
+    seconds: float = 0.0  # the last chunk: the video's decoding time, waits for buffers left out
+
+
+class DenseSteps:
+    """The steps of a dense video (FRAMES=all) as its frames are decoded, in order, without
+    knowing its length: the container's count may be wrong, so the rows follow the frames.
+
+    Step k (row k) anchors at frame floor(k * video_fps / R) with FPS=R (two rows may share a
+    frame when R exceeds the video's rate), or k * S with STRIDE=S. Without a clip its frame
+    is the anchor; a clip model's K frames, `ClipSpec.stride` apart, are centred on the anchor
+    with FPS= (as in fixed-T sets) and start at it with STRIDE= (ActionFormer's clips), clamped
+    to the video; a step exists while its anchor is a frame of the video.
+
+    Feed every decoded frame's ordinal to `wants` (convert it only then), the converted ones
+    to `add`, and call `end` at the end of the input; both return the steps completed, in
+    order, as (frame indices (K,), picture per frame, time per frame, span).
+    """
+
+    def __init__(self, job: DecodeJob, video_fps: float):
+        self.rate, self.stride, self.video_fps = job.fps, job.stride, video_fps
+        clip = job.clip
+        if clip is None:
+            self.offsets = np.zeros(1, np.int64)
+        elif self.stride:
+            self.offsets = np.arange(clip.length) * clip.stride(video_fps)
+        else:
+            self.offsets = (np.arange(clip.length) - clip.length // 2) * clip.stride(video_fps)
+        self.pending: list[tuple[int, np.ndarray]] = []  # (k, frames) of steps admitted, not complete
+        self.next = 0  # the next step not yet admitted
+        self.cache: dict[int, tuple[np.ndarray, float]] = {}  # frame -> (picture, time), while a step needs it
+
+    def anchor(self, k: int) -> int:
+        if self.rate:
+            return math.floor(k * self.video_fps / self.rate + 1e-6)
+        assert self.stride, "a dense job samples at a rate or a stride"
+        return k * self.stride
+
+    def span(self, k: int, frames: np.ndarray, times: list[float]) -> tuple[float, float]:
+        """[start, end) s that step k stands for (not cut at the video's end)."""
+        if len(self.offsets) > 1:
+            return times[0], times[-1] + 1 / self.video_fps
+        if self.rate:
+            return k / self.rate, (k + 1) / self.rate
+        assert self.stride
+        start = int(frames[0])
+        return start / self.video_fps, (start + self.stride) / self.video_fps
+
+    def wants(self, n: int) -> bool:
+        """Whether frame n (the n-th decoded, from 0) is part of a step: admits the steps it starts."""
+        while (frames := np.maximum(self.anchor(self.next) + self.offsets, 0))[0] <= n:
+            self.pending.append((self.next, frames))
+            self.next += 1
+        return any(bool((frames == n).any()) for _, frames in self.pending)
+
+    def add(self, n: int, picture: np.ndarray, time_s: float) -> list[tuple]:
+        """Frame n, converted (its own array), at time_s: the steps it completes."""
+        self.cache[n] = (picture, time_s)
+        return self.complete(n)
+
+    def complete(self, n: int) -> list[tuple]:
+        done = []
+        while self.pending and self.pending[0][1][-1] <= n:
+            k, frames = self.pending.pop(0)
+            pics = [self.cache[int(f)] for f in frames]
+            times = [t for _, t in pics]
+            done.append(
+                (frames.astype(np.int32), [p for p, _ in pics], times[len(times) // 2], self.span(k, frames, times))
+            )
+        first_needed = min((int(f[0]) for _, f in self.pending), default=n + 1)
+        for f in [f for f in self.cache if f < first_needed]:
+            del self.cache[f]
+        return done
+
+    def end(self, last: int, last_picture: Callable[[], tuple[np.ndarray, float]] | None) -> list[tuple]:
+        """The input ended after frame `last` (-1: none): the pending steps whose anchor is a
+        frame, their frames past the end clamped to it (last_picture() converts it if needed)."""
+        self.pending = [(k, np.minimum(f, last)) for k, f in self.pending if self.anchor(k) <= last]
+        if any(int(f[-1]) == last for _, f in self.pending) and last not in self.cache:
+            assert last_picture is not None, "a clip clamped to the last frame needs its picture"
+            self.cache[last] = last_picture()
+        return self.complete(last)
+
+
+class ChunkWriter:
+    """Lays completed steps out in chunk buffers of `job.frames` steps each, taken from
+    next_buffer() ((>= job.frames, *step) uint8) when a chunk's first step completes."""
+
+    def __init__(self, job: DecodeJob, next_buffer: Callable[[], np.ndarray]):
+        self.size, self.next_buffer = job.frames, next_buffer
+        self.step = (job.clip.length,) if job.clip else ()  # a row's frames: K for a clip, else one
+        self.buffer: np.ndarray | None = None
+        self.rows: list[tuple] = []
+
+    def put(self, steps: list[tuple]) -> Iterator[Chunk]:
+        """Write steps into the current chunk; yield each chunk that fills."""
+        for frames, pictures, time_s, span in steps:
+            if self.buffer is None:
+                self.buffer = self.next_buffer()
+            row = self.buffer[len(self.rows)]
+            if row.ndim == 4:  # a clip: (K, S, S, 3)
+                for j, picture in enumerate(pictures):
+                    row[j] = picture
+            else:
+                row[...] = pictures[0]
+            self.rows.append((frames, time_s, span))
+            if len(self.rows) == self.size:
+                yield self.chunk()
+
+    def chunk(self, **end) -> Chunk:
+        """The rows written so far as a Chunk; the writer starts a new one."""
+        k, rows, buffer = len(self.rows), self.rows, self.buffer
+        indices = np.array([f if self.step else f[0] for f, _, _ in rows], np.int32).reshape(k, *self.step)
+        chunk = Chunk(
+            buffer[:k] if buffer is not None else np.empty((0,), np.uint8),
+            indices,
+            np.array([t for _, t, _ in rows], np.float32),
+            np.array([s for _, _, s in rows], np.float32).reshape(k, 2),
+            **end,
+        )
+        self.buffer, self.rows = None, []
+        return chunk
 
 
 def clip_indices(steps: np.ndarray, num_frames: int, video_fps: float, clip: ClipSpec) -> np.ndarray:

@@ -30,8 +30,11 @@ the path and the timeout; JSON, not pickle, so that nothing the child reads can 
 answer is a 4-byte length, that many bytes of JSON, then the array it announces: for a video
 {frames: k, indices, timestamps, num_frames, error, seconds} and the k steps' frames,
 k x job.shape()[1:] uint8 (the indices (k, K) with a clip); for a sound {samples: n,
-has_audio, error, ...} and n float32 samples. Only the pool that started the child writes to
-its stdin.
+has_audio, error, ...} and n float32 samples. A dense job (FRAMES=all) is answered chunk by chunk:
+each a length, {frames: k, indices, timestamps, spans, last, num_frames, duration, fps, seconds,
+error} and its k steps' frames, until one says last (or error); the child decodes the next chunk
+only once the pipe has taken this one, so a slow consumer holds it back (no chunk piles up).
+Only the pool that started the child writes to its stdin.
 """
 
 from __future__ import annotations
@@ -53,8 +56,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .common import Decoded, DecodeJob
-from .pyav import decode_video_pyav
+from .common import Chunk, Decoded, DecodeError, DecodeJob
+from .pyav import decode_dense_pyav, decode_video_pyav
 from .sound import AudioTrack, decode_audio
 
 GRACE_S = 5.0  # past the video's own timeout, which the child enforces itself, before it is killed
@@ -125,8 +128,12 @@ class DecoderProcess:
         except OSError:  # BrokenPipeError: the child is gone
             raise ChildGone(self.gone()) from None
         deadline = time.monotonic() + timeout + GRACE_S
+        return self.answer(deadline), deadline
+
+    def answer(self, deadline: float) -> dict:
+        """The next answer's JSON header, read before `deadline`."""
         (length,) = HEADER.unpack(self.read(bytearray(HEADER.size), deadline))
-        return json.loads(bytes(self.read(bytearray(length), deadline))), deadline
+        return json.loads(bytes(self.read(bytearray(length), deadline)))
 
     def read(self, buf, deadline: float):
         """Fill `buf` from the child's stdout before `deadline`; returns buf."""
@@ -164,6 +171,19 @@ class DecoderProcess:
             self.proc.kill()
             self.proc.wait()
         self.stdout.close()
+
+
+def chunk_of(head: dict, child: DecoderProcess, next_buffer: Callable[[], np.ndarray], timeout: float) -> Chunk:
+    """A dense chunk's answer: its frames read into a buffer from next_buffer() (waiting for one
+    not counted against the timeout), the rest from its header."""
+    k = head["frames"]
+    frames = np.empty((0,), np.uint8)
+    if k:
+        frames = next_buffer()[:k]
+        child.read(frames, time.monotonic() + timeout + GRACE_S)
+    spans = np.asarray(head["spans"], np.float32).reshape(k, 2)
+    fields = {key: head[key] for key in ("last", "num_frames", "duration", "fps", "seconds")}
+    return Chunk(frames, np.asarray(head["indices"], np.int32), np.asarray(head["timestamps"], np.float32), spans, **fields)
 
 
 class DecoderProcesses:
@@ -211,6 +231,44 @@ class DecoderProcesses:
             failed=lambda why, seconds: Decoded(error=why, seconds=seconds),
             doing="decoding",
         )
+
+    def decode_dense(self, path: Path, job: DecodeJob, next_buffer: Callable[[], np.ndarray]) -> Iterator[Chunk]:
+        """decode_dense_pyav's contract, run in a decoder process: each chunk's frames land in a
+        buffer from next_buffer(), taken when its header has arrived. Raises DecodeError for a
+        bad video (its process killed where it timed out or died)."""
+        child = self.take()
+        if child is None:
+            yield from decode_dense_pyav(path, job, next_buffer)
+            return
+        done = False
+        try:
+            head, deadline = child.ask(VideoRequest(str(Path(path).absolute()), job), job.timeout)
+            while True:
+                if head["error"]:
+                    done = True
+                    raise DecodeError(head["error"])
+                chunk = chunk_of(head, child, next_buffer, job.timeout)
+                done = chunk.last
+                yield chunk
+                if done:
+                    break
+                head = child.answer(time.monotonic() + job.timeout + GRACE_S)
+        except TimeoutError:
+            self.retire(child)
+            child = None
+            raise DecodeError(
+                f"timeout after {job.timeout:g} s (PyAV did not finish decoding a chunk; its process was killed)"
+            ) from None
+        except ChildGone as e:
+            self.retire(child)
+            child = None
+            raise DecodeError(f"the PyAV decoder process died on this file ({e})") from None
+        finally:
+            if child is not None:
+                if done:
+                    self.idle.put(child)
+                else:  # abandoned mid-video (an error elsewhere): its answers are still coming
+                    self.retire(child)
 
     def decode_sound(self, path: Path, timeout: float = 60.0) -> AudioTrack:
         """sound.decode_audio's contract (the first audio stream, 16 kHz mono), run in a
@@ -317,6 +375,22 @@ def video_answer(path: str, job: DecodeJob, buffers: dict) -> tuple[dict, np.nda
     return head | {"frames": len(frames), "indices": indices.tolist(), "timestamps": timestamps.tolist()}, frames
 
 
+def dense_answers(path: str, job: DecodeJob, buffers: dict) -> Iterator[tuple[dict, np.ndarray | None]]:
+    """Each chunk of a dense video as (header, frames), or a last header with the error."""
+    shape = job.shape()
+    out = buffers.get(shape)
+    if out is None:
+        out = buffers[shape] = np.empty(shape, np.uint8)
+    try:
+        for chunk in decode_dense_pyav(Path(path), job, lambda: out):
+            head = {"frames": len(chunk.timestamps), "error": None, "indices": chunk.indices.tolist()}
+            head |= {"timestamps": chunk.timestamps.tolist(), "spans": chunk.spans.tolist()}
+            head |= {key: getattr(chunk, key) for key in ("last", "num_frames", "duration", "fps", "seconds")}
+            yield head, chunk.frames if len(chunk.timestamps) else None
+    except DecodeError as e:
+        yield {"frames": 0, "error": str(e)}, None
+
+
 def sound_answer(path: str, timeout: float) -> tuple[dict, np.ndarray | None]:
     track = decode_audio(Path(path), timeout)
     head = {f.name: getattr(track, f.name) for f in dataclasses.fields(track) if f.name != "samples"}
@@ -334,12 +408,21 @@ def serve(source, answers) -> None:
     """Answer each request on `source` on `answers`: a length, a JSON header, then the array's bytes."""
     buffers: dict[tuple, np.ndarray] = {}
     for request in requests(source):
+        if isinstance(request, VideoRequest) and request.job.dense:
+            for head, data in dense_answers(request.path, request.job, buffers):
+                send(answers, head, data)
+            continue
         if isinstance(request, VideoRequest):
             head, data = video_answer(request.path, request.job, buffers)
         else:
             head, data = sound_answer(request.path, request.timeout)
-        text = json.dumps(head).encode()
-        answers.write(HEADER.pack(len(text)) + text)
-        if data is not None and data.size:
-            answers.write(memoryview(np.ascontiguousarray(data)).cast("B"))  # type: ignore[arg-type]  # numpy's stubs lack __buffer__
-        answers.flush()
+        send(answers, head, data)
+
+
+def send(answers, head: dict, data: np.ndarray | None) -> None:
+    """One answer: a length, the JSON header, then the array's bytes."""
+    text = json.dumps(head).encode()
+    answers.write(HEADER.pack(len(text)) + text)
+    if data is not None and data.size:
+        answers.write(memoryview(np.ascontiguousarray(data)).cast("B"))  # type: ignore[arg-type]  # numpy's stubs lack __buffer__
+    answers.flush()

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
@@ -49,10 +49,13 @@ import av
 import numpy as np
 
 from .common import (
+    Chunk,
+    ChunkWriter,
     DeadlineReader,
     Decoded,
     DecodeError,
     DecodeJob,
+    DenseSteps,
     FramePlan,
     SourceTimeout,
     VideoInfo,
@@ -214,6 +217,15 @@ def probe_input(path: Path, deadline: float, timeout: float) -> tuple[Input, Vid
     except BaseException:
         src.close()
         raise
+
+
+def header_info(path: Path, timeout: float) -> VideoInfo:
+    """What the container says of its first video stream (count, rate, duration, size), without
+    counting packets: cheap, for planning; the decode itself follows the frames. DecodeError for a
+    bad file."""
+    preflight(path)
+    with Input(path, time.monotonic() + timeout, timeout) as src:
+        return stream_info(src)
 
 
 # ---------------------------------------------------------------- timestamps
@@ -484,3 +496,79 @@ def decode_video_pyav(path: Path, job: DecodeJob, out: np.ndarray | None = None)
         return Decoded(pixels, indices, stamps, info.frames, None, time.perf_counter() - t0)
     except DecodeError as e:
         return Decoded(error=str(e), seconds=time.perf_counter() - t0)
+
+
+# ---------------------------------------------------------------- dense videos
+def decode_dense_pyav(path: Path, job: DecodeJob, next_buffer: Callable[[], np.ndarray]) -> Iterator[Chunk]:
+    """Every step of a dense job (FRAMES=all) over the whole video, in chunks of job.frames steps:
+    each chunk is decoded into a buffer from next_buffer() ((>= job.frames, *step) uint8,
+    C-contiguous) and yielded before the next is decoded, so memory does not grow with the video.
+    The last chunk (last=True, possibly empty) says how many frames decoded.
+
+    The rows follow the frames that decode, not the container's count (DenseSteps); only the
+    frames a step needs are converted. job.timeout: seconds for each chunk (waiting for a
+    buffer not counted); the last chunk's `seconds`: the decoding time, waits left out. Raises DecodeError with the reason (no frame at all, a timeout, too
+    many decoding errors), possibly after some chunks.
+    """
+    t0 = time.perf_counter()
+    path = Path(path)
+    preflight(path)
+    deadline = time.monotonic() + job.timeout
+    with Input(path, deadline, job.timeout) as src:
+        codec = src.stream.codec_context
+        if codec is None:
+            raise DecodeError(f"ffmpeg failed: 'no decoder for this video codec ({src.stream.codec_tag or 'unknown'})'")
+        codec.thread_type = "NONE"  # as decode_selected: decoders in parallel fill the cores
+        codec.thread_count = 1
+        fps = stream_info(src).fps
+        tb, offset = src.stream.time_base, start_offset(src)
+
+        def restart_clock() -> None:
+            nonlocal deadline
+            deadline = src.reader.deadline = time.monotonic() + job.timeout
+
+        idle = 0.0  # seconds waiting for a buffer or for the consumer to take a chunk: not decoding
+
+        def buffer() -> np.ndarray:
+            nonlocal idle
+            w0 = time.perf_counter()
+            out = next_buffer()
+            idle += time.perf_counter() - w0
+            restart_clock()
+            return out
+
+        def handed(chunks: Iterator[Chunk]) -> Iterator[Chunk]:
+            """The chunks, the time until the consumer asks for more counted as idle."""
+            nonlocal idle
+            for chunk in chunks:
+                w0 = time.perf_counter()
+                yield chunk
+                idle += time.perf_counter() - w0
+
+        steps, writer = DenseSteps(job, fps), ChunkWriter(job, buffer)
+        convert, guess, sel = FrameConverter(job, tb), PtsGuess(), Selection(0)
+        n, last = -1, None
+
+        def picture(frame: av.VideoFrame) -> np.ndarray:
+            out = np.empty((job.size, job.size, 3), np.uint8)
+            convert.into(frame, out)
+            return out
+
+        for frame in decoded_frames(src, math.inf, sel):  # the deadline is this loop's, per chunk
+            if time.monotonic() > deadline:
+                raise DecodeError(decode_timeout(job.timeout))
+            n += 1
+            pts = guess(frame.pts, frame.dts)
+            when = n / fps if pts is None or not tb else (pts - offset) * tb.numerator / tb.denominator
+            last = (frame, when)
+            if steps.wants(n):
+                yield from handed(writer.put(steps.add(n, picture(frame), when)))
+        if sel.errors > (n + 1 + sel.errors) * MAX_ERROR_RATE:
+            raise DecodeError(f"ffmpeg failed: {stderr_text_tail(sel.last_error)!r}")
+        if n < 0:
+            raise DecodeError("no decodable frames: the video stream is empty (0 s)")
+        assert last is not None, "a frame decoded"
+        final = last
+        yield from handed(writer.put(steps.end(n, lambda: (picture(final[0]), final[1]))))
+        seconds = time.perf_counter() - t0 - idle
+        yield writer.chunk(last=True, num_frames=n + 1, duration=(n + 1) / fps, fps=fps, seconds=seconds)

@@ -141,7 +141,7 @@ class Extractor(ABC):
         a family registered without one takes a video's steps per forward."""
         batch = self.registered().batch
         if batch is None:
-            return self.cfg.frames
+            return self.cfg.steps
         return self.cfg.gpu_batch or (batch[0] if device.type == "cuda" else batch[1])
 
     def describe(self, weights: WeightsSpec | None, device: torch.device, precision: str) -> str:
