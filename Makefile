@@ -18,7 +18,7 @@ flag = $(if $(filter 1 yes true,$($(1))),--$(2))
 # Each target's options (FEATURES_OPTS, TRAIN_OPTS, ...): generated from the options' fields.
 include $(dir $(lastword $(MAKEFILE_LIST)))options.mk
 
-.PHONY: setup features train evaluate zeroshot compare predict export demo test test-all test-gpu gpu-check gpu-wheels bench backbones store-list store-info store-verify store-gc store-push store-pull clean-venv
+.PHONY: setup features train evaluate zeroshot compare localize annotations-thumos14 predict export demo test test-all test-gpu gpu-check gpu-wheels bench backbones store-list store-info store-verify store-gc store-push store-pull clean-venv
 
 setup: $(VENV)/.installed
 
@@ -58,6 +58,15 @@ zeroshot: setup
 
 compare: setup
 	$(CLI) compare $(COMPARE_OPTS)
+
+# Temporal action localization on a dense set (FEATURES=) with ActivityNet-style ANNOTATIONS=;
+# with neither, on the generated untrimmed sample (docs/localization.md).
+localize: setup
+	$(CLI) localize $(LOCALIZE_OPTS)
+
+# THUMOS14's per-class annotation files (DIR=) as one ActivityNet-style JSON (OUT=) for ANNOTATIONS=.
+annotations-thumos14: setup
+	$(CLI) annotations thumos14 $(ANNOTATIONS_THUMOS14_OPTS)
 
 predict: setup
 	$(CLI) predict "$(VIDEO)" $(PREDICT_OPTS)

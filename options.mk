@@ -118,6 +118,30 @@ COMPARE_OPTS = $(call opt,DATASET,dataset) \
   $(call opt,LOAD,load) \
   $(call opt,OUT,out) \
   $(call flag,NO_PROGRESS,no-progress)
+LOCALIZE_OPTS = $(call opt,FEATURES,features) \
+  $(call opt,ANNOTATIONS,annotations) \
+  $(call opt,FEATURES_ROOT,features-root) \
+  $(call opt,TRAIN_SUBSET,train-subset) \
+  $(call opt,EVAL_SUBSET,eval-subset) \
+  $(call opt,MODEL,model) \
+  $(call opt,EPOCHS,epochs) \
+  $(call opt,LR,lr) \
+  $(call opt,BATCH,batch) \
+  $(call opt,WEIGHT_DECAY,weight-decay) \
+  $(call opt,WARMUP_EPOCHS,warmup-epochs) \
+  $(call opt,HIDDEN,hidden) \
+  $(call opt,LEVELS,levels) \
+  $(call opt,DROPOUT,dropout) \
+  $(call opt,MODALITY_DROPOUT,modality-dropout) \
+  $(call opt,CLIP_GRAD,clip-grad) \
+  $(call opt,MAX_SEGMENTS,max-segments) \
+  $(call opt,TAG_THRESHOLD,tag-threshold) \
+  $(call opt,SEED,seed) \
+  $(call opt,DEVICE,device) \
+  $(call opt,OUT,out) \
+  $(call flag,NO_PROGRESS,no-progress)
+ANNOTATIONS_THUMOS14_OPTS = $(call opt,DIR,dir) \
+  $(call opt,OUT,out)
 EVALUATE_OPTS = $(call opt,RUN,run) \
   $(call opt,DEVICE,device)
 PREDICT_OPTS = $(call opt,RUN,run) \

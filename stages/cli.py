@@ -23,6 +23,7 @@ from .bench.config import BenchConfig, BenchError
 from .export.config import ExportConfig
 from .extract.config import FRAMES_ALL, ExtractConfig
 from .extract.errors import ClusterError, DatasetError, VideoError, WeightsError
+from .localize.config import LocalizeConfig
 from .samples.clips import SynthError
 from .train.config import TrainConfig
 from .zeroshot.prompts import TEMPLATE_SETS
@@ -221,6 +222,8 @@ def config_options(cls: type, *names: str):
 EXTRACT_OPTIONS = tuple(f.name for f in dataclasses.fields(ExtractConfig) if f.name != "retry_failures")
 # Every field of TrainConfig, in --help's order.
 TRAIN_OPTIONS = tuple(f.name for f in dataclasses.fields(TrainConfig))
+# Every field of LocalizeConfig, in --help's order.
+LOCALIZE_OPTIONS = tuple(f.name for f in dataclasses.fields(LocalizeConfig))
 
 
 def make_extract_config(**kw) -> ExtractConfig:
@@ -278,7 +281,7 @@ RUN_OPTION = make_option(
     required=True,
     type=click.Path(path_type=Path),
     make="RUN",
-    help="Run directory `train` printed.",
+    help="Run directory `train` (or `localize`) printed.",
 )
 
 
@@ -287,7 +290,13 @@ RUN_OPTION = make_option(
 @config_options(TrainConfig, "device")
 @missing_files_as_messages
 def evaluate_command(run_dir: Path, device: str) -> None:
-    """Re-evaluate a run's checkpoint(s) on its test split; rewrite its reports."""
+    """Re-evaluate a run's checkpoint(s) on its test split (a localization run: its validation videos); rewrite its reports."""
+    from stages.localize import evaluate_run as rescore
+    from stages.localize import is_localization_run
+
+    if is_localization_run(run_dir):
+        rescore(run_dir, device)
+        return
     from stages.train import evaluate_run
 
     evaluate_run(run_dir, device)
@@ -307,11 +316,12 @@ def compare_command(**kw) -> None:
 @main.command("predict")
 @click.argument("video", type=click.Path(path_type=Path))
 @RUN_OPTION
-@make_option("--top", type=int, default=5, make="TOP", help="How many classes to print.")
+@make_option("--top", type=int, default=5, make="TOP", help="How many classes to print (a classification run).")
 @config_options(TrainConfig, "device")
 @missing_files_as_messages
 def predict_command(video: Path, run_dir: Path, top: int, device: str) -> None:
-    """Stage one on one video file with the run's extraction settings, then the top classes."""
+    """Stage one on one video file with the run's extraction settings, then the top classes (a localization
+    run: the segments it finds, with their times)."""
     from stages.predict import predict
 
     predict(video, run_dir, top, device)
@@ -346,6 +356,61 @@ def zeroshot_command(templates: str, **kw) -> None:
     from stages.zeroshot import zeroshot
 
     zeroshot(TrainConfig(**kw), templates)
+
+
+@main.command("localize")
+@config_options(LocalizeConfig, *LOCALIZE_OPTIONS)
+@missing_files_as_messages
+@on_interrupt(STAGE_TWO_INTERRUPTED)
+def localize_command(**kw) -> None:
+    """Temporal action localization: train on a dense set's training videos, score its validation videos
+    (mAP at tIoU 0.3-0.7, ActivityNet's 0.5:0.95); with neither FEATURES= nor ANNOTATIONS=, on the
+    generated untrimmed sample."""
+    cfg = LocalizeConfig(**kw)
+    if not cfg.features and not cfg.annotations:
+        from stages.localize_sample import localize_sample
+
+        localize_sample(cfg)
+        return
+    from stages.localize import localize
+
+    localize(cfg)
+
+
+@main.group("annotations")
+def annotations_group() -> None:
+    """Annotation files converted to ActivityNet's JSON, which `localize` reads."""
+
+
+@annotations_group.command("thumos14")
+@make_option(
+    "--dir",
+    "folder",
+    required=True,
+    type=click.Path(path_type=Path),
+    make="DIR",
+    help="THUMOS14's annotation folder: <Class>_val.txt and <Class>_test.txt, lines 'video_name start end'.",
+)
+@make_option("--out", "out", required=True, type=click.Path(path_type=Path), make="OUT", help="The JSON to write.")
+@user_errors_as_messages
+def annotations_thumos14(folder: Path, out: Path) -> None:
+    """THUMOS14's per-class files as one ActivityNet JSON, which `localize` reads: its val videos in
+    subset training, its test videos in validation (scored)."""
+    from pipeline.files import atomic_write_json
+    from stages.localize import thumos14_database
+
+    database, notes = thumos14_database(folder)
+    for note in notes:
+        console.say(f"note: {note}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, database)
+    entries = database["database"]
+    subsets = {s: sum(e["subset"] == s for e in entries.values()) for s in ("training", "validation")}
+    console.result(
+        f"{out}: {len(entries)} videos ({subsets['training']} training, {subsets['validation']} validation), "
+        f"{sum(len(e['annotations']) for e in entries.values())} segments, "
+        f"{len({a['label'] for e in entries.values() for a in e['annotations']})} classes"
+    )
 
 
 # ================================================================ end of stage two

@@ -1,12 +1,16 @@
-"""Classify one new video file with a trained run: stage one on that file, then the head.
+"""Classify one new video file with a trained run, or find its segments with a localization run:
+stage one on that file, then the head.
 
 The file is decoded and embedded with exactly the extraction settings (and weights) of the
 feature set the run was trained on, as recorded in the run's config.json, so its features
-live in the same space as the training features.
+live in the same space as the training features. A localization run's sets are dense
+(FRAMES=all): the file's rows are computed by stage one's `extract_features` on a one-line
+listing of it, into a store of its own in a temporary folder, then read as the run read its set.
 """
 
 from __future__ import annotations
 
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -17,7 +21,7 @@ from pipeline import console
 from pipeline.devices import resolve_device
 from pipeline.errors import ConfigError
 
-from . import extract, train
+from . import extract, localize, train
 
 
 def stage_one(run_config: dict, device: torch.device) -> Callable[[Path], tuple[np.ndarray, int, list[bool]]]:
@@ -61,6 +65,9 @@ def predict(video_path: Path | str, run_dir: Path | str, top: int = 5, device: s
     video_path = Path(video_path)
     if not video_path.is_file():
         raise FileNotFoundError(f"VIDEO: no file at {video_path}")
+    if localize.is_localization_run(Path(run_dir)):
+        predict_segments(video_path, Path(run_dir), device)
+        return []
     dev = resolve_device(device)
     loaded = [train.load_run(d, dev) for d in train.run_dirs(Path(run_dir))]
     config = loaded[0][1]
@@ -86,3 +93,41 @@ def predict(video_path: Path | str, run_dir: Path | str, top: int = 5, device: s
         )
     )
     return result
+
+
+def predict_segments(video_path: Path, run_dir: Path, device: str = "auto") -> list[dict]:
+    """Print and return the segments a localization run finds in one video ({"label", "score", "segment"}),
+    those scored at least SHOWN_SCORE, by start time."""
+    dev = resolve_device(device)
+    model, config = localize.load_run(run_dir, dev)
+    with tempfile.TemporaryDirectory(prefix="vidstore-predict-") as tmp:
+        listing = Path(tmp) / "list.csv"
+        listing.write_text(f"path\n{video_path.resolve()}\n")
+        dirs = []
+        for fs in config["feature_sets"]:
+            precision = fs["identity"].get("precision", "fp32") if dev.type == "cuda" else "fp32"
+            cfg, _ = extract.config_from_manifest(fs["config"], fs["identity"], device=str(dev), precision=precision)
+            cfg = cfg.replace(dataset="csv", data_dir=listing, name="predict", features_root=Path(tmp) / "store")
+            dirs.append(extract.extract_features(cfg, quiet=True).set_dir)
+        dense = localize.read_dense(dirs)
+        video = next(iter(dense.videos.values()))
+        lcfg = localize.LocalizeConfig(**{**config["localize"], "device": device})
+        found = localize.segments_of(model, video, config["classes"], lcfg, dev)
+    shown = sorted((f for f in found if f["score"] >= SHOWN_SCORE), key=lambda f: f["segment"][0])
+    lines = [f"{video_path} ({video.duration:.1f} s, {video.length} rows; run {run_dir}): {len(shown)} segment(s)"]
+    lines += [
+        f"  {clock(f['segment'][0])} - {clock(f['segment'][1])}  {f['label']:<24} {f['score']:.4f}" for f in shown
+    ]
+    console.result("\n".join(lines))
+    return shown
+
+
+# predict prints the segments scored at least this (soft-NMS keeps faint duplicates, for mAP's sake).
+SHOWN_SCORE = 0.3
+
+
+def clock(seconds: float) -> str:
+    """12.3 -> "0:12.3"; 3725.0 -> "1:02:05.0"."""
+    m, s = divmod(seconds, 60)
+    h, m = divmod(int(m), 60)
+    return f"{h}:{m:02d}:{s:04.1f}" if h else f"{m}:{s:04.1f}"

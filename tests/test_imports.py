@@ -1,12 +1,13 @@
 """The import rule: imports point down only, and no module imports itself back.
 
-    {cli, predict, demo, bench, gpu_check, zeroshot, export}  ->  {stages.extract, stages.train}  ->  pipeline
+    {cli, predict, demo, bench, gpu_check, zeroshot, export, localize_sample}  ->  {stages.extract, stages.train}  ->  pipeline
                                          stages.samples (the sample dataset, bench clips)  ->  pipeline
 
 `pipeline` imports no stage, not even inside a function; `stages.extract` and
 `stages.train` never import each other; neither imports the modules above them;
-`stages.samples` imports the core only. Imports inside functions count too: a lazy import
-that closes a cycle is still a cycle.
+`stages.samples` imports the core only; `stages.localize` (stage two's side, for untrimmed
+videos) imports the core and `stages.train`, never `stages.extract`, and no stage imports it.
+Imports inside functions count too: a lazy import that closes a cycle is still a cycle.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ TOP = {
     "stages.gpu_check",
     "stages.zeroshot",
     "stages.export",
+    "stages.localize_sample",
 }
 
 
@@ -71,7 +73,7 @@ def graph() -> dict[str, set[str]]:
 def layer(name: str) -> str:
     if any(name == top or name.startswith(top + ".") for top in TOP):  # stages.bench is a package
         return "top"
-    for prefix in ("stages.extract", "stages.train", "stages.samples"):
+    for prefix in ("stages.extract", "stages.train", "stages.samples", "stages.localize"):
         if name == prefix or name.startswith(prefix + "."):
             return prefix
     return "pipeline" if name.startswith("pipeline") else "stages"
@@ -88,7 +90,11 @@ def test_imports_point_down_only():
                 breaches.append(f"{name} -> {t}: the two stages import each other")
             if src == "stages.samples" and dst not in ("pipeline", "stages.samples"):
                 breaches.append(f"{name} -> {t}: the generators import more than the core")
-            if src in ("stages.extract", "stages.train") and dst == "top":
+            if src == "stages.localize" and dst == "stages.extract":
+                breaches.append(f"{name} -> {t}: localization (stage two's side) imports stage one")
+            if src in ("stages.extract", "stages.train") and dst == "stages.localize":
+                breaches.append(f"{name} -> {t}: a stage imports localization, which sits on stage two")
+            if src in ("stages.extract", "stages.train", "stages.localize") and dst == "top":
                 breaches.append(f"{name} -> {t}: a stage imports a module that sits on top of it")
     assert not breaches, "\n".join(breaches)
 

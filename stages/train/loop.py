@@ -14,6 +14,7 @@ import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -58,7 +59,16 @@ def cpu_threads(device: torch.device, batch: int, width: int) -> int:
     return 1
 
 
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig, device: torch.device) -> torch.optim.AdamW:
+class OptimizerSettings(Protocol):
+    """What make_optimizer reads of a config (TrainConfig, and localization's LocalizeConfig)."""
+
+    @property
+    def lr(self) -> float: ...
+    @property
+    def weight_decay(self) -> float: ...
+
+
+def make_optimizer(model: torch.nn.Module, cfg: OptimizerSettings, device: torch.device) -> torch.optim.AdamW:
     """AdamW; weight decay on matrices only (biases, norms and position embeddings are not decayed)."""
     params = [p for p in model.parameters() if p.requires_grad]
     decay = [p for p in params if p.ndim >= 2 and p.shape[0] > 1]
