@@ -1,6 +1,7 @@
 """Helpers shared by the tests of several directories (tests/ is on sys.path: conftest.py lives here).
 
 reference_features(weights_file, frames)  what a user would write by hand: torchvision, fp32, CPU
+ffmpeg_crops(path, indices, size, resize) frames by number from the ffmpeg command, scaled and cropped as ResNet-50's
 assert_fp16_close(got, want, what)        fp16 compute against fp32, per frame vector
 stored(set_dir)                           a feature set read with plain h5py, video by video
 write_feature_set(...) / random_set(...)  feature sets written with plain h5py (the documented schema),
@@ -57,6 +58,26 @@ def reference_features(weights_file, frames: np.ndarray) -> np.ndarray:
     x = torchvision.transforms.functional.normalize(x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
     with torch.no_grad():
         return model(x).numpy()
+
+
+def ffmpeg_crops(path: Path, indices: np.ndarray, size: int, resize: int) -> np.ndarray:
+    """The frames numbered `indices` (decoder output order, from 0) as the ffmpeg command decodes
+    them, scaled and cropped as ResNet-50's sets are (shorter side `resize`, bilinear, centre
+    crop): (n,) -> (n, size, size, 3) uint8, in the order of `indices`."""
+    wanted = sorted(set(int(i) for i in indices))
+    scale = f"scale=w='if(lte(iw,ih),{resize},-2)':h='if(lte(iw,ih),-2,{resize})':flags=bilinear,crop={size}:{size}"
+    raw = b""
+    for part in range(0, len(wanted), 40):  # a long select expression is more than ffmpeg parses
+        group = wanted[part : part + 40]
+        select = "+".join(f"eq(n\\,{i})" for i in group)
+        raw += subprocess.run(
+            ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-vf", f"select={select},{scale}",
+             "-fps_mode", "passthrough", "-frames:v", str(len(group)), "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
+            capture_output=True, check=True,
+        ).stdout  # fmt: skip
+    frames = np.frombuffer(raw, np.uint8).reshape(-1, size, size, 3)
+    assert len(frames) == len(wanted), f"{path}: ffmpeg gave {len(frames)} of the frames {wanted}"
+    return frames[[wanted.index(int(i)) for i in indices]]
 
 
 def assert_fp16_close(got: np.ndarray, want: np.ndarray, what: str) -> None:

@@ -14,8 +14,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-import torch
-import torchvision
+from helpers import ffmpeg_crops, reference_features
 
 from pipeline.errors import ConfigError
 from stages.extract import extract_features
@@ -157,39 +156,6 @@ def rows_by_video(set_dir: Path) -> dict[str, dict]:
     return out
 
 
-def resnet50(weights_file: Path):
-    """torchvision's ResNet-50 with those weights, fc dropped: (n, S, S, 3) uint8 -> (n, 2048) float32."""
-    model = torchvision.models.resnet50()
-    model.load_state_dict(torch.load(weights_file, weights_only=True))
-    model.fc = torch.nn.Identity()
-    model.eval()
-
-    def forward(pictures: np.ndarray) -> np.ndarray:
-        x = torch.from_numpy(pictures.copy()).permute(0, 3, 1, 2).float() / 255
-        x = torchvision.transforms.functional.normalize(x, [0.485, 0.456, 0.406], [0.229, 0.224, 0.225])
-        with torch.no_grad():
-            return model(x).numpy()
-
-    return forward
-
-
-def ffmpeg_crops(path: Path, indices: np.ndarray, size: int, resize: int) -> np.ndarray:
-    """The frames numbered `indices` (decoder output order, from 0) as the ffmpeg command decodes
-    them, scaled and cropped as ResNet-50's sets are (shorter side `resize`, bilinear, centre
-    crop): (n,) -> (n, size, size, 3) uint8, in the order of `indices`."""
-    wanted = sorted(set(int(i) for i in indices))
-    select = "+".join(f"eq(n\\,{i})" for i in wanted)
-    scale = f"scale=w='if(lte(iw,ih),{resize},-2)':h='if(lte(iw,ih),-2,{resize})':flags=bilinear,crop={size}:{size}"
-    raw = subprocess.run(
-        ["ffmpeg", "-v", "error", "-i", str(path), "-map", "0:v:0", "-vf", f"select={select},{scale}",
-         "-fps_mode", "passthrough", "-f", "rawvideo", "-pix_fmt", "rgb24", "-"],
-        capture_output=True, check=True,
-    ).stdout  # fmt: skip
-    frames = np.frombuffer(raw, np.uint8).reshape(-1, size, size, 3)
-    assert len(frames) == len(wanted), f"{path}: ffmpeg gave {len(frames)} of the frames {wanted}"
-    return frames[[wanted.index(int(i)) for i in indices]]
-
-
 def dense_cfg(csv: Path, root: Path, **kw) -> ExtractConfig:
     """FRAMES=all on the csv set, fp32 on the CPU, two decoders; kw overrides."""
     base = dict(dataset="csv", data_dir=csv, features_root=root, device="cpu", precision="fp32", frames="all")
@@ -247,13 +213,14 @@ def test_each_row_is_resnet50_on_an_independent_decode_of_its_frame(footage, per
     frame the row records, scaled as ResNet-50's sets are, in both containers: the fixed-T
     sets' distance (test_extract.py)."""
     _, _, videos = per_second
-    forward = resnet50(weights_file)
     resize = family_for(ExtractConfig(image_size=SIZE)).preprocessing().resize
     assert isinstance(resize, int)
     for vid in ("life25.avi", "life30.mp4"):
         v = videos[vid]
         pictures = ffmpeg_crops(footage[0].parent / vid, v["frame_indices"], SIZE, resize)
-        np.testing.assert_allclose(v["features"].astype(np.float32), forward(pictures), rtol=5e-3, atol=5e-3)
+        np.testing.assert_allclose(
+            v["features"].astype(np.float32), reference_features(weights_file, pictures), rtol=5e-3, atol=5e-3
+        )
 
 
 def test_an_audio_set_has_the_rows_of_the_picture_set_of_the_same_videos(footage, per_second):

@@ -413,6 +413,21 @@ class DenseSteps:
         start = int(frames[0])
         return start / self.video_fps, (start + self.stride) / self.video_fps
 
+    def needs(self, m: int) -> bool:
+        """Whether frame m is part of some step, changing nothing: frames may be asked in any
+        order (a decoder choosing which packets it may leave undecoded)."""
+        lo, hi = int(self.offsets.min()), int(self.offsets.max())
+        if self.rate:
+            k = max(0, math.floor((m - hi) * self.rate / self.video_fps) - 1)
+        else:
+            assert self.stride, "a dense job samples at a rate or a stride"
+            k = max(0, (m - hi) // self.stride - 1)
+        while self.anchor(k) + lo <= m:
+            if bool((np.maximum(self.anchor(k) + self.offsets, 0) == m).any()):
+                return True
+            k += 1
+        return False
+
     def wants(self, n: int) -> bool:
         """Whether frame n (the n-th decoded, from 0) is part of a step: admits the steps it starts."""
         while (frames := np.maximum(self.anchor(self.next) + self.offsets, 0))[0] <= n:

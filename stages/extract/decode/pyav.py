@@ -44,6 +44,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import replace
 from fractions import Fraction
 from pathlib import Path
+from typing import Literal
 
 import av
 import numpy as np
@@ -389,14 +390,19 @@ class Selection:
         self.last_time: float | None = None  # the last decoded frame's timestamp (s), kept or not
 
 
-def decoded_frames(src: Input, deadline: float, sel: Selection) -> Iterator[av.VideoFrame]:
+def decoded_frames(
+    src: Input, deadline: float, sel: Selection, before: Callable[[av.Packet | None], None] | None = None
+) -> Iterator[av.VideoFrame]:
     """Every frame the decoder gives, in output order, until the input ends (drained).
 
     A packet the decoder rejects is counted in sel.errors and skipped, as the CLI logs it
     and goes on; EOF from a decoder already drained (an empty packet in the file) is not an error.
+    before(packet): called before each packet goes to the decoder (None: the drain).
     """
     codec = src.stream.codec_context
     for packet in packets(src, deadline):
+        if before is not None:
+            before(packet)
         try:
             frames = codec.decode(packet)
         except av.error.EOFError:
@@ -499,14 +505,98 @@ def decode_video_pyav(path: Path, job: DecodeJob, out: np.ndarray | None = None)
 
 
 # ---------------------------------------------------------------- dense videos
-def decode_dense_pyav(path: Path, job: DecodeJob, next_buffer: Callable[[], np.ndarray]) -> Iterator[Chunk]:
+def frame_number(pts: int, offset: int, time_base: Fraction, fps: float) -> float:
+    """The frame a timestamp (stream time-base units) falls on at `fps`, counted from the file's
+    start (not rounded)."""
+    return (pts - offset) * time_base.numerator / time_base.denominator * fps
+
+
+def timestamp_frames(path: Path, fps: float, deadline: float, timeout: float) -> int | None:
+    """The frame count N where the timestamps number the frames as a full decode counts them:
+    every packet of the first video stream has a pts, and frame_number(pts), rounded (within
+    0.1 of a frame), gives each of 0..N-1 once. None otherwise: a missing pts, a variable
+    rate, an empty packet, or an AVI, whose pts count its chunks (dropped frames included,
+    and stamped a frame late behind B-frames). A demux-only pass: nothing is decoded.
+    """
+    with Input(path, deadline, timeout) as src:
+        fmt = src.container.format.name if src.container.format else ""
+        tb, offset = src.stream.time_base, start_offset(src)
+        if "avi" in fmt.split(",") or not tb or fps <= 0:
+            return None
+        seen = bytearray()  # seen[m]: frame m has a packet (a byte per frame: flat enough for hours)
+        for packet in packets(src, deadline):
+            if packet is None:  # the end (or a read error, where a full decode ends too)
+                break
+            if packet.pts is None or packet.size == 0:
+                return None
+            x = frame_number(packet.pts, offset, tb, fps)
+            m = round(x)
+            if m < 0 or abs(x - m) > 0.1 or (m < len(seen) and seen[m]):
+                return None
+            seen.extend(bytes(max(0, m + 1 - len(seen))))
+            seen[m] = 1
+    return len(seen) if seen and seen.count(0) == 0 else None
+
+
+class NonRefSkipper:
+    """Leaves the non-reference frames no step needs undecoded (libavcodec's skip_frame NONREF)
+    where the timestamps number the frames (timestamp_frames), and numbers the frames that do
+    come out by their timestamps, so that the skipped ones do not shift the count.
+
+    Per packet, before it is decoded (`before`): the frame its pts names is needed by a step,
+    or is the video's last frame (a clip clamped at the end, the video's count) -> DEFAULT,
+    else NONREF: a reference frame is decoded all the same, a non-reference one is not. With
+    `total` None (timestamps not to be trusted) every frame is decoded and counted.
+    """
+
+    def __init__(
+        self,
+        codec: av.codec.context.CodecContext,
+        steps: DenseSteps,
+        total: int | None,
+        time_base: Fraction,
+        offset: int,
+        fps: float,
+    ):
+        self.codec, self.steps, self.total = codec, steps, total
+        self.time_base, self.offset, self.fps = time_base, offset, fps
+        self.mode: Literal["DEFAULT", "NONREF"] = "DEFAULT"
+        self.last = -1  # the last frame number given
+
+    def before(self, packet: av.Packet | None) -> None:
+        mode: Literal["DEFAULT", "NONREF"] = "DEFAULT"
+        if self.total is not None and packet is not None and packet.pts is not None:
+            m = round(frame_number(packet.pts, self.offset, self.time_base, self.fps))
+            mode = "DEFAULT" if m == self.total - 1 or self.steps.needs(m) else "NONREF"
+        if mode != self.mode:
+            self.codec.skip_frame = mode
+            self.mode = mode
+
+    def number(self, frame: av.VideoFrame) -> int:
+        """The decoded frame's number: its timestamp's frame, or the count where not trusted.
+        Raises DecodeError where a frame a step needs did not come out (a decoding error)."""
+        n = self.last + 1
+        if self.total is not None and frame.pts is not None:
+            n = max(n, round(frame_number(frame.pts, self.offset, self.time_base, self.fps)))
+            lost = next((m for m in range(self.last + 1, n) if self.steps.needs(m)), None)
+            if lost is not None:
+                raise DecodeError(f"frame {lost}, which a row needs, did not decode (a decoding error)")
+        self.last = n
+        return n
+
+
+def decode_dense_pyav(
+    path: Path, job: DecodeJob, next_buffer: Callable[[], np.ndarray], skip: bool = True
+) -> Iterator[Chunk]:
     """Every step of a dense job (FRAMES=all) over the whole video, in chunks of job.frames steps:
     each chunk is decoded into a buffer from next_buffer() ((>= job.frames, *step) uint8,
     C-contiguous) and yielded before the next is decoded, so memory does not grow with the video.
     The last chunk (last=True, possibly empty) says how many frames decoded.
 
     The rows follow the frames that decode, not the container's count (DenseSteps); only the
-    frames a step needs are converted. job.timeout: seconds for each chunk (waiting for a
+    frames a step needs are converted, and with `skip`, non-reference frames no step needs are
+    not decoded where the timestamps number the frames (NonRefSkipper): the same rows as a
+    full decode's (skip=False). job.timeout: seconds for each chunk (waiting for a
     buffer not counted); the last chunk's `seconds`: the decoding time, waits left out. Raises DecodeError with the reason (no frame at all, a timeout, too
     many decoding errors), possibly after some chunks.
     """
@@ -547,6 +637,8 @@ def decode_dense_pyav(path: Path, job: DecodeJob, next_buffer: Callable[[], np.n
 
         steps, writer = DenseSteps(job, fps), ChunkWriter(job, buffer)
         convert, guess, sel = FrameConverter(job, tb), PtsGuess(), Selection(0)
+        total = timestamp_frames(path, fps, deadline, job.timeout) if skip and tb else None
+        skipper = NonRefSkipper(codec, steps, total, tb or Fraction(1, AV_TIME_BASE), offset, fps)
         n, last = -1, None
 
         def picture(frame: av.VideoFrame) -> np.ndarray:
@@ -554,10 +646,11 @@ def decode_dense_pyav(path: Path, job: DecodeJob, next_buffer: Callable[[], np.n
             convert.into(frame, out)
             return out
 
-        for frame in decoded_frames(src, math.inf, sel):  # the deadline is this loop's, per chunk
+        # the deadline is this loop's, per chunk
+        for frame in decoded_frames(src, math.inf, sel, skipper.before):
             if time.monotonic() > deadline:
                 raise DecodeError(decode_timeout(job.timeout))
-            n += 1
+            n = skipper.number(frame)
             pts = guess(frame.pts, frame.dts)
             when = n / fps if pts is None or not tb else (pts - offset) * tb.numerator / tb.denominator
             last = (frame, when)
