@@ -11,8 +11,8 @@ video (320x240, 25 fps, H.264, ffmpeg's `testsrc2`: the picture changes every fr
     vidstore        vidstore features --dataset csv --fps 1 --frames all into a temporary store
                     (its defaults otherwise: decoder processes, batched forwards)
 
-Both compute ResNet-50 at 224 px on the same device (on a CPU both fp32; on CUDA stage one runs
-fp16 and video_features fp32, which the report says), with seeded random weights: video_features
+Both compute ResNet-50 at 224 px on the same device (stage one at --precision: auto is fp32 on a
+CPU, as video_features always is, and fp16 on CUDA; the report says which), with seeded random weights: video_features
 loads torchvision's published IMAGENET1K_V1 file from its cache, so a random state dict is written
 there under that file's name in a temporary TORCH_HOME (the numbers differ, the work does not,
 and nothing is downloaded). Each round runs both, alternating which goes first; the best of each
@@ -88,7 +88,7 @@ def random_torchvision_cache(home: Path) -> None:
 
 def run_video_features(checkout: Path, python: str, video: Path, work: Path, device: str) -> dict:
     """video_features' ResNet-50 at extraction_fps=1 on the video: its times and rows stored."""
-    out = work / "vf-out"
+    out = work / f"vf-out-{time.monotonic_ns()}"  # a fresh folder: video_features skips a video whose output exists
     cmd = [python, "main.py", "feature_type=resnet", "model_name=resnet50", f"device={device}"]
     cmd += ["extraction_fps=1", f"video_paths=[{video}]", "on_extraction=save_numpy"]
     cmd += [f"output_path={out}", f"tmp_path={work / 'vf-tmp'}"]
@@ -99,13 +99,14 @@ def run_video_features(checkout: Path, python: str, video: Path, work: Path, dev
     return result | {"rows": int(rows.shape[0]), "dtype": str(rows.dtype)}
 
 
-def run_vidstore(video: Path, work: Path, device: str) -> dict:
+def run_vidstore(video: Path, work: Path, device: str, precision: str) -> dict:
     """Stage one's dense per-second features of the video into a fresh store: times and rows."""
     listing = work / "list.csv"
     listing.write_text(f"path\n{video}\n")
     root = work / f"store-{time.monotonic_ns()}"
     cmd = [sys.executable, "-m", "stages", "features", "--dataset", "csv", "--data-dir", str(listing)]
-    cmd += ["--fps", "1", "--frames", "all", "--weights", "random", "--device", device, "--features-root", str(root)]
+    cmd += ["--fps", "1", "--frames", "all", "--weights", "random", "--device", device, "--precision", precision]
+    cmd += ["--features-root", str(root)]
     result = timed(cmd)
     rows = 0
     for shard in root.rglob("shard-*.h5"):
@@ -114,14 +115,14 @@ def run_vidstore(video: Path, work: Path, device: str) -> dict:
     return result | {"rows": rows}
 
 
-def backbone_alone(device: str, rows: int) -> dict:
-    """ResNet-50 alone at stage one's batch and precision on frames in memory, scaled to `rows`."""
+def backbone_alone(device: str, precision: str, rows: int) -> dict:
+    """ResNet-50 alone at stage one's batch and `precision` on frames in memory, scaled to `rows`."""
     from pipeline.devices import inference_precision, resolve_device
 
     from .config import BenchConfig
     from .model import measure_backbone
 
-    cfg = BenchConfig(device=device, size=SIZE, weights="random").resolved()
+    cfg = BenchConfig(device=device, size=SIZE, weights="random", precision=precision).resolved()
     dev = resolve_device(device)
     measured = measure_backbone(cfg, dev, inference_precision(cfg.precision, dev))
     return {
@@ -130,7 +131,7 @@ def backbone_alone(device: str, rows: int) -> dict:
     }
 
 
-def compare(checkout: Path, python: str, minutes: float, rounds: int, device: str) -> dict:
+def compare(checkout: Path, python: str, minutes: float, rounds: int, device: str, precision: str) -> dict:
     video = make_video(repo_root() / "bench" / "clips" / f"testsrc2-{minutes:g}min.mp4", minutes)
     report: dict = {"video": {"path": str(video), "minutes": minutes, "size": VIDEO_SIZE, "fps": VIDEO_FPS}}
     runs: dict[str, list[dict]] = {"video_features": [], "vidstore": []}
@@ -141,7 +142,7 @@ def compare(checkout: Path, python: str, minutes: float, rounds: int, device: st
             order = ["vidstore", "video_features"] if r % 2 == 0 else ["video_features", "vidstore"]
             for tool in order:
                 run = (
-                    run_vidstore(video, work, device)
+                    run_vidstore(video, work, device, precision)
                     if tool == "vidstore"
                     else run_video_features(checkout, python, video, work, device)
                 )
@@ -149,7 +150,7 @@ def compare(checkout: Path, python: str, minutes: float, rounds: int, device: st
                 print(f"round {r + 1} {tool}: {run}", file=sys.stderr)
     best = {tool: min(rs, key=lambda x: x["wall_s"]) for tool, rs in runs.items()}
     ours, theirs = best["vidstore"], best["video_features"]
-    alone = backbone_alone(device, ours["rows"])
+    alone = backbone_alone(device, precision, ours["rows"])
     report |= {
         "rounds": runs,
         "best": best,
@@ -157,7 +158,7 @@ def compare(checkout: Path, python: str, minutes: float, rounds: int, device: st
         "video_features_over_vidstore": round(theirs["wall_s"] / ours["wall_s"], 2),
         "vidstore_over_backbone_alone": round(ours["wall_s"] / alone["seconds_for_rows"], 3),
         "vidstore_real_time_factor": round(minutes * 60 / ours["wall_s"], 2),
-        "precision": "fp32 both" if device == "cpu" else "vidstore fp16 (auto on CUDA), video_features fp32",
+        "precision": {"vidstore": precision, "video_features": "fp32"},
     }
     return report
 
@@ -169,11 +170,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--minutes", type=float, default=10.0, help="the video's length")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each tool, alternating; the best counts")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (both tools)")
+    parser.add_argument(
+        "--precision", default="auto", help="stage one's PRECISION= (auto: fp32 on a CPU, fp16 on CUDA)"
+    )
     parser.add_argument("--out", type=Path, default=repo_root() / "bench" / "video_features.json")
     args = parser.parse_args(argv)
     if not (args.checkout / "main.py").is_file():
         parser.error(f"--checkout {args.checkout}: no main.py there; clone github.com/v-iashin/video_features")
-    report = compare(args.checkout, args.python, args.minutes, args.rounds, args.device)
+    report = compare(args.checkout, args.python, args.minutes, args.rounds, args.device, args.precision)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
