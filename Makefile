@@ -91,6 +91,7 @@ PYTEST_PARALLEL = -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 PYTEST_ENV = OMP_WAIT_POLICY=PASSIVE
 test: setup
 	$(PY) -m ruff check pipeline stages tests
+	$(PY) -m ruff format --check pipeline stages tests
 	$(PY) -m mypy
 	$(PYTEST_ENV) $(PY) -m pytest -q -m "not slow and not gpu" $(PYTEST_PARALLEL) --durations=15 $(PYTEST_ARGS)
 

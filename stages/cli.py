@@ -550,7 +550,9 @@ def store_gc(ref: str | None, features_root: Path | None, dry_run: bool) -> None
     total = files = 0
     for d in sets:
         for path, size in store.remove_garbage(d, dry_run=dry_run):
-            console.result(f"{'would remove' if dry_run else 'removed'} {store.display(path)} ({store.human_bytes(size)})")
+            console.result(
+                f"{'would remove' if dry_run else 'removed'} {store.display(path)} ({store.human_bytes(size)})"
+            )
             total, files = total + size, files + 1
     console.result(
         f"{'would free' if dry_run else 'freed'} {store.human_bytes(total)} in {files} file(s) of {len(sets)} feature set(s)"

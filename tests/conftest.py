@@ -186,7 +186,6 @@ def weights_file(tmp_path_factory) -> Path:
     return Path(once(tmp_path_factory, "weights", write)[1])
 
 
-
 @pytest.fixture(scope="module")
 def s3(tmp_path_factory):
     """A real S3 server on loopback (tests/s3server.py), with this process's environment pointed at

@@ -74,7 +74,9 @@ def root_of(path: Path | str) -> Root:
         return LOCAL
     bucket = Path(path).parts[1] if len(Path(path).parts) > 1 else ""
     if not bucket:
-        raise ConfigError(f"--features-root (FEATURES_ROOT=): {display(path)} names no bucket; write s3://bucket/prefix")
+        raise ConfigError(
+            f"--features-root (FEATURES_ROOT=): {display(path)} names no bucket; write s3://bucket/prefix"
+        )
     # one client per bucket and the settings that reach it: a process that changes its endpoint,
     # credentials or cache gets a root of its own, never a client made for the others
     key = (bucket, *(os.environ.get(name, "") for name in CLIENT_SETTINGS))

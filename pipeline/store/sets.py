@@ -242,7 +242,9 @@ class FeatureSet:
             )
         shard_set = data["attrs"].get("feature_set_id")
         if shard_set not in (None, self.id):
-            raise IntegrityError(f"{display(self.set_dir / file)}: belongs to feature set {shard_set!r}, not {self.id!r}")
+            raise IntegrityError(
+                f"{display(self.set_dir / file)}: belongs to feature set {shard_set!r}, not {self.id!r}"
+            )
         return data
 
 

@@ -34,7 +34,8 @@ class BenchConfig:
     decoder: str = choice(DECODERS[0], DECODERS, "Stage one's decoder end to end; every decoder is also timed alone.")
     device: str = option("auto", DEVICE_HELP)
     backbone: str = option(
-        ExtractConfig.backbone, "Stage one's backbone, as `features` takes it, in a registered family (`vidstore backbones`)."
+        ExtractConfig.backbone,
+        "Stage one's backbone, as `features` takes it, in a registered family (`vidstore backbones`).",
     )
     weights: str = option(
         "random",

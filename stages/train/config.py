@@ -33,7 +33,9 @@ class TrainConfig:
         shown="the dataset's set (docs/store.md)",
     )
     features_root: Path | None = option(
-        None, "The feature store's root: a directory, or s3://bucket/prefix.", shown="$FEATURES_ROOT, else data/features"
+        None,
+        "The feature store's root: a directory, or s3://bucket/prefix.",
+        shown="$FEATURES_ROOT, else data/features",
     )
     # () is rgb, or with FEATURES= the modalities of the sets it names.
     modalities: tuple[str, ...] = option(

@@ -67,7 +67,9 @@ def read_terminal(fd: int, chunks: list[bytes]) -> None:
         chunks.append(data)
 
 
-def run_make(home: Path | None, *args: str, timeout: float = 600, project: Path = REPO, terminal: bool = True) -> Outcome:
+def run_make(
+    home: Path | None, *args: str, timeout: float = 600, project: Path = REPO, terminal: bool = True
+) -> Outcome:
     """`make ARGS` in `project` (the repository, or a copy of it), with VIDSTORE_HOME=home (none:
     the project's own data/ and runs/, as the README's defaults), stderr on a 120x40
     pseudo-terminal, or on /dev/null where `terminal` is False (`make demo 2>/dev/null`).

@@ -115,6 +115,8 @@ def test_make_demo_on_a_terminal(project, sample_set):
         out = run_make(None, "demo", project=project)
     runs = {model: assert_trained(out, model, early_stop=False) for model in ("lstm", "mean")}
     assert all(d.parent == project / "runs" for d in runs.values())
-    assert "==> stage one on the sample dataset" in out.stderr and f"reusing feature set {sample_set.name}" in out.stderr
+    assert (
+        "==> stage one on the sample dataset" in out.stderr and f"reusing feature set {sample_set.name}" in out.stderr
+    )
     assert "no validation part" in out.stderr  # the sample's 4 groups per class: all 30 epochs run
     assert re.search(r"^  1\. \w+ +\d\.\d{4}$", out.stdout, re.M), f"no ranking on stdout:\n{out}"

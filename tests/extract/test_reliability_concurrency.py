@@ -86,9 +86,7 @@ def pause_outside_the_manifest_lock(run: Run, set_dir: Path) -> None:
 
 def holds_a_claim(run: Run, set_dir: Path) -> bool:
     """True once `run` has claimed a shard (.claims/NNNNN says 'host pid time')."""
-    return any(
-        f" {run.proc.pid} " in p.read_text(errors="replace") for p in (set_dir / ".claims").glob("[0-9]*")
-    )
+    return any(f" {run.proc.pid} " in p.read_text(errors="replace") for p in (set_dir / ".claims").glob("[0-9]*"))
 
 
 def done_count(stdout: str) -> int:

@@ -127,7 +127,9 @@ def kill_and_rerun(ref: Reference, base: Path, kills: int, seed: int, modes: tup
         run = start(ref.cmd(features_root), base / "logs", f"run{attempt}")
         mode = modes[attempt - 1] if attempt <= len(modes) else rng.choice(["startup", "work", "work", "write"])
         if mode == "committed":
-            wait_until(lambda: len(check_feature_set(only_set_dir(features_root))) > len(kept) or not run.running(), 120)
+            wait_until(
+                lambda: len(check_feature_set(only_set_dir(features_root))) > len(kept) or not run.running(), 120
+            )
         elif mode == "startup":
             time.sleep(rng.uniform(0, ref.startup))
         elif mode == "work":  # once the run has opened the set and built the backbone

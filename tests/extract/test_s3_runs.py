@@ -81,7 +81,12 @@ def test_two_runs_into_one_bucket_set_store_every_video_once(s3, tmp_path):
     view = FeatureStore(str(root)).open(set_dir.name)
     assert sorted(view.index.video_ids) == ids  # each video once
     alone = tmp_path / "alone"
-    assert run_to_end(features_cmd(tree, alone, shard_size=SHARD_SIZE, workers=1), tmp_path / "logs", "alone").proc.returncode == 0
+    assert (
+        run_to_end(
+            features_cmd(tree, alone, shard_size=SHARD_SIZE, workers=1), tmp_path / "logs", "alone"
+        ).proc.returncode
+        == 0
+    )
     reference = FeatureStore(alone).open(set_dir.name)
     rows = np.arange(len(ids))
     np.testing.assert_array_equal(view.read(rows), reference.read(reference.index.rows_of(view.index.video_ids)[0]))

@@ -165,7 +165,11 @@ def test_shards_are_read_from_the_cache_the_second_time(s3, tmp_path, monkeypatc
     real = roots.S3Root.read_tagged
     monkeypatch.setattr(roots.S3Root, "read_tagged", lambda self, p: fetched.append(p.name) or real(self, p))
     first = FeatureStore(str(root)).open("set").arrays(split=1, part="train")["features"]
-    assert sorted(n for n in fetched if n.startswith("shard-")) == ["shard-00000.h5", "shard-00001.h5", "shard-00002.h5"]
+    assert sorted(n for n in fetched if n.startswith("shard-")) == [
+        "shard-00000.h5",
+        "shard-00001.h5",
+        "shard-00002.h5",
+    ]
     fetched.clear()
     second = FeatureStore(str(root)).open("set").arrays(split=1, part="train")["features"]
     assert not [n for n in fetched if n.startswith("shard-")]  # local files: only the manifest was read
@@ -279,7 +283,9 @@ def test_push_and_pull_copy_a_set_verified_and_resume_after_an_interruption(s3, 
     data = (src / "shard-00000.h5").read_bytes()
     c.put_object(Bucket="moved", Key=f"{prefix}/shard-00000.h5", Body=data)
     c.put_object(Bucket="moved", Key=f"{prefix}/shard-00001.h5", Body=data[:100])
-    pushed = CliRunner().invoke(cli, ["store", "push", "set", "--features-root", str(tmp_path / "a"), "--to", str(root)])
+    pushed = CliRunner().invoke(
+        cli, ["store", "push", "set", "--features-root", str(tmp_path / "a"), "--to", str(root)]
+    )
     assert pushed.exit_code == 0, pushed.output
     assert "2 shard(s) sent" in pushed.output and "1 already there" in pushed.output
     pulled = CliRunner().invoke(

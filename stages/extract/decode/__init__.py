@@ -83,7 +83,9 @@ def decode_dense(
     with the reason, possibly after some chunks."""
     if job.decoder != "pyav":
         raise DecodeError(f"dense decoding (FRAMES=all) is PyAV's: DECODER={job.decoder} decodes fixed-T sets only")
-    return procs.decode_dense(path, job, next_buffer) if procs is not None else decode_dense_pyav(path, job, next_buffer)
+    return (
+        procs.decode_dense(path, job, next_buffer) if procs is not None else decode_dense_pyav(path, job, next_buffer)
+    )
 
 
 @functools.cache

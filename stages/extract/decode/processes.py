@@ -183,7 +183,9 @@ def chunk_of(head: dict, child: DecoderProcess, next_buffer: Callable[[], np.nda
         child.read(frames, time.monotonic() + timeout + GRACE_S)
     spans = np.asarray(head["spans"], np.float32).reshape(k, 2)
     fields = {key: head[key] for key in ("last", "num_frames", "duration", "fps", "seconds")}
-    return Chunk(frames, np.asarray(head["indices"], np.int32), np.asarray(head["timestamps"], np.float32), spans, **fields)
+    return Chunk(
+        frames, np.asarray(head["indices"], np.int32), np.asarray(head["timestamps"], np.float32), spans, **fields
+    )
 
 
 class DecoderProcesses:
