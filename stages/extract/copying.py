@@ -18,12 +18,16 @@ import os
 import sqlite3
 import stat
 from collections import OrderedDict
+from collections.abc import Iterator
 from pathlib import Path
+
+import numpy as np
 
 from pipeline import console, store
 from pipeline.errors import IntegrityError, StoreError
 from pipeline.files import file_sha256
 
+from .datasets import VideoRecord
 from .plan import ExtractionPlan
 
 # Source shards kept in memory at once: a listing is sorted, so neighbours share shards.
@@ -141,3 +145,13 @@ def index_committed(plan: ExtractionPlan, shard_file: str) -> None:
             index.close()
     except (sqlite3.Error, OSError):
         pass
+
+
+def stored_positions(records: list[VideoRecord], stored: dict[str, np.ndarray]) -> Iterator[tuple[int, int]]:
+    """(pos, k) for each of a shard's videos (records, in shard order) that a committed shard read
+    whole (read_shard's arrays) already holds as its video k: what --retry-failures copies."""
+    row = {vid: k for k, vid in enumerate(stored["video_ids"])}
+    for pos, rec in enumerate(records):
+        k = row.get(rec.video_id)
+        if k is not None:
+            yield pos, k

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .copying import stored_positions
 from .datasets import VideoRecord
 from .decode import Chunk
 
@@ -102,11 +103,8 @@ class RaggedShardBuffer:
     # -------------------------------------------------------------- rows from stored shards
     def reuse(self, stored: dict[str, np.ndarray]) -> None:
         """Copy the rows of videos this set's committed shard already holds (--retry-failures)."""
-        row = {vid: k for k, vid in enumerate(stored["video_ids"])}
-        for pos, rec in enumerate(self.records):
-            k = row.get(rec.video_id)
-            if k is not None:
-                self.copy_row(pos, stored, k)
+        for pos, k in stored_positions(self.records, stored):
+            self.copy_row(pos, stored, k)
 
     def copy_row(self, pos: int, stored: dict[str, np.ndarray], k: int, from_set: str | None = None) -> None:
         """Video k of a ragged shard read whole (read_shard's arrays) as this shard's video `pos`,

@@ -37,7 +37,7 @@ from tqdm import tqdm
 from pipeline import console, store
 
 from .batching import Batcher, FrameSlots
-from .copying import RowCopier, index_committed
+from .copying import RowCopier, index_committed, stored_positions
 from .datasets import VideoRecord
 from .decode import Chunk, Decoded, DecodeError
 from .inputs import decode_items, decode_job, dense_items, input_processes
@@ -142,11 +142,8 @@ class ShardBuffer:
         Only what `--retry-failures` needs: the shard is rewritten, and its videos that
         did not fail are copied bit for bit instead of being decoded again.
         """
-        row = {vid: k for k, vid in enumerate(stored["video_ids"])}
-        for pos, rec in enumerate(self.records):
-            k = row.get(rec.video_id)
-            if k is not None:
-                self.copy_row(pos, stored, k)
+        for pos, k in stored_positions(self.records, stored):
+            self.copy_row(pos, stored, k)
 
     def copy_row(self, pos: int, stored: dict[str, np.ndarray], k: int, from_set: str | None = None) -> None:
         """Row k of a shard read whole (read_shard's arrays) as this shard's video `pos`:
