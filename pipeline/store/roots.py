@@ -540,10 +540,13 @@ class S3Root(Root):
     def shard_bytes(self, path: Path, sha256: str | None) -> bytes:
         if sha256 is None:
             return self.read_bytes(path)
-        try:
-            return self.cached(path, sha256).read_bytes()
-        except FileNotFoundError:  # evicted by another reader between the lookup and the read: fetched again
-            return self.cached(path, sha256).read_bytes()
+        hit = self.cache.get(sha256)
+        if hit is not None:
+            try:
+                return hit.read_bytes()
+            except FileNotFoundError:  # evicted by another reader between the lookup and the read
+                pass
+        return self.fetch(path, sha256)[1]
 
     def local_file(self, path: Path, sha256: str | None = None) -> Path:
         if sha256 is None:  # not known to the caller: fetched, and cached under the sha256 of what arrived
@@ -555,14 +558,17 @@ class S3Root(Root):
         """The cached copy of an immutable shard; fetched on a miss, and cached only when its bytes
         are the ones the manifest recorded (a corrupt object is refused, never cached)."""
         hit = self.cache.get(sha256)
-        if hit is not None:
-            return hit
+        return hit if hit is not None else self.fetch(path, sha256)[0]
+
+    def fetch(self, path: Path, sha256: str) -> tuple[Path, bytes]:
+        """Fetch a shard, check it and cache it: its cached file and the bytes themselves (a miss's
+        reader takes them as they are, rather than reading back the file just written)."""
         data = self.read_bytes(path)
         if hashlib.sha256(data).hexdigest() != sha256:
             raise IntegrityError(
                 f"{display(path)}: sha256 does not match the manifest; the shard object is corrupt (run `store verify`)"
             )
-        return self.cache.put(sha256, data)
+        return self.cache.put(sha256, data), data
 
     def prepare(self, set_dir: Path) -> None:
         self.check()  # a wrong bucket stops here, before anything is written

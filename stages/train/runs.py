@@ -2,7 +2,8 @@
 
 config.json       the resolved TrainConfig, model hyper-parameters, feature set(s), split sizes
 checkpoint.pt     the best state dict (torch.load(..., weights_only=True))
-metrics.json      test top-1 / top-5 (fractions), mean class accuracy, per-class accuracy, history
+metrics.json      test top-1 / top-5 (fractions), mean class accuracy, per-class accuracy, history,
+                  read_seconds and train_seconds
 predictions.csv   one row per test video: truth, prediction, its probability, top-5
 confusion.png     row-normalised confusion matrix of the test part
 curves.png        training and validation loss and accuracy per epoch

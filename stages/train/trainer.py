@@ -335,6 +335,7 @@ def fit_and_report(
             "test_loss": test_loss,
             "params": params,
             "train_seconds": result.seconds,
+            "read_seconds": data.read_seconds,
             "best_epoch": result.best_epoch,
             "epochs_run": len(result.history),
             "history": result.history,
