@@ -18,7 +18,7 @@ flag = $(if $(filter 1 yes true,$($(1))),--$(2))
 # Each target's options (FEATURES_OPTS, TRAIN_OPTS, ...): generated from the options' fields.
 include $(dir $(lastword $(MAKEFILE_LIST)))options.mk
 
-.PHONY: setup features train evaluate zeroshot compare localize annotations-thumos14 predict export demo test test-all test-gpu gpu-check gpu-wheels bench backbones store-list store-info store-verify store-gc store-push store-pull clean-venv
+.PHONY: setup features train evaluate zeroshot compare localize annotations-thumos14 predict export demo test test-all test-gpu gpu-check gpu-wheels gpu-vf-bundle bench backbones store-list store-info store-verify store-gc store-push store-pull clean-venv
 
 setup: $(VENV)/.installed
 
@@ -125,6 +125,32 @@ gpu-wheels: setup
 	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
 	  --platform manylinux1_x86_64 -d .gpu-wheels $(GPU_WHEELS)
 	$(PY) -m stages.gpu_check --pack .gpu-wheels --wheels .whl
+
+# Here, before a GPU session that measures the side by side with v-iashin/video_features (docs/bench.md):
+# .vf/ (git-ignored; a call of its own carries it, after the one carrying .whl) holds the files of its
+# ResNet-50 path at the commit the CPU figure used, from VF_SOURCE= (a git URL or path), and as
+# .vf/pylib.tar.xz the wheels that path imports (found by running it) for that machine's Python 3.12,
+# downloaded into .gpu-vf-wheels/ (51.1 MB, OpenCV's 49.9) and packed as gpu-wheels' are (30.5 MiB).
+# antlr4-python3-runtime 4.9.3 (omegaconf 2.3.0's pin) is on PyPI as source only: pip builds its
+# pure-Python wheel here. omegaconf and antlr4 at its conda_env.yml's versions, PyYAML and tqdm at
+# gpu-wheels' ones; OpenCV 4.11.0.86, not its 4.7, which is built against NumPy 1 and fails to import
+# beside NumPy 2 (that machine's and this venv's). That machine's image has had OpenCV, PyYAML and
+# tqdm too: the bundle carries its own all the same, so that the step does not hang on the image's.
+VF_SOURCE ?= https://github.com/v-iashin/video_features
+VF_COMMIT = a2f61b7a4cf0ca6a2d91dcc2182f57e7cfd12664
+VF_FILES = LICENSE main.py configs/resnet.yml models/_base/base_extractor.py models/_base/base_framewise_extractor.py \
+  models/resnet/extract_resnet.py utils/io.py utils/utils.py utils/IN1K_label_map.txt
+VF_WHEELS = omegaconf==2.3.0 PyYAML==6.0.4 opencv-python-headless==4.11.0.86 tqdm==4.70.1
+gpu-vf-bundle: setup
+	rm -rf .vf .gpu-vf-wheels && mkdir -p .vf/video_features
+	set -o pipefail; src=$$(mktemp -d) && trap 'rm -rf "$$src"' EXIT \
+	  && git clone -q --bare "$(VF_SOURCE)" "$$src/video_features.git" \
+	  && git --git-dir="$$src/video_features.git" archive $(VF_COMMIT) $(VF_FILES) | tar -x -C .vf/video_features
+	$(PY) -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 --implementation cp \
+	  --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+	  --platform manylinux1_x86_64 -d .gpu-vf-wheels $(VF_WHEELS)
+	$(PY) -m pip wheel -q --no-deps --no-binary=antlr4-python3-runtime -w .gpu-vf-wheels antlr4-python3-runtime==4.9.3
+	$(PY) -m stages.gpu_check --pack .gpu-vf-wheels --wheels .vf
 
 # Stage one (BACKBONE=, seeded random WEIGHTS= by default) vs the decode ceiling and the seed method,
 # stage two's 50 epochs: bench/results.json (docs/bench.md). Small on a CPU (8 clips, 112 px), UCF101-scale on CUDA.

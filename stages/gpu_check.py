@@ -1,7 +1,8 @@
 """`make gpu-check`: what a session lent a GPU machine measures and checks, in one call.
 
-    python3 -m stages.gpu_check [--out FILE] [--wheels .whl] [--budget SECONDS]
+    python3 -m stages.gpu_check [--out FILE] [--wheels .whl] [--vf .vf] [--budget SECONDS]
     python3 -m stages.gpu_check --pack .gpu-wheels [--wheels .whl]     (here, by `make gpu-wheels`)
+    python3 -m stages.gpu_check --pack .gpu-vf-wheels --wheels .vf    (here, by `make gpu-vf-bundle`)
 
 The GPU machines of this workplace have torch, torchvision, h5py, numpy and pytest, but
 no PyAV, no ffmpeg and no network, and a lease is minutes long. So this module imports
@@ -17,6 +18,10 @@ and runs, each in a process of its own, within what is left of `--budget`:
                       frames for ResNet-50, 256 for the other image models, 128 clips for R(2+1)D)
     2. train_profile  stage two's training step profiled (stages/train/profile.py profile_steps), at
                       fp16 and bf16: milliseconds per step, host vs device time, top ops
+    2b. video_features  only when `--vf` (.vf/, `make gpu-vf-bundle`) is there: the side by side with
+                      v-iashin/video_features (stages/bench/video_features.py) on a `--vf-minutes` video
+                      (10), one round, both tools on the device; its wheels unpacked onto video_features'
+                      PYTHONPATH alone, a folder holding `ffmpeg` first on PATH for its re-encode
     3. gpu_tests      pytest -m gpu (tests/test_gpu.py and the GPU tests of stage two and Dask)
     4. cpu_tests      the default suite (`make test`'s selection but the acceptance tier, which
                       runs `make`) on this machine, in parallel
@@ -29,7 +34,9 @@ What `.whl/` carries: one `pylib.tar.xz`, the wheels unzipped and packed with xz
 may carry 64 MiB, and the wheels as they come are 69 MB (PyAV's 36 MB, which bundles
 FFmpeg's libraries, and imageio-ffmpeg's 29.5 MB static ffmpeg among them); xz packs the
 same files into 49 MB, which `--pack` writes here and the GPU machine unpacks in seconds
-with the standard library. Plain wheels in `.whl/` are unzipped too.
+with the standard library. Plain wheels in `.whl/` are unzipped too. `.vf/` (the
+video_features step's checkout and its own pylib.tar.xz, 30.5 MiB) travels in a call of its
+own, after the one that carried `.whl/`: the two together are over the 64 MiB.
 """
 
 from __future__ import annotations
@@ -55,6 +62,9 @@ STEPS = (
     ("bench", 330, 120),
     ("backbones", 120, 30),
     ("train_profile", 90, 30),
+    # a 10-minute video on the GPU: both tools, the video made and ResNet-50 timed alone; killed at
+    # its limit it leaves no figures, so it starts only with about its whole run left
+    ("video_features", 180, 120),
     ("gpu_tests", 240, 60),
     ("cpu_tests", 300, 90),
 )
@@ -139,9 +149,7 @@ def prepared_env(wheels: Path, scratch: Path) -> tuple[dict[str, str], dict]:
         if not env.get("FFMPEG_BINARY") and not shutil.which("ffmpeg") and static:
             env["FFMPEG_BINARY"] = str(static[0])
             # also as `ffmpeg` on PATH, for the tests that make their clips with a plain `ffmpeg`
-            (scratch / "bin").mkdir(exist_ok=True)
-            (scratch / "bin" / "ffmpeg").symlink_to(static[0])
-            env["PATH"] = os.pathsep.join([str(scratch / "bin"), env.get("PATH", "")])
+            env = ffmpeg_on_path(env, scratch)
     else:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
     env.setdefault("HF_HUB_OFFLINE", "1")  # no network there: the hub client must not wait for one
@@ -150,6 +158,20 @@ def prepared_env(wheels: Path, scratch: Path) -> tuple[dict[str, str], dict]:
     info["ffmpeg"] = env.get("FFMPEG_BINARY") or shutil.which("ffmpeg")
     info["ffprobe"] = shutil.which("ffprobe")
     return env, info
+
+
+def ffmpeg_on_path(env: dict[str, str], scratch: Path) -> dict[str, str]:
+    """`env` with `ffmpeg` found on its PATH: as it is when it already is, else a folder of `scratch`
+    holding `ffmpeg`, a link to env's FFMPEG_BINARY, put first (programs that run a plain `ffmpeg`,
+    as the tests' clip makers and video_features do); unchanged when neither is there."""
+    if shutil.which("ffmpeg", path=env.get("PATH")) or not env.get("FFMPEG_BINARY"):
+        return env
+    folder = scratch / "bin"
+    folder.mkdir(parents=True, exist_ok=True)
+    link = folder / "ffmpeg"
+    if not link.is_symlink():
+        link.symlink_to(env["FFMPEG_BINARY"])
+    return env | {"PATH": os.pathsep.join(filter(None, [str(folder), env.get("PATH")]))}
 
 
 def run_logged(args: list[str], env: dict[str, str], timeout: float, log: Path) -> tuple[int, float]:
@@ -291,6 +313,42 @@ def step_backbones(env: dict[str, str], out_dir: Path, timeout: float, device: s
     return {"exit": code, "seconds": wall} | ({"figures": json.loads(results.read_text())} if results.exists() else {})
 
 
+VF_MISSING = (
+    "no video_features bundle at {vf}: make gpu-vf-bundle here (VF_SOURCE= a git URL or path of "
+    "v-iashin/video_features), then carry .vf in a call of its own after the one carrying .whl (docs/bench.md)"
+)
+
+
+def vf_bundle_ready(vf: Path) -> bool:
+    """Whether `vf` holds what `make gpu-vf-bundle` makes: video_features' checkout and its packed wheels."""
+    return (vf / "video_features" / "main.py").is_file() and (vf / PACK).is_file()
+
+
+def step_video_features(env: dict[str, str], timeout: float, args: argparse.Namespace) -> dict:
+    """stages.bench.video_features with `args.vf`'s checkout, its wheels unpacked into the scratch
+    folder for video_features' process alone, on `args.device`, one round of a `args.vf_minutes` video.
+
+    The harness's JSON goes into the report only and its log stays in the scratch folder (a call
+    brings back at most 8 files; see step_pytest); a failed run keeps the log's end in the report.
+    """
+    scratch = Path(env["VIDSTORE_GPU_CHECK_SCRATCH"])
+    lib = scratch / "vf-pylib"
+    lib.mkdir(parents=True, exist_ok=True)
+    wheels = unpack_wheels(args.vf, lib)
+    env = ffmpeg_on_path(env, scratch)  # its re-encode runs the `ffmpeg` that `which` finds
+    results, log = scratch / "gpu-check-video-features.json", scratch / "gpu-check-video-features.log"
+    cmd = [sys.executable, "-m", "stages.bench.video_features", "--checkout", str(args.vf / "video_features")]
+    cmd += ["--pythonpath", str(lib), "--minutes", f"{args.vf_minutes:g}", "--rounds", "1"]
+    cmd += ["--device", args.device, "--out", str(results)]
+    code, wall = run_logged(cmd, env, timeout, log)
+    outcome: dict[str, object] = {"exit": code, "seconds": wall, "wheels": wheels}
+    if code == 0 and results.exists():
+        outcome["figures"] = json.loads(results.read_text())
+    else:
+        outcome["log_tail"] = log.read_text(errors="replace")[-3000:]
+    return outcome
+
+
 def step_profile(env: dict[str, str], out_dir: Path, timeout: float, device: str) -> dict:
     results = out_dir / "gpu-check-train-profile.json"
     code, wall = run_logged(
@@ -337,6 +395,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m stages.gpu_check", description=__doc__.split("\n\n")[0])
     ap.add_argument("--out", type=Path, default=Path(os.environ.get("OUT") or ROOT / "bench") / "gpu-check.json")
     ap.add_argument("--wheels", type=Path, default=ROOT / ".whl", help="folder of carried wheels (make gpu-wheels)")
+    ap.add_argument("--vf", type=Path, default=ROOT / ".vf", help="the video_features bundle (make gpu-vf-bundle)")
+    ap.add_argument("--vf-minutes", type=float, default=10.0, help="the video_features step's video length")
     ap.add_argument("--pack", type=Path, help="here: pack the wheels of this folder into --wheels, and stop")
     ap.add_argument("--budget", type=float, default=540.0, help="seconds for all steps together")
     ap.add_argument("--clips", type=int, default=0, help="bench clips (default: the bench's CUDA default, 2048)")
@@ -345,7 +405,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--skip",
         default="",
-        help="comma-separated steps to leave out: bench,backbones,train_profile,gpu_tests,cpu_tests",
+        help="comma-separated steps to leave out: bench,backbones,train_profile,video_features,gpu_tests,cpu_tests",
     )
     args = ap.parse_args(argv)
     if args.pack:
@@ -368,16 +428,20 @@ def main(argv: list[str] | None = None) -> int:
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     for name, limit, least in STEPS:
         left = deadline - time.monotonic()
-        if name in skip or left < least:
-            report["steps"][name] = {
-                "skipped": "--skip" if name in skip else f"{left:.0f} s left of the budget, needs {least}"
-            }
+        if name in skip:
+            report["steps"][name] = {"skipped": "--skip"}
+        elif name == "video_features" and not vf_bundle_ready(args.vf):
+            report["steps"][name] = {"skipped": VF_MISSING.format(vf=args.vf)}
+        elif left < least:
+            report["steps"][name] = {"skipped": f"{left:.0f} s left of the budget, needs {least}"}
         elif name == "bench":
             report["steps"][name] = step_bench(env, out_dir, min(limit, left), args)
         elif name == "backbones":
             report["steps"][name] = step_backbones(env, out_dir, min(limit, left), args.device)
         elif name == "train_profile":
             report["steps"][name] = step_profile(env, out_dir, min(limit, left), args.device)
+        elif name == "video_features":
+            report["steps"][name] = step_video_features(env, min(limit, left), args)
         elif name == "gpu_tests":
             report["steps"][name] = step_pytest("gpu", 4, ["--timeout", "200"], env, out_dir, min(limit, left), name)
         else:

@@ -1,6 +1,6 @@
 """Side by side with v-iashin/video_features: per-second ResNet-50 features of one long video.
 
-    python -m stages.bench.video_features --checkout DIR [--python PY] [--minutes 10] [--rounds 2]
+    python -m stages.bench.video_features --checkout DIR [--python PY] [--pythonpath DIRS] [--minutes 10] [--rounds 2]
 
 Both tools run as their users run them, each in its own processes, on the same generated
 video (320x240, 25 fps, H.264, ffmpeg's `testsrc2`: the picture changes every frame):
@@ -11,7 +11,8 @@ video (320x240, 25 fps, H.264, ffmpeg's `testsrc2`: the picture changes every fr
     vidstore        vidstore features --dataset csv --fps 1 --frames all into a temporary store
                     (its defaults otherwise: decoder processes, batched forwards)
 
-Both compute ResNet-50 at 224 px on the same device (stage one at --precision: auto is fp32 on a
+Both compute ResNet-50 at 224 px on the same device (`--device cuda` tells video_features `device=cuda:0`,
+its config's form, and its rows keep the device it printed; stage one at --precision: auto is fp32 on a
 CPU, as video_features always is, and fp16 on CUDA; the report says which), with seeded random weights: video_features
 loads torchvision's published IMAGENET1K_V1 file from its cache, so a random state dict is written
 there under that file's name in a temporary TORCH_HOME (the numbers differ, the work does not,
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import resource
 import subprocess
 import sys
@@ -61,9 +63,10 @@ def make_video(path: Path, minutes: float) -> Path:
     return path
 
 
-def timed(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> dict:
+def timed(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> tuple[dict, str]:
     """Run a command to its end: wall seconds and the CPU seconds of its whole process tree
-    (the children this process waited for: every descendant that was waited for in turn)."""
+    (the children this process waited for: every descendant that was waited for in turn),
+    and what it printed (stdout, then stderr)."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
@@ -72,7 +75,7 @@ def timed(cmd: list[str], cwd: Path | None = None, env: dict | None = None) -> d
     if proc.returncode:
         raise SystemExit(f"{cmd[0]} ... failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}
+    return {"wall_s": round(wall, 2), "cpu_s": round(cpu, 2)}, proc.stdout + proc.stderr
 
 
 def random_torchvision_cache(home: Path) -> None:
@@ -86,17 +89,33 @@ def random_torchvision_cache(home: Path) -> None:
     torch.save(resnet50().state_dict(), target)
 
 
-def run_video_features(checkout: Path, python: str, video: Path, work: Path, device: str) -> dict:
-    """video_features' ResNet-50 at extraction_fps=1 on the video: its times and rows stored."""
+def video_features_device(device: str) -> str:
+    """The device video_features is told: "cuda" as "cuda:0", the form of its config's default (it
+    runs one card per process); anything else as given."""
+    return "cuda:0" if device == "cuda" else device
+
+
+def run_video_features(checkout: Path, python: str, video: Path, work: Path, device: str, pythonpath: str = "") -> dict:
+    """video_features' ResNet-50 at extraction_fps=1 on the video: its times, rows stored and the
+    device it said it ran on (it falls back to the CPU, saying so, when CUDA is not there).
+
+    `pythonpath`: folders put first on PYTHONPATH in its process only (its own packages, unpacked
+    from a bundle), so that stage one's run does not import them.
+    """
     out = work / f"vf-out-{time.monotonic_ns()}"  # a fresh folder: video_features skips a video whose output exists
-    cmd = [python, "main.py", "feature_type=resnet", "model_name=resnet50", f"device={device}"]
+    cmd = [python, "main.py", "feature_type=resnet", "model_name=resnet50", f"device={video_features_device(device)}"]
     cmd += ["extraction_fps=1", f"video_paths=[{video}]", "on_extraction=save_numpy"]
     cmd += [f"output_path={out}", f"tmp_path={work / 'vf-tmp'}"]
     env = os.environ | {"TORCH_HOME": str(work / "torch-home")}
-    result = timed(cmd, cwd=checkout, env=env)
-    (features,) = out.rglob(f"{video.stem}_resnet.npy")
-    rows = np.load(features)
-    return result | {"rows": int(rows.shape[0]), "dtype": str(rows.dtype)}
+    if pythonpath:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [pythonpath, env.get("PYTHONPATH")]))
+    result, printed = timed(cmd, cwd=checkout, env=env)
+    found = list(out.rglob(f"{video.stem}_resnet.npy"))
+    if len(found) != 1:  # it prints an extraction's error, goes on to the next video and exits 0
+        raise SystemExit(f"video_features stored no features for {video}; it printed:\n{printed[-3000:]}")
+    rows = np.load(found[0])  # (frames, 2048) float64
+    said = re.search(r"^Device: (\S+)$", printed, re.MULTILINE)
+    return result | {"rows": int(rows.shape[0]), "dtype": str(rows.dtype), "device": said.group(1) if said else None}
 
 
 def run_vidstore(video: Path, work: Path, device: str, precision: str) -> dict:
@@ -107,7 +126,7 @@ def run_vidstore(video: Path, work: Path, device: str, precision: str) -> dict:
     cmd = [sys.executable, "-m", "stages", "features", "--dataset", "csv", "--data-dir", str(listing)]
     cmd += ["--fps", "1", "--frames", "all", "--weights", "random", "--device", device, "--precision", precision]
     cmd += ["--features-root", str(root)]
-    result = timed(cmd)
+    result, _ = timed(cmd)
     rows = 0
     for shard in root.rglob("shard-*.h5"):
         with h5py.File(shard, "r") as f:
@@ -131,7 +150,9 @@ def backbone_alone(device: str, precision: str, rows: int) -> dict:
     }
 
 
-def compare(checkout: Path, python: str, minutes: float, rounds: int, device: str, precision: str) -> dict:
+def compare(
+    checkout: Path, python: str, minutes: float, rounds: int, device: str, precision: str, pythonpath: str = ""
+) -> dict:
     video = make_video(repo_root() / "bench" / "clips" / f"testsrc2-{minutes:g}min.mp4", minutes)
     report: dict = {"video": {"path": str(video), "minutes": minutes, "size": VIDEO_SIZE, "fps": VIDEO_FPS}}
     runs: dict[str, list[dict]] = {"video_features": [], "vidstore": []}
@@ -144,7 +165,7 @@ def compare(checkout: Path, python: str, minutes: float, rounds: int, device: st
                 run = (
                     run_vidstore(video, work, device, precision)
                     if tool == "vidstore"
-                    else run_video_features(checkout, python, video, work, device)
+                    else run_video_features(checkout, python, video, work, device, pythonpath)
                 )
                 runs[tool].append(run)
                 print(f"round {r + 1} {tool}: {run}", file=sys.stderr)
@@ -167,6 +188,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--checkout", type=Path, required=True, help="a checkout of v-iashin/video_features")
     parser.add_argument("--python", default=sys.executable, help="the Python that runs video_features (its deps)")
+    parser.add_argument(
+        "--pythonpath", default="", help="folders first on PYTHONPATH for video_features only (its unpacked packages)"
+    )
     parser.add_argument("--minutes", type=float, default=10.0, help="the video's length")
     parser.add_argument("--rounds", type=int, default=2, help="runs of each tool, alternating; the best counts")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (both tools)")
@@ -177,7 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     if not (args.checkout / "main.py").is_file():
         parser.error(f"--checkout {args.checkout}: no main.py there; clone github.com/v-iashin/video_features")
-    report = compare(args.checkout, args.python, args.minutes, args.rounds, args.device, args.precision)
+    report = compare(
+        args.checkout, args.python, args.minutes, args.rounds, args.device, args.precision, args.pythonpath
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
