@@ -61,7 +61,7 @@ class Dataset:
     records: list[VideoRecord]  # sorted by video_id
     splits: dict[str, dict[str, list[str]]]  # {"1": {"train": [ids], "test": [ids]}, ...}
     problems: list[dict] = field(default_factory=list)  # [{"video_id", "reason"}]
-    version: str = ""  # what names alone don't tell: the generated sample's version, an unlabelled CSV
+    version: str = ""  # what names alone don't tell: the generated sample's version, a CSV's labels, groups, split
 
     @property
     def listing_sha256(self) -> str:
@@ -306,10 +306,21 @@ def load_csv(csv_path: Path, name: str) -> Dataset:
             splits["1"]["test" if part == "test" else "train"].append(vid)
     if not splits["1"]["train"] and not splits["1"]["test"]:
         splits = {"1": {"train": sorted(records), "test": []}}
-    # An unlabelled listing is another set than a labelled one of the same paths (whose labels a
-    # reused set would otherwise lack); a labelled CSV's identity stays its ids alone.
-    version = "" if labelled else "unlabelled"
-    return Dataset(name, root, classes, [records[k] for k in sorted(records)], splits, problems, version)
+    listed = [records[k] for k in sorted(records)]
+    return Dataset(name, root, classes, listed, splits, problems, csv_version(labelled, classes, listed, splits))
+
+
+def csv_version(labelled: bool, classes: list[str], records: list[VideoRecord], splits: dict) -> str:
+    """What a CSV says of its videos besides their ids, as part of the set's identity: a set stores
+    each video's label and group and the listing's split, so a CSV edited in any of them is another
+    set (its rows copied from the old one by per-video reuse, nothing computed again), never the old
+    set served with the old labels. An unlabelled listing is never the labelled one of the same paths."""
+    said = {
+        "classes": classes,
+        "videos": [[r.video_id, r.label, r.group] for r in records],
+        "splits": {k: {side: sorted(ids) for side, ids in parts.items()} for k, parts in splits.items()},
+    }  # in an order of their own: the rows' order in the file says nothing
+    return f"{'labelled' if labelled else 'unlabelled'}-{digest(said)[:16]}"
 
 
 def csv_video(listed: str, root: Path) -> tuple[str, Path | None]:

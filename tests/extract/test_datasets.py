@@ -160,14 +160,30 @@ def test_a_path_only_csv_is_an_unlabelled_set_with_relative_and_absolute_paths(t
     assert load_csv(tmp_path / "list" / "l.csv", "csv-l").listing_sha256 != ds.listing_sha256  # another set
 
 
-def test_a_labelled_csv_keeps_its_ids_and_listing(tmp_path):
-    """The listing hash of a labelled CSV of relative paths is the one it always had."""
-    for rel in ("v/a.avi", "v/b.avi"):
+def test_a_csv_edited_in_a_label_group_or_split_is_another_set(tmp_path):
+    """A set stores each video's label and group and the split: a CSV that says other ones is
+    another listing (a new set, its rows copied), whatever the order of its rows."""
+    for rel in ("v/a.avi", "v/b.avi", "v/c.avi"):
         touch(tmp_path / rel)
-    (tmp_path / "l.csv").write_text("path,label\nv/b.avi,x\nv/a.avi,y\n")
-    ds = load_csv(tmp_path / "l.csv", "x")
-    assert [(r.video_id, r.label) for r in ds.records] == [("v/a.avi", 1), ("v/b.avi", 0)]
-    assert ds.listing_sha256 == "d0535078fcd21220558414755c92a436cc39b7399eeb7f068427173c0023e7f0"
+    listing = lambda text: (tmp_path / "l.csv").write_text(text) and load_csv(tmp_path / "l.csv", "x")
+    base = "path,label,split,group\nv/b.avi,x,train,g1\nv/a.avi,y,train,g2\nv/c.avi,y,test,g3\n"
+    ds = listing(base)
+    assert [(r.video_id, r.label, r.group) for r in ds.records] == [
+        ("v/a.avi", 1, "g2"),
+        ("v/b.avi", 0, "g1"),
+        ("v/c.avi", 1, "g3"),
+    ]
+    reordered = "path,label,split,group\nv/c.avi,y,test,g3\nv/a.avi,y,train,g2\nv/b.avi,x,train,g1\n"
+    assert listing(reordered).listing_sha256 == ds.listing_sha256
+    edits = {
+        "a label": base.replace("v/a.avi,y", "v/a.avi,x"),
+        "the class names": base.replace(",x,", ",z,"),
+        "a group": base.replace("g3", "g4"),
+        "a side of the split": base.replace("v/c.avi,y,test", "v/c.avi,y,train"),
+    }
+    hashes = {what: listing(text).listing_sha256 for what, text in edits.items()}
+    assert all(h != ds.listing_sha256 for h in hashes.values()), hashes
+    assert len(set(hashes.values())) == len(edits)
 
 
 def test_csv_integer_labels_keep_numeric_order(tmp_path):

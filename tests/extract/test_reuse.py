@@ -78,6 +78,27 @@ def test_grown_listing_computes_only_new_videos_bit_for_bit(tree, tmp_path, capf
     assert list(shard_arrays(whole.set_dir)["groups"]) == list(shard_arrays(scratch.set_dir)["groups"])
 
 
+def test_a_relabelled_csv_is_a_new_set_copied_with_the_new_labels(tree, tmp_path):
+    """Edit one video's label in the CSV: the next run makes another set (never the old one with
+    the old label), computes nothing and stores the new label; `make train` then picks it, newest."""
+    ids = videos(tree)
+    root = tmp_path / "store"
+    listing = write_csv(tree, ids)
+    first = extract_features(ExtractConfig(dataset="csv", data_dir=listing, features_root=root, **SMALL))
+    moved = ids[0]
+    listing.write_text(
+        listing.read_text().replace(f"{moved},{moved.split('/')[0]}", f"{moved},{ids[-1].split('/')[0]}")
+    )
+    again = extract_features(ExtractConfig(dataset="csv", data_dir=listing, features_root=root, **SMALL))
+    assert again.set_dir != first.set_dir and not again.reused_set
+    assert again.computed == 0 and again.copied == len(ids)
+    assert_same_rows(by_video(again.set_dir), by_video(first.set_dir))
+    old, new = shard_arrays(first.set_dir), shard_arrays(again.set_dir)
+    k = list(new["video_ids"]).index(moved)
+    assert new["labels"][k] == new["labels"][list(new["video_ids"]).index(ids[-1])] != old["labels"][k]
+    assert store.resolve_feature_sets(again.set_dir.parent.name, features_root=root) == [again.set_dir]
+
+
 def test_same_tree_elsewhere_as_a_folder_set_computes_nothing(tree, tmp_path):
     root = tmp_path / "store"
     first = extract_features(ExtractConfig(dataset="ucf101", data_dir=tree, features_root=root, **SMALL))
