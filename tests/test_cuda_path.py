@@ -80,7 +80,7 @@ def test_a_device_process_binds_its_gpu_before_anything_else(monkeypatch, tmp_pa
         weights=None,
         identity=dataclasses.make_dataclass("I", ["id"])("x"),
         set_dir=tmp_path,
-        shards={},
+        assigned={},
     )
     local.device_worker(p)
     assert calls == [("set_device", "cuda:1"), ("extract", "cuda:1")]

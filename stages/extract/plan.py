@@ -12,6 +12,7 @@ holds, and a claim (flock) decides who computes it.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,9 +31,10 @@ from .weights import WeightsSpec
 class ExtractionPlan:
     """The settings, weights and identity of one feature set, and which videos each shard holds.
 
-    shards: shard index -> its records, sorted by video id; every shard of the listing,
-    or (in a Dask task, `only(i)`) just the one the task computes. dataset: the listing
-    (classes, splits, problems), None in a Dask task.
+    shards: shard index -> its records, sorted by video id; every shard of the listing (worked
+    out on first use: a dense set's opens every video's header, which the reuse of a complete
+    set never needs), or (in a Dask task, `only(i)`) just the one the task computes, given as
+    `assigned`. dataset: the listing (classes, splits, problems), None in a Dask task.
     """
 
     cfg: ExtractConfig
@@ -41,8 +43,12 @@ class ExtractionPlan:
     weights: WeightsSpec | None  # None: the log-mel summary needs none
     identity: FeatureIdentity | AudioIdentity
     set_dir: Path
-    shards: dict[int, list[VideoRecord]]
     dataset: Dataset | None = None
+    assigned: dict[int, list[VideoRecord]] | None = None
+
+    @functools.cached_property
+    def shards(self) -> dict[int, list[VideoRecord]]:
+        return self.assigned if self.assigned is not None else shards_of(self.cfg, self.listing.records)
 
     @property
     def listing(self) -> Dataset:
@@ -60,13 +66,12 @@ class ExtractionPlan:
 
     def only(self, index: int) -> ExtractionPlan:
         """The same plan carrying shard `index` alone (a Dask task ships KB, not a whole listing)."""
-        return dataclasses.replace(self, shards={index: self.shards[index]}, dataset=None)
+        return dataclasses.replace(self, assigned={index: self.shards[index]}, dataset=None)
 
     def with_config(self, **changes) -> ExtractionPlan:
         """The same set with settings that only change the speed changed (devices, workers, shard size)."""
         cfg = self.cfg.replace(**changes)
-        shards = shards_of(cfg, self.dataset.records) if self.dataset else self.shards
-        return dataclasses.replace(self, cfg=cfg, family=type(self.family)(cfg), shards=shards)
+        return dataclasses.replace(self, cfg=cfg, family=type(self.family)(cfg))  # its shards worked out anew
 
 
 def chunk(records: list[VideoRecord], size: int) -> dict[int, list[VideoRecord]]:
@@ -123,7 +128,7 @@ def make_plan(cfg: ExtractConfig, download: bool = True) -> ExtractionPlan:
     weights = family.resolve_weights(20.0 if download else 0.001, fallback_to_random=cfg.dataset == "sample")
     identity = family.identity(cfg.dataset_name, ds.listing_sha256, sampling_of(cfg), weights, precision)
     set_dir = cfg.store_root / cfg.dataset_name / identity.id
-    return ExtractionPlan(cfg, family, precision, weights, identity, set_dir, shards_of(cfg, ds.records), ds)
+    return ExtractionPlan(cfg, family, precision, weights, identity, set_dir, ds)
 
 
 def listed(cfg: ExtractConfig) -> Dataset:

@@ -18,6 +18,7 @@ from helpers import ffmpeg_crops, reference_features
 
 from pipeline.errors import ConfigError
 from stages.extract import extract_features
+from stages.extract import plan as plan_module
 from stages.extract.config import ExtractConfig
 from stages.extract.decode.common import Chunk, ChunkWriter, ClipSpec, DecodeJob, DenseSteps
 from stages.extract.extractors import family_for
@@ -364,6 +365,22 @@ def test_dense_shards_end_before_shard_rows_rows_from_each_videos_header(footage
     }
     fewer = make_plan(dense_cfg(csv, tmp_path, weights="random", fps=1.0, shard_size=1), download=False)
     assert len(fewer.shards) == 5
+
+
+def test_the_rerun_of_a_complete_dense_set_opens_no_video(footage, per_second, weights_file, monkeypatch):
+    """A complete set is reused as it is: its shards, which a dense set works out from every
+    video's header, are never worked out again (on thousands of videos that was minutes)."""
+    csv, _ = footage
+    set_dir, _, _ = per_second
+
+    def opened(path, *args):
+        raise AssertionError(f"{path}'s header opened to plan a complete set")
+
+    monkeypatch.setattr(plan_module, "expected_steps", opened)
+    again = extract_features(
+        dense_cfg(csv, set_dir.parents[1], weights=str(weights_file), image_size=SIZE, fps=1.0), quiet=True
+    )
+    assert again.reused_set and again.set_dir == set_dir and again.computed == 0
 
 
 def test_another_listing_of_the_same_videos_copies_their_rows(footage, per_second, weights_file, tmp_path):
