@@ -8,6 +8,7 @@ row of Fall, so only a head that reads neighbouring rows can tell them apart. On
 from __future__ import annotations
 
 import numpy as np
+import ragged_sets
 
 from stages.localize.annotations import Matched, Segment, VideoTruth
 from stages.localize.data import DenseSet, Video
@@ -45,3 +46,20 @@ def synthetic_set(videos: int = 22, scored: int = 6, dim: int = 24, seed: int = 
         part = "eval" if v >= videos - scored else "train"
         truths[vid] = VideoTruth(vid, f"video_{v:02d}", part, float(length), tuple(segments))
     return DenseSet(dense, [dim], ["rgb"], []), Matched(CLASSES, truths)
+
+
+def as_stored(video_id: str, v: Video, group: str, fps: float = 25.0) -> ragged_sets.Video:
+    """A synthetic video's rows as a dense set stores them (write_set's input): float16 features,
+    each row's start as its timestamp, its span, the frame at its start at `fps`; unlabelled."""
+    starts = v.spans[:, 0]
+    return ragged_sets.Video(
+        video_id,
+        v.features.astype(np.float16),
+        starts.astype(np.float32),
+        v.spans.astype(np.float32),
+        (starts * fps).astype(np.int32),
+        -1,
+        fps,
+        v.duration,
+        group,
+    )

@@ -16,13 +16,12 @@ import json
 import random
 import re
 
-import numpy as np
 import offline
 import pytest
 from anet_reference import score_files
-from localize_rows import synthetic_set
+from localize_rows import as_stored, synthetic_set
 from make_runs import run_make
-from ragged_sets import Video, identity, write_set
+from ragged_sets import identity, write_set
 
 from stages.samples.clips import make_clip
 from stages.samples.untrimmed import FPS, SIZE, plan_video
@@ -35,20 +34,7 @@ RESULT = re.compile(r"localize (\w+): mAP@0\.3 ([\d.]+)  mAP@0\.5 ([\d.]+)  mAP@
 def dense_set_and_annotations(home):
     """The synthetic rows as a dense set (one row per second) in home's store, and their annotations."""
     dense, matched = synthetic_set()
-    videos = [
-        Video(
-            vid,
-            v.features.astype(np.float16),
-            v.spans[:, 0].astype(np.float32),
-            v.spans.astype(np.float32),
-            (v.spans[:, 0] * 25).astype(np.int32),
-            -1,
-            25.0,
-            v.duration,
-            f"g_g{k:02d}",
-        )
-        for k, (vid, v) in enumerate(dense.videos.items())
-    ]
+    videos = [as_stored(vid, v, f"g_g{k:02d}") for k, (vid, v) in enumerate(dense.videos.items())]
     ident = identity("csv-rows", {"mode": "dense", "fps": 1.0}, 24, [v.video_id for v in videos])
     set_dir = write_set(home / "data" / "features", "csv-rows", videos, ident, "toy-random-all-1fps", None, 8, False)
     database = {

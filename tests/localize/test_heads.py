@@ -12,8 +12,7 @@ import numpy as np
 import pytest
 import torch
 from anet_reference import reference_map
-from localize_rows import synthetic_set
-from ragged_sets import Video as StoredVideo
+from localize_rows import as_stored, synthetic_set
 from ragged_sets import identity, write_set
 
 from stages import predict
@@ -91,17 +90,7 @@ def test_predict_prints_a_localization_runs_segments_with_times(actionformer, tm
     held = matched.part("eval")[0]
     dense, _ = synthetic_set()
     v = dense.videos[held.video_id]
-    stored = StoredVideo(
-        "long.avi",
-        v.features.astype(np.float16),
-        v.spans[:, 0].astype(np.float32),
-        v.spans.astype(np.float32),
-        (v.spans[:, 0] * 25).astype(np.int32),
-        -1,
-        25.0,
-        v.duration,
-        "g_g00",
-    )
+    stored = as_stored("long.avi", v, "g_g00")
     ident = identity("predict", {"mode": "dense", "fps": 1.0}, 24, ["long.avi"])
     set_dir = write_set(tmp_path / "store", "predict", [stored], ident, "toy-random-all-1fps", None, 4, False)
     listings = []
