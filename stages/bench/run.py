@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from pipeline import console
@@ -94,18 +95,10 @@ def run_bench(cfg: BenchConfig) -> dict:
     results["backbone"] = measure_backbone(cfg, device, precision)
     write_results(results | headline(results, cfg), cfg.results_path)
     console.say(f"    the audio set of {cfg.audio_clips} clips with a sound track (MODALITY=audio, log-mel) ...")
-    try:
-        results["audio"] = measure_audio(cfg)
-    except Exception as e:  # reported, and the bench fails at the end; the other figures still count
-        results["audio"] = {"error": f"{type(e).__name__}: {e}"[:3000]}
-        console.say(f"bench: the audio set could not be measured: {results['audio']['error']}")
+    results["audio"] = figures_or_error("the audio set", measure_audio, cfg)
     if cfg.dense_seconds:
         console.say(f"    a dense set (FRAMES=all FPS=1) of one {cfg.dense_seconds:g} s video ...")
-        try:
-            results["dense"] = measure_dense(cfg)
-        except Exception as e:  # reported, and the bench fails at the end; the other figures still count
-            results["dense"] = {"error": f"{type(e).__name__}: {e}"[:3000]}
-            console.say(f"bench: the dense set could not be measured: {results['dense']['error']}")
+        results["dense"] = figures_or_error("the dense set", measure_dense, cfg)
         write_results(results | headline(results, cfg), cfg.results_path)
     if cfg.compile:
         console.say("    torch.compile (this takes minutes) ...")
@@ -135,6 +128,17 @@ def run_bench(cfg: BenchConfig) -> dict:
     if failed:
         raise BenchError(f"bench: {', '.join(failed)} could not be measured (the rest is in {cfg.out}); see above")
     return results
+
+
+def figures_or_error(what: str, measure: Callable[[BenchConfig], dict], cfg: BenchConfig) -> dict:
+    """measure(cfg), or {"error": ...} said on the console: reported, and the bench fails at the
+    end (run_bench), while the other figures still count."""
+    try:
+        return measure(cfg)
+    except Exception as e:
+        error = f"{type(e).__name__}: {e}"[:3000]
+        console.say(f"bench: {what} could not be measured: {error}")
+        return {"error": error}
 
 
 def write_results(results: dict, out: Path) -> None:
