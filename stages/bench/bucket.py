@@ -209,10 +209,23 @@ def train_read_seconds(features_root: str, out: Path, env: dict[str, str]) -> fl
     return float(json.loads(metrics[0].read_text())["read_seconds"])
 
 
-def measure_link(spec: LinkSpec, endpoint: str, moto: bool, root: str, local: Path, work: Path, rounds: int) -> dict:
+@dataclass(frozen=True)
+class Setup:
+    """What every link's runs share: the bucket's endpoint (moto's or a real one), the set's
+    s3:// root, its local copy (the floor) and its size, and the bench's scratch folder."""
+
+    endpoint: str
+    moto: bool
+    root: str
+    local: Path
+    set_bytes: int
+    work: Path
+
+
+def measure_link(spec: LinkSpec, setup: Setup, rounds: int) -> dict:
     """Each round: the cache emptied, the first and second read through the link, the local root's read.
     `first_mb_per_s`: the set's bytes over the first read's seconds, what the link delivered in effect."""
-    set_bytes = sum(p.stat().st_size for p in local.rglob("*.h5"))
+    endpoint, work = setup.endpoint, setup.work
     relay = Relay(parse_host(endpoint), spec.rate, spec.rtt) if spec.rate is not None else None
     url = f"http://127.0.0.1:{relay.port}" if relay else endpoint
     out: dict = {"rate_bytes_per_s": spec.rate, "rtt_s": spec.rtt, "rounds": []}
@@ -220,17 +233,17 @@ def measure_link(spec: LinkSpec, endpoint: str, moto: bool, root: str, local: Pa
         for _ in range(rounds):
             cache = work / "cache"
             shutil.rmtree(cache, ignore_errors=True)
-            env = bucket_env(url, cache, moto)
-            first = train_read_seconds(root, work / "run", env)
-            second = train_read_seconds(root, work / "run", env)
-            floor = train_read_seconds(str(local), work / "run", env)
+            env = bucket_env(url, cache, setup.moto)
+            first = train_read_seconds(setup.root, work / "run", env)
+            second = train_read_seconds(setup.root, work / "run", env)
+            floor = train_read_seconds(str(setup.local), work / "run", env)
             out["rounds"].append(
                 {
                     "first": first,
                     "second": second,
                     "local": floor,
                     "gain": first / second,
-                    "first_mb_per_s": set_bytes / first / 1e6,
+                    "first_mb_per_s": setup.set_bytes / first / 1e6,
                 }
             )
             print(f"{spec.name}: first {first:.2f} s, second {second:.2f} s, local root {floor:.2f} s", flush=True)
@@ -270,9 +283,10 @@ def main(argv: list[str] | None = None) -> None:
     ):
         work = Path(tmp)
         local = prepare(work, args.videos, args.shard_size, root, bucket_env(endpoint, work / "cache", moto), moto)
-        result["set_bytes"] = sum(p.stat().st_size for p in local.rglob("*.h5"))
+        setup = Setup(endpoint, moto, root, local, sum(p.stat().st_size for p in local.rglob("*.h5")), work)
+        result["set_bytes"] = setup.set_bytes
         for spec in links:
-            result["links"][spec.name] = measure_link(spec, endpoint, moto, root, local, work, args.rounds)
+            result["links"][spec.name] = measure_link(spec, setup, args.rounds)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     print(json.dumps(result, indent=1))
