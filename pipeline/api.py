@@ -590,10 +590,7 @@ class FeatureDataset(torch.utils.data.Dataset):
                 digest.update(block)
             if digest.hexdigest() != entry.sha256:
                 handle.close()
-                raise IntegrityError(
-                    f"{store.display(fs.set_dir / file)}: sha256 does not match the manifest; the shard is corrupt "
-                    f"(run `store verify`)"
-                )
+                raise IntegrityError.checksum(store.display(fs.set_dir / file))
             handle.seek(0)
             self._files[key] = h5py.File(handle, "r")
         return self._files[key]

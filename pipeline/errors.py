@@ -23,6 +23,11 @@ class StoreError(RuntimeError):
 class IntegrityError(StoreError):
     """A shard's bytes do not match the sha256 its manifest recorded."""
 
+    @classmethod
+    def checksum(cls, where: str) -> IntegrityError:
+        """The error for the shard at `where` (as people write it) whose bytes are not the manifest's."""
+        return cls(f"{where}: sha256 does not match the manifest; the shard is corrupt (run `store verify`)")
+
 
 class ReaderError(StoreError):
     """A feature set or split cannot be used as asked; the message says why and what to do."""

@@ -565,9 +565,7 @@ class S3Root(Root):
         reader takes them as they are, rather than reading back the file just written)."""
         data = self.read_bytes(path)
         if hashlib.sha256(data).hexdigest() != sha256:
-            raise IntegrityError(
-                f"{display(path)}: sha256 does not match the manifest; the shard object is corrupt (run `store verify`)"
-            )
+            raise IntegrityError.checksum(display(path))
         return self.cache.put(sha256, data), data
 
     def prepare(self, set_dir: Path) -> None:

@@ -97,9 +97,7 @@ def read_shard(path: Path, sha256: str | None = None) -> dict[str, Any]:
     """
     data = root_of(path).shard_bytes(Path(path), sha256)
     if sha256 is not None and hashlib.sha256(data).hexdigest() != sha256:
-        raise IntegrityError(
-            f"{display(path)}: sha256 does not match the manifest; the shard is corrupt (run `store verify`)"
-        )
+        raise IntegrityError.checksum(display(path))
     out: dict = {}
     with h5py.File(io.BytesIO(data), "r") as f:
         for name in SHARD_FIELDS + tuple(k for k in OPTIONAL_FIELDS + RAGGED_FIELDS if k in f):
