@@ -53,6 +53,8 @@ from .config import MODALITIES, store_root
 from .errors import IntegrityError, ReaderError
 from .store import FeatureSet, Index
 from .store.sets import video_rows
+from .store.stats import feature_stats
+from .store.stats import standardize as standardized  # `standardize` is a parameter here
 
 PARTS = ("train", "val", "test")
 MODALITY_ORDER = MODALITIES  # the order of a joined set's features along D
@@ -258,11 +260,11 @@ class FeatureSetView:
         lengths, presence = self.index.lengths, self.presence
         if self.ragged:  # every stored row counts: each is a "video" of one frame to feature_stats
             rows_ = ((pos, list(videos)) for pos, videos in self.shards(rows))
-            return store.feature_stats(
+            return feature_stats(
                 (row_chunk(videos, presence[rows[pos]]) for pos, videos in rows_), device, list(self.dims.values())
             )
         chunks = ((np.asarray(feats), lengths[rows[pos]], presence[rows[pos]]) for pos, feats in self.shards(rows))
-        return store.feature_stats(chunks, device, list(self.dims.values()))
+        return feature_stats(chunks, device, list(self.dims.values()))
 
     def training_stats(
         self, split: str | int = 1, val_fraction: float = 0.0, seed: int = 0, test_fraction: float = 0.2
@@ -324,14 +326,14 @@ class FeatureSetView:
             if standardize:
                 mean, std = self.training_stats(split, val_fraction, seed, test_fraction)
                 ones = torch.ones(len(flat), dtype=torch.int64)
-                flat = store.standardize(torch.from_numpy(flat)[:, None], ones, mean, std, torch.float32)[:, 0].numpy()
+                flat = standardized(torch.from_numpy(flat)[:, None], ones, mean, std, torch.float32)[:, 0].numpy()
             feats = flat
         else:
             feats = self.read(rows)
         if standardize and not self.ragged:
             mean, std = self.training_stats(split, val_fraction, seed, test_fraction)
             lengths = torch.from_numpy(self.index.lengths[rows])
-            feats = store.standardize(torch.from_numpy(feats), lengths, mean, std, torch.float32).numpy()
+            feats = standardized(torch.from_numpy(feats), lengths, mean, std, torch.float32).numpy()
         return {
             "features": feats,
             "lengths": self.index.lengths[rows],
@@ -403,7 +405,7 @@ class FeatureSetView:
             if stats is not None:
                 dim = self.dims[m]
                 mean, std = stats[0][start : start + dim], stats[1][start : start + dim]
-                x = store.standardize(x[None], torch.tensor([length]), mean, std, torch.float32)[0]
+                x = standardized(x[None], torch.tensor([length]), mean, std, torch.float32)[0]
                 start += dim
             out[m] = x
         item: dict[str, object] = {

@@ -1,4 +1,7 @@
+import gc
+
 from pipeline import allocator
+from pipeline.lazy import long_lived
 
 
 def run() -> None:
@@ -6,9 +9,12 @@ def run() -> None:
     # First, before torch is imported: ensure() may re-execute this command with the
     # allocator set, throwing away whatever was done so far.
     allocator.ensure()
-    from .cli import main
-
-    main()
+    with long_lived():  # torch's import
+        from .cli import main
+    try:
+        main()
+    finally:
+        gc.freeze()  # the interpreter's exit then walks none of it again
 
 
 # The guard matters: Dask's LocalCluster and joblib's loky start worker processes that

@@ -16,6 +16,8 @@ Layout of one feature set (docs/store.md):
     catalog.py      which sets exist under a root; `store list`'s records and table, `store info`
     sets.py         which set a reference or a dataset names, opening sets, their index and
                     splits, verified feature reads
+    stats.py        a training split's standardisation statistics (the one module needing torch,
+                    loaded on first use so the store's commands start without it)
     roots.py        where the bytes live: a directory (LocalRoot) or an S3 bucket (S3Root); every
                     read, write, listing, conditional replace, claim and deletion goes through one
     cache.py        the local cache of a bucket's shards, by sha256 (bounded, least recently used out)
@@ -52,7 +54,6 @@ from .sets import (
     Index,
     Split,
     carve_by_group,
-    feature_stats,
     find_feature_set,
     open_feature_sets,
     read_features,
@@ -61,7 +62,6 @@ from .sets import (
     resolve_feature_sets,
     select_split,
     split_names,
-    standardize,
     the_set,
     verified_shard,
 )

@@ -36,7 +36,7 @@ from typing import Any
 import torch
 import torch.nn as nn
 
-from pipeline.store import standardize
+from pipeline.store.stats import standardize
 
 from .config import TrainConfig
 

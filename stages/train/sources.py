@@ -25,7 +25,7 @@ import torch
 from pipeline import FeatureSetView
 from pipeline.api import length_batches
 from pipeline.errors import ConfigError
-from pipeline.store import standardize
+from pipeline.store.stats import standardize
 
 # Share of free memory (host RAM or GPU) a whole-in-memory load may take.
 MEMORY_SHARE = 0.5

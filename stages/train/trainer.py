@@ -18,6 +18,7 @@ from pipeline import FeatureSetView, console, store
 from pipeline.devices import resolve_device, training_precision
 from pipeline.errors import ConfigError
 from pipeline.files import atomic_write_json
+from pipeline.store.stats import feature_stats
 
 from . import evaluate
 from .config import TrainConfig
@@ -145,7 +146,7 @@ def make_parts(
         assert data.store_features is not None and data.position is not None
         features, position = data.store_features, data.position
         pos = lambda rows: position[rows]
-        mean, std = store.feature_stats(
+        mean, std = feature_stats(
             memory_chunks(features, pos(train_rows), idx.lengths[train_rows], presence[train_rows]),
             device,
             list(data.view.dims.values()),
@@ -179,7 +180,7 @@ def ragged_parts(
     videos, position = data.store_videos, data.position
     part = lambda rows: [videos[p] for p in position[rows]]
     flat, _, lengths = flat_rows(part(train_rows), view.feature_dim)
-    mean, std = store.feature_stats(ragged_chunks(flat, view.presence[train_rows], lengths), device, dims)
+    mean, std = feature_stats(ragged_chunks(flat, view.presence[train_rows], lengths), device, dims)
     del flat
     return mean, std, lambda rows: RaggedSource(view, rows, mean, std, device, dtype, "memory", part(rows))
 

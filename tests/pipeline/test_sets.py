@@ -13,6 +13,7 @@ from helpers import STR, random_set
 
 from pipeline import store
 from pipeline.errors import ConfigError
+from pipeline.store.stats import feature_stats
 
 
 def test_feature_stats_survive_a_huge_common_component():
@@ -20,7 +21,7 @@ def test_feature_stats_survive_a_huge_common_component():
     rng = np.random.default_rng(1)
     x = (2000 + rng.standard_normal((300, 4, 8)) * 8).astype(np.float32)  # float16 spacing at 2000 is 1
     chunks = [(x[i : i + 7].astype(np.float16), np.full(len(x[i : i + 7]), 4)) for i in range(0, 300, 7)]
-    mean, std = store.feature_stats(chunks)
+    mean, std = feature_stats(chunks)
     ref = np.concatenate([c[0] for c in chunks]).astype(np.float64).reshape(-1, 8)
     np.testing.assert_allclose(std.numpy(), ref.std(0, ddof=1), rtol=1e-3)
     np.testing.assert_allclose(mean.numpy(), ref.mean(0), rtol=1e-6)
@@ -199,7 +200,7 @@ def test_the_index_reads_has_audio_and_statistics_leave_absent_streams_out(tmp_p
         )
         for s in range(0, 30, 9)
     ]
-    mean, std = store.feature_stats(chunks, dims=[2, 4])
+    mean, std = feature_stats(chunks, dims=[2, 4])
     valid = np.arange(6)[None, :] < index.lengths[:, None]
     sound = feats.astype(np.float64)[valid & heard[:, None]]
     np.testing.assert_allclose(mean[2:].numpy(), sound.mean(0), rtol=1e-5)

@@ -8,6 +8,7 @@ import torch
 from helpers import audio_visual_sets, random_set
 
 from pipeline import FeatureSetView, store
+from pipeline.store.stats import feature_stats
 from stages.train import evaluate, sources
 
 
@@ -19,7 +20,7 @@ def test_memory_load_standardises_with_training_statistics(tmp_path):
     feats = store.read_features(sets, index, split.train)
     assert feats.shape == (len(split.train), 6, 16) and feats.dtype == np.float16
     present = np.ones((len(split.train), 1), bool)
-    mean, std = store.feature_stats(
+    mean, std = feature_stats(
         sources.memory_chunks(feats, np.arange(len(split.train)), index.lengths[split.train], present)
     )
     valid = np.arange(6)[None, :] < index.lengths[split.train][:, None]
