@@ -18,7 +18,8 @@ loads torchvision's published IMAGENET1K_V1 file from its cache, so a random sta
 there under that file's name in a temporary TORCH_HOME (the numbers differ, the work does not,
 and nothing is downloaded). Each round runs both, alternating which goes first; the best of each
 counts. Also timed, as the bound: ResNet-50 alone at stage one's batch on frames already in
-memory (the bench's own backbone timing), scaled to the rows stored.
+memory (the bench's own backbone timing, in a process with stage one's allocator), scaled to
+the rows stored.
 
 It prints one JSON object (also written to --out): the rows each tool stored, wall and CPU
 seconds (every process of the tool's tree), video_features / vidstore, vidstore / backbone
@@ -41,6 +42,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
+from pipeline import allocator
 from pipeline.config import repo_root
 from pipeline.ffmpeg_tools import ffmpeg_binary
 
@@ -135,7 +137,23 @@ def run_vidstore(video: Path, work: Path, device: str, precision: str) -> dict:
 
 
 def backbone_alone(device: str, precision: str, rows: int) -> dict:
-    """ResNet-50 alone at stage one's batch and `precision` on frames in memory, scaled to `rows`."""
+    """ResNet-50 alone at stage one's batch and `precision` on frames in memory, scaled to `rows`:
+    timed in a process of its own with the allocator stage one's command runs with (jemalloc where
+    installed; pipeline.allocator), so that the bound and the run are like for like."""
+    _, allocator_env = allocator.plan(dict(os.environ))
+    code = "import sys; from stages.bench.video_features import images_per_second as f; print(f(*sys.argv[1:]))"
+    done = subprocess.run(
+        [sys.executable, "-c", code, device, precision],
+        capture_output=True, text=True, env=os.environ | allocator_env, cwd=repo_root(),
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise SystemExit(f"timing the backbone alone failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
+    rate = float(done.stdout.strip().splitlines()[-1])
+    return {"images_per_s": round(rate, 2), "seconds_for_rows": round(rows / rate, 2)}
+
+
+def images_per_second(device: str, precision: str) -> float:
+    """The bench's own backbone timing (stages.bench.model) of ResNet-50 at SIZE px, in this process."""
     from pipeline.devices import inference_precision, resolve_device
 
     from .config import BenchConfig
@@ -143,11 +161,7 @@ def backbone_alone(device: str, precision: str, rows: int) -> dict:
 
     cfg = BenchConfig(device=device, size=SIZE, weights="random", precision=precision).resolved()
     dev = resolve_device(device)
-    measured = measure_backbone(cfg, dev, inference_precision(cfg.precision, dev))
-    return {
-        "images_per_s": round(measured["images_per_s"], 2),
-        "seconds_for_rows": round(rows / measured["images_per_s"], 2),
-    }
+    return float(measure_backbone(cfg, dev, inference_precision(cfg.precision, dev))["images_per_s"])
 
 
 def compare(
