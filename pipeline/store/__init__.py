@@ -16,8 +16,8 @@ Layout of one feature set (docs/store.md):
     catalog.py      which sets exist under a root; `store list`'s records and table, `store info`
     sets.py         which set a reference or a dataset names, opening sets, their index and
                     splits, verified feature reads
-    stats.py        a training split's standardisation statistics (the one module needing torch,
-                    loaded on first use so the store's commands start without it)
+    stats.py        a training split's standardisation statistics: the one module needing torch,
+                    left out of this package's names so the store's commands start without it
     roots.py        where the bytes live: a directory (LocalRoot) or an S3 bucket (S3Root); every
                     read, write, listing, conditional replace, claim and deletion goes through one
     cache.py        the local cache of a bucket's shards, by sha256 (bounded, least recently used out)
@@ -25,7 +25,8 @@ Layout of one feature set (docs/store.md):
     reuse.py        the store's reuse index (.index/reuse.sqlite under the root, a cache):
                     video fingerprints, and which stored row holds a video under given settings
 
-Everything a caller needs is importable from here: `from pipeline import store`.
+Everything a caller needs is importable from here, `from pipeline import store`, but the
+statistics: `from pipeline.store.stats import feature_stats, standardize`.
 """
 
 from ..errors import IntegrityError, ReaderError, StoreError
