@@ -141,14 +141,12 @@ def backbone_alone(device: str, precision: str, rows: int) -> dict:
     timed in a process of its own with the allocator stage one's command runs with (jemalloc where
     installed; pipeline.allocator), so that the bound and the run are like for like."""
     _, allocator_env = allocator.plan(dict(os.environ))
-    code = "import sys; from stages.bench.video_features import images_per_second as f; print(f(*sys.argv[1:]))"
-    done = subprocess.run(
-        [sys.executable, "-c", code, device, precision],
-        capture_output=True, text=True, env=os.environ | allocator_env, cwd=repo_root(),
-    )  # fmt: skip
-    if done.returncode != 0:
-        raise SystemExit(f"timing the backbone alone failed (exit {done.returncode}):\n{done.stderr[-3000:]}")
-    rate = float(done.stdout.strip().splitlines()[-1])
+    code = "import sys; from stages.bench.video_features import images_per_second as f; print('images/s', f(*sys.argv[1:]))"
+    _, printed = timed([sys.executable, "-c", code, device, precision], cwd=repo_root(), env=os.environ | allocator_env)
+    said = re.search(r"^images/s (\S+)$", printed, re.MULTILINE)
+    if said is None:
+        raise SystemExit(f"timing the backbone alone printed no rate:\n{printed[-3000:]}")
+    rate = float(said.group(1))
     return {"images_per_s": round(rate, 2), "seconds_for_rows": round(rows / rate, 2)}
 
 
