@@ -16,12 +16,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 
 
-def fresh(code: str, *argv: str) -> dict:
+def fresh(code: str) -> dict:
     """Run `code` in a new interpreter at the repository's root; the JSON it prints last."""
     env = dict(os.environ, VIDSTORE_ALLOCATOR="system")  # no re-exec of `python -c`
-    done = subprocess.run(
-        [sys.executable, "-c", code, *argv], capture_output=True, text=True, cwd=REPO, env=env, timeout=120
-    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, env=env, timeout=120)
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
